@@ -1,0 +1,30 @@
+# Two commands on a fresh clone: `make test` and `make demo`. Both install into .venv first when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned in the same command: the CPU build of 2.13.0 lies on this machine's disk,
+	# and an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(OFFLINE) $(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(OFFLINE) $(VENV)/bin/hf-metalr compare --task digits --schedules all --seeds 3 --out runs/digits
+
+bench: $(STAMP)
+	$(OFFLINE) $(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

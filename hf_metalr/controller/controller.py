@@ -1,0 +1,228 @@
+"""The framework-agnostic controller: metric in, learning rate out.
+
+Use it from any training loop::
+
+    ctrl = MetaLRController(initial_lr=1e-3, seed=0)
+    for epoch in range(epochs):
+        train_loss = train_one_epoch(model, optimizer)
+        decision = ctrl.observe(evaluate(model), train_loss=train_loss, progress=(epoch + 1) / epochs)
+        ctrl.scale_param_groups(optimizer)      # every group: its initial LR x decision.scale
+
+The controller's LR is ``initial_lr * scale``; ``scale`` starts at 1 and is moved by the policy's
+multiplicative actions, clipped to ``[min_lr, max_lr] / initial_lr``. Randomness is derived from
+``(seed, decision index)`` alone, so the same stream of metrics gives the same decisions on every
+rank and after a resume.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .actions import apply_multiplier, divergence_multiplier
+from .features import FEATURE_NAMES, RunTracker, is_finite
+from .learner import ActorCriticConfig, ActorCriticLearner
+from .policy import PolicyNetwork, load_policy, random_policy
+from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
+
+__all__ = ["Decision", "MetaLRController", "resolve_policy", "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO"]
+
+DEFAULT_MIN_LR_RATIO = 1e-3
+DEFAULT_MAX_LR_RATIO = 1e2
+STATE_FORMAT = 1
+
+
+@dataclass
+class Decision:
+    """One decision: what was seen and what LR follows."""
+
+    index: int
+    value: float | None
+    reward: float | None
+    action: float  # the multiplier applied to the LR
+    action_index: int | None  # None for the fixed divergence response
+    lr: float  # the controller's LR from now on (initial_lr * scale)
+    scale: float
+    learned: bool  # whether the policy was updated at this decision
+    diverged: bool
+    features: dict | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_policy(policy: str | Path | PolicyNetwork | None, seed: int) -> PolicyNetwork:
+    """``"random"`` (or None): a fresh seeded policy; a path: a saved policy; a network: itself."""
+    if isinstance(policy, PolicyNetwork):
+        return policy
+    if policy is None or policy == "random":
+        return random_policy(seed)
+    return load_policy(policy)
+
+
+class MetaLRController:
+    """Decides the LR at each evaluation from the validation metric.
+
+    ``state_dict()`` is JSON-serializable and holds everything needed to continue exactly:
+    policy weights, meta-optimizer state, run history (tracker, scale, previous action, the
+    pending transition) and the decision index that seeds the action RNG.
+    """
+
+    def __init__(
+        self,
+        initial_lr: float,
+        *,
+        policy: str | Path | PolicyNetwork | None = "random",
+        seed: int = 0,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
+        learn_online: bool = True,
+        meta_lr: float = 1e-4,
+        greater_is_better: bool = False,
+        greedy: bool = False,
+    ):
+        if not (is_finite(initial_lr) and initial_lr > 0):
+            raise ValueError(f"initial_lr must be a finite number > 0, got {initial_lr!r}")
+        self.initial_lr = float(initial_lr)
+        self.min_lr = float(min_lr) if min_lr is not None else self.initial_lr * DEFAULT_MIN_LR_RATIO
+        self.max_lr = float(max_lr) if max_lr is not None else self.initial_lr * DEFAULT_MAX_LR_RATIO
+        if not (0 < self.min_lr <= self.initial_lr <= self.max_lr and math.isfinite(self.max_lr)):
+            raise ValueError(
+                f"need 0 < min_lr <= initial LR <= max_lr < inf, got min_lr={self.min_lr}, initial LR="
+                f"{self.initial_lr}, max_lr={self.max_lr}. Widen the bounds or change the initial LR."
+            )
+        self.seed = int(seed)
+        self.greedy = greedy
+        self.learn_online = learn_online
+        self.policy = resolve_policy(policy, self.seed)
+        self.multipliers = tuple(self.policy.config.multipliers)
+        self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
+        self.tracker = RunTracker(greater_is_better=greater_is_better)
+        self.scale = 1.0
+        self.decision_index = 0
+        self.previous_multiplier = 1.0
+        self.pending: dict | None = None
+        self.history: list[dict] = []
+
+    # -- the LR -------------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.initial_lr * self.scale
+
+    @property
+    def min_scale(self) -> float:
+        return self.min_lr / self.initial_lr
+
+    @property
+    def max_scale(self) -> float:
+        return self.max_lr / self.initial_lr
+
+    def scale_param_groups(self, optimizer: torch.optim.Optimizer) -> None:
+        """For a plain loop with no scheduler: set each group's LR to its initial LR x scale."""
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * self.scale
+
+    # -- decisions -----------------------------------------------------------------------------
+    def observe_train_loss(self, loss: float) -> None:
+        self.tracker.observe_train_loss(loss)
+
+    def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None) -> Decision:
+        """Take one validation metric value and decide the next LR."""
+        if train_loss is not None:
+            self.observe_train_loss(train_loss)
+        index = self.decision_index
+        self.decision_index += 1
+        if not is_finite(value):
+            return self._diverged(index, value)
+
+        _, reward = self.tracker.observe(float(value))
+        obs = self.tracker.features(progress, self.scale, self.previous_multiplier)
+        learned = False
+        if self.learner is not None and self.pending is not None and reward is not None:
+            self.learner.update(self.pending["obs"], self.pending["action"], reward, obs)
+            learned = True
+        action = self._select(obs, index)
+        multiplier = self.multipliers[action]
+        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        self.pending = {"obs": obs, "action": action}
+        self.tracker.commit()
+        self.previous_multiplier = multiplier
+        return self._record(index, float(value), reward, multiplier, action, learned, False, obs)
+
+    def _diverged(self, index: int, value) -> Decision:
+        multiplier = divergence_multiplier(self.multipliers)
+        warnings.warn(
+            f"hf_metalr: the monitored metric is {value!r} at decision {index}; treating it as a divergence: "
+            f"the LR is multiplied by {multiplier} and this transition is not learned from.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        self.pending = None
+        self.previous_multiplier = multiplier
+        return self._record(index, None, None, multiplier, None, False, True, None)
+
+    def _select(self, obs: list[float], index: int) -> int:
+        with torch.no_grad():
+            logits = self.policy.actor(torch.tensor([obs], dtype=torch.float32))[0]
+        if self.greedy:
+            return int(torch.argmax(logits))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+
+    def _record(self, index, value, reward, multiplier, action, learned, diverged, obs) -> Decision:
+        decision = Decision(
+            index=index,
+            value=value,
+            reward=reward,
+            action=multiplier,
+            action_index=action,
+            lr=self.lr,
+            scale=self.scale,
+            learned=learned,
+            diverged=diverged,
+            features=dict(zip(FEATURE_NAMES, obs)) if obs is not None else None,
+        )
+        self.history.append(decision.as_dict())
+        return decision
+
+    def reset_run(self) -> None:
+        """Start a new run with the same (possibly learned) policy."""
+        self.tracker = RunTracker(greater_is_better=self.tracker.greater_is_better)
+        self.scale, self.decision_index, self.previous_multiplier = 1.0, 0, 1.0
+        self.pending, self.history = None, []
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": STATE_FORMAT,
+            "seed": self.seed,
+            "initial_lr": self.initial_lr,
+            "scale": self.scale,
+            "decision_index": self.decision_index,
+            "previous_multiplier": self.previous_multiplier,
+            "pending": self.pending,
+            "tracker": self.tracker.to_dict(),
+            "history": self.history,
+            "policy": tensors_to_text(self.policy.state_dict()),
+            "meta_optimizer": optimizer_state_to_json(self.learner.state_dict()) if self.learner else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"controller state has format {state.get('format')!r}, expected {STATE_FORMAT}")
+        self.seed = state["seed"]
+        self.scale = state["scale"]
+        self.decision_index = state["decision_index"]
+        self.previous_multiplier = state["previous_multiplier"]
+        self.pending = state["pending"]
+        self.tracker = RunTracker.from_dict(state["tracker"])
+        self.history = list(state["history"])
+        self.policy.load_state_dict(text_to_tensors(state["policy"]))
+        if self.learner is not None and state.get("meta_optimizer"):
+            self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))

@@ -1,0 +1,61 @@
+"""Online learner: one-step advantage actor-critic, updated at each decision.
+
+At decision ``t`` the controller hands over the transition of decision ``t-1``:
+``(obs, action, reward, next_obs)``. The TD error ``r + gamma * V(s') - V(s)`` is both the
+critic's regression target and the actor's advantage. The meta-learner's optimizer is Adam,
+at 1e-4 by default (the experiment plan's meta-learner LR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .policy import PolicyNetwork
+
+__all__ = ["ActorCriticConfig", "ActorCriticLearner"]
+
+
+@dataclass
+class ActorCriticConfig:
+    lr: float = 1e-4
+    gamma: float = 0.9
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    max_grad_norm: float = 0.5
+
+
+class ActorCriticLearner:
+    """Owns the meta-optimizer of a policy; ``state_dict`` holds only that optimizer's state."""
+
+    def __init__(self, policy: PolicyNetwork, config: ActorCriticConfig | None = None):
+        self.policy = policy
+        self.config = config or ActorCriticConfig()
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.config.lr, eps=1e-5)
+
+    def update(self, obs: list[float], action: int, reward: float, next_obs: list[float]) -> dict[str, float]:
+        c = self.config
+        obs_t = torch.tensor([obs], dtype=torch.float32)
+        next_t = torch.tensor([next_obs], dtype=torch.float32)
+        with torch.no_grad():
+            target = reward + c.gamma * self.policy.critic(next_t).squeeze(-1)
+        logits, value = self.policy(obs_t)
+        dist = torch.distributions.Categorical(logits=logits)
+        advantage = (target - value).detach()
+        actor_loss = -(dist.log_prob(torch.tensor([action])) * advantage).mean()
+        value_loss = (target - value).pow(2).mean()
+        entropy = dist.entropy().mean()
+        loss = actor_loss + c.value_coef * value_loss - c.entropy_coef * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+        return {"actor_loss": float(actor_loss), "value_loss": float(value_loss), "entropy": float(entropy)}
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)

@@ -1,0 +1,154 @@
+"""The policy network and its file format.
+
+A policy is a small actor-critic MLP: the actor maps an observation (see ``features``) to logits
+over the action multipliers (see ``actions``), the critic to a value estimate.
+
+On disk a policy is two files side by side, never a pickle:
+
+- ``NAME.safetensors``: the weights;
+- ``NAME.json``: the config (format version, feature names, multipliers, hidden size) and an
+  optional free-form ``card`` (how it was trained, held-out scores).
+
+``load_policy`` checks all of it and raises :class:`PolicyLoadError`, naming the file, for a file
+that is missing, corrupt, of another format version, built for other features or actions, or of
+the wrong shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .actions import DEFAULT_MULTIPLIERS
+from .features import FEATURE_NAMES
+
+__all__ = ["FORMAT_VERSION", "PolicyConfig", "PolicyLoadError", "PolicyNetwork", "load_policy", "save_policy", "random_policy"]
+
+FORMAT_VERSION = 1
+
+
+class PolicyLoadError(ValueError):
+    """A policy file that cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class PolicyConfig:
+    hidden: int = 64
+    features: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
+    multipliers: list[float] = field(default_factory=lambda: list(DEFAULT_MULTIPLIERS))
+    format_version: int = FORMAT_VERSION
+    card: dict = field(default_factory=dict)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class PolicyNetwork(nn.Module):
+    """Separate actor and critic MLPs (two hidden tanh layers each)."""
+
+    def __init__(self, config: PolicyConfig | None = None):
+        super().__init__()
+        self.config = config or PolicyConfig()
+        n_obs, n_act, h = len(self.config.features), len(self.config.multipliers), self.config.hidden
+        self.actor = _mlp([n_obs, h, h, n_act])
+        self.critic = _mlp([n_obs, h, h, 1])
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.actor(obs), self.critic(obs).squeeze(-1)
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Categorical:
+        return torch.distributions.Categorical(logits=self.actor(obs))
+
+
+def random_policy(seed: int = 0, config: PolicyConfig | None = None) -> PolicyNetwork:
+    """A freshly initialized policy, seeded, that does not touch the global RNG.
+
+    Orthogonal init as in cleanrl; the actor's last layer is tiny, so the first actions are close
+    to uniform over the multipliers.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = PolicyNetwork(config)
+        for module in net.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.orthogonal_(module.weight, math.sqrt(2))
+                nn.init.zeros_(module.bias)
+        nn.init.orthogonal_(net.actor[-1].weight, 0.01)
+        nn.init.orthogonal_(net.critic[-1].weight, 1.0)
+    return net
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+
+
+def save_policy(net: PolicyNetwork, path: str | Path, card: dict | None = None) -> Path:
+    """Write ``path.safetensors`` and ``path.json``; returns the weights path."""
+    from safetensors.torch import save_file
+
+    weights, config_path = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    config = asdict(net.config)
+    if card is not None:
+        config["card"] = card
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return weights
+
+
+def load_policy(path: str | Path) -> PolicyNetwork:
+    """Load a policy saved by :func:`save_policy`; see the module docstring for the checks."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, config_path = _paths(path)
+    for p in (weights, config_path):
+        if not p.is_file():
+            raise PolicyLoadError(
+                f"policy file {p} does not exist. A policy is a pair NAME.safetensors + NAME.json written by "
+                "hf_metalr.save_policy; pass the path of either, or policy='random' for a fresh one."
+            )
+    try:
+        raw = json.loads(config_path.read_text())
+        config = PolicyConfig(**raw)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise PolicyLoadError(f"policy config {config_path} is corrupt or not a hf_metalr policy config: {exc}") from exc
+    if config.format_version != FORMAT_VERSION:
+        raise PolicyLoadError(
+            f"policy {config_path} has format version {config.format_version}, but this hf_metalr reads version "
+            f"{FORMAT_VERSION}. Re-export it with the matching hf_metalr version or retrain it (hf-metalr meta-train)."
+        )
+    if list(config.features) != list(FEATURE_NAMES):
+        raise PolicyLoadError(
+            f"policy {config_path} was trained on features {config.features}, but this hf_metalr computes "
+            f"{list(FEATURE_NAMES)}. Retrain it with hf-metalr meta-train."
+        )
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PolicyLoadError(f"policy weights {weights} are corrupt or not a safetensors file: {exc}") from exc
+    net = PolicyNetwork(config)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:
+        raise PolicyLoadError(
+            f"policy weights {weights} do not match the shapes of its config {config_path} "
+            f"(expected {expected}, found {found}). The two files belong to different policies."
+        )
+    net.load_state_dict(tensors)
+    return net
+

@@ -1,0 +1,252 @@
+"""``MetaLRCallback``: the controller, plugged into the Hugging Face ``Trainer``.
+
+At every evaluation during training the monitored validation metric goes to a
+:class:`~hf_metalr.MetaLRController`, and the decided LR is bound into the optimizer and the
+user's scheduler (see ``lr_binding``), so it takes effect from the very next optimizer step.
+
+- **Logged:** ``metalr/lr``, ``metalr/scale``, ``metalr/action`` and ``metalr/reward`` are added
+  to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
+  metric. The callback moves itself ahead of the reporting callbacks for that.
+- **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
+  world's main process only.
+- **Saved:** the whole controller state (policy, meta-optimizer, run history, decision index that
+  seeds the RNG) rides in every checkpoint's ``trainer_state.json`` as an ``ExportableState``,
+  and is restored on ``resume_from_checkpoint`` whether or not
+  ``restore_callback_states_from_checkpoint`` is set. The scale itself also lives in the
+  scheduler's ``base_lrs`` and so in ``scheduler.pt``.
+- **Ranks:** every rank computes the same decision from the same gathered metrics; rank 0's LR
+  scale is broadcast anyway, so all ranks apply the identical LR.
+- At the end of training the main process writes the (online-learned) policy to
+  ``<output_dir>/metalr_policy.safetensors`` + ``.json``.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+from transformers.trainer_callback import CallbackHandler, ExportableState
+
+from ..controller.controller import MetaLRController
+from ..controller.policy import PolicyNetwork, load_policy, save_policy
+from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
+from .trace import TRACE_NAME, TraceWriter
+
+__all__ = ["MetaLRCallback"]
+
+_NON_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+class MetaLRCallback(TrainerCallback, ExportableState):
+    """Drive the Trainer's learning rate with a (meta-)learned RL controller.
+
+    Args:
+        metric: metric to monitor; defaults to ``args.metric_for_best_model``, else ``eval_loss``.
+            The ``eval_`` prefix is added when missing, as the Trainer does.
+        greater_is_better: defaults to ``args.greater_is_better`` for ``metric_for_best_model``,
+            else inferred as the Trainer does (``True`` unless the name ends in ``loss``).
+        policy: ``"random"`` for a fresh seeded policy, or the path of a saved policy.
+        seed: seed of the policy init and the action sampling; defaults to ``args.seed``.
+        min_lr, max_lr: bounds of the controller's LR; default to 1e-3x and 100x the initial LR.
+        learn_online: update the policy at every evaluation (one-step actor-critic).
+        meta_lr: learning rate of the meta-learner's Adam.
+        greedy: take the most likely action instead of sampling one.
+    """
+
+    def __init__(
+        self,
+        metric: str | None = None,
+        greater_is_better: bool | None = None,
+        policy: str = "random",
+        seed: int | None = None,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
+        learn_online: bool = True,
+        meta_lr: float = 1e-4,
+        greedy: bool = False,
+    ):
+        for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"MetaLRCallback({name}={value!r}): must be a finite number > 0, or None")
+        if min_lr is not None and max_lr is not None and min_lr > max_lr:
+            raise ValueError(f"MetaLRCallback: min_lr={min_lr} is above max_lr={max_lr}; swap them")
+        if not (isinstance(meta_lr, (int, float)) and math.isfinite(meta_lr) and meta_lr > 0):
+            raise ValueError(f"MetaLRCallback(meta_lr={meta_lr!r}): must be a finite number > 0")
+        if not isinstance(policy, (str, Path)):
+            raise TypeError(f"MetaLRCallback(policy=...) takes 'random' or a file path, got {type(policy).__name__}")
+        self._init_args = {
+            "metric": metric,
+            "greater_is_better": greater_is_better,
+            "policy": str(policy),
+            "seed": seed,
+            "min_lr": min_lr,
+            "max_lr": max_lr,
+            "learn_online": learn_online,
+            "meta_lr": meta_lr,
+            "greedy": greedy,
+        }
+        # A saved policy is read and checked now, so a bad file fails at construction.
+        self._policy: PolicyNetwork | None = None if str(policy) == "random" else load_policy(policy)
+        self.controller: MetaLRController | None = None
+        self.metric_key: str | None = None
+        self._in_training = False
+        self._trace: TraceWriter | None = None
+
+    # -- ExportableState -------------------------------------------------------------------------
+    def state(self) -> dict:
+        controller_state = self.controller.state_dict() if self.controller is not None else None
+        return {"args": dict(self._init_args), "attributes": {"controller_state": controller_state}}
+
+    # -- events ---------------------------------------------------------------------------------
+    def on_init_end(self, args, state, control, **kwargs):
+        check_training_args(args)
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        check_training_args(args)
+        strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+        if strategy == "no":
+            raise ValueError(
+                "MetaLRCallback decides the LR at each evaluation, but evaluation is switched off "
+                "(eval_strategy='no'). Set eval_strategy='steps' with eval_steps=N, or eval_strategy='epoch', "
+                "and pass an eval_dataset."
+            )
+        if optimizer is None:
+            raise ValueError("MetaLRCallback needs the optimizer, which the Trainer passes at train begin")
+        check_scheduler_supported(lr_scheduler)
+        self._move_ahead_of_reporters()
+
+        self.metric_key, greater_is_better = self._resolve_metric(args)
+        a = self._init_args
+        seed = args.seed if a["seed"] is None else a["seed"]
+        first_group = optimizer.param_groups[0]
+        self.controller = MetaLRController(
+            initial_lr=first_group.get("initial_lr", first_group["lr"]),
+            policy=self._policy if self._policy is not None else "random",
+            seed=seed,
+            min_lr=a["min_lr"],
+            max_lr=a["max_lr"],
+            learn_online=a["learn_online"],
+            meta_lr=a["meta_lr"],
+            greater_is_better=greater_is_better,
+            greedy=a["greedy"],
+        )
+        self._policy = self.controller.policy
+
+        saved = self._saved_controller_state(state)
+        resuming = state.global_step > 0 and saved is not None
+        if resuming:
+            self.controller.load_state_dict(saved)
+        self._trace = TraceWriter(Path(args.output_dir) / TRACE_NAME) if state.is_world_process_zero else None
+        if self._trace is not None:
+            self._trace.start(resume_step=state.global_step if resuming else None)
+        apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        self._in_training = True
+
+    def on_log(self, args, state, control, logs=None, optimizer=None, lr_scheduler=None, **kwargs):
+        if not self._in_training or not logs:
+            return
+        if "loss" in logs:
+            self.controller.observe_train_loss(logs["loss"])
+        if not any(k.startswith("eval_") for k in logs):
+            return
+        if self.metric_key not in logs:
+            self._check_missing_metric(logs)
+            return
+        value = logs[self.metric_key]
+        progress = state.global_step / state.max_steps if state.max_steps else 0.0
+        decision = self.controller.observe(value, progress=progress)
+        self._agree_across_ranks()
+        lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
+
+        published = {
+            "metalr/lr": lrs[0],
+            "metalr/scale": self.controller.scale,
+            "metalr/action": decision.action,
+        }
+        if decision.reward is not None:
+            published["metalr/reward"] = decision.reward
+        logs.update(published)
+        if state.log_history:
+            state.log_history[-1].update(published)
+        if self._trace is not None:
+            self._trace.append(
+                {
+                    "global_step": state.global_step,
+                    "epoch": state.epoch,
+                    "metric": self.metric_key,
+                    "value": value,
+                    "action": decision.action,
+                    "action_index": decision.action_index,
+                    "reward": decision.reward,
+                    "lr": lrs[0],
+                    "lrs": lrs,
+                    "lr_scale": self.controller.scale,
+                    "learned": decision.learned,
+                    "diverged": decision.diverged,
+                    "features": decision.features,
+                }
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._in_training = False
+        if state.is_world_process_zero and self.controller is not None:
+            save_policy(self.controller.policy, Path(args.output_dir) / "metalr_policy")
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _resolve_metric(self, args) -> tuple[str, bool]:
+        metric = self._init_args["metric"] or args.metric_for_best_model or "eval_loss"
+        key = metric if metric.startswith("eval_") else f"eval_{metric}"
+        greater = self._init_args["greater_is_better"]
+        if greater is None:
+            best = args.metric_for_best_model
+            if best is not None and key in (best, f"eval_{best}") and args.greater_is_better is not None:
+                greater = bool(args.greater_is_better)
+            else:
+                greater = not key.endswith("loss")
+        return key, greater
+
+    def _check_missing_metric(self, logs: dict) -> None:
+        runtime_keys = [k for k in logs if k.endswith("_runtime")]
+        prefix = runtime_keys[0][: -len("runtime")] if runtime_keys else "eval_"
+        available = sorted(k for k in logs if k.startswith("eval_") and not k.endswith(_NON_METRIC_SUFFIXES))
+        is_default_loss = self.metric_key == "eval_loss" and self._init_args["metric"] is None
+        if self.metric_key.startswith(prefix) or is_default_loss:
+            raise ValueError(
+                f"MetaLRCallback monitors {self.metric_key!r}, but the evaluation returned no such key. "
+                f"Available: {available}. Pass MetaLRCallback(metric=...) or set metric_for_best_model to one of them."
+            )
+        # else: an evaluation of another eval dataset (a dict of eval datasets); not ours to act on.
+
+    def _saved_controller_state(self, state) -> dict | None:
+        entry = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(entry, list):
+            entry = entry[0] if entry else None
+        if not isinstance(entry, dict):
+            return None
+        return (entry.get("attributes") or {}).get("controller_state")
+
+    def _agree_across_ranks(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            shared = [self.controller.scale]
+            dist.broadcast_object_list(shared, src=0)
+            self.controller.scale = shared[0]
+
+    def _move_ahead_of_reporters(self) -> None:
+        """Put this callback first in the Trainer's CallbackHandler.
+
+        The Trainer places user callbacks after the reporting ones (TensorBoard, W&B), so keys
+        added in ``on_log`` would reach the log history but not the reporters. A new list is
+        assigned, so the handler's loop in progress is not disturbed.
+        """
+        for container in gc.get_referrers(self):
+            if not isinstance(container, list) or not all(isinstance(c, TrainerCallback) for c in container):
+                continue
+            for owner in gc.get_referrers(container):
+                handler_dict = owner.__dict__ if isinstance(owner, CallbackHandler) else owner
+                if isinstance(handler_dict, dict) and handler_dict.get("callbacks") is container:
+                    handler_dict["callbacks"] = [self] + [c for c in container if c is not self]
+                    return

@@ -1,0 +1,48 @@
+"""The decision trace: ``<output_dir>/metalr_trace.jsonl``, one JSON object per decision.
+
+Only the world's main process writes it (the callback checks that). A fresh run starts a new
+file; a resumed run keeps the lines up to the checkpoint's step and drops any written after it by
+the interrupted run, so the file always reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+__all__ = ["TRACE_NAME", "TraceWriter", "read_trace"]
+
+TRACE_NAME = "metalr_trace.jsonl"
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # "nan" / "inf": strict JSON has no literal for them
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+class TraceWriter:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def start(self, resume_step: int | None = None) -> None:
+        """Begin a run: truncate, or on resume keep only the lines with ``global_step <= resume_step``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in read_trace(self.path) if line["global_step"] <= resume_step]
+        with self.path.open("w") as f:
+            for line in kept:
+                f.write(json.dumps(line) + "\n")
+
+    def append(self, entry: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(_json_safe(entry)) + "\n")
+
+
+def read_trace(path: str | Path) -> list[dict]:
+    with Path(path).open() as f:
+        return [json.loads(line) for line in f if line.strip()]
