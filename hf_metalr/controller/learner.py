@@ -52,7 +52,7 @@ class ActorCriticLearner:
         loss.backward()
         nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)
         self.optimizer.step()
-        return {"actor_loss": float(actor_loss), "value_loss": float(value_loss), "entropy": float(entropy)}
+        return {"actor_loss": actor_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()
