@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,24 @@ __all__ = ["Decision", "MetaLRController", "resolve_policy", "DEFAULT_MIN_LR_RAT
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
 STATE_FORMAT = 1
+
+
+@contextmanager
+def single_threaded():
+    """Run the policy's tiny tensor ops on one thread.
+
+    With torch's default intra-op pool, an op on a 64x64 tensor is split across threads; on a
+    machine whose cores are busy training, that costs milliseconds per op instead of microseconds.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -98,7 +117,8 @@ class MetaLRController:
         self.seed = int(seed)
         self.greedy = greedy
         self.learn_online = learn_online
-        self.policy = resolve_policy(policy, self.seed)
+        with single_threaded():
+            self.policy = resolve_policy(policy, self.seed)
         self.multipliers = tuple(self.policy.config.multipliers)
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
@@ -133,6 +153,10 @@ class MetaLRController:
 
     def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None) -> Decision:
         """Take one validation metric value and decide the next LR."""
+        with single_threaded():
+            return self._observe(value, progress, train_loss)
+
+    def _observe(self, value, progress, train_loss) -> Decision:
         if train_loss is not None:
             self.observe_train_loss(train_loss)
         index = self.decision_index

@@ -108,7 +108,7 @@ class RunTracker:
         current = self._current
         previous = self.previous if self.previous is not None else current
         if self.train_loss is not None and self.train_loss_at_decision is not None:
-            train_trend = math.log(self.train_loss / self.train_loss_at_decision)
+            train_trend = math.log(self.train_loss) - math.log(self.train_loss_at_decision)
         else:
             train_trend = 0.0
         return [

@@ -1,0 +1,366 @@
+"""Meta-LR for unmodified scripts: every ``Trainer`` the script builds gets a ``MetaLRCallback``.
+
+    python -m hf_metalr.launch your_script.py --its --own --args --metalr_seed 1
+    accelerate launch --multi_gpu --num_processes 4 -m hf_metalr.launch your_script.py ...
+    torchrun --nproc_per_node 4 -m hf_metalr.launch your_script.py ...
+    hf-metalr run your_script.py ...
+    python -m hf_metalr.launch -m some.module ...          # a module instead of a file
+
+How it works: ``transformers.Trainer.__init__`` is wrapped so that, once a Trainer (or any
+subclass) is built, a fresh ``MetaLRCallback`` is added to it, unless the script already added
+one itself. Then the script runs as ``__main__`` (``runpy``), with the ``--metalr_*`` flags taken
+out of ``sys.argv``, so its own argument parser never sees them.
+
+Settings (all optional), from lowest to highest priority:
+
+- the ``MetaLRCallback`` defaults;
+- environment variables ``HF_METALR_<NAME>``, e.g. ``HF_METALR_SEED=1``, ``HF_METALR_MAX_LR=1e-2``;
+- flags ``--metalr_<name> VALUE`` (or ``--metalr_<name>=VALUE``), before or after the script path.
+  Every ``--metalr_*`` token is taken by the launcher, wherever it stands.
+
+Bad settings (unknown names, unparsable values, bounds the callback rejects, a policy file that
+does not load) stop the launch with exit code 2 and a message naming the flag or the variable,
+before the script starts. The script's own requirements still apply: it must evaluate during
+training (``eval_strategy`` other than ``"no"``), and must not use a metric-driven LR scheduler.
+
+:class:`MetaLRArguments` is also the ``--metalr_*`` block of the recipes under ``recipes/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import functools
+import os
+import runpy
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_metalr_options", "install", "main", "patched"]
+
+FLAG_PREFIX = "--metalr_"
+ENV_PREFIX = "HF_METALR_"
+PROG = "python -m hf_metalr.launch"
+
+
+@dataclass
+class MetaLRArguments:
+    """The ``MetaLRCallback`` options as ``--metalr_<option>`` flags (one field per callback argument)."""
+
+    metalr_metric: str | None = field(
+        default=None,
+        metadata={"help": "Metric the controller follows (the 'eval_' prefix is optional). Default: metric_for_best_model, else eval_loss."},
+    )
+    metalr_greater_is_better: bool | None = field(
+        default=None,
+        metadata={"help": "Whether a larger metric is better. Default: greater_is_better for metric_for_best_model, else True unless the name ends in 'loss'."},
+    )
+    metalr_policy: str = field(
+        default="random",
+        metadata={"help": "'random' for a fresh seeded policy, or the path of a saved policy (metalr_policy.safetensors)."},
+    )
+    metalr_seed: int | None = field(
+        default=None, metadata={"help": "Seed of the policy init and of the action sampling. Default: the Trainer's --seed."}
+    )
+    metalr_min_lr: float | None = field(
+        default=None, metadata={"help": "Lowest LR the controller may set. Default: 1e-3 x the initial learning rate."}
+    )
+    metalr_max_lr: float | None = field(
+        default=None, metadata={"help": "Highest LR the controller may set. Default: 100 x the initial learning rate."}
+    )
+    metalr_learn_online: bool = field(
+        default=True, metadata={"help": "Update the policy at every evaluation (one-step actor-critic). --no_metalr_learn_online freezes it."}
+    )
+    metalr_meta_lr: float = field(default=1e-4, metadata={"help": "Learning rate of the meta-learner (the policy's Adam)."})
+    metalr_greedy: bool = field(
+        default=False, metadata={"help": "Take the most likely action at each decision instead of sampling one."}
+    )
+
+    def callback_kwargs(self) -> dict:
+        """The keyword arguments of ``MetaLRCallback``: each ``metalr_`` field without its prefix."""
+        return {f.name[len("metalr_") :]: getattr(self, f.name) for f in dataclasses.fields(MetaLRArguments)}
+
+    def non_default(self) -> dict:
+        """The ``metalr_`` options set away from their defaults, keyed by field name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(MetaLRArguments) if getattr(self, f.name) != f.default}
+
+
+class LaunchError(ValueError):
+    """A launcher setting that cannot work; the message names the flag or variable and the fix."""
+
+
+def check_metalr_options(options: MetaLRArguments, *, sources: dict[str, str] | None = None, learning_rate: float | None = None):
+    """Build one ``MetaLRCallback`` from ``options`` to fail now, not at the first evaluation.
+
+    ``sources`` maps option names to where they came from (a flag or an environment variable),
+    for the message. With ``learning_rate``, the LR bounds are checked against it too. Returns
+    the callback keyword arguments.
+    """
+    from .controller.policy import PolicyLoadError
+    from .integration.callback import MetaLRCallback
+
+    kwargs = options.callback_kwargs()
+    where = ", ".join(f"{name}={value!r} from {(sources or {}).get(name, 'flag --' + name)}" for name, value in options.non_default().items())
+    try:
+        MetaLRCallback(**kwargs)
+    except (ValueError, TypeError, PolicyLoadError, OSError) as err:
+        raise LaunchError(f"bad meta-LR setting: {err}" + (f" (settings: {where})" if where else "")) from None
+    if learning_rate is not None:
+        low, high = kwargs["min_lr"], kwargs["max_lr"]
+        if (low is not None and low > learning_rate) or (high is not None and high < learning_rate):
+            raise LaunchError(
+                f"bad meta-LR setting: the initial learning_rate={learning_rate} must lie within "
+                f"[metalr_min_lr, metalr_max_lr] = [{low}, {high}]; widen the bounds or change --learning_rate"
+            )
+    return kwargs
+
+
+# -- settings from flags and environment ----------------------------------------------------------
+_FIELDS = {f.name: f for f in dataclasses.fields(MetaLRArguments)}
+_TRUE, _FALSE = ("true", "yes", "1", "y", "t"), ("false", "no", "0", "n", "f")
+
+
+def _value_type(name: str) -> type:
+    hint = typing.get_type_hints(MetaLRArguments)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _optional(name: str) -> bool:
+    return type(None) in typing.get_args(typing.get_type_hints(MetaLRArguments)[name])
+
+
+def _coerce(name: str, raw: str, source: str):
+    kind = _value_type(name)
+    text = raw.strip()
+    if _optional(name) and text.lower() in ("none", "null", ""):
+        return None
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise LaunchError(f"{source}: expected true or false, got {raw!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise LaunchError(f"{source}: expected {'an integer' if kind is int else 'a number' if kind is float else kind.__name__}, got {raw!r}") from None
+
+
+def _known(name: str, source: str) -> str:
+    if name in _FIELDS:
+        return name
+    close = difflib.get_close_matches(name, list(_FIELDS), n=1)
+    hint = f"; did you mean {FLAG_PREFIX}{close[0][len('metalr_'):]}?" if close else ""
+    known = ", ".join(FLAG_PREFIX + n[len("metalr_") :] for n in _FIELDS)
+    raise LaunchError(f"unknown meta-LR option {source}{hint} (known: {known})")
+
+
+def _from_environ(environ) -> tuple[dict, dict, list[str]]:
+    values, sources, warnings = {}, {}, []
+    for key in sorted(environ):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = "metalr_" + key[len(ENV_PREFIX) :].lower()
+        if name not in _FIELDS:
+            close = difflib.get_close_matches(name, list(_FIELDS), n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0][len('metalr_'):].upper()}?)" if close else ""
+            warnings.append(f"ignoring environment variable {key}: not a meta-LR option{hint}")
+            continue
+        source = f"environment variable {key}"
+        values[name] = _coerce(name, environ[key], source)
+        sources[name] = source
+    return values, sources, warnings
+
+
+def _take_flag(tokens: list[str], i: int) -> tuple[str, object, str, int]:
+    """Parse the ``--metalr_*`` flag at ``tokens[i]``; return (name, value, source, next index)."""
+    token = tokens[i]
+    body, has_value, raw = token[2:].partition("=")
+    name = _known(body.replace("-", "_"), token if not has_value else f"--{body}")
+    source = f"flag --{body}"
+    if has_value:
+        return name, _coerce(name, raw, source), source, i + 1
+    nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+    if _value_type(name) is bool:
+        if nxt is not None and nxt.lower() in _TRUE + _FALSE:
+            return name, _coerce(name, nxt, source), source, i + 2
+        return name, True, source, i + 1
+    if nxt is None or nxt.startswith("--"):
+        raise LaunchError(f"{source} needs a value")
+    return name, _coerce(name, nxt, source), source, i + 2
+
+
+def _is_metalr_flag(token: str) -> bool:
+    return token.startswith((FLAG_PREFIX, "--metalr-")) or token in ("--no_metalr_learn_online", "--no-metalr-learn-online")
+
+
+def parse_launch_argv(argv: list[str], environ=None) -> tuple[MetaLRArguments, dict, list[str], tuple[str, str], list[str]]:
+    """Split the launcher's argv.
+
+    Returns (options, sources, warnings, (kind, target), script_args), kind being ``"path"`` or
+    ``"module"``. Raises :class:`LaunchError` on anything it cannot use.
+    """
+    values, sources, warnings = _from_environ(os.environ if environ is None else environ)
+    target: tuple[str, str] | None = None
+    script_args: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in ("--no_metalr_learn_online", "--no-metalr-learn-online"):
+            values["metalr_learn_online"], sources["metalr_learn_online"] = False, f"flag {token}"
+            i += 1
+        elif _is_metalr_flag(token):
+            name, value, source, i = _take_flag(argv, i)
+            values[name], sources[name] = value, source
+        elif target is not None:
+            script_args.append(token)
+            i += 1
+        elif token == "-m":
+            if i + 1 >= len(argv):
+                raise LaunchError("-m needs a module name")
+            target, i = ("module", argv[i + 1]), i + 2
+        elif token.startswith("-"):
+            raise LaunchError(f"unknown launcher option {token!r} before the script; the launcher takes only --metalr_* flags, then the script and its arguments")
+        else:
+            target, i = ("path", token), i + 1
+    if target is None:
+        raise LaunchError("no script given: pass the path of a Python script (or -m module) to run")
+    if target[0] == "path" and not Path(target[1]).is_file():
+        raise LaunchError(f"script not found: {target[1]!r}")
+    return MetaLRArguments(**values), sources, warnings, target, script_args
+
+
+# -- the Trainer patch ------------------------------------------------------------------------
+_state = {"original_init": None, "kwargs": None, "trainers": []}
+
+
+def _has_metalr(trainer) -> bool:
+    from .integration.callback import MetaLRCallback
+
+    return any(isinstance(cb, MetaLRCallback) for cb in trainer.callback_handler.callbacks)
+
+
+def install(callback_kwargs: dict) -> None:
+    """Wrap ``transformers.Trainer.__init__`` so each new Trainer gets ``MetaLRCallback(**callback_kwargs)``."""
+    from transformers import trainer as trainer_module
+
+    from .integration.callback import MetaLRCallback
+
+    _state["kwargs"] = dict(callback_kwargs)
+    if _state["original_init"] is not None:
+        return
+    original = trainer_module.Trainer.__init__
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if not _has_metalr(self):  # a script that adds its own MetaLRCallback keeps just that one
+            callback = MetaLRCallback(**_state["kwargs"])
+            self.add_callback(callback)
+            callback.on_init_end(self.args, self.state, self.control)  # fail fast on a conflicting schedule
+            _state["trainers"].append(str(self.args.output_dir))
+
+    trainer_module.Trainer.__init__ = __init__
+    _state["original_init"] = original
+
+
+def uninstall() -> None:
+    from transformers import trainer as trainer_module
+
+    if _state["original_init"] is not None:
+        trainer_module.Trainer.__init__ = _state["original_init"]
+    _state.update(original_init=None, kwargs=None, trainers=[])
+
+
+@contextlib.contextmanager
+def patched(callback_kwargs: dict):
+    """``install`` for the duration of a ``with`` block."""
+    install(callback_kwargs)
+    try:
+        yield _state["trainers"]
+    finally:
+        uninstall()
+
+
+# -- running the script -----------------------------------------------------------------------
+def _run(target: tuple[str, str], script_args: list[str]) -> int:
+    kind, name = target
+    saved_argv, saved_path = list(sys.argv), list(sys.path)
+    try:
+        if kind == "path":
+            sys.argv = [name, *script_args]
+            sys.path.insert(0, str(Path(name).resolve().parent))
+            runpy.run_path(name, run_name="__main__")
+        else:
+            sys.argv = [name, *script_args]
+            sys.path.insert(0, os.getcwd())
+            runpy.run_module(name, run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            return stop.code or 0
+        print(stop.code, file=sys.stderr)
+        return 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+
+
+def _help() -> str:
+    lines = [
+        f"usage: {PROG} [--metalr_OPTION VALUE ...] (SCRIPT.py | -m MODULE) [SCRIPT ARGS ...]",
+        "",
+        "Run an unmodified Trainer script; every transformers.Trainer it builds gets MetaLRCallback.",
+        "The --metalr_* flags may stand before or after the script and are removed from its argv.",
+        "Each option can also come from the environment variable HF_METALR_<OPTION> (flags win).",
+        "",
+        "options:",
+    ]
+    for name, f in _FIELDS.items():
+        flag = FLAG_PREFIX + name[len("metalr_") :]
+        env = ENV_PREFIX + name[len("metalr_") :].upper()
+        lines.append(f"  {flag} ({env}), default {f.default!r}")
+        lines.append(f"      {f.metadata['help']}")
+    lines += ["", "also: hf-metalr run ..., accelerate launch [--multi_gpu --num_processes N] -m hf_metalr.launch ..."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_help())
+        return 0 if argv else 2
+    try:
+        options, sources, warnings, target, script_args = parse_launch_argv(argv)
+        kwargs = check_metalr_options(options, sources=sources)
+    except LaunchError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    main_process = _is_main_process()
+    if main_process:
+        for warning in warnings:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != _FIELDS["metalr_" + k].default) or "defaults"
+        print(f"{PROG}: every Trainer gets MetaLRCallback({shown})", file=sys.stderr)
+    with patched(kwargs) as trainers:
+        code = _run(target, script_args)
+        built = list(trainers)
+    if main_process:
+        if built:
+            print(f"{PROG}: MetaLRCallback was added to {len(built)} Trainer(s); decision trace(s): "
+                  + ", ".join(str(Path(d) / "metalr_trace.jsonl") for d in built), file=sys.stderr)
+        else:
+            print(f"{PROG}: warning: the script built no transformers.Trainer (or each one had its own "
+                  "MetaLRCallback already); the launcher added nothing", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

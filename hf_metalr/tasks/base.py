@@ -1,0 +1,93 @@
+"""The contract of an embedded benchmark task.
+
+A task owns its data split (train / validation / test, fixed whatever the seed), a model built
+from a config (no hub access), the metrics, and the threshold that "time to threshold" refers
+to. The controller and the baselines only ever see the validation split; final numbers are on
+test. ``model(seed)`` is deterministic in ``seed`` and leaves the global RNG untouched, so every
+schedule starts from the same weights for a given seed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+__all__ = ["Task", "TaskData", "ArrayDataset", "classification_metrics", "seeded"]
+
+
+@dataclass
+class TaskData:
+    train: torch.utils.data.Dataset
+    validation: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Rows of named tensors, as the Trainer's default collator expects."""
+
+    def __init__(self, **columns: torch.Tensor):
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"columns have different lengths: { {k: len(v) for k, v in columns.items()} }")
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.columns.items()}
+
+
+def seeded(seed: int, build: Callable[[], Any]) -> Any:
+    """Run ``build`` under ``torch.manual_seed(seed)`` without disturbing the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    predictions = np.argmax(logits, axis=-1)
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, average="macro")),
+    }
+
+
+class Task(ABC):
+    """One embedded task. Subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    metric: ClassVar[str]  # the threshold metric, a key of compute_metrics' result (no eval_ prefix)
+    greater_is_better: ClassVar[bool]
+    threshold: ClassVar[float]
+    test_metrics: ClassVar[tuple[str, ...]]  # reported on the test split
+    learning_rate: ClassVar[float] = 1e-3
+    epochs: ClassVar[int] = 10
+    batch_size: ClassVar[int] = 32
+    evals_per_epoch: ClassVar[int] = 2
+
+    @abstractmethod
+    def load(self) -> TaskData:
+        """The fixed split; may be cached."""
+
+    @abstractmethod
+    def model(self, seed: int) -> torch.nn.Module:
+        """A freshly initialized model, deterministic in ``seed``."""
+
+    @abstractmethod
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        """``compute_metrics`` for the Trainer: includes ``self.metric`` and every name in ``test_metrics``."""
+
+    def data_collator(self):
+        """A collator for the Trainer, or None for the default one."""
+        return None
+
+    def reached(self, value: float) -> bool:
+        return value >= self.threshold if self.greater_is_better else value <= self.threshold

@@ -1,0 +1,138 @@
+"""MetaLRCallback inside a real Trainer: setup checks, bad input, logs, trace, evaluate() outside training."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hf_metalr import MetaLRCallback, read_trace
+from hf_metalr.integration.lr_binding import check_training_args
+from tiny_job import accuracy, make_trainer
+
+TRACE_FIELDS = {"global_step", "epoch", "metric", "value", "action", "reward", "lr"}
+
+
+def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()])
+    trainer.train()
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert [e["global_step"] for e in trace] == list(range(5, 41, 5))
+    for e in trace:
+        assert TRACE_FIELDS <= set(e)
+        assert e["metric"] == "eval_loss" and math.isfinite(e["value"]) and e["lr"] > 0
+    assert trace[0]["reward"] is None and all(isinstance(e["reward"], float) for e in trace[1:])
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert [h["metalr/lr"] for h in evals] == [e["lr"] for e in trace]
+    assert all("metalr/action" in h and "metalr/scale" in h for h in evals)
+    assert (tmp_path / "metalr_policy.safetensors").exists() and (tmp_path / "metalr_policy.json").exists()
+
+
+def test_metric_defaults_to_metric_for_best_model(tmp_path):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], metric_for_best_model="accuracy", max_steps=10)
+    trainer.train()
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert {e["metric"] for e in trace} == {"eval_accuracy"}
+    cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MetaLRCallback))
+    assert cb.controller.tracker.greater_is_better is True and cb.controller.tracker.mode == "error"
+
+
+def test_decisions_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], report_to="tensorboard", max_steps=15)
+    trainer.train()
+    event_files = list(tmp_path.rglob("events.out.tfevents*"))
+    assert event_files, "TensorBoard wrote no event file"
+    tags = set()
+    for f in event_files:
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert any(t.endswith("metalr/lr") for t in tags), sorted(tags)
+    assert any(t.endswith("metalr/action") for t in tags), sorted(tags)
+
+
+@pytest.mark.parametrize("scheduler", ["reduce_lr_on_plateau", "greedy"])
+def test_metric_driven_trainer_schedulers_conflict(tmp_path, scheduler):
+    with pytest.raises(ValueError, match=f"cannot run together with lr_scheduler_type='{scheduler}'"):
+        make_trainer(tmp_path, callbacks=[MetaLRCallback()], lr_scheduler_type=scheduler, metric_for_best_model="eval_loss")
+
+
+def test_deepspeed_config_with_its_own_scheduler_conflicts(tmp_path):
+    # deepspeed itself is not installed here, so the check is exercised on the arguments it reads
+    config = {"scheduler": {"type": "WarmupLR", "params": {}}, "train_batch_size": 8}
+    with pytest.raises(ValueError, match="DeepSpeed config.*scheduler"):
+        check_training_args(SimpleNamespace(lr_scheduler_type="linear", deepspeed=config))
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="DeepSpeed"):
+        check_training_args(SimpleNamespace(lr_scheduler_type="linear", deepspeed=str(path)))
+    check_training_args(SimpleNamespace(lr_scheduler_type="linear", deepspeed={"train_batch_size": 8}))
+
+
+def test_evaluation_switched_off_is_an_error_at_train_begin(tmp_path):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], eval_strategy="no")
+    with pytest.raises(ValueError, match="eval_strategy='steps'"):
+        trainer.train()
+
+
+def test_absent_metric_names_the_key_and_lists_the_available_ones(tmp_path):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="f1")])
+    with pytest.raises(ValueError, match=r"'eval_f1'.*Available: \['eval_accuracy', 'eval_loss'\]"):
+        trainer.train()
+    assert trainer.state.global_step == 5  # raised at the first evaluation
+
+
+def test_nan_metric_lowers_the_lr_and_training_goes_on(tmp_path):
+    calls = {"n": 0}
+
+    def metrics_with_a_nan(eval_pred):
+        calls["n"] += 1
+        out = accuracy(eval_pred)
+        out["score"] = float("nan") if calls["n"] == 4 else 1.0 - out["accuracy"]
+        return out
+
+    trainer = make_trainer(
+        tmp_path, callbacks=[MetaLRCallback(metric="score", greater_is_better=False)], compute_metrics=metrics_with_a_nan,
+    )
+    with pytest.warns(RuntimeWarning, match="divergence"):
+        trainer.train()
+    assert trainer.state.global_step == 40
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert len(trace) == 8
+    assert trace[3]["diverged"] and trace[3]["value"] == "nan"
+    assert trace[3]["lr"] < trace[2]["lr"]
+    assert trace[3]["learned"] is False and trace[4]["learned"] is False
+
+
+def test_evaluate_outside_training_changes_nothing(tmp_path):
+    cb = MetaLRCallback()
+    trainer = make_trainer(tmp_path, callbacks=[cb])
+    trainer.evaluate()  # before training: no controller yet, nothing happens
+    assert cb.controller is None and not (tmp_path / "metalr_trace.jsonl").exists()
+    trainer.train()
+    trace_before = (tmp_path / "metalr_trace.jsonl").read_text()
+    state_before = json.dumps(cb.controller.state_dict(), sort_keys=True)
+    lrs_before = [g["lr"] for g in trainer.optimizer.param_groups]
+    base_before = list(trainer.lr_scheduler.base_lrs)
+    trainer.evaluate()
+    trainer.evaluate(eval_dataset=trainer.eval_dataset)
+    assert (tmp_path / "metalr_trace.jsonl").read_text() == trace_before
+    assert json.dumps(cb.controller.state_dict(), sort_keys=True) == state_before
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == lrs_before
+    assert list(trainer.lr_scheduler.base_lrs) == base_before
+
+
+def test_dict_of_eval_datasets_acts_on_the_named_one_only(tmp_path):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="eval_b_loss")], max_steps=10)
+    trainer.eval_dataset = {"a": trainer.eval_dataset, "b": trainer.eval_dataset}
+    trainer.train()
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert [e["metric"] for e in trace] == ["eval_b_loss", "eval_b_loss"]
+
+    trainer = make_trainer(tmp_path / "default", callbacks=[MetaLRCallback()], max_steps=10)
+    trainer.eval_dataset = {"a": trainer.eval_dataset, "b": trainer.eval_dataset}
+    with pytest.raises(ValueError, match=r"'eval_loss'.*eval_a_loss"):
+        trainer.train()

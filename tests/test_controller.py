@@ -1,0 +1,227 @@
+"""The framework-agnostic controller: observation, reward, actions, learner, policy files, state."""
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hf_metalr import MetaLRCallback, MetaLRController, PolicyLoadError, load_policy, random_policy, save_policy
+from hf_metalr.controller.features import RunTracker
+
+
+def run(ctrl, values, start=0, total=None):
+    total = total or len(values)
+    return [
+        ctrl.observe(v, progress=(start + i) / total, train_loss=1.0 + 0.1 * (start + i)) for i, v in enumerate(values)
+    ]
+
+
+def test_reward_is_log_improvement_for_loss_and_accuracy():
+    loss = RunTracker(greater_is_better=False)
+    loss.observe(2.0)
+    loss.commit()
+    _, reward = loss.observe(1.0)
+    assert reward == pytest.approx(math.log(2.0))
+
+    acc = RunTracker(greater_is_better=True)
+    acc.observe(0.8)  # error 0.2
+    acc.commit()
+    _, reward = acc.observe(0.9)  # error 0.1
+    assert reward == pytest.approx(math.log(2.0))
+
+
+def test_features_are_scale_free():
+    def features(values):
+        t = RunTracker()
+        out = None
+        for v in values:
+            t.observe(v)
+            out = t.features(0.5, 1.0, 1.0)
+            t.commit()
+        return out
+
+    assert features([2.0, 1.5, 1.6]) == pytest.approx(features([2000.0, 1500.0, 1600.0]))
+    f = dict(zip(["vs_best", "trend"], features([2.0, 1.5, 1.6])))
+    assert f["vs_best"] == pytest.approx(math.log(1.6 / 1.5)) and f["trend"] == pytest.approx(math.log(1.6 / 1.5))
+
+
+def test_same_seed_same_decisions_other_seed_differs():
+    values = [2.0 / (1 + 0.1 * i) for i in range(30)]
+    a = [d.lr for d in run(MetaLRController(1e-3, seed=3), values)]
+    b = [d.lr for d in run(MetaLRController(1e-3, seed=3), values)]
+    c = [d.lr for d in run(MetaLRController(1e-3, seed=4), values)]
+    assert a == b
+    assert a != c
+
+
+def test_policy_creation_does_not_touch_global_rng():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    MetaLRController(1e-3, seed=7)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_meta_learner_is_adam_at_1e4_and_learns_online():
+    ctrl = MetaLRController(1e-3, seed=0)
+    assert isinstance(ctrl.learner.optimizer, torch.optim.Adam)
+    assert ctrl.learner.optimizer.param_groups[0]["lr"] == 1e-4
+    before = [p.clone() for p in ctrl.policy.parameters()]
+    decisions = run(ctrl, [1.0, 0.9, 0.8, 0.85])
+    assert [d.learned for d in decisions] == [False, True, True, True]
+    assert any(not torch.equal(b, p) for b, p in zip(before, ctrl.policy.parameters()))
+
+    frozen = MetaLRController(1e-3, seed=0, learn_online=False)
+    before = [p.clone() for p in frozen.policy.parameters()]
+    run(frozen, [1.0, 0.9, 0.8])
+    assert all(torch.equal(b, p) for b, p in zip(before, frozen.policy.parameters()))
+    assert MetaLRController(1e-3, meta_lr=3e-3).learner.optimizer.param_groups[0]["lr"] == 3e-3
+
+
+def test_state_dict_through_json_continues_identically():
+    values = [2.0, 1.8, 1.7, 1.75, 1.5, 1.45, 1.46, 1.3, 1.31, 1.2, 1.1, 1.12]
+    full = MetaLRController(1e-3, seed=5)
+    full_decisions = run(full, values)
+
+    first = MetaLRController(1e-3, seed=5)
+    run(first, values[:6], total=len(values))
+    saved = json.loads(json.dumps(first.state_dict()))
+    resumed = MetaLRController(1e-3, seed=5)
+    resumed.load_state_dict(saved)
+    rest = run(resumed, values[6:], start=6, total=len(values))
+    assert [d.as_dict() for d in rest] == [d.as_dict() for d in full_decisions[6:]]
+    for a, b in zip(full.policy.parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.history == full.history
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_metric_lowers_lr_and_is_not_learned(bad):
+    ctrl = MetaLRController(1e-3, seed=0)
+    run(ctrl, [1.0, 0.9])
+    lr_before = ctrl.lr
+    weights = [p.clone() for p in ctrl.policy.parameters()]
+    with pytest.warns(RuntimeWarning, match="divergence"):
+        d = ctrl.observe(bad, progress=0.5)
+    assert d.diverged and not d.learned and d.lr < lr_before
+    assert all(torch.equal(w, p) for w, p in zip(weights, ctrl.policy.parameters()))
+    after = ctrl.observe(0.95, progress=0.6)
+    assert not after.learned  # the transition into the divergence is dropped
+
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-300, 1e300, -1e300, 2.0, 0.5]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stream=st.lists(values, min_size=1, max_size=40), seed=st.integers(0, 2**16), greater=st.booleans())
+def test_lr_stays_finite_positive_and_within_bounds(stream, seed, greater):
+    ctrl = MetaLRController(1e-3, seed=seed, min_lr=1e-5, max_lr=1e-2, greater_is_better=greater)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for i, v in enumerate(stream):
+            d = ctrl.observe(v, progress=i / len(stream), train_loss=abs(v) if math.isfinite(v) else None)
+            assert math.isfinite(d.lr) and d.lr > 0
+            assert 1e-5 * (1 - 1e-12) <= d.lr <= 1e-2 * (1 + 1e-12)
+            assert all(math.isfinite(x) for x in (d.features or {}).values())
+
+
+def test_default_bounds_are_relative_to_initial_lr():
+    ctrl = MetaLRController(2e-4)
+    assert ctrl.min_lr == pytest.approx(2e-7) and ctrl.max_lr == pytest.approx(2e-2)
+    with pytest.raises(ValueError, match="min_lr"):
+        MetaLRController(1e-3, min_lr=1e-2)
+    with pytest.raises(ValueError, match="initial_lr"):
+        MetaLRController(float("nan"))
+
+
+def test_plain_loop_usage_scales_every_param_group():
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD([{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.01}])
+    ctrl = MetaLRController(initial_lr=0.1, seed=1)
+    for i, v in enumerate([1.0, 0.8, 0.9, 0.7]):
+        d = ctrl.observe(v, progress=i / 4)
+        ctrl.scale_param_groups(opt)
+        assert opt.param_groups[0]["lr"] == pytest.approx(d.lr)
+        assert opt.param_groups[1]["lr"] / opt.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+# -- policy files ---------------------------------------------------------------------------------
+
+
+def test_policy_roundtrip(tmp_path):
+    net = random_policy(11)
+    path = save_policy(net, tmp_path / "p", card={"episodes": 3})
+    assert path.suffix == ".safetensors" and (tmp_path / "p.json").exists()
+    loaded = load_policy(tmp_path / "p.safetensors")
+    for a, b in zip(net.parameters(), loaded.parameters()):
+        assert torch.equal(a, b)
+    assert loaded.config.card == {"episodes": 3}
+    obs = torch.randn(5, len(net.config.features))
+    assert torch.equal(net.actor(obs), loaded.actor(obs))
+
+
+def _saved(tmp_path):
+    save_policy(random_policy(0), tmp_path / "p")
+    return tmp_path / "p.safetensors", tmp_path / "p.json"
+
+
+def test_corrupt_weights_named_in_error(tmp_path):
+    weights, _ = _saved(tmp_path)
+    weights.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(PolicyLoadError, match="p.safetensors.*corrupt"):
+        MetaLRCallback(policy=str(weights))
+
+
+def test_corrupt_config_named_in_error(tmp_path):
+    weights, config = _saved(tmp_path)
+    config.write_text("{ not json")
+    with pytest.raises(PolicyLoadError, match="p.json"):
+        MetaLRCallback(policy=str(weights))
+
+
+def test_wrong_version_named_in_error(tmp_path):
+    weights, config = _saved(tmp_path)
+    data = json.loads(config.read_text())
+    data["format_version"] = 99
+    config.write_text(json.dumps(data))
+    with pytest.raises(PolicyLoadError, match="p.json.*version 99"):
+        MetaLRCallback(policy=str(weights))
+
+
+def test_wrong_features_named_in_error(tmp_path):
+    weights, config = _saved(tmp_path)
+    data = json.loads(config.read_text())
+    data["features"] = data["features"][:-1]
+    config.write_text(json.dumps(data))
+    with pytest.raises(PolicyLoadError, match="p.json.*features"):
+        MetaLRCallback(policy=str(weights))
+
+
+def test_wrong_shape_named_in_error(tmp_path):
+    weights, config = _saved(tmp_path)
+    data = json.loads(config.read_text())
+    data["hidden"] = 32
+    config.write_text(json.dumps(data))
+    with pytest.raises(PolicyLoadError, match="p.safetensors.*shapes"):
+        MetaLRCallback(policy=str(weights))
+
+
+def test_missing_policy_file(tmp_path):
+    with pytest.raises(PolicyLoadError, match="nope.safetensors does not exist"):
+        MetaLRCallback(policy=str(tmp_path / "nope.safetensors"))
+
+
+def test_bad_callback_arguments_fail_fast():
+    with pytest.raises(ValueError, match="min_lr"):
+        MetaLRCallback(min_lr=-1)
+    with pytest.raises(ValueError, match="swap"):
+        MetaLRCallback(min_lr=1e-2, max_lr=1e-3)
+    with pytest.raises(ValueError, match="meta_lr"):
+        MetaLRCallback(meta_lr=0)

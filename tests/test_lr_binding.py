@@ -1,0 +1,104 @@
+"""The decided LR is the LR the optimizer uses, from the next step on, under every HF schedule."""
+
+import json
+
+import pytest
+import torch
+from transformers import get_scheduler
+
+from hf_metalr import read_trace
+from hf_metalr.integration.lr_binding import apply_scale
+from tiny_job import AppliedLRRecorder, make_trainer
+
+from hf_metalr import MetaLRCallback
+
+SCHEDULES = {
+    "constant": {},
+    "constant_with_warmup": {"warmup_steps": 8},
+    "linear": {"warmup_steps": 4},
+    "cosine": {"warmup_steps": 4},
+    "cosine_with_min_lr": {"warmup_steps": 4, "lr_scheduler_kwargs": {"min_lr": 1e-4}},
+    "warmup_stable_decay": {"warmup_steps": 4, "lr_scheduler_kwargs": {"num_decay_steps": 10}},
+}
+
+
+def reference_lrs(name, extra, lr, steps, groups=1):
+    """LR used at steps 1..N by the same schedule with no controller."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(groups)]
+    opt = torch.optim.SGD([{"params": [p]} for p in params], lr=lr)
+    sched = get_scheduler(
+        name, opt, num_warmup_steps=extra.get("warmup_steps", 0), num_training_steps=steps,
+        scheduler_specific_kwargs=extra.get("lr_scheduler_kwargs"),
+    )
+    out = {}
+    for step in range(1, steps + 1):
+        out[step] = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_apply_scale_composes_with_the_schedule(name):
+    extra = SCHEDULES[name]
+    ref = reference_lrs(name, extra, 1e-2, 40)
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD([{"params": [params[0]]}, {"params": [params[1]], "lr": 1e-3}], lr=1e-2)
+    sched = get_scheduler(name, opt, num_warmup_steps=extra.get("warmup_steps", 0), num_training_steps=40,
+                          scheduler_specific_kwargs=extra.get("lr_scheduler_kwargs"))
+    scale = 1.0
+    for step in range(1, 41):
+        if step in (3, 11, 25):
+            scale *= {3: 0.5, 11: 4.0, 25: 0.25}[step]
+            lrs = apply_scale(opt, sched, scale)
+            assert lrs[0] == opt.param_groups[0]["lr"]
+            assert sched.get_last_lr() == lrs  # what the Trainer logs
+        assert opt.param_groups[0]["lr"] == pytest.approx(ref[step] * scale, rel=1e-12, abs=1e-15)
+        assert opt.param_groups[1]["lr"] == pytest.approx(0.1 * ref[step] * scale, rel=1e-12, abs=1e-15)
+        opt.step()
+        sched.step()
+    # the scale travels in the scheduler's own state_dict (scheduler.pt)
+    assert sched.state_dict()["base_lrs"] == pytest.approx([1e-2 * scale, 1e-3 * scale])
+
+
+def read_applied(output_dir):
+    return {d["step"]: d["lrs"] for d in map(json.loads, (output_dir / "applied_lrs.rank0.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_trainer_applies_decided_lr_from_next_step(tmp_path, name):
+    extra = SCHEDULES[name]
+    trainer = make_trainer(
+        tmp_path, callbacks=[MetaLRCallback(seed=1), AppliedLRRecorder(tmp_path / "applied_lrs.rank0.jsonl")],
+        lr_scheduler_type=name, eval_steps=4, logging_steps=1, **extra,
+    )
+    trainer.train()
+    applied = read_applied(tmp_path)
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    ref = reference_lrs(name, extra, 3e-3, 40)
+    assert len(trace) == 10 and len(applied) == 40
+    assert {d["lr_scale"] for d in trace} != {1.0}, "the random policy should have moved the LR"
+
+    for entry in trace[:-1]:
+        # the LR decided at step k is the one used by the optimizer step k+1
+        assert applied[entry["global_step"] + 1][0] == entry["lr"]
+    for step in range(1, 41):
+        scale = next((e["lr_scale"] for e in reversed(trace) if e["global_step"] < step), 1.0)
+        assert applied[step][0] == pytest.approx(ref[step] * scale, rel=1e-9, abs=1e-15)
+    if extra.get("warmup_steps"):
+        assert applied[1][0] < applied[2][0] < applied[3][0], "warmup must still happen"
+    logged = {h["step"]: h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h}
+    assert len(logged) == 40
+    for step, lr in logged.items():
+        assert lr == applied[step][0], f"logged learning_rate at step {step} is not the LR the optimizer used"
+
+
+def test_several_param_groups_keep_their_ratios(tmp_path):
+    trainer = make_trainer(
+        tmp_path, two_groups=True, callbacks=[MetaLRCallback(seed=2), AppliedLRRecorder(tmp_path / "applied_lrs.rank0.jsonl")],
+    )
+    trainer.train()
+    applied = read_applied(tmp_path)
+    assert len({round(lrs[0], 12) for lrs in applied.values()}) > 1
+    for lrs in applied.values():
+        assert lrs[1] / lrs[0] == pytest.approx(0.1)

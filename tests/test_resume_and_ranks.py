@@ -1,0 +1,73 @@
+"""Kill/resume and multi-process runs, as subprocesses of the real Trainer job in tiny_job.py."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_metalr import read_trace
+
+HERE = Path(__file__).resolve().parent
+JOB = str(HERE / "tiny_job.py")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+
+
+def run_job(*args, expect_rc=0):
+    proc = subprocess.run([sys.executable, JOB, *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == expect_rc, proc.stderr[-3000:]
+    return proc
+
+
+def applied(output_dir, rank=0):
+    steps = {}
+    for line in (Path(output_dir) / f"applied_lrs.rank{rank}.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        steps[d["step"]] = d["lrs"]  # a resumed run re-records the steps after the checkpoint
+    return steps
+
+
+def decisions(output_dir):
+    return [(e["global_step"], e["value"], e["action"], e["reward"], e["lr"]) for e in read_trace(Path(output_dir) / "metalr_trace.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_job("--output_dir", out)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("restore_flag", [False, True])
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, uninterrupted, restore_flag):
+    flag = ["--restore_callback_states"] if restore_flag else []
+    run_job("--output_dir", tmp_path, "--kill_after_step", 20, *flag, expect_rc=-9)
+    assert len(read_trace(tmp_path / "metalr_trace.jsonl")) == 4  # decisions at 5, 10, 15, 20 before the kill
+    state = json.loads((tmp_path / "checkpoint-20" / "trainer_state.json").read_text())
+    saved = state["stateful_callbacks"]["MetaLRCallback"]["attributes"]["controller_state"]
+    assert saved["decision_index"] == 4 and saved["meta_optimizer"] is not None and len(saved["history"]) == 4
+
+    run_job("--output_dir", tmp_path, "--resume", tmp_path / "checkpoint-20", *flag)
+    expected = decisions(uninterrupted)
+    assert len(expected) == 8
+    assert decisions(tmp_path) == expected
+    assert applied(tmp_path) == applied(uninterrupted)
+    assert len({round(lrs[0], 12) for lrs in applied(tmp_path).values()}) > 1
+
+
+@pytest.mark.slow
+def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", JOB,
+           "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = applied(tmp_path, 0), applied(tmp_path, 1)
+    assert len(rank0) == 20 and rank0 == rank1
+    assert len({round(lrs[0], 12) for lrs in rank0.values()}) > 1
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert [e["global_step"] for e in trace] == [5, 10, 15, 20]  # written once, by rank 0
+    for e in trace[:-1]:
+        assert rank0[e["global_step"] + 1][0] == e["lr"]
