@@ -1,0 +1,81 @@
+"""``hf-metalr compare``: one task, several LR schedules and seeds, one report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..baselines import SCHEDULES
+from ..tasks import TASKS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hf-metalr compare",
+        description="Train one embedded task under several LR schedules and seeds through the standard Trainer, "
+        "then write results.json, summary.csv, report.md and plots into --out.",
+    )
+    p.add_argument("--task", required=True, help=f"embedded task: {', '.join(TASKS)}")
+    p.add_argument("--schedules", default="all",
+                   help=f"comma-separated schedules, or 'all' ({','.join(SCHEDULES)})")
+    p.add_argument("--seeds", default="3", help="number of seeds (3 -> 0,1,2) or a comma-separated list (0,5,9)")
+    p.add_argument("--lr", type=float, default=None, help="one initial LR for every schedule (default: the task's)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the task's)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue a comparison in --out, skipping finished runs")
+    p.add_argument("--metalr-policy", default=None, help="policy for the metalr schedule: 'random' or a file path")
+    p.add_argument("--metalr-no-learn-online", action="store_true", help="freeze the metalr policy during runs")
+    return p
+
+
+def parse_list(value: str, choices, what: str) -> list[str]:
+    items = list(choices) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in choices]
+    if unknown or not items:
+        raise SystemExit(f"hf-metalr compare: unknown {what} {', '.join(unknown) or value!r}; choose from: {', '.join(choices)}")
+    return items
+
+
+def parse_seeds(value: str) -> list[int]:
+    try:
+        if "," in value:
+            return [int(v) for v in value.split(",") if v.strip()]
+        n = int(value)
+    except ValueError:
+        raise SystemExit(f"hf-metalr compare: --seeds takes a count (3) or a list (0,1,2), got {value!r}")
+    if n < 1:
+        raise SystemExit(f"hf-metalr compare: --seeds must be at least 1, got {n}")
+    return list(range(n))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.task not in TASKS:
+        raise SystemExit(f"hf-metalr compare: unknown task {args.task!r}; choose from: {', '.join(TASKS)}")
+    schedules = parse_list(args.schedules, SCHEDULES, "schedule")
+    seeds = parse_seeds(args.seeds)
+    if args.lr is not None and not args.lr > 0:
+        raise SystemExit(f"hf-metalr compare: --lr must be > 0, got {args.lr}")
+    metalr_options = {}
+    if args.metalr_policy:
+        metalr_options["policy"] = args.metalr_policy
+    if args.metalr_no_learn_online:
+        metalr_options["learn_online"] = False
+
+    from ..reporting import write_report
+    from .session import compare
+
+    print(f"hf-metalr compare: task {args.task}, schedules {','.join(schedules)}, seeds {seeds} -> {args.out}")
+    try:
+        compare(args.task, schedules, seeds, args.out, lr=args.lr, epochs=args.epochs, resume=args.resume,
+                metalr_options=metalr_options or None)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are kept in {args.out / 'results.json'}; rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+    except (FileExistsError, ValueError) as exc:
+        raise SystemExit(f"hf-metalr compare: {exc}")
+    report = write_report(args.out)
+    print(f"report: {report}")
+    return 0
