@@ -1,0 +1,90 @@
+"""Overhead of the controller, measured side by side in one run (``make bench``).
+
+1. Per-decision controller time: median microseconds of ``MetaLRController.observe`` over many
+   decisions, with online learning (the default) and without. Target: under 1 ms on CPU.
+2. Whole-run wall-clock ratio: the same small Trainer job (the ``digits`` task, constant LR) with
+   and without ``MetaLRCallback``, run in interleaved pairs; the median of the per-pair ratios.
+   Target: at most 1.02.
+
+Nothing here is asserted; it prints the numbers for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def per_decision_us(n: int, learn_online: bool) -> float:
+    from hf_metalr import MetaLRController
+
+    ctrl = MetaLRController(1e-3, seed=0, learn_online=learn_online)
+    times = []
+    for i in range(n):
+        value = 2.0 / (1 + 0.05 * i) * (1.02 if i % 7 == 0 else 1.0)
+        start = time.perf_counter()
+        ctrl.observe(value, progress=i / n, train_loss=value)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[10:]) * 1e6
+
+
+def one_run(with_callback: bool, epochs: int, evals_per_epoch: int) -> tuple[float, int]:
+    from hf_metalr import MetaLRCallback
+    from hf_metalr.compare.runner import build_trainer
+    from hf_metalr.tasks import get_task
+
+    task = get_task("digits")
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build_trainer(task, "constant", 0, Path(out), epochs=epochs,
+                                eval_steps=max(1, 32 // evals_per_epoch), logging_steps=max(1, 32 // evals_per_epoch))
+        callback = MetaLRCallback() if with_callback else None
+        if callback:
+            trainer.add_callback(callback)
+        start = time.perf_counter()
+        trainer.train()
+        elapsed = time.perf_counter() - start
+    decisions = len(callback.controller.history) if callback else 0
+    return elapsed, decisions
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--decisions", type=int, default=500)
+    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--evals-per-epoch", type=int, default=4)
+    a = p.parse_args(argv)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    learn = per_decision_us(a.decisions, True)
+    frozen = per_decision_us(a.decisions, False)
+    print(f"per-decision controller time (median of {a.decisions}): {learn:.0f} us with online learning, "
+          f"{frozen:.0f} us frozen  (target < 1000 us)")
+
+    one_run(False, 1, a.evals_per_epoch)  # warm-up: imports, first allocations
+    ratios, base_times, cb_times = [], [], []
+    for pair in range(a.pairs):
+        order = (False, True) if pair % 2 == 0 else (True, False)
+        times = {}
+        for with_cb in order:
+            times[with_cb], decisions = one_run(with_cb, a.epochs, a.evals_per_epoch)
+            if with_cb:
+                n_decisions = decisions
+        ratios.append(times[True] / times[False])
+        base_times.append(times[False])
+        cb_times.append(times[True])
+        print(f"  pair {pair + 1}: without {times[False]:.2f}s, with {times[True]:.2f}s, ratio {ratios[-1]:.3f}")
+    print(f"whole-run wall-clock ratio with/without MetaLRCallback (digits, {a.epochs} epochs, "
+          f"{n_decisions} decisions, median of {a.pairs} interleaved pairs): {statistics.median(ratios):.3f}  "
+          f"(target <= 1.02; without {statistics.median(base_times):.2f}s, with {statistics.median(cb_times):.2f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
