@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["FEATURE_NAMES", "OBS_DIM", "RunTracker", "is_finite", "log_objective", "objective_mode"]
+__all__ = ["DIVERGENCE_REWARD", "FEATURE_NAMES", "OBS_DIM", "RunTracker", "is_finite", "log_objective", "objective_mode"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "objective_vs_best",  # log(obj / best obj): >= 0, how far above the best so far
@@ -36,6 +36,7 @@ OBS_DIM = len(FEATURE_NAMES)
 _EPS = 1e-8
 _CLIP = 5.0
 REWARD_CLIP = 2.0
+DIVERGENCE_REWARD = -REWARD_CLIP  # meta-training's reward for an action that a divergence followed
 
 
 def is_finite(value) -> bool:

@@ -1,0 +1,119 @@
+"""One meta-training episode: a whole training run in a plain PyTorch loop.
+
+The controller acting in the episode is :class:`~hf_metalr.MetaLRController` itself (frozen,
+``learn_online=False``), so observation, action and reward come from exactly the code that the
+Trainer callback runs. The episode returns the transitions for PPO: the observation and action
+of each decision, and as its reward the one the controller computes at the next decision. An
+action followed by a divergence gets ``DIVERGENCE_REWARD`` and ends the episode.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..controller.controller import MetaLRController
+from ..controller.features import DIVERGENCE_REWARD, RunTracker, is_finite
+from ..controller.policy import PolicyNetwork
+from .families import build_problem
+
+__all__ = ["run_episode", "objective_auc"]
+
+
+def objective_auc(values: list[float]) -> float:
+    """Mean log-objective over the run's evaluations (lower is better); a divergence counts as
+    the first value's log plus ``-DIVERGENCE_REWARD`` for every evaluation from then on."""
+    tracker = RunTracker()
+    logs, penalty = [], None
+    for v in values:
+        if penalty is None and is_finite(v):
+            logs.append(tracker.observe(v)[0])
+            tracker.commit()
+        else:
+            penalty = penalty if penalty is not None else (logs[0] if logs else 0.0) - DIVERGENCE_REWARD
+            logs.append(penalty)
+    return sum(logs) / len(logs) if logs else float("nan")
+
+
+def _evaluate(problem, model) -> float:
+    x, y = problem.validation
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out, y) if problem.loss == "ce" else torch.nn.functional.mse_loss(out, y)
+    model.train()
+    return float(loss)
+
+
+def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: bool = False) -> dict:
+    """Train ``spec``'s problem; the policy decides the LR at every evaluation (None: constant LR).
+
+    Returns the transitions (``obs``, ``actions``, ``rewards``) and the run's validation values.
+    """
+    problem = build_problem(spec)
+    model, optimizer = problem.model, problem.optimizer
+    controller = None
+    if policy is not None:
+        controller = MetaLRController(spec["lr"], policy=policy, seed=seed, learn_online=False, greedy=greedy)
+    x, y = problem.train
+    steps_per_epoch = math.ceil(len(y) / problem.batch_size)
+    total = steps_per_epoch * problem.epochs
+    eval_every = max(1, math.ceil(steps_per_epoch / problem.evals_per_epoch))
+    order = torch.Generator().manual_seed(seed)
+    loss_fn = torch.nn.functional.cross_entropy if problem.loss == "ce" else torch.nn.functional.mse_loss
+
+    decisions, values = [], []
+    step, running, counted, stop = 0, 0.0, 0, False
+    for _ in range(problem.epochs):
+        perm = torch.randperm(len(y), generator=order)
+        for start in range(0, len(y), problem.batch_size):
+            idx = perm[start : start + problem.batch_size]
+            loss = loss_fn(model(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running, counted = running + loss.item(), counted + 1
+            if step % eval_every and step != total:
+                continue
+            value = _evaluate(problem, model)
+            values.append(value)
+            if controller is not None:
+                decision = _quiet(controller.observe, value, progress=step / total, train_loss=running / counted)
+                decisions.append(decision)
+                controller.scale_param_groups(optimizer)
+            running, counted = 0.0, 0
+            if not is_finite(value):
+                stop = True
+                break
+        if stop:
+            break
+
+    obs, actions, rewards = [], [], []
+    for current, following in zip(decisions, decisions[1:]):
+        if current.action_index is None:
+            break
+        obs.append(list(current.features.values()))
+        actions.append(current.action_index)
+        rewards.append(DIVERGENCE_REWARD if following.diverged else following.reward)
+        if following.diverged:
+            break
+    return {
+        "spec": spec,
+        "obs": obs,
+        "actions": actions,
+        "rewards": rewards,
+        "values": values,
+        "diverged": any(not is_finite(v) for v in values),
+        "auc": objective_auc(values),
+        "lrs": [d.lr for d in decisions],
+    }
+
+
+def _quiet(fn, *args, **kwargs):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return fn(*args, **kwargs)

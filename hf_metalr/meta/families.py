@@ -1,0 +1,219 @@
+"""The distribution of cheap training problems that the controller is meta-trained on.
+
+A *problem* is a plain dict (picklable, JSON-able): family, data and init seeds, architecture
+sizes, optimizer, batch size, epoch budget, and the initial LR. ``sample_problem`` draws one;
+``build_problem`` turns it into tensors, a model and an optimizer for the plain-loop episode.
+
+Training families: MLP on Gaussian blobs, MLP on spirals, MLP regression, small CNN / ResNet on
+generated pattern images, tiny transformer on token sequences. Held-out families, never used in
+meta-training: a GRU on sequences (an unseen architecture) and an MLP on scikit-learn's real
+digits (an unseen dataset). The initial LR is the family's good LR times 10**U(-1.7, 1.7), a
+2500x span, so badly chosen LRs are common.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["TRAIN_FAMILIES", "HELD_OUT_FAMILIES", "Problem", "build_problem", "sample_problem"]
+
+TRAIN_FAMILIES = ("blobs_mlp", "spirals_mlp", "regression_mlp", "patterns_cnn", "sequence_transformer")
+HELD_OUT_FAMILIES = ("sequence_gru", "digits_mlp")
+LR_LOG10_SPAN = 1.7
+GOOD_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 5e-2}
+
+
+@dataclass
+class Problem:
+    """Everything an episode needs, built from a problem dict."""
+
+    model: nn.Module
+    loss: str  # "ce" or "mse"
+    train: tuple[torch.Tensor, torch.Tensor]
+    validation: tuple[torch.Tensor, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    batch_size: int
+    epochs: int
+    evals_per_epoch: int
+
+
+def sample_problem(rng: np.random.Generator, family: str) -> dict:
+    optimizer = str(rng.choice(["adam", "adamw", "sgd"]))
+    good = GOOD_LR[optimizer] * (0.5 if family in ("sequence_transformer", "sequence_gru") else 1.0)
+    return {
+        "family": family,
+        "data_seed": int(rng.integers(2**31)),
+        "init_seed": int(rng.integers(2**31)),
+        "width": int(rng.choice([32, 64, 128])),
+        "depth": int(rng.integers(1, 4)),
+        "optimizer": optimizer,
+        "batch_size": int(rng.choice([16, 32, 64])),
+        "epochs": int(rng.integers(4, 11)),
+        "evals_per_epoch": int(rng.choice([2, 3])),
+        "good_lr": good,
+        "lr": float(good * 10 ** rng.uniform(-LR_LOG10_SPAN, LR_LOG10_SPAN)),
+    }
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def _split(x, y, n_val):
+    return (x[n_val:], y[n_val:]), (x[:n_val], y[:n_val])
+
+
+def _blobs(rng, n=900):
+    d, k = int(rng.integers(8, 33)), int(rng.integers(3, 11))
+    centers = rng.normal(0, 1, (k, d)) * rng.uniform(0.8, 2.0)
+    y = rng.integers(0, k, n)
+    x = centers[y] + rng.normal(0, 1, (n, d))
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y), k
+
+
+def _spirals(rng, n=900):
+    arms = int(rng.integers(2, 4))
+    y = rng.integers(0, arms, n)
+    r = rng.uniform(0.1, 1.0, n)
+    theta = r * rng.uniform(2.5, 4.0) * np.pi + y * 2 * np.pi / arms
+    x = np.stack([r * np.cos(theta), r * np.sin(theta)], 1) + rng.normal(0, 0.04, (n, 2))
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y), arms
+
+
+def _regression(rng, n=900):
+    d = int(rng.integers(4, 17))
+    w, v = rng.normal(0, 1, (d, 16)), rng.normal(0, 1, 16)
+    x = rng.normal(0, 1, (n, d))
+    y = np.sin(x @ w / math.sqrt(d)) @ v / 4 + rng.normal(0, 0.05, n)
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32).unsqueeze(1), 1
+
+
+def _patterns(rng, n=900, size=12):
+    k = int(rng.integers(3, 8))
+    templates = rng.normal(0, 1, (k, size, size))
+    y = rng.integers(0, k, n)
+    shifts = rng.integers(-2, 3, (n, 2))
+    x = np.stack([np.roll(templates[c], tuple(s), axis=(0, 1)) for c, s in zip(y, shifts)])
+    x = x + rng.normal(0, rng.uniform(0.8, 1.5), x.shape)
+    return torch.tensor(x, dtype=torch.float32).unsqueeze(1), torch.tensor(y), k
+
+
+def _sequences(rng, n=900, length=14, vocab=10):
+    x = rng.integers(0, vocab, (n, length))
+    y = ((x == 1).sum(1) > (x == 2).sum(1)).astype(np.int64)  # needs counting, not position
+    return torch.tensor(x), torch.tensor(y), 2
+
+
+def _digits(rng, n=None):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = rng.permutation(len(d.target))
+    x = torch.tensor(d.data[order] / 16.0, dtype=torch.float32)
+    return x, torch.tensor(d.target[order]), 10
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+def _mlp(d_in, width, depth, d_out):
+    layers, d = [], d_in
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), nn.ReLU()]
+        d = width
+    return nn.Sequential(*layers, nn.Linear(d, d_out))
+
+
+class _SmallResNet(nn.Module):
+    def __init__(self, channels, k, residual):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
+        self.residual = residual
+        self.head = nn.Linear(channels, k)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = h + self.block(h) if self.residual else self.block(h)
+        return self.head(h.mean((2, 3)))
+
+
+class _TinyTransformer(nn.Module):
+    def __init__(self, vocab, width, depth, k, length=14):
+        super().__init__()
+        d = min(width, 64)
+        self.embed = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(1, length, d))
+        layer = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=2 * d, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=min(depth, 2), enable_nested_tensor=False)
+        self.head = nn.Linear(d, k)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x) + self.pos).mean(1))
+
+
+class _GRU(nn.Module):
+    def __init__(self, vocab, width, k):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 16)
+        self.gru = nn.GRU(16, min(width, 64), batch_first=True)
+        self.head = nn.Linear(min(width, 64), k)
+
+    def forward(self, x):
+        return self.head(self.gru(self.embed(x))[0][:, -1])
+
+
+def _optimizer(name, params, lr):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def build_problem(spec: dict) -> Problem:
+    rng = np.random.default_rng(spec["data_seed"])
+    family, width, depth = spec["family"], spec["width"], spec["depth"]
+    loss = "ce"
+    if family == "blobs_mlp":
+        x, y, k = _blobs(rng)
+        make = lambda: _mlp(x.shape[1], width, depth, k)  # noqa: E731
+    elif family == "spirals_mlp":
+        x, y, k = _spirals(rng)
+        make = lambda: _mlp(2, width, max(depth, 2), k)  # noqa: E731
+    elif family == "regression_mlp":
+        x, y, k = _regression(rng)
+        loss = "mse"
+        make = lambda: _mlp(x.shape[1], width, depth, 1)  # noqa: E731
+    elif family == "patterns_cnn":
+        x, y, k = _patterns(rng)
+        make = lambda: _SmallResNet(8 if width < 64 else 16, k, residual=depth > 1)  # noqa: E731
+    elif family == "sequence_transformer":
+        x, y, k = _sequences(rng)
+        make = lambda: _TinyTransformer(10, width, depth, k)  # noqa: E731
+    elif family == "sequence_gru":
+        x, y, k = _sequences(rng)
+        make = lambda: _GRU(10, width, k)  # noqa: E731
+    elif family == "digits_mlp":
+        x, y, k = _digits(rng)
+        make = lambda: _mlp(64, width, depth, k)  # noqa: E731
+    else:
+        raise ValueError(f"unknown problem family {family!r}; known: {TRAIN_FAMILIES + HELD_OUT_FAMILIES}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec["init_seed"])
+        model = make()
+    train, validation = _split(x, y, n_val=len(y) // 5)
+    return Problem(
+        model=model,
+        loss=loss,
+        train=train,
+        validation=validation,
+        optimizer=_optimizer(spec["optimizer"], model.parameters(), spec["lr"]),
+        batch_size=spec["batch_size"],
+        epochs=spec["epochs"],
+        evals_per_epoch=spec["evals_per_epoch"],
+    )

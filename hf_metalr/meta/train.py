@@ -1,0 +1,242 @@
+"""Meta-training: PPO across many whole training runs.
+
+Each iteration samples ``episodes_per_iteration`` problems from the training families, runs one
+episode per problem (the current policy acting, in a plain PyTorch loop), and makes one PPO
+update. Every ``eval_every`` iterations the greedy policy is scored on a fixed set of problems from
+the held-out families: the score is the mean, over those problems, of the constant-LR run's mean
+log-validation-objective minus the policy's (> 0: better than keeping the initial LR).
+
+What is written in ``out``:
+
+- ``meta_checkpoint.json`` after every iteration (atomically): policy, PPO optimizer, curve,
+  iteration. ``resume=True`` continues from it; everything random is derived from
+  ``(seed, iteration)``, so a resumed run equals an uninterrupted one;
+- ``learning_curve.png``: mean return per iteration and held-out score;
+- ``policy.safetensors`` + ``policy.json`` at the end, with a card (families, episodes, seed,
+  package version, held-out scores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..controller.actions import KEEP_INDEX
+from ..controller.controller import single_threaded
+from ..controller.policy import PolicyConfig, PolicyNetwork, random_policy, save_policy
+from ..controller.serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
+from .episode import run_episode
+from .families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem
+from .ppo import PPOConfig, ppo_update
+
+__all__ = ["MetaTrainConfig", "meta_train", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "meta_checkpoint.json"
+BACKENDS = ("process", "serial", "ray")
+
+
+@dataclass
+class MetaTrainConfig:
+    out: str = field(metadata={"help": "output directory (checkpoint, plot, policy)"})
+    iterations: int = field(default=30, metadata={"help": "PPO iterations"})
+    episodes_per_iteration: int = field(default=32, metadata={"help": "training runs per iteration"})
+    seed: int = field(default=0, metadata={"help": "seed of everything random; the same seed gives the same policy"})
+    workers: int = field(default=2, metadata={"help": "parallel episode workers"})
+    backend: str = field(default="process", metadata={"help": f"where episodes run: {', '.join(BACKENDS)}"})
+    eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations"})
+    held_out_per_family: int = field(default=4, metadata={"help": "held-out problems per held-out family"})
+    keep_prior: float = field(default=1.5, metadata={"help": "initial logit bonus of the 'keep the LR' action"})
+    ppo_lr: float = field(default=3e-4, metadata={"help": "Adam LR of the PPO update"})
+    resume: bool = field(default=False, metadata={"help": "continue from out/meta_checkpoint.json"})
+
+
+_SAME_RUN = ("iterations", "episodes_per_iteration", "seed", "eval_every", "held_out_per_family", "keep_prior", "ppo_lr")
+
+
+def _policy_from_text(text: str, config: dict) -> PolicyNetwork:
+    policy = PolicyNetwork(PolicyConfig(**config))
+    policy.load_state_dict(text_to_tensors(text))
+    return policy
+
+
+def _collect(job: tuple) -> dict:
+    """One episode (a top-level function, so process pools and Ray can ship it)."""
+    policy_text, policy_config, spec, seed, greedy = job
+    torch.set_num_threads(1)
+    policy = _policy_from_text(policy_text, policy_config) if policy_text is not None else None
+    result = run_episode(spec, policy, seed, greedy=greedy)
+    result.pop("spec")
+    return result
+
+
+class _Runner:
+    """Runs a list of episode jobs on the chosen backend, in order."""
+
+    def __init__(self, backend: str, workers: int):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from: {', '.join(BACKENDS)}")
+        self.backend, self.workers = backend, workers
+        self._pool, self._ray_started = None, False
+        if backend == "process":
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        elif backend == "ray":
+            try:
+                import ray
+            except ImportError as exc:
+                raise ImportError("backend 'ray' needs the ray extra: pip install 'hf_metalr[ray]'") from exc
+            if not ray.is_initialized():
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                self._ray_started = True
+            self._remote = ray.remote(num_cpus=1)(_collect)
+
+    def map(self, jobs: list[tuple]) -> list[dict]:
+        if self.backend == "serial":
+            threads = torch.get_num_threads()
+            try:
+                return [_collect(job) for job in jobs]
+            finally:
+                torch.set_num_threads(threads)
+        if self.backend == "process":
+            return list(self._pool.map(_collect, jobs))
+        import ray
+
+        return ray.get([self._remote.remote(job) for job in jobs])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        if self._ray_started:
+            import ray
+
+            ray.shutdown()
+
+
+def _held_out_specs(config: MetaTrainConfig) -> list[dict]:
+    rng = np.random.default_rng([config.seed, 999_983])
+    return [sample_problem(rng, family) for family in HELD_OUT_FAMILIES for _ in range(config.held_out_per_family)]
+
+
+def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
+    policy = random_policy(config.seed)
+    with torch.no_grad():
+        policy.actor[-1].bias[KEEP_INDEX] += config.keep_prior
+    return policy
+
+
+def _save_checkpoint(out: Path, state: dict) -> None:
+    tmp = out / (CHECKPOINT_NAME + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, out / CHECKPOINT_NAME)
+
+
+def _plot(out: Path, curve: list[dict]) -> Path:
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot([c["iteration"] for c in curve], [c["mean_return"] for c in curve], marker=".")
+    ax1.set(title="mean episode return (training families)", xlabel="meta-iteration", ylabel="return")
+    scored = [c for c in curve if c.get("held_out_score") is not None]
+    ax2.plot([c["iteration"] for c in scored], [c["held_out_score"] for c in scored], marker="o", color="C1")
+    ax2.axhline(0, color="grey", linestyle="--", linewidth=1)
+    ax2.set(title="held-out score (> 0: better than constant LR)", xlabel="meta-iteration", ylabel="score")
+    fig.tight_layout()
+    path = out / "learning_curve.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def meta_train(config: MetaTrainConfig, log=print) -> Path:
+    """Run (or resume) meta-training; returns the path of the final policy's safetensors file."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy = _initial_policy(config)
+    policy_config = asdict(policy.config)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.ppo_lr, eps=1e-5)
+    held_out = _held_out_specs(config)
+    state = {"format": 1, "config": asdict(config), "iteration": 0, "curve": [], "baseline_auc": None}
+
+    checkpoint = out / CHECKPOINT_NAME
+    if checkpoint.exists():
+        if not config.resume:
+            raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out")
+        state = json.loads(checkpoint.read_text())
+        differing = [k for k in _SAME_RUN if state["config"].get(k) != getattr(config, k)]
+        if differing:
+            raise ValueError(f"--resume: {checkpoint} was made with other settings ({', '.join(differing)}); use another --out")
+        policy.load_state_dict(text_to_tensors(state["policy"]))
+        optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
+        log(f"resuming meta-training at iteration {state['iteration']} of {config.iterations}")
+
+    runner = _Runner(config.backend, config.workers)
+    try:
+        if state["baseline_auc"] is None:
+            state["baseline_auc"] = [r["auc"] for r in runner.map([(None, None, s, 0, True) for s in held_out])]
+        durations = []
+        while state["iteration"] < config.iterations:
+            iteration = state["iteration"]
+            start = time.perf_counter()
+            rng = np.random.default_rng([config.seed, iteration])
+            specs = [sample_problem(rng, TRAIN_FAMILIES[i % len(TRAIN_FAMILIES)]) for i in range(config.episodes_per_iteration)]
+            seeds = [int(s) for s in rng.integers(2**31, size=len(specs))]
+            text = tensors_to_text(policy.state_dict())
+            episodes = runner.map([(text, policy_config, spec, seed, False) for spec, seed in zip(specs, seeds)])
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + iteration)
+            with single_threaded():
+                stats = ppo_update(policy, optimizer, episodes, PPOConfig(lr=config.ppo_lr), generator)
+            entry = {
+                "iteration": iteration + 1,
+                "mean_return": float(np.mean([sum(e["rewards"]) for e in episodes])),
+                "diverged": sum(e["diverged"] for e in episodes),
+                "episodes": len(episodes),
+                **{k: v for k, v in stats.items()},
+            }
+            if (iteration + 1) % config.eval_every == 0 or iteration + 1 == config.iterations:
+                text = tensors_to_text(policy.state_dict())
+                scored = runner.map([(text, policy_config, s, 0, True) for s in held_out])
+                entry["held_out_score"] = float(np.mean([b - r["auc"] for b, r in zip(state["baseline_auc"], scored)]))
+            state["curve"].append(entry)
+            state["iteration"] = iteration + 1
+            state["policy"] = tensors_to_text(policy.state_dict())
+            state["optimizer"] = optimizer_state_to_json(optimizer.state_dict())
+            _save_checkpoint(out, state)
+            durations.append(time.perf_counter() - start)
+            eta = np.mean(durations) * (config.iterations - state["iteration"])
+            held = f", held-out score {entry['held_out_score']:+.3f}" if "held_out_score" in entry else ""
+            log(f"iteration {state['iteration']}/{config.iterations}: mean return {entry['mean_return']:+.3f}, "
+                f"diverged {entry['diverged']}/{entry['episodes']}{held}, {durations[-1]:.1f}s, ETA {eta / 60:.1f} min")
+    finally:
+        runner.close()
+
+    _plot(out, state["curve"])
+    scores = [c["held_out_score"] for c in state["curve"] if "held_out_score" in c]
+    card = {
+        "trained_with": "hf-metalr meta-train (PPO over whole training runs)",
+        "training_families": list(TRAIN_FAMILIES),
+        "held_out_families": list(HELD_OUT_FAMILIES),
+        "episodes": config.iterations * config.episodes_per_iteration,
+        "iterations": config.iterations,
+        "seed": config.seed,
+        "hf_metalr_version": __version__,
+        "held_out_score_final": scores[-1] if scores else None,
+        "held_out_score_definition": "mean over held-out problems of (constant-LR mean log val loss - policy's); > 0 is better",
+        "lr_span": "initial LR = family's good LR x 10**U(-1.7, 1.7)",
+    }
+    return save_policy(policy, out / "policy", card=card)
+
+
+def config_fields():
+    return fields(MetaTrainConfig)
