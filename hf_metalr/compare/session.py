@@ -15,23 +15,11 @@ from pathlib import Path
 
 from .. import __version__
 from ..baselines import check_schedule
+from ..reporting.report import FORMAT, RESULTS_NAME, load_results
 from ..tasks import get_task
 from .runner import run_one
 
-__all__ = ["RESULTS_NAME", "compare", "load_results", "save_results"]
-
-RESULTS_NAME = "results.json"
-FORMAT = 1
-
-
-def load_results(out_dir: Path) -> dict:
-    path = Path(out_dir) / RESULTS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no {RESULTS_NAME} in {out_dir}; run 'hf-metalr compare --out {out_dir}' first")
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{path} has format {data.get('format')!r}; this hf_metalr reads format {FORMAT}")
-    return data
+__all__ = ["compare", "save_results"]
 
 
 def save_results(out_dir: Path, data: dict) -> Path:
@@ -87,7 +75,7 @@ def compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pat
             raise FileExistsError(
                 f"{out_dir / RESULTS_NAME} exists; pass --resume to continue that comparison, or choose another --out"
             )
-        data = load_results(out_dir)
+        data = load_results(out_dir / RESULTS_NAME)
         differing = [k for k in _SAME_EXPERIMENT if data["config"].get(k) != config[k]]
         if differing:
             raise ValueError(

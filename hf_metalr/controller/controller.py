@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .actions import apply_multiplier, divergence_multiplier
 from .features import FEATURE_NAMES, RunTracker, is_finite
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, random_policy
+from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
 __all__ = ["Decision", "MetaLRController", "resolve_policy", "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO"]
@@ -35,24 +35,6 @@ __all__ = ["Decision", "MetaLRController", "resolve_policy", "DEFAULT_MIN_LR_RAT
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
 STATE_FORMAT = 1
-
-
-@contextmanager
-def single_threaded():
-    """Run the policy's tiny tensor ops on one thread.
-
-    With torch's default intra-op pool, an op on a 64x64 tensor is split across threads; on a
-    machine whose cores are busy training, that costs milliseconds per op instead of microseconds.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from torch import nn
 
 from .actions import DEFAULT_MULTIPLIERS
 from .features import FEATURE_NAMES
+from .threads import single_threaded
 
 __all__ = ["FORMAT_VERSION", "PolicyConfig", "PolicyLoadError", "PolicyNetwork", "load_policy", "save_policy", "random_policy"]
 
@@ -77,7 +78,7 @@ def random_policy(seed: int = 0, config: PolicyConfig | None = None) -> PolicyNe
     Orthogonal init as in cleanrl; the actor's last layer is tiny, so the first actions are close
     to uniform over the multipliers.
     """
-    with torch.random.fork_rng(devices=[]):
+    with single_threaded(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = PolicyNetwork(config)
         for module in net.modules():

@@ -29,8 +29,8 @@ import torch
 
 from .. import __version__
 from ..controller.actions import KEEP_INDEX
-from ..controller.controller import single_threaded
 from ..controller.policy import PolicyConfig, PolicyNetwork, random_policy, save_policy
+from ..controller.threads import single_threaded
 from ..controller.serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 from .episode import run_episode
 from .families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem

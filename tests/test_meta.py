@@ -1,0 +1,150 @@
+"""Meta-training: episodes share the controller's code, PPO runs are seeded, resumable and backend-independent."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_metalr import FEATURE_NAMES, load_policy
+from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
+from hf_metalr.controller.policy import random_policy
+from hf_metalr.meta.cli import build_parser
+from hf_metalr.meta.episode import objective_auc, run_episode
+from hf_metalr.meta.families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, build_problem, sample_problem
+from hf_metalr.meta.train import CHECKPOINT_NAME, MetaTrainConfig, meta_train
+
+TINY = dict(iterations=2, episodes_per_iteration=3, eval_every=1, held_out_per_family=1, backend="serial", workers=1)
+
+
+def quick_spec(family="blobs_mlp", **over):
+    spec = sample_problem(np.random.default_rng(3), family)
+    spec.update({"epochs": 2, "evals_per_epoch": 3, **over})
+    return spec
+
+
+def test_every_family_builds_and_trains():
+    rng = np.random.default_rng(0)
+    for family in TRAIN_FAMILIES + HELD_OUT_FAMILIES:
+        spec = sample_problem(rng, family)
+        assert spec["family"] == family
+        problem = build_problem(spec)
+        out = problem.model(problem.train[0][:4])
+        assert out.shape[0] == 4
+    lrs = [sample_problem(rng, "blobs_mlp")["lr"] / 2e-3 for _ in range(400)]
+    assert max(lrs) / min(lrs) > 1000, "initial LRs must span at least 1000x"
+    assert {sample_problem(rng, "spirals_mlp")["optimizer"] for _ in range(50)} == {"adam", "adamw", "sgd"}
+
+
+def test_episode_transitions_come_from_the_controller():
+    spec = quick_spec()
+    episode = run_episode(spec, random_policy(1), seed=5)
+    n = len(episode["actions"])
+    assert n == len(episode["values"]) - 1 == len(episode["rewards"]) == len(episode["obs"])
+    assert all(len(o) == len(FEATURE_NAMES) for o in episode["obs"])
+    # the reward is the controller's: the clipped log-improvement of the validation loss
+    v = episode["values"]
+    for t, r in enumerate(episode["rewards"]):
+        assert r == pytest.approx(max(-REWARD_CLIP, min(REWARD_CLIP, math.log(v[t]) - math.log(v[t + 1]))))
+    # same problem, seed and policy -> the same episode
+    again = run_episode(spec, random_policy(1), seed=5)
+    assert again["values"] == episode["values"] and again["actions"] == episode["actions"]
+
+
+def test_divergence_is_penalised_and_ends_the_episode():
+    spec = quick_spec(optimizer="sgd", lr=1e4, epochs=3)
+    episode = run_episode(spec, random_policy(0), seed=0)
+    assert episode["diverged"]
+    assert episode["rewards"][-1] == DIVERGENCE_REWARD
+    assert not math.isfinite(episode["values"][-1])
+    assert objective_auc([1.0, float("nan"), 0.5]) == pytest.approx((0 + 2 * (0 - DIVERGENCE_REWARD)) / 3)
+
+
+def test_constant_baseline_episode_keeps_the_lr():
+    episode = run_episode(quick_spec(), None, seed=0)
+    assert episode["actions"] == [] and episode["lrs"] == [] and len(episode["values"]) == 6
+
+
+def _weights(path):
+    return {k: v for k, v in load_policy(path).state_dict().items()}
+
+
+def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
+    a = meta_train(MetaTrainConfig(out=str(tmp_path / "a"), **TINY), log=lambda *_: None)
+    b = meta_train(MetaTrainConfig(out=str(tmp_path / "b"), **TINY), log=lambda *_: None)
+    for k, v in _weights(a).items():
+        assert torch.equal(v, _weights(b)[k])
+    assert any(not torch.equal(v, random_policy(0).state_dict()[k]) for k, v in _weights(a).items())
+
+    card = json.loads(a.with_suffix(".json").read_text())["card"]
+    assert card["episodes"] == 6 and card["seed"] == 0 and card["training_families"] == list(TRAIN_FAMILIES)
+    assert card["held_out_families"] == list(HELD_OUT_FAMILIES) and card["held_out_score_final"] is not None
+    assert (tmp_path / "a" / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curve = json.loads((tmp_path / "a" / CHECKPOINT_NAME).read_text())["curve"]
+    assert [c["iteration"] for c in curve] == [1, 2] and all("held_out_score" in c for c in curve)
+
+    half = dict(TINY)
+    meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}), log=lambda *_: None)
+    with pytest.raises(ValueError, match="other settings"):
+        meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **half, resume=True), log=lambda *_: None)
+
+
+@pytest.mark.slow
+def test_meta_training_resumes_after_a_kill(tmp_path):
+    args = ["--iterations", "3", "--episodes-per-iteration", "3", "--eval-every", "1", "--held-out-per-family", "1",
+            "--backend", "serial", "--workers", "1"]
+    env = dict(os.environ)
+    subprocess.run([sys.executable, "-m", "hf_metalr.cli", "meta-train", "--out", str(tmp_path / "straight"), *args],
+                   env=env, check=True, capture_output=True)
+    straight = tmp_path / "straight" / "policy.safetensors"
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "hf_metalr.cli", "meta-train", "--out", str(killed), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        ckpt = killed / CHECKPOINT_NAME
+        if ckpt.exists() and json.loads(ckpt.read_text())["iteration"] >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    iteration_at_kill = json.loads((killed / CHECKPOINT_NAME).read_text())["iteration"]
+    assert 1 <= iteration_at_kill < 3 and not (killed / "policy.safetensors").exists()
+
+    subprocess.run([sys.executable, "-m", "hf_metalr.cli", "meta-train", "--out", str(killed), *args, "--resume"],
+                   env=env, check=True, capture_output=True)
+    for k, v in _weights(straight).items():
+        assert torch.equal(v, _weights(killed / "policy.safetensors")[k])
+
+
+@pytest.mark.slow
+def test_ray_backend_matches_the_local_one(tmp_path):
+    import ray
+    one = {**TINY, "iterations": 1, "episodes_per_iteration": 2}
+    serial = meta_train(MetaTrainConfig(out=str(tmp_path / "serial"), **one), log=lambda *_: None)
+    try:
+        on_ray = meta_train(MetaTrainConfig(out=str(tmp_path / "ray"), **{**one, "backend": "ray", "workers": 2}),
+                            log=lambda *_: None)
+    finally:
+        ray.shutdown()
+    assert not ray.is_initialized()
+    for k, v in _weights(serial).items():
+        assert torch.equal(v, _weights(on_ray)[k])
+
+
+def test_cli_documents_every_field_and_rejects_bad_input(tmp_path, capsys):
+    text = build_parser().format_help()
+    for flag in ("--out", "--iterations", "--episodes-per-iteration", "--seed", "--workers", "--backend", "--resume"):
+        assert flag in text
+    from hf_metalr.meta.cli import main
+
+    with pytest.raises(SystemExit, match="backend"):
+        main(["--out", str(tmp_path), "--backend", "slurm", "--iterations", "1"])

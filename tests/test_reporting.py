@@ -1,0 +1,385 @@
+"""Reporting: results.json -> summary.csv, report.md (table and generated findings) and PNGs.
+
+The fixture ``fixtures/results_small.json`` is written by :func:`build_results` below
+(``python tests/test_reporting.py`` rewrites it): 3 schedules x 2 seeds; constant seed 1 never
+reaches the threshold, cosine seed 1 diverges (NaN and null values). The expected numbers in the
+tests are worked out by hand from the literal values in :func:`build_results`.
+"""
+
+import copy
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from hf_metalr.reporting import ResultsError, aggregate, load_results, write_report
+from hf_metalr.reporting.aggregate import number
+from hf_metalr.reporting.cli import main as report_main
+from hf_metalr.reporting.markdown import findings, render_markdown
+
+FIXTURE = Path(__file__).parent / "fixtures" / "results_small.json"
+NAN = float("nan")
+STEPS_PER_EPOCH, EVAL_EVERY = 10, 5
+
+
+# ------------------------------------------------------------------ the fixture
+
+
+def _run(schedule, seed, accs, seconds_per_eval, lr_at_step, reached_at, test, best_val_loss, stability, status="ok"):
+    """One run; ``accs`` per eval (None/NaN allowed), LR from ``lr_at_step(step)``, threshold reached at eval ``reached_at``."""
+    evals = []
+    for i, acc in enumerate(accs, start=1):
+        step = i * EVAL_EVERY
+        a = number(acc)
+        evals.append({
+            "step": step, "epoch": step / STEPS_PER_EPOCH, "seconds": round(i * seconds_per_eval, 4),
+            "eval_loss": round(2 * (1 - a), 4) if not math.isnan(a) else NAN,
+            "eval_accuracy": acc, "eval_macro_f1": round(a - 0.01, 4) if not math.isnan(a) else None,
+        })
+    last_step = len(accs) * EVAL_EVERY
+    lr_curve = [[s, s / STEPS_PER_EPOCH, lr_at_step(s)] for s in range(1, last_step + 1)]
+    train_loss = [[e["step"], e["epoch"], e["eval_loss"]] for e in evals]
+    if status == "diverged":
+        lr_curve.append([last_step + 1, (last_step + 1) / STEPS_PER_EPOCH, NAN])
+    threshold = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
+    if reached_at:
+        e = evals[reached_at - 1]
+        threshold = {"reached": True, "evals": reached_at, "epoch": e["epoch"], "seconds": e["seconds"], "step": e["step"]}
+    std, changes, lo, hi = stability
+    return {
+        "schedule": schedule, "seed": seed, "status": status, "wall_seconds": round(len(accs) * seconds_per_eval + 1.0, 4),
+        "evals": evals, "lr_curve": lr_curve, "train_loss": train_loss, "threshold": threshold, "test": test,
+        "best_val_loss": best_val_loss,
+        "lr_stability": {"std_dlog_lr": std, "direction_changes": changes, "lr_min": lo, "lr_max": hi},
+    }
+
+
+def _stepwise(factors):
+    """An LR that starts at 1e-3 and is multiplied by ``factors[k]`` after eval k+1 (what metalr does)."""
+    def lr(step):
+        value = 1e-3
+        for k, f in enumerate(factors):
+            if step > (k + 1) * EVAL_EVERY:
+                value *= f
+        return value
+    return lr
+
+
+def _cosine(step):
+    return 0.5 * (1 + math.cos(math.pi * (step - 1) / 30)) * 1e-3
+
+
+def build_results() -> dict:
+    config = {
+        "task": "digits", "task_description": "8x8 handwritten digits (scikit-learn), small MLP.",
+        "metric": "accuracy", "greater_is_better": True, "threshold": 0.9, "test_metrics": ["accuracy", "macro_f1"],
+        "schedules": ["metalr", "constant", "cosine"], "seeds": [0, 1], "lr": 0.001, "epochs": 3,
+        "batch_size": 32, "evals_per_epoch": 2, "hf_metalr_version": "0.1.0", "metalr_policy": "random",
+    }
+    const = lambda step: 1e-3  # noqa: E731
+    runs = [
+        _run("metalr", 0, [0.70, 0.85, 0.91, 0.93, 0.94, 0.95], 1.5, _stepwise([2, 2, 0.5, 0.5, 0.5]), 3,
+             {"accuracy": 0.95, "macro_f1": 0.94}, 0.20, (0.30, 3, 5e-4, 4e-3)),
+        _run("metalr", 1, [0.65, 0.80, 0.86, 0.89, 0.905, 0.92], 1.5, _stepwise([2, 0.5, 0.5, 0.5, 2]), 5,
+             {"accuracy": 0.93, "macro_f1": 0.92}, 0.26, (0.50, 5, 2.5e-4, 2e-3)),
+        _run("constant", 0, [0.72, 0.84, 0.88, 0.91, 0.92, 0.93], 1.4, const, 4,
+             {"accuracy": 0.94, "macro_f1": 0.935}, 0.22, (0.0, 0, 1e-3, 1e-3)),
+        _run("constant", 1, [0.70, 0.80, 0.85, 0.87, 0.88, 0.88], 1.4, const, None,
+             {"accuracy": 0.89, "macro_f1": 0.875}, 0.35, (0.0, 0, 1e-3, 1e-3)),
+        _run("cosine", 0, [0.75, 0.87, 0.92, 0.94, 0.95, 0.955], 1.4, _cosine, 3,
+             {"accuracy": 0.96, "macro_f1": 0.955}, 0.18, (0.05, 0, 2.7e-6, 1e-3)),
+        _run("cosine", 1, [0.74, 0.60, None], 1.4, _cosine, None,
+             {"accuracy": NAN, "macro_f1": None}, 0.9, (NAN, None, 5.5e-4, 1e-3), status="diverged"),
+    ]
+    return {"format": 1, "config": config, "runs": runs}
+
+
+def _fixture_text() -> str:
+    return json.dumps(build_results(), indent=1) + "\n"
+
+
+@pytest.fixture
+def results():
+    return load_results(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    (out / "results.json").write_text(FIXTURE.read_text())
+    path = write_report(out)
+    assert path == out / "report.md"
+    return out
+
+
+def _write(tmp_path, results) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    return tmp_path
+
+
+# ------------------------------------------------------------------ the fixture itself
+
+
+def test_fixture_is_what_the_generator_writes_and_holds_nan_and_null():
+    text = FIXTURE.read_text()
+    assert text == _fixture_text(), "fixture drifted: regenerate with python tests/test_reporting.py"
+    assert "NaN" in text and "null" in text
+    assert math.isnan(json.loads(text)["runs"][5]["test"]["accuracy"])
+
+
+def test_number_treats_null_nan_inf_and_junk_as_missing():
+    assert [number(v) for v in (1, 0.5, "2.5")] == [1.0, 0.5, 2.5]
+    assert all(math.isnan(number(v)) for v in (None, NAN, float("inf"), "nan", "abc", [], True))
+
+
+# ------------------------------------------------------------------ aggregates and csv
+
+
+def test_aggregate_medians_min_max_and_counts(results):
+    summary = aggregate(results)
+    assert [s.schedule for s in summary.schedules] == ["metalr", "constant", "cosine"]
+    got = {s.schedule: (s.n, s.reached, s.diverged) for s in summary.schedules}
+    assert got == {"metalr": (2, 2, 0), "constant": (2, 1, 0), "cosine": (2, 1, 1)}
+    metalr, constant, cosine = summary.schedules
+    st = metalr.stats["evals_to_threshold"]
+    assert (st.median, st.min, st.max, st.n) == (4, 3, 5, 2)
+    assert metalr.stats["seconds_to_threshold"].median == pytest.approx(6.0)
+    # only the reaching run counts for the threshold measures, all runs for the rest
+    assert constant.stats["evals_to_threshold"].n == 1 and constant.median("evals_to_threshold") == 4
+    assert constant.median("test_accuracy") == pytest.approx(0.915)
+    # the diverged cosine run: NaN accuracy, null macro_f1, NaN std, null changes drop out; its 0.9 val loss stays
+    assert cosine.stats["test_accuracy"].n == 1 and cosine.median("test_accuracy") == pytest.approx(0.96)
+    assert cosine.stats["test_macro_f1"].n == 1
+    assert cosine.stats["std_dlog_lr"].n == 1 and cosine.stats["direction_changes"].n == 1
+    assert cosine.median("best_val_loss") == pytest.approx(0.54)
+    assert cosine.median("lr_min") == pytest.approx((2.7e-6 + 5.5e-4) / 2)
+
+
+def test_median_over_three_seeds_is_the_middle_value_not_the_mean(results):
+    extra = copy.deepcopy(results["runs"][1])
+    extra["seed"] = 2
+    extra["threshold"].update(evals=10, seconds=15.0)
+    extra["test"]["accuracy"] = 0.50
+    results["runs"].append(extra)
+    metalr = aggregate(results).get("metalr")
+    assert (metalr.n, metalr.reached) == (3, 3)
+    st = metalr.stats["evals_to_threshold"]
+    assert (st.median, st.min, st.max) == (5, 3, 10)
+    assert metalr.median("seconds_to_threshold") == 7.5
+    assert metalr.median("test_accuracy") == 0.93
+
+
+def test_summary_csv_has_one_row_per_schedule_with_medians(report_dir):
+    with (report_dir / "summary.csv").open() as f:
+        rows = {r["schedule"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["metalr", "constant", "cosine"]
+    m, c, k = rows["metalr"], rows["constant"], rows["cosine"]
+    assert (m["n"], m["reached"], m["diverged"]) == ("2", "2", "0")
+    assert (k["n"], k["reached"], k["diverged"]) == ("2", "1", "1")
+    assert (m["evals_to_threshold_median"], m["evals_to_threshold_min"], m["evals_to_threshold_max"]) == ("4", "3", "5")
+    assert float(m["seconds_to_threshold_median"]) == pytest.approx(6.0)
+    assert float(m["test_accuracy_median"]) == pytest.approx(0.94)
+    assert float(c["test_macro_f1_median"]) == pytest.approx(0.905)
+    assert float(c["best_val_loss_median"]) == pytest.approx(0.285)
+    assert (c["evals_to_threshold_min"], c["evals_to_threshold_max"]) == ("4", "4")
+    assert float(k["best_val_loss_median"]) == pytest.approx(0.54)
+    assert float(k["std_dlog_lr_median"]) == pytest.approx(0.05)
+    assert float(m["lr_max_median"]) == pytest.approx(3e-3)
+
+
+# ------------------------------------------------------------------ report.md
+
+
+def test_report_md_has_title_config_table_rows_and_plot_links(report_dir):
+    md = (report_dir / "report.md").read_text()
+    assert md.startswith("# hf_metalr compare: digits\n")
+    assert ("**Task** digits · **schedules** metalr, constant, cosine · **seeds** 0, 1 · **LR** 0.001 · "
+            "**epochs** 3 · **threshold** eval_accuracy ≥ 0.9") in md
+    assert ("| metalr | 2/2 | 4 [3–5] | 2.00 [1.50–2.50] | 6.0 [4.5–7.5] | 0.940 [0.930–0.950] | 0.930 [0.920–0.940] "
+            "| 0.230 [0.200–0.260] | 0.400 [0.300–0.500] | 4 [3–5] | 3.75e-04 [2.50e-04–5.00e-04] "
+            "| 3.00e-03 [2.00e-03–4.00e-03] | 0 |") in md
+    assert ("| constant | 1/2 | 4 [4–4] | 2.00 [2.00–2.00] | 5.6 [5.6–5.6] | 0.915 [0.890–0.940] | 0.905 [0.875–0.935] "
+            "| 0.285 [0.220–0.350] | 0.000 [0.000–0.000] | 0 [0–0] | 1.00e-03 [1.00e-03–1.00e-03] "
+            "| 1.00e-03 [1.00e-03–1.00e-03] | 0 |") in md
+    assert ("| cosine | 1/2 | 3 [3–3] | 1.50 [1.50–1.50] | 4.2 [4.2–4.2] | 0.960 [0.960–0.960] | 0.955 [0.955–0.955] "
+            "| 0.540 [0.180–0.900] | 0.050 [0.050–0.050] | 0 [0–0] | 2.76e-04 [2.70e-06–5.50e-04] "
+            "| 1.00e-03 [1.00e-03–1.00e-03] | 1 |") in md
+    assert "Diverged runs: cosine seed 1." in md and "Missing runs" not in md
+    for png in ("lr_curve.png", "val_metric.png", "time_to_threshold.png"):
+        assert f"]({png})" in md
+
+
+def test_findings_state_the_fixture_numbers(results):
+    first, versus, lost, stability = findings(aggregate(results))
+    assert first == (
+        "**cosine** reached the threshold (eval_accuracy ≥ 0.9) first: median 3 evals (epoch 1.50, 4.2 s), in 1/2 runs. "
+        "The next best, **constant**, needed 4 evals (5.6 s) in 1/2 runs: cosine needed 1 eval fewer "
+        "(0.75× the evals, 0.75× the seconds). metalr needed 4 evals (6.0 s) in 2/2 runs, 1.33× cosine's evals."
+    )
+    assert versus == (
+        "Against the best baseline, **cosine** (fastest to the threshold), metalr needed 1.33× the evals to threshold "
+        "(median 4 vs 3) and 1.43× the seconds (6.0 vs 4.2); it reached the threshold in 2/2 runs vs 1/2. "
+        "Final test accuracy 0.940 vs 0.960 (-0.020, worse); test macro_f1 0.930 vs 0.955 (-0.025, worse)."
+    )
+    assert lost == (
+        "metalr was behind the best schedule on 5 of 8 measures: evals to threshold (4 vs 3 for cosine; tied worst); "
+        "epochs to threshold (2.00 vs 1.50 for cosine; tied worst); seconds to threshold (6.0 vs 4.2 for cosine; worst of 3); "
+        "test accuracy (0.940 vs 0.960 for cosine); test macro_f1 (0.930 vs 0.955 for cosine). "
+        "It was best or tied best on: runs reaching the threshold (2/2); best val loss (0.230); diverged runs (0/2)."
+    )
+    assert stability.startswith("LR stability: metalr's LR was the most variable of 3 schedules (median std Δlog LR 0.400, "
+                                "4 direction changes, LR 3.75e-04–3.00e-03, 8.00× the std Δlog LR of cosine)")
+    assert "the most variable baseline was cosine (median std Δlog LR 0.050" in stability
+    assert "the steadiest constant (median std Δlog LR 0.000, 0 direction changes" in stability
+
+
+def test_findings_are_honest_when_metalr_never_reaches_the_threshold(results):
+    for run in results["runs"]:
+        if run["schedule"] == "metalr":
+            run["threshold"] = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
+            run["test"] = {"accuracy": 0.80, "macro_f1": None}
+    first, versus, lost, _ = findings(aggregate(results))
+    assert first.endswith("metalr never reached it (0/2 runs).")
+    assert versus.startswith("Against the best baseline, **cosine** (fastest to the threshold), metalr never reached "
+                             "the threshold (0/2 runs), while cosine did in 1/2 runs (median 3 evals).")
+    assert "test accuracy 0.800 vs 0.960 (-0.160, worse); test macro_f1 n/a vs 0.955." in versus
+    assert "runs reaching the threshold (0/2 vs 1/2 for constant/cosine; worst of 3)" in lost
+    assert "evals to threshold (never reached vs 3 for cosine; worst of 3)" in lost
+    assert "test accuracy (0.800 vs 0.960 for cosine; worst of 3)" in lost
+    assert "test macro_f1 (n/a vs 0.955 for cosine; worst of 3)" in lost
+
+
+def test_findings_when_metalr_wins_everything(results):
+    for run in results["runs"]:
+        if run["schedule"] == "metalr":
+            run["threshold"].update(evals=2, epoch=1.0, seconds=3.0)
+            run["test"] = {"accuracy": 0.99, "macro_f1": 0.99}
+            run["best_val_loss"] = 0.1
+    first, versus, lost, _ = findings(aggregate(results))
+    assert first.startswith("**metalr** reached the threshold (eval_accuracy ≥ 0.9) first: median 2 evals (epoch 1.00, 3.0 s)")
+    assert "The next best, **cosine**, needed 3 evals (4.2 s) in 1/2 runs: metalr needed 1 eval fewer (0.67× the evals" in first
+    assert "metalr needed 0.67× the evals to threshold (median 2 vs 3)" in versus
+    assert "(+0.030, better)" in versus
+    assert lost == "metalr was not behind any other schedule on any of the 8 judged measures."
+
+
+def test_findings_without_metalr_and_with_one_schedule(results):
+    no_metalr = copy.deepcopy(results)
+    no_metalr["config"]["schedules"].remove("metalr")
+    no_metalr["runs"] = [r for r in no_metalr["runs"] if r["schedule"] != "metalr"]
+    texts = findings(aggregate(no_metalr))
+    assert texts[0].startswith("**cosine** reached the threshold") and "metalr" not in texts[0]
+    assert texts[1] == "There are no metalr runs in these results, so metalr is not compared."
+    assert texts[2].startswith("LR stability: the most variable schedule was cosine")
+
+    only_metalr = copy.deepcopy(results)
+    only_metalr["config"]["schedules"] = ["metalr"]
+    only_metalr["runs"] = [r for r in only_metalr["runs"] if r["schedule"] == "metalr"]
+    texts = findings(aggregate(only_metalr))
+    assert texts == [
+        "**metalr** reached the threshold (eval_accuracy ≥ 0.9) first: median 4 evals (epoch 2.00, 6.0 s), in 2/2 runs.",
+        "Only metalr was run, so there is no baseline to compare it with.",
+        "LR stability of metalr: median std Δlog LR 0.400, 4 direction changes, LR 3.75e-04–3.00e-03.",
+    ]
+
+
+def test_lower_is_better_metric_and_nothing_reached(results):
+    results["config"].update(metric="wer", greater_is_better=False, threshold=0.05, test_metrics=["wer"])
+    wers = {"metalr": (0.10, 0.12), "constant": (0.20, 0.22), "cosine": (0.15, NAN)}
+    for run in results["runs"]:
+        run["test"] = {"wer": wers[run["schedule"]][run["seed"]]}
+        run["threshold"] = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
+    first, versus, lost, _ = findings(aggregate(results))
+    assert first == "No schedule reached the threshold (eval_wer ≤ 0.05) in any run."
+    assert versus == ("Against the best baseline, **cosine** (lowest test wer), neither metalr nor any baseline reached "
+                      "the threshold. Final test wer 0.110 vs 0.150 (-0.040, better).")
+    assert lost == "metalr was not behind any other schedule on any of the 4 judged measures."
+
+
+def test_findings_without_threshold_or_test_metrics_fall_back_to_val_loss(results):
+    results["config"]["threshold"] = None
+    del results["config"]["test_metrics"]
+    for run in results["runs"]:
+        run["threshold"] = None
+    texts = findings(aggregate(results))
+    assert texts[:3] == [
+        "No threshold is configured, so there is no time-to-threshold comparison.",
+        "Comparing metalr with the best baseline, **constant** (lowest best val loss): Best val loss 0.230 vs 0.285 (-0.055, better).",
+        "metalr was not behind any other schedule on any of the 2 judged measures.",
+    ]
+
+
+def test_missing_seeds_are_reported(results):
+    results["config"]["seeds"] = [0, 1, 2]
+    md = render_markdown(aggregate(results), {})
+    assert "Missing runs (interrupted compare?): metalr seed 2, constant seed 2, cosine seed 2." in md
+    assert "| metalr | 2/2 |" in md
+
+
+# ------------------------------------------------------------------ plots
+
+
+@pytest.mark.parametrize("name", ["lr_curve.png", "val_metric.png", "time_to_threshold.png"])
+def test_pngs_are_valid_images_of_the_expected_size(report_dir, name):
+    path = report_dir / name
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.shape == (500, 900, 4)
+    assert np.std(image[..., :3]) > 0.05  # something was drawn
+
+
+def test_report_survives_a_single_run_that_diverged_at_once(tmp_path, results):
+    results["config"]["schedules"] = ["metalr"]
+    results["runs"] = [copy.deepcopy(results["runs"][5])]
+    results["runs"][0].update(schedule="metalr", seed=0, evals=[], lr_curve=[[1, 0.1, NAN]])
+    md = write_report(_write(tmp_path, results)).read_text()
+    assert "No schedule reached the threshold (eval_accuracy ≥ 0.9) in any run." in md
+    assert "| metalr | 0/1 | – | – | – |" in md
+    for name in ("lr_curve.png", "val_metric.png", "time_to_threshold.png"):
+        assert imread(tmp_path / name).shape == (500, 900, 4)
+
+
+# ------------------------------------------------------------------ errors and the CLI
+
+
+def test_write_report_errors_clearly(tmp_path):
+    with pytest.raises(ResultsError, match="no results.json"):
+        write_report(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"format": 2, "config": {}, "runs": []}))
+    with pytest.raises(ResultsError, match="not a format-1 results file"):
+        write_report(tmp_path)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ResultsError, match="not readable JSON"):
+        write_report(tmp_path)
+
+
+def test_cli_rebuilds_the_report_and_prints_its_path(report_dir, capsys):
+    (report_dir / "report.md").unlink()
+    assert report_main([str(report_dir)]) == 0
+    assert capsys.readouterr().out.strip() == str(report_dir / "report.md")
+    assert (report_dir / "report.md").is_file()
+
+
+def test_cli_errors_on_missing_dir_and_missing_results(tmp_path, capsys):
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "hf-metalr report: error: no such directory" in capsys.readouterr().err
+    assert report_main([str(tmp_path)]) == 2
+    assert f"no results.json at {tmp_path / 'results.json'}" in capsys.readouterr().err
+
+
+def test_top_level_cli_dispatches_to_report(tmp_path, capsys):
+    from hf_metalr.cli import main
+
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "hf-metalr report: error: no such directory" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(_fixture_text())
+    print(f"wrote {FIXTURE}")
