@@ -1,0 +1,145 @@
+"""``hf-metalr compare`` end to end on a tiny budget: runs, results.json, report, errors, resume, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_metalr.compare import compare
+from hf_metalr.compare.cli import main as compare_main
+from hf_metalr.reporting import write_report
+from hf_metalr.tasks import TASKS
+from hf_metalr.tasks.base import ArrayDataset, Task, TaskData, classification_metrics
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_tiny_compare_end_to_end(tmp_path):
+    data = compare("digits", ["constant", "metalr", "step"], [0], tmp_path, epochs=1, log=lambda *_: None)
+    runs = {r["schedule"]: r for r in data["runs"]}
+    assert set(runs) == {"constant", "metalr", "step"}
+    for r in runs.values():
+        assert r["status"] == "ok" and len(r["evals"]) == 2 and len(r["lr_curve"]) == 32
+        assert 0.1 < r["test"]["accuracy"] <= 1 and 0 < r["test"]["macro_f1"] <= 1
+        assert set(r["lr_stability"]) == {"std_dlog_lr", "direction_changes", "lr_min", "lr_max"}
+        assert r["best_val_loss"] == min(e["eval_loss"] for e in r["evals"])
+    # same init and data order per seed: the first evaluation happens after identical steps at identical LR
+    assert runs["constant"]["evals"][0]["eval_loss"] == runs["step"]["evals"][0]["eval_loss"]
+    assert runs["step"]["lr_stability"]["lr_min"] == pytest.approx(1e-5)
+    assert (tmp_path / "runs" / "metalr-seed0" / "metalr_trace.jsonl").exists()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["config"]["task"] == "digits" and len(saved["runs"]) == 3
+
+    report = write_report(tmp_path)
+    text = report.read_text()
+    for name in ("constant", "metalr", "step"):
+        assert f"| {name} |" in text
+    for png in ("lr_curve.png", "val_metric.png", "time_to_threshold.png"):
+        assert (tmp_path / png).read_bytes()[:8] == PNG
+    assert (tmp_path / "summary.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--task", "mnist", "--out", "x"], "unknown task 'mnist'; choose from: digits"),
+        (["--task", "digits", "--schedules", "constant,exp", "--out", "x"], "unknown schedule 'exp'; choose from: metalr, constant, step, cosine, linear, plateau, greedy"),
+        (["--task", "digits", "--seeds", "two", "--out", "x"], "--seeds takes a count"),
+        (["--task", "digits", "--lr", "-1", "--out", "x"], "--lr must be > 0"),
+    ],
+)
+def test_bad_input_lists_the_choices(argv, message):
+    with pytest.raises(SystemExit) as info:
+        compare_main(argv)
+    assert message in str(info.value)
+
+
+class NaNAfterSteps(torch.nn.Module):
+    """A classifier whose loss turns NaN after a few training steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x, labels=None):
+        logits = self.linear(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > 6:
+                logits = logits * float("nan")
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+class DivergingTask(Task):
+    name = "diverging"
+    description = "a toy task whose model diverges"
+    metric = "accuracy"
+    greater_is_better = True
+    threshold = 0.99
+    test_metrics = ("accuracy",)
+    epochs = 4
+    evals_per_epoch = 2
+
+    def load(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(256, 4, generator=g)
+        y = (x[:, 0] > 0).long()
+        return TaskData(*(ArrayDataset(x=x[s], labels=y[s]) for s in (slice(0, 128), slice(128, 192), slice(192, 256))))
+
+    def model(self, seed):
+        torch.manual_seed(seed)
+        return NaNAfterSteps()
+
+    def compute_metrics(self, eval_pred):
+        logits, labels = eval_pred
+        return classification_metrics(np.nan_to_num(np.asarray(logits)), np.asarray(labels))
+
+
+def test_diverged_run_is_recorded_and_the_compare_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(TASKS, "diverging", DivergingTask)
+    data = compare("diverging", ["constant", "metalr"], [0], tmp_path, log=lambda *_: None)
+    assert [r["status"] for r in data["runs"]] == ["diverged", "diverged"]
+    assert all(len(r["lr_curve"]) < 32 for r in data["runs"]), "training stops at the divergence"
+    assert write_report(tmp_path).exists()
+
+
+@pytest.mark.slow
+def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path):
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "hf_metalr.cli", "compare", "--task", "digits", "--schedules", "constant",
+           "--seeds", "2", "--epochs", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        path = out / "results.json"
+        if path.exists() and json.loads(path.read_text())["runs"]:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    output = proc.communicate(timeout=120)[0]
+    first = json.loads((out / "results.json").read_text())["runs"]
+    assert len(first) >= 1
+    if proc.returncode != 0:  # interrupted before the second run finished
+        assert proc.returncode == 130 and "--resume" in output
+
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode != 0 and "pass --resume" in again.stderr
+
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["schedule"], r["seed"]) for r in runs] == [("constant", 0), ("constant", 1)]
+    assert runs[0] == first[0], "the finished run was kept, not redone"
+    assert resumed.stdout.strip().endswith("report.md")
