@@ -28,3 +28,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# GPU check of the three recipes (full-size models, synthetic data, bf16, < 8 min); fails at once without CUDA.
+.PHONY: gpu-smoke
+gpu-smoke: $(STAMP)
+	$(OFFLINE) $(PY) benchmarks/gpu_smoke.py --out runs/gpu_smoke

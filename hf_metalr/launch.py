@@ -58,9 +58,9 @@ class MetaLRArguments:
         default=None,
         metadata={"help": "Whether a larger metric is better. Default: greater_is_better for metric_for_best_model, else True unless the name ends in 'loss'."},
     )
-    metalr_policy: str = field(
-        default="random",
-        metadata={"help": "'random' for a fresh seeded policy, or the path of a saved policy (metalr_policy.safetensors)."},
+    metalr_policy: str | None = field(
+        default=None,
+        metadata={"help": "'random' for a fresh seeded policy, or the path of a saved policy (metalr_policy.safetensors). Default: MetaLRCallback's own."},
     )
     metalr_seed: int | None = field(
         default=None, metadata={"help": "Seed of the policy init and of the action sampling. Default: the Trainer's --seed."}
@@ -80,8 +80,12 @@ class MetaLRArguments:
     )
 
     def callback_kwargs(self) -> dict:
-        """The keyword arguments of ``MetaLRCallback``: each ``metalr_`` field without its prefix."""
-        return {f.name[len("metalr_") :]: getattr(self, f.name) for f in dataclasses.fields(MetaLRArguments)}
+        """The keyword arguments of ``MetaLRCallback``: each ``metalr_`` field without its prefix.
+
+        Options left at None are left out, so the callback's own defaults apply.
+        """
+        fields = dataclasses.fields(MetaLRArguments)
+        return {f.name[len("metalr_") :]: getattr(self, f.name) for f in fields if getattr(self, f.name) is not None}
 
     def non_default(self) -> dict:
         """The ``metalr_`` options set away from their defaults, keyed by field name."""
@@ -109,7 +113,7 @@ def check_metalr_options(options: MetaLRArguments, *, sources: dict[str, str] | 
     except (ValueError, TypeError, PolicyLoadError, OSError) as err:
         raise LaunchError(f"bad meta-LR setting: {err}" + (f" (settings: {where})" if where else "")) from None
     if learning_rate is not None:
-        low, high = kwargs["min_lr"], kwargs["max_lr"]
+        low, high = kwargs.get("min_lr"), kwargs.get("max_lr")
         if (low is not None and low > learning_rate) or (high is not None and high < learning_rate):
             raise LaunchError(
                 f"bad meta-LR setting: the initial learning_rate={learning_rate} must lie within "
@@ -223,6 +227,8 @@ def parse_launch_argv(argv: list[str], environ=None) -> tuple[MetaLRArguments, d
             if i + 1 >= len(argv):
                 raise LaunchError("-m needs a module name")
             target, i = ("module", argv[i + 1]), i + 2
+        elif token in ("-h", "--help"):
+            raise LaunchError("--help goes first: python -m hf_metalr.launch --help")
         elif token.startswith("-"):
             raise LaunchError(f"unknown launcher option {token!r} before the script; the launcher takes only --metalr_* flags, then the script and its arguments")
         else:
@@ -347,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if main_process:
         for warning in warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
-        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != _FIELDS["metalr_" + k].default) or "defaults"
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != _FIELDS["metalr_" + k].default) or "its defaults"
         print(f"{PROG}: every Trainer gets MetaLRCallback({shown})", file=sys.stderr)
     with patched(kwargs) as trainers:
         code = _run(target, script_args)

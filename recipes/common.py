@@ -53,8 +53,9 @@ class ScheduleArguments(MetaLRArguments):
         default="metalr",
         metadata={
             "help": "LR schedule: 'metalr' (MetaLRCallback decides the LR at every evaluation, scaling "
-            "--lr_scheduler_type) or a baseline of the comparison tool, which then sets --lr_scheduler_type: "
-            "constant, step (x0.1 at 50%% and 75%% of the steps), cosine, linear, plateau, greedy.",
+            "--lr_scheduler_type; 'metalr-random': with a fresh policy) or a baseline of the comparison tool, "
+            "which then sets --lr_scheduler_type: constant, step (x0.1 at 50%% and 75%% of the steps), cosine, "
+            "linear, plateau, greedy.",
             "choices": list(SCHEDULES),
         },
     )
@@ -185,7 +186,7 @@ def _value(x):
 def configure_schedule(schedule_args: ScheduleArguments, training_args: TrainingArguments) -> dict | None:
     """Make ``training_args`` run ``--lr_schedule``; return the ``MetaLRCallback`` kwargs (None for a baseline).
 
-    - ``metalr``: ``--lr_scheduler_type`` (the recipes' default: ``constant``) and ``--warmup_steps``
+    - ``metalr`` (and ``metalr-*`` variants): ``--lr_scheduler_type`` (the recipes' default: ``constant``) and ``--warmup_steps``
       are kept: the controller multiplies that schedule. A metric-driven type (plateau, greedy) would
       fight the controller and is refused.
     - a baseline: it sets ``--lr_scheduler_type`` (with a warning if you asked for another); your
@@ -194,10 +195,10 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
     """
     name = schedule_args.lr_schedule
     requested = _value(training_args.lr_scheduler_type)
-    if name == "metalr":
+    if uses_controller(name):
         if requested in METRIC_DRIVEN_SCHEDULER_TYPES:
             raise ValueError(
-                f"--lr_schedule metalr cannot run with --lr_scheduler_type {requested}: both set the LR from the "
+                f"--lr_schedule {name} cannot run with --lr_scheduler_type {requested}: both set the LR from the "
                 "validation metric. Use a time-based --lr_scheduler_type (constant, linear, cosine, ...), or "
                 f"--lr_schedule {'plateau' if requested == 'reduce_lr_on_plateau' else 'greedy'} without the controller."
             )
@@ -215,6 +216,11 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
     if ignored:
         logger.warning("--lr_schedule %s: the --metalr_* settings %s are ignored", name, sorted(ignored))
     return None
+
+
+def uses_controller(lr_schedule: str) -> bool:
+    """``metalr`` and its variants (e.g. ``metalr-random``) run ``MetaLRCallback``."""
+    return lr_schedule.startswith("metalr")
 
 
 def optimizer_steps(training_args: TrainingArguments, n_train: int) -> int:
@@ -266,7 +272,10 @@ def _local_format(path: str) -> str:
 
 def _resolve_paths(dataset, path_columns, base_dir: Path):
     """Make relative file paths in ``path_columns`` relative to the data file's directory."""
-    present = [c for c in path_columns if c in dataset.column_names and dataset.features[c].dtype in ("string", "large_string")]
+    present = [
+        c for c in path_columns
+        if c in dataset.column_names and getattr(dataset.features[c], "dtype", None) in ("string", "large_string")
+    ]
     if not present:
         return dataset
 
@@ -341,7 +350,7 @@ def _check_columns(dataset, columns, role: str) -> None:
         if not any(c in dataset.column_names for c in options):
             raise ValueError(
                 f"the {role} data has no column {' or '.join(map(repr, options))} (columns: {dataset.column_names}); "
-                "local files must follow the hub dataset's schema (see recipes/README.md)"
+                "local files must follow the hub dataset's schema (see the recipe's docstring and --help)"
             )
 
 
@@ -361,7 +370,7 @@ def decode_image(value) -> np.ndarray:
     from PIL import Image
 
     if isinstance(value, Image.Image):
-        return np.asarray(value.convert("RGB"))
+        return np.array(value.convert("RGB"))
     if isinstance(value, (list, np.ndarray)):
         array = np.asarray(value, dtype=np.uint8)
         if array.ndim == 2:
@@ -370,7 +379,7 @@ def decode_image(value) -> np.ndarray:
             raise ValueError(f"an image given as a nested list must be [H][W][3] (or [H][W]), got shape {array.shape}")
         return array
     with Image.open(_open_source(value)) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
 
 
 def _audio_source(value):
@@ -422,33 +431,44 @@ def _split_overrides(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def apply_config_overrides(config, overrides: str | None) -> None:
-    """``key=value,...`` onto ``config``; each key must exist, values are JSON or plain strings."""
+def parse_config_overrides(overrides: str | None) -> dict:
+    """``key=value,...`` as a dict; values are JSON (numbers, booleans, lists) or plain strings."""
+    parsed = {}
     for item in _split_overrides(overrides or ""):
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
             raise ValueError(f"--config_overrides: expected key=value, got {item!r}")
-        if not hasattr(config, key):
-            raise ValueError(f"--config_overrides: {type(config).__name__} has no attribute {key!r}")
         try:
-            value = json.loads(raw)
+            parsed[key] = json.loads(raw)
         except json.JSONDecodeError:
-            value = {"True": True, "False": False, "None": None}.get(raw.strip(), raw.strip())
-        setattr(config, key, value)
+            parsed[key] = {"True": True, "False": False, "None": None}.get(raw.strip(), raw.strip())
+    return parsed
 
 
 def load_config(model_args: BaseModelArguments, **updates):
-    """Config of ``--model_type`` (from scratch) or of ``--model_name_or_path``, plus ``updates`` and overrides."""
+    """Config of ``--model_type`` (from scratch) or of ``--model_name_or_path``, plus ``updates`` and overrides.
+
+    With ``--model_type`` the overrides go through the config's constructor, so derived settings
+    follow (e.g. wav2vec2's number of conv layers from ``conv_dim``); on a pretrained config they
+    are set as attributes, as ``PretrainedConfig.update_from_string`` does.
+    """
     from transformers import AutoConfig
 
+    overrides = parse_config_overrides(model_args.config_overrides)
     if model_args.model_type:
         config = AutoConfig.for_model(model_args.model_type, **updates)
     else:
         config = AutoConfig.from_pretrained(
             model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision, **updates
         )
-    apply_config_overrides(config, model_args.config_overrides)
+    unknown = sorted(k for k in overrides if not hasattr(config, k))
+    if unknown:
+        raise ValueError(f"--config_overrides: {type(config).__name__} has no attribute(s) {unknown}")
+    if model_args.model_type:
+        return AutoConfig.for_model(model_args.model_type, **{**updates, **overrides})
+    for key, value in overrides.items():
+        setattr(config, key, value)
     return config
 
 
@@ -493,7 +513,7 @@ def train_evaluate_test(trainer, splits, lr_schedule: str) -> dict:
     trainer.save_model()
     metrics = dict(result.metrics, train_samples=len(splits["train"]))
     trace = Path(args.output_dir) / TRACE_NAME
-    if lr_schedule == "metalr" and trainer.is_world_process_zero() and trace.exists():
+    if uses_controller(lr_schedule) and trainer.is_world_process_zero() and trace.exists():
         metrics["train_metalr_decisions"] = len(read_trace(trace))
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)

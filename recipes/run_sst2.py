@@ -82,6 +82,9 @@ DEFAULTS = dict(
     save_strategy="epoch",
     save_total_limit=2,
     logging_steps=50.0,
+    # transformers 5.x otherwise multiplies each rank's (already averaged) loss by the number of
+    # processes for models whose loss ignores `num_items_in_batch`: eval_loss and the gradients x N
+    average_tokens_across_devices=False,
     ddp_find_unused_parameters=False,
 )
 

@@ -1,0 +1,262 @@
+"""GPU smoke check of the three recipes (``make gpu-smoke``): full-size models, synthetic data, bf16.
+
+For each recipe (BERT-base / SST-2, ResNet-50 / CIFAR-10, wav2vec2-base / LibriSpeech) this runs the
+recipe's own ``main`` in-process twice, on synthetic local files in the hub schema and a randomly
+initialized full-size model (``--model_type``): once with ``--lr_schedule constant`` (no
+callback) and once with ``--lr_schedule metalr``. Shapes are the real ones: 128-token sentences,
+images at 224 x 224 at the model's input (CIFAR's 32 x 32 pixels, resized by the recipe), 16 kHz
+audio clips of 5-15 s. Training is bounded (``--steps``) with an evaluation every ``--eval_every``
+steps, each one a controller decision.
+
+Reported per recipe: steps/s without and with the callback, and the callback's own overhead,
+timed around each of its event handlers: milliseconds per decision (``on_log``), the one-off
+setup and teardown (``on_train_begin``/``on_train_end``), and the share of the training time. Checked: finite losses, the expected number of decisions in the trace. Results
+go to ``<out>/gpu_smoke.json``. The whole run must finish in ``--budget_s`` (8 minutes).
+
+No network is needed (tokenizer and feature extractor are built locally). Without a CUDA GPU
+that supports bf16 it stops at once with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import importlib
+import json
+import math
+import string
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ("sst2", "cifar10", "librispeech")
+
+
+def require_gpu() -> str | None:
+    """None when a bf16-capable CUDA GPU is usable, else the reason."""
+    import torch
+
+    if not torch.cuda.is_available():
+        build = f"torch {torch.__version__}, CUDA build {torch.version.cuda}"
+        hint = " (this is a CPU-only torch build: install a CUDA one)" if torch.version.cuda is None else ""
+        return f"no CUDA GPU visible ({build}){hint}"
+    if not torch.cuda.is_bf16_supported():
+        return f"{torch.cuda.get_device_name(0)} does not support bf16"
+    return None
+
+
+# -- synthetic data in the hub schema ------------------------------------------------------------
+def sst2_data(root: Path, n_train: int, n_test: int, rng) -> list[str]:
+    from transformers import BertTokenizer
+
+    words = np.array([f"w{i}" for i in range(30522 - 5)])
+    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words.tolist()])}
+    tokenizer = BertTokenizer(vocab=vocab)
+    assert len(tokenizer) == 30522, len(tokenizer)
+    tokenizer.save_pretrained(root / "tokenizer")
+
+    def write(path, n):
+        with open(path, "w") as f:
+            for i in range(n):
+                sentence = " ".join(rng.choice(words, 126))  # + [CLS] and [SEP] = 128 tokens
+                f.write(json.dumps({"sentence": sentence, "label": int(rng.integers(2)), "idx": i}) + "\n")
+
+    write(root / "train.jsonl", n_train)
+    write(root / "test.jsonl", n_test)
+    return [
+        "--model_type", "bert", "--tokenizer_name", str(root / "tokenizer"),
+        "--train_file", str(root / "train.jsonl"), "--test_file", str(root / "test.jsonl"),
+        "--max_seq_length", "128", "--per_device_train_batch_size", "32", "--validation_split_size", "64",
+    ]
+
+
+def cifar10_data(root: Path, n_train: int, n_test: int, rng) -> list[str]:
+    import pandas as pd
+
+    def write(path, n):
+        rows = [{"img": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8).tolist(), "label": int(rng.integers(10))} for _ in range(n)]
+        pd.DataFrame(rows).to_parquet(path)
+
+    write(root / "train.parquet", n_train)
+    write(root / "test.parquet", n_test)
+    return [
+        "--model_type", "resnet", "--image_size", "224",
+        "--train_file", str(root / "train.parquet"), "--test_file", str(root / "test.parquet"),
+        "--per_device_train_batch_size", "32", "--validation_split_size", "64",
+    ]
+
+
+def librispeech_data(root: Path, n_train: int, n_test: int, rng) -> list[str]:
+    import pandas as pd
+    import soundfile as sf
+
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    letters = string.ascii_uppercase + "'"
+
+    def write(path, n, offset):
+        rows = []
+        for i in range(n):
+            seconds = float(rng.uniform(5, 15))
+            clip = (0.1 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32)
+            name = f"audio/{offset + i}.flac"
+            sf.write(root / name, clip, 16_000)
+            words = ["".join(rng.choice(list(letters), int(rng.integers(2, 9)))) for _ in range(int(seconds * 2.5))]
+            rows.append({"audio": name, "text": " ".join(words), "speaker_id": 0, "id": str(offset + i)})
+        pd.DataFrame(rows).to_csv(path, index=False)
+
+    write(root / "train.csv", n_train, 0)
+    write(root / "test.csv", n_test, n_train)
+    return [
+        "--model_type", "wav2vec2", "--train_file", str(root / "train.csv"), "--test_file", str(root / "test.csv"),
+        "--per_device_train_batch_size", "8", "--max_duration_in_seconds", "16", "--validation_split_size", "16",
+    ]
+
+
+DATA = {"sst2": sst2_data, "cifar10": cifar10_data, "librispeech": librispeech_data}
+SIZES = {"sst2": (512, 64), "cifar10": (512, 64), "librispeech": (80, 8)}
+
+
+# -- callback timing -------------------------------------------------------------------------------
+class CallbackTimer:
+    """Wraps every event handler of ``MetaLRCallback`` with a wall-clock timer."""
+
+    def __init__(self):
+        from hf_metalr.integration.callback import MetaLRCallback
+
+        self.cls, self.saved = MetaLRCallback, {}
+        self.reset()
+        for name, method in vars(MetaLRCallback).items():
+            if name.startswith("on_") and callable(method):
+                self.saved[name] = method
+                setattr(MetaLRCallback, name, self._timed(name, method))
+
+    def _timed(self, name, method):
+        @functools.wraps(method)
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                self.seconds += elapsed
+                self.calls[name] = self.calls.get(name, 0) + 1
+                self.per_event[name] = self.per_event.get(name, 0.0) + elapsed
+
+        return timed
+
+    def reset(self):
+        self.seconds, self.calls, self.per_event = 0.0, {}, {}
+
+    def restore(self):
+        for name, method in self.saved.items():
+            setattr(self.cls, name, method)
+
+
+def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps: int, eval_every: int, timer: CallbackTimer) -> dict:
+    import torch
+
+    if str(ROOT / "recipes") not in sys.path:
+        sys.path.insert(0, str(ROOT / "recipes"))
+    module = importlib.import_module(f"run_{name}")
+    output_dir = out / f"{name}_{schedule}"
+    argv = [
+        *data_args,
+        "--output_dir", str(output_dir), "--lr_schedule", schedule, "--bf16", "true",
+        "--max_steps", str(steps), "--eval_strategy", "steps", "--eval_steps", str(eval_every),
+        "--logging_steps", str(eval_every), "--save_strategy", "no", "--learning_rate", "1e-4",
+        "--num_evaluations", str(steps // eval_every), "--max_eval_samples", "64", "--max_test_samples", "64",
+        "--per_device_eval_batch_size", "16", "--dataloader_num_workers", "4", "--disable_tqdm", "true",
+        "--report_to", "none",
+    ]
+    timer.reset()
+    metrics = module.main(argv)
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()
+    losses = {k: v for k, v in metrics.items() if k.endswith("loss")}
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise RuntimeError(f"{name}/{schedule}: non-finite losses {bad}")
+    result = {
+        "steps_per_second": metrics["train_steps_per_second"],
+        "train_runtime_s": metrics["train_runtime"],
+        "losses": losses,
+        "callback_s": timer.seconds,
+        "callback_calls": dict(timer.calls),
+        "callback_s_per_event": dict(timer.per_event),
+    }
+    if schedule == "metalr":
+        trace = [json.loads(line) for line in (output_dir / "metalr_trace.jsonl").read_text().splitlines() if line.strip()]
+        if len(trace) != steps // eval_every:
+            raise RuntimeError(f"{name}: expected {steps // eval_every} decisions in the trace, found {len(trace)}")
+        result["decisions"] = len(trace)
+        result["lrs"] = [entry["lr"] for entry in trace]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/gpu_smoke", help="output folder (data, runs, gpu_smoke.json)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated subset of: " + ", ".join(RECIPES))
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
+    parser.add_argument("--eval_every", type=int, default=8, help="steps between evaluations (controller decisions)")
+    parser.add_argument("--budget_s", type=float, default=480.0, help="fail when the whole check takes longer")
+    args = parser.parse_args(argv)
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = sorted(set(recipes) - set(RECIPES))
+    if unknown:
+        parser.error(f"unknown recipes {unknown}; choose from {RECIPES}")
+
+    problem = require_gpu()
+    if problem:
+        print(f"gpu-smoke: needs a CUDA GPU with bf16, and {problem}. Run it on a GPU machine: make gpu-smoke", file=sys.stderr)
+        return 2
+
+    import torch
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    rng = np.random.default_rng(0)
+    timer = CallbackTimer()
+    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "steps": args.steps, "eval_every": args.eval_every, "recipes": {}}
+    try:
+        for name in recipes:
+            data_dir = out / "data" / name
+            data_dir.mkdir(parents=True, exist_ok=True)
+            data_args = DATA[name](data_dir, *SIZES[name], rng)
+            runs = {s: run_recipe(name, data_args, out, s, args.steps, args.eval_every, timer) for s in ("constant", "metalr")}
+            with_cb, without = runs["metalr"], runs["constant"]
+            events = with_cb["callback_s_per_event"]
+            runs["overhead"] = {
+                "steps_per_second_ratio": with_cb["steps_per_second"] / without["steps_per_second"],
+                # on_log carries the decisions (and sees every training log line too)
+                "callback_ms_per_decision": 1000 * events.get("on_log", 0.0) / with_cb["decisions"],
+                "callback_setup_ms": 1000 * (with_cb["callback_s"] - events.get("on_log", 0.0)),
+                "callback_share_of_training": with_cb["callback_s"] / with_cb["train_runtime_s"],
+            }
+            report["recipes"][name] = runs
+    finally:
+        timer.restore()
+    report["total_s"] = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_smoke.json").write_text(json.dumps(report, indent=2))
+
+    print(f"\n{report['device']}, {args.steps} steps, a decision every {args.eval_every}, bf16")
+    print(f"{'recipe':<12} {'steps/s (no cb)':>16} {'steps/s (metalr)':>17} {'cb ms/decision':>15} {'cb setup ms':>12} {'cb share':>9}")
+    for name, runs in report["recipes"].items():
+        o = runs["overhead"]
+        print(f"{name:<12} {runs['constant']['steps_per_second']:>16.2f} {runs['metalr']['steps_per_second']:>17.2f} "
+              f"{o['callback_ms_per_decision']:>15.1f} {o['callback_setup_ms']:>12.1f} {100 * o['callback_share_of_training']:>8.2f}%")
+    print(f"total {report['total_s']:.0f} s -> {out / 'gpu_smoke.json'}")
+    if report["total_s"] > args.budget_s:
+        print(f"gpu-smoke: took {report['total_s']:.0f} s, over the {args.budget_s:.0f} s budget", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

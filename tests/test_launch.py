@@ -1,0 +1,214 @@
+"""``hf_metalr.launch``: meta-LR for an unmodified Trainer script.
+
+The script below is written the way users write them: its own strict argparse, its own Trainer,
+no ``hf_metalr`` import. It is launched through ``python -m hf_metalr.launch`` and through
+``hf-metalr run``; the trace must show the controller's decisions, and the script must never see
+the ``--metalr_*`` flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_metalr import launch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXAMPLE_SCRIPT = '''
+"""An example-style training script: digits, a small MLP, the standard Trainer."""
+import argparse, json, sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+
+class Digits(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def accuracy(pred):
+    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--output_dir", required=True)
+parser.add_argument("--max_steps", type=int, default=30)
+args = parser.parse_args()  # strict: an unknown flag stops the script
+Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+Path(args.output_dir, "argv.json").write_text(json.dumps(sys.argv[1:]))
+
+data = load_digits()
+x, y = (data.data / 16.0).astype(np.float32), data.target
+torch.manual_seed(0)
+training_args = TrainingArguments(
+    output_dir=args.output_dir, max_steps=args.max_steps, per_device_train_batch_size=32, learning_rate=1e-2,
+    eval_strategy="steps", eval_steps=5, logging_steps=5, save_strategy="no", metric_for_best_model="accuracy",
+    lr_scheduler_type="constant", use_cpu=True, report_to="none", disable_tqdm=True, seed=0,
+)
+trainer = Trainer(model=MLP(), args=training_args, train_dataset=Digits(x[:600], y[:600]),
+                  eval_dataset=Digits(x[600:800], y[600:800]), compute_metrics=accuracy)
+trainer.train()
+'''
+
+
+@pytest.fixture()
+def script(tmp_path) -> Path:
+    path = tmp_path / "train_digits.py"
+    path.write_text(EXAMPLE_SCRIPT)
+    assert "hf_metalr" not in EXAMPLE_SCRIPT and "MetaLR" not in EXAMPLE_SCRIPT
+    return path
+
+
+def run(cmd, tmp_path, **env):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(launch.ENV_PREFIX)}
+    environ.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", **env)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"{cmd}\n--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def trace_of(output_dir: Path) -> list[dict]:
+    path = output_dir / "metalr_trace.jsonl"
+    assert path.exists(), sorted(p.name for p in output_dir.iterdir())
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_python_m_launch_adds_the_controller(script, tmp_path):
+    out = tmp_path / "out"
+    proc = run(
+        [sys.executable, "-m", "hf_metalr.launch", "--metalr_seed", "3", str(script), "--output_dir", str(out),
+         "--metalr_max_lr=0.03", "--max_steps", "30", "--metalr_policy", "random"],
+        tmp_path,
+    )
+    assert json.loads((out / "argv.json").read_text()) == ["--output_dir", str(out), "--max_steps", "30"]
+    trace = trace_of(out)
+    assert [entry["global_step"] for entry in trace] == [5, 10, 15, 20, 25, 30]
+    assert all(entry["metric"] == "eval_accuracy" for entry in trace)
+    assert all(0 < entry["lr"] <= 0.03 * (1 + 1e-9) for entry in trace)
+    assert (out / "metalr_policy.safetensors").exists()
+    assert "MetaLRCallback was added to 1 Trainer" in proc.stderr
+
+
+def test_hf_metalr_run_with_environment_settings(script, tmp_path):
+    out = tmp_path / "out"
+    cli = Path(sys.executable).with_name("hf-metalr")
+    assert cli.exists(), "the package's console script"
+    proc = run(
+        [str(cli), "run", "--metalr_greedy", str(script), "--output_dir", str(out), "--max_steps", "20"],
+        tmp_path,
+        HF_METALR_MIN_LR="5e-3",
+        HF_METALR_MAX_LR="2e-2",
+        HF_METALR_LEARN_ONLINE="false",
+        HF_METALR_POLICY="random",
+    )
+    assert "min_lr=0.005" in proc.stderr and "learn_online=False" in proc.stderr and "greedy=True" in proc.stderr
+    trace = trace_of(out)
+    assert len(trace) == 4
+    assert all(5e-3 * (1 - 1e-9) <= entry["lr"] <= 2e-2 * (1 + 1e-9) for entry in trace), [e["lr"] for e in trace]
+    assert not any(entry["learned"] for entry in trace), "HF_METALR_LEARN_ONLINE=false froze the policy"
+    assert json.loads((out / "argv.json").read_text()) == ["--output_dir", str(out), "--max_steps", "20"]
+
+
+@pytest.mark.parametrize(
+    "argv, environ, message",
+    [
+        (["--metalr_min_lr", "-1", "{script}"], {}, "min_lr=-1.0): must be a finite number > 0"),
+        (["--metalr_min_lr", "0.1", "--metalr_max_lr", "0.01", "{script}"], {}, "swap them"),
+        (["--metalr_polcy", "x.safetensors", "{script}"], {}, "did you mean --metalr_policy"),
+        (["{script}", "--metalr_meta_lr", "fast"], {}, "flag --metalr_meta_lr: expected a number, got 'fast'"),
+        (["{script}", "--metalr_seed"], {}, "flag --metalr_seed needs a value"),
+        (["--metalr_policy", "{tmp}/missing_policy", "{script}"], {}, "missing_policy"),
+        (["--bogus", "{script}"], {}, "unknown launcher option '--bogus'"),
+        (["{tmp}/no_such_script.py"], {}, "script not found"),
+        (["--metalr_seed", "1"], {}, "no script given"),
+        (["{script}"], {"HF_METALR_SEED": "abc"}, "environment variable HF_METALR_SEED: expected an integer"),
+        (["{script}"], {"HF_METALR_LEARN_ONLINE": "maybe"}, "HF_METALR_LEARN_ONLINE: expected true or false"),
+    ],
+)
+def test_bad_settings_fail_clearly_before_the_script_runs(argv, environ, message, script, tmp_path, capsys, monkeypatch):
+    for key in [k for k in os.environ if k.startswith(launch.ENV_PREFIX)]:
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    script_args = ["--output_dir", str(tmp_path / "out")] if "{script}" in argv else []
+    argv = [a.format(script=script, tmp=tmp_path) for a in argv]
+    assert launch.main(argv + script_args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err, err
+    assert not (tmp_path / "out").exists(), "the script must not have started"
+
+
+def test_unknown_environment_variable_is_a_warning(monkeypatch):
+    monkeypatch.setenv("HF_METALR_MAXLR", "1")
+    values, sources, warnings = launch._from_environ(os.environ)
+    assert "metalr_max_lr" not in values
+    assert any("HF_METALR_MAXLR" in w and "HF_METALR_MAX_LR" in w for w in warnings)
+
+
+def test_help(capsys):
+    from hf_metalr.cli import main as cli_main
+
+    assert cli_main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--metalr_policy", "--metalr_seed", "--metalr_min_lr", "--metalr_max_lr", "--metalr_learn_online", "--metalr_meta_lr", "HF_METALR_SEED"):
+        assert flag in text
+
+
+def test_every_trainer_gets_exactly_one_callback(tmp_path):
+    from tiny_job import make_trainer
+    from transformers import Trainer
+
+    from hf_metalr import MetaLRCallback
+
+    def count(trainer):
+        return sum(isinstance(cb, MetaLRCallback) for cb in trainer.callback_handler.callbacks)
+
+    class MyTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    with launch.patched({"seed": 5, "max_lr": 1.0, "policy": "random"}) as built:
+        plain = make_trainer(tmp_path / "a")
+        own = make_trainer(tmp_path / "b", callbacks=[MetaLRCallback(seed=1, policy="random")])
+        sub = MyTrainer(model=plain.model, args=plain.args, train_dataset=plain.train_dataset, eval_dataset=plain.eval_dataset)
+        assert [count(t) for t in (plain, own, sub)] == [1, 1, 1]
+        added = next(cb for cb in plain.callback_handler.callbacks if isinstance(cb, MetaLRCallback))
+        assert added.state()["args"]["seed"] == 5
+        own_cb = next(cb for cb in own.callback_handler.callbacks if isinstance(cb, MetaLRCallback))
+        assert own_cb.state()["args"]["seed"] == 1, "the script's own callback is kept, not replaced"
+        assert len(built) == 2
+    assert count(make_trainer(tmp_path / "c")) == 0, "uninstalled after the block"
+
+
+def test_conflicting_schedule_fails_when_the_trainer_is_built(tmp_path):
+    from tiny_job import make_trainer
+
+    with launch.patched({"policy": "random"}), pytest.raises(ValueError, match="reduce_lr_on_plateau"):
+        make_trainer(tmp_path, lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy")
