@@ -123,18 +123,34 @@ class BaseDataArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for the dataset preprocessing (map)."})
 
 
+# Defaults every recipe shares; each recipe adds its model's own on top.
+COMMON_DEFAULTS = dict(
+    validation_split_name=None,
+    lr_scheduler_type="constant",
+    metric_for_best_model="accuracy",
+    save_strategy="epoch",
+    save_total_limit=2,
+    logging_steps=50.0,
+    # transformers 5.x otherwise multiplies each rank's (already averaged) loss by the number of
+    # processes for models whose loss ignores `num_items_in_batch`: eval_loss and the gradients x N
+    average_tokens_across_devices=False,
+    ddp_find_unused_parameters=False,
+)
+
+
 def build_parser(recipe_doc: str, dataclass_types, **defaults) -> HfArgumentParser:
-    """``HfArgumentParser`` over ``dataclass_types``, with the recipe's own ``defaults``.
+    """``HfArgumentParser`` over ``dataclass_types``, with ``COMMON_DEFAULTS`` and then the
+    recipe's own ``defaults``.
 
     The defaults are set on the parser (``--help`` shows them), so the parsed objects stay the
     plain dataclasses, e.g. a ``TrainingArguments`` that pickles into ``training_args.bin``.
     """
     parser = HfArgumentParser(dataclass_types, description=recipe_doc.split("\n\n")[0])
     known = {f.name for dtype in dataclass_types for f in dataclasses.fields(dtype)}
-    unknown = sorted(set(defaults) - known)
+    unknown = sorted((set(COMMON_DEFAULTS) | set(defaults)) - known)
     if unknown:
         raise TypeError(f"build_parser: no such flags {unknown}")
-    parser.set_defaults(**defaults)
+    parser.set_defaults(**{**COMMON_DEFAULTS, **defaults})
     parser.epilog = "A .json file as the first argument is read as flags (its keys are flag names); flags after it override it."
     return parser
 

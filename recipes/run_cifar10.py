@@ -75,7 +75,6 @@ DEFAULTS = dict(
     model_name_or_path="microsoft/resnet-50",
     dataset_name="uoft-cs/cifar10",
     train_split_name="train",
-    validation_split_name=None,
     test_split_name="test",
     validation_split_size=5000.0,
     # a standard AdamW fine-tuning setting for an ImageNet ResNet-50 on CIFAR-10
@@ -84,15 +83,6 @@ DEFAULTS = dict(
     per_device_train_batch_size=64,
     per_device_eval_batch_size=128,
     num_train_epochs=10.0,
-    lr_scheduler_type="constant",
-    metric_for_best_model="accuracy",
-    save_strategy="epoch",
-    save_total_limit=2,
-    logging_steps=50.0,
-    # transformers 5.x otherwise multiplies each rank's (already averaged) loss by the number of
-    # processes for models whose loss ignores `num_items_in_batch`: eval_loss and the gradients x N
-    average_tokens_across_devices=False,
-    ddp_find_unused_parameters=False,
 )
 
 

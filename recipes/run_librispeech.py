@@ -101,16 +101,9 @@ DEFAULTS = dict(
     per_device_train_batch_size=32,
     per_device_eval_batch_size=16,
     num_train_epochs=30.0,
-    lr_scheduler_type="constant",
     metric_for_best_model="wer",
     greater_is_better=False,
     train_sampling_strategy="group_by_length",
-    save_strategy="epoch",
-    save_total_limit=2,
-    logging_steps=50.0,
-    # transformers 5.x otherwise multiplies each rank's (already averaged) loss by the number of
-    # processes for models whose loss ignores `num_items_in_batch`: eval_loss and the gradients x N
-    average_tokens_across_devices=False,
 )
 
 

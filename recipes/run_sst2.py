@@ -69,7 +69,6 @@ DEFAULTS = dict(
     dataset_name="nyu-mll/glue",
     dataset_config_name="sst2",
     train_split_name="train",
-    validation_split_name=None,
     test_split_name="validation",
     validation_split_size=872.0,
     # run_glue's BERT setting: lr 2e-5, batch 32, 3 epochs, 128 tokens (no warmup, as the baselines).
@@ -77,15 +76,6 @@ DEFAULTS = dict(
     per_device_train_batch_size=32,
     per_device_eval_batch_size=64,
     num_train_epochs=3.0,
-    lr_scheduler_type="constant",
-    metric_for_best_model="accuracy",
-    save_strategy="epoch",
-    save_total_limit=2,
-    logging_steps=50.0,
-    # transformers 5.x otherwise multiplies each rank's (already averaged) loss by the number of
-    # processes for models whose loss ignores `num_items_in_batch`: eval_loss and the gradients x N
-    average_tokens_across_devices=False,
-    ddp_find_unused_parameters=False,
 )
 
 
