@@ -51,7 +51,7 @@ def test_tiny_compare_end_to_end(tmp_path):
     "argv, message",
     [
         (["--task", "mnist", "--out", "x"], "unknown task 'mnist'; choose from: digits"),
-        (["--task", "digits", "--schedules", "constant,exp", "--out", "x"], "unknown schedule 'exp'; choose from: metalr, constant, step, cosine, linear, plateau, greedy"),
+        (["--task", "digits", "--schedules", "constant,exp", "--out", "x"], "unknown schedule 'exp'; choose from: metalr, metalr-random, constant, step, cosine, linear, plateau, greedy"),
         (["--task", "digits", "--seeds", "two", "--out", "x"], "--seeds takes a count"),
         (["--task", "digits", "--lr", "-1", "--out", "x"], "--lr must be > 0"),
     ],

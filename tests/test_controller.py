@@ -51,9 +51,9 @@ def test_features_are_scale_free():
 
 def test_same_seed_same_decisions_other_seed_differs():
     values = [2.0 / (1 + 0.1 * i) for i in range(30)]
-    a = [d.lr for d in run(MetaLRController(1e-3, seed=3), values)]
-    b = [d.lr for d in run(MetaLRController(1e-3, seed=3), values)]
-    c = [d.lr for d in run(MetaLRController(1e-3, seed=4), values)]
+    a = [d.lr for d in run(MetaLRController(1e-3, policy="random", seed=3), values)]
+    b = [d.lr for d in run(MetaLRController(1e-3, policy="random", seed=3), values)]
+    c = [d.lr for d in run(MetaLRController(1e-3, policy="random", seed=4), values)]
     assert a == b
     assert a != c
 
@@ -84,13 +84,13 @@ def test_meta_learner_is_adam_at_1e4_and_learns_online():
 
 def test_state_dict_through_json_continues_identically():
     values = [2.0, 1.8, 1.7, 1.75, 1.5, 1.45, 1.46, 1.3, 1.31, 1.2, 1.1, 1.12]
-    full = MetaLRController(1e-3, seed=5)
+    full = MetaLRController(1e-3, policy="random", seed=5)
     full_decisions = run(full, values)
 
-    first = MetaLRController(1e-3, seed=5)
+    first = MetaLRController(1e-3, policy="random", seed=5)
     run(first, values[:6], total=len(values))
     saved = json.loads(json.dumps(first.state_dict()))
-    resumed = MetaLRController(1e-3, seed=5)
+    resumed = MetaLRController(1e-3, policy="random", seed=5)
     resumed.load_state_dict(saved)
     rest = run(resumed, values[6:], start=6, total=len(values))
     assert [d.as_dict() for d in rest] == [d.as_dict() for d in full_decisions[6:]]
@@ -101,7 +101,7 @@ def test_state_dict_through_json_continues_identically():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_metric_lowers_lr_and_is_not_learned(bad):
-    ctrl = MetaLRController(1e-3, seed=0)
+    ctrl = MetaLRController(1e-3, policy="random", seed=0)
     run(ctrl, [1.0, 0.9])
     lr_before = ctrl.lr
     weights = [p.clone() for p in ctrl.policy.parameters()]
@@ -122,7 +122,7 @@ values = st.one_of(
 @settings(max_examples=60, deadline=None)
 @given(stream=st.lists(values, min_size=1, max_size=40), seed=st.integers(0, 2**16), greater=st.booleans())
 def test_lr_stays_finite_positive_and_within_bounds(stream, seed, greater):
-    ctrl = MetaLRController(1e-3, seed=seed, min_lr=1e-5, max_lr=1e-2, greater_is_better=greater)
+    ctrl = MetaLRController(1e-3, policy="random", seed=seed, min_lr=1e-5, max_lr=1e-2, greater_is_better=greater)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for i, v in enumerate(stream):
@@ -144,7 +144,7 @@ def test_default_bounds_are_relative_to_initial_lr():
 def test_plain_loop_usage_scales_every_param_group():
     model = torch.nn.Linear(4, 2)
     opt = torch.optim.SGD([{"params": [model.weight], "lr": 0.1}, {"params": [model.bias], "lr": 0.01}])
-    ctrl = MetaLRController(initial_lr=0.1, seed=1)
+    ctrl = MetaLRController(initial_lr=0.1, policy="random", seed=1)
     for i, v in enumerate([1.0, 0.8, 0.9, 0.7]):
         d = ctrl.observe(v, progress=i / 4)
         ctrl.scale_param_groups(opt)
@@ -225,3 +225,19 @@ def test_bad_callback_arguments_fail_fast():
         MetaLRCallback(min_lr=1e-2, max_lr=1e-3)
     with pytest.raises(ValueError, match="meta_lr"):
         MetaLRCallback(meta_lr=0)
+
+
+def test_shipped_default_policy_is_small_carded_and_the_default():
+    from hf_metalr.policies import default_policy_path
+
+    path = default_policy_path()
+    assert path.stat().st_size < 300_000
+    card = json.loads(path.with_suffix(".json").read_text())["card"]
+    for key in ("training_families", "held_out_families", "episodes", "seed", "hf_metalr_version", "held_out_score_final"):
+        assert card[key] not in (None, [], "")
+    shipped = load_policy(path)
+    for a, b in zip(shipped.parameters(), MetaLRController(1e-3).policy.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(shipped.parameters(), MetaLRCallback()._policy.parameters()):
+        assert torch.equal(a, b)
+    assert MetaLRCallback(policy="random")._policy is None

@@ -69,7 +69,7 @@ def read_applied(output_dir):
 def test_trainer_applies_decided_lr_from_next_step(tmp_path, name):
     extra = SCHEDULES[name]
     trainer = make_trainer(
-        tmp_path, callbacks=[MetaLRCallback(seed=1), AppliedLRRecorder(tmp_path / "applied_lrs.rank0.jsonl")],
+        tmp_path, callbacks=[MetaLRCallback(policy="random", seed=1), AppliedLRRecorder(tmp_path / "applied_lrs.rank0.jsonl")],
         lr_scheduler_type=name, eval_steps=4, logging_steps=1, **extra,
     )
     trainer.train()
@@ -95,7 +95,7 @@ def test_trainer_applies_decided_lr_from_next_step(tmp_path, name):
 
 def test_several_param_groups_keep_their_ratios(tmp_path):
     trainer = make_trainer(
-        tmp_path, two_groups=True, callbacks=[MetaLRCallback(seed=2), AppliedLRRecorder(tmp_path / "applied_lrs.rank0.jsonl")],
+        tmp_path, two_groups=True, callbacks=[MetaLRCallback(policy="random", seed=2), AppliedLRRecorder(tmp_path / "applied_lrs.rank0.jsonl")],
     )
     trainer.train()
     applied = read_applied(tmp_path)

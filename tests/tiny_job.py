@@ -136,6 +136,7 @@ def main(argv=None):
     p.add_argument("--save_steps", type=int, default=10)
     p.add_argument("--lr_scheduler_type", default="constant")
     p.add_argument("--metric", default=None)
+    p.add_argument("--policy", default="random", help="random: the LR moves, which the tests need to see")
     p.add_argument("--kill_after_step", type=int, default=None)
     p.add_argument("--resume", default=None)
     p.add_argument("--restore_callback_states", action="store_true")
@@ -143,7 +144,7 @@ def main(argv=None):
     rank = int(os.environ.get("RANK", "0"))
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetaLRCallback(metric=a.metric), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
+    callbacks = [MetaLRCallback(metric=a.metric, policy=a.policy), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
     if a.kill_after_step:
         callbacks.append(KillAfterSave(a.kill_after_step))
     trainer = make_trainer(

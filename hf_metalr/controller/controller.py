@@ -57,11 +57,16 @@ class Decision:
 
 
 def resolve_policy(policy: str | Path | PolicyNetwork | None, seed: int) -> PolicyNetwork:
-    """``"random"`` (or None): a fresh seeded policy; a path: a saved policy; a network: itself."""
+    """``"default"``: the shipped meta-trained policy; ``"random"`` (or None): a fresh seeded
+    policy; a path: a saved policy; a network: itself."""
     if isinstance(policy, PolicyNetwork):
         return policy
     if policy is None or policy == "random":
         return random_policy(seed)
+    if policy == "default":
+        from ..policies import default_policy_path
+
+        return load_policy(default_policy_path())
     return load_policy(policy)
 
 
@@ -77,7 +82,7 @@ class MetaLRController:
         self,
         initial_lr: float,
         *,
-        policy: str | Path | PolicyNetwork | None = "random",
+        policy: str | Path | PolicyNetwork | None = "default",
         seed: int = 0,
         min_lr: float | None = None,
         max_lr: float | None = None,

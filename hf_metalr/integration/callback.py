@@ -29,8 +29,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
-from ..controller.controller import MetaLRController
-from ..controller.policy import PolicyNetwork, load_policy, save_policy
+from ..controller.controller import MetaLRController, resolve_policy
+from ..controller.policy import PolicyNetwork, save_policy
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 
@@ -47,7 +47,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             The ``eval_`` prefix is added when missing, as the Trainer does.
         greater_is_better: defaults to ``args.greater_is_better`` for ``metric_for_best_model``,
             else inferred as the Trainer does (``True`` unless the name ends in ``loss``).
-        policy: ``"random"`` for a fresh seeded policy, or the path of a saved policy.
+        policy: ``"default"`` for the shipped meta-trained policy, ``"random"`` for a fresh seeded
+            policy (the experiment plan's start), or the path of a saved policy.
         seed: seed of the policy init and the action sampling; defaults to ``args.seed``.
         min_lr, max_lr: bounds of the controller's LR; default to 1e-3x and 100x the initial LR.
         learn_online: update the policy at every evaluation (one-step actor-critic).
@@ -59,7 +60,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self,
         metric: str | None = None,
         greater_is_better: bool | None = None,
-        policy: str = "random",
+        policy: str = "default",
         seed: int | None = None,
         min_lr: float | None = None,
         max_lr: float | None = None,
@@ -75,7 +76,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if not (isinstance(meta_lr, (int, float)) and math.isfinite(meta_lr) and meta_lr > 0):
             raise ValueError(f"MetaLRCallback(meta_lr={meta_lr!r}): must be a finite number > 0")
         if not isinstance(policy, (str, Path)):
-            raise TypeError(f"MetaLRCallback(policy=...) takes 'random' or a file path, got {type(policy).__name__}")
+            raise TypeError(
+                f"MetaLRCallback(policy=...) takes 'default', 'random' or a file path, got {type(policy).__name__}"
+            )
         self._init_args = {
             "metric": metric,
             "greater_is_better": greater_is_better,
@@ -88,7 +91,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             "greedy": greedy,
         }
         # A saved policy is read and checked now, so a bad file fails at construction.
-        self._policy: PolicyNetwork | None = None if str(policy) == "random" else load_policy(policy)
+        self._policy: PolicyNetwork | None = None if str(policy) == "random" else resolve_policy(str(policy), 0)
         self.controller: MetaLRController | None = None
         self.metric_key: str | None = None
         self._in_training = False

@@ -19,7 +19,6 @@ __all__ = ["PPOConfig", "ppo_update"]
 
 @dataclass
 class PPOConfig:
-    lr: float = 3e-4
     gamma: float = 0.95
     gae_lambda: float = 0.95
     clip: float = 0.2

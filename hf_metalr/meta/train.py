@@ -52,12 +52,15 @@ class MetaTrainConfig:
     backend: str = field(default="process", metadata={"help": f"where episodes run: {', '.join(BACKENDS)}"})
     eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations"})
     held_out_per_family: int = field(default=4, metadata={"help": "held-out problems per held-out family"})
-    keep_prior: float = field(default=1.5, metadata={"help": "initial logit bonus of the 'keep the LR' action"})
-    ppo_lr: float = field(default=3e-4, metadata={"help": "Adam LR of the PPO update"})
+    keep_prior: float = field(default=1.0, metadata={"help": "initial logit bonus of the 'keep the LR' action"})
+    ppo_lr: float = field(default=1e-3, metadata={"help": "Adam LR of the PPO update"})
+    ppo_epochs: int = field(default=8, metadata={"help": "passes over each iteration's transitions"})
+    ppo_minibatch: int = field(default=64, metadata={"help": "transitions per PPO minibatch"})
     resume: bool = field(default=False, metadata={"help": "continue from out/meta_checkpoint.json"})
 
 
-_SAME_RUN = ("iterations", "episodes_per_iteration", "seed", "eval_every", "held_out_per_family", "keep_prior", "ppo_lr")
+_SAME_RUN = ("iterations", "episodes_per_iteration", "seed", "eval_every", "held_out_per_family", "keep_prior", "ppo_lr",
+             "ppo_epochs", "ppo_minibatch")
 
 
 def _policy_from_text(text: str, config: dict) -> PolicyNetwork:
@@ -196,7 +199,8 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             episodes = runner.map([(text, policy_config, spec, seed, False) for spec, seed in zip(specs, seeds)])
             generator = torch.Generator().manual_seed(config.seed * 100_003 + iteration)
             with single_threaded():
-                stats = ppo_update(policy, optimizer, episodes, PPOConfig(lr=config.ppo_lr), generator)
+                ppo = PPOConfig(epochs=config.ppo_epochs, minibatch_size=config.ppo_minibatch)
+                stats = ppo_update(policy, optimizer, episodes, ppo, generator)
             entry = {
                 "iteration": iteration + 1,
                 "mean_return": float(np.mean([sum(e["rewards"]) for e in episodes])),

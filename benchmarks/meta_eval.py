@@ -1,0 +1,152 @@
+"""Evaluation protocol of the shipped policy on held-out task families (``make meta-eval``).
+
+Held-out families: the embedded Trainer tasks ``digits`` (a ResNet on real scanned digits) and
+``sentiment`` (a tiny BERT on compositional sentences). Meta-training never sees either the
+architectures (ResNet blocks with BatchNorm, BERT) or the data.
+
+For every task and every initial LR in the misspecification sweep (x0.1, x1, x10 of the task's
+good LR), ``hf-metalr compare`` runs all schedules over 3 seeds: ``metalr`` (shipped policy),
+``metalr-random`` (random-init policy), the static ``constant``, ``step``, ``cosine``,
+``linear``, and the Trainer's own ``plateau`` and ``greedy``. Each (task, LR) gets its own
+comparison directory with results.json and report.md under ``--out``; finished runs are reused
+(``--resume``), so the script can be interrupted and rerun.
+
+Derived here, per task:
+
+- **best static** at an LR: the static schedule (constant/step/cosine/linear) with the fewest
+  median evaluations to threshold at that LR (ties: higher median final test metric);
+- **best peer** at an LR: the same over static + plateau + greedy;
+- **oracle**: the best static schedule and LR in hindsight over the whole sweep;
+- the ratio of metalr's median evaluations-to-threshold to each of them;
+- the fraction of runs reaching the threshold across the sweep, per schedule.
+
+Writes ``<out>/meta_eval.json`` and ``<out>/meta_eval.md``, and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from hf_metalr.compare import compare
+from hf_metalr.reporting import write_report
+from hf_metalr.tasks import get_task
+
+STATIC = ("constant", "step", "cosine", "linear")
+PEERS = STATIC + ("plateau", "greedy")
+ALL = ("metalr", "metalr-random") + PEERS
+MULTIPLIERS = (0.1, 1.0, 10.0)
+NOT_REACHED = float("inf")
+
+
+def _median_evals(runs: list[dict]) -> float:
+    """Median evaluations to threshold, counting a run that never reached it as infinity."""
+    values = [r["threshold"]["evals"] if r["threshold"]["reached"] else NOT_REACHED for r in runs]
+    return statistics.median(values) if values else NOT_REACHED
+
+
+def _median_test(runs: list[dict], metric: str) -> float:
+    values = [r["test"][metric] for r in runs if r["test"].get(metric) is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def summarize(task_name: str, by_lr: dict[float, dict]) -> dict:
+    task = get_task(task_name)
+    metric = task.test_metrics[0]
+    sign = 1 if task.greater_is_better else -1
+
+    def key(runs):  # lower is better: fewer evals, then a better test metric
+        return (_median_evals(runs), -sign * _median_test(runs, metric))
+
+    table, reach = {}, {s: [0, 0] for s in ALL}
+    for mult, data in by_lr.items():
+        runs = {s: [r for r in data["runs"] if r["schedule"] == s] for s in ALL}
+        for s, rs in runs.items():
+            reach[s][0] += sum(r["threshold"]["reached"] for r in rs)
+            reach[s][1] += len(rs)
+        best_static = min(STATIC, key=lambda s: key(runs[s]))
+        best_peer = min(PEERS, key=lambda s: key(runs[s]))
+        table[mult] = {
+            "median_evals": {s: _median_evals(rs) for s, rs in runs.items()},
+            "median_test": {s: _median_test(rs, metric) for s, rs in runs.items()},
+            "best_static": best_static,
+            "best_peer": best_peer,
+        }
+    oracle_mult, oracle_schedule = min(
+        ((m, s) for m in by_lr for s in STATIC), key=lambda ms: key([r for r in by_lr[ms[0]]["runs"] if r["schedule"] == ms[1]])
+    )
+    oracle_evals = table[oracle_mult]["median_evals"][oracle_schedule]
+    for mult, row in table.items():
+        ev = row["median_evals"]
+        row["metalr_vs_best_static"] = ev["metalr"] / ev[row["best_static"]] if ev[row["best_static"]] < NOT_REACHED else None
+        row["metalr_vs_best_peer"] = ev["metalr"] / ev[row["best_peer"]] if ev[row["best_peer"]] < NOT_REACHED else None
+        row["metalr_vs_oracle"] = ev["metalr"] / oracle_evals if oracle_evals < NOT_REACHED else None
+    return {
+        "task": task_name,
+        "test_metric": metric,
+        "threshold": f"eval_{task.metric} {'>=' if task.greater_is_better else '<='} {task.threshold}",
+        "good_lr": task.learning_rate,
+        "by_multiplier": {str(m): row for m, row in table.items()},
+        "oracle": {"schedule": oracle_schedule, "lr_multiplier": oracle_mult, "median_evals": oracle_evals},
+        "reach_rate": {s: (n / total if total else None) for s, (n, total) in reach.items()},
+    }
+
+
+def _fmt(x, digits=2):
+    if x is None:
+        return "–"
+    if x == NOT_REACHED:
+        return "not reached"
+    return f"{x:.{digits}f}" if isinstance(x, float) and not float(x).is_integer() else f"{x:g}"
+
+
+def to_markdown(summaries: list[dict]) -> str:
+    lines = ["# Held-out evaluation of the shipped metalr policy", ""]
+    for s in summaries:
+        lines += [f"## {s['task']} (threshold {s['threshold']}, good LR {s['good_lr']:g})", ""]
+        lines += ["| LR | " + " | ".join(ALL) + " | best static | metalr / best static | metalr / best peer | metalr / oracle |",
+                  "|---|" + "---|" * (len(ALL) + 4)]
+        for mult, row in s["by_multiplier"].items():
+            cells = [f"{_fmt(row['median_evals'][x])} ({_fmt(row['median_test'][x], 3)})" for x in ALL]
+            lines.append(f"| x{mult} | " + " | ".join(cells) + f" | {row['best_static']} | "
+                         f"{_fmt(row['metalr_vs_best_static'])} | {_fmt(row['metalr_vs_best_peer'])} | {_fmt(row['metalr_vs_oracle'])} |")
+        o = s["oracle"]
+        lines += ["", f"Cells: median evaluations to threshold over seeds (median final test {s['test_metric']}). "
+                  f"Oracle (best static schedule and LR in hindsight): {o['schedule']} at x{o['lr_multiplier']:g}, "
+                  f"{_fmt(o['median_evals'])} evaluations.", "",
+                  "Runs reaching the threshold across the sweep: "
+                  + ", ".join(f"{k} {_fmt(100 * v, 0)}%" for k, v in s["reach_rate"].items() if v is not None), ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="digits,sentiment")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--multipliers", default=",".join(map(str, MULTIPLIERS)))
+    p.add_argument("--epochs", type=int, default=None, help="override every task's epoch budget")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/meta_eval"))
+    a = p.parse_args(argv)
+    summaries = []
+    for task_name in a.tasks.split(","):
+        task = get_task(task_name)
+        by_lr = {}
+        for mult in (float(m) for m in a.multipliers.split(",")):
+            out = a.out / f"{task_name}-lr_x{mult:g}"
+            print(f"== {task_name} at LR x{mult:g} ({task.learning_rate * mult:g}) -> {out}", flush=True)
+            by_lr[mult] = compare(task_name, list(ALL), list(range(a.seeds)), out, lr=task.learning_rate * mult,
+                                  epochs=a.epochs, resume=True)
+            write_report(out)
+        summaries.append(summarize(task_name, by_lr))
+    (a.out / "meta_eval.json").write_text(json.dumps(summaries, indent=1))
+    text = to_markdown(summaries)
+    (a.out / "meta_eval.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
