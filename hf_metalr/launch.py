@@ -75,8 +75,9 @@ class MetaLRArguments:
         default=True, metadata={"help": "Update the policy at every evaluation (one-step actor-critic). --no_metalr_learn_online freezes it."}
     )
     metalr_meta_lr: float = field(default=1e-4, metadata={"help": "Learning rate of the meta-learner (the policy's Adam)."})
-    metalr_greedy: bool = field(
-        default=False, metadata={"help": "Take the most likely action at each decision instead of sampling one."}
+    metalr_greedy: bool | None = field(
+        default=None,
+        metadata={"help": "Take the most likely action instead of sampling one. Default: greedy for a trained policy, sampling for 'random'."},
     )
 
     def callback_kwargs(self) -> dict:

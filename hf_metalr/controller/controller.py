@@ -89,7 +89,7 @@ class MetaLRController:
         learn_online: bool = True,
         meta_lr: float = 1e-4,
         greater_is_better: bool = False,
-        greedy: bool = False,
+        greedy: bool | None = None,
     ):
         if not (is_finite(initial_lr) and initial_lr > 0):
             raise ValueError(f"initial_lr must be a finite number > 0, got {initial_lr!r}")
@@ -102,7 +102,8 @@ class MetaLRController:
                 f"{self.initial_lr}, max_lr={self.max_lr}. Widen the bounds or change the initial LR."
             )
         self.seed = int(seed)
-        self.greedy = greedy
+        # a trained policy is exploited; a fresh one has to explore to learn anything
+        self.greedy = (policy not in (None, "random")) if greedy is None else greedy
         self.learn_online = learn_online
         with single_threaded():
             self.policy = resolve_policy(policy, self.seed)

@@ -56,14 +56,19 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class PolicyNetwork(nn.Module):
-    """Separate actor and critic MLPs (two hidden tanh layers each)."""
+    """Separate actor and critic MLPs (two hidden tanh layers each).
+
+    Building one never draws from the global RNG (so a user's seeded run is not disturbed);
+    the weights come from :func:`random_policy` or :func:`load_policy`.
+    """
 
     def __init__(self, config: PolicyConfig | None = None):
         super().__init__()
         self.config = config or PolicyConfig()
         n_obs, n_act, h = len(self.config.features), len(self.config.multipliers), self.config.hidden
-        self.actor = _mlp([n_obs, h, h, n_act])
-        self.critic = _mlp([n_obs, h, h, 1])
+        with torch.random.fork_rng(devices=[]):
+            self.actor = _mlp([n_obs, h, h, n_act])
+            self.critic = _mlp([n_obs, h, h, 1])
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.actor(obs), self.critic(obs).squeeze(-1)

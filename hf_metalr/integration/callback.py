@@ -53,7 +53,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         min_lr, max_lr: bounds of the controller's LR; default to 1e-3x and 100x the initial LR.
         learn_online: update the policy at every evaluation (one-step actor-critic).
         meta_lr: learning rate of the meta-learner's Adam.
-        greedy: take the most likely action instead of sampling one.
+        greedy: take the most likely action instead of sampling one; defaults to True for a
+            trained policy (``"default"`` or a file) and False for ``"random"``, which must explore.
     """
 
     def __init__(
@@ -66,7 +67,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         max_lr: float | None = None,
         learn_online: bool = True,
         meta_lr: float = 1e-4,
-        greedy: bool = False,
+        greedy: bool | None = None,
     ):
         for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -133,7 +134,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             learn_online=a["learn_online"],
             meta_lr=a["meta_lr"],
             greater_is_better=greater_is_better,
-            greedy=a["greedy"],
+            greedy=a["greedy"] if a["greedy"] is not None else a["policy"] != "random",
         )
         self._policy = self.controller.policy
 
