@@ -69,6 +69,18 @@ def _policy_from_text(text: str, config: dict) -> PolicyNetwork:
     return policy
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool-worker initializer: end the worker when the meta-training process is gone (killed)."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _collect(job: tuple) -> dict:
     """One episode (a top-level function, so process pools and Ray can ship it)."""
     policy_text, policy_config, spec, seed, greedy = job
@@ -91,7 +103,8 @@ class _Runner:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
         elif backend == "ray":
             try:
                 import ray
