@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# One intra-op thread per process: the test models are tiny, and with more threads than free cores
+# (2-process tests, a busy CI machine) torch runs several times slower.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
 
 .PHONY: install test demo bench clean
 
@@ -21,7 +23,7 @@ test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(OFFLINE) $(VENV)/bin/hf-metalr compare --task digits --schedules all --seeds 3 --out runs/digits
+	$(OFFLINE) $(VENV)/bin/hf-metalr compare --task digits --schedules all --seeds 3 --out runs/digits --resume
 
 bench: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/overhead.py

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the task's)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue a comparison in --out, skipping finished runs")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads per run (default 1: the embedded models are tiny, and more threads "
+                        "than free cores slow a run down several times)")
     p.add_argument("--metalr-policy", default=None, help="policy for the metalr schedule: 'random' or a file path")
     p.add_argument("--metalr-no-learn-online", action="store_true", help="freeze the metalr policy during runs")
     return p
@@ -57,15 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     if args.lr is not None and not args.lr > 0:
         raise SystemExit(f"hf-metalr compare: --lr must be > 0, got {args.lr}")
+    if args.threads < 1:
+        raise SystemExit(f"hf-metalr compare: --threads must be >= 1, got {args.threads}")
     metalr_options = {}
     if args.metalr_policy:
         metalr_options["policy"] = args.metalr_policy
     if args.metalr_no_learn_online:
         metalr_options["learn_online"] = False
 
+    import torch
+
     from ..reporting import write_report
     from .session import compare
 
+    torch.set_num_threads(args.threads)
     print(f"hf-metalr compare: task {args.task}, schedules {','.join(schedules)}, seeds {seeds} -> {args.out}")
     try:
         compare(args.task, schedules, seeds, args.out, lr=args.lr, epochs=args.epochs, resume=args.resume,
