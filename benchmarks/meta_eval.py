@@ -129,7 +129,11 @@ def main(argv=None) -> int:
     p.add_argument("--multipliers", default=",".join(map(str, MULTIPLIERS)))
     p.add_argument("--epochs", type=int, default=None, help="override every task's epoch budget")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/meta_eval"))
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
     a = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
     summaries = []
     for task_name in a.tasks.split(","):
         task = get_task(task_name)

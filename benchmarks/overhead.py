@@ -59,7 +59,9 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--evals-per-epoch", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: robust on a shared machine)")
     a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     learn = per_decision_us(a.decisions, True)
