@@ -19,7 +19,8 @@ How the clips are made:
   speaker at one speaking rate (words per minute). Every condition belongs to exactly one split,
   so validation and test clips come from voice/rate combinations never heard in training (the
   voices themselves recur at other rates, which keeps the task learnable by a tiny model);
-* each clip is 1-3 digit words drawn uniformly from zero..nine, with a pitch drawn per clip;
+* each clip is 1-3 digit words drawn uniformly from zero..nine, with a pitch drawn per clip (a
+  (text, pitch) pair is redrawn if its condition already has it, so no two clips are identical);
 * espeak-ng writes 22,050 Hz WAVs; they are resampled to 16 kHz with
   ``scipy.signal.resample_poly(x, 320, 441)``, trimmed to 50 ms around the speech and
   peak-normalized to 0.9.
@@ -56,8 +57,9 @@ SPEEDS = (130, 165, 200)  # words per minute
 PITCH_RANGE = (30, 71)  # espeak -p, drawn per clip
 MAX_DIGITS = 3
 CLIPS_PER_CONDITION = 30
-# (speaker index, speed index) -> split; every speaker is heard in training at >= 1 rate, and
-# validation / test each get one condition of every rate from different speakers.
+# (speaker index, speed index) -> split, all other conditions are training: each speaker has one
+# held-out condition (so it is heard in training at the other two rates), and validation and
+# test (4 conditions, 120 clips each) both cover all three rates.
 HELD_OUT = {
     (0, 2): "validation",
     (3, 0): "validation",
@@ -97,10 +99,15 @@ def plan() -> list[dict]:
     for s, speaker in enumerate(SPEAKERS):
         for r, speed in enumerate(SPEEDS):
             split = HELD_OUT.get((s, r), "train")
+            drawn: set[tuple[str, int]] = set()
             for k in range(CLIPS_PER_CONDITION):
-                n = int(rng.integers(1, MAX_DIGITS + 1))
-                text = " ".join(DIGITS[d] for d in rng.integers(0, 10, size=n))
-                pitch = int(rng.integers(*PITCH_RANGE))
+                while True:  # no two identical clips: redraw a (text, pitch) already used here
+                    n = int(rng.integers(1, MAX_DIGITS + 1))
+                    text = " ".join(DIGITS[d] for d in rng.integers(0, 10, size=n))
+                    pitch = int(rng.integers(*PITCH_RANGE))
+                    if (text, pitch) not in drawn:
+                        drawn.add((text, pitch))
+                        break
                 clip_id = f"s{s}r{r}_{k:02d}"
                 rows.append(
                     {
