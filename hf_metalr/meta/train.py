@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +254,3 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
     }
     return save_policy(policy, out / "policy", card=card)
 
-
-def config_fields():
-    return fields(MetaTrainConfig)
