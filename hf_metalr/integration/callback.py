@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -243,14 +244,26 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         """Put this callback first in the Trainer's CallbackHandler.
 
         The Trainer places user callbacks after the reporting ones (TensorBoard, W&B), so keys
-        added in ``on_log`` would reach the log history but not the reporters. A new list is
-        assigned, so the handler's loop in progress is not disturbed.
+        added in ``on_log`` would reach the log history but not the reporters. The handler is the
+        caller of this event (found on the stack; a scan of the garbage collector's referrers is
+        the slower fallback). A new list is assigned, so the handler's loop in progress is not
+        disturbed.
         """
-        for container in gc.get_referrers(self):
-            if not isinstance(container, list) or not all(isinstance(c, TrainerCallback) for c in container):
-                continue
-            for owner in gc.get_referrers(container):
-                handler_dict = owner.__dict__ if isinstance(owner, CallbackHandler) else owner
-                if isinstance(handler_dict, dict) and handler_dict.get("callbacks") is container:
-                    handler_dict["callbacks"] = [self] + [c for c in container if c is not self]
-                    return
+        handler = None
+        frame = sys._getframe(1)
+        for _ in range(8):
+            if frame is None:
+                break
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, CallbackHandler) and self in candidate.callbacks:
+                handler = candidate
+                break
+            frame = frame.f_back
+        if handler is None:
+            handler = next(
+                (o for c in gc.get_referrers(self) if isinstance(c, list)
+                 for o in gc.get_referrers(c) if isinstance(o, CallbackHandler) and o.callbacks is c),
+                None,
+            )
+        if handler is not None:
+            handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
