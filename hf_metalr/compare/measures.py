@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..tasks.base import reaches
+
 __all__ = ["lr_at_decisions", "lr_stability", "time_to_threshold"]
 
 
@@ -13,7 +15,7 @@ def time_to_threshold(evals: list[dict], key: str, threshold: float, greater_is_
         value = e.get(key)
         if value is None or not math.isfinite(value):
             continue
-        if (value >= threshold) if greater_is_better else (value <= threshold):
+        if reaches(value, threshold, greater_is_better):
             return {"reached": True, "evals": i, "epoch": e["epoch"], "seconds": e["seconds"], "step": e["step"]}
     return {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
 

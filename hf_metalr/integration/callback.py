@@ -109,7 +109,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         check_training_args(args)
 
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
-        check_training_args(args)
+        check_training_args(args)  # again: a callback added with trainer.add_callback() missed on_init_end
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
         if strategy == "no":
             raise ValueError(

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
-__all__ = ["Task", "TaskData", "ArrayDataset", "classification_metrics", "seeded"]
+__all__ = ["Task", "TaskData", "ArrayDataset", "classification_metrics", "reaches", "seeded"]
 
 
 @dataclass
@@ -40,6 +40,11 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[i] for k, v in self.columns.items()}
+
+
+def reaches(value: float, threshold: float, greater_is_better: bool) -> bool:
+    """Whether a metric value meets a threshold, in the metric's direction."""
+    return value >= threshold if greater_is_better else value <= threshold
 
 
 def seeded(seed: int, build: Callable[[], Any]) -> Any:
@@ -90,4 +95,4 @@ class Task(ABC):
         return None
 
     def reached(self, value: float) -> bool:
-        return value >= self.threshold if self.greater_is_better else value <= self.threshold
+        return reaches(value, self.threshold, self.greater_is_better)
