@@ -83,6 +83,7 @@ class RunTracker:
     evals_since_best: int = 0
     train_loss: float | None = None
     train_loss_at_decision: float | None = None
+    current: float | None = None  # log objective of the decision in progress
 
     def observe_train_loss(self, loss: float) -> None:
         if is_finite(loss) and loss > 0:
@@ -101,12 +102,12 @@ class RunTracker:
             self.evals_since_best = 0
         else:
             self.evals_since_best += 1
-        self._current = current
+        self.current = current
         return current, reward
 
     def features(self, progress: float, lr_scale: float, previous_multiplier: float) -> list[float]:
         """The observation after ``observe``; ``previous`` still holds the value before it."""
-        current = self._current
+        current = self.current
         previous = self.previous if self.previous is not None else current
         if self.train_loss is not None and self.train_loss_at_decision is not None:
             train_trend = math.log(self.train_loss) - math.log(self.train_loss_at_decision)
@@ -125,19 +126,12 @@ class RunTracker:
 
     def commit(self) -> None:
         """Close the decision: the current value becomes the previous one."""
-        self.previous = self._current
+        self.previous = self.current
         self.train_loss_at_decision = self.train_loss
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["current"] = getattr(self, "_current", None)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunTracker":
-        d = dict(d)
-        current = d.pop("current", None)
-        tracker = cls(**d)
-        if current is not None:
-            tracker._current = current
-        return tracker
+        return cls(**d)
