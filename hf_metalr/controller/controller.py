@@ -203,12 +203,6 @@ class MetaLRController:
         self.history.append(decision.as_dict())
         return decision
 
-    def reset_run(self) -> None:
-        """Start a new run with the same (possibly learned) policy."""
-        self.tracker = RunTracker(greater_is_better=self.tracker.greater_is_better)
-        self.scale, self.decision_index, self.previous_multiplier = 1.0, 0, 1.0
-        self.pending, self.history = None, []
-
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
