@@ -9,7 +9,8 @@ good LR), ``hf-metalr compare`` runs all schedules over 3 seeds: ``metalr`` (shi
 ``metalr-random`` (random-init policy), the static ``constant``, ``step``, ``cosine``,
 ``linear``, and the Trainer's own ``plateau`` and ``greedy``. Each (task, LR) gets its own
 comparison directory with results.json and report.md under ``--out``; finished runs are reused
-(``--resume``), so the script can be interrupted and rerun.
+(``--resume``), so the script can be interrupted and rerun. After a new policy is trained,
+``--rerun metalr`` drops the finished ``metalr`` runs first, so only they run again.
 
 Derived here, per task:
 
@@ -122,15 +123,39 @@ def to_markdown(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def drop_runs(out: Path, schedules: list[str]) -> int:
+    """Forget the finished runs of ``schedules`` in the comparison at ``out``; returns how many."""
+    import shutil
+
+    from hf_metalr.compare.session import save_results
+    from hf_metalr.reporting.report import RESULTS_NAME, load_results
+
+    if not (out / RESULTS_NAME).exists():
+        return 0
+    data = load_results(out / RESULTS_NAME)
+    dropped = [r for r in data["runs"] if r["schedule"] in schedules]
+    data["runs"] = [r for r in data["runs"] if r["schedule"] not in schedules]
+    for r in dropped:
+        shutil.rmtree(out / "runs" / f"{r['schedule']}-seed{r['seed']}", ignore_errors=True)
+    save_results(out, data)
+    return len(dropped)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default="digits,sentiment")
+    p.add_argument("--tasks", default="digits,sentiment,spoken-digits")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--multipliers", default=",".join(map(str, MULTIPLIERS)))
     p.add_argument("--epochs", type=int, default=None, help="override every task's epoch budget")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/meta_eval"))
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
+    p.add_argument("--rerun", default="", help="comma-separated schedules whose finished runs are dropped and run "
+                   "again (after training a new policy: --rerun metalr)")
     a = p.parse_args(argv)
+    rerun = [s for s in a.rerun.split(",") if s]
+    for name in rerun:
+        if name not in ALL:
+            p.error(f"--rerun: unknown schedule {name!r}; choose from {', '.join(ALL)}")
     import torch
 
     torch.set_num_threads(a.threads)
@@ -141,6 +166,8 @@ def main(argv=None) -> int:
         for mult in (float(m) for m in a.multipliers.split(",")):
             out = a.out / f"{task_name}-lr_x{mult:g}"
             print(f"== {task_name} at LR x{mult:g} ({task.learning_rate * mult:g}) -> {out}", flush=True)
+            if rerun:
+                print(f"   dropped {drop_runs(out, rerun)} finished runs of {', '.join(rerun)}", flush=True)
             by_lr[mult] = compare(task_name, list(ALL), list(range(a.seeds)), out, lr=task.learning_rate * mult,
                                   epochs=a.epochs, resume=True)
             write_report(out)

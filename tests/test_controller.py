@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_metalr import MetaLRCallback, MetaLRController, PolicyLoadError, load_policy, random_policy, save_policy
-from hf_metalr.controller.features import RunTracker
+from hf_metalr.controller.features import FEATURE_NAMES, RunTracker
 
 
 def run(ctrl, values, start=0, total=None):
@@ -45,8 +45,15 @@ def test_features_are_scale_free():
         return out
 
     assert features([2.0, 1.5, 1.6]) == pytest.approx(features([2000.0, 1500.0, 1600.0]))
-    f = dict(zip(["vs_best", "trend"], features([2.0, 1.5, 1.6])))
-    assert f["vs_best"] == pytest.approx(math.log(1.6 / 1.5)) and f["trend"] == pytest.approx(math.log(1.6 / 1.5))
+    f = dict(zip(FEATURE_NAMES, features([2.0, 1.5, 1.6])))
+    assert f["objective_vs_best"] == pytest.approx(math.log(1.6 / 1.5))
+    assert f["objective_trend"] == pytest.approx(math.log(1.6 / 1.5))
+    assert f["previous_objective_trend"] == pytest.approx(math.log(1.5 / 2.0))
+    assert f["improving_streak"] == 0.0  # 1.6 did not improve on 1.5
+    f = dict(zip(FEATURE_NAMES, features([3.0, 2.0, 1.9, 1.8, 1.85, 1.7, 1.6, 1.5])))
+    assert f["improving_streak"] == pytest.approx(0.3) and f["evals_since_best"] == 0.0
+    first = dict(zip(FEATURE_NAMES, features([3.0])))
+    assert first["objective_trend"] == first["previous_objective_trend"] == first["improving_streak"] == 0.0
 
 
 def test_same_seed_same_decisions_other_seed_differs():
@@ -72,7 +79,9 @@ def test_meta_learner_is_adam_at_1e4_and_learns_online():
     assert ctrl.learner.optimizer.param_groups[0]["lr"] == 1e-4
     before = [p.clone() for p in ctrl.policy.parameters()]
     decisions = run(ctrl, [1.0, 0.9, 0.8, 0.85])
-    assert [d.learned for d in decisions] == [False, True, True, True]
+    # the first decision is the fixed keep (nothing to learn from); the policy's decisions are learned from
+    assert [d.by_policy for d in decisions] == [False, True, True, True] and decisions[0].action == 1.0
+    assert [d.learned for d in decisions] == [False, False, True, True]
     assert any(not torch.equal(b, p) for b, p in zip(before, ctrl.policy.parameters()))
 
     frozen = MetaLRController(1e-3, seed=0, learn_online=False)

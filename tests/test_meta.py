@@ -17,8 +17,9 @@ from hf_metalr import FEATURE_NAMES, load_policy
 from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
 from hf_metalr.controller.policy import random_policy
 from hf_metalr.meta.cli import build_parser
-from hf_metalr.meta.episode import objective_auc, run_episode
-from hf_metalr.meta.families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, build_problem, sample_problem
+from hf_metalr.meta.episode import decision_rewards, objective_auc, run_episode
+from hf_metalr.meta.families import GOOD_BAND, HELD_OUT_FAMILIES, TRAIN_FAMILIES, build_problem, good_lr, sample_problem
+from hf_metalr.meta.ppo import PPOConfig, ppo_update, relative_rewards
 from hf_metalr.meta.train import CHECKPOINT_NAME, MetaTrainConfig, meta_train
 
 TINY = dict(iterations=2, episodes_per_iteration=3, eval_every=1, held_out_per_family=1, backend="serial", workers=1)
@@ -38,8 +39,12 @@ def test_every_family_builds_and_trains():
         problem = build_problem(spec)
         out = problem.model(problem.train[0][:4])
         assert out.shape[0] == 4
-    lrs = [sample_problem(rng, "blobs_mlp")["lr"] / 2e-3 for _ in range(400)]
-    assert max(lrs) / min(lrs) > 1000, "initial LRs must span at least 1000x"
+    specs = [sample_problem(rng, "blobs_mlp") for _ in range(600)]
+    factors = np.array([s["lr"] / good_lr(s["family"], s["optimizer"]) for s in specs])
+    assert factors.max() / factors.min() > 1000, "initial LRs must span at least 1000x"
+    # a third each: well chosen, too low, too high (like the x1 / x0.1 / x10 evaluation sweep)
+    well = np.abs(np.log10(factors)) < GOOD_BAND
+    assert 0.27 < well.mean() < 0.4 and 0.27 < (np.log10(factors) <= -GOOD_BAND).mean() < 0.4
     assert {sample_problem(rng, "spirals_mlp")["optimizer"] for _ in range(50)} == {"adam", "adamw", "sgd"}
 
 
@@ -47,11 +52,14 @@ def test_episode_transitions_come_from_the_controller():
     spec = quick_spec()
     episode = run_episode(spec, random_policy(1), seed=5)
     n = len(episode["actions"])
-    assert n == len(episode["values"]) - 1 == len(episode["rewards"]) == len(episode["obs"])
+    # the first evaluation's decision is the controller's fixed keep, not a transition
+    assert episode["first_decision"] == 1 and episode["lrs"][0] == spec["lr"]
+    assert n == len(episode["values"]) - 2 == len(episode["rewards"]) == len(episode["obs"])
     assert all(len(o) == len(FEATURE_NAMES) for o in episode["obs"])
     # the reward is the controller's: the clipped log-improvement of the validation loss
     v = episode["values"]
-    for t, r in enumerate(episode["rewards"]):
+    for k, r in enumerate(episode["rewards"]):
+        t = k + 1
         assert r == pytest.approx(max(-REWARD_CLIP, min(REWARD_CLIP, math.log(v[t]) - math.log(v[t + 1]))))
     # same problem, seed and policy -> the same episode
     again = run_episode(spec, random_policy(1), seed=5)
@@ -70,6 +78,43 @@ def test_divergence_is_penalised_and_ends_the_episode():
 def test_constant_baseline_episode_keeps_the_lr():
     episode = run_episode(quick_spec(), None, seed=0)
     assert episode["actions"] == [] and episode["lrs"] == [] and len(episode["values"]) == 6
+
+
+def test_baseline_rewards_are_the_controllers_rewards():
+    spec = quick_spec()
+    policy_run = run_episode(spec, random_policy(2), seed=4)
+    assert decision_rewards(policy_run["values"])[policy_run["first_decision"] :] == pytest.approx(policy_run["rewards"])
+    # a divergence: the penalty, then nothing (the run is over), one reward per decision after the first
+    assert decision_rewards([1.0, 0.5, float("nan"), float("nan")]) == pytest.approx([math.log(2), DIVERGENCE_REWARD, 0.0])
+    # a constant run of the same problem and seed is the counterfactual: same init and data order
+    a, b = run_episode(spec, None, seed=4), run_episode(spec, None, seed=4)
+    assert a["values"] == b["values"] and a["values"][0] == policy_run["values"][0]
+
+
+def _synthetic_episodes(n, good_action, rng):
+    """Episodes where ``good_action`` beats the constant baseline by 0.5 per decision, others lose 0.1."""
+    episodes = []
+    for _ in range(n):
+        actions = rng.integers(0, 5, 6).tolist()
+        obs = rng.normal(0, 1, (6, len(FEATURE_NAMES))).tolist()
+        baseline = rng.normal(0, 1, 6).tolist()  # the problem's own difficulty: large, action-independent
+        rewards = [b + (0.5 if a == good_action else -0.1) for a, b in zip(actions, baseline)]
+        episodes.append({"obs": obs, "actions": actions, "rewards": rewards, "baseline_rewards": baseline})
+    return episodes
+
+
+def test_ppo_learns_from_the_advantage_over_the_constant_baseline():
+    rng = np.random.default_rng(0)
+    policy = random_policy(0)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    episodes = _synthetic_episodes(64, good_action=4, rng=rng)
+    assert relative_rewards(episodes[0]) == pytest.approx([0.5 if a == 4 else -0.1 for a in episodes[0]["actions"]])
+    probe = torch.tensor(rng.normal(0, 1, (200, len(FEATURE_NAMES))), dtype=torch.float32)
+    before = torch.softmax(policy(probe)[0], -1)[:, 4].mean().item()
+    for i in range(5):
+        ppo_update(policy, optimizer, episodes, PPOConfig(epochs=4, minibatch_size=64), torch.Generator().manual_seed(i))
+    after = torch.softmax(policy(probe)[0], -1)[:, 4].mean().item()
+    assert after > before + 0.2, (before, after)
 
 
 def _weights(path):

@@ -45,7 +45,7 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options) -> dict:
         "batch_size": task.batch_size,
         "evals_per_epoch": task.evals_per_epoch,
         "hf_metalr_version": __version__,
-        "metalr_policy": (metalr_options or {}).get("policy", "random"),
+        "metalr_policy": (metalr_options or {}).get("policy", "default"),
     }
 
 

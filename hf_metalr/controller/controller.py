@@ -46,6 +46,7 @@ class Decision:
     reward: float | None
     action: float  # the multiplier applied to the LR
     action_index: int | None  # None for the fixed divergence response
+    by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
     lr: float  # the controller's LR from now on (initial_lr * scale)
     scale: float
     learned: bool  # whether the policy was updated at this decision
@@ -158,13 +159,15 @@ class MetaLRController:
         if self.learner is not None and self.pending is not None and reward is not None:
             self.learner.update(self.pending["obs"], self.pending["action"], reward, obs)
             learned = True
-        action = self._select(obs, index)
+        # the first evaluation has no trend to act on: keep the LR instead of betting blind
+        by_policy = reward is not None
+        action = self._select(obs, index) if by_policy else self.multipliers.index(1.0)
         multiplier = self.multipliers[action]
         self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
-        self.pending = {"obs": obs, "action": action}
+        self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
-        return self._record(index, float(value), reward, multiplier, action, learned, False, obs)
+        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, obs)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
@@ -177,7 +180,7 @@ class MetaLRController:
         self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
         self.pending = None
         self.previous_multiplier = multiplier
-        return self._record(index, None, None, multiplier, None, False, True, None)
+        return self._record(index, None, None, multiplier, None, False, False, True, None)
 
     def _select(self, obs: list[float], index: int) -> int:
         with torch.no_grad():
@@ -187,13 +190,14 @@ class MetaLRController:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
-    def _record(self, index, value, reward, multiplier, action, learned, diverged, obs) -> Decision:
+    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, obs) -> Decision:
         decision = Decision(
             index=index,
             value=value,
             reward=reward,
             action=multiplier,
             action_index=action,
+            by_policy=by_policy,
             lr=self.lr,
             scale=self.scale,
             learned=learned,

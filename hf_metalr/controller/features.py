@@ -24,12 +24,14 @@ __all__ = ["DIVERGENCE_REWARD", "FEATURE_NAMES", "OBS_DIM", "RunTracker", "is_fi
 FEATURE_NAMES: tuple[str, ...] = (
     "objective_vs_best",  # log(obj / best obj): >= 0, how far above the best so far
     "objective_trend",  # log(obj / previous obj): < 0 means improving
+    "previous_objective_trend",  # the trend one decision earlier (with previous_action: how the last change worked)
     "objective_vs_first",  # log(obj / first obj): the progress of the whole run
     "train_loss_trend",  # log(train loss now / train loss at the previous decision)
     "progress",  # fraction of the run done, in [0, 1]
     "log10_lr_scale",  # log10(controller LR / initial LR)
     "previous_action",  # log2 of the previous multiplier
     "evals_since_best",  # evaluations since the best, /10, capped at 1
+    "improving_streak",  # consecutive evaluations that improved on the one before, /10, capped at 1
 )
 OBS_DIM = len(FEATURE_NAMES)
 
@@ -84,6 +86,9 @@ class RunTracker:
     train_loss: float | None = None
     train_loss_at_decision: float | None = None
     current: float | None = None  # log objective of the decision in progress
+    trend: float = 0.0  # current - previous log objective
+    previous_trend: float = 0.0  # the trend at the decision before
+    improving_streak: int = 0
 
     def observe_train_loss(self, loss: float) -> None:
         if is_finite(loss) and loss > 0:
@@ -95,6 +100,9 @@ class RunTracker:
             self.mode = objective_mode(value, self.greater_is_better)
         current = log_objective(value, self.mode)
         reward = None if self.previous is None else _clip(self.previous - current, -REWARD_CLIP, REWARD_CLIP)
+        if self.previous is not None:
+            self.previous_trend, self.trend = self.trend, current - self.previous
+            self.improving_streak = self.improving_streak + 1 if current < self.previous else 0
         if self.first is None:
             self.first = current
         if self.best is None or current < self.best:
@@ -106,22 +114,22 @@ class RunTracker:
         return current, reward
 
     def features(self, progress: float, lr_scale: float, previous_multiplier: float) -> list[float]:
-        """The observation after ``observe``; ``previous`` still holds the value before it."""
-        current = self.current
-        previous = self.previous if self.previous is not None else current
+        """The observation after ``observe``, in ``FEATURE_NAMES`` order."""
         if self.train_loss is not None and self.train_loss_at_decision is not None:
             train_trend = math.log(self.train_loss) - math.log(self.train_loss_at_decision)
         else:
             train_trend = 0.0
         return [
-            _clip(current - self.best, 0.0, _CLIP),
-            _clip(current - previous),
-            _clip(current - self.first),
+            _clip(self.current - self.best, 0.0, _CLIP),
+            _clip(self.trend),
+            _clip(self.previous_trend),
+            _clip(self.current - self.first),
             _clip(train_trend),
             _clip(float(progress), 0.0, 1.0),
             _clip(math.log10(lr_scale)),
             _clip(math.log2(previous_multiplier), -2.0, 2.0),
             min(self.evals_since_best, 10) / 10.0,
+            min(self.improving_streak, 10) / 10.0,
         ]
 
     def commit(self) -> None:

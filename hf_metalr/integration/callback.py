@@ -184,6 +184,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "value": value,
                     "action": decision.action,
                     "action_index": decision.action_index,
+                    "by_policy": decision.by_policy,
                     "reward": decision.reward,
                     "lr": lrs[0],
                     "lrs": lrs,

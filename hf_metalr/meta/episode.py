@@ -3,8 +3,9 @@
 The controller acting in the episode is :class:`~hf_metalr.MetaLRController` itself (frozen,
 ``learn_online=False``), so observation, action and reward come from exactly the code that the
 Trainer callback runs. The episode returns the transitions for PPO: the observation and action
-of each decision, and as its reward the one the controller computes at the next decision. An
-action followed by a divergence gets ``DIVERGENCE_REWARD`` and ends the episode.
+of each decision the policy made (not the controller's fixed keep at the first evaluation), and as
+its reward the one the controller computes at the next decision. An action followed by a
+divergence gets ``DIVERGENCE_REWARD`` and ends the episode.
 """
 
 from __future__ import annotations
@@ -18,7 +19,27 @@ from ..controller.features import DIVERGENCE_REWARD, RunTracker, is_finite
 from ..controller.policy import PolicyNetwork
 from .families import build_problem
 
-__all__ = ["run_episode", "objective_auc"]
+__all__ = ["run_episode", "objective_auc", "decision_rewards"]
+
+
+def decision_rewards(values: list[float]) -> list[float]:
+    """The reward the controller computes at each decision after the first, for a run whose
+    validation values were ``values`` (``RunTracker``'s reward, so the same code). A divergence
+    gets ``DIVERGENCE_REWARD`` and the rewards after it are 0: the run is over."""
+    tracker, rewards, over = RunTracker(), [], False
+    for i, v in enumerate(values):
+        if over:
+            rewards.append(0.0)
+        elif not is_finite(v):
+            over = True
+            if i > 0:
+                rewards.append(DIVERGENCE_REWARD)
+        else:
+            _, reward = tracker.observe(v)
+            tracker.commit()
+            if reward is not None:
+                rewards.append(reward)
+    return rewards
 
 
 def objective_auc(values: list[float]) -> float:
@@ -90,10 +111,14 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         if stop:
             break
 
-    obs, actions, rewards = [], [], []
-    for current, following in zip(decisions, decisions[1:]):
-        if current.action_index is None:
-            break
+    # transitions: the policy's decisions (not the fixed first keep), each rewarded at the next one
+    obs, actions, rewards, first = [], [], [], None
+    for t, (current, following) in enumerate(zip(decisions, decisions[1:])):
+        if not current.by_policy:
+            if current.diverged:
+                break
+            continue
+        first = t if first is None else first
         obs.append(list(current.features.values()))
         actions.append(current.action_index)
         rewards.append(DIVERGENCE_REWARD if following.diverged else following.reward)
@@ -104,6 +129,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         "obs": obs,
         "actions": actions,
         "rewards": rewards,
+        "first_decision": first if first is not None else 0,  # decision index of the first transition
         "values": values,
         "diverged": any(not is_finite(v) for v in values),
         "auc": objective_auc(values),

@@ -1,8 +1,16 @@
 """PPO over whole-run episodes, readable top to bottom (after cleanrl's ``ppo.py``).
 
-Input: the episodes of one meta-iteration, each a list of (observation, action, reward). The old
-log-probabilities and values are those of the policy before this update, which is the policy
-that collected the episodes. Advantages use GAE; each episode ends at its last transition.
+Input: the episodes of one meta-iteration, each a list of (observation, action, reward) plus
+``baseline_rewards``: the rewards of a constant-LR run of the same problem, initial weights and
+data order (a counterfactual baseline). The old log-probabilities are those of the policy that
+collected the episodes.
+
+- The actor's advantage of a decision is the discounted sum, from that decision on, of the
+  episode's reward minus the baseline's: how much the policy's LR choices beat keeping the LR
+  on *this* problem. The baseline removes the problem's own difficulty from the signal, which no
+  critic can see from the features.
+- The critic learns the plain discounted return, which is what the online A2C learner in
+  :class:`~hf_metalr.MetaLRController` bootstraps from during a run.
 """
 
 from __future__ import annotations
@@ -14,13 +22,12 @@ from torch import nn
 
 from ..controller.policy import PolicyNetwork
 
-__all__ = ["PPOConfig", "ppo_update"]
+__all__ = ["PPOConfig", "ppo_update", "relative_rewards"]
 
 
 @dataclass
 class PPOConfig:
     gamma: float = 0.95
-    gae_lambda: float = 0.95
     clip: float = 0.2
     epochs: int = 4
     minibatch_size: int = 256
@@ -37,24 +44,11 @@ def ppo_update(policy: PolicyNetwork, optimizer: torch.optim.Optimizer, episodes
     obs = torch.tensor([o for e in episodes for o in e["obs"]], dtype=torch.float32)
     actions = torch.tensor([a for e in episodes for a in e["actions"]])
     with torch.no_grad():
-        old_logits, old_values = policy(obs)
+        old_logits, _ = policy(obs)
         old_logprobs = torch.distributions.Categorical(logits=old_logits).log_prob(actions)
 
-    # GAE, episode by episode; the value after an episode's last transition is 0
-    advantages = torch.zeros(len(actions))
-    offset = 0
-    for e in episodes:
-        n = len(e["actions"])
-        values = old_values[offset : offset + n]
-        rewards = torch.tensor(e["rewards"], dtype=torch.float32)
-        gae = 0.0
-        for t in reversed(range(n)):
-            next_value = values[t + 1] if t + 1 < n else 0.0
-            delta = rewards[t] + config.gamma * next_value - values[t]
-            gae = delta + config.gamma * config.gae_lambda * gae
-            advantages[offset + t] = gae
-        offset += n
-    returns = advantages + old_values
+    advantages = torch.tensor([a for e in episodes for a in _discounted(relative_rewards(e), config.gamma)])
+    returns = torch.tensor([g for e in episodes for g in _discounted(e["rewards"], config.gamma)])
 
     stats = {}
     for _ in range(config.epochs):
@@ -77,3 +71,18 @@ def ppo_update(policy: PolicyNetwork, optimizer: torch.optim.Optimizer, episodes
             stats = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(), "entropy": entropy.item()}
     stats["transitions"] = len(actions)
     return stats
+
+
+def relative_rewards(episode: dict) -> list[float]:
+    """Per decision: the episode's reward minus the constant-LR baseline's at the same decision."""
+    baseline = list(episode["baseline_rewards"][: len(episode["rewards"])])
+    baseline += [0.0] * (len(episode["rewards"]) - len(baseline))
+    return [r - b for r, b in zip(episode["rewards"], baseline)]
+
+
+def _discounted(rewards: list[float], gamma: float) -> list[float]:
+    out, running = [0.0] * len(rewards), 0.0
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out

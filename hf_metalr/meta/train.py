@@ -1,8 +1,9 @@
 """Meta-training: PPO across many whole training runs.
 
 Each iteration samples ``episodes_per_iteration`` problems from the training families, runs one
-episode per problem (the current policy acting, in a plain PyTorch loop), and makes one PPO
-update. Every ``eval_every`` iterations the greedy policy is scored on a fixed set of problems from
+episode per problem (the current policy acting, in a plain PyTorch loop) and one constant-LR run
+of the same problem and data order (the counterfactual baseline of the PPO advantage), and makes
+one PPO update. Every ``eval_every`` iterations the greedy policy is scored on a fixed set of problems from
 the held-out families: the score is the mean, over those problems, of the constant-LR run's mean
 log-validation-objective minus the policy's (> 0: better than keeping the initial LR).
 
@@ -32,9 +33,9 @@ from ..controller.actions import KEEP_INDEX
 from ..controller.policy import PolicyConfig, PolicyNetwork, random_policy, save_policy
 from ..controller.threads import single_threaded
 from ..controller.serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
-from .episode import run_episode
+from .episode import decision_rewards, run_episode
 from .families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem
-from .ppo import PPOConfig, ppo_update
+from .ppo import PPOConfig, ppo_update, relative_rewards
 
 __all__ = ["MetaTrainConfig", "meta_train", "CHECKPOINT_NAME"]
 
@@ -162,7 +163,12 @@ def _plot(out: Path, curve: list[dict]) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot([c["iteration"] for c in curve], [c["mean_return"] for c in curve], marker=".")
+    ax1.plot([c["iteration"] for c in curve], [c["mean_return"] for c in curve], marker=".", label="return")
+    if all("mean_return_vs_constant" in c for c in curve):
+        ax1.plot([c["iteration"] for c in curve], [c["mean_return_vs_constant"] for c in curve], marker=".",
+                 label="return - constant LR's")
+    ax1.axhline(0, color="grey", linestyle="--", linewidth=1)
+    ax1.legend()
     ax1.set(title="mean episode return (training families)", xlabel="meta-iteration", ylabel="return")
     scored = [c for c in curve if c.get("held_out_score") is not None]
     ax2.plot([c["iteration"] for c in scored], [c["held_out_score"] for c in scored], marker="o", color="C1")
@@ -209,7 +215,12 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             specs = [sample_problem(rng, TRAIN_FAMILIES[i % len(TRAIN_FAMILIES)]) for i in range(config.episodes_per_iteration)]
             seeds = [int(s) for s in rng.integers(2**31, size=len(specs))]
             text = tensors_to_text(policy.state_dict())
-            episodes = runner.map([(text, policy_config, spec, seed, False) for spec, seed in zip(specs, seeds)])
+            jobs = [(text, policy_config, spec, seed, False) for spec, seed in zip(specs, seeds)]
+            baselines = [(None, None, spec, seed, False) for spec, seed in zip(specs, seeds)]
+            results = runner.map(jobs + baselines)
+            episodes = results[: len(jobs)]
+            for episode, baseline in zip(episodes, results[len(jobs) :]):
+                episode["baseline_rewards"] = decision_rewards(baseline["values"])[episode["first_decision"] :]
             generator = torch.Generator().manual_seed(config.seed * 100_003 + iteration)
             with single_threaded():
                 ppo = PPOConfig(epochs=config.ppo_epochs, minibatch_size=config.ppo_minibatch)
@@ -217,6 +228,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             entry = {
                 "iteration": iteration + 1,
                 "mean_return": float(np.mean([sum(e["rewards"]) for e in episodes])),
+                "mean_return_vs_constant": float(np.mean([sum(relative_rewards(e)) for e in episodes])),
                 "diverged": sum(e["diverged"] for e in episodes),
                 "episodes": len(episodes),
                 **{k: v for k, v in stats.items()},
@@ -233,7 +245,8 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             durations.append(time.perf_counter() - start)
             eta = np.mean(durations) * (config.iterations - state["iteration"])
             held = f", held-out score {entry['held_out_score']:+.3f}" if "held_out_score" in entry else ""
-            log(f"iteration {state['iteration']}/{config.iterations}: mean return {entry['mean_return']:+.3f}, "
+            log(f"iteration {state['iteration']}/{config.iterations}: mean return {entry['mean_return']:+.3f} "
+                f"({entry['mean_return_vs_constant']:+.3f} vs constant LR), "
                 f"diverged {entry['diverged']}/{entry['episodes']}{held}, {durations[-1]:.1f}s, ETA {eta / 60:.1f} min")
     finally:
         runner.close()
