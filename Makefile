@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # (2-process tests, a busy CI machine) torch runs several times slower.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench meta-eval clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/overhead.py
+
+# Held-out evaluation of the shipped policy: digits, sentiment, spoken-digits at x0.1/x1/x10 of the
+# good LR, every schedule, 3 seeds (about 90 min on 2 cores; finished runs are reused).
+meta-eval: $(STAMP)
+	$(OFFLINE) $(PY) benchmarks/meta_eval.py --out benchmarks/results/meta_eval $(META_EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

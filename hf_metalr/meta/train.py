@@ -258,12 +258,14 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         "training_families": list(TRAIN_FAMILIES),
         "held_out_families": list(HELD_OUT_FAMILIES),
         "episodes": config.iterations * config.episodes_per_iteration,
+        "constant_lr_baseline_runs": config.iterations * config.episodes_per_iteration,
         "iterations": config.iterations,
         "seed": config.seed,
         "hf_metalr_version": __version__,
         "held_out_score_final": scores[-1] if scores else None,
+        "held_out_scores": {str(c["iteration"]): round(c["held_out_score"], 4) for c in state["curve"] if "held_out_score" in c},
         "held_out_score_definition": "mean over held-out problems of (constant-LR mean log val loss - policy's); > 0 is better",
-        "lr_span": "initial LR = family's good LR x 10**U(-1.7, 1.7)",
+        "lr_span": "initial LR = family's good LR x 10**U(-0.3, 0.3), x 10**-U(0.3, 1.7) or x 10**U(0.3, 1.7), a third each",
     }
     return save_policy(policy, out / "policy", card=card)
 
