@@ -11,7 +11,7 @@ from hf_metalr import MetaLRCallback, read_trace
 from hf_metalr.integration.lr_binding import check_training_args
 from tiny_job import accuracy, make_trainer
 
-TRACE_FIELDS = {"global_step", "epoch", "metric", "value", "action", "reward", "lr"}
+TRACE_FIELDS = {"global_step", "epoch", "metric", "value", "action", "by_policy", "reward", "lr"}
 
 
 def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
@@ -23,6 +23,9 @@ def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
         assert TRACE_FIELDS <= set(e)
         assert e["metric"] == "eval_loss" and math.isfinite(e["value"]) and e["lr"] > 0
     assert trace[0]["reward"] is None and all(isinstance(e["reward"], float) for e in trace[1:])
+    # the first evaluation keeps the LR (a fixed response); every later decision is the policy's
+    assert trace[0]["action"] == 1.0 and trace[0]["by_policy"] is False
+    assert all(e["by_policy"] for e in trace[1:])
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert [h["metalr/lr"] for h in evals] == [e["lr"] for e in trace]
     assert all("metalr/action" in h and "metalr/scale" in h for h in evals)
