@@ -251,3 +251,16 @@ def test_shipped_default_policy_is_small_carded_and_the_default():
     for a, b in zip(shipped.parameters(), MetaLRCallback()._policy.parameters()):
         assert torch.equal(a, b)
     assert MetaLRCallback(policy="random")._policy is None
+
+
+def test_old_controller_state_and_keepless_policy_are_refused_clearly():
+    ctrl = MetaLRController(1e-3, policy="random", seed=0)
+    ctrl.observe(1.0, progress=0.1)
+    old = {**ctrl.state_dict(), "format": 1}
+    with pytest.raises(ValueError, match="format 1, expected 2"):
+        MetaLRController(1e-3, policy="random", seed=0).load_state_dict(old)
+    from hf_metalr.controller.policy import PolicyConfig, PolicyNetwork
+
+    keepless = PolicyNetwork(PolicyConfig(multipliers=(0.5, 2.0)))
+    with pytest.raises(ValueError, match="lack 1.0"):
+        MetaLRController(1e-3, policy=keepless)

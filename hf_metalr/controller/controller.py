@@ -34,7 +34,7 @@ __all__ = ["Decision", "MetaLRController", "resolve_policy", "DEFAULT_MIN_LR_RAT
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: 10 features, fixed first keep
 
 
 @dataclass
@@ -109,6 +109,9 @@ class MetaLRController:
         with single_threaded():
             self.policy = resolve_policy(policy, self.seed)
         self.multipliers = tuple(self.policy.config.multipliers)
+        if 1.0 not in self.multipliers:
+            raise ValueError(f"the policy's multipliers {self.multipliers} lack 1.0, which the controller needs to keep the "
+                             "LR at the first evaluation; retrain the policy with a keep action (hf-metalr meta-train)")
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
         self.scale = 1.0

@@ -15,13 +15,16 @@ from torch import nn
 
 from .policy import PolicyNetwork
 
-__all__ = ["ActorCriticConfig", "ActorCriticLearner"]
+__all__ = ["ActorCriticConfig", "ActorCriticLearner", "DISCOUNT"]
+
+
+DISCOUNT = 0.95  # shared with meta-training's PPO, so the meta-trained critic's values fit the online TD target
 
 
 @dataclass
 class ActorCriticConfig:
     lr: float = 1e-4
-    gamma: float = 0.9
+    gamma: float = DISCOUNT
     value_coef: float = 0.5
     entropy_coef: float = 0.01
     max_grad_norm: float = 0.5

@@ -68,7 +68,8 @@ def _evaluate(problem, model) -> float:
 
 
 def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: bool = False) -> dict:
-    """Train ``spec``'s problem; the policy decides the LR at every evaluation (None: constant LR).
+    """Train ``spec``'s problem; the controller sets the LR at every evaluation (keep at the first,
+    then the policy's choice; None: constant LR).
 
     Returns the transitions (``obs``, ``actions``, ``rewards``) and the run's validation values.
     """

@@ -9,8 +9,8 @@ collected the episodes.
   episode's reward minus the baseline's: how much the policy's LR choices beat keeping the LR
   on *this* problem. The baseline removes the problem's own difficulty from the signal, which no
   critic can see from the features.
-- The critic learns the plain discounted return, which is what the online A2C learner in
-  :class:`~hf_metalr.MetaLRController` bootstraps from during a run.
+- The critic learns the plain discounted return (the same discount as the online A2C learner in
+  :class:`~hf_metalr.MetaLRController`, which bootstraps from it during a run).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..controller.learner import DISCOUNT
 from ..controller.policy import PolicyNetwork
 
 __all__ = ["PPOConfig", "ppo_update", "relative_rewards"]
@@ -27,7 +28,7 @@ __all__ = ["PPOConfig", "ppo_update", "relative_rewards"]
 
 @dataclass
 class PPOConfig:
-    gamma: float = 0.95
+    gamma: float = DISCOUNT
     clip: float = 0.2
     epochs: int = 4
     minibatch_size: int = 256
