@@ -112,6 +112,7 @@ class MetaLRController:
         if 1.0 not in self.multipliers:
             raise ValueError(f"the policy's multipliers {self.multipliers} lack 1.0, which the controller needs to keep the "
                              "LR at the first evaluation; retrain the policy with a keep action (hf-metalr meta-train)")
+        self.keep_index = self.multipliers.index(1.0)
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
         self.scale = 1.0
@@ -164,7 +165,7 @@ class MetaLRController:
             learned = True
         # the first evaluation has no trend to act on: keep the LR instead of betting blind
         by_policy = reward is not None
-        action = self._select(obs, index) if by_policy else self.multipliers.index(1.0)
+        action = self._select(obs, index) if by_policy else self.keep_index
         multiplier = self.multipliers[action]
         self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
         self.pending = {"obs": obs, "action": action} if by_policy else None

@@ -22,38 +22,38 @@ from .families import build_problem
 __all__ = ["run_episode", "objective_auc", "decision_rewards"]
 
 
+def _replay(values: list[float]) -> tuple[list[float], list[float]]:
+    """Feed ``values`` up to the first non-finite one to a ``RunTracker``: (log objectives, rewards)."""
+    tracker, logs, rewards = RunTracker(), [], []
+    for v in values:
+        if not is_finite(v):
+            break
+        log, reward = tracker.observe(v)
+        tracker.commit()
+        logs.append(log)
+        if reward is not None:
+            rewards.append(reward)
+    return logs, rewards
+
+
 def decision_rewards(values: list[float]) -> list[float]:
     """The reward the controller computes at each decision after the first, for a run whose
     validation values were ``values`` (``RunTracker``'s reward, so the same code). A divergence
     gets ``DIVERGENCE_REWARD`` and the rewards after it are 0: the run is over."""
-    tracker, rewards, over = RunTracker(), [], False
-    for i, v in enumerate(values):
-        if over:
-            rewards.append(0.0)
-        elif not is_finite(v):
-            over = True
-            if i > 0:
-                rewards.append(DIVERGENCE_REWARD)
-        else:
-            _, reward = tracker.observe(v)
-            tracker.commit()
-            if reward is not None:
-                rewards.append(reward)
+    logs, rewards = _replay(values)
+    if len(logs) < len(values):  # diverged at evaluation len(logs)
+        if logs:
+            rewards.append(DIVERGENCE_REWARD)
+        rewards += [0.0] * (len(values) - 1 - len(rewards))
     return rewards
 
 
 def objective_auc(values: list[float]) -> float:
     """Mean log-objective over the run's evaluations (lower is better); a divergence counts as
     the first value's log plus ``-DIVERGENCE_REWARD`` for every evaluation from then on."""
-    tracker = RunTracker()
-    logs, penalty = [], None
-    for v in values:
-        if penalty is None and is_finite(v):
-            logs.append(tracker.observe(v)[0])
-            tracker.commit()
-        else:
-            penalty = penalty if penalty is not None else (logs[0] if logs else 0.0) - DIVERGENCE_REWARD
-            logs.append(penalty)
+    logs, _ = _replay(values)
+    penalty = (logs[0] if logs else 0.0) - DIVERGENCE_REWARD
+    logs += [penalty] * (len(values) - len(logs))
     return sum(logs) / len(logs) if logs else float("nan")
 
 
@@ -115,9 +115,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
     # transitions: the policy's decisions (not the fixed first keep), each rewarded at the next one
     obs, actions, rewards, first = [], [], [], None
     for t, (current, following) in enumerate(zip(decisions, decisions[1:])):
-        if not current.by_policy:
-            if current.diverged:
-                break
+        if not current.by_policy:  # the fixed keep at the first evaluation (a divergence ends the run)
             continue
         first = t if first is None else first
         obs.append(list(current.features.values()))

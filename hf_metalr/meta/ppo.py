@@ -45,8 +45,7 @@ def ppo_update(policy: PolicyNetwork, optimizer: torch.optim.Optimizer, episodes
     obs = torch.tensor([o for e in episodes for o in e["obs"]], dtype=torch.float32)
     actions = torch.tensor([a for e in episodes for a in e["actions"]])
     with torch.no_grad():
-        old_logits, _ = policy(obs)
-        old_logprobs = torch.distributions.Categorical(logits=old_logits).log_prob(actions)
+        old_logprobs = policy.distribution(obs).log_prob(actions)
 
     advantages = torch.tensor([a for e in episodes for a in _discounted(relative_rewards(e), config.gamma)])
     returns = torch.tensor([g for e in episodes for g in _discounted(e["rewards"], config.gamma)])
