@@ -18,7 +18,9 @@ from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
 from hf_metalr.controller.policy import random_policy
 from hf_metalr.meta.cli import build_parser
 from hf_metalr.meta.episode import decision_rewards, objective_auc, run_episode
+from hf_metalr.controller.serialization import text_to_tensors
 from hf_metalr.meta.families import GOOD_BAND, HELD_OUT_FAMILIES, TRAIN_FAMILIES, build_problem, good_lr, sample_problem
+from hf_metalr.meta.held_out import TARGET_FRACTION, evals_to_target, held_out_problems, held_out_scores, lr_band
 from hf_metalr.meta.ppo import PPOConfig, ppo_update, relative_rewards
 from hf_metalr.meta.train import CHECKPOINT_NAME, MetaTrainConfig, meta_train
 
@@ -133,13 +135,50 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
     assert card["episodes"] == 6 and card["seed"] == 0 and card["training_families"] == list(TRAIN_FAMILIES)
     assert card["held_out_families"] == list(HELD_OUT_FAMILIES) and card["held_out_score_final"] is not None
     assert (tmp_path / "a" / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    curve = json.loads((tmp_path / "a" / CHECKPOINT_NAME).read_text())["curve"]
+    checkpoint = json.loads((tmp_path / "a" / CHECKPOINT_NAME).read_text())
+    curve = checkpoint["curve"]
     assert [c["iteration"] for c in curve] == [1, 2] and all("held_out_score" in c for c in curve)
+    # the shipped policy is the scored iteration with the lowest held-out evals ratio; the last one is kept beside it
+    ratios = {c["iteration"]: c["held_out_evals_ratio"] for c in curve}
+    assert card["selected_iteration"] == min(ratios, key=lambda i: (ratios[i], i))
+    assert card["held_out_evals_ratios"] == {str(i): round(r, 4) for i, r in ratios.items()}
+    for k, v in text_to_tensors(checkpoint["best"]["policy"]).items():
+        assert torch.equal(v, _weights(a)[k])
+    for k, v in text_to_tensors(checkpoint["policy"]).items():
+        assert torch.equal(v, _weights(tmp_path / "a" / "final_policy.safetensors")[k])
 
     half = dict(TINY)
     meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}), log=lambda *_: None)
     with pytest.raises(ValueError, match="other settings"):
         meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **half, resume=True), log=lambda *_: None)
+    old = json.loads((tmp_path / "c" / CHECKPOINT_NAME).read_text())
+    (tmp_path / "c" / CHECKPOINT_NAME).write_text(json.dumps({**old, "format": 1}))
+    with pytest.raises(ValueError, match="checkpoint format 1"):
+        meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}, resume=True), log=lambda *_: None)
+
+
+def test_evals_to_target_counts_a_miss_as_one_past_the_end():
+    assert evals_to_target([0.5, 0.8, 0.9, 0.95], 0.9) == 3
+    assert evals_to_target([0.5, float("nan"), None, 0.7], 0.9) == 5
+    assert evals_to_target([], 0.9) == 1
+
+
+def test_held_out_scores_compare_the_policy_with_the_constant_lr():
+    problems = held_out_problems(0, 6)
+    assert {spec["family"] for spec, _ in problems} == set(HELD_OUT_FAMILIES) and len(problems) == 12
+    assert problems == held_out_problems(0, 6) and problems != held_out_problems(1, 6)
+    assert {lr_band(spec) for spec, _ in problems} == {"good", "low", "high"}
+    slow = [0.2, 0.5, 0.7, 0.8, 0.85, 0.9]
+    fast = [0.2, 0.7, 0.9, 0.9, 0.9, 0.9]
+    constant = [{"accuracies": slow, "auc": 0.0} for _ in problems]
+    policy = [{"accuracies": fast if i % 2 else slow, "auc": -0.1 if i % 2 else 0.0} for i in range(len(problems))]
+    scores = held_out_scores(problems, constant, policy)
+    # target 0.97 x 0.9: slow reaches it at evaluation 6, fast at 3; half the problems are twice as fast
+    assert TARGET_FRACTION * 0.9 > 0.85
+    assert scores["evals_ratio"] == pytest.approx(0.5**0.5)
+    assert scores["loss_score"] == pytest.approx(0.05)
+    regression = [{"accuracies": [None] * 6, "auc": 0.0} for _ in problems]
+    assert math.isnan(held_out_scores(problems, regression, regression)["evals_ratio"])
 
 
 @pytest.mark.slow

@@ -57,21 +57,26 @@ def objective_auc(values: list[float]) -> float:
     return sum(logs) / len(logs) if logs else float("nan")
 
 
-def _evaluate(problem, model) -> float:
+def _evaluate(problem, model) -> tuple[float, float | None]:
+    """Validation loss, and accuracy for a classification problem (None for regression)."""
     x, y = problem.validation
     model.eval()
     with torch.no_grad():
         out = model(x)
-        loss = torch.nn.functional.cross_entropy(out, y) if problem.loss == "ce" else torch.nn.functional.mse_loss(out, y)
+        if problem.loss == "ce":
+            loss, accuracy = torch.nn.functional.cross_entropy(out, y), float((out.argmax(-1) == y).float().mean())
+        else:
+            loss, accuracy = torch.nn.functional.mse_loss(out, y), None
     model.train()
-    return float(loss)
+    return float(loss), accuracy
 
 
 def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: bool = False) -> dict:
     """Train ``spec``'s problem; the controller sets the LR at every evaluation (keep at the first,
     then the policy's choice; None: constant LR).
 
-    Returns the transitions (``obs``, ``actions``, ``rewards``) and the run's validation values.
+    Returns the transitions (``obs``, ``actions``, ``rewards``) and the run's validation values
+    (the loss the controller sees, and the accuracy of a classification problem).
     """
     problem = build_problem(spec)
     model, optimizer = problem.model, problem.optimizer
@@ -85,7 +90,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
     order = torch.Generator().manual_seed(seed)
     loss_fn = torch.nn.functional.cross_entropy if problem.loss == "ce" else torch.nn.functional.mse_loss
 
-    decisions, values = [], []
+    decisions, values, accuracies = [], [], []
     step, running, counted, stop = 0, 0.0, 0, False
     for _ in range(problem.epochs):
         perm = torch.randperm(len(y), generator=order)
@@ -99,8 +104,9 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
             running, counted = running + loss.item(), counted + 1
             if step % eval_every and step != total:
                 continue
-            value = _evaluate(problem, model)
+            value, accuracy = _evaluate(problem, model)
             values.append(value)
+            accuracies.append(accuracy)
             if controller is not None:
                 decision = _quiet(controller.observe, value, progress=step / total, train_loss=running / counted)
                 decisions.append(decision)
@@ -130,6 +136,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         "rewards": rewards,
         "first_decision": first if first is not None else 0,  # decision index of the first transition
         "values": values,
+        "accuracies": accuracies,  # validation accuracy per evaluation (None: a regression problem)
         "diverged": any(not is_finite(v) for v in values),
         "auc": objective_auc(values),
         "lrs": [d.lr for d in decisions],

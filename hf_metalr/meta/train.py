@@ -3,18 +3,21 @@
 Each iteration samples ``episodes_per_iteration`` problems from the training families, runs one
 episode per problem (the current policy acting, in a plain PyTorch loop) and one constant-LR run
 of the same problem and data order (the counterfactual baseline of the PPO advantage), and makes
-one PPO update. Every ``eval_every`` iterations the greedy policy is scored on a fixed set of problems from
-the held-out families: the score is the mean, over those problems, of the constant-LR run's mean
-log-validation-objective minus the policy's (> 0: better than keeping the initial LR).
+one PPO update. Every ``eval_every`` iterations the greedy policy is scored against a constant LR
+on a fixed set of problems from the held-out families (see ``held_out``): evaluations to an
+accuracy target (``held_out_evals_ratio``, < 1 is faster) and the validation loss
+(``held_out_score``, > 0 is better). The policy kept at the end is the one of the scored iteration
+with the lowest evaluations ratio: the held-out families are meta-training's validation set.
 
 What is written in ``out``:
 
 - ``meta_checkpoint.json`` after every iteration (atomically): policy, PPO optimizer, curve,
   iteration. ``resume=True`` continues from it; everything random is derived from
   ``(seed, iteration)``, so a resumed run equals an uninterrupted one;
-- ``learning_curve.png``: mean return per iteration and held-out score;
-- ``policy.safetensors`` + ``policy.json`` at the end, with a card (families, episodes, seed,
-  package version, held-out scores).
+- ``learning_curve.png``: mean return per iteration and both held-out scores;
+- ``policy.safetensors`` + ``policy.json`` at the end: the selected policy, with a card (families,
+  episodes, seed, package version, held-out scores, selected iteration);
+  ``final_policy.safetensors`` + ``.json``: the last iteration's policy.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from ..controller.threads import single_threaded
 from ..controller.serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 from .episode import decision_rewards, run_episode
 from .families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem
+from .held_out import TARGET_FRACTION, held_out_problems, held_out_scores
 from .ppo import PPOConfig, ppo_update, relative_rewards
 
 __all__ = ["MetaTrainConfig", "meta_train", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "meta_checkpoint.json"
+CHECKPOINT_FORMAT = 2  # 2: held-out accuracies, the selected policy
 BACKENDS = ("process", "serial", "ray")
 
 
@@ -52,7 +57,7 @@ class MetaTrainConfig:
     workers: int = field(default=2, metadata={"help": "parallel episode workers"})
     backend: str = field(default="process", metadata={"help": f"where episodes run: {', '.join(BACKENDS)}"})
     eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations"})
-    held_out_per_family: int = field(default=4, metadata={"help": "held-out problems per held-out family"})
+    held_out_per_family: int = field(default=20, metadata={"help": "held-out problems per held-out family"})
     keep_prior: float = field(default=1.0, metadata={"help": "initial logit bonus of the 'keep the LR' action"})
     ppo_lr: float = field(default=1e-3, metadata={"help": "Adam LR of the PPO update"})
     ppo_epochs: int = field(default=8, metadata={"help": "passes over each iteration's transitions"})
@@ -138,11 +143,6 @@ class _Runner:
             ray.shutdown()
 
 
-def _held_out_specs(config: MetaTrainConfig) -> list[dict]:
-    rng = np.random.default_rng([config.seed, 999_983])
-    return [sample_problem(rng, family) for family in HELD_OUT_FAMILIES for _ in range(config.held_out_per_family)]
-
-
 def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
     policy = random_policy(config.seed)
     with torch.no_grad():
@@ -162,7 +162,7 @@ def _plot(out: Path, curve: list[dict]) -> Path:
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
     ax1.plot([c["iteration"] for c in curve], [c["mean_return"] for c in curve], marker=".", label="return")
     if all("mean_return_vs_constant" in c for c in curve):
         ax1.plot([c["iteration"] for c in curve], [c["mean_return_vs_constant"] for c in curve], marker=".",
@@ -173,7 +173,10 @@ def _plot(out: Path, curve: list[dict]) -> Path:
     scored = [c for c in curve if c.get("held_out_score") is not None]
     ax2.plot([c["iteration"] for c in scored], [c["held_out_score"] for c in scored], marker="o", color="C1")
     ax2.axhline(0, color="grey", linestyle="--", linewidth=1)
-    ax2.set(title="held-out score (> 0: better than constant LR)", xlabel="meta-iteration", ylabel="score")
+    ax2.set(title="held-out loss score (> 0: better than constant LR)", xlabel="meta-iteration", ylabel="score")
+    ax3.plot([c["iteration"] for c in scored], [c["held_out_evals_ratio"] for c in scored], marker="o", color="C2")
+    ax3.axhline(1, color="grey", linestyle="--", linewidth=1)
+    ax3.set(title="held-out evals to target / constant LR's (< 1: faster)", xlabel="meta-iteration", ylabel="ratio")
     fig.tight_layout()
     path = out / "learning_curve.png"
     fig.savefig(path, dpi=110)
@@ -188,14 +191,18 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
     policy = _initial_policy(config)
     policy_config = asdict(policy.config)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.ppo_lr, eps=1e-5)
-    held_out = _held_out_specs(config)
-    state = {"format": 1, "config": asdict(config), "iteration": 0, "curve": [], "baseline_auc": None}
+    held_out = held_out_problems(config.seed, config.held_out_per_family)
+    state = {"format": CHECKPOINT_FORMAT, "config": asdict(config), "iteration": 0, "curve": [], "baseline_held_out": None,
+             "best": None}
 
     checkpoint = out / CHECKPOINT_NAME
     if checkpoint.exists():
         if not config.resume:
             raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out")
         state = json.loads(checkpoint.read_text())
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"--resume: {checkpoint} has checkpoint format {state.get('format')!r}, and this hf_metalr "
+                             f"resumes format {CHECKPOINT_FORMAT} only; start again with another --out")
         differing = [k for k in _SAME_RUN if state["config"].get(k) != getattr(config, k)]
         if differing:
             raise ValueError(f"--resume: {checkpoint} was made with other settings ({', '.join(differing)}); use another --out")
@@ -205,8 +212,9 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
 
     runner = _Runner(config.backend, config.workers)
     try:
-        if state["baseline_auc"] is None:
-            state["baseline_auc"] = [r["auc"] for r in runner.map([(None, None, s, 0, True) for s in held_out])]
+        if state["baseline_held_out"] is None:
+            constant = runner.map([(None, None, spec, seed, True) for spec, seed in held_out])
+            state["baseline_held_out"] = [{"auc": r["auc"], "accuracies": r["accuracies"]} for r in constant]
         durations = []
         while state["iteration"] < config.iterations:
             iteration = state["iteration"]
@@ -235,8 +243,13 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             }
             if (iteration + 1) % config.eval_every == 0 or iteration + 1 == config.iterations:
                 text = tensors_to_text(policy.state_dict())
-                scored = runner.map([(text, policy_config, s, 0, True) for s in held_out])
-                entry["held_out_score"] = float(np.mean([b - r["auc"] for b, r in zip(state["baseline_auc"], scored)]))
+                scored = runner.map([(text, policy_config, spec, seed, True) for spec, seed in held_out])
+                scores = held_out_scores(held_out, state["baseline_held_out"], scored)
+                entry["held_out_score"] = scores["loss_score"]
+                entry["held_out_evals_ratio"] = scores["evals_ratio"]
+                entry["held_out_evals_ratio_by_band"] = scores["evals_ratio_by_band"]
+                if state["best"] is None or scores["evals_ratio"] < state["best"]["evals_ratio"]:
+                    state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["evals_ratio"], "policy": text}
             state["curve"].append(entry)
             state["iteration"] = iteration + 1
             state["policy"] = tensors_to_text(policy.state_dict())
@@ -244,7 +257,8 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             _save_checkpoint(out, state)
             durations.append(time.perf_counter() - start)
             eta = np.mean(durations) * (config.iterations - state["iteration"])
-            held = f", held-out score {entry['held_out_score']:+.3f}" if "held_out_score" in entry else ""
+            held = (f", held-out loss score {entry['held_out_score']:+.3f}, evals ratio {entry['held_out_evals_ratio']:.3f}"
+                    if "held_out_score" in entry else "")
             log(f"iteration {state['iteration']}/{config.iterations}: mean return {entry['mean_return']:+.3f} "
                 f"({entry['mean_return_vs_constant']:+.3f} vs constant LR), "
                 f"diverged {entry['diverged']}/{entry['episodes']}{held}, {durations[-1]:.1f}s, ETA {eta / 60:.1f} min")
@@ -252,7 +266,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         runner.close()
 
     _plot(out, state["curve"])
-    scores = [c["held_out_score"] for c in state["curve"] if "held_out_score" in c]
+    scored = [c for c in state["curve"] if "held_out_score" in c]
     card = {
         "trained_with": "hf-metalr meta-train (PPO over whole training runs)",
         "training_families": list(TRAIN_FAMILIES),
@@ -262,10 +276,22 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         "iterations": config.iterations,
         "seed": config.seed,
         "hf_metalr_version": __version__,
-        "held_out_score_final": scores[-1] if scores else None,
-        "held_out_scores": {str(c["iteration"]): round(c["held_out_score"], 4) for c in state["curve"] if "held_out_score" in c},
+        "held_out_problems": len(held_out),
+        "selected_iteration": state["best"]["iteration"],
+        "selection": "the scored iteration with the lowest held-out evals ratio",
+        "held_out_evals_ratio_selected": round(state["best"]["evals_ratio"], 4),
+        "held_out_evals_ratios": {str(c["iteration"]): round(c["held_out_evals_ratio"], 4) for c in scored},
+        "held_out_evals_ratios_by_lr_band": {str(c["iteration"]): {b: round(v, 4) for b, v in c["held_out_evals_ratio_by_band"].items()}
+                                             for c in scored},
+        "held_out_evals_ratio_definition": f"geometric mean over held-out problems of evals to {TARGET_FRACTION} x the best "
+                                           "validation accuracy (policy / constant LR); < 1 is faster",
+        "held_out_score_final": scored[-1]["held_out_score"] if scored else None,
+        "held_out_scores": {str(c["iteration"]): round(c["held_out_score"], 4) for c in scored},
         "held_out_score_definition": "mean over held-out problems of (constant-LR mean log val loss - policy's); > 0 is better",
         "lr_span": "initial LR = family's good LR x 10**U(-0.3, 0.3), x 10**-U(0.3, 1.7) or x 10**U(0.3, 1.7), a third each",
     }
+    save_policy(policy, out / "final_policy", card={**card, "selected_iteration": config.iterations,
+                                                   "selection": "the last iteration (not the selected policy)"})
+    policy.load_state_dict(text_to_tensors(state["best"]["policy"]))
     return save_policy(policy, out / "policy", card=card)
 
