@@ -123,6 +123,31 @@ def to_markdown(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def card_section(summaries: list[dict], source: str) -> dict:
+    """The policy card's ``held_out_trainer_eval``: per task and LR, metalr's median evaluations
+    against the best static schedule's (None: not reached), and the reach rates."""
+
+    def finite(x):
+        return None if x == NOT_REACHED else x
+
+    section = {"source": f"{source} (3 seeds; median evaluations to threshold; null = not reached)"}
+    for s in summaries:
+        for mult, row in s["by_multiplier"].items():
+            section[f"{s['task']} x{float(mult):g}"] = {
+                "metalr_median_evals": finite(row["median_evals"]["metalr"]),
+                "best_static": row["best_static"],
+                "best_static_median_evals": finite(row["median_evals"][row["best_static"]]),
+            }
+        section[f"{s['task']} reach_rate"] = {k: round(s["reach_rate"][k], 3) for k in ("metalr", "metalr-random", "constant")}
+    return section
+
+
+def write_card_section(policy_json: Path, section: dict) -> None:
+    config = json.loads(policy_json.read_text())
+    config.setdefault("card", {})["held_out_trainer_eval"] = section
+    policy_json.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def drop_runs(out: Path, schedules: list[str]) -> int:
     """Forget the finished runs of ``schedules`` in the comparison at ``out``; returns how many."""
     import shutil
@@ -151,6 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
     p.add_argument("--rerun", default="", help="comma-separated schedules whose finished runs are dropped and run "
                    "again (after training a new policy: --rerun metalr)")
+    p.add_argument("--card", type=Path, default=None, help="policy JSON whose card gets the results as "
+                   "held_out_trainer_eval (the shipped one: hf_metalr/policies/default.json)")
     a = p.parse_args(argv)
     rerun = [s for s in a.rerun.split(",") if s]
     for name in rerun:
@@ -175,6 +202,8 @@ def main(argv=None) -> int:
     (a.out / "meta_eval.json").write_text(json.dumps(summaries, indent=1))
     text = to_markdown(summaries)
     (a.out / "meta_eval.md").write_text(text)
+    if a.card is not None:
+        write_card_section(a.card, card_section(summaries, str(a.out / "meta_eval.md")))
     print(text)
     return 0
 

@@ -1,0 +1,58 @@
+"""benchmarks/meta_eval.py: the held-out summary (best static, oracle, ratios) and the policy card it writes."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_eval.py"
+
+
+@pytest.fixture(scope="module")
+def meta_eval():
+    spec = importlib.util.spec_from_file_location("meta_eval", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(schedule, seed, evals, accuracy):
+    return {"schedule": schedule, "seed": seed, "threshold": {"reached": evals is not None, "evals": evals},
+            "test": {"accuracy": accuracy}}
+
+
+def _by_lr(meta_eval):
+    """digits at two LRs: at x1 cosine is fastest among the statics and metalr ties it; at x10
+    nothing static reaches the threshold and metalr does in 2 of 3 runs."""
+    x1, x10 = [], []
+    for seed in range(3):
+        for schedule in meta_eval.ALL:
+            x1.append(_run(schedule, seed, {"cosine": 5, "metalr": 5}.get(schedule, 7), 0.98))
+            x10.append(_run(schedule, seed, (4 if seed else None) if schedule == "metalr" else None, 0.9))
+    return {1.0: {"runs": x1}, 10.0: {"runs": x10}}
+
+
+def test_summary_finds_the_best_static_and_the_oracle(meta_eval):
+    summary = meta_eval.summarize("digits", _by_lr(meta_eval))
+    x1, x10 = summary["by_multiplier"]["1.0"], summary["by_multiplier"]["10.0"]
+    assert x1["best_static"] == "cosine" and x1["metalr_vs_best_static"] == 1.0
+    assert x10["median_evals"]["metalr"] == 4 and math.isinf(x10["median_evals"]["constant"])
+    assert x10["metalr_vs_best_static"] is None  # no static schedule reaches: no ratio
+    assert summary["oracle"] == {"schedule": "cosine", "lr_multiplier": 1.0, "median_evals": 5}
+    assert summary["reach_rate"]["metalr"] == pytest.approx(5 / 6) and summary["reach_rate"]["constant"] == 0.5
+
+
+def test_card_section_is_written_into_the_policy_json(meta_eval, tmp_path):
+    summary = meta_eval.summarize("digits", _by_lr(meta_eval))
+    policy_json = tmp_path / "policy.json"
+    policy_json.write_text(json.dumps({"hidden": 64, "card": {"seed": 0}}))
+    meta_eval.write_card_section(policy_json, meta_eval.card_section([summary], "results/meta_eval.md"))
+    config = json.loads(policy_json.read_text())
+    section = config["card"]["held_out_trainer_eval"]
+    assert config["card"]["seed"] == 0 and config["hidden"] == 64  # the rest of the file is kept
+    assert section["digits x1"] == {"metalr_median_evals": 5, "best_static": "cosine", "best_static_median_evals": 5}
+    assert section["digits x10"]["metalr_median_evals"] == 4 and section["digits x10"]["best_static_median_evals"] is None
+    assert section["digits reach_rate"]["metalr"] == pytest.approx(0.833)
+    assert section["source"].startswith("results/meta_eval.md")
