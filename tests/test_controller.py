@@ -243,7 +243,7 @@ def test_shipped_default_policy_is_small_carded_and_the_default():
     assert path.stat().st_size < 300_000
     card = json.loads(path.with_suffix(".json").read_text())["card"]
     for key in ("training_families", "held_out_families", "episodes", "seed", "hf_metalr_version", "held_out_score_final",
-                "held_out_scores", "held_out_trainer_eval"):
+                "held_out_scores", "held_out_trainer_eval", "selected_iteration", "held_out_evals_ratios"):
         assert card[key] not in (None, [], "")
     shipped = load_policy(path)
     for a, b in zip(shipped.parameters(), MetaLRController(1e-3).policy.parameters()):

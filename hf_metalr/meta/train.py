@@ -156,7 +156,7 @@ def _save_checkpoint(out: Path, state: dict) -> None:
     os.replace(tmp, out / CHECKPOINT_NAME)
 
 
-def _plot(out: Path, curve: list[dict]) -> Path:
+def _plot(out: Path, curve: list[dict], selected: int | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("agg")
@@ -175,8 +175,12 @@ def _plot(out: Path, curve: list[dict]) -> Path:
     ax2.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax2.set(title="held-out loss score (> 0: better than constant LR)", xlabel="meta-iteration", ylabel="score")
     ax3.plot([c["iteration"] for c in scored], [c["held_out_evals_ratio"] for c in scored], marker="o", color="C2")
+    if selected is not None:
+        ratio = next(c["held_out_evals_ratio"] for c in scored if c["iteration"] == selected)
+        ax3.plot([selected], [ratio], marker="*", markersize=16, color="C3", linestyle="", label=f"kept: iteration {selected}")
+        ax3.legend()
     ax3.axhline(1, color="grey", linestyle="--", linewidth=1)
-    ax3.set(title="held-out evals to target / constant LR's (< 1: faster)", xlabel="meta-iteration", ylabel="ratio")
+    ax3.set(title="held-out evals ratio (< 1: faster than constant)", xlabel="meta-iteration", ylabel="evals to target / constant LR's")
     fig.tight_layout()
     path = out / "learning_curve.png"
     fig.savefig(path, dpi=110)
@@ -265,7 +269,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
     finally:
         runner.close()
 
-    _plot(out, state["curve"])
+    _plot(out, state["curve"], state["best"]["iteration"])
     scored = [c for c in state["curve"] if "held_out_score" in c]
     card = {
         "trained_with": "hf-metalr meta-train (PPO over whole training runs)",
