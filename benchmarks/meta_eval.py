@@ -123,14 +123,14 @@ def to_markdown(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def card_section(summaries: list[dict], source: str) -> dict:
+def card_section(summaries: list[dict], source: str, seeds: int) -> dict:
     """The policy card's ``held_out_trainer_eval``: per task and LR, metalr's median evaluations
     against the best static schedule's (None: not reached), and the reach rates."""
 
     def finite(x):
         return None if x == NOT_REACHED else x
 
-    section = {"source": f"{source} (3 seeds; median evaluations to threshold; null = not reached)"}
+    section = {"source": f"{source} ({seeds} seeds; median evaluations to threshold; null = not reached)"}
     for s in summaries:
         for mult, row in s["by_multiplier"].items():
             section[f"{s['task']} x{float(mult):g}"] = {
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     text = to_markdown(summaries)
     (a.out / "meta_eval.md").write_text(text)
     if a.card is not None:
-        write_card_section(a.card, card_section(summaries, str(a.out / "meta_eval.md")))
+        write_card_section(a.card, card_section(summaries, str(a.out / "meta_eval.md"), a.seeds))
     print(text)
     return 0
 

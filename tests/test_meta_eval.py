@@ -48,11 +48,11 @@ def test_card_section_is_written_into_the_policy_json(meta_eval, tmp_path):
     summary = meta_eval.summarize("digits", _by_lr(meta_eval))
     policy_json = tmp_path / "policy.json"
     policy_json.write_text(json.dumps({"hidden": 64, "card": {"seed": 0}}))
-    meta_eval.write_card_section(policy_json, meta_eval.card_section([summary], "results/meta_eval.md"))
+    meta_eval.write_card_section(policy_json, meta_eval.card_section([summary], "results/meta_eval.md", 3))
     config = json.loads(policy_json.read_text())
     section = config["card"]["held_out_trainer_eval"]
     assert config["card"]["seed"] == 0 and config["hidden"] == 64  # the rest of the file is kept
     assert section["digits x1"] == {"metalr_median_evals": 5, "best_static": "cosine", "best_static_median_evals": 5}
     assert section["digits x10"]["metalr_median_evals"] == 4 and section["digits x10"]["best_static_median_evals"] is None
     assert section["digits reach_rate"]["metalr"] == pytest.approx(0.833)
-    assert section["source"].startswith("results/meta_eval.md")
+    assert section["source"].startswith("results/meta_eval.md (3 seeds;")
