@@ -233,3 +233,11 @@ def test_cli_documents_every_field_and_rejects_bad_input(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="backend"):
         main(["--out", str(tmp_path), "--backend", "slurm", "--iterations", "1"])
+
+
+def test_a_nan_held_out_ratio_never_displaces_a_real_one():
+    from hf_metalr.meta.train import _improves
+
+    nan = float("nan")
+    assert _improves(1.2, None) and _improves(0.8, {"evals_ratio": 0.9}) and not _improves(0.9, {"evals_ratio": 0.9})
+    assert _improves(1.5, {"evals_ratio": nan}) and not _improves(nan, {"evals_ratio": 0.9})

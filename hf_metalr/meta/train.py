@@ -23,6 +23,7 @@ What is written in ``out``:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -150,6 +151,13 @@ def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
     return policy
 
 
+def _improves(evals_ratio: float, best: dict | None) -> bool:
+    """Whether a scored iteration beats the kept one (a NaN ratio, no classification problem, never does)."""
+    if best is None:
+        return True
+    return not math.isnan(evals_ratio) and (math.isnan(best["evals_ratio"]) or evals_ratio < best["evals_ratio"])
+
+
 def _save_checkpoint(out: Path, state: dict) -> None:
     tmp = out / (CHECKPOINT_NAME + ".tmp")
     tmp.write_text(json.dumps(state))
@@ -252,7 +260,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
                 entry["held_out_score"] = scores["loss_score"]
                 entry["held_out_evals_ratio"] = scores["evals_ratio"]
                 entry["held_out_evals_ratio_by_band"] = scores["evals_ratio_by_band"]
-                if state["best"] is None or scores["evals_ratio"] < state["best"]["evals_ratio"]:
+                if _improves(scores["evals_ratio"], state["best"]):
                     state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["evals_ratio"], "policy": text}
             state["curve"].append(entry)
             state["iteration"] = iteration + 1
