@@ -5,7 +5,7 @@ Held-out families: the embedded Trainer tasks ``digits`` (a ResNet on real scann
 architectures (ResNet blocks with BatchNorm, BERT) or the data.
 
 For every task and every initial LR in the misspecification sweep (x0.1, x1, x10 of the task's
-good LR), ``hf-metalr compare`` runs all schedules over 3 seeds: ``metalr`` (shipped policy),
+good LR), ``hf-metalr compare`` runs all schedules over 5 seeds: ``metalr`` (shipped policy),
 ``metalr-random`` (random-init policy), the static ``constant``, ``step``, ``cosine``,
 ``linear``, and the Trainer's own ``plateau`` and ``greedy``. Each (task, LR) gets its own
 comparison directory with results.json and report.md under ``--out``; finished runs are reused
@@ -169,7 +169,7 @@ def drop_runs(out: Path, schedules: list[str]) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="digits,sentiment,spoken-digits")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--multipliers", default=",".join(map(str, MULTIPLIERS)))
     p.add_argument("--epochs", type=int, default=None, help="override every task's epoch budget")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/meta_eval"))
