@@ -160,7 +160,7 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
 def test_evals_to_target_counts_a_miss_as_one_past_the_end():
     assert evals_to_target([0.5, 0.8, 0.9, 0.95], 0.9) == 3
     assert evals_to_target([0.5, float("nan"), None, 0.7], 0.9) == 5
-    assert evals_to_target([], 0.9) == 1
+    assert evals_to_target([], 0.9) == 1 and evals_to_target([0.1, 0.2], 0.9, miss=11) == 11
 
 
 def test_held_out_scores_compare_the_policy_with_the_constant_lr():
@@ -177,6 +177,9 @@ def test_held_out_scores_compare_the_policy_with_the_constant_lr():
     assert TARGET_FRACTION * 0.9 > 0.85
     assert scores["evals_ratio"] == pytest.approx(0.5**0.5)
     assert scores["loss_score"] == pytest.approx(0.05)
+    # a policy run that diverged at evaluation 2 stopped there: it is a miss over the whole run, not a fast finish
+    diverged = [{"accuracies": [0.2, 0.1], "auc": 2.0} for _ in problems]
+    assert held_out_scores(problems, constant, diverged)["evals_ratio"] == pytest.approx(7 / 6)
     regression = [{"accuracies": [None] * 6, "auc": 0.0} for _ in problems]
     assert math.isnan(held_out_scores(problems, regression, regression)["evals_ratio"])
 

@@ -6,7 +6,7 @@ problem, initial weights and data order. Two scores compare them:
 
 - ``evals_ratio``, the measure the evaluation protocol uses: evaluations until the validation
   accuracy reaches ``TARGET_FRACTION`` of the best accuracy either run reached (a run that never
-  reaches it counts its evaluations + 1), policy over constant LR, geometric mean over problems.
+  reaches it, or diverged first, counts the whole run's evaluations + 1), policy over constant LR, geometric mean over problems.
   < 1 is faster. Meta-training keeps the policy of the iteration with the lowest ratio;
 - ``loss_score``: the constant-LR run's mean log validation loss minus the policy's, averaged
   over problems. > 0 is better.
@@ -37,12 +37,13 @@ def lr_band(spec: dict) -> str:
     return "good" if abs(offset) < GOOD_BAND else ("low" if offset < 0 else "high")
 
 
-def evals_to_target(accuracies: list[float | None], target: float) -> int:
-    """1-based index of the first evaluation at or above ``target``; ``len + 1`` if none is."""
+def evals_to_target(accuracies: list[float | None], target: float, miss: int | None = None) -> int:
+    """1-based index of the first evaluation at or above ``target``; ``miss`` (default
+    ``len + 1``) if none is."""
     for i, accuracy in enumerate(accuracies):
         if accuracy is not None and math.isfinite(accuracy) and accuracy >= target:
             return i + 1
-    return len(accuracies) + 1
+    return len(accuracies) + 1 if miss is None else miss
 
 
 def _geomean(log_ratios: list[float]) -> float:
@@ -57,7 +58,9 @@ def held_out_scores(problems: list[tuple[dict, int]], constant: list[dict], poli
         if not accuracies:  # a regression problem, or both runs diverged at once
             continue
         target = TARGET_FRACTION * max(accuracies)
-        ratio = math.log(evals_to_target(run["accuracies"], target) / evals_to_target(base_run["accuracies"], target))
+        # a run that diverged stopped early: its miss still counts the whole run's evaluations + 1
+        miss = max(len(base_run["accuracies"]), len(run["accuracies"])) + 1
+        ratio = math.log(evals_to_target(run["accuracies"], target, miss) / evals_to_target(base_run["accuracies"], target, miss))
         log_ratios.append(ratio)
         by_band.setdefault(lr_band(spec), []).append(ratio)
     return {
