@@ -303,7 +303,8 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         "lr_span": "initial LR = family's good LR x 10**U(-0.3, 0.3), x 10**-U(0.3, 1.7) or x 10**U(0.3, 1.7), a third each",
     }
     save_policy(policy, out / "final_policy", card={**card, "selected_iteration": config.iterations,
-                                                   "selection": "the last iteration (not the selected policy)"})
+                                                   "selection": "the last iteration (not the selected policy)",
+                                                   "held_out_evals_ratio_selected": round(scored[-1]["held_out_evals_ratio"], 4)})
     policy.load_state_dict(text_to_tensors(state["best"]["policy"]))
     return save_policy(policy, out / "policy", card=card)
 
