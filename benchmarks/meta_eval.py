@@ -179,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--card", type=Path, default=None, help="policy JSON whose card gets the results as "
                    "held_out_trainer_eval (the shipped one: hf_metalr/policies/default.json)")
     a = p.parse_args(argv)
+    if a.card is not None and not a.card.is_file():
+        p.error(f"--card: {a.card} is not a file; pass a policy's JSON (hf_metalr/policies/default.json)")
     rerun = [s for s in a.rerun.split(",") if s]
     for name in rerun:
         if name not in ALL:

@@ -56,3 +56,9 @@ def test_card_section_is_written_into_the_policy_json(meta_eval, tmp_path):
     assert section["digits x10"]["metalr_median_evals"] == 4 and section["digits x10"]["best_static_median_evals"] is None
     assert section["digits reach_rate"]["metalr"] == pytest.approx(0.833)
     assert section["source"].startswith("results/meta_eval.md (3 seeds;")
+
+
+def test_a_missing_card_file_is_refused_before_any_run(meta_eval, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        meta_eval.main(["--card", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
+    assert "--card" in capsys.readouterr().err and not (tmp_path / "out").exists()
