@@ -245,6 +245,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             with single_threaded():
                 ppo = PPOConfig(epochs=config.ppo_epochs, minibatch_size=config.ppo_minibatch)
                 stats = ppo_update(policy, optimizer, episodes, ppo, generator)
+            updated = tensors_to_text(policy.state_dict())
             entry = {
                 "iteration": iteration + 1,
                 "mean_return": float(np.mean([sum(e["rewards"]) for e in episodes])),
@@ -254,17 +255,16 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
                 **{k: v for k, v in stats.items()},
             }
             if (iteration + 1) % config.eval_every == 0 or iteration + 1 == config.iterations:
-                text = tensors_to_text(policy.state_dict())
-                scored = runner.map([(text, policy_config, spec, seed, True) for spec, seed in held_out])
+                scored = runner.map([(updated, policy_config, spec, seed, True) for spec, seed in held_out])
                 scores = held_out_scores(held_out, state["baseline_held_out"], scored)
                 entry["held_out_score"] = scores["loss_score"]
                 entry["held_out_evals_ratio"] = scores["evals_ratio"]
                 entry["held_out_evals_ratio_by_band"] = scores["evals_ratio_by_band"]
                 if _improves(scores["evals_ratio"], state["best"]):
-                    state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["evals_ratio"], "policy": text}
+                    state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["evals_ratio"], "policy": updated}
             state["curve"].append(entry)
             state["iteration"] = iteration + 1
-            state["policy"] = tensors_to_text(policy.state_dict())
+            state["policy"] = updated
             state["optimizer"] = optimizer_state_to_json(optimizer.state_dict())
             _save_checkpoint(out, state)
             durations.append(time.perf_counter() - start)
