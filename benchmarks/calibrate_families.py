@@ -37,9 +37,16 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--held-out", action="store_true", help="calibrate the held-out families instead")
+    parser.add_argument("--families", default="", help="comma-separated subset of the families to calibrate")
     args = parser.parse_args(argv)
 
     families = HELD_OUT_FAMILIES if args.held_out else TRAIN_FAMILIES
+    if args.families:
+        chosen = args.families.split(",")
+        unknown = sorted(set(chosen) - set(families))
+        if unknown:
+            parser.error(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(families)}")
+        families = tuple(f for f in families if f in chosen)
     table = {}
     with ProcessPoolExecutor(args.workers) as pool:
         for family in families:

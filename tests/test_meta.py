@@ -50,6 +50,19 @@ def test_every_family_builds_and_trains():
     assert {sample_problem(rng, "spirals_mlp")["optimizer"] for _ in range(50)} == {"adam", "adamw", "sgd"}
 
 
+def test_xor_family_plateaus_at_a_low_lr_and_leaves_the_plateau_at_a_good_one():
+    rng = np.random.default_rng(1)
+    spec = {**sample_problem(rng, "xor_mlp"), "optimizer": "adam", "width": 64, "depth": 2, "epochs": 6,
+            "evals_per_epoch": 2, "batch_size": 32, "init_scale": 0.25}
+    assert 0.1 <= sample_problem(rng, "xor_mlp")["init_scale"] <= 0.3
+    assert "init_scale" not in sample_problem(rng, "blobs_mlp")  # the other families' draws are unchanged
+    low = run_episode({**spec, "lr": good_lr("xor_mlp", "adam") * 0.1}, None, seed=0)["values"]
+    good = run_episode({**spec, "lr": good_lr("xor_mlp", "adam")}, None, seed=0)["values"]
+    # at 0.1x the loss sits at ln 2 for the first evaluations: no linear signal, a saddle at the small init
+    assert all(abs(v - math.log(2)) < 0.02 for v in low[:3])
+    assert min(good) < 0.55 < min(low[:3])
+
+
 def test_episode_transitions_come_from_the_controller():
     spec = quick_spec()
     episode = run_episode(spec, random_policy(1), seed=5)

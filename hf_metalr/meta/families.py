@@ -5,7 +5,9 @@ sizes, optimizer, batch size, epoch budget, and the initial LR. ``sample_problem
 ``build_problem`` turns it into tensors, a model and an optimizer for the plain-loop episode.
 
 Training families: MLP on Gaussian blobs, MLP on spirals, MLP regression, small CNN / ResNet on
-generated pattern images, tiny transformer on token sequences. Held-out families, never used in
+generated pattern images, tiny transformer on token sequences, and a small-init MLP on XOR labels
+whose loss sits on a plateau at ln 2 until the LR is large enough to leave it (a metric that
+plateaus, like a pretrained classifier's head at a too-low LR). Held-out families, never used in
 meta-training: a GRU on sequences (an unseen architecture) and an MLP on scikit-learn's real
 digits (an unseen dataset). The initial LR is the family's good LR (``GOOD_LR``, calibrated by
 ``benchmarks/calibrate_families.py``) times a factor spanning 10**±1.7 (2500x): a third of the
@@ -23,7 +25,7 @@ from torch import nn
 
 __all__ = ["TRAIN_FAMILIES", "HELD_OUT_FAMILIES", "Problem", "build_problem", "sample_problem"]
 
-TRAIN_FAMILIES = ("blobs_mlp", "spirals_mlp", "regression_mlp", "patterns_cnn", "sequence_transformer")
+TRAIN_FAMILIES = ("blobs_mlp", "spirals_mlp", "regression_mlp", "patterns_cnn", "sequence_transformer", "xor_mlp")
 HELD_OUT_FAMILIES = ("sequence_gru", "digits_mlp")
 LR_LOG10_SPAN = 1.7
 GOOD_BAND = 0.3  # |log10(lr / good lr)| below this counts as a well-chosen LR
@@ -36,6 +38,7 @@ GOOD_LR = {
     ("regression_mlp", "adam"): 6e-3, ("regression_mlp", "sgd"): 5e-2,
     ("patterns_cnn", "adam"): 1e-2, ("patterns_cnn", "sgd"): 5e-2,
     ("sequence_transformer", "adam"): 2e-3, ("sequence_transformer", "sgd"): 4e-2,
+    ("xor_mlp", "adam"): 1e-2, ("xor_mlp", "sgd"): 1e-1,
     ("sequence_gru", "adam"): 1e-3, ("sequence_gru", "sgd"): 2.5e-2,
     ("digits_mlp", "adam"): 2e-3, ("digits_mlp", "sgd"): 5e-2,
 }
@@ -72,7 +75,7 @@ class Problem:
 def sample_problem(rng: np.random.Generator, family: str) -> dict:
     optimizer = str(rng.choice(["adam", "adamw", "sgd"]))
     good = good_lr(family, optimizer)
-    return {
+    spec = {
         "family": family,
         "data_seed": int(rng.integers(2**31)),
         "init_seed": int(rng.integers(2**31)),
@@ -85,6 +88,9 @@ def sample_problem(rng: np.random.Generator, family: str) -> dict:
         "good_lr": good,
         "lr": float(good * initial_lr_factor(rng)),
     }
+    if family == "xor_mlp":  # drawn last, so the other families' problems do not depend on it
+        spec["init_scale"] = float(rng.uniform(0.1, 0.3))
+    return spec
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -140,6 +146,14 @@ def _sequences(rng, n=900, length=14, vocab=10):
     x = rng.integers(0, vocab, (n, length))
     y = ((x == 1).sum(1) > (x == 2).sum(1)).astype(np.int64)  # needs counting, not position
     return torch.tensor(x), torch.tensor(_noisy_labels(rng, y, 2)), 2
+
+
+def _xor(rng, n=900):
+    d = int(rng.integers(4, 17))
+    directions = np.linalg.qr(rng.normal(0, 1, (d, 2)))[0].T
+    x = rng.normal(0, 1, (n, d))
+    y = ((x @ directions[0] > 0) ^ (x @ directions[1] > 0)).astype(np.int64)  # no linear signal: a saddle at init
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(_noisy_labels(rng, y, 2)), 2
 
 
 def _digits(rng, n=None):
@@ -201,6 +215,14 @@ class _GRU(nn.Module):
         return self.head(self.gru(self.embed(x))[0][:, -1])
 
 
+def _small_init_mlp(d_in, width, depth, d_out, init_scale):
+    model = _mlp(d_in, width, depth, d_out)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(init_scale)
+    return model
+
+
 def _optimizer(name, params, lr):
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
@@ -229,6 +251,9 @@ def build_problem(spec: dict) -> Problem:
     elif family == "sequence_transformer":
         x, y, k = _sequences(rng)
         make = lambda: _TinyTransformer(10, width, depth, k)  # noqa: E731
+    elif family == "xor_mlp":
+        x, y, k = _xor(rng)
+        make = lambda: _small_init_mlp(x.shape[1], width, max(depth, 2), k, spec["init_scale"])  # noqa: E731
     elif family == "sequence_gru":
         x, y, k = _sequences(rng)
         make = lambda: _GRU(10, width, k)  # noqa: E731
