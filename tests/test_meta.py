@@ -170,6 +170,25 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
         meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}, resume=True), log=lambda *_: None)
 
 
+def test_meta_training_can_start_from_the_shipped_policy(tmp_path):
+    from hf_metalr.controller.policy import PolicyLoadError
+    from hf_metalr.policies import default_policy_path
+
+    # with a zero PPO step the policy never moves, so what comes out is exactly what it started from
+    out = meta_train(MetaTrainConfig(out=str(tmp_path / "ft"), init_policy=str(default_policy_path()), ppo_lr=0.0, **TINY),
+                     log=lambda *_: None)
+    for k, v in _weights(default_policy_path()).items():
+        assert torch.equal(v, _weights(out)[k])
+    card = json.loads(out.with_suffix(".json").read_text())["card"]
+    assert card["initialized_from"] == str(default_policy_path())
+    # the start is scored as iteration 0; an unchanged policy scores the same and never displaces it
+    assert card["selected_iteration"] == 0 and set(card["held_out_evals_ratios"]) == {"0", "1", "2"}
+    assert len(set(card["held_out_evals_ratios"].values())) == 1
+    with pytest.raises(PolicyLoadError, match="does not exist"):
+        meta_train(MetaTrainConfig(out=str(tmp_path / "missing"), init_policy=str(tmp_path / "nope.safetensors"), **TINY),
+                   log=lambda *_: None)
+
+
 def test_evals_to_target_counts_a_miss_as_one_past_the_end():
     assert evals_to_target([0.5, 0.8, 0.9, 0.95], 0.9) == 3
     assert evals_to_target([0.5, float("nan"), None, 0.7], 0.9) == 5

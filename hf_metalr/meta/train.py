@@ -8,6 +8,8 @@ on a fixed set of problems from the held-out families (see ``held_out``): evalua
 accuracy target (``held_out_evals_ratio``, < 1 is faster) and the validation loss
 (``held_out_score``, > 0 is better). The policy kept at the end is the one of the scored iteration
 with the lowest evaluations ratio: the held-out families are meta-training's validation set.
+``init_policy`` starts from a saved policy (fine-tuning the shipped one, say) instead of a fresh
+one; that starting policy is scored first, as iteration 0, and is kept unless an iteration beats it.
 
 What is written in ``out``:
 
@@ -34,7 +36,7 @@ import torch
 
 from .. import __version__
 from ..controller.actions import KEEP_INDEX
-from ..controller.policy import PolicyConfig, PolicyNetwork, random_policy, save_policy
+from ..controller.policy import PolicyConfig, PolicyNetwork, load_policy, random_policy, save_policy
 from ..controller.threads import single_threaded
 from ..controller.serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 from .episode import decision_rewards, run_episode
@@ -59,7 +61,9 @@ class MetaTrainConfig:
     backend: str = field(default="process", metadata={"help": f"where episodes run: {', '.join(BACKENDS)}"})
     eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations"})
     held_out_per_family: int = field(default=20, metadata={"help": "held-out problems per held-out family"})
-    keep_prior: float = field(default=1.0, metadata={"help": "initial logit bonus of the 'keep the LR' action"})
+    keep_prior: float = field(default=1.0, metadata={"help": "initial logit bonus of the 'keep the LR' action (a fresh policy only)"})
+    init_policy: str = field(default="", metadata={"help": "start from this saved policy instead of a fresh one, e.g. "
+                                                        "hf_metalr/policies/default.safetensors to fine-tune the shipped policy"})
     ppo_lr: float = field(default=1e-3, metadata={"help": "Adam LR of the PPO update"})
     ppo_epochs: int = field(default=8, metadata={"help": "passes over each iteration's transitions"})
     ppo_minibatch: int = field(default=64, metadata={"help": "transitions per PPO minibatch"})
@@ -67,7 +71,7 @@ class MetaTrainConfig:
 
 
 _SAME_RUN = ("iterations", "episodes_per_iteration", "seed", "eval_every", "held_out_per_family", "keep_prior", "ppo_lr",
-             "ppo_epochs", "ppo_minibatch")
+             "ppo_epochs", "ppo_minibatch", "init_policy")
 
 
 def _policy_from_text(text: str, config: dict) -> PolicyNetwork:
@@ -145,6 +149,8 @@ class _Runner:
 
 
 def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
+    if config.init_policy:
+        return load_policy(config.init_policy)  # its own checks name a missing, corrupt or incompatible file
     policy = random_policy(config.seed)
     with torch.no_grad():
         policy.actor[-1].bias[KEEP_INDEX] += config.keep_prior
@@ -164,7 +170,7 @@ def _save_checkpoint(out: Path, state: dict) -> None:
     os.replace(tmp, out / CHECKPOINT_NAME)
 
 
-def _plot(out: Path, curve: list[dict], selected: int | None = None) -> Path:
+def _plot(out: Path, curve: list[dict], kept: dict | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("agg")
@@ -183,9 +189,9 @@ def _plot(out: Path, curve: list[dict], selected: int | None = None) -> Path:
     ax2.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax2.set(title="held-out loss score (> 0: better than constant LR)", xlabel="meta-iteration", ylabel="score")
     ax3.plot([c["iteration"] for c in scored], [c["held_out_evals_ratio"] for c in scored], marker="o", color="C2")
-    if selected is not None:
-        ratio = next(c["held_out_evals_ratio"] for c in scored if c["iteration"] == selected)
-        ax3.plot([selected], [ratio], marker="*", markersize=16, color="C3", linestyle="", label=f"kept: iteration {selected}")
+    if kept is not None:
+        label = f"kept: iteration {kept['iteration']}" + (" (the starting policy)" if kept["iteration"] == 0 else "")
+        ax3.plot([kept["iteration"]], [kept["evals_ratio"]], marker="*", markersize=16, color="C3", linestyle="", label=label)
         ax3.legend()
     ax3.axhline(1, color="grey", linestyle="--", linewidth=1)
     ax3.set(title="held-out evals ratio (< 1: faster than constant)", xlabel="meta-iteration", ylabel="evals to target / constant LR's")
@@ -227,6 +233,13 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         if state["baseline_held_out"] is None:
             constant = runner.map([(None, None, spec, seed, True) for spec, seed in held_out])
             state["baseline_held_out"] = [{"auc": r["auc"], "accuracies": r["accuracies"]} for r in constant]
+        if config.init_policy and state["best"] is None:  # a fine-tune keeps its start unless an iteration beats it
+            start_text = tensors_to_text(policy.state_dict())
+            scored = runner.map([(start_text, policy_config, spec, seed, True) for spec, seed in held_out])
+            ratio = held_out_scores(held_out, state["baseline_held_out"], scored)["evals_ratio"]
+            state["best"] = {"iteration": 0, "evals_ratio": ratio, "policy": start_text}
+            state["start_evals_ratio"] = ratio
+            log(f"starting policy {config.init_policy}: held-out evals ratio {ratio:.3f}")
         durations = []
         while state["iteration"] < config.iterations:
             iteration = state["iteration"]
@@ -277,7 +290,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
     finally:
         runner.close()
 
-    _plot(out, state["curve"], state["best"]["iteration"])
+    _plot(out, state["curve"], state["best"])
     scored = [c for c in state["curve"] if "held_out_score" in c]
     card = {
         "trained_with": "hf-metalr meta-train (PPO over whole training runs)",
@@ -287,12 +300,15 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         "constant_lr_baseline_runs": config.iterations * config.episodes_per_iteration,
         "iterations": config.iterations,
         "seed": config.seed,
+        "initialized_from": config.init_policy or "a fresh policy (keep prior %g)" % config.keep_prior,
         "hf_metalr_version": __version__,
         "held_out_problems": len(held_out),
         "selected_iteration": state["best"]["iteration"],
-        "selection": "the scored iteration with the lowest held-out evals ratio",
+        "selection": "the scored iteration with the lowest held-out evals ratio"
+                     + (" (0: the starting policy, scored before the first iteration)" if config.init_policy else ""),
         "held_out_evals_ratio_selected": round(state["best"]["evals_ratio"], 4),
-        "held_out_evals_ratios": {str(c["iteration"]): round(c["held_out_evals_ratio"], 4) for c in scored},
+        "held_out_evals_ratios": {**({"0": round(state["start_evals_ratio"], 4)} if "start_evals_ratio" in state else {}),
+                                  **{str(c["iteration"]): round(c["held_out_evals_ratio"], 4) for c in scored}},
         "held_out_evals_ratios_by_lr_band": {str(c["iteration"]): {b: round(v, 4) for b, v in c["held_out_evals_ratio_by_band"].items()}
                                              for c in scored},
         "held_out_evals_ratio_definition": f"geometric mean over held-out problems of evals to {TARGET_FRACTION} x the best "
