@@ -62,3 +62,18 @@ def test_a_missing_card_file_is_refused_before_any_run(meta_eval, tmp_path, caps
     with pytest.raises(SystemExit):
         meta_eval.main(["--card", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
     assert "--card" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_paired_by_seed_counts_each_seed_and_runs_a_sign_test(meta_eval):
+    metalr = [_run("metalr", 0, 5, 0.9), _run("metalr", 1, 7, 0.9), _run("metalr", 2, None, 0.9), _run("metalr", 3, 4, 0.9)]
+    cosine = [_run("cosine", 0, 4, 0.9), _run("cosine", 1, 7, 0.9), _run("cosine", 2, 9, 0.9), _run("cosine", 3, None, 0.9),
+              _run("cosine", 9, 1, 0.9)]  # seed 9 has no metalr partner
+    paired = meta_eval.paired_by_seed(metalr, cosine)
+    # seed 0 later, seed 1 the same, seed 2 never reached (later), seed 3 reached where cosine never did (sooner)
+    assert {k: paired[k] for k in ("sooner", "same", "later")} == {"sooner": 1, "same": 1, "later": 2}
+    assert paired["sign_test_p"] == pytest.approx(1.0)  # 1 of 3 differing seeds: no evidence either way
+    all_later = meta_eval.paired_by_seed([_run("metalr", s, 9, 0.9) for s in range(5)], [_run("cosine", s, 4, 0.9) for s in range(5)])
+    assert all_later["later"] == 5 and all_later["sign_test_p"] == pytest.approx(2 / 32)
+    assert meta_eval.paired_by_seed(metalr[:2], metalr[:2])["sign_test_p"] is None  # nothing differs
+    x10 = meta_eval.summarize("digits", _by_lr(meta_eval))["by_multiplier"]["10.0"]
+    assert x10["metalr_vs_best_static_by_seed"]["sooner"] == 2  # metalr reached in seeds 1 and 2; no static did
