@@ -48,20 +48,27 @@ def test_card_section_is_written_into_the_policy_json(meta_eval, tmp_path):
     summary = meta_eval.summarize("digits", _by_lr(meta_eval))
     policy_json = tmp_path / "policy.json"
     policy_json.write_text(json.dumps({"hidden": 64, "card": {"seed": 0}}))
-    meta_eval.write_card_section(policy_json, meta_eval.card_section([summary], "results/meta_eval.md", 3))
+    meta_eval.write_card_section(policy_json, meta_eval.card_section([summary], "results/meta_eval.md"))
     config = json.loads(policy_json.read_text())
     section = config["card"]["held_out_trainer_eval"]
     assert config["card"]["seed"] == 0 and config["hidden"] == 64  # the rest of the file is kept
     assert section["digits x1"] == {"metalr_median_evals": 5, "best_static": "cosine", "best_static_median_evals": 5}
     assert section["digits x10"]["metalr_median_evals"] == 4 and section["digits x10"]["best_static_median_evals"] is None
     assert section["digits reach_rate"]["metalr"] == pytest.approx(0.833)
-    assert section["source"].startswith("results/meta_eval.md (3 seeds;")
+    assert section["source"].startswith("results/meta_eval.md (seeds: digits 3;")
 
 
 def test_a_missing_card_file_is_refused_before_any_run(meta_eval, tmp_path, capsys):
     with pytest.raises(SystemExit):
         meta_eval.main(["--card", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
     assert "--card" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad, message", [("digit=10", "is not one of --tasks"), ("digits=0", "is not TASK=N")])
+def test_bad_task_seeds_are_refused_before_any_run(meta_eval, tmp_path, capsys, bad, message):
+    with pytest.raises(SystemExit):
+        meta_eval.main(["--task-seeds", bad, "--out", str(tmp_path / "out")])
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_paired_by_seed_counts_each_seed_and_runs_a_sign_test(meta_eval):
