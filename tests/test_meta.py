@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_xor_family_plateaus_at_a_low_lr_and_leaves_the_plateau_at_a_good_one():
     spec = {**sample_problem(rng, "xor_mlp"), "optimizer": "adam", "width": 64, "depth": 2, "epochs": 6,
             "evals_per_epoch": 2, "batch_size": 32, "init_scale": 0.25}
     assert 0.1 <= sample_problem(rng, "xor_mlp")["init_scale"] <= 0.3
-    assert "init_scale" not in sample_problem(rng, "blobs_mlp")  # the other families' draws are unchanged
+    assert "init_scale" not in sample_problem(rng, "blobs_mlp")  # only xor_mlp problems carry it
     low = run_episode({**spec, "lr": good_lr("xor_mlp", "adam") * 0.1}, None, seed=0)["values"]
     good = run_episode({**spec, "lr": good_lr("xor_mlp", "adam")}, None, seed=0)["values"]
     # at 0.1x the loss sits at ln 2 for the first evaluations: no linear signal, a saddle at the small init
@@ -171,19 +172,39 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
 
 
 def test_meta_training_can_start_from_the_shipped_policy(tmp_path):
-    from hf_metalr.controller.policy import PolicyLoadError
+    from hf_metalr.controller.policy import PolicyLoadError, save_policy
     from hf_metalr.policies import default_policy_path
 
+    start = save_policy(load_policy(default_policy_path()), tmp_path / "start")
     # with a zero PPO step the policy never moves, so what comes out is exactly what it started from
-    out = meta_train(MetaTrainConfig(out=str(tmp_path / "ft"), init_policy=str(default_policy_path()), ppo_lr=0.0, **TINY),
-                     log=lambda *_: None)
+    config = MetaTrainConfig(out=str(tmp_path / "ft"), init_policy=str(start), ppo_lr=0.0, **TINY)
+    out = meta_train(config, log=lambda *_: None)
     for k, v in _weights(default_policy_path()).items():
         assert torch.equal(v, _weights(out)[k])
     card = json.loads(out.with_suffix(".json").read_text())["card"]
-    assert card["initialized_from"] == str(default_policy_path())
+    assert card["initialized_from"] == str(start)
     # the start is scored as iteration 0; an unchanged policy scores the same and never displaces it
-    assert card["selected_iteration"] == 0 and set(card["held_out_evals_ratios"]) == {"0", "1", "2"}
+    assert card["selected_iteration"] == 0
+    for key in ("held_out_evals_ratios", "held_out_evals_ratios_by_lr_band", "held_out_scores"):
+        assert set(card[key]) == {"0", "1", "2"}, key
     assert len(set(card["held_out_evals_ratios"].values())) == 1
+
+    saved = json.loads((tmp_path / "ft" / CHECKPOINT_NAME).read_text())
+    assert round(saved["start"]["held_out_evals_ratio"], 4) == card["held_out_evals_ratios"]["0"]
+    # a checkpoint written before init_policy existed lacks the key: it reads as the default, not as other settings
+    plain = MetaTrainConfig(out=str(tmp_path / "plain"), **{**TINY, "iterations": 1})
+    meta_train(plain, log=lambda *_: None)
+    old = json.loads((tmp_path / "plain" / CHECKPOINT_NAME).read_text())
+    del old["config"]["init_policy"]
+    (tmp_path / "plain" / CHECKPOINT_NAME).write_text(json.dumps(old))
+    meta_train(MetaTrainConfig(out=str(tmp_path / "plain"), **{**TINY, "iterations": 1}, resume=True), log=lambda *_: None)
+
+    # resuming after the starting file changed is refused: the run would no longer be what it says
+    resumed = meta_train(MetaTrainConfig(**{**asdict(config), "resume": True}), log=lambda *_: None)
+    assert json.loads(resumed.with_suffix(".json").read_text())["card"]["selected_iteration"] == 0
+    save_policy(random_policy(7), start.with_suffix(""))
+    with pytest.raises(ValueError, match="not the policy this run started from"):
+        meta_train(MetaTrainConfig(**{**asdict(config), "resume": True}), log=lambda *_: None)
     with pytest.raises(PolicyLoadError, match="does not exist"):
         meta_train(MetaTrainConfig(out=str(tmp_path / "missing"), init_policy=str(tmp_path / "nope.safetensors"), **TINY),
                    log=lambda *_: None)

@@ -64,7 +64,23 @@ def test_a_missing_card_file_is_refused_before_any_run(meta_eval, tmp_path, caps
     assert "--card" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("bad, message", [("digit=10", "is not one of --tasks"), ("digits=0", "is not TASK=N")])
+def test_task_seeds_give_one_task_more_seeds(meta_eval, tmp_path, monkeypatch):
+    calls = {}
+
+    def fake_compare(task_name, schedules, seeds, out, **kwargs):
+        calls.setdefault(task_name, set()).update(seeds)
+        return {"runs": [_run(s, seed, 5, 0.9) for s in schedules for seed in seeds]}
+
+    monkeypatch.setattr(meta_eval, "compare", fake_compare)
+    monkeypatch.setattr(meta_eval, "write_report", lambda out: None)
+    meta_eval.main(["--tasks", "digits,sentiment", "--seeds", "2", "--task-seeds", "digits=4", "--out", str(tmp_path)])
+    assert calls == {"digits": {0, 1, 2, 3}, "sentiment": {0, 1}}
+    summaries = json.loads((tmp_path / "meta_eval.json").read_text())
+    assert [s["seeds"] for s in summaries] == [[0, 1, 2, 3], [0, 1]]
+
+
+@pytest.mark.parametrize("bad, message", [("digit=10", "is not one of --tasks"), ("digits=0", "is not TASK=N"),
+                                          ("digits=10,digits=3", "given twice")])
 def test_bad_task_seeds_are_refused_before_any_run(meta_eval, tmp_path, capsys, bad, message):
     with pytest.raises(SystemExit):
         meta_eval.main(["--task-seeds", bad, "--out", str(tmp_path / "out")])

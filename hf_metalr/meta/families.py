@@ -88,7 +88,7 @@ def sample_problem(rng: np.random.Generator, family: str) -> dict:
         "good_lr": good,
         "lr": float(good * initial_lr_factor(rng)),
     }
-    if family == "xor_mlp":  # drawn last, so the other families' problems do not depend on it
+    if family == "xor_mlp":  # drawn last: a problem of another family is drawn exactly as before this family existed
         spec["init_scale"] = float(rng.uniform(0.1, 0.3))
     return spec
 

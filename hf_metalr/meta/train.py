@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +157,21 @@ def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
     return policy
 
 
+def _sha256(policy: PolicyNetwork) -> str:
+    import hashlib
+
+    return hashlib.sha256(tensors_to_text(policy.state_dict()).encode()).hexdigest()
+
+
+def _score_held_out(runner, policy_text: str, policy_config: dict, held_out: list, baseline: list) -> dict:
+    """The greedy policy against the constant-LR baseline on the held-out problems: the curve's
+    ``held_out_*`` entries, plus ``evals_ratio`` for the selection."""
+    scored = runner.map([(policy_text, policy_config, spec, seed, True) for spec, seed in held_out])
+    scores = held_out_scores(held_out, baseline, scored)
+    return {"held_out_score": scores["loss_score"], "held_out_evals_ratio": scores["evals_ratio"],
+            "held_out_evals_ratio_by_band": scores["evals_ratio_by_band"], "evals_ratio": scores["evals_ratio"]}
+
+
 def _improves(evals_ratio: float, best: dict | None) -> bool:
     """Whether a scored iteration beats the kept one (a NaN ratio, no classification problem, never does)."""
     if best is None:
@@ -170,7 +185,7 @@ def _save_checkpoint(out: Path, state: dict) -> None:
     os.replace(tmp, out / CHECKPOINT_NAME)
 
 
-def _plot(out: Path, curve: list[dict], kept: dict | None = None) -> Path:
+def _plot(out: Path, curve: list[dict], kept: dict | None = None, start: dict | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("agg")
@@ -184,7 +199,7 @@ def _plot(out: Path, curve: list[dict], kept: dict | None = None) -> Path:
     ax1.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax1.legend()
     ax1.set(title="mean episode return (training families)", xlabel="meta-iteration", ylabel="return")
-    scored = [c for c in curve if c.get("held_out_score") is not None]
+    scored = ([{"iteration": 0, **start}] if start else []) + [c for c in curve if c.get("held_out_score") is not None]
     ax2.plot([c["iteration"] for c in scored], [c["held_out_score"] for c in scored], marker="o", color="C1")
     ax2.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax2.set(title="held-out loss score (> 0: better than constant LR)", xlabel="meta-iteration", ylabel="score")
@@ -221,9 +236,13 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"--resume: {checkpoint} has checkpoint format {state.get('format')!r}, and this hf_metalr "
                              f"resumes format {CHECKPOINT_FORMAT} only; start again with another --out")
-        differing = [k for k in _SAME_RUN if state["config"].get(k) != getattr(config, k)]
+        defaults = {f.name: f.default for f in fields(MetaTrainConfig)}
+        differing = [k for k in _SAME_RUN if state["config"].get(k, defaults[k]) != getattr(config, k)]
         if differing:
             raise ValueError(f"--resume: {checkpoint} was made with other settings ({', '.join(differing)}); use another --out")
+        if config.init_policy and state.get("start", {}).get("sha256") not in (None, _sha256(policy)):
+            raise ValueError(f"--resume: {config.init_policy} is not the policy this run started from (its weights "
+                             "changed since); restore that file or start again with another --out")
         policy.load_state_dict(text_to_tensors(state["policy"]))
         optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
         log(f"resuming meta-training at iteration {state['iteration']} of {config.iterations}")
@@ -235,11 +254,11 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             state["baseline_held_out"] = [{"auc": r["auc"], "accuracies": r["accuracies"]} for r in constant]
         if config.init_policy and state["best"] is None:  # a fine-tune keeps its start unless an iteration beats it
             start_text = tensors_to_text(policy.state_dict())
-            scored = runner.map([(start_text, policy_config, spec, seed, True) for spec, seed in held_out])
-            ratio = held_out_scores(held_out, state["baseline_held_out"], scored)["evals_ratio"]
-            state["best"] = {"iteration": 0, "evals_ratio": ratio, "policy": start_text}
-            state["start_evals_ratio"] = ratio
-            log(f"starting policy {config.init_policy}: held-out evals ratio {ratio:.3f}")
+            scores = _score_held_out(runner, start_text, policy_config, held_out, state["baseline_held_out"])
+            state["best"] = {"iteration": 0, "evals_ratio": scores["evals_ratio"], "policy": start_text}
+            state["start"] = {"sha256": _sha256(policy), **scores}
+            log(f"starting policy {config.init_policy}: held-out loss score {scores['held_out_score']:+.3f}, "
+                f"evals ratio {scores['held_out_evals_ratio']:.3f}")
         durations = []
         while state["iteration"] < config.iterations:
             iteration = state["iteration"]
@@ -268,11 +287,8 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
                 **{k: v for k, v in stats.items()},
             }
             if (iteration + 1) % config.eval_every == 0 or iteration + 1 == config.iterations:
-                scored = runner.map([(updated, policy_config, spec, seed, True) for spec, seed in held_out])
-                scores = held_out_scores(held_out, state["baseline_held_out"], scored)
-                entry["held_out_score"] = scores["loss_score"]
-                entry["held_out_evals_ratio"] = scores["evals_ratio"]
-                entry["held_out_evals_ratio_by_band"] = scores["evals_ratio_by_band"]
+                scores = _score_held_out(runner, updated, policy_config, held_out, state["baseline_held_out"])
+                entry.update({k: v for k, v in scores.items() if k.startswith("held_out")})
                 if _improves(scores["evals_ratio"], state["best"]):
                     state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["evals_ratio"], "policy": updated}
             state["curve"].append(entry)
@@ -290,8 +306,10 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
     finally:
         runner.close()
 
-    _plot(out, state["curve"], state["best"])
+    _plot(out, state["curve"], state["best"], state.get("start"))
     scored = [c for c in state["curve"] if "held_out_score" in c]
+    if "start" in state:  # a fine-tune's starting policy, scored as iteration 0
+        scored = [{"iteration": 0, **state["start"]}] + scored
     card = {
         "trained_with": "hf-metalr meta-train (PPO over whole training runs)",
         "training_families": list(TRAIN_FAMILIES),
@@ -307,8 +325,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         "selection": "the scored iteration with the lowest held-out evals ratio"
                      + (" (0: the starting policy, scored before the first iteration)" if config.init_policy else ""),
         "held_out_evals_ratio_selected": round(state["best"]["evals_ratio"], 4),
-        "held_out_evals_ratios": {**({"0": round(state["start_evals_ratio"], 4)} if "start_evals_ratio" in state else {}),
-                                  **{str(c["iteration"]): round(c["held_out_evals_ratio"], 4) for c in scored}},
+        "held_out_evals_ratios": {str(c["iteration"]): round(c["held_out_evals_ratio"], 4) for c in scored},
         "held_out_evals_ratios_by_lr_band": {str(c["iteration"]): {b: round(v, 4) for b, v in c["held_out_evals_ratio_by_band"].items()}
                                              for c in scored},
         "held_out_evals_ratio_definition": f"geometric mean over held-out problems of evals to {TARGET_FRACTION} x the best "
