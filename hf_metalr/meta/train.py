@@ -164,12 +164,12 @@ def _sha256(policy: PolicyNetwork) -> str:
 
 
 def _score_held_out(runner, policy_text: str, policy_config: dict, held_out: list, baseline: list) -> dict:
-    """The greedy policy against the constant-LR baseline on the held-out problems: the curve's
-    ``held_out_*`` entries, plus ``evals_ratio`` for the selection."""
+    """The greedy policy against the constant-LR baseline on the held-out problems, as the curve's
+    ``held_out_*`` entries."""
     scored = runner.map([(policy_text, policy_config, spec, seed, True) for spec, seed in held_out])
     scores = held_out_scores(held_out, baseline, scored)
     return {"held_out_score": scores["loss_score"], "held_out_evals_ratio": scores["evals_ratio"],
-            "held_out_evals_ratio_by_band": scores["evals_ratio_by_band"], "evals_ratio": scores["evals_ratio"]}
+            "held_out_evals_ratio_by_band": scores["evals_ratio_by_band"]}
 
 
 def _improves(evals_ratio: float, best: dict | None) -> bool:
@@ -255,7 +255,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         if config.init_policy and state["best"] is None:  # a fine-tune keeps its start unless an iteration beats it
             start_text = tensors_to_text(policy.state_dict())
             scores = _score_held_out(runner, start_text, policy_config, held_out, state["baseline_held_out"])
-            state["best"] = {"iteration": 0, "evals_ratio": scores["evals_ratio"], "policy": start_text}
+            state["best"] = {"iteration": 0, "evals_ratio": scores["held_out_evals_ratio"], "policy": start_text}
             state["start"] = {"sha256": _sha256(policy), **scores}
             log(f"starting policy {config.init_policy}: held-out loss score {scores['held_out_score']:+.3f}, "
                 f"evals ratio {scores['held_out_evals_ratio']:.3f}")
@@ -288,9 +288,9 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             }
             if (iteration + 1) % config.eval_every == 0 or iteration + 1 == config.iterations:
                 scores = _score_held_out(runner, updated, policy_config, held_out, state["baseline_held_out"])
-                entry.update({k: v for k, v in scores.items() if k.startswith("held_out")})
-                if _improves(scores["evals_ratio"], state["best"]):
-                    state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["evals_ratio"], "policy": updated}
+                entry.update(scores)
+                if _improves(scores["held_out_evals_ratio"], state["best"]):
+                    state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["held_out_evals_ratio"], "policy": updated}
             state["curve"].append(entry)
             state["iteration"] = iteration + 1
             state["policy"] = updated
