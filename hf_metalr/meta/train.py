@@ -157,10 +157,10 @@ def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
     return policy
 
 
-def _sha256(policy: PolicyNetwork) -> str:
+def _sha256(policy_text: str) -> str:
     import hashlib
 
-    return hashlib.sha256(tensors_to_text(policy.state_dict()).encode()).hexdigest()
+    return hashlib.sha256(policy_text.encode()).hexdigest()
 
 
 def _score_held_out(runner, policy_text: str, policy_config: dict, held_out: list, baseline: list) -> dict:
@@ -185,7 +185,8 @@ def _save_checkpoint(out: Path, state: dict) -> None:
     os.replace(tmp, out / CHECKPOINT_NAME)
 
 
-def _plot(out: Path, curve: list[dict], kept: dict | None = None, start: dict | None = None) -> Path:
+def _plot(out: Path, curve: list[dict], scored: list[dict], kept: dict | None = None) -> Path:
+    """Mean return per iteration (``curve``) and the held-out scores of the ``scored`` iterations."""
     import matplotlib
 
     matplotlib.use("agg")
@@ -199,7 +200,6 @@ def _plot(out: Path, curve: list[dict], kept: dict | None = None, start: dict | 
     ax1.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax1.legend()
     ax1.set(title="mean episode return (training families)", xlabel="meta-iteration", ylabel="return")
-    scored = ([{"iteration": 0, **start}] if start else []) + [c for c in curve if c.get("held_out_score") is not None]
     ax2.plot([c["iteration"] for c in scored], [c["held_out_score"] for c in scored], marker="o", color="C1")
     ax2.axhline(0, color="grey", linestyle="--", linewidth=1)
     ax2.set(title="held-out loss score (> 0: better than constant LR)", xlabel="meta-iteration", ylabel="score")
@@ -240,7 +240,8 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         differing = [k for k in _SAME_RUN if state["config"].get(k, defaults[k]) != getattr(config, k)]
         if differing:
             raise ValueError(f"--resume: {checkpoint} was made with other settings ({', '.join(differing)}); use another --out")
-        if config.init_policy and state.get("start", {}).get("sha256") not in (None, _sha256(policy)):
+        started_from = state.get("start", {}).get("sha256")
+        if config.init_policy and started_from not in (None, _sha256(tensors_to_text(policy.state_dict()))):
             raise ValueError(f"--resume: {config.init_policy} is not the policy this run started from (its weights "
                              "changed since); restore that file or start again with another --out")
         policy.load_state_dict(text_to_tensors(state["policy"]))
@@ -256,7 +257,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
             start_text = tensors_to_text(policy.state_dict())
             scores = _score_held_out(runner, start_text, policy_config, held_out, state["baseline_held_out"])
             state["best"] = {"iteration": 0, "evals_ratio": scores["held_out_evals_ratio"], "policy": start_text}
-            state["start"] = {"sha256": _sha256(policy), **scores}
+            state["start"] = {"sha256": _sha256(start_text), **scores}
             log(f"starting policy {config.init_policy}: held-out loss score {scores['held_out_score']:+.3f}, "
                 f"evals ratio {scores['held_out_evals_ratio']:.3f}")
         durations = []
@@ -306,10 +307,10 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
     finally:
         runner.close()
 
-    _plot(out, state["curve"], state["best"], state.get("start"))
     scored = [c for c in state["curve"] if "held_out_score" in c]
     if "start" in state:  # a fine-tune's starting policy, scored as iteration 0
         scored = [{"iteration": 0, **state["start"]}] + scored
+    _plot(out, state["curve"], scored, state["best"])
     card = {
         "trained_with": "hf-metalr meta-train (PPO over whole training runs)",
         "training_families": list(TRAIN_FAMILIES),
