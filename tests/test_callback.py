@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from hf_metalr import MetaLRCallback, read_trace
 from hf_metalr.integration.lr_binding import check_training_args
@@ -139,3 +140,49 @@ def test_dict_of_eval_datasets_acts_on_the_named_one_only(tmp_path):
     trainer.eval_dataset = {"a": trainer.eval_dataset, "b": trainer.eval_dataset}
     with pytest.raises(ValueError, match=r"'eval_loss'.*eval_a_loss"):
         trainer.train()
+
+
+def _interval_noise(losses):
+    logs = np.log(np.asarray(losses))
+    return float(np.abs(np.diff(logs)).mean())
+
+
+def test_controller_sees_every_steps_training_loss(tmp_path):
+    """The forward hook hands the controller each step's loss: the trace's training-loss features
+    match those computed from the Trainer's own per-step logs (logging_steps=1, rounded to 4 digits),
+    not from the logged means alone; with gradient accumulation a step is the mean of its micro-batches."""
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], logging_steps=1, max_steps=20)
+    trainer.train()
+    logged = {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    for previous, e in zip([None] + trace, trace):
+        start = previous["global_step"] if previous else 0
+        interval = [logged[s] for s in range(start + 1, e["global_step"] + 1)]
+        assert e["features"]["train_loss_noise"] == pytest.approx(_interval_noise(interval), abs=2e-3)
+        assert e["features"]["train_loss_noise"] > 0.01
+    second = trace[1]["features"]["train_loss_trend"]
+    means = [np.mean([logged[s] for s in range(a + 1, a + 6)]) for a in (0, 5)]
+    assert second == pytest.approx(math.log(means[1] / means[0]), abs=2e-3)
+
+    accumulating = make_trainer(tmp_path / "ga", callbacks=[MetaLRCallback()], max_steps=10, gradient_accumulation_steps=2,
+                                per_device_train_batch_size=16)
+    accumulating.train()
+    steps = read_trace(tmp_path / "ga" / "metalr_trace.jsonl")
+    assert len(steps) == 2 and all(0.0 < e["features"]["train_loss_noise"] < 1.0 for e in steps)
+
+
+def test_model_without_a_training_loss_falls_back_to_the_logged_losses(tmp_path):
+    """A custom loss outside the model: no per-step losses to see. The controller gets the logged
+    means (so the trend still works), its noise feature reads 0, and a warning says why."""
+
+    def loss_outside_the_model(outputs, labels, num_items_in_batch=None):
+        return torch.nn.functional.cross_entropy(outputs["logits"], labels)
+
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], max_steps=15)
+    trainer.compute_loss_func = loss_outside_the_model
+    with pytest.warns(RuntimeWarning, match="carry no 'loss'.*train_loss_noise feature reads 0"):
+        trainer.train()
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert [e["features"]["train_loss_noise"] for e in trace] == [0.0, 0.0, 0.0]
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert trace[1]["features"]["train_loss_trend"] == pytest.approx(math.log(logged[1] / logged[0]))

@@ -45,15 +45,78 @@ def test_features_are_scale_free():
         return out
 
     assert features([2.0, 1.5, 1.6]) == pytest.approx(features([2000.0, 1500.0, 1600.0]))
-    f = dict(zip(FEATURE_NAMES, features([2.0, 1.5, 1.6])))
+    assert list(features([2.0])) == list(FEATURE_NAMES)
+    f = features([2.0, 1.5, 1.6])
     assert f["objective_vs_best"] == pytest.approx(math.log(1.6 / 1.5))
     assert f["objective_trend"] == pytest.approx(math.log(1.6 / 1.5))
     assert f["previous_objective_trend"] == pytest.approx(math.log(1.5 / 2.0))
     assert f["improving_streak"] == 0.0  # 1.6 did not improve on 1.5
-    f = dict(zip(FEATURE_NAMES, features([3.0, 2.0, 1.9, 1.8, 1.85, 1.7, 1.6, 1.5])))
+    f = features([3.0, 2.0, 1.9, 1.8, 1.85, 1.7, 1.6, 1.5])
     assert f["improving_streak"] == pytest.approx(0.3) and f["evals_since_best"] == 0.0
-    first = dict(zip(FEATURE_NAMES, features([3.0])))
+    first = features([3.0])
     assert first["objective_trend"] == first["previous_objective_trend"] == first["improving_streak"] == 0.0
+
+
+def test_train_loss_features_trend_and_step_to_step_noise():
+    t = RunTracker()
+    t.observe(2.0)
+    for loss in [1.0, 2.0, 1.0, 2.0]:
+        t.observe_train_loss(loss)
+    f = t.features(0.1, 1.0, 1.0)
+    assert f["train_loss_noise"] == pytest.approx(math.log(2.0))  # every step moved the log loss by log 2
+    assert f["train_loss_trend"] == 0.0  # nothing to compare with before the second decision
+    t.commit()
+    # the next interval: a smooth, falling loss, scale-free, and two processes' stretches that add up
+    t.observe(1.5)
+    t.observe_train_losses([0.9, 0.81])
+    t.observe_train_losses([1.08, 0.972])  # a stretch of its own: no step from 0.81 to 1.08
+    f = t.features(0.2, 1.0, 1.0)
+    assert f["train_loss_noise"] == pytest.approx(-math.log(0.9))
+    assert f["train_loss_trend"] == pytest.approx(math.log((0.9 + 0.81 + 1.08 + 0.972) / 4 / 1.5))
+    t.commit()
+    # a single value (a logged mean) gives the trend but no noise; a non-finite loss is skipped
+    t.observe(1.4)
+    t.observe_train_losses([0.7])
+    t.observe_train_loss(float("nan"))
+    f = t.features(0.3, 1.0, 1.0)
+    assert f["train_loss_noise"] == 0.0
+    assert f["train_loss_trend"] == pytest.approx(math.log(0.7 / ((0.9 + 0.81 + 1.08 + 0.972) / 4)))
+    t.commit()
+    t.observe(1.3)  # no training loss at all since the last decision: no trend, no noise
+    f = t.features(0.4, 1.0, 1.0)
+    assert f["train_loss_trend"] == 0.0 and f["train_loss_noise"] == 0.0
+    assert RunTracker.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+
+
+def test_format_2_controller_state_loads():
+    ctrl = MetaLRController(1e-3, seed=0)
+    run(ctrl, [2.0, 1.8, 1.7])
+    state = json.loads(json.dumps(ctrl.state_dict()))
+    state["format"] = 2  # what hf_metalr wrote before the per-step training losses
+    tracker = state["tracker"]
+    for key in ("window_count", "window_sum", "window_abs_log_steps", "window_steps", "last_log_train_loss"):
+        tracker.pop(key)
+    tracker["train_loss"] = tracker["train_loss_at_decision"]
+    restored = MetaLRController(1e-3, seed=0)
+    restored.load_state_dict(state)
+    assert [d.lr for d in run(restored, [1.6, 1.5], start=3, total=3)] == [d.lr for d in run(ctrl, [1.6, 1.5], start=3, total=3)]
+
+
+def test_policy_reads_its_own_features_by_name(tmp_path):
+    """A policy trained on a subset of the features (as before train_loss_noise existed) loads and
+    sees exactly those features, in its order; one naming a feature this version lacks is refused."""
+    from hf_metalr.controller.policy import PolicyConfig
+
+    names = [n for n in FEATURE_NAMES if n != "train_loss_noise"][::-1]
+    policy = random_policy(1, PolicyConfig(features=names))
+    save_policy(policy, tmp_path / "old")
+    ctrl = MetaLRController(1e-3, policy=str(tmp_path / "old.safetensors"), seed=0)
+    decisions = run(ctrl, [2.0, 1.8])
+    assert ctrl.observation(decisions[-1].features) == [decisions[-1].features[n] for n in names]
+    assert set(decisions[-1].features) == set(FEATURE_NAMES)  # the trace shows every feature
+    save_policy(random_policy(1, PolicyConfig(features=names + ["gradient_noise_scale"])), tmp_path / "future")
+    with pytest.raises(PolicyLoadError, match="does not compute \\['gradient_noise_scale'\\]"):
+        load_policy(tmp_path / "future.json")
 
 
 def test_same_seed_same_decisions_other_seed_differs():
@@ -207,9 +270,17 @@ def test_wrong_version_named_in_error(tmp_path):
 def test_wrong_features_named_in_error(tmp_path):
     weights, config = _saved(tmp_path)
     data = json.loads(config.read_text())
-    data["features"] = data["features"][:-1]
+    data["features"] = data["features"][:-1] + ["loss_curvature"]
     config.write_text(json.dumps(data))
-    with pytest.raises(PolicyLoadError, match="p.json.*features"):
+    with pytest.raises(PolicyLoadError, match="p.json.*features.*does not compute \\['loss_curvature'\\]"):
+        MetaLRCallback(policy=str(weights))
+    data["features"] = data["features"][:-2] + [data["features"][0]]
+    config.write_text(json.dumps(data))
+    with pytest.raises(PolicyLoadError, match="p.json.*names a feature twice"):
+        MetaLRCallback(policy=str(weights))
+    data["features"] = data["features"][:-1]  # a valid subset, but not the one the weights were trained on
+    config.write_text(json.dumps(data))
+    with pytest.raises(PolicyLoadError, match="p.safetensors do not match the shapes of its config .*p.json"):
         MetaLRCallback(policy=str(weights))
 
 
@@ -257,7 +328,7 @@ def test_old_controller_state_and_keepless_policy_are_refused_clearly():
     ctrl = MetaLRController(1e-3, policy="random", seed=0)
     ctrl.observe(1.0, progress=0.1)
     old = {**ctrl.state_dict(), "format": 1}
-    with pytest.raises(ValueError, match="format 1, expected 2"):
+    with pytest.raises(ValueError, match="format 1; this hf_metalr reads formats 2, 3"):
         MetaLRController(1e-3, policy="random", seed=0).load_state_dict(old)
     from hf_metalr.controller.policy import PolicyConfig, PolicyNetwork
 

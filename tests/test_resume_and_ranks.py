@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_metalr import read_trace
+from hf_metalr import FEATURE_NAMES, read_trace
 
 HERE = Path(__file__).resolve().parent
 JOB = str(HERE / "tiny_job.py")
@@ -58,6 +58,24 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, uninterrupted, r
     assert len({round(lrs[0], 12) for lrs in applied(tmp_path).values()}) > 1
 
 
+def features(output_dir, rank=0):
+    return json.loads((Path(output_dir) / f"features.rank{rank}.json").read_text())
+
+
+@pytest.mark.slow
+def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_path, uninterrupted):
+    """Saved at step 14, between the decisions at 10 and 15: the losses of steps 11-14 ride in the
+    checkpoint, so the resumed run sees the same training-loss features at 15 as an uninterrupted one."""
+    run_job("--output_dir", tmp_path, "--save_steps", 7, "--kill_after_step", 14, expect_rc=-9)
+    state = json.loads((tmp_path / "checkpoint-14" / "trainer_state.json").read_text())
+    assert len(state["stateful_callbacks"]["MetaLRCallback"]["attributes"]["pending_train_losses"]) == 4
+    run_job("--output_dir", tmp_path, "--save_steps", 7, "--resume", tmp_path / "checkpoint-14")
+    assert decisions(tmp_path) == decisions(uninterrupted)
+    resumed, expected = features(tmp_path), features(uninterrupted)
+    assert len(resumed) == len(expected) == 8 and all(set(f) == set(FEATURE_NAMES) for f in resumed)
+    assert [f[n] for f in resumed for n in FEATURE_NAMES] == pytest.approx([f[n] for f in expected for n in FEATURE_NAMES], rel=1e-6)
+
+
 @pytest.mark.slow
 def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", JOB,
@@ -71,3 +89,6 @@ def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
     assert [e["global_step"] for e in trace] == [5, 10, 15, 20]  # written once, by rank 0
     for e in trace[:-1]:
         assert rank0[e["global_step"] + 1][0] == e["lr"]
+    # both ranks saw the same features: the per-step training losses are averaged across ranks
+    assert features(tmp_path, 0) == features(tmp_path, 1)
+    assert all(f["train_loss_noise"] > 0 for f in features(tmp_path, 0))

@@ -2,7 +2,8 @@
 
 Importable (``make_trainer``) and runnable as a script, for the kill/resume and multi-process
 tests. As a script it records the LR of every param group right before every optimizer step to
-``<output_dir>/applied_lrs.rank<R>.jsonl``.
+``<output_dir>/applied_lrs.rank<R>.jsonl``, and at the end the features the controller saw at each
+decision to ``<output_dir>/features.rank<R>.json``.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def main(argv=None):
     rank = int(os.environ.get("RANK", "0"))
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetaLRCallback(metric=a.metric, policy=a.policy), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
+    metalr = MetaLRCallback(metric=a.metric, policy=a.policy)
+    callbacks = [metalr, AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
     if a.kill_after_step:
         callbacks.append(KillAfterSave(a.kill_after_step))
     trainer = make_trainer(
@@ -157,6 +159,12 @@ def main(argv=None):
         restore_callback_states_from_checkpoint=a.restore_callback_states,
     )
     trainer.train(resume_from_checkpoint=a.resume)
+    # with restore_callback_states_from_checkpoint the Trainer swaps in a new instance
+    metalr = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MetaLRCallback))
+    (out / f"features.rank{rank}.json").write_text(json.dumps([d["features"] for d in metalr.controller.history]))
+    if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

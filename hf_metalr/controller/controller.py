@@ -4,8 +4,10 @@ Use it from any training loop::
 
     ctrl = MetaLRController(initial_lr=1e-3, seed=0)
     for epoch in range(epochs):
-        train_loss = train_one_epoch(model, optimizer)
-        decision = ctrl.observe(evaluate(model), train_loss=train_loss, progress=(epoch + 1) / epochs)
+        for batch in loader:
+            loss = train_step(model, optimizer, batch)
+            ctrl.observe_train_loss(loss.item())   # every step's loss: the trend and noise features
+        decision = ctrl.observe(evaluate(model), progress=(epoch + 1) / epochs)
         ctrl.scale_param_groups(optimizer)      # every group: its initial LR x decision.scale
 
 The controller's LR is ``initial_lr * scale``; ``scale`` starts at 1 and is moved by the policy's
@@ -24,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .actions import apply_multiplier, divergence_multiplier
-from .features import FEATURE_NAMES, RunTracker, is_finite
+from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, random_policy
 from .threads import single_threaded
@@ -34,7 +36,8 @@ __all__ = ["Decision", "MetaLRController", "resolve_policy", "DEFAULT_MIN_LR_RAT
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
-STATE_FORMAT = 2  # 2: 10 features, fixed first keep
+STATE_FORMAT = 3  # 3: training losses kept per step (2: the last logged one); 2 still loads
+READABLE_STATE_FORMATS = (2, 3)
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Decision:
     scale: float
     learned: bool  # whether the policy was updated at this decision
     diverged: bool
-    features: dict | None
+    features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -142,23 +145,34 @@ class MetaLRController:
 
     # -- decisions -----------------------------------------------------------------------------
     def observe_train_loss(self, loss: float) -> None:
+        """One optimizer step's training loss (consecutive calls form a stretch, see ``RunTracker``)."""
         self.tracker.observe_train_loss(loss)
 
+    def observe_train_losses(self, losses) -> None:
+        """A stretch of consecutive steps' training losses, such as one process's since the last decision."""
+        self.tracker.observe_train_losses(losses)
+
+    def observation(self, features: dict[str, float]) -> list[float]:
+        """The policy's input: the features it was trained on, in its order."""
+        return select(features, self.policy.config.features)
+
     def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None) -> Decision:
-        """Take one validation metric value and decide the next LR."""
+        """Take one validation metric value and decide the next LR. ``train_loss``, if given, is
+        one more training loss (a mean over the interval, say), added on its own stretch."""
         with single_threaded():
             return self._observe(value, progress, train_loss)
 
     def _observe(self, value, progress, train_loss) -> Decision:
         if train_loss is not None:
-            self.observe_train_loss(train_loss)
+            self.observe_train_losses([train_loss])
         index = self.decision_index
         self.decision_index += 1
         if not is_finite(value):
             return self._diverged(index, value)
 
         _, reward = self.tracker.observe(float(value))
-        obs = self.tracker.features(progress, self.scale, self.previous_multiplier)
+        features = self.tracker.features(progress, self.scale, self.previous_multiplier)
+        obs = self.observation(features)
         learned = False
         if self.learner is not None and self.pending is not None and reward is not None:
             self.learner.update(self.pending["obs"], self.pending["action"], reward, obs)
@@ -171,7 +185,7 @@ class MetaLRController:
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
-        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, obs)
+        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, features)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
@@ -194,7 +208,7 @@ class MetaLRController:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
-    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, obs) -> Decision:
+    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features) -> Decision:
         decision = Decision(
             index=index,
             value=value,
@@ -206,7 +220,7 @@ class MetaLRController:
             scale=self.scale,
             learned=learned,
             diverged=diverged,
-            features=dict(zip(FEATURE_NAMES, obs)) if obs is not None else None,
+            features=features,
         )
         self.history.append(decision.as_dict())
         return decision
@@ -228,8 +242,9 @@ class MetaLRController:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"controller state has format {state.get('format')!r}, expected {STATE_FORMAT}")
+        if state.get("format") not in READABLE_STATE_FORMATS:
+            raise ValueError(f"controller state has format {state.get('format')!r}; this hf_metalr reads formats "
+                             f"{', '.join(map(str, READABLE_STATE_FORMATS))}")
         self.seed = state["seed"]
         self.scale = state["scale"]
         self.decision_index = state["decision_index"]

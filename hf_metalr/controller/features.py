@@ -10,8 +10,16 @@ The validation metric is first mapped to a positive *objective* where lower is b
 - greater-is-better metrics whose first value lies in [0, 1] (accuracy, F1) become ``1 - value``;
 - other greater-is-better metrics (BLEU on 0-100, say) become ``1 / value``.
 
-Every feature and the reward are differences of ``log(objective)``, so they do not depend on the
-metric's units or the task's loss scale.
+Every feature and the reward are differences of ``log(objective)`` (the training-loss features:
+of ``log(training loss)``), so they do not depend on the metric's units or the task's loss scale.
+
+Training losses come in per optimizer step (``observe_train_loss``, or a stretch of them at once
+with ``observe_train_losses``). Between two decisions they give two features: the trend of their
+mean, and their *noise*, the mean absolute change of the log loss from one step to the next. The
+noise separates a run whose LR is too low (a smooth, slowly falling loss, or a flat plateau where
+every batch scores the same) from one whose LR is too high (a loss that jumps from batch to batch).
+A policy reads the features it was trained on, by name (``select``), so a policy trained before a
+feature existed keeps working unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["DIVERGENCE_REWARD", "FEATURE_NAMES", "OBS_DIM", "RunTracker", "is_finite", "log_objective", "objective_mode"]
+__all__ = ["DIVERGENCE_REWARD", "FEATURE_NAMES", "RunTracker", "is_finite", "log_objective", "objective_mode", "select",
+           "unknown_features"]
 
 FEATURE_NAMES: tuple[str, ...] = (
     "objective_vs_best",  # log(obj / best obj): >= 0, how far above the best so far
@@ -32,8 +41,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "previous_action",  # log2 of the previous multiplier
     "evals_since_best",  # evaluations since the best, /10, capped at 1
     "improving_streak",  # consecutive evaluations that improved on the one before, /10, capped at 1
+    "train_loss_noise",  # mean |change of log train loss| between consecutive steps since the last decision
 )
-OBS_DIM = len(FEATURE_NAMES)
 
 _EPS = 1e-8
 _CLIP = 5.0
@@ -64,6 +73,16 @@ def log_objective(value: float, mode: str) -> float:
     return math.log(max(objective, _EPS))
 
 
+def select(features: dict[str, float], names) -> list[float]:
+    """The observation a policy reads: ``features`` in the order of the policy's feature ``names``."""
+    return [features[name] for name in names]
+
+
+def unknown_features(names) -> list[str]:
+    """The names among ``names`` that this version does not compute."""
+    return [name for name in names if name not in FEATURE_NAMES]
+
+
 def _clip(x: float, lo: float = -_CLIP, hi: float = _CLIP) -> float:
     return max(lo, min(hi, x))
 
@@ -74,7 +93,9 @@ class RunTracker:
 
     Holds plain numbers only, so it round-trips through JSON (``to_dict`` / ``from_dict``).
     ``observe`` is called once per decision with a finite metric value; ``observe_train_loss``
-    whenever a training loss is logged.
+    with each optimizer step's training loss (or ``observe_train_losses`` with a stretch of them,
+    one stretch per process when several train). Losses since the last decision are kept as sums
+    only, so the stretches of several processes add up.
     """
 
     greater_is_better: bool = False
@@ -83,16 +104,37 @@ class RunTracker:
     best: float | None = None
     previous: float | None = None
     evals_since_best: int = 0
-    train_loss: float | None = None
-    train_loss_at_decision: float | None = None
+    train_loss_at_decision: float | None = None  # mean training loss of the interval before the last decision
+    window_count: int = 0  # training losses since the last decision: how many, their sum,
+    window_sum: float = 0.0
+    window_abs_log_steps: float = 0.0  # the sum of |log loss - log previous loss| within each stretch,
+    window_steps: int = 0  # and how many such steps
+    last_log_train_loss: float | None = None  # the stretch in progress (None: the next loss starts one)
     current: float | None = None  # log objective of the decision in progress
     trend: float = 0.0  # current - previous log objective
     previous_trend: float = 0.0  # the trend at the decision before
     improving_streak: int = 0
 
     def observe_train_loss(self, loss: float) -> None:
-        if is_finite(loss) and loss > 0:
-            self.train_loss = float(loss)
+        """One step's training loss, continuing the current stretch of consecutive steps."""
+        if not (is_finite(loss) and loss > 0):
+            self.last_log_train_loss = None  # a non-finite loss breaks the stretch
+            return
+        log = math.log(loss)
+        if self.last_log_train_loss is not None:
+            self.window_abs_log_steps += abs(log - self.last_log_train_loss)
+            self.window_steps += 1
+        self.last_log_train_loss = log
+        self.window_count += 1
+        self.window_sum += float(loss)
+
+    def observe_train_losses(self, losses) -> None:
+        """A new stretch of consecutive steps' training losses (one process's, say). A single
+        value, such as a logged mean, adds to the mean but not to the noise."""
+        self.last_log_train_loss = None
+        for loss in losses:
+            self.observe_train_loss(loss)
+        self.last_log_train_loss = None
 
     def observe(self, value: float) -> tuple[float, float | None]:
         """Record a finite metric value. Returns (log objective, reward or None for the first)."""
@@ -113,13 +155,19 @@ class RunTracker:
         self.current = current
         return current, reward
 
-    def features(self, progress: float, lr_scale: float, previous_multiplier: float) -> list[float]:
-        """The observation after ``observe``, in ``FEATURE_NAMES`` order."""
-        if self.train_loss is not None and self.train_loss_at_decision is not None:
-            train_trend = math.log(self.train_loss) - math.log(self.train_loss_at_decision)
+    def _train_loss(self) -> float | None:
+        """The mean training loss since the last decision (the last interval's if none came in)."""
+        return self.window_sum / self.window_count if self.window_count else self.train_loss_at_decision
+
+    def features(self, progress: float, lr_scale: float, previous_multiplier: float) -> dict[str, float]:
+        """Every feature after ``observe``, by name, in ``FEATURE_NAMES`` order."""
+        train_loss = self._train_loss()
+        if train_loss is not None and self.train_loss_at_decision is not None:
+            train_trend = math.log(train_loss) - math.log(self.train_loss_at_decision)
         else:
             train_trend = 0.0
-        return [
+        noise = self.window_abs_log_steps / self.window_steps if self.window_steps else 0.0
+        values = [
             _clip(self.current - self.best, 0.0, _CLIP),
             _clip(self.trend),
             _clip(self.previous_trend),
@@ -130,16 +178,25 @@ class RunTracker:
             _clip(math.log2(previous_multiplier), -2.0, 2.0),
             min(self.evals_since_best, 10) / 10.0,
             min(self.improving_streak, 10) / 10.0,
+            _clip(noise, 0.0, _CLIP),
         ]
+        return dict(zip(FEATURE_NAMES, values))
 
     def commit(self) -> None:
-        """Close the decision: the current value becomes the previous one."""
+        """Close the decision: the current value becomes the previous one, and the training
+        losses seen so far become the previous interval's."""
         self.previous = self.current
-        self.train_loss_at_decision = self.train_loss
+        self.train_loss_at_decision = self._train_loss()
+        self.window_count, self.window_sum, self.window_abs_log_steps, self.window_steps = 0, 0.0, 0.0, 0
+        self.last_log_train_loss = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunTracker":
+        """Also reads a tracker saved by controller state format 2 (no loss window: it starts empty)."""
+        d = dict(d)
+        if "train_loss" in d:  # format 2 kept the last logged training loss, not a window
+            d.pop("train_loss")
         return cls(**d)

@@ -6,12 +6,15 @@ over the action multipliers (see ``actions``), the critic to a value estimate.
 On disk a policy is two files side by side, never a pickle:
 
 - ``NAME.safetensors``: the weights;
-- ``NAME.json``: the config (format version, feature names, multipliers, hidden size) and an
-  optional free-form ``card`` (how it was trained, held-out scores).
+- ``NAME.json``: the config (format version, the names of the features it reads, in input order,
+  multipliers, hidden size) and an optional free-form ``card`` (how it was trained, held-out scores).
+
+A policy reads the features named in its config, so one trained before a feature was added
+still loads and acts as it did.
 
 ``load_policy`` checks all of it and raises :class:`PolicyLoadError`, naming the file, for a file
-that is missing, corrupt, of another format version, built for other features or actions, or of
-the wrong shape.
+that is missing, corrupt, of another format version, built on features this version does not
+compute, or of the wrong shape.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from torch import nn
 
 from .actions import DEFAULT_MULTIPLIERS
-from .features import FEATURE_NAMES
+from .features import FEATURE_NAMES, unknown_features
 from .threads import single_threaded
 
 __all__ = ["FORMAT_VERSION", "PolicyConfig", "PolicyLoadError", "PolicyNetwork", "load_policy", "save_policy", "random_policy"]
@@ -138,10 +141,13 @@ def load_policy(path: str | Path) -> PolicyNetwork:
             f"policy {config_path} has format version {config.format_version}, but this hf_metalr reads version "
             f"{FORMAT_VERSION}. Re-export it with the matching hf_metalr version or retrain it (hf-metalr meta-train)."
         )
-    if list(config.features) != list(FEATURE_NAMES):
+    unknown = unknown_features(config.features)
+    if unknown or len(set(config.features)) != len(config.features):
         raise PolicyLoadError(
-            f"policy {config_path} was trained on features {config.features}, but this hf_metalr computes "
-            f"{list(FEATURE_NAMES)}. Retrain it with hf-metalr meta-train."
+            f"policy {config_path} was trained on features {config.features}, "
+            + (f"and this hf_metalr does not compute {unknown}" if unknown else "which names a feature twice")
+            + f" (it computes {list(FEATURE_NAMES)}). Use the hf_metalr version it was trained with, or retrain "
+            "it with hf-metalr meta-train."
         )
     try:
         tensors = load_file(str(weights))

@@ -7,15 +7,21 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 - **Logged:** ``metalr/lr``, ``metalr/scale``, ``metalr/action`` and ``metalr/reward`` are added
   to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
   metric. The callback moves itself ahead of the reporting callbacks for that.
+- **Training losses:** a forward hook on the model reads the loss of every training step (see
+  ``train_losses``) for the controller's training-loss features; a model whose outputs carry no
+  ``loss`` falls back to the logged losses, with a warning.
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
   world's main process only.
 - **Saved:** the whole controller state (policy, meta-optimizer, run history, decision index that
-  seeds the RNG) rides in every checkpoint's ``trainer_state.json`` as an ``ExportableState``,
+  seeds the RNG) and the training losses seen since the last decision ride in every checkpoint's
+  ``trainer_state.json`` as an ``ExportableState`` (written by the main process, so with several
+  processes those pending losses are the main process's own),
   and is restored on ``resume_from_checkpoint`` whether or not
   ``restore_callback_states_from_checkpoint`` is set. The scale itself also lives in the
   scheduler's ``base_lrs`` and so in ``scheduler.pt``.
-- **Ranks:** every rank computes the same decision from the same gathered metrics; rank 0's LR
-  scale is broadcast anyway, so all ranks apply the identical LR.
+- **Ranks:** every rank computes the same decision from the same gathered metrics and the same
+  per-step training losses (averaged across ranks); rank 0's LR scale is broadcast anyway, so all
+  ranks apply the identical LR.
 - At the end of training the main process writes the (online-learned) policy to
   ``<output_dir>/metalr_policy.safetensors`` + ``.json``.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import gc
 import math
 import sys
+import warnings
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -34,6 +41,7 @@ from ..controller.controller import MetaLRController, resolve_policy
 from ..controller.policy import PolicyNetwork, save_policy
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
+from .train_losses import TrainLossTap
 
 __all__ = ["MetaLRCallback"]
 
@@ -98,17 +106,27 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self.metric_key: str | None = None
         self._in_training = False
         self._trace: TraceWriter | None = None
+        self._tap = TrainLossTap()
+        self._logged_losses: list[float] = []  # the fallback when the tap sees no loss
+        self._warned_no_step_losses = False
 
     # -- ExportableState -------------------------------------------------------------------------
     def state(self) -> dict:
         controller_state = self.controller.state_dict() if self.controller is not None else None
-        return {"args": dict(self._init_args), "attributes": {"controller_state": controller_state}}
+        return {
+            "args": dict(self._init_args),
+            "attributes": {
+                "controller_state": controller_state,
+                "pending_train_losses": self._tap.pending(),
+                "pending_logged_losses": list(self._logged_losses),
+            },
+        }
 
     # -- events ---------------------------------------------------------------------------------
     def on_init_end(self, args, state, control, **kwargs):
         check_training_args(args)
 
-    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
         check_training_args(args)  # again: a callback added with trainer.add_callback() missed on_init_end
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
         if strategy == "no":
@@ -139,21 +157,29 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         )
         self._policy = self.controller.policy
 
-        saved = self._saved_controller_state(state)
-        resuming = state.global_step > 0 and saved is not None
+        saved = self._saved_attributes(state)
+        resuming = state.global_step > 0 and saved.get("controller_state") is not None
+        self._tap.restore(saved.get("pending_train_losses", []) if resuming else [])
+        self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
         if resuming:
-            self.controller.load_state_dict(saved)
+            self.controller.load_state_dict(saved["controller_state"])
+        if model is not None:
+            self._tap.attach(model)
         self._trace = TraceWriter(Path(args.output_dir) / TRACE_NAME) if state.is_world_process_zero else None
         if self._trace is not None:
             self._trace.start(resume_step=state.global_step if resuming else None)
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         self._in_training = True
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._in_training:
+            self._tap.end_step()
+
     def on_log(self, args, state, control, logs=None, optimizer=None, lr_scheduler=None, **kwargs):
         if not self._in_training or not logs:
             return
         if "loss" in logs:
-            self.controller.observe_train_loss(logs["loss"])
+            self._logged_losses.append(logs["loss"])
         if not any(k.startswith("eval_") for k in logs):
             return
         if self.metric_key not in logs:
@@ -161,6 +187,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             return
         value = logs[self.metric_key]
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
+        self._hand_over_train_losses()
         decision = self.controller.observe(value, progress=progress)
         self._agree_across_ranks()
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
@@ -197,6 +224,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args, state, control, **kwargs):
         self._in_training = False
+        self._tap.detach()
         if state.is_world_process_zero and self.controller is not None:
             save_policy(self.controller.policy, Path(args.output_dir) / "metalr_policy")
 
@@ -225,13 +253,34 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             )
         # else: an evaluation of another eval dataset (a dict of eval datasets); not ours to act on.
 
-    def _saved_controller_state(self, state) -> dict | None:
+    def _hand_over_train_losses(self) -> None:
+        """Give the controller the training losses since the last decision: every step's from the
+        tap, or else the logged means (which show the trend but not the step-to-step noise)."""
+        steps = self._tap.take()
+        if steps:
+            self.controller.observe_train_losses(steps)
+        else:
+            for loss in self._logged_losses:
+                self.controller.observe_train_losses([loss])
+            if not self._tap.seen_any and not self._warned_no_step_losses:
+                self._warned_no_step_losses = True
+                warnings.warn(
+                    "MetaLRCallback: the model's training outputs carry no 'loss' (a custom compute_loss?), so the "
+                    "controller sees only the logged training losses, and its train_loss_noise feature reads 0. "
+                    "Return the loss from the model's forward (as transformers models do when given labels) to give "
+                    "the policy what it was trained with.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        self._logged_losses = []
+
+    def _saved_attributes(self, state) -> dict:
         entry = (state.stateful_callbacks or {}).get(type(self).__name__)
         if isinstance(entry, list):
             entry = entry[0] if entry else None
         if not isinstance(entry, dict):
-            return None
-        return (entry.get("attributes") or {}).get("controller_state")
+            return {}
+        return entry.get("attributes") or {}
 
     def _agree_across_ranks(self) -> None:
         import torch.distributed as dist

@@ -91,7 +91,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
     loss_fn = torch.nn.functional.cross_entropy if problem.loss == "ce" else torch.nn.functional.mse_loss
 
     decisions, values, accuracies = [], [], []
-    step, running, counted, stop = 0, 0.0, 0, False
+    step, stop = 0, False
     for _ in range(problem.epochs):
         perm = torch.randperm(len(y), generator=order)
         for start in range(0, len(y), problem.batch_size):
@@ -101,17 +101,17 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
             loss.backward()
             optimizer.step()
             step += 1
-            running, counted = running + loss.item(), counted + 1
+            if controller is not None:
+                controller.observe_train_loss(loss.item())
             if step % eval_every and step != total:
                 continue
             value, accuracy = _evaluate(problem, model)
             values.append(value)
             accuracies.append(accuracy)
             if controller is not None:
-                decision = _quiet(controller.observe, value, progress=step / total, train_loss=running / counted)
+                decision = _quiet(controller.observe, value, progress=step / total)
                 decisions.append(decision)
                 controller.scale_param_groups(optimizer)
-            running, counted = 0.0, 0
             if not is_finite(value):
                 stop = True
                 break
@@ -124,7 +124,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         if not current.by_policy:  # the fixed keep at the first evaluation (a divergence ends the run)
             continue
         first = t if first is None else first
-        obs.append(list(current.features.values()))
+        obs.append(controller.observation(current.features))
         actions.append(current.action_index)
         rewards.append(DIVERGENCE_REWARD if following.diverged else following.reward)
         if following.diverged:

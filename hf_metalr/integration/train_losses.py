@@ -1,0 +1,91 @@
+"""Per-step training losses for the controller, read from the model's own forward outputs.
+
+The Trainer hands callbacks a training loss only when it logs, as a mean over ``logging_steps``.
+The controller's ``train_loss_noise`` feature needs the loss of every optimizer step, so
+:class:`TrainLossTap` puts a forward hook on the model and keeps the ``loss`` of each training
+forward (the model is in eval mode during evaluation, and those are skipped).
+
+- A step's loss is the mean of its micro-batches' (gradient accumulation), as the Trainer logs it.
+- Losses stay on the device until :meth:`TrainLossTap.take`, once per decision: no host sync per step.
+- With several processes, ``take`` averages the processes' losses step by step (every process
+  runs the same steps), so every rank sees the loss of the global batch, as with one process.
+- A model whose outputs carry no ``loss`` (a custom ``compute_loss``) gives nothing; the callback
+  then falls back to the logged losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+__all__ = ["TrainLossTap"]
+
+
+def _output_loss(output) -> torch.Tensor | None:
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+
+
+class TrainLossTap:
+    """Collects per-optimizer-step training losses from a forward hook on the model."""
+
+    def __init__(self):
+        self._micro: list[torch.Tensor] = []  # the micro-batches of the step in progress
+        self._steps: list[torch.Tensor] = []  # one loss per finished step, on the device
+        self._restored: list[float] = []  # steps taken over from a checkpoint, not yet taken
+        self._handle = None
+        self.seen_any = False  # whether any training forward returned a loss
+
+    def attach(self, model: torch.nn.Module) -> None:
+        self.detach()
+        self._handle = model.register_forward_hook(self._hook)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _hook(self, module, inputs, output) -> None:
+        if not module.training:
+            return
+        loss = _output_loss(output)
+        if loss is not None:
+            self._micro.append(loss.detach())
+            self.seen_any = True
+
+    def end_step(self) -> None:
+        """Close one optimizer step (call from ``on_step_end``)."""
+        if self._micro:
+            self._steps.append(torch.stack([m.float() for m in self._micro]).mean())
+            self._micro = []
+
+    def pending(self) -> list[float]:
+        """This process's finished steps not taken yet (what a checkpoint keeps)."""
+        return self._restored + (torch.stack(self._steps).tolist() if self._steps else [])
+
+    def restore(self, losses: list[float]) -> None:
+        """Take over the pending steps saved in a checkpoint; they come first at the next ``take``."""
+        self._restored = [float(v) for v in losses]
+        self._steps, self._micro = [], []
+
+    def take(self) -> list[float]:
+        """The steps' losses since the last call, averaged across processes, and empty the tap."""
+        local = self.pending()
+        self._steps, self._restored = [], []
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            local = _mean_across_processes(local, dist)
+        return local
+
+
+def _mean_across_processes(losses: list[float], dist) -> list[float]:
+    """Step-by-step mean over the processes (two small all-reduces; NCCL needs CUDA tensors)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    lengths = torch.tensor([len(losses), -len(losses)], dtype=torch.float64, device=device)
+    dist.all_reduce(lengths, op=dist.ReduceOp.MAX)
+    n = int(-lengths[1].item())  # every process runs the same steps; the shortest list wins if not
+    values = torch.tensor(losses[:n], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return (values / dist.get_world_size()).tolist()
