@@ -57,26 +57,30 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    cells = [(task_name, float(m)) for task_name in a.tasks.split(",") for m in a.multipliers.split(",")]
+    screened = {}
+    for task_name, mult in cells:  # the candidate's runs first: the baseline may still be filling in
+        seeds = list(range(task_seeds.get(task_name, a.seeds)))
+        name = f"{task_name}-lr_x{mult:g}"
+        print(f"== {name}", flush=True)
+        runs = compare(task_name, ["metalr"], seeds, a.out / name, lr=get_task(task_name).learning_rate * mult,
+                       resume=True, metalr_options={"policy": str(a.policy)})["runs"]
+        screened[task_name, mult] = [r for r in runs if r["seed"] in seeds]
     summaries, seed_rows = [], []
     for task_name in a.tasks.split(","):
-        task = get_task(task_name)
         seeds = list(range(task_seeds.get(task_name, a.seeds)))
         by_lr = {}
-        for mult in (float(m) for m in a.multipliers.split(",")):
-            name = f"{task_name}-lr_x{mult:g}"
-            baseline_path = a.baseline / name / RESULTS_NAME
+        for mult in (m for t, m in cells if t == task_name):
+            baseline_path = a.baseline / f"{task_name}-lr_x{mult:g}" / RESULTS_NAME
             if not baseline_path.exists():
                 p.error(f"--baseline: {baseline_path} is missing; run make meta-eval first or pass the sweep's folder")
-            print(f"== {name}", flush=True)
-            screened = compare(task_name, ["metalr"], seeds, a.out / name, lr=task.learning_rate * mult, resume=True,
-                               metalr_options={"policy": str(a.policy)})["runs"]
-            screened = [r for r in screened if r["seed"] in seeds]
             committed = [r for r in load_results(baseline_path)["runs"] if r["seed"] in seeds]
             missing = sorted(set(seeds) - {r["seed"] for r in committed if r["schedule"] == "constant"})
             if missing:
                 p.error(f"--baseline: {baseline_path} has no runs for seeds {missing}; pass fewer --seeds")
-            by_lr[mult] = {"runs": screened + [r for r in committed if r["schedule"] != "metalr"]}
-            seed_rows.append(per_seed_lines(task_name, mult, screened, [r for r in committed if r["schedule"] == "metalr"]))
+            by_lr[mult] = {"runs": screened[task_name, mult] + [r for r in committed if r["schedule"] != "metalr"]}
+            seed_rows.append(per_seed_lines(task_name, mult, screened[task_name, mult],
+                                            [r for r in committed if r["schedule"] == "metalr"]))
         summaries.append(summarize(task_name, by_lr))
     text = to_markdown(summaries).replace("# Held-out evaluation of the shipped metalr policy",
                                           f"# Screen of {a.policy} (metalr column) against {a.baseline}")

@@ -93,9 +93,9 @@ class RunTracker:
 
     Holds plain numbers only, so it round-trips through JSON (``to_dict`` / ``from_dict``).
     ``observe`` is called once per decision with a finite metric value; ``observe_train_loss``
-    with each optimizer step's training loss (or ``observe_train_losses`` with a stretch of them,
-    one stretch per process when several train). Losses since the last decision are kept as sums
-    only, so the stretches of several processes add up.
+    with each optimizer step's training loss (or ``observe_train_losses`` with a stretch of them:
+    the steps between two decisions, say). Losses since the last decision are kept as sums only,
+    so the tracker stays a few plain numbers however long the interval.
     """
 
     greater_is_better: bool = False
