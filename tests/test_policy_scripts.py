@@ -1,0 +1,51 @@
+"""benchmarks/select_policy.py (pick among restarts by validation) and screen_policy.py's per-seed table."""
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from hf_metalr import random_policy, save_policy
+from hf_metalr.policies import default_policy_path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_select_policy_scores_every_candidate_on_one_pooled_set_and_picks_the_lowest(tmp_path, capsys):
+    select = _load("select_policy")
+    random_path = save_policy(random_policy(3), tmp_path / "random")
+    assert select.main([str(default_policy_path()), str(random_path), "--problem-seeds", "0,1", "--per-family", "1",
+                        "--backend", "serial"]) == 0
+    out = capsys.readouterr().out
+    ratios = {Path(m[0]).name: float(m[1]) for m in re.findall(r"^(\S+): held-out evals ratio ([0-9.]+)", out, re.M)}
+    assert set(ratios) == {"default.safetensors", "random.safetensors"}
+    assert "on 4 problems from problem seeds 0,1" in out  # 2 seeds x 2 held-out families x 1
+    picked = re.search(r"^pick: (\S+)", out, re.M).group(1)
+    assert ratios[Path(picked).name] == min(ratios.values())
+
+
+def test_select_policy_refuses_a_missing_policy_before_any_run(tmp_path):
+    from hf_metalr import PolicyLoadError
+
+    with pytest.raises(PolicyLoadError, match="does not exist"):
+        _load("select_policy").main([str(tmp_path / "nothing.safetensors")])
+
+
+def test_screen_per_seed_line_pairs_candidate_and_shipped_by_seed():
+    screen = _load("screen_policy")
+
+    def run(seed, evals):
+        return {"seed": seed, "threshold": {"reached": evals is not None, "evals": evals}}
+
+    candidate = [run(1, 4), run(0, 3), run(2, None)]
+    shipped = [run(0, 5), run(1, 4), run(2, 6)]
+    assert screen.per_seed_lines("digits", 10.0, candidate, shipped) == "| digits x10 | 3 4 – | 5 4 6 | 1/1/1 |"
