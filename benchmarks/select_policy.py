@@ -23,7 +23,7 @@ from pathlib import Path
 from hf_metalr import load_policy
 from hf_metalr.controller.serialization import tensors_to_text
 from hf_metalr.meta.held_out import held_out_problems
-from hf_metalr.meta.train import _Runner, _score_held_out
+from hf_metalr.meta.train import EpisodeRunner, score_held_out
 
 
 def main(argv=None) -> int:
@@ -36,13 +36,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     candidates = [(path, load_policy(path)) for path in a.policies]  # a bad file fails before any run
     problems = [pr for s in a.problem_seeds.split(",") for pr in held_out_problems(int(s), a.per_family)]
-    runner = _Runner(a.backend, a.workers)
+    runner = EpisodeRunner(a.backend, a.workers)
     try:
         constant = runner.map([(None, None, spec, seed, True) for spec, seed in problems])
         baseline = [{"auc": r["auc"], "accuracies": r["accuracies"]} for r in constant]
         scores = []
         for path, policy in candidates:
-            s = _score_held_out(runner, tensors_to_text(policy.state_dict()), asdict(policy.config), problems, baseline)
+            s = score_held_out(runner, tensors_to_text(policy.state_dict()), asdict(policy.config), problems, baseline)
             scores.append((s["held_out_evals_ratio"], path))
             bands = ", ".join(f"{b} {v:.3f}" for b, v in s["held_out_evals_ratio_by_band"].items())
             print(f"{path}: held-out evals ratio {s['held_out_evals_ratio']:.4f} ({bands}), "

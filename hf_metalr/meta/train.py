@@ -44,7 +44,7 @@ from .families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem
 from .held_out import TARGET_FRACTION, held_out_problems, held_out_scores
 from .ppo import PPOConfig, ppo_update, relative_rewards
 
-__all__ = ["MetaTrainConfig", "meta_train", "CHECKPOINT_NAME"]
+__all__ = ["MetaTrainConfig", "meta_train", "CHECKPOINT_NAME", "EpisodeRunner", "score_held_out"]
 
 CHECKPOINT_NAME = "meta_checkpoint.json"
 CHECKPOINT_FORMAT = 2  # 2: held-out accuracies, the selected policy
@@ -102,7 +102,7 @@ def _collect(job: tuple) -> dict:
     return result
 
 
-class _Runner:
+class EpisodeRunner:
     """Runs a list of episode jobs on the chosen backend, in order."""
 
     def __init__(self, backend: str, workers: int):
@@ -163,7 +163,7 @@ def _sha256(policy_text: str) -> str:
     return hashlib.sha256(policy_text.encode()).hexdigest()
 
 
-def _score_held_out(runner, policy_text: str, policy_config: dict, held_out: list, baseline: list) -> dict:
+def score_held_out(runner, policy_text: str, policy_config: dict, held_out: list, baseline: list) -> dict:
     """The greedy policy against the constant-LR baseline on the held-out problems, as the curve's
     ``held_out_*`` entries."""
     scored = runner.map([(policy_text, policy_config, spec, seed, True) for spec, seed in held_out])
@@ -248,14 +248,14 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
         log(f"resuming meta-training at iteration {state['iteration']} of {config.iterations}")
 
-    runner = _Runner(config.backend, config.workers)
+    runner = EpisodeRunner(config.backend, config.workers)
     try:
         if state["baseline_held_out"] is None:
             constant = runner.map([(None, None, spec, seed, True) for spec, seed in held_out])
             state["baseline_held_out"] = [{"auc": r["auc"], "accuracies": r["accuracies"]} for r in constant]
         if config.init_policy and state["best"] is None:  # a fine-tune keeps its start unless an iteration beats it
             start_text = tensors_to_text(policy.state_dict())
-            scores = _score_held_out(runner, start_text, policy_config, held_out, state["baseline_held_out"])
+            scores = score_held_out(runner, start_text, policy_config, held_out, state["baseline_held_out"])
             state["best"] = {"iteration": 0, "evals_ratio": scores["held_out_evals_ratio"], "policy": start_text}
             state["start"] = {"sha256": _sha256(start_text), **scores}
             log(f"starting policy {config.init_policy}: held-out loss score {scores['held_out_score']:+.3f}, "
@@ -288,7 +288,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
                 **{k: v for k, v in stats.items()},
             }
             if (iteration + 1) % config.eval_every == 0 or iteration + 1 == config.iterations:
-                scores = _score_held_out(runner, updated, policy_config, held_out, state["baseline_held_out"])
+                scores = score_held_out(runner, updated, policy_config, held_out, state["baseline_held_out"])
                 entry.update(scores)
                 if _improves(scores["held_out_evals_ratio"], state["best"]):
                     state["best"] = {"iteration": iteration + 1, "evals_ratio": scores["held_out_evals_ratio"], "policy": updated}
