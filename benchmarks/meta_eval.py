@@ -200,6 +200,21 @@ def drop_runs(out: Path, schedules: list[str]) -> int:
     return len(dropped)
 
 
+def parse_task_seeds(text: str, tasks: str) -> dict[str, int]:
+    """``--task-seeds`` (``digits=10,sentiment=3``) as {task: seeds}; ValueError names a bad item."""
+    task_seeds = {}
+    for item in filter(None, text.split(",")):
+        name, _, n = item.partition("=")
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--task-seeds: {item!r} is not TASK=N with N >= 1 (e.g. digits=10)")
+        if name not in tasks.split(","):
+            raise ValueError(f"--task-seeds: {name!r} is not one of --tasks ({tasks})")
+        if name in task_seeds:
+            raise ValueError(f"--task-seeds: {name!r} is given twice")
+        task_seeds[name] = int(n)
+    return task_seeds
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="digits,sentiment,spoken-digits")
@@ -216,16 +231,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.card is not None and not a.card.is_file():
         p.error(f"--card: {a.card} is not a file; pass a policy's JSON (hf_metalr/policies/default.json)")
-    task_seeds = {}
-    for item in filter(None, a.task_seeds.split(",")):
-        name, _, n = item.partition("=")
-        if not n.isdigit() or int(n) < 1:
-            p.error(f"--task-seeds: {item!r} is not TASK=N with N >= 1 (e.g. digits=10)")
-        if name not in a.tasks.split(","):
-            p.error(f"--task-seeds: {name!r} is not one of --tasks ({a.tasks})")
-        if name in task_seeds:
-            p.error(f"--task-seeds: {name!r} is given twice")
-        task_seeds[name] = int(n)
+    try:
+        task_seeds = parse_task_seeds(a.task_seeds, a.tasks)
+    except ValueError as exc:
+        p.error(str(exc))
     rerun = [s for s in a.rerun.split(",") if s]
     for name in rerun:
         if name not in ALL:

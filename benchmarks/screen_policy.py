@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from meta_eval import MULTIPLIERS, _evals, summarize, to_markdown  # noqa: E402
+from meta_eval import MULTIPLIERS, _evals, parse_task_seeds, summarize, to_markdown  # noqa: E402
 
 from hf_metalr.compare import compare  # noqa: E402
 from hf_metalr.reporting.report import RESULTS_NAME, load_results  # noqa: E402
@@ -53,7 +53,12 @@ def main(argv=None) -> int:
     from hf_metalr import load_policy
 
     load_policy(a.policy)  # a bad file fails here, not after the first task
-    task_seeds = {k: int(v) for k, _, v in (item.partition("=") for item in filter(None, a.task_seeds.split(",")))}
+    if not a.baseline.is_dir():
+        p.error(f"--baseline: {a.baseline} is not a folder; pass the sweep's (make meta-eval writes benchmarks/results/meta_eval)")
+    try:
+        task_seeds = parse_task_seeds(a.task_seeds, a.tasks)
+    except ValueError as exc:
+        p.error(str(exc))
     import torch
 
     torch.set_num_threads(1)

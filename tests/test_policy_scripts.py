@@ -49,3 +49,15 @@ def test_screen_per_seed_line_pairs_candidate_and_shipped_by_seed():
     candidate = [run(1, 4), run(0, 3), run(2, None)]
     shipped = [run(0, 5), run(1, 4), run(2, 6)]
     assert screen.per_seed_lines("digits", 10.0, candidate, shipped) == "| digits x10 | 3 4 – | 5 4 6 | 1/1/1 |"
+
+
+def test_screen_refuses_bad_arguments_before_any_run(tmp_path, capsys):
+    screen = _load("screen_policy")
+    policy = str(default_policy_path())
+    with pytest.raises(SystemExit):
+        screen.main([policy, "--out", str(tmp_path), "--baseline", str(tmp_path / "missing")])
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        screen.main([policy, "--out", str(tmp_path), "--baseline", str(tmp_path), "--task-seeds", "digits=ten"])
+    assert "'digits=ten' is not TASK=N" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing ran
