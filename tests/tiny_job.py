@@ -145,8 +145,7 @@ def main(argv=None):
     rank = int(os.environ.get("RANK", "0"))
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metalr = MetaLRCallback(metric=a.metric, policy=a.policy)
-    callbacks = [metalr, AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
+    callbacks = [MetaLRCallback(metric=a.metric, policy=a.policy), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
     if a.kill_after_step:
         callbacks.append(KillAfterSave(a.kill_after_step))
     trainer = make_trainer(
@@ -159,7 +158,7 @@ def main(argv=None):
         restore_callback_states_from_checkpoint=a.restore_callback_states,
     )
     trainer.train(resume_from_checkpoint=a.resume)
-    # with restore_callback_states_from_checkpoint the Trainer swaps in a new instance
+    # looked up after training: with restore_callback_states_from_checkpoint the Trainer swaps in a new instance
     metalr = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MetaLRCallback))
     (out / f"features.rank{rank}.json").write_text(json.dumps([d["features"] for d in metalr.controller.history]))
     if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
