@@ -8,7 +8,9 @@ For every task and every initial LR in the misspecification sweep (x0.1, x1, x10
 good LR), ``hf-metalr compare`` runs all schedules over 5 seeds (``--task-seeds`` gives a task
 more; ``make meta-eval`` runs digits, the cheapest and noisiest, with 10): ``metalr`` (shipped policy),
 ``metalr-random`` (random-init policy), the static ``constant``, ``step``, ``cosine``,
-``linear``, and the Trainer's own ``plateau`` and ``greedy``. Each (task, LR) gets its own
+``linear``, the Trainer's own ``plateau`` and ``greedy``, and the LR-free peers ``prodigy``
+(Prodigy at lr=1.0, so its runs do not depend on the LR band) and ``schedule-free`` (Schedule-Free
+AdamW at the band's LR). Each (task, LR) gets its own
 comparison directory with results.json and report.md under ``--out``; finished runs are reused
 (``--resume``), so the script can be interrupted and rerun. After a new policy is trained,
 ``--rerun metalr`` drops the finished ``metalr`` runs first, so only they run again.
@@ -17,7 +19,8 @@ Derived here, per task:
 
 - **best static** at an LR: the static schedule (constant/step/cosine/linear) with the fewest
   median evaluations to threshold at that LR (ties: higher median final test metric);
-- **best peer** at an LR: the same over static + plateau + greedy;
+- **best LR-free** at an LR: the better of ``prodigy`` and ``schedule-free``, same key;
+- **best peer** at an LR: the same over static + plateau + greedy + the LR-free peers;
 - **oracle**: the best static schedule and LR in hindsight over the whole sweep;
 - the ratio of metalr's median evaluations-to-threshold to each of them;
 - **paired by seed** against the best static (same seed: same initial weights and data order):
@@ -44,7 +47,8 @@ from hf_metalr.reporting import write_report
 from hf_metalr.tasks import get_task
 
 STATIC = ("constant", "step", "cosine", "linear")
-PEERS = STATIC + ("plateau", "greedy")
+LR_FREE = ("prodigy", "schedule-free")
+PEERS = STATIC + ("plateau", "greedy") + LR_FREE
 ALL = ("metalr", "metalr-random") + PEERS
 MULTIPLIERS = (0.1, 1.0, 10.0)
 NOT_REACHED = float("inf")
@@ -96,11 +100,13 @@ def summarize(task_name: str, by_lr: dict[float, dict]) -> dict:
             reach[s][1] += len(rs)
         best_static = min(STATIC, key=lambda s: key(runs[s]))
         best_peer = min(PEERS, key=lambda s: key(runs[s]))
+        best_lr_free = min(LR_FREE, key=lambda s: key(runs[s]))
         table[mult] = {
             "median_evals": {s: _median_evals(rs) for s, rs in runs.items()},
             "median_test": {s: _median_test(rs, metric) for s, rs in runs.items()},
             "best_static": best_static,
             "best_peer": best_peer,
+            "best_lr_free": best_lr_free,
             "metalr_vs_best_static_by_seed": paired_by_seed(runs["metalr"], runs[best_static]),
         }
     oracle_mult, oracle_schedule = min(
@@ -110,7 +116,8 @@ def summarize(task_name: str, by_lr: dict[float, dict]) -> dict:
     for mult, row in table.items():
         ev = row["median_evals"]
         row["metalr_vs_best_static"] = ev["metalr"] / ev[row["best_static"]] if ev[row["best_static"]] < NOT_REACHED else None
-        row["metalr_vs_best_peer"] = ev["metalr"] / ev[row["best_peer"]] if ev[row["best_peer"]] < NOT_REACHED else None
+        for name in ("best_peer", "best_lr_free"):
+            row[f"metalr_vs_{name}"] = ev["metalr"] / ev[row[name]] if ev[row[name]] < NOT_REACHED else None
         row["metalr_vs_oracle"] = ev["metalr"] / oracle_evals if oracle_evals < NOT_REACHED else None
     return {
         "task": task_name,
@@ -137,15 +144,17 @@ def to_markdown(summaries: list[dict]) -> str:
     for s in summaries:
         lines += [f"## {s['task']} (threshold {s['threshold']}, good LR {s['good_lr']:g})", ""]
         lines += ["| LR | " + " | ".join(ALL) + " | best static | metalr / best static | by seed vs best static "
-                  "(sooner/same/later, sign-test p) | metalr / best peer | metalr / oracle |",
-                  "|---|" + "---|" * (len(ALL) + 5)]
+                  "(sooner/same/later, sign-test p) | best LR-free | metalr / best LR-free | metalr / best peer | "
+                  "metalr / oracle |",
+                  "|---|" + "---|" * (len(ALL) + 7)]
         for mult, row in s["by_multiplier"].items():
             cells = [f"{_fmt(row['median_evals'][x])} ({_fmt(row['median_test'][x], 3)})" for x in ALL]
             paired = row["metalr_vs_best_static_by_seed"]
             p_value = "–" if paired["sign_test_p"] is None else f"{paired['sign_test_p']:.2g}"
             by_seed = f"{paired['sooner']}/{paired['same']}/{paired['later']}, p={p_value}"
             lines.append(f"| x{mult} | " + " | ".join(cells) + f" | {row['best_static']} | "
-                         f"{_fmt(row['metalr_vs_best_static'])} | {by_seed} | {_fmt(row['metalr_vs_best_peer'])} | "
+                         f"{_fmt(row['metalr_vs_best_static'])} | {by_seed} | {row['best_lr_free']} | "
+                         f"{_fmt(row['metalr_vs_best_lr_free'])} | {_fmt(row['metalr_vs_best_peer'])} | "
                          f"{_fmt(row['metalr_vs_oracle'])} |")
         o = s["oracle"]
         lines += ["", f"Cells: median evaluations to threshold over seeds (median final test {s['test_metric']}). "
@@ -171,6 +180,8 @@ def card_section(summaries: list[dict], source: str) -> dict:
                 "metalr_median_evals": finite(row["median_evals"]["metalr"]),
                 "best_static": row["best_static"],
                 "best_static_median_evals": finite(row["median_evals"][row["best_static"]]),
+                "best_lr_free": row["best_lr_free"],
+                "best_lr_free_median_evals": finite(row["median_evals"][row["best_lr_free"]]),
             }
         section[f"{s['task']} reach_rate"] = {k: round(s["reach_rate"][k], 3) for k in ("metalr", "metalr-random", "constant")}
     return section

@@ -32,9 +32,10 @@ import numpy as np
 import transformers
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
+from transformers.training_args import OptimizerNames
 
 from hf_metalr import TRACE_NAME, read_trace
-from hf_metalr.baselines import SCHEDULES, schedule_training_overrides
+from hf_metalr.baselines import SCHEDULES, MissingPeerError, require_schedule, schedule_training_overrides
 from hf_metalr.launch import LaunchError, MetaLRArguments, check_metalr_options
 
 logger = logging.getLogger("recipes")
@@ -55,7 +56,8 @@ class ScheduleArguments(MetaLRArguments):
             "help": "LR schedule: 'metalr' (MetaLRCallback decides the LR at every evaluation, scaling "
             "--lr_scheduler_type; 'metalr-random': with a fresh policy) or a baseline of the comparison tool, "
             "which then sets --lr_scheduler_type: constant, step (x0.1 at 50%% and 75%% of the steps), cosine, "
-            "linear, plateau, greedy.",
+            "linear, plateau, greedy; or an LR-free peer (pip install 'hf_metalr[peers]'): prodigy (Prodigy at "
+            "lr=1.0, whatever --learning_rate), schedule-free (--optim schedule_free_adamw at --learning_rate).",
             "choices": list(SCHEDULES),
         },
     )
@@ -222,10 +224,19 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
             return check_metalr_options(schedule_args, learning_rate=training_args.learning_rate)
         except LaunchError as err:
             raise ValueError(str(err)) from None
-    wanted = schedule_training_overrides(name)["lr_scheduler_type"]
+    try:
+        require_schedule(name)
+    except MissingPeerError as err:
+        raise ValueError(f"--lr_schedule {name}: {err}") from None
+    overrides = schedule_training_overrides(name)
+    wanted = overrides["lr_scheduler_type"]
     if requested not in (wanted, "constant"):
         logger.warning("--lr_schedule %s sets lr_scheduler_type=%s; your --lr_scheduler_type %s is ignored", name, wanted, requested)
     training_args.lr_scheduler_type = SchedulerType(wanted)
+    if "optim" in overrides:
+        training_args.optim = OptimizerNames(overrides["optim"])
+    if name == "prodigy":
+        logger.info("--lr_schedule prodigy runs Prodigy at lr=1.0: --learning_rate %g has no effect", training_args.learning_rate)
     if name in ("plateau", "greedy") and not training_args.metric_for_best_model:
         raise ValueError(f"--lr_schedule {name} steps on the validation metric: set --metric_for_best_model")
     ignored = schedule_args.non_default()

@@ -41,6 +41,8 @@ def test_summary_finds_the_best_static_and_the_oracle(meta_eval):
     assert x10["median_evals"]["metalr"] == 4 and math.isinf(x10["median_evals"]["constant"])
     assert x10["metalr_vs_best_static"] is None  # no static schedule reaches: no ratio
     assert summary["oracle"] == {"schedule": "cosine", "lr_multiplier": 1.0, "median_evals": 5}
+    assert x1["best_lr_free"] == "prodigy" and x1["metalr_vs_best_lr_free"] == pytest.approx(5 / 7)
+    assert x10["metalr_vs_best_lr_free"] is None  # neither LR-free peer reaches
     assert summary["reach_rate"]["metalr"] == pytest.approx(5 / 6) and summary["reach_rate"]["constant"] == 0.5
 
 
@@ -52,7 +54,8 @@ def test_card_section_is_written_into_the_policy_json(meta_eval, tmp_path):
     config = json.loads(policy_json.read_text())
     section = config["card"]["held_out_trainer_eval"]
     assert config["card"]["seed"] == 0 and config["hidden"] == 64  # the rest of the file is kept
-    assert section["digits x1"] == {"metalr_median_evals": 5, "best_static": "cosine", "best_static_median_evals": 5}
+    assert section["digits x1"] == {"metalr_median_evals": 5, "best_static": "cosine", "best_static_median_evals": 5,
+                                    "best_lr_free": "prodigy", "best_lr_free_median_evals": 7}
     assert section["digits x10"]["metalr_median_evals"] == 4 and section["digits x10"]["best_static_median_evals"] is None
     assert section["digits reach_rate"]["metalr"] == pytest.approx(0.833)
     assert section["source"].startswith("results/meta_eval.md (seeds: digits 3;")

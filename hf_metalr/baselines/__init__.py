@@ -1,5 +1,16 @@
-"""The schedules that ``metalr`` is compared against, all built from torch's or transformers' own schedulers."""
+"""The schedules that ``metalr`` is compared against, all built from torch's or transformers' own
+schedulers, or the published LR-free optimizers."""
 
-from .schedules import SCHEDULES, attach_schedule, check_schedule, schedule_training_overrides
+from .schedules import (
+    LR_FREE,
+    SCHEDULES,
+    MissingPeerError,
+    attach_schedule,
+    available_schedules,
+    check_schedule,
+    require_schedule,
+    schedule_training_overrides,
+)
 
-__all__ = ["SCHEDULES", "attach_schedule", "check_schedule", "schedule_training_overrides"]
+__all__ = ["LR_FREE", "SCHEDULES", "MissingPeerError", "attach_schedule", "available_schedules", "check_schedule",
+           "require_schedule", "schedule_training_overrides"]

@@ -7,7 +7,14 @@
 - ``cosine``: transformers ``cosine`` (cosine annealing to 0, no warmup);
 - ``linear``: transformers ``linear`` (the Trainer's default);
 - ``plateau``: the Trainer's own ``reduce_lr_on_plateau`` on ``metric_for_best_model``;
-- ``greedy``: the Trainer's own ``greedy`` (GreedyLR) on ``metric_for_best_model``.
+- ``greedy``: the Trainer's own ``greedy`` (GreedyLR) on ``metric_for_best_model``;
+- ``prodigy``: the LR-free ``prodigyopt.Prodigy`` at ``lr=1.0`` on a constant schedule. It
+  estimates its own step size, so the run's initial LR (``learning_rate``) has no effect on it;
+- ``schedule-free``: the Trainer's own ``optim="schedule_free_adamw"`` (``schedulefree``) at the
+  run's LR on a constant schedule; the Trainer evaluates with its averaged weights.
+
+The two LR-free peers need the ``peers`` extra (``pip install 'hf_metalr[peers]'``);
+:func:`available_schedules` tells which schedules this environment can run.
 
 Use: ``TrainingArguments(**base, **schedule_training_overrides(name))``, then
 ``attach_schedule(trainer, name)`` before ``trainer.train()``.
@@ -15,13 +22,17 @@ Use: ``TrainingArguments(**base, **schedule_training_overrides(name))``, then
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
-__all__ = ["SCHEDULES", "STEP_MILESTONES", "STEP_GAMMA", "attach_schedule", "check_schedule", "schedule_training_overrides"]
+__all__ = ["LR_FREE", "SCHEDULES", "STEP_MILESTONES", "STEP_GAMMA", "MissingPeerError", "attach_schedule", "require_schedule",
+           "available_schedules", "check_schedule", "schedule_training_overrides"]
 
-SCHEDULES: tuple[str, ...] = ("metalr", "metalr-random", "constant", "step", "cosine", "linear", "plateau", "greedy")
+LR_FREE: tuple[str, ...] = ("prodigy", "schedule-free")
+SCHEDULES: tuple[str, ...] = ("metalr", "metalr-random", "constant", "step", "cosine", "linear", "plateau", "greedy") + LR_FREE
 STEP_MILESTONES = (0.5, 0.75)
 STEP_GAMMA = 0.1
+PRODIGY_LR = 1.0
 
 _SCHEDULER_TYPE = {
     "metalr": "constant",
@@ -32,7 +43,15 @@ _SCHEDULER_TYPE = {
     "linear": "linear",
     "plateau": "reduce_lr_on_plateau",
     "greedy": "greedy",
+    "prodigy": "constant",
+    "schedule-free": "constant",
 }
+_OPTIM = {"schedule-free": "schedule_free_adamw"}
+_REQUIRED_PACKAGE = {"prodigy": "prodigyopt", "schedule-free": "schedulefree"}
+
+
+class MissingPeerError(ImportError):
+    """An LR-free peer schedule was asked for, but its package is not installed."""
 
 
 def check_schedule(name: str) -> str:
@@ -41,9 +60,35 @@ def check_schedule(name: str) -> str:
     return name
 
 
+def missing_package(name: str) -> str | None:
+    """The package schedule ``name`` needs and this environment lacks (None: nothing missing)."""
+    package = _REQUIRED_PACKAGE.get(check_schedule(name))
+    return package if package is not None and importlib.util.find_spec(package) is None else None
+
+
+def require_schedule(name: str) -> str:
+    """``name``, or :class:`MissingPeerError` naming the install command when its package is missing."""
+    package = missing_package(name)
+    if package is not None:
+        raise MissingPeerError(
+            f"schedule {name!r} needs the {package!r} package, which is not installed: "
+            f"pip install 'hf_metalr[peers]' (or pip install {package})"
+        )
+    return name
+
+
+def available_schedules(names=SCHEDULES) -> tuple[list[str], dict[str, str]]:
+    """Split ``names`` into those this environment can run and {skipped name: missing package}."""
+    skipped = {name: package for name in names if (package := missing_package(name)) is not None}
+    return [name for name in names if name not in skipped], skipped
+
+
 def schedule_training_overrides(name: str) -> dict:
     """The ``TrainingArguments`` fields that select schedule ``name``."""
-    return {"lr_scheduler_type": _SCHEDULER_TYPE[check_schedule(name)], "warmup_steps": 0}
+    overrides = {"lr_scheduler_type": _SCHEDULER_TYPE[check_schedule(name)], "warmup_steps": 0}
+    if name in _OPTIM:
+        overrides["optim"] = _OPTIM[name]
+    return overrides
 
 
 def _total_optimizer_steps(trainer) -> int:
@@ -54,14 +99,31 @@ def _total_optimizer_steps(trainer) -> int:
     return per_epoch * math.ceil(args.num_train_epochs)
 
 
+def prodigy_optimizer(trainer):
+    """``Prodigy(lr=1.0)`` over the Trainer's own parameter groups: weight decay (decoupled, as
+    AdamW's) on the parameters the Trainer decays, none on biases and norms."""
+    from prodigyopt import Prodigy
+
+    model, args = trainer.model, trainer.args
+    decay = set(trainer.get_decay_parameter_names(model))
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
+    ]
+    return Prodigy([g for g in groups if g["params"]], lr=PRODIGY_LR, decouple=True)
+
+
 def attach_schedule(trainer, name: str, **metalr_options) -> None:
     """Finish setting up ``trainer`` for schedule ``name``.
 
     ``metalr`` adds a ``MetaLRCallback(**metalr_options)`` (``metalr-random`` forces
-    ``policy="random"``); ``step`` creates the Trainer's own
-    optimizer and a torch ``MultiStepLR`` on it. The others need nothing beyond the overrides.
+    ``policy="random"``); ``step`` creates the Trainer's own optimizer and a torch ``MultiStepLR``
+    on it; ``prodigy`` gives the Trainer a ``Prodigy`` optimizer, over which it builds its constant
+    schedule. The others need nothing beyond the overrides. A missing peer package raises
+    :class:`MissingPeerError`.
     """
-    check_schedule(name)
+    require_schedule(name)
     if name in ("metalr", "metalr-random"):
         from ..integration.callback import MetaLRCallback
 
@@ -75,3 +137,5 @@ def attach_schedule(trainer, name: str, **metalr_options) -> None:
         optimizer = trainer.create_optimizer()
         milestones = sorted({max(1, int(total * m)) for m in STEP_MILESTONES})
         trainer.lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=STEP_GAMMA)
+    elif name == "prodigy":
+        trainer.optimizer = prodigy_optimizer(trainer)

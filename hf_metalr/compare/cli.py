@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..baselines import SCHEDULES
+from ..baselines import SCHEDULES, MissingPeerError, available_schedules, require_schedule
 from ..tasks import TASKS
 
 
@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", required=True, help=f"embedded task: {', '.join(TASKS)}")
     p.add_argument("--schedules", default="all",
-                   help=f"comma-separated schedules, or 'all' ({','.join(SCHEDULES)})")
+                   help=f"comma-separated schedules, or 'all' ({','.join(SCHEDULES)}; 'all' skips an LR-free peer "
+                        "whose package is missing, and the report says so)")
     p.add_argument("--seeds", default="3", help="number of seeds (3 -> 0,1,2) or a comma-separated list (0,5,9)")
     p.add_argument("--lr", type=float, default=None, help="one initial LR for every schedule (default: the task's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the task's)")
@@ -57,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.task not in TASKS:
         raise SystemExit(f"hf-metalr compare: unknown task {args.task!r}; choose from: {', '.join(TASKS)}")
     schedules = parse_list(args.schedules, SCHEDULES, "schedule")
+    skipped = {}
+    if args.schedules == "all":
+        schedules, skipped = available_schedules(schedules)
+        for name, package in skipped.items():
+            print(f"hf-metalr compare: skipping {name}: {package} is not installed (pip install 'hf_metalr[peers]')")
+    try:
+        for name in schedules:
+            require_schedule(name)
+    except MissingPeerError as exc:
+        raise SystemExit(f"hf-metalr compare: {exc}")
     seeds = parse_seeds(args.seeds)
     if args.lr is not None and not args.lr > 0:
         raise SystemExit(f"hf-metalr compare: --lr must be > 0, got {args.lr}")
@@ -77,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hf-metalr compare: task {args.task}, schedules {','.join(schedules)}, seeds {seeds} -> {args.out}")
     try:
         compare(args.task, schedules, seeds, args.out, lr=args.lr, epochs=args.epochs, resume=args.resume,
-                metalr_options=metalr_options or None)
+                metalr_options=metalr_options or None, skipped=skipped)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished runs are kept in {args.out / 'results.json'}; rerun with --resume to continue",
               file=sys.stderr)

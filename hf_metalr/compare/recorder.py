@@ -11,8 +11,8 @@ __all__ = ["CurveRecorder"]
 
 
 class CurveRecorder(TrainerCallback):
-    """Records the LR of param group 0 at every optimizer step, every evaluation (with seconds
-    since train begin) and every logged training loss. A non-finite training loss or monitored
+    """Records the LR of param group 0 at every optimizer step (for Prodigy, the step size it
+    applies: ``lr * d``, its own estimate), every evaluation (with seconds since train begin) and every logged training loss. A non-finite training loss or monitored
     metric marks the run diverged and stops training."""
 
     def __init__(self, monitored: str = "eval_loss"):
@@ -28,7 +28,9 @@ class CurveRecorder(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         step = state.global_step + 1
-        self.lr_curve.append([step, step / state.max_steps * state.num_train_epochs, optimizer.param_groups[0]["lr"]])
+        group = optimizer.param_groups[0]
+        lr = group["lr"] * group.get("d", 1.0)
+        self.lr_curve.append([step, step / state.max_steps * state.num_train_epochs, lr])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..baselines import check_schedule
+from ..baselines import require_schedule
 from ..reporting.report import FORMAT, RESULTS_NAME, load_results
 from ..tasks import get_task
 from .runner import run_one
@@ -30,7 +30,7 @@ def save_results(out_dir: Path, data: dict) -> Path:
     return path
 
 
-def _config(task, schedules, seeds, lr, epochs, metalr_options) -> dict:
+def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict:
     return {
         "task": task.name,
         "task_description": task.description,
@@ -46,6 +46,7 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options) -> dict:
         "evals_per_epoch": task.evals_per_epoch,
         "hf_metalr_version": __version__,
         "metalr_policy": (metalr_options or {}).get("policy", "default"),
+        "skipped_schedules": dict(skipped or {}),
     }
 
 
@@ -62,14 +63,18 @@ def _describe(run: dict, task) -> str:
 
 def compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Path, *, lr: float | None = None,
             epochs: int | None = None, resume: bool = False, metalr_options: dict | None = None,
-            log=print) -> dict:
-    """Run every missing (schedule, seed) and return the results dict (also in ``out_dir/results.json``)."""
+            skipped: dict[str, str] | None = None, log=print) -> dict:
+    """Run every missing (schedule, seed) and return the results dict (also in ``out_dir/results.json``).
+
+    ``skipped`` ({schedule: missing package}) is recorded in the config, for the report to say
+    which asked-for schedules this environment could not run. A schedule whose package is missing
+    raises :class:`~hf_metalr.baselines.MissingPeerError` before any run."""
     task = get_task(task_name)
     for name in schedules:
-        check_schedule(name)
+        require_schedule(name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = _config(task, schedules, seeds, lr, epochs, metalr_options)
+    config = _config(task, schedules, seeds, lr, epochs, metalr_options, skipped)
     if (out_dir / RESULTS_NAME).exists():
         if not resume:
             raise FileExistsError(
@@ -84,6 +89,7 @@ def compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pat
             )
         config["schedules"] = list(dict.fromkeys(data["config"]["schedules"] + list(schedules)))
         config["seeds"] = sorted(set(data["config"]["seeds"]) | set(seeds))
+        config["skipped_schedules"] = {k: v for k, v in config["skipped_schedules"].items() if k not in config["schedules"]}
         data["config"] = config
     else:
         data = {"format": FORMAT, "config": config, "runs": []}

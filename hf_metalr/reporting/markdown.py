@@ -352,6 +352,15 @@ def _notes(summary: Summary) -> list[str]:
     diverged = [f"{s.schedule} seed {r.get('seed')}" for s in summary.schedules for r in s.runs if r.get("status") == "diverged"]
     if diverged:
         notes.append("Diverged runs: " + ", ".join(diverged) + ".")
+    if any(s.schedule == "prodigy" and s.n for s in summary.schedules):
+        notes.append(
+            f"prodigy runs Prodigy at lr=1.0 and estimates its own step size, so its results do not depend on the "
+            f"configured LR ({number(summary.config.get('lr')):g}); its LR curve is the step size it applies, lr × d."
+        )
+    skipped = summary.config.get("skipped_schedules") or {}
+    if skipped:
+        notes.append("Not run, their package missing (pip install 'hf_metalr[peers]'): "
+                     + ", ".join(f"{name} ({package})" for name, package in skipped.items()) + ".")
     missing = [f"{s.schedule} seed {seed}" for s in summary.schedules for seed in s.missing_seeds]
     if missing:
         notes.append("Missing runs (interrupted compare?): " + ", ".join(missing) + ".")
