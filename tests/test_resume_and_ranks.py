@@ -79,7 +79,7 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
 @pytest.mark.slow
 def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", JOB,
-           "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100"]
+           "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100", "--no_gate"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rank0, rank1 = applied(tmp_path, 0), applied(tmp_path, 1)
@@ -92,3 +92,5 @@ def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
     # both ranks saw the same features: the per-step training losses are averaged across ranks
     assert features(tmp_path, 0) == features(tmp_path, 1)
     assert all(f["train_loss_noise"] > 0 for f in features(tmp_path, 0))
+    # the gradient alignment is read from the synchronised gradients: the same, non-zero, on both ranks
+    assert all(f["grad_alignment"] != 0 and f["grad_alignment_t"] != 0 for f in features(tmp_path, 0))

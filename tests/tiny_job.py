@@ -141,11 +141,12 @@ def main(argv=None):
     p.add_argument("--kill_after_step", type=int, default=None)
     p.add_argument("--resume", default=None)
     p.add_argument("--restore_callback_states", action="store_true")
+    p.add_argument("--no_gate", action="store_true", help="let the policy move the LR without direction evidence")
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetaLRCallback(metric=a.metric, policy=a.policy), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
+    callbacks = [MetaLRCallback(metric=a.metric, policy=a.policy, gate=not a.no_gate), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
     if a.kill_after_step:
         callbacks.append(KillAfterSave(a.kill_after_step))
     trainer = make_trainer(

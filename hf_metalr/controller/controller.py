@@ -14,6 +14,19 @@ The controller's LR is ``initial_lr * scale``; ``scale`` starts at 1 and is move
 multiplicative actions, clipped to ``[min_lr, max_lr] / initial_lr``. Randomness is derived from
 ``(seed, decision index)`` alone, so the same stream of metrics gives the same decisions on every
 rank and after a resume.
+
+With the parameters watched (``watch`` plus ``before_optimizer_step`` / ``after_optimizer_step``
+around each ``optimizer.step()``), the controller measures which way the LR is wrong (see
+``alignment``), and its *direction gate* holds the policy to that evidence:
+
+- a raise is applied only when the gradient keeps pointing along the previous steps
+  (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
+  metric did not get worse since the last decision;
+- a cut is applied only when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``) or the
+  metric got worse since the last decision.
+
+Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
+applied (``Decision.gate``). Without watched parameters there is no evidence, and the gate is off.
 """
 
 from __future__ import annotations
@@ -26,18 +39,34 @@ from pathlib import Path
 import torch
 
 from .actions import apply_multiplier, divergence_multiplier
+from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, random_policy
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
-__all__ = ["Decision", "MetaLRController", "resolve_policy", "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO"]
+__all__ = ["Decision", "MetaLRController", "resolve_policy", "direction_gate", "DEFAULT_MIN_LR_RATIO",
+           "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
-STATE_FORMAT = 3  # 3: training losses kept per step (2: the last logged one); 2 still loads
-READABLE_STATE_FORMATS = (2, 3)
+EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
+STATE_FORMAT = 4  # 4: gradient alignment; 3: training losses kept per step; 2: the last logged one. 2 and 3 still load
+READABLE_STATE_FORMATS = (2, 3, 4)
+
+
+def direction_gate(multiplier: float, features: dict[str, float]) -> str | None:
+    """Why ``multiplier`` must not be applied given the evidence in ``features``; None: apply it."""
+    worse = features["objective_trend"] > 0
+    if multiplier > 1:
+        if worse:
+            return "raise held: the metric got worse since the last decision"
+        if not (features["grad_alignment_t"] >= EVIDENCE_T and features["grad_alignment"] > 0):
+            return "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
+    elif multiplier < 1 and not worse and features["grad_alignment_t"] > -EVIDENCE_T:
+        return "cut held: no evidence of overshoot (gradient not opposed to the previous steps) and the metric improved"
+    return None
 
 
 @dataclass
@@ -48,13 +77,15 @@ class Decision:
     value: float | None
     reward: float | None
     action: float  # the multiplier applied to the LR
-    action_index: int | None  # None for the fixed divergence response
+    action_index: int | None  # the policy's choice; None for the fixed divergence response
     by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
     lr: float  # the controller's LR from now on (initial_lr * scale)
     scale: float
     learned: bool  # whether the policy was updated at this decision
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
+    requested: float | None = None  # the multiplier the policy asked for (None: a fixed response)
+    gate: str | None = None  # why the direction gate kept the LR instead of ``requested``
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +125,7 @@ class MetaLRController:
         meta_lr: float = 1e-4,
         greater_is_better: bool = False,
         greedy: bool | None = None,
+        gate: bool = True,
     ):
         if not (is_finite(initial_lr) and initial_lr > 0):
             raise ValueError(f"initial_lr must be a finite number > 0, got {initial_lr!r}")
@@ -116,6 +148,8 @@ class MetaLRController:
             raise ValueError(f"the policy's multipliers {self.multipliers} lack 1.0, which the controller needs to keep the "
                              "LR at the first evaluation; retrain the policy with a keep action (hf-metalr meta-train)")
         self.keep_index = self.multipliers.index(1.0)
+        self.gate = bool(gate)
+        self.alignment: GradientAlignment | None = None
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
         self.scale = 1.0
@@ -142,6 +176,23 @@ class MetaLRController:
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * self.scale
+
+    # -- gradient alignment --------------------------------------------------------------------
+    def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE) -> GradientAlignment:
+        """Measure the gradient alignment of ``params`` (see ``alignment``); the sketch is drawn
+        from the controller's seed, so every rank draws the same one."""
+        self.alignment = GradientAlignment(params, sketch_size=sketch_size, seed=self.seed)
+        return self.alignment
+
+    def before_optimizer_step(self) -> None:
+        """Call once per optimizer step, with the final gradients, before ``optimizer.step()``."""
+        if self.alignment is not None:
+            self.alignment.before_step()
+
+    def after_optimizer_step(self) -> None:
+        """Call right after ``optimizer.step()``."""
+        if self.alignment is not None:
+            self.alignment.after_step()
 
     # -- decisions -----------------------------------------------------------------------------
     def observe_train_loss(self, loss: float) -> None:
@@ -170,6 +221,8 @@ class MetaLRController:
         if not is_finite(value):
             return self._diverged(index, value)
 
+        if self.alignment is not None:
+            self.tracker.observe_alignment(self.alignment.take())
         _, reward = self.tracker.observe(float(value))
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
         obs = self.observation(features)
@@ -180,12 +233,15 @@ class MetaLRController:
         # the first evaluation has no trend to act on: keep the LR instead of betting blind
         by_policy = reward is not None
         action = self._select(obs, index) if by_policy else self.keep_index
-        multiplier = self.multipliers[action]
+        requested = self.multipliers[action]
+        held = direction_gate(requested, features) if self.gate and self.alignment is not None else None
+        multiplier = 1.0 if held else requested
         self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
-        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, features)
+        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, features,
+                            requested if by_policy else None, held)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
@@ -208,7 +264,8 @@ class MetaLRController:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
-    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features) -> Decision:
+    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features,
+                requested=None, gate=None) -> Decision:
         decision = Decision(
             index=index,
             value=value,
@@ -221,6 +278,8 @@ class MetaLRController:
             learned=learned,
             diverged=diverged,
             features=features,
+            requested=requested,
+            gate=gate,
         )
         self.history.append(decision.as_dict())
         return decision
@@ -239,6 +298,7 @@ class MetaLRController:
             "history": self.history,
             "policy": tensors_to_text(self.policy.state_dict()),
             "meta_optimizer": optimizer_state_to_json(self.learner.state_dict()) if self.learner else None,
+            "alignment": self.alignment.state_dict() if self.alignment is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -255,3 +315,5 @@ class MetaLRController:
         self.policy.load_state_dict(text_to_tensors(state["policy"]))
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
+        if self.alignment is not None and state.get("alignment"):
+            self.alignment.load_state_dict(state["alignment"])

@@ -18,6 +18,13 @@ with ``observe_train_losses``). Between two decisions they give two features: th
 mean, and their *noise*, the mean absolute change of the log loss from one step to the next. The
 noise separates a run whose LR is too low (a smooth, slowly falling loss, or a flat plateau where
 every batch scores the same) from one whose LR is too high (a loss that jumps from batch to batch).
+Where the controller watches the parameters (see ``alignment``), each optimizer step also gives
+the cosine between its gradient and the previous descent step. Between two decisions these give
+``grad_alignment`` (the sum of the dot products over the sum of the norm products) and
+``grad_alignment_t`` (the mean cosine over its standard error): positive when the LR is too low,
+negative when it overshoots, near zero without evidence either way. Both read 0 where nothing
+is watched.
+
 A policy reads the features it was trained on, by name (``select``), so a policy trained before a
 feature existed keeps working unchanged.
 """
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+from .alignment import AlignmentWindow
 
 __all__ = ["DIVERGENCE_REWARD", "FEATURE_NAMES", "RunTracker", "is_finite", "log_objective", "objective_mode", "select",
            "unknown_features"]
@@ -42,6 +51,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "evals_since_best",  # evaluations since the best, /10, capped at 1
     "improving_streak",  # consecutive evaluations that improved on the one before, /10, capped at 1
     "train_loss_noise",  # mean |change of log train loss| between consecutive steps since the last decision
+    "grad_alignment",  # sum of g_t . (-u_{t-1}) over sum of |g_t| |u_{t-1}| since the last decision, in [-1, 1]
+    "grad_alignment_t",  # mean per-step cosine of g_t and -u_{t-1} over its standard error, clipped to +-5
 )
 
 _EPS = 1e-8
@@ -114,6 +125,13 @@ class RunTracker:
     trend: float = 0.0  # current - previous log objective
     previous_trend: float = 0.0  # the trend at the decision before
     improving_streak: int = 0
+    alignment: list[float] | None = None  # the gradient-alignment sums since the last decision (AlignmentWindow)
+
+    def observe_alignment(self, window: AlignmentWindow) -> None:
+        """Add the gradient-alignment sums of some steps (``GradientAlignment.take``)."""
+        total = AlignmentWindow(*self.alignment) if self.alignment else AlignmentWindow()
+        total.add(window)
+        self.alignment = total.to_list()
 
     def observe_train_loss(self, loss: float) -> None:
         """One step's training loss, continuing the current stretch of consecutive steps."""
@@ -167,6 +185,7 @@ class RunTracker:
         else:
             train_trend = 0.0
         noise = self.window_abs_log_steps / self.window_steps if self.window_steps else 0.0
+        alignment = AlignmentWindow(*self.alignment) if self.alignment else AlignmentWindow()
         values = [
             _clip(self.current - self.best, 0.0, _CLIP),
             _clip(self.trend),
@@ -179,6 +198,8 @@ class RunTracker:
             min(self.evals_since_best, 10) / 10.0,
             min(self.improving_streak, 10) / 10.0,
             _clip(noise, 0.0, _CLIP),
+            _clip(alignment.ratio, -1.0, 1.0),
+            _clip(alignment.t),
         ]
         return dict(zip(FEATURE_NAMES, values))
 
@@ -189,6 +210,7 @@ class RunTracker:
         self.train_loss_at_decision = self._train_loss()
         self.window_count, self.window_sum, self.window_abs_log_steps, self.window_steps = 0, 0.0, 0.0, 0
         self.last_log_train_loss = None
+        self.alignment = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,6 +10,11 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 - **Training losses:** a forward hook on the model reads the loss of every training step (see
   ``train_losses``) for the controller's training-loss features; a model whose outputs carry no
   ``loss`` falls back to the logged losses, with a warning.
+- **Gradient alignment:** at every optimizer step (``on_pre_optimizer_step``, after the gradients
+  are accumulated, synchronised across ranks and clipped; ``on_optimizer_step``, after the update)
+  the controller reads a fixed sketch of the gradient and the parameters (see
+  ``controller.alignment``), which tells it which way the LR is wrong and drives its direction
+  gate. With sharded parameters (FSDP, DeepSpeed) the signal is switched off, with one warning.
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
   world's main process only.
 - **Saved:** the whole controller state (policy, meta-optimizer, run history, decision index that
@@ -64,6 +69,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         meta_lr: learning rate of the meta-learner's Adam.
         greedy: take the most likely action instead of sampling one; defaults to True for a
             trained policy (``"default"`` or a file) and False for ``"random"``, which must explore.
+        gate: hold the policy to the gradient-alignment evidence (raise only when the LR is
+            measurably too low, cut only on overshoot or a worse metric); see ``MetaLRController``.
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         learn_online: bool = True,
         meta_lr: float = 1e-4,
         greedy: bool | None = None,
+        gate: bool = True,
     ):
         for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -99,6 +107,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             "learn_online": learn_online,
             "meta_lr": meta_lr,
             "greedy": greedy,
+            "gate": bool(gate),
         }
         # A saved policy is read and checked now, so a bad file fails at construction.
         self._policy: PolicyNetwork | None = None if str(policy) == "random" else resolve_policy(str(policy), 0)
@@ -154,7 +163,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             meta_lr=a["meta_lr"],
             greater_is_better=greater_is_better,
             greedy=a["greedy"] if a["greedy"] is not None else a["policy"] != "random",
+            gate=a.get("gate", True),
         )
+        if model is not None and _watchable(args):
+            self.controller.watch(model.parameters())
         self._policy = self.controller.policy
 
         saved = self._saved_attributes(state)
@@ -170,6 +182,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             self._trace.start(resume_step=state.global_step if resuming else None)
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         self._in_training = True
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if self._in_training:
+            self.controller.before_optimizer_step()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if self._in_training:
+            self.controller.after_optimizer_step()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._in_training:
@@ -210,6 +230,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "metric": self.metric_key,
                     "value": value,
                     "action": decision.action,
+                    "requested": decision.requested,
+                    "gate": decision.gate,
                     "action_index": decision.action_index,
                     "by_policy": decision.by_policy,
                     "reward": decision.reward,
@@ -317,3 +339,17 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             )
         if handler is not None:
             handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
+
+
+def _watchable(args) -> bool:
+    """Whether every process holds whole parameters and gradients; with FSDP or DeepSpeed they are
+    sharded, and the gradient-alignment signal is switched off with a warning."""
+    sharded = [name for name in ("fsdp", "deepspeed") if getattr(args, name, None)]
+    if sharded:
+        warnings.warn(
+            f"MetaLRCallback: parameters are sharded ({sharded[0]}), so the gradient-alignment signal is off: the "
+            "policy acts on the metric and the training loss alone, and its direction gate is off.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return not sharded

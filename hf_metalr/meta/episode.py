@@ -58,13 +58,14 @@ def objective_auc(values: list[float]) -> float:
 
 
 def _evaluate(problem, model) -> tuple[float, float | None]:
-    """Validation loss, and accuracy for a classification problem (None for regression)."""
+    """Validation loss, and accuracy for a classification problem (None for regression); a
+    sequence model's logits are (batch, classes, length), as cross-entropy takes them."""
     x, y = problem.validation
     model.eval()
     with torch.no_grad():
         out = model(x)
         if problem.loss == "ce":
-            loss, accuracy = torch.nn.functional.cross_entropy(out, y), float((out.argmax(-1) == y).float().mean())
+            loss, accuracy = torch.nn.functional.cross_entropy(out, y), float((out.argmax(1) == y).float().mean())
         else:
             loss, accuracy = torch.nn.functional.mse_loss(out, y), None
     model.train()
@@ -83,6 +84,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
     controller = None
     if policy is not None:
         controller = MetaLRController(spec["lr"], policy=policy, seed=seed, learn_online=False, greedy=greedy)
+        controller.watch(model.parameters())
     x, y = problem.train
     steps_per_epoch = math.ceil(len(y) / problem.batch_size)
     total = steps_per_epoch * problem.epochs
@@ -99,9 +101,12 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
             loss = loss_fn(model(x[idx]), y[idx])
             optimizer.zero_grad()
             loss.backward()
+            if controller is not None:
+                controller.before_optimizer_step()
             optimizer.step()
             step += 1
             if controller is not None:
+                controller.after_optimizer_step()
                 controller.observe_train_loss(loss.item())
             if step % eval_every and step != total:
                 continue

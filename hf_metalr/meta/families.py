@@ -5,9 +5,12 @@ sizes, optimizer, batch size, epoch budget, and the initial LR. ``sample_problem
 ``build_problem`` turns it into tensors, a model and an optimizer for the plain-loop episode.
 
 Training families: MLP on Gaussian blobs, MLP on spirals, MLP regression, small CNN / ResNet on
-generated pattern images, tiny transformer on token sequences, and a small-init MLP on XOR labels
-whose loss sits on a plateau at ln 2 until the LR is large enough to leave it (a metric that
-plateaus, like a pretrained classifier's head at a too-low LR). Held-out families, never used in
+generated pattern images, tiny post-LN transformer on token sequences, a small-init MLP on XOR
+labels whose loss sits on a plateau at ln 2 until the LR is large enough to leave it (a metric that
+plateaus, like a pretrained classifier's head at a too-low LR), and a tiny pre-LN causal
+transformer language model on text from a random Markov chain, whose loss stays smooth even at a
+too-high LR (it levels off above the floor rather than jumping, so the loss's texture does not
+tell the LR is too high). Held-out families, never used in
 meta-training: a GRU on sequences (an unseen architecture) and an MLP on scikit-learn's real
 digits (an unseen dataset). The initial LR is the family's good LR (``GOOD_LR``, calibrated by
 ``benchmarks/calibrate_families.py``) times a factor spanning 10**±1.7 (2500x): a third of the
@@ -25,7 +28,7 @@ from torch import nn
 
 __all__ = ["TRAIN_FAMILIES", "HELD_OUT_FAMILIES", "Problem", "build_problem", "sample_problem"]
 
-TRAIN_FAMILIES = ("blobs_mlp", "spirals_mlp", "regression_mlp", "patterns_cnn", "sequence_transformer", "xor_mlp")
+TRAIN_FAMILIES = ("blobs_mlp", "spirals_mlp", "regression_mlp", "patterns_cnn", "sequence_transformer", "xor_mlp", "char_lm")
 HELD_OUT_FAMILIES = ("sequence_gru", "digits_mlp")
 LR_LOG10_SPAN = 1.7
 GOOD_BAND = 0.3  # |log10(lr / good lr)| below this counts as a well-chosen LR
@@ -39,6 +42,7 @@ GOOD_LR = {
     ("patterns_cnn", "adam"): 1e-2, ("patterns_cnn", "sgd"): 5e-2,
     ("sequence_transformer", "adam"): 2e-3, ("sequence_transformer", "sgd"): 4e-2,
     ("xor_mlp", "adam"): 1e-2, ("xor_mlp", "sgd"): 1e-1,
+    ("char_lm", "adam"): 3e-3, ("char_lm", "sgd"): 3e-1,
     ("sequence_gru", "adam"): 1e-3, ("sequence_gru", "sgd"): 2.5e-2,
     ("digits_mlp", "adam"): 2e-3, ("digits_mlp", "sgd"): 5e-2,
 }
@@ -156,6 +160,20 @@ def _xor(rng, n=900):
     return torch.tensor(x, dtype=torch.float32), torch.tensor(_noisy_labels(rng, y, 2)), 2
 
 
+def _markov_text(rng, n=900, length=17):
+    """Sequences from a random order-2 Markov chain with peaked transitions (the next token depends
+    on the two before it, so the model has to attend); x predicts y = x shifted by one."""
+    vocab = int(rng.integers(8, 17))
+    transitions = rng.dirichlet(np.full(vocab, rng.uniform(0.1, 0.5)), size=vocab * vocab)
+    seqs = np.empty((n, length), dtype=np.int64)
+    seqs[:, :2] = rng.integers(0, vocab, (n, 2))
+    cumulative = transitions.cumsum(1)
+    for t in range(2, length):
+        u = rng.random(n)[:, None]
+        seqs[:, t] = np.minimum((u > cumulative[seqs[:, t - 2] * vocab + seqs[:, t - 1]]).sum(1), vocab - 1)
+    return torch.tensor(seqs[:, :-1]), torch.tensor(seqs[:, 1:]), vocab
+
+
 def _digits(rng, n=None):
     from sklearn.datasets import load_digits
 
@@ -202,6 +220,26 @@ class _TinyTransformer(nn.Module):
 
     def forward(self, x):
         return self.head(self.encoder(self.embed(x) + self.pos).mean(1))
+
+
+class _CharLM(nn.Module):
+    """A GPT-2-like causal transformer (pre-LN); returns logits as (batch, vocab, length)."""
+
+    def __init__(self, vocab, width, depth, length=16):
+        super().__init__()
+        d = min(width, 64)
+        self.embed = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(1, length, d))
+        layer = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=4 * d, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, num_layers=min(depth, 2), enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(length), persistent=False)
+
+    def forward(self, x):
+        n = x.shape[1]
+        h = self.blocks(self.embed(x) + self.pos[:, :n], mask=self.mask[:n, :n], is_causal=True)
+        return self.head(self.norm(h)).transpose(1, 2)
 
 
 class _GRU(nn.Module):
@@ -254,6 +292,9 @@ def build_problem(spec: dict) -> Problem:
     elif family == "xor_mlp":
         x, y, k = _xor(rng)
         make = lambda: _small_init_mlp(x.shape[1], width, max(depth, 2), k, spec["init_scale"])  # noqa: E731
+    elif family == "char_lm":
+        x, y, k = _markov_text(rng)
+        make = lambda: _CharLM(k, width, depth)  # noqa: E731
     elif family == "sequence_gru":
         x, y, k = _sequences(rng)
         make = lambda: _GRU(10, width, k)  # noqa: E731

@@ -1,0 +1,166 @@
+"""Which way the LR is wrong: the cosine between the current gradient and the previous update.
+
+The hypergradient of the loss with respect to the LR (Baydin et al. 2018, "Online Learning Rate
+Adaptation with Hypergradient Descent") is the dot product of the current gradient with the
+previous update. Normalised, it is the cosine between the gradient ``g_t`` and the previous
+descent step ``-u_{t-1}`` (``u = θ_after - θ_before``, whatever the optimizer did):
+
+- persistently positive: the steps keep pointing the same way, they are too short (LR too low);
+- negative: the last step went past the valley floor, the steps overshoot (LR too high);
+- near zero: no evidence either way (a noisy plateau, or an LR about right).
+
+:class:`GradientAlignment` measures it on a fixed random *sketch* of at most ``sketch_size``
+parameter coordinates, drawn once from ``seed`` and the parameters' shapes, so its memory is
+bounded whatever the model size (``sketch_size`` indices plus two float32 vectors of that length:
+16 bytes a coordinate, 128 KiB at the default 8,192) and every rank draws the same sketch.
+
+Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
+(accumulated, synchronised across ranks, clipped), and :meth:`GradientAlignment.after_step` right
+after ``optimizer.step()``. The per-step sums stay on the parameters' device until
+:meth:`GradientAlignment.take`, once per decision, so there is no host sync per step. A step
+whose gradient or update is not finite, or is zero (an fp16 step skipped on overflow), adds
+nothing. The cosine is scale-free, so a loss scale (fp16) or a clipped gradient does not change it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .serialization import tensors_to_text, text_to_tensors
+
+__all__ = ["DEFAULT_SKETCH_SIZE", "AlignmentWindow", "GradientAlignment"]
+
+DEFAULT_SKETCH_SIZE = 8192
+_SUMS = ("dot", "norms", "cos", "cos_sq", "steps")  # the accumulator's slots
+
+
+class AlignmentWindow:
+    """The alignment statistics of the steps between two decisions, as plain numbers.
+
+    - ``ratio``: sum of the dot products over the sum of the norm products, in [-1, 1]. Steps
+      with a larger gradient weigh more, which damps the noise of near-zero gradients.
+    - ``t``: the mean per-step cosine over its standard error, a signed evidence of direction
+      that stays near 0 when the cosine drowns in batch noise.
+    """
+
+    def __init__(self, dot=0.0, norms=0.0, cos=0.0, cos_sq=0.0, steps=0.0):
+        self.dot, self.norms, self.cos, self.cos_sq, self.steps = float(dot), float(norms), float(cos), float(cos_sq), float(steps)
+
+    def add(self, other: "AlignmentWindow") -> None:
+        for name in _SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def ratio(self) -> float:
+        return self.dot / self.norms if self.norms > 0 else 0.0
+
+    @property
+    def mean(self) -> float:
+        return self.cos / self.steps if self.steps else 0.0
+
+    @property
+    def t(self) -> float:
+        n = self.steps
+        if n < 2:
+            return 0.0
+        variance = max(self.cos_sq / n - self.mean**2, 0.0) * n / (n - 1)
+        return self.mean / math.sqrt(max(variance, 1e-12) / n)
+
+    def to_list(self) -> list[float]:
+        return [getattr(self, name) for name in _SUMS]
+
+
+class GradientAlignment:
+    """Per-step cosine of the gradient with the previous descent step, on a coordinate sketch.
+
+    ``state_dict()`` holds the last parameter and update sketches and the sums pending since the
+    last ``take``, so a run resumed from a checkpoint continues exactly. The sketch itself is
+    derived again from ``seed`` and the parameter shapes.
+    """
+
+    def __init__(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, seed: int = 0):
+        if not (isinstance(sketch_size, int) and sketch_size > 0):
+            raise ValueError(f"sketch_size must be a positive int, got {sketch_size!r}")
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("GradientAlignment needs at least one parameter that requires grad")
+        self.sketch_size = sketch_size
+        self.seed = int(seed)
+        self._index = self._draw_sketch()
+        self._device = self.params[0].device
+        self._last_params: torch.Tensor | None = None  # the sketch after the last optimizer step
+        self._last_update: torch.Tensor | None = None  # θ_after - θ_before of the last step
+        self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
+
+    def _draw_sketch(self) -> list[tuple[int, torch.Tensor]]:
+        sizes = [p.numel() for p in self.params]
+        total = sum(sizes)
+        generator = torch.Generator().manual_seed(self.seed * 7919 + 17)
+        if total <= self.sketch_size:
+            flat = torch.arange(total)
+        else:
+            flat = torch.randint(0, total, (self.sketch_size,), generator=generator).unique()  # sorted
+        index, offset = [], 0
+        bounds = torch.tensor(sizes).cumsum(0)
+        owner = torch.searchsorted(bounds, flat, right=True)
+        for i, size in enumerate(sizes):
+            local = flat[owner == i] - offset
+            if local.numel():
+                index.append((i, local.to(self.params[i].device)))
+            offset += size
+        return index
+
+    def _gather(self, tensors) -> torch.Tensor:
+        return torch.cat([tensors[i].detach().reshape(-1).index_select(0, idx).float() for i, idx in self._index])
+
+    @property
+    def coordinates(self) -> int:
+        return sum(idx.numel() for _, idx in self._index)
+
+    def before_step(self) -> None:
+        """Read the step's final gradient (call after clipping, before ``optimizer.step()``)."""
+        grads = [p.grad for p in self.params]
+        if self._last_params is None:
+            self._last_params = self._gather(self.params)
+        if self._last_update is None or any(grads[i] is None for i, _ in self._index):
+            return
+        g, descent = self._gather(grads), -self._last_update
+        dot = g @ descent
+        norms = g.norm() * descent.norm()
+        valid = torch.isfinite(dot) & torch.isfinite(norms) & (norms > 0)
+        cos = torch.where(valid, dot / torch.where(valid, norms, torch.ones_like(norms)), torch.zeros_like(dot))
+        step = torch.stack([dot, norms, cos, cos * cos, torch.ones_like(dot)])
+        self._sums += torch.where(valid, step, torch.zeros_like(step))
+
+    def after_step(self) -> None:
+        """Read the parameters after ``optimizer.step()``: the step's update is the difference."""
+        current = self._gather(self.params)
+        if self._last_params is not None:
+            self._last_update = current - self._last_params  # a non-finite or zero one is skipped in before_step
+        self._last_params = current
+
+    def take(self) -> AlignmentWindow:
+        """The sums since the last call, as plain numbers; the accumulator starts again at zero."""
+        window = AlignmentWindow(*self._sums.tolist())
+        self._sums.zero_()
+        return window
+
+    def state_dict(self) -> dict:
+        tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", self._last_update))
+                   if t is not None}
+        return {"sketch_size": self.sketch_size, "seed": self.seed, "coordinates": self.coordinates,
+                "sums": self._sums.tolist(), "tensors": tensors_to_text(tensors) if tensors else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["coordinates"] != self.coordinates or state["seed"] != self.seed or state["sketch_size"] != self.sketch_size:
+            raise ValueError(
+                f"the saved gradient-alignment sketch ({state['coordinates']} coordinates, seed {state['seed']}, "
+                f"sketch_size {state['sketch_size']}) does not fit this model ({self.coordinates} coordinates, "
+                f"seed {self.seed}, sketch_size {self.sketch_size}): resume with the same model and seed"
+            )
+        self._sums = torch.tensor(state["sums"], dtype=torch.float32, device=self._device)
+        tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
+        self._last_params = tensors["last_params"].to(self._device) if "last_params" in tensors else None
+        self._last_update = tensors["last_update"].to(self._device) if "last_update" in tensors else None

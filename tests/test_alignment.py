@@ -1,0 +1,211 @@
+"""The gradient-alignment signal and the direction gate: sign, scale-freeness, bounded sketch,
+same value on every rank, resume, and the gate holding the policy to the evidence."""
+
+import json
+
+import pytest
+import torch
+
+from hf_metalr import MetaLRController
+from hf_metalr.controller.alignment import GradientAlignment
+from hf_metalr.controller.controller import EVIDENCE_T, direction_gate
+from hf_metalr.controller.policy import PolicyNetwork, random_policy
+
+
+def quadratic_run(lr, steps=30, *, grad_scale=1.0, alignment=None, dim=50, seed=0):
+    """SGD on 0.5 * |A θ|^2 with a noiseless gradient; returns the watched parameter's alignment."""
+    torch.manual_seed(seed)
+    theta = torch.nn.Parameter(torch.randn(dim))
+    curvature = torch.linspace(0.5, 1.0, dim)
+    optimizer = torch.optim.SGD([theta], lr=lr)
+    alignment = alignment or GradientAlignment([theta], seed=0)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * (curvature * theta**2).sum() * grad_scale).backward()
+        if grad_scale != 1.0:
+            theta.grad /= grad_scale  # what an optimizer sees after unscaling; the cosine must not care either way
+        alignment.before_step()
+        optimizer.step()
+        alignment.after_step()
+    return alignment
+
+
+def test_sign_says_which_way_the_lr_is_wrong():
+    too_low = quadratic_run(0.05).take()
+    overshooting = quadratic_run(3.5).take()  # lr * curvature in (1.75, 3.5): every step jumps past the minimum
+    assert too_low.steps == 29 and too_low.ratio > 0.9 and too_low.t > EVIDENCE_T
+    assert overshooting.ratio < -0.9 and overshooting.t < -EVIDENCE_T
+
+
+def test_cosine_is_scale_free():
+    plain = quadratic_run(0.05).take()
+
+    def scaled_run():
+        torch.manual_seed(0)
+        theta = torch.nn.Parameter(torch.randn(50))
+        curvature = torch.linspace(0.5, 1.0, 50)
+        optimizer = torch.optim.SGD([theta], lr=0.05)
+        alignment = GradientAlignment([theta], seed=0)
+        for _ in range(30):
+            optimizer.zero_grad()
+            (0.5 * (curvature * theta**2).sum()).backward()
+            unscaled = theta.grad.clone()
+            theta.grad *= 1024.0  # an fp16 loss scale left in the gradient the alignment reads
+            alignment.before_step()
+            theta.grad.copy_(unscaled)
+            optimizer.step()
+            alignment.after_step()
+        return alignment.take()
+
+    scaled = scaled_run()
+    assert scaled.ratio == pytest.approx(plain.ratio, rel=1e-5) and scaled.t == pytest.approx(plain.t, rel=1e-4)
+
+
+def test_sketch_is_bounded_and_the_same_for_the_same_seed():
+    params = [torch.nn.Parameter(torch.zeros(1000, 1000)), torch.nn.Parameter(torch.zeros(3000)), torch.nn.Parameter(torch.zeros(7))]
+    a = GradientAlignment(params, sketch_size=1024, seed=3)
+    b = GradientAlignment(params, sketch_size=1024, seed=3)
+    c = GradientAlignment(params, sketch_size=1024, seed=4)
+    assert 1000 <= a.coordinates <= 1024
+    assert [(i, idx.tolist()) for i, idx in a._index] == [(i, idx.tolist()) for i, idx in b._index]
+    assert [idx.tolist() for _, idx in a._index] != [idx.tolist() for _, idx in c._index]
+    small = GradientAlignment([torch.nn.Parameter(torch.zeros(10))], sketch_size=1024)
+    assert small.coordinates == 10, "a model smaller than the sketch is read whole"
+
+
+def test_skipped_step_adds_nothing():
+    theta = torch.nn.Parameter(torch.ones(4))
+    alignment = GradientAlignment([theta])
+    for grad in (torch.ones(4), torch.ones(4), torch.full((4,), float("inf"))):
+        theta.grad = grad.clone()
+        alignment.before_step()
+        if torch.isfinite(grad).all():
+            with torch.no_grad():
+                theta -= 0.1 * grad
+        alignment.after_step()  # the inf step updates nothing (as a skipped fp16 step): a zero update
+    theta.grad = torch.ones(4)
+    alignment.before_step()
+    window = alignment.take()
+    assert window.steps == 1 and window.ratio == pytest.approx(1.0), "the inf gradient and the zero update are skipped"
+
+
+def test_state_dict_resumes_exactly():
+    uninterrupted = quadratic_run(0.05, steps=30).take()
+    first = quadratic_run(0.05, steps=12)
+    state = json.loads(json.dumps(first.state_dict()))
+    # a new process: same model at the checkpoint, same seed; the remaining 18 steps
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.randn(50))
+    curvature = torch.linspace(0.5, 1.0, 50)
+    optimizer = torch.optim.SGD([theta], lr=0.05)
+    for _ in range(12):
+        optimizer.zero_grad()
+        (0.5 * (curvature * theta**2).sum()).backward()
+        optimizer.step()
+    resumed = GradientAlignment([theta], seed=0)
+    resumed.load_state_dict(state)
+    for _ in range(18):
+        optimizer.zero_grad()
+        (0.5 * (curvature * theta**2).sum()).backward()
+        resumed.before_step()
+        optimizer.step()
+        resumed.after_step()
+    window = resumed.take()
+    assert window.to_list() == pytest.approx(uninterrupted.to_list(), rel=1e-5)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        GradientAlignment([torch.nn.Parameter(torch.zeros(7))], seed=0).load_state_dict(state)
+
+
+FEATURES = {"objective_trend": -0.1, "grad_alignment": 0.2, "grad_alignment_t": 4.0}
+
+
+@pytest.mark.parametrize(
+    "multiplier, changes, held",
+    [
+        (2.0, {}, None),  # aligned and improving: the LR is too low, a raise goes through
+        (2.0, {"grad_alignment_t": 1.0}, "raise held: no evidence"),
+        (2.0, {"grad_alignment": -0.01}, "raise held: no evidence"),
+        (2.0, {"objective_trend": 0.01}, "raise held: the metric got worse"),
+        (0.5, {}, "cut held"),  # improving with no sign of overshoot: keep
+        (0.5, {"grad_alignment_t": -EVIDENCE_T}, None),  # overshoot: a cut goes through
+        (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02}, None),  # the metric got worse: a cut goes through
+        (1.0, {"grad_alignment_t": -4.0, "objective_trend": 0.5}, None),  # keep is never held
+    ],
+)
+def test_direction_gate(multiplier, changes, held):
+    reason = direction_gate(multiplier, {**FEATURES, **changes})
+    assert (reason is None) if held is None else reason.startswith(held)
+
+
+def always(action_index: int) -> PolicyNetwork:
+    """A policy that always picks ``action_index``."""
+    policy = random_policy(0)
+    with torch.no_grad():
+        policy.actor[-1].weight.zero_()
+        policy.actor[-1].bias.zero_()
+        policy.actor[-1].bias[action_index] = 10.0
+    return policy
+
+
+def controlled_quadratic(policy, lr, *, gate=True, decisions=6, steps_per_decision=10):
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.randn(50))
+    curvature = torch.linspace(0.5, 1.0, 50)
+    optimizer = torch.optim.SGD([theta], lr=lr)
+    ctrl = MetaLRController(lr, policy=policy, learn_online=False, gate=gate)
+    ctrl.watch([theta])
+    out = []
+    for _ in range(decisions):
+        for _ in range(steps_per_decision):
+            optimizer.zero_grad()
+            loss = 0.5 * (curvature * theta**2).sum()
+            loss.backward()
+            ctrl.before_optimizer_step()
+            optimizer.step()
+            ctrl.after_optimizer_step()
+            ctrl.observe_train_loss(loss.item())
+        with torch.no_grad():
+            value = float(0.5 * (curvature * theta**2).sum())
+        out.append(ctrl.observe(value))
+        ctrl.scale_param_groups(optimizer)
+    return out
+
+
+def test_gate_lets_a_raise_through_at_a_too_low_lr():
+    decisions = controlled_quadratic(always(4), 0.01)  # 4: x2
+    assert decisions[0].requested is None and decisions[0].action == 1.0  # the fixed keep at the first decision
+    assert [d.requested for d in decisions[1:]] == [2.0] * 5
+    assert all(d.gate is None and d.action == 2.0 for d in decisions[1:])
+    assert decisions[-1].scale == 32.0
+    assert decisions[-1].features["grad_alignment_t"] >= EVIDENCE_T
+
+
+def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_one():
+    overshooting = controlled_quadratic(always(4), 3.5, decisions=3)
+    assert all(d.action == 1.0 and d.requested == 2.0 and d.gate.startswith("raise held") for d in overshooting[1:])
+    too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5
+    assert all(d.action == 1.0 and d.gate.startswith("cut held") for d in too_low_cut[1:])
+    ungated = controlled_quadratic(always(4), 3.5, decisions=3, gate=False)
+    assert [d.action for d in ungated[1:]] == [2.0, 2.0], "gate=False: the policy's choice is applied"
+
+
+def test_without_watched_parameters_the_gate_is_off():
+    ctrl = MetaLRController(1e-3, policy=always(4), learn_online=False)
+    decisions = [ctrl.observe(v) for v in (1.0, 0.9, 0.8)]
+    assert [d.action for d in decisions] == [1.0, 2.0, 2.0] and all(d.gate is None for d in decisions)
+    assert decisions[-1].features["grad_alignment"] == 0.0 and decisions[-1].features["grad_alignment_t"] == 0.0
+
+
+def test_controller_state_carries_the_alignment():
+    first = controlled_quadratic(always(4), 0.01, decisions=2)
+    assert first[-1].features["grad_alignment"] > 0.5
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.randn(50))
+    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
+    ctrl.watch([theta])
+    state = json.loads(json.dumps(ctrl.state_dict()))
+    assert state["format"] == 4 and state["alignment"]["coordinates"] == 50
+    other = MetaLRController(0.01, policy=always(4), learn_online=False)
+    other.watch([theta])
+    other.load_state_dict(state)
+    assert other.alignment.state_dict() == ctrl.alignment.state_dict()
