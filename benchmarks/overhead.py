@@ -2,7 +2,10 @@
 
 1. Per-decision controller time: median microseconds of ``MetaLRController.observe`` over many
    decisions, with online learning (the default) and without. Target: under 1 ms on CPU.
-2. Whole-run wall-clock ratio: the same small Trainer job (the ``digits`` task, constant LR) with
+2. Per-step cost of the gradient-alignment signal (``before_step`` + ``after_step``) on a
+   parameter list shaped like BERT-base (110M parameters, 199 tensors), against one plain
+   in-place update of the same parameters (``p -= lr * grad``, the cheapest optimizer step there is).
+3. Whole-run wall-clock ratio: the same small Trainer job (the ``digits`` task, constant LR) with
    and without ``MetaLRCallback``, run in interleaved pairs; the median of the per-pair ratios.
    Target: at most 1.02.
 
@@ -34,6 +37,38 @@ def per_decision_us(n: int, learn_online: bool) -> float:
     return statistics.median(times[10:]) * 1e6
 
 
+def bert_base_shapes() -> list[tuple[int, ...]]:
+    """The parameter shapes of BERT-base (uncased) with its pooler: 109.5M parameters."""
+    h, inter = 768, 3072
+    shapes = [(30522, h), (512, h), (2, h), (h,), (h,)]
+    for _ in range(12):
+        shapes += [(h, h), (h,)] * 4 + [(h,), (h,), (inter, h), (inter,), (h, inter), (h,), (h,), (h,)]
+    return shapes + [(h, h), (h,)]
+
+
+def alignment_step_ms(repeats: int) -> tuple[float, float, int, int]:
+    """Median ms per step of the alignment signal and of a plain SGD update, on BERT-base shapes."""
+    from hf_metalr.controller.alignment import GradientAlignment
+
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=generator) * 0.02) for s in bert_base_shapes()]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator)
+    alignment = GradientAlignment(params)
+    signal, update = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        alignment.before_step()
+        alignment.after_step()
+        signal.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with torch.no_grad():
+            torch._foreach_add_(params, [p.grad for p in params], alpha=-1e-9)
+        update.append(time.perf_counter() - start)
+    return (statistics.median(signal[2:]) * 1e3, statistics.median(update[2:]) * 1e3,
+            sum(p.numel() for p in params), alignment.coordinates)
+
+
 def one_run(with_callback: bool, epochs: int, evals_per_epoch: int) -> tuple[float, int]:
     from hf_metalr import MetaLRCallback
     from hf_metalr.compare.runner import build_trainer
@@ -57,6 +92,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--decisions", type=int, default=500)
     p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--steps", type=int, default=50, help="optimizer steps timed for the alignment signal")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--evals-per-epoch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: robust on a shared machine)")
@@ -68,6 +104,11 @@ def main(argv=None) -> int:
     frozen = per_decision_us(a.decisions, False)
     print(f"per-decision controller time (median of {a.decisions}): {learn:.0f} us with online learning, "
           f"{frozen:.0f} us frozen  (target < 1000 us)")
+
+    signal_ms, update_ms, n_params, coordinates = alignment_step_ms(a.steps)
+    print(f"gradient-alignment signal per optimizer step on BERT-base shapes ({n_params / 1e6:.1f}M parameters, "
+          f"{coordinates} sketched coordinates, median of {a.steps}): {signal_ms:.3f} ms; one plain SGD update of the "
+          f"same parameters: {update_ms:.1f} ms (ratio {signal_ms / update_ms:.3f})")
 
     one_run(False, 1, a.evals_per_epoch)  # warm-up: imports, first allocations
     ratios, base_times, cb_times = [], [], []
