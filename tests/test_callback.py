@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_metalr import MetaLRCallback, read_trace
+from hf_metalr import MetaLRCallback, MetaLRController, read_trace
 from hf_metalr.integration.lr_binding import check_training_args
 from tiny_job import accuracy, make_trainer
 
@@ -186,3 +186,42 @@ def test_model_without_a_training_loss_falls_back_to_the_logged_losses(tmp_path)
     assert [e["features"]["train_loss_noise"] for e in trace] == [0.0, 0.0, 0.0]
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert trace[1]["features"]["train_loss_trend"] == pytest.approx(math.log(logged[1] / logged[0]))
+
+
+def test_alignment_reads_each_optimizer_step_once_and_is_traced(tmp_path):
+    """With gradient accumulation the signal is fed per optimizer step (not per micro-batch), and
+    every trace line shows the alignment, the policy's request and the gate's reason."""
+    callback = MetaLRCallback()
+    trainer = make_trainer(tmp_path, callbacks=[callback], max_steps=10, gradient_accumulation_steps=2,
+                           per_device_train_batch_size=16)
+    calls = []
+    original = MetaLRController.before_optimizer_step
+
+    def counting(self):
+        calls.append(self.alignment is not None)
+        original(self)
+
+    MetaLRController.before_optimizer_step = counting
+    try:
+        trainer.train()
+    finally:
+        MetaLRController.before_optimizer_step = original
+    assert calls == [True] * 10, "one alignment read per optimizer step (10), not per micro-batch (20)"
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert all({"requested", "gate"} <= set(e) for e in trace)
+    assert all({"grad_alignment", "grad_alignment_t"} <= set(e["features"]) for e in trace)
+    assert callback.controller.alignment is not None and callback.controller.alignment.coordinates > 0
+
+
+def test_sharded_parameters_switch_the_signal_off_with_one_warning(tmp_path):
+    from hf_metalr.integration.callback import _watchable
+
+    with pytest.warns(RuntimeWarning, match="sharded \\(fsdp\\).*signal is off"):
+        assert _watchable(SimpleNamespace(fsdp=["full_shard"], deepspeed=None)) is False
+    with pytest.warns(RuntimeWarning, match="sharded \\(deepspeed\\)"):
+        assert _watchable(SimpleNamespace(fsdp=[], deepspeed={"zero_optimization": {"stage": 3}})) is False
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _watchable(SimpleNamespace(fsdp=[], deepspeed=None)) is True
