@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
+from ..checks import real_number
 from .actions import apply_multiplier, divergence_multiplier
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
-from .policy import PolicyNetwork, load_policy, random_policy
+from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -47,7 +48,8 @@ class Decision:
     index: int
     value: float | None
     reward: float | None
-    action: float  # the multiplier applied to the LR
+    action: float  # the multiplier asked for: the policy's choice, or a fixed response
+    applied: float  # the multiplier that took effect (new scale / old scale): below action when a bound caps it
     action_index: int | None  # None for the fixed divergence response
     by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
     lr: float  # the controller's LR from now on (initial_lr * scale)
@@ -145,12 +147,13 @@ class MetaLRController:
 
     # -- decisions -----------------------------------------------------------------------------
     def observe_train_loss(self, loss: float) -> None:
-        """One optimizer step's training loss (consecutive calls form a stretch, see ``RunTracker``)."""
-        self.tracker.observe_train_loss(loss)
+        """One optimizer step's training loss (consecutive calls form a stretch, see ``RunTracker``).
+        Any real scalar (a float, a numpy number, a 0-d tensor); anything else is a ``TypeError``."""
+        self.tracker.observe_train_loss(real_number(loss, "MetaLRController.observe_train_loss(loss)"))
 
     def observe_train_losses(self, losses) -> None:
         """A stretch of consecutive steps' training losses, such as one process's since the last decision."""
-        self.tracker.observe_train_losses(losses)
+        self.tracker.observe_train_losses([real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses])
 
     def observation(self, features: dict[str, float]) -> list[float]:
         """The policy's input: the features it was trained on, in its order."""
@@ -158,7 +161,11 @@ class MetaLRController:
 
     def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None) -> Decision:
         """Take one validation metric value and decide the next LR. ``train_loss``, if given, is
-        one more training loss (a mean over the interval, say), added on its own stretch."""
+        one more training loss (a mean over the interval, say), added on its own stretch.
+
+        ``value`` is any real scalar (a float, a numpy number, a 0-d tensor); NaN or infinite is a
+        divergence. Anything else (None, a string) is a ``TypeError``, not a divergence."""
+        value = real_number(value, "MetaLRController.observe(value)")
         with single_threaded():
             return self._observe(value, progress, train_loss)
 
@@ -181,11 +188,11 @@ class MetaLRController:
         by_policy = reward is not None
         action = self._select(obs, index) if by_policy else self.keep_index
         multiplier = self.multipliers[action]
-        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        applied = self._rescale(multiplier)
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
-        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, features)
+        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, features, applied)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
@@ -195,10 +202,16 @@ class MetaLRController:
             RuntimeWarning,
             stacklevel=3,
         )
-        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        applied = self._rescale(multiplier)
         self.pending = None
         self.previous_multiplier = multiplier
-        return self._record(index, None, None, multiplier, None, False, False, True, None)
+        return self._record(index, None, None, multiplier, None, False, False, True, None, applied)
+
+    def _rescale(self, multiplier: float) -> float:
+        """Apply ``multiplier`` within the bounds; returns the multiplier that took effect."""
+        before = self.scale
+        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        return self.scale / before
 
     def _select(self, obs: list[float], index: int) -> int:
         with torch.no_grad():
@@ -208,12 +221,13 @@ class MetaLRController:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
-    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features) -> Decision:
+    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features, applied) -> Decision:
         decision = Decision(
             index=index,
             value=value,
             reward=reward,
             action=multiplier,
+            applied=applied,
             action_index=action,
             by_policy=by_policy,
             lr=self.lr,
@@ -241,7 +255,9 @@ class MetaLRController:
             "meta_optimizer": optimizer_state_to_json(self.learner.state_dict()) if self.learner else None,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:
+        """Continue from ``state_dict()``. A policy of another shape than this controller's is a
+        ``PolicyLoadError`` naming ``source`` (where the state came from)."""
         if state.get("format") not in READABLE_STATE_FORMATS:
             raise ValueError(f"controller state has format {state.get('format')!r}; this hf_metalr reads formats "
                              f"{', '.join(map(str, READABLE_STATE_FORMATS))}")
@@ -252,6 +268,6 @@ class MetaLRController:
         self.pending = state["pending"]
         self.tracker = RunTracker.from_dict(state["tracker"])
         self.history = list(state["history"])
-        self.policy.load_state_dict(text_to_tensors(state["policy"]))
+        load_policy_weights(self.policy, text_to_tensors(state["policy"]), source)
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
