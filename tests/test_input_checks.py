@@ -75,7 +75,7 @@ def test_compare_refuses_bad_arguments_before_the_first_run(tmp_path, flags, mes
     (["--ppo-epochs", "0"], "--ppo-epochs must be a whole number >= 1, got 0"),
     (["--keep-prior", "nan"], "--keep-prior must be a finite number, got nan"),
     (["--held-out-per-family", "0"], "--held-out-per-family must be a whole number >= 1, got 0"),
-    (["--ppo-lr", "0"], "--ppo-lr must be a finite number > 0, got 0.0"),
+    (["--ppo-lr", "inf"], "--ppo-lr must be a finite number >= 0, got inf"),
     (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
 ])
 def test_meta_train_refuses_bad_arguments_at_once(tmp_path, flags, message):

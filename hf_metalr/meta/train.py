@@ -82,7 +82,7 @@ class MetaTrainConfig:
             _as_value_error(whole_number, getattr(self, name), flag[name], at_least=1)
         _as_value_error(whole_number, self.seed, flag["seed"], at_least=0)
         _as_value_error(finite_number, self.keep_prior, flag["keep_prior"])
-        _as_value_error(finite_number, self.ppo_lr, flag["ppo_lr"], above=0)
+        _as_value_error(finite_number, self.ppo_lr, flag["ppo_lr"], at_least=0)
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend {self.backend!r} is unknown; choose from: {', '.join(BACKENDS)}")
         if not str(self.out):
