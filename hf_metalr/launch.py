@@ -42,8 +42,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_metalr_options", "install", "main", "patched",
-           "run_command"]
+__all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_lr_bounds", "check_metalr_options", "install", "main",
+           "patched", "run_command"]
 
 FLAG_PREFIX = "--metalr_"
 ENV_PREFIX = "HF_METALR_"
@@ -291,7 +291,7 @@ def install(callback_kwargs: dict, sources: dict[str, str] | None = None) -> Non
             callback = MetaLRCallback(**_state["kwargs"])
             callback._added_by_launcher = True
             self.add_callback(callback)
-            callback.on_init_end(self.args, self.state, self.control)  # fail fast on a conflicting schedule
+            callback.on_init_end(self.args, self.state, self.control, lr_scheduler=self.lr_scheduler)  # fail fast on a conflicting schedule
             _state["trainers"].append(str(self.args.output_dir))
 
     trainer_module.Trainer.__init__ = __init__

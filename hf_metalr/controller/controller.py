@@ -211,7 +211,7 @@ class MetaLRController:
         """Apply ``multiplier`` within the bounds; returns the multiplier that took effect."""
         before = self.scale
         self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
-        return self.scale / before
+        return multiplier if self.scale == before * multiplier else self.scale / before
 
     def _select(self, obs: list[float], index: int) -> int:
         with torch.no_grad():

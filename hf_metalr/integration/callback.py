@@ -213,14 +213,11 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self.metric_key not in logs:
             self._check_missing_metric(logs)
             return
-        value = logs[self.metric_key]
-        if value is None or isinstance(value, (str, bytes)):
-            raise TypeError(
-                f"MetaLRCallback monitors {self.metric_key!r}, and the evaluation returned {type(value).__name__} "
-                f"{value!r:.80} for it, not a number. Make compute_metrics return a number for this key, or pass "
-                "MetaLRCallback(metric=...) to monitor another one."
-            )
-        value = real_number(value, f"MetaLRCallback: the monitored metric {self.metric_key!r}")
+        try:
+            value = real_number(logs[self.metric_key], f"MetaLRCallback: the monitored metric {self.metric_key!r}")
+        except TypeError as exc:
+            raise TypeError(f"{exc}. Make compute_metrics return a number for this key, or pass "
+                            "MetaLRCallback(metric=...) to monitor another one.") from None
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
         decision = self.controller.observe(value, progress=progress)
