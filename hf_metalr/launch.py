@@ -131,7 +131,7 @@ def check_lr_bounds(kwargs: dict, learning_rate: float, sources: dict[str, str] 
     if bad:
         named = " and ".join(f"{value} from {(sources or {}).get('metalr_' + name, FLAG_PREFIX + name)}" for name, value in bad)
         raise LaunchError(
-            f"bad meta-LR setting: the initial learning rate {learning_rate} lies outside [min_lr, max_lr] = "
+            f"bad meta-LR setting: the initial learning rate {learning_rate} must lie within [min_lr, max_lr] = "
             f"[{low}, {high}] ({named}); widen the bounds or change the script's --learning_rate"
         )
 
