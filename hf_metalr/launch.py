@@ -20,8 +20,11 @@ Settings (all optional), from lowest to highest priority:
 
 Bad settings (unknown names, unparsable values, bounds the callback rejects, a policy file that
 does not load) stop the launch with exit code 2 and a message naming the flag or the variable,
-before the script starts. The script's own requirements still apply: it must evaluate during
-training (``eval_strategy`` other than ``"no"``), and must not use a metric-driven LR scheduler.
+before the script starts. Bounds that exclude the script's initial learning rate stop it the same
+way when the script builds its Trainer, before training. The script's own requirements still
+apply: it must evaluate during training (``eval_strategy`` other than ``"no"``), must not use a
+metric-driven LR scheduler, and must not add a ``MetaLRCallback`` of its own after building the
+Trainer (two controllers on one optimizer are refused at train begin; run such a script directly).
 
 :class:`MetaLRArguments` is also the ``--metalr_*`` block of the recipes under ``recipes/``.
 """
@@ -39,7 +42,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_metalr_options", "install", "main", "patched"]
+__all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_lr_bounds", "check_metalr_options", "install", "main",
+           "patched", "run_command"]
 
 FLAG_PREFIX = "--metalr_"
 ENV_PREFIX = "HF_METALR_"
@@ -56,7 +60,8 @@ class MetaLRArguments:
     )
     metalr_greater_is_better: bool | None = field(
         default=None,
-        metadata={"help": "Whether a larger metric is better. Default: greater_is_better for metric_for_best_model, else True unless the name ends in 'loss'."},
+        metadata={"help": "Whether a larger metric is better. Default: greater_is_better for metric_for_best_model when set, else "
+                          "from the name: lower for losses, error rates (wer, cer, error), perplexity, mse, mae, rmse; greater otherwise."},
     )
     metalr_policy: str | None = field(
         default=None,
@@ -78,6 +83,11 @@ class MetaLRArguments:
     metalr_greedy: bool | None = field(
         default=None,
         metadata={"help": "Take the most likely action instead of sampling one. Default: greedy for a trained policy, sampling for 'random'."},
+    )
+    metalr_gate: bool = field(
+        default=True,
+        metadata={"help": "Hold the policy to the gradient-alignment evidence: raise only when the LR is measurably too low, cut only "
+                          "on overshoot or a worse metric. --no_metalr_gate lets the policy act alone."},
     )
 
     def callback_kwargs(self) -> dict:
@@ -114,13 +124,21 @@ def check_metalr_options(options: MetaLRArguments, *, sources: dict[str, str] | 
     except (ValueError, TypeError, PolicyLoadError, OSError) as err:
         raise LaunchError(f"bad meta-LR setting: {err}" + (f" (settings: {where})" if where else "")) from None
     if learning_rate is not None:
-        low, high = kwargs.get("min_lr"), kwargs.get("max_lr")
-        if (low is not None and low > learning_rate) or (high is not None and high < learning_rate):
-            raise LaunchError(
-                f"bad meta-LR setting: the initial learning_rate={learning_rate} must lie within "
-                f"[metalr_min_lr, metalr_max_lr] = [{low}, {high}]; widen the bounds or change --learning_rate"
-            )
+        check_lr_bounds(kwargs, learning_rate, sources)
     return kwargs
+
+
+def check_lr_bounds(kwargs: dict, learning_rate: float, sources: dict[str, str] | None = None) -> None:
+    """Fail unless ``learning_rate`` lies within the ``min_lr`` / ``max_lr`` of ``kwargs``, naming where each came from."""
+    low, high = kwargs.get("min_lr"), kwargs.get("max_lr")
+    bad = [(name, value) for name, value, wrong in (("min_lr", low, low is not None and low > learning_rate),
+                                                    ("max_lr", high, high is not None and high < learning_rate)) if wrong]
+    if bad:
+        named = " and ".join(f"{value} from {(sources or {}).get('metalr_' + name, FLAG_PREFIX + name)}" for name, value in bad)
+        raise LaunchError(
+            f"bad meta-LR setting: the initial learning rate {learning_rate} must lie within [min_lr, max_lr] = "
+            f"[{low}, {high}] ({named}); widen the bounds or change the script's --learning_rate"
+        )
 
 
 # -- settings from flags and environment ----------------------------------------------------------
@@ -193,6 +211,9 @@ def _take_flag(tokens: list[str], i: int) -> tuple[str, object, str, int]:
     if _value_type(name) is bool:
         if nxt is not None and nxt.lower() in _TRUE + _FALSE:
             return name, _coerce(name, nxt, source), source, i + 2
+        if nxt is not None and not nxt.startswith("-") and not Path(nxt).exists():
+            raise LaunchError(f"{source}: expected true or false, got {nxt!r}; if {nxt!r} is the script's own argument, "
+                              f"write --{body}=true before it")
         return name, True, source, i + 1
     if nxt is None or nxt.startswith("--"):
         raise LaunchError(f"{source} needs a value")
@@ -242,7 +263,7 @@ def parse_launch_argv(argv: list[str], environ=None) -> tuple[MetaLRArguments, d
 
 
 # -- the Trainer patch ------------------------------------------------------------------------
-_state = {"original_init": None, "kwargs": None, "trainers": []}
+_state = {"original_init": None, "kwargs": None, "sources": None, "trainers": []}
 
 
 def _has_metalr(trainer) -> bool:
@@ -251,13 +272,17 @@ def _has_metalr(trainer) -> bool:
     return any(isinstance(cb, MetaLRCallback) for cb in trainer.callback_handler.callbacks)
 
 
-def install(callback_kwargs: dict) -> None:
-    """Wrap ``transformers.Trainer.__init__`` so each new Trainer gets ``MetaLRCallback(**callback_kwargs)``."""
+def install(callback_kwargs: dict, sources: dict[str, str] | None = None) -> None:
+    """Wrap ``transformers.Trainer.__init__`` so each new Trainer gets ``MetaLRCallback(**callback_kwargs)``.
+
+    The LR bounds are checked against the Trainer's initial LR as it is built (``LaunchError``,
+    naming the flag or variable from ``sources``).
+    """
     from transformers import trainer as trainer_module
 
     from .integration.callback import MetaLRCallback
 
-    _state["kwargs"] = dict(callback_kwargs)
+    _state["kwargs"], _state["sources"] = dict(callback_kwargs), dict(sources or {})
     if _state["original_init"] is not None:
         return
     original = trainer_module.Trainer.__init__
@@ -266,9 +291,12 @@ def install(callback_kwargs: dict) -> None:
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
         if not _has_metalr(self):  # a script that adds its own MetaLRCallback keeps just that one
+            groups = self.optimizer.param_groups if self.optimizer is not None else [{"lr": self.args.learning_rate}]
+            check_lr_bounds(_state["kwargs"], groups[0].get("initial_lr", groups[0]["lr"]), _state["sources"])
             callback = MetaLRCallback(**_state["kwargs"])
+            callback._added_by_launcher = True
             self.add_callback(callback)
-            callback.on_init_end(self.args, self.state, self.control)  # fail fast on a conflicting schedule
+            callback.on_init_end(self.args, self.state, self.control, lr_scheduler=self.lr_scheduler)  # fail fast on a conflicting schedule
             _state["trainers"].append(str(self.args.output_dir))
 
     trainer_module.Trainer.__init__ = __init__
@@ -280,13 +308,13 @@ def uninstall() -> None:
 
     if _state["original_init"] is not None:
         trainer_module.Trainer.__init__ = _state["original_init"]
-    _state.update(original_init=None, kwargs=None, trainers=[])
+    _state.update(original_init=None, kwargs=None, sources=None, trainers=[])
 
 
 @contextlib.contextmanager
-def patched(callback_kwargs: dict):
+def patched(callback_kwargs: dict, sources: dict[str, str] | None = None):
     """``install`` for the duration of a ``with`` block."""
-    install(callback_kwargs)
+    install(callback_kwargs, sources)
     try:
         yield _state["trainers"]
     finally:
@@ -320,9 +348,9 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
 
 
-def _help() -> str:
+def _help(prog: str = PROG) -> str:
     lines = [
-        f"usage: {PROG} [--metalr_OPTION VALUE ...] (SCRIPT.py | -m MODULE) [SCRIPT ARGS ...]",
+        f"usage: {prog} [--metalr_OPTION VALUE ...] (SCRIPT.py | -m MODULE) [SCRIPT ARGS ...]",
         "",
         "Run an unmodified Trainer script; every transformers.Trainer it builds gets MetaLRCallback.",
         "The --metalr_* flags may stand before or after the script and are removed from its argv.",
@@ -339,34 +367,70 @@ def _help() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _direction(kwargs: dict) -> str:
+    """The banner's word on the metric and its direction."""
+    from .controller.direction import greater_is_better_by_name
+
+    metric = kwargs.get("metric")
+    if metric is None:
+        return "metric: each Trainer's metric_for_best_model, else eval_loss (its direction is logged at train start)"
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    greater = kwargs.get("greater_is_better")
+    how = "as set" if greater is not None else "from its name"
+    greater = greater_is_better_by_name(key) if greater is None else greater
+    return f"metric: {key}, {'greater' if greater else 'lower'} is better ({how})"
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(_help())
+        print(_help(prog))
         return 0 if argv else 2
     try:
         options, sources, warnings, target, script_args = parse_launch_argv(argv)
         kwargs = check_metalr_options(options, sources=sources)
     except LaunchError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     main_process = _is_main_process()
     if main_process:
         for warning in warnings:
-            print(f"{PROG}: warning: {warning}", file=sys.stderr)
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != _FIELDS["metalr_" + k].default) or "its defaults"
-        print(f"{PROG}: every Trainer gets MetaLRCallback({shown})", file=sys.stderr)
-    with patched(kwargs) as trainers:
-        code = _run(target, script_args)
-        built = list(trainers)
+        print(f"{prog}: every Trainer gets MetaLRCallback({shown}); {_direction(kwargs)}", file=sys.stderr)
+        _show_info_logs()
+    try:
+        with patched(kwargs, sources) as trainers:
+            code = _run(target, script_args)
+            built = list(trainers)
+    except LaunchError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     if main_process:
         if built:
-            print(f"{PROG}: MetaLRCallback was added to {len(built)} Trainer(s); decision trace(s): "
+            print(f"{prog}: MetaLRCallback was added to {len(built)} Trainer(s); decision trace(s): "
                   + ", ".join(str(Path(d) / "metalr_trace.jsonl") for d in built), file=sys.stderr)
         else:
-            print(f"{PROG}: warning: the script built no transformers.Trainer (or each one had its own "
+            print(f"{prog}: warning: the script built no transformers.Trainer (or each one had its own "
                   "MetaLRCallback already); the launcher added nothing", file=sys.stderr)
     return code
+
+
+def _show_info_logs() -> None:
+    """Print hf_metalr's info logs (the metric direction at train start, a fresh start on resume) to stderr."""
+    import logging
+
+    package_logger = logging.getLogger("hf_metalr")
+    if not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    """``hf-metalr run``: :func:`main`, with its messages under that name."""
+    return main(argv, prog="hf-metalr run")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_tiny_compare_end_to_end(tmp_path):
         (["--task", "mnist", "--out", "x"], "unknown task 'mnist'; choose from: digits"),
         (["--task", "digits", "--schedules", "constant,exp", "--out", "x"], "unknown schedule 'exp'; choose from: metalr, metalr-random, constant, step, cosine, linear, plateau, greedy"),
         (["--task", "digits", "--seeds", "two", "--out", "x"], "--seeds takes a count"),
-        (["--task", "digits", "--lr", "-1", "--out", "x"], "--lr must be > 0"),
+        (["--task", "digits", "--lr", "-1", "--out", "x"], "--lr must be a finite number > 0, got -1.0"),
     ],
 )
 def test_bad_input_lists_the_choices(argv, message):

@@ -114,6 +114,7 @@ def test_python_m_launch_adds_the_controller(script, tmp_path):
     assert all(0 < entry["lr"] <= 0.03 * (1 + 1e-9) for entry in trace)
     assert (out / "metalr_policy.safetensors").exists()
     assert "MetaLRCallback was added to 1 Trainer" in proc.stderr
+    assert "MetaLRCallback: monitoring eval_accuracy, greater is better" in proc.stderr, "the direction, at train start"
 
 
 def test_hf_metalr_run_with_environment_settings(script, tmp_path):

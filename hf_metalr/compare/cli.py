@@ -44,7 +44,10 @@ def parse_list(value: str, choices, what: str) -> list[str]:
 def parse_seeds(value: str) -> list[int]:
     try:
         if "," in value:
-            return [int(v) for v in value.split(",") if v.strip()]
+            seeds = [int(v) for v in value.split(",") if v.strip()]
+            if not seeds:
+                raise ValueError
+            return seeds
         n = int(value)
     except ValueError:
         raise SystemExit(f"hf-metalr compare: --seeds takes a count (3) or a list (0,1,2), got {value!r}")
@@ -69,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     except MissingPeerError as exc:
         raise SystemExit(f"hf-metalr compare: {exc}")
     seeds = parse_seeds(args.seeds)
-    if args.lr is not None and not args.lr > 0:
-        raise SystemExit(f"hf-metalr compare: --lr must be > 0, got {args.lr}")
     if args.threads < 1:
         raise SystemExit(f"hf-metalr compare: --threads must be >= 1, got {args.threads}")
     metalr_options = {}
@@ -82,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ..reporting import write_report
-    from .session import compare
+    from .session import check_settings, compare
+
+    try:
+        check_settings(args.task, schedules, seeds, lr=args.lr, epochs=args.epochs, metalr_options=metalr_options)
+    except ValueError as exc:
+        raise SystemExit(f"hf-metalr compare: {exc}")
 
     torch.set_num_threads(args.threads)
     print(f"hf-metalr compare: task {args.task}, schedules {','.join(schedules)}, seeds {seeds} -> {args.out}")

@@ -3,6 +3,10 @@
 ``results.json`` is rewritten atomically after every finished run, so an interrupted compare
 (Ctrl-C, a kill) keeps every finished run; ``resume=True`` skips them. A run that diverges is
 recorded with ``status: "diverged"`` and the session goes on.
+
+Every argument is checked before the first run (``check_settings``), every setting that changes a
+run is stored in the config and must match on resume, and the output folder is locked for the
+session, so a second compare into it fails at once instead of overwriting this one's runs.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..baselines import require_schedule
+from ..baselines import check_schedule, require_schedule
+from ..checks import finite_number, whole_number
+from ..output_dir import locked_output_dir
 from ..reporting.report import FORMAT, RESULTS_NAME, load_results
 from ..tasks import get_task
 from .runner import run_one
 
-__all__ = ["compare", "save_results"]
+__all__ = ["check_settings", "compare", "save_results"]
 
 
 def save_results(out_dir: Path, data: dict) -> Path:
@@ -47,10 +53,44 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict
         "hf_metalr_version": __version__,
         "metalr_policy": (metalr_options or {}).get("policy", "default"),
         "skipped_schedules": dict(skipped or {}),
+        "metalr_learn_online": (metalr_options or {}).get("learn_online", True),
+        "metalr_options": {k: v for k, v in sorted((metalr_options or {}).items()) if k not in ("policy", "learn_online")},
     }
 
 
-_SAME_EXPERIMENT = ("task", "lr", "epochs", "batch_size", "evals_per_epoch", "threshold", "metalr_policy")
+_SAME_EXPERIMENT = ("task", "lr", "epochs", "batch_size", "evals_per_epoch", "threshold", "metalr_policy",
+                    "metalr_learn_online", "metalr_options")
+_BEFORE_STORED = {"metalr_learn_online": True, "metalr_options": {}}  # results.json written before these were stored
+
+
+def check_settings(task_name: str, schedules: list[str], seeds: list[int], *, lr: float | None = None,
+                   epochs: int | None = None, metalr_options: dict | None = None) -> None:
+    """Fail (``ValueError``) on anything that cannot run or would run twice: an unknown task or
+    schedule, no schedule or seed, a repeated one, a seed < 0, an LR that is not a finite number > 0,
+    epochs < 1, or metalr options (a policy file, say) that ``MetaLRCallback`` rejects."""
+    get_task(task_name)
+    for what, items in (("--schedules", list(schedules)), ("--seeds", list(seeds))):
+        if not items:
+            raise ValueError(f"{what} names none; give at least one")
+        repeated = sorted({str(x) for x in items if items.count(x) > 1})
+        if repeated:
+            raise ValueError(f"{what} names {', '.join(repeated)} more than once; each (schedule, seed) runs once")
+    for name in schedules:
+        check_schedule(name)
+    for seed in seeds:
+        whole_number(seed, "--seeds: each seed", at_least=0)
+    if lr is not None:
+        finite_number(lr, "--lr", above=0)
+    if epochs is not None:
+        whole_number(epochs, "--epochs", at_least=1)
+    if any(name.startswith("metalr") for name in schedules):
+        from ..integration.callback import MetaLRCallback
+        from ..controller.policy import PolicyLoadError
+
+        try:
+            MetaLRCallback(**(metalr_options or {}))
+        except (TypeError, ValueError, PolicyLoadError) as exc:
+            raise ValueError(f"the metalr settings (--metalr-policy, --metalr-no-learn-online) do not work: {exc}") from None
 
 
 def _describe(run: dict, task) -> str:
@@ -66,12 +106,23 @@ def compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pat
             skipped: dict[str, str] | None = None, log=print) -> dict:
     """Run every missing (schedule, seed) and return the results dict (also in ``out_dir/results.json``).
 
+    Checks every argument first (``check_settings``), and holds ``out_dir``'s lock throughout
+    (``OutputDirError``, a ``ValueError``, when another process holds it or the folder is unusable).
     ``skipped`` ({schedule: missing package}) is recorded in the config, for the report to say
     which asked-for schedules this environment could not run. A schedule whose package is missing
     raises :class:`~hf_metalr.baselines.MissingPeerError` before any run."""
-    task = get_task(task_name)
+    check_settings(task_name, schedules, seeds, lr=lr, epochs=epochs, metalr_options=metalr_options)
     for name in schedules:
         require_schedule(name)
+    with locked_output_dir(out_dir, "hf-metalr compare"):
+        return _compare(task_name, schedules, seeds, out_dir, lr=lr, epochs=epochs, resume=resume,
+                        metalr_options=metalr_options, skipped=skipped, log=log)
+
+
+def _compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Path, *, lr: float | None = None,
+             epochs: int | None = None, resume: bool = False, metalr_options: dict | None = None,
+             skipped: dict[str, str] | None = None, log=print) -> dict:
+    task = get_task(task_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = _config(task, schedules, seeds, lr, epochs, metalr_options, skipped)
@@ -81,14 +132,16 @@ def compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pat
                 f"{out_dir / RESULTS_NAME} exists; pass --resume to continue that comparison, or choose another --out"
             )
         data = load_results(out_dir / RESULTS_NAME)
-        differing = [k for k in _SAME_EXPERIMENT if data["config"].get(k) != config[k]]
+        stored = {**_BEFORE_STORED, **data["config"]}
+        differing = [k for k in _SAME_EXPERIMENT if stored.get(k) != config[k]]
         if differing:
             raise ValueError(
                 f"--resume: {out_dir} holds a comparison with other settings ({', '.join(differing)}: "
-                f"{[data['config'].get(k) for k in differing]} vs {[config[k] for k in differing]}); use another --out"
+                f"{[stored.get(k) for k in differing]} vs {[config[k] for k in differing]}); rerun with the stored "
+                "settings, or use another --out"
             )
-        config["schedules"] = list(dict.fromkeys(data["config"]["schedules"] + list(schedules)))
-        config["seeds"] = sorted(set(data["config"]["seeds"]) | set(seeds))
+        config["schedules"] = list(dict.fromkeys(list(stored.get("schedules") or []) + list(schedules)))
+        config["seeds"] = sorted(set(stored.get("seeds") or []) | set(seeds))
         config["skipped_schedules"] = {k: v for k, v in config["skipped_schedules"].items() if k not in config["schedules"]}
         data["config"] = config
     else:

@@ -38,11 +38,12 @@ from pathlib import Path
 
 import torch
 
+from ..checks import real_number
 from .actions import apply_multiplier, divergence_multiplier
 from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
-from .policy import PolicyNetwork, load_policy, random_policy
+from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -76,7 +77,9 @@ class Decision:
     index: int
     value: float | None
     reward: float | None
-    action: float  # the multiplier applied to the LR
+    action: float  # the multiplier asked for: the policy's choice, or a fixed response
+    applied: float  # the multiplier that took effect (new scale / old scale): 1 when the gate held the action,
+    # below it when a bound caps it
     action_index: int | None  # the policy's choice; None for the fixed divergence response
     by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
     lr: float  # the controller's LR from now on (initial_lr * scale)
@@ -84,8 +87,7 @@ class Decision:
     learned: bool  # whether the policy was updated at this decision
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
-    requested: float | None = None  # the multiplier the policy asked for (None: a fixed response)
-    gate: str | None = None  # why the direction gate kept the LR instead of ``requested``
+    gate: str | None = None  # why the direction gate kept the LR instead of ``action`` (None: not held)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -196,12 +198,13 @@ class MetaLRController:
 
     # -- decisions -----------------------------------------------------------------------------
     def observe_train_loss(self, loss: float) -> None:
-        """One optimizer step's training loss (consecutive calls form a stretch, see ``RunTracker``)."""
-        self.tracker.observe_train_loss(loss)
+        """One optimizer step's training loss (consecutive calls form a stretch, see ``RunTracker``).
+        Any real scalar (a float, a numpy number, a 0-d tensor); anything else is a ``TypeError``."""
+        self.tracker.observe_train_loss(real_number(loss, "MetaLRController.observe_train_loss(loss)"))
 
     def observe_train_losses(self, losses) -> None:
         """A stretch of consecutive steps' training losses, such as one process's since the last decision."""
-        self.tracker.observe_train_losses(losses)
+        self.tracker.observe_train_losses([real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses])
 
     def observation(self, features: dict[str, float]) -> list[float]:
         """The policy's input: the features it was trained on, in its order."""
@@ -209,7 +212,11 @@ class MetaLRController:
 
     def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None) -> Decision:
         """Take one validation metric value and decide the next LR. ``train_loss``, if given, is
-        one more training loss (a mean over the interval, say), added on its own stretch."""
+        one more training loss (a mean over the interval, say), added on its own stretch.
+
+        ``value`` is any real scalar (a float, a numpy number, a 0-d tensor); NaN or infinite is a
+        divergence. Anything else (None, a string) is a ``TypeError``, not a divergence."""
+        value = real_number(value, "MetaLRController.observe(value)")
         with single_threaded():
             return self._observe(value, progress, train_loss)
 
@@ -236,12 +243,12 @@ class MetaLRController:
         requested = self.multipliers[action]
         held = direction_gate(requested, features) if self.gate and self.alignment is not None else None
         multiplier = 1.0 if held else requested
-        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        applied = self._rescale(multiplier)
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
-        return self._record(index, float(value), reward, multiplier, action, by_policy, learned, False, features,
-                            requested if by_policy else None, held)
+        return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
+                            held)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
@@ -251,10 +258,16 @@ class MetaLRController:
             RuntimeWarning,
             stacklevel=3,
         )
-        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        applied = self._rescale(multiplier)
         self.pending = None
         self.previous_multiplier = multiplier
-        return self._record(index, None, None, multiplier, None, False, False, True, None)
+        return self._record(index, None, None, multiplier, None, False, False, True, None, applied)
+
+    def _rescale(self, multiplier: float) -> float:
+        """Apply ``multiplier`` within the bounds; returns the multiplier that took effect."""
+        before = self.scale
+        self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
+        return multiplier if self.scale == before * multiplier else self.scale / before
 
     def _select(self, obs: list[float], index: int) -> int:
         with torch.no_grad():
@@ -264,13 +277,14 @@ class MetaLRController:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
-    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features,
-                requested=None, gate=None) -> Decision:
+    def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features, applied,
+                gate=None) -> Decision:
         decision = Decision(
             index=index,
             value=value,
             reward=reward,
             action=multiplier,
+            applied=applied,
             action_index=action,
             by_policy=by_policy,
             lr=self.lr,
@@ -278,7 +292,6 @@ class MetaLRController:
             learned=learned,
             diverged=diverged,
             features=features,
-            requested=requested,
             gate=gate,
         )
         self.history.append(decision.as_dict())
@@ -301,7 +314,9 @@ class MetaLRController:
             "alignment": self.alignment.state_dict() if self.alignment is not None else None,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:
+        """Continue from ``state_dict()``. A policy of another shape than this controller's is a
+        ``PolicyLoadError`` naming ``source`` (where the state came from)."""
         if state.get("format") not in READABLE_STATE_FORMATS:
             raise ValueError(f"controller state has format {state.get('format')!r}; this hf_metalr reads formats "
                              f"{', '.join(map(str, READABLE_STATE_FORMATS))}")
@@ -312,7 +327,7 @@ class MetaLRController:
         self.pending = state["pending"]
         self.tracker = RunTracker.from_dict(state["tracker"])
         self.history = list(state["history"])
-        self.policy.load_state_dict(text_to_tensors(state["policy"]))
+        load_policy_weights(self.policy, text_to_tensors(state["policy"]), source)
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
         if self.alignment is not None and state.get("alignment"):

@@ -14,7 +14,8 @@ still loads and acts as it did.
 
 ``load_policy`` checks all of it and raises :class:`PolicyLoadError`, naming the file, for a file
 that is missing, corrupt, of another format version, built on features this version does not
-compute, or of the wrong shape.
+compute, with a config field of the wrong type or range (``hidden`` not a whole number >= 1, a
+multiplier not a finite number > 0), with weights of the wrong shape, or with NaN or infinite weights.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from .actions import DEFAULT_MULTIPLIERS
 from .features import FEATURE_NAMES, unknown_features
 from .threads import single_threaded
 
-__all__ = ["FORMAT_VERSION", "PolicyConfig", "PolicyLoadError", "PolicyNetwork", "load_policy", "save_policy", "random_policy"]
+__all__ = ["FORMAT_VERSION", "PolicyConfig", "PolicyLoadError", "PolicyNetwork", "load_policy", "load_policy_weights",
+           "save_policy", "random_policy"]
 
 FORMAT_VERSION = 1
 
@@ -136,6 +138,7 @@ def load_policy(path: str | Path) -> PolicyNetwork:
         config = PolicyConfig(**raw)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise PolicyLoadError(f"policy config {config_path} is corrupt or not a hf_metalr policy config: {exc}") from exc
+    _check_config(config, config_path)
     if config.format_version != FORMAT_VERSION:
         raise PolicyLoadError(
             f"policy {config_path} has format version {config.format_version}, but this hf_metalr reads version "
@@ -154,13 +157,40 @@ def load_policy(path: str | Path) -> PolicyNetwork:
     except (SafetensorError, OSError, ValueError) as exc:
         raise PolicyLoadError(f"policy weights {weights} are corrupt or not a safetensors file: {exc}") from exc
     net = PolicyNetwork(config)
+    load_policy_weights(net, tensors, f"policy weights {weights}", f"the shapes of its config {config_path}")
+    return net
+
+
+def _check_config(config: PolicyConfig, path: Path) -> None:
+    problems = []
+    if isinstance(config.hidden, bool) or not isinstance(config.hidden, int) or config.hidden < 1:
+        problems.append(f"'hidden' must be a whole number >= 1, got {config.hidden!r}")
+    if not isinstance(config.features, list) or not all(isinstance(f, str) for f in config.features):
+        problems.append(f"'features' must be a list of feature names, got {config.features!r}")
+    if not isinstance(config.multipliers, list) or not config.multipliers or not all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0 for m in config.multipliers
+    ):
+        problems.append(f"'multipliers' must be a non-empty list of finite numbers > 0, got {config.multipliers!r}")
+    if not isinstance(config.card, dict):
+        problems.append(f"'card' must be an object, got {type(config.card).__name__}")
+    if problems:
+        raise PolicyLoadError(f"policy config {path} is not a valid hf_metalr policy config: {'; '.join(problems)}. "
+                              "Restore the file written by save_policy, or retrain the policy (hf-metalr meta-train).")
+
+
+def load_policy_weights(net: PolicyNetwork, tensors: dict, source: str, expected_from: str = "this policy") -> None:
+    """Load ``tensors`` into ``net`` after checking that they have its names and shapes and are all
+    finite; else :class:`PolicyLoadError` naming ``source``."""
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != found:
         raise PolicyLoadError(
-            f"policy weights {weights} do not match the shapes of its config {config_path} "
-            f"(expected {expected}, found {found}). The two files belong to different policies."
+            f"{source} do not match {expected_from} (expected shapes {expected}, found {found}). "
+            "They belong to different policies: use the policy they were saved with."
         )
+    bad = sorted(k for k, v in tensors.items() if not bool(torch.isfinite(v).all()))
+    if bad:
+        raise PolicyLoadError(f"{source} hold NaN or infinite values (in {', '.join(bad)}); the policy is unusable. "
+                              "Restore a good copy, or retrain it (hf-metalr meta-train).")
     net.load_state_dict(tensors)
-    return net
 

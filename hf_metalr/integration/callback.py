@@ -28,12 +28,17 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   per-step training losses (averaged across ranks); rank 0's LR scale is broadcast anyway, so all
   ranks apply the identical LR.
 - At the end of training the main process writes the (online-learned) policy to
-  ``<output_dir>/metalr_policy.safetensors`` + ``.json``.
+  ``<output_dir>/metalr_policy.safetensors`` + ``.json``. Each ``train()`` starts from the configured
+  policy, so repeated runs (``model_init``, ``hyperparameter_search``) are independent.
+- **One controller per Trainer:** a second ``MetaLRCallback`` on the same Trainer, whoever added it,
+  is an error at train begin.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
+import logging
 import math
 import sys
 import warnings
@@ -42,13 +47,17 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
+from ..checks import real_number
 from ..controller.controller import MetaLRController, resolve_policy
+from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap
 
 __all__ = ["MetaLRCallback"]
+
+logger = logging.getLogger(__name__)
 
 _NON_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
@@ -59,8 +68,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
     Args:
         metric: metric to monitor; defaults to ``args.metric_for_best_model``, else ``eval_loss``.
             The ``eval_`` prefix is added when missing, as the Trainer does.
-        greater_is_better: defaults to ``args.greater_is_better`` for ``metric_for_best_model``,
-            else inferred as the Trainer does (``True`` unless the name ends in ``loss``).
+        greater_is_better: defaults to ``args.greater_is_better`` for ``metric_for_best_model`` when it
+            was set explicitly, else inferred from the name: lower is better for losses, error rates
+            (WER, CER, ``error``), perplexity and MSE/MAE/RMSE, greater otherwise. The direction in use
+            is logged at train begin.
         policy: ``"default"`` for the shipped meta-trained policy, ``"random"`` for a fresh seeded
             policy (the experiment plan's start), or the path of a saved policy.
         seed: seed of the policy init and the action sampling; defaults to ``args.seed``.
@@ -132,8 +143,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         }
 
     # -- events ---------------------------------------------------------------------------------
-    def on_init_end(self, args, state, control, **kwargs):
+    def on_init_end(self, args, state, control, lr_scheduler=None, **kwargs):
         check_training_args(args)
+        check_scheduler_supported(lr_scheduler)  # one passed in Trainer(optimizers=...) fails at once
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
         check_training_args(args)  # again: a callback added with trainer.add_callback() missed on_init_end
@@ -147,15 +159,23 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if optimizer is None:
             raise ValueError("MetaLRCallback needs the optimizer, which the Trainer passes at train begin")
         check_scheduler_supported(lr_scheduler)
+        self._refuse_a_second_controller()
         self._move_ahead_of_reporters()
 
         self.metric_key, greater_is_better = self._resolve_metric(args)
         a = self._init_args
         seed = args.seed if a["seed"] is None else a["seed"]
         first_group = optimizer.param_groups[0]
+        initial_lr = first_group.get("initial_lr", first_group["lr"])
+        if not (isinstance(initial_lr, (int, float)) and math.isfinite(initial_lr) and initial_lr > 0):
+            raise ValueError(
+                f"MetaLRCallback scales every param group relative to param group 0, whose LR is {initial_lr!r}. "
+                "Put a group with a finite LR > 0 first in the optimizer's param_groups (freeze parameters with "
+                "requires_grad=False rather than lr=0)."
+            )
         self.controller = MetaLRController(
-            initial_lr=first_group.get("initial_lr", first_group["lr"]),
-            policy=self._policy if self._policy is not None else "random",
+            initial_lr=initial_lr,
+            policy=copy.deepcopy(self._policy) if self._policy is not None else "random",
             seed=seed,
             min_lr=a["min_lr"],
             max_lr=a["max_lr"],
@@ -167,14 +187,22 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         )
         if model is not None and _watchable(args):
             self.controller.watch(model.parameters())
-        self._policy = self.controller.policy
+        logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key, "greater" if greater_is_better else "lower")
 
         saved = self._saved_attributes(state)
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
         self._tap.restore(saved.get("pending_train_losses", []) if resuming else [])
         self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
         if resuming:
-            self.controller.load_state_dict(saved["controller_state"])
+            self.controller.load_state_dict(
+                saved["controller_state"],
+                source=f"the policy in the checkpoint's MetaLRCallback state (resumed with policy={a['policy']!r})",
+            )
+        elif state.global_step > 0:
+            logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
+                        "the callback); the controller starts fresh from this step", state.global_step)
+        if not isinstance((state.stateful_callbacks or {}).get(type(self).__name__), dict):
+            state.stateful_callbacks = {**(state.stateful_callbacks or {}), type(self).__name__: self.state()}
         if model is not None:
             self._tap.attach(model)
         self._trace = TraceWriter(Path(args.output_dir) / TRACE_NAME) if state.is_world_process_zero else None
@@ -205,7 +233,11 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self.metric_key not in logs:
             self._check_missing_metric(logs)
             return
-        value = logs[self.metric_key]
+        try:
+            value = real_number(logs[self.metric_key], f"MetaLRCallback: the monitored metric {self.metric_key!r}")
+        except TypeError as exc:
+            raise TypeError(f"{exc}. Make compute_metrics return a number for this key, or pass "
+                            "MetaLRCallback(metric=...) to monitor another one.") from None
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
         decision = self.controller.observe(value, progress=progress)
@@ -230,7 +262,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "metric": self.metric_key,
                     "value": value,
                     "action": decision.action,
-                    "requested": decision.requested,
+                    "applied": decision.applied,
                     "gate": decision.gate,
                     "action_index": decision.action_index,
                     "by_policy": decision.by_policy,
@@ -252,15 +284,27 @@ class MetaLRCallback(TrainerCallback, ExportableState):
 
     # -- helpers --------------------------------------------------------------------------------
     def _resolve_metric(self, args) -> tuple[str, bool]:
+        """The monitored key and its direction. ``args.greater_is_better`` counts only when it differs
+        from the Trainer's own guess (``not name.endswith('loss')``), which it fills in when unset."""
         metric = self._init_args["metric"] or args.metric_for_best_model or "eval_loss"
         key = metric if metric.startswith("eval_") else f"eval_{metric}"
         greater = self._init_args["greater_is_better"]
         if greater is None:
+            greater = greater_is_better_by_name(key)
             best = args.metric_for_best_model
             if best is not None and key in (best, f"eval_{best}") and args.greater_is_better is not None:
-                greater = bool(args.greater_is_better)
-            else:
-                greater = not key.endswith("loss")
+                if bool(args.greater_is_better) != (not best.endswith("loss")):
+                    greater = bool(args.greater_is_better)
+                elif bool(args.greater_is_better) != greater:
+                    warnings.warn(
+                        f"MetaLRCallback takes {key!r} as {'greater' if greater else 'lower'} is better, by its name, "
+                        f"while TrainingArguments(greater_is_better={args.greater_is_better}) says otherwise (the "
+                        "Trainer's guess for a name that does not end in 'loss'). Set greater_is_better in "
+                        "TrainingArguments so that the best-model tracking agrees, or pass "
+                        "MetaLRCallback(greater_is_better=...) to override.",
+                        UserWarning,
+                        stacklevel=3,
+                    )
         return key, greater
 
     def _check_missing_metric(self, logs: dict) -> None:
@@ -312,15 +356,23 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             dist.broadcast_object_list(shared, src=0)
             self.controller.scale = shared[0]
 
-    def _move_ahead_of_reporters(self) -> None:
-        """Put this callback first in the Trainer's CallbackHandler.
+    def _refuse_a_second_controller(self) -> None:
+        handler = self._handler()
+        others = [c for c in (handler.callbacks if handler else []) if isinstance(c, MetaLRCallback) and c is not self]
+        if others:
+            launcher = any(getattr(c, "_added_by_launcher", False) for c in [self, *others])
+            raise ValueError(
+                f"this Trainer has {len(others) + 1} MetaLRCallbacks: they would fight over one optimizer's LR. "
+                + ("The launcher (hf_metalr.launch, hf-metalr run) added one, and the script adds its own: run the "
+                   "script without the launcher, passing the settings to the script itself."
+                   if launcher else
+                   "Keep one: pass it in Trainer(callbacks=[...]) or add it with trainer.add_callback() once, and "
+                   "call trainer.remove_callback(MetaLRCallback) before adding a replacement.")
+            )
 
-        The Trainer places user callbacks after the reporting ones (TensorBoard, W&B), so keys
-        added in ``on_log`` would reach the log history but not the reporters. The handler is the
-        caller of this event (found on the stack; a scan of the garbage collector's referrers is
-        the slower fallback). A new list is assigned, so the handler's loop in progress is not
-        disturbed.
-        """
+    def _handler(self) -> CallbackHandler | None:
+        """The Trainer's CallbackHandler: the caller of this event (found on the stack; a scan of the
+        garbage collector's referrers is the slower fallback)."""
         handler = None
         frame = sys._getframe(1)
         for _ in range(8):
@@ -337,6 +389,16 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                  for o in gc.get_referrers(c) if isinstance(o, CallbackHandler) and o.callbacks is c),
                 None,
             )
+        return handler
+
+    def _move_ahead_of_reporters(self) -> None:
+        """Put this callback first in the Trainer's CallbackHandler.
+
+        The Trainer places user callbacks after the reporting ones (TensorBoard, W&B), so keys
+        added in ``on_log`` would reach the log history but not the reporters. A new list is
+        assigned, so the handler's loop in progress is not disturbed.
+        """
+        handler = self._handler()
         if handler is not None:
             handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
 

@@ -6,6 +6,10 @@ controller's scale goes into the scheduler's ``base_lrs`` instead: the schedule'
 decay) is kept, and the controller multiplies it. ``base_lrs`` is part of the scheduler's own
 ``state_dict``, so ``scheduler.pt`` carries the scale across a resume. Each group's reference is
 its ``initial_lr``, so several param groups keep their ratios.
+
+Schedulers that set the LR from bounds of their own (``OneCycleLR``, ``CyclicLR``) would undo the
+controller's change at their next step, and composites (``SequentialLR``, ``ChainedScheduler``)
+have no single ``base_lrs`` to scale: ``check_scheduler_supported`` refuses them, saying what to use.
 """
 
 from __future__ import annotations
@@ -64,10 +68,32 @@ def check_training_args(args) -> None:
             )
 
 
+_ABSOLUTE = {
+    "OneCycleLR": "it sets the LR at every step from its own max_lr, so the controller's change would last one step",
+    "CyclicLR": "it sets the LR at every step between its own base_lr and max_lr, so the controller's change would "
+                "last one step",
+    "SequentialLR": "it hands the LR from one scheduler to the next, which the controller cannot scale as one",
+    "ChainedScheduler": "it combines several schedulers, which the controller cannot scale as one",
+}
+_USE_INSTEAD = ("Use a Trainer schedule (lr_scheduler_type='constant', 'linear', 'cosine', 'cosine_with_restarts', "
+                "'warmup_stable_decay', ...: the controller scales it, warmup and decay included), a LambdaLR, or a "
+                "single torch scheduler such as StepLR, MultiStepLR, ExponentialLR or CosineAnnealingLR; or drop "
+                "the callback to keep this scheduler.")
+
+
 def check_scheduler_supported(scheduler) -> None:
+    """Fail on a scheduler the controller cannot compose with: metric-driven ones (two controllers),
+    and those that set the LR absolutely or combine several schedulers."""
     scheduler = unwrap_scheduler(scheduler)
     if isinstance(scheduler, _metric_driven_classes()):
         raise _conflict(f"a metric-driven scheduler ({type(scheduler).__name__})")
+    if isinstance(scheduler, LRScheduler):
+        why = next((w for cls in type(scheduler).__mro__ for name, w in _ABSOLUTE.items() if cls.__name__ == name), None)
+        if why is None and not isinstance(getattr(scheduler, "base_lrs", None), list):
+            why = "it keeps no base_lrs, which is where the controller puts its scale"
+        if why is not None:
+            raise ValueError(f"MetaLRCallback cannot drive the LR through {type(scheduler).__name__}: {why}, while the "
+                             f"trace and the logs would report the controller's LR. {_USE_INSTEAD}")
 
 
 def apply_scale(optimizer: torch.optim.Optimizer, scheduler, scale: float) -> list[float]:
@@ -85,7 +111,7 @@ def apply_scale(optimizer: torch.optim.Optimizer, scheduler, scale: float) -> li
             group["lr"] = base * scheduler.lr_lambdas[i](scheduler.last_epoch)
         elif isinstance(scheduler, LRScheduler):
             # chainable torch schedulers derive the next LR from the current one
-            ratio = base / scheduler.base_lrs[i]
+            ratio = base / scheduler.base_lrs[i] if scheduler.base_lrs[i] else 1.0
             scheduler.base_lrs[i] = base
             group["lr"] = group["lr"] * ratio
         else:

@@ -2,13 +2,15 @@
 
 Only the world's main process writes it (the callback checks that). A fresh run starts a new
 file; a resumed run keeps the lines up to the checkpoint's step and drops any written after it by
-the interrupted run, so the file always reads as one uninterrupted run.
+the interrupted run, so the file always reads as one uninterrupted run. A last line torn by a kill
+during a write is dropped, with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 __all__ = ["TRACE_NAME", "TraceWriter", "read_trace"]
@@ -44,5 +46,18 @@ class TraceWriter:
 
 
 def read_trace(path: str | Path) -> list[dict]:
-    with Path(path).open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The decisions in ``path``. A torn last line (a kill during a write) is dropped with a
+    ``RuntimeWarning``; an unreadable line before it is a ``ValueError`` naming the file and line."""
+    path = Path(path)
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    entries = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}, line {n}, is not a JSON object ({exc}); the trace is corrupt: "
+                                 "move it away to start a fresh one") from exc
+            warnings.warn(f"{path}: dropping the torn last line {n} ({line[:60]!r}...), left by a run killed while "
+                          "writing it", RuntimeWarning, stacklevel=2)
+    return entries

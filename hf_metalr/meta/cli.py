@@ -25,11 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    config = MetaTrainConfig(**args)
-    if config.iterations < 1 or config.episodes_per_iteration < 1 or config.workers < 1:
-        raise SystemExit("hf-metalr meta-train: --iterations, --episodes-per-iteration and --workers must be >= 1")
     try:
-        path = meta_train(config)
+        path = meta_train(MetaTrainConfig(**args))
     except (FileExistsError, ValueError, ImportError) as exc:
         raise SystemExit(f"hf-metalr meta-train: {exc}")
     print(f"policy: {path}")

@@ -20,6 +20,9 @@ What is written in ``out``:
 - ``policy.safetensors`` + ``policy.json`` at the end: the selected policy, with a card (families,
   episodes, seed, package version, held-out scores, selected iteration);
   ``final_policy.safetensors`` + ``.json``: the last iteration's policy.
+
+``MetaTrainConfig`` checks its fields when built; ``out`` is locked while meta-training runs, so a
+second process into the same folder fails at once.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..checks import finite_number, whole_number
 from ..controller.actions import KEEP_INDEX
-from ..controller.policy import PolicyConfig, PolicyNetwork, load_policy, random_policy, save_policy
+from ..controller.policy import PolicyConfig, PolicyNetwork, load_policy, load_policy_weights, random_policy, save_policy
+from ..output_dir import locked_output_dir
 from ..controller.threads import single_threaded
 from ..controller.serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 from .episode import decision_rewards, run_episode
@@ -68,6 +73,27 @@ class MetaTrainConfig:
     ppo_epochs: int = field(default=8, metadata={"help": "passes over each iteration's transitions"})
     ppo_minibatch: int = field(default=64, metadata={"help": "transitions per PPO minibatch"})
     resume: bool = field(default=False, metadata={"help": "continue from out/meta_checkpoint.json"})
+
+    def __post_init__(self):
+        """Fail (``ValueError``, naming the flag) on a value that would crash later or silently never train."""
+        flag = {f.name: "--" + f.name.replace("_", "-") for f in fields(self)}
+        for name in ("iterations", "episodes_per_iteration", "workers", "eval_every", "held_out_per_family", "ppo_epochs",
+                     "ppo_minibatch"):
+            _as_value_error(whole_number, getattr(self, name), flag[name], at_least=1)
+        _as_value_error(whole_number, self.seed, flag["seed"], at_least=0)
+        _as_value_error(finite_number, self.keep_prior, flag["keep_prior"])
+        _as_value_error(finite_number, self.ppo_lr, flag["ppo_lr"], at_least=0)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"--backend {self.backend!r} is unknown; choose from: {', '.join(BACKENDS)}")
+        if not str(self.out):
+            raise ValueError("--out is empty; name an output folder")
+
+
+def _as_value_error(check, value, what, **bounds):
+    try:
+        return check(value, what, **bounds)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 _SAME_RUN = ("iterations", "episodes_per_iteration", "seed", "eval_every", "held_out_per_family", "keep_prior", "ppo_lr",
@@ -217,8 +243,36 @@ def _plot(out: Path, curve: list[dict], scored: list[dict], kept: dict | None = 
     return path
 
 
+def _read_checkpoint(path: Path) -> dict:
+    """A checkpoint written by :func:`meta_train`, or a ``ValueError`` naming the file."""
+    fix = f"restore {path} from a backup, or start again with another --out"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume: {path} is not readable JSON (truncated?): {exc}; {fix}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"--resume: {path} has checkpoint format {found!r}, and this hf_metalr resumes format "
+                         f"{CHECKPOINT_FORMAT} only; start again with another --out")
+    shape = {"config": dict, "iteration": int, "curve": list, "baseline_held_out": (list, type(None)),
+             "best": (dict, type(None)), "policy": str, "optimizer": dict}
+    wrong = [key for key, kind in shape.items() if not isinstance(state.get(key), kind)]
+    if wrong:
+        raise ValueError(f"--resume: {path} lacks or garbles {', '.join(wrong)}: it is not a whole meta-training "
+                         f"checkpoint; {fix}")
+    return state
+
+
 def meta_train(config: MetaTrainConfig, log=print) -> Path:
-    """Run (or resume) meta-training; returns the path of the final policy's safetensors file."""
+    """Run (or resume) meta-training; returns the path of the final policy's safetensors file.
+
+    Holds ``config.out``'s lock throughout (``OutputDirError``, a ``ValueError``, when another
+    process holds it or the folder is unusable)."""
+    with locked_output_dir(config.out, "hf-metalr meta-train"):
+        return _meta_train(config, log)
+
+
+def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     policy = _initial_policy(config)
@@ -232,10 +286,7 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
     if checkpoint.exists():
         if not config.resume:
             raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out")
-        state = json.loads(checkpoint.read_text())
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"--resume: {checkpoint} has checkpoint format {state.get('format')!r}, and this hf_metalr "
-                             f"resumes format {CHECKPOINT_FORMAT} only; start again with another --out")
+        state = _read_checkpoint(checkpoint)
         defaults = {f.name: f.default for f in fields(MetaTrainConfig)}
         differing = [k for k in _SAME_RUN if state["config"].get(k, defaults[k]) != getattr(config, k)]
         if differing:
@@ -244,7 +295,13 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
         if config.init_policy and started_from not in (None, _sha256(tensors_to_text(policy.state_dict()))):
             raise ValueError(f"--resume: {config.init_policy} is not the policy this run started from (its weights "
                              "changed since); restore that file or start again with another --out")
-        policy.load_state_dict(text_to_tensors(state["policy"]))
+        try:
+            saved = text_to_tensors(state["policy"])
+        except Exception as exc:  # base64 or safetensors errors: the blob is damaged
+            raise ValueError(f"--resume: the policy in {checkpoint} is damaged ({exc}); restore the file or start "
+                             "again with another --out") from None
+        load_policy_weights(policy, saved, f"--resume: the policy weights in {checkpoint}",
+                            "the policy this hf_metalr builds (another feature set or size)")
         optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
         log(f"resuming meta-training at iteration {state['iteration']} of {config.iterations}")
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..controller.direction import greater_is_better_by_name
+
 __all__ = [
     "Measure",
     "ScheduleSummary",
@@ -34,9 +36,6 @@ __all__ = [
     "stat",
     "threshold_metric",
 ]
-
-# test metrics named like these are errors or losses: lower is better
-_LOWER_IS_BETTER_HINTS = ("loss", "wer", "cer", "error", "perplexity")
 
 
 def number(value) -> float:
@@ -60,7 +59,7 @@ def lower_is_better(test_metric: str, config: dict) -> bool:
     """Direction of a test metric: the config's for ``config["metric"]``, else by its name."""
     if test_metric == threshold_metric(config)[len("eval_"):]:
         return not config.get("greater_is_better", True)
-    return any(hint in test_metric.lower() for hint in _LOWER_IS_BETTER_HINTS)
+    return not greater_is_better_by_name(test_metric)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ REPORT_NAME = "report.md"
 
 
 class ResultsError(ValueError):
-    """``results.json`` is missing, unreadable, or not of format 1."""
+    """``results.json`` is missing, unreadable, not of format 1, or not of its shape."""
 
 
 def load_results(path: str | Path) -> dict:
-    """Parse a ``results.json`` (NaN and null both accepted) and check it is format 1."""
+    """Parse a ``results.json`` (NaN and null both accepted) and check it is format 1, with the shape
+    that the report and ``compare --resume`` read (values inside may be null, NaN or junk)."""
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"no {path.name} at {path}")
@@ -37,7 +38,34 @@ def load_results(path: str | Path) -> dict:
         raise ResultsError(f"{path} is not a format-{FORMAT} results file (format: {found!r})")
     if not isinstance(results.get("config"), dict) or not isinstance(results.get("runs"), list):
         raise ResultsError(f"{path} needs a 'config' object and a 'runs' list")
+    problem = _shape_problem(results)
+    if problem:
+        raise ResultsError(f"{path} is not shaped like a results.json written by hf-metalr compare: {problem}. "
+                           "Restore the file, or rerun the comparison into a fresh --out.")
     return results
+
+
+def _shape_problem(results: dict) -> str | None:
+    """The first place where ``results`` departs from the shape the readers index into, or None."""
+    config = results["config"]
+    for key in ("schedules", "seeds", "test_metrics"):
+        if key in config and not isinstance(config[key], list):
+            return f"config.{key} must be a list, got {type(config[key]).__name__}"
+    if not all(_whole(seed) for seed in config.get("seeds") or []):
+        return "config.seeds must be whole numbers"
+    for i, run in enumerate(results["runs"]):
+        if not isinstance(run, dict):
+            return f"runs[{i}] must be an object, got {type(run).__name__}"
+        if not isinstance(run.get("schedule"), str) or not _whole(run.get("seed")):
+            return f"runs[{i}] needs a 'schedule' name and a whole-number 'seed'"
+        for key, item_type, item_name in (("evals", dict, "objects"), ("lr_curve", list, "[step, epoch, lr] lists"),
+                                          ("train_loss", list, "[step, epoch, loss] lists")):
+            if run.get(key) is not None and not (isinstance(run[key], list) and all(isinstance(x, item_type) for x in run[key])):
+                return f"runs[{i}].{key} must be a list of {item_name}"
+        for key in ("test", "threshold", "lr_stability"):
+            if run.get(key) is not None and not isinstance(run[key], dict):
+                return f"runs[{i}].{key} must be an object, got {type(run[key]).__name__}"
+    return None
 
 
 def write_report(out_dir: str | Path) -> Path:
@@ -49,3 +77,7 @@ def write_report(out_dir: str | Path) -> Path:
     report = out_dir / REPORT_NAME
     report.write_text(render_markdown(summary, {name: p.name for name, p in plots.items()}))
     return report
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
