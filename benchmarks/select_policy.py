@@ -5,7 +5,10 @@ and 1 scored 0.81. Each ``meta-train`` run scores itself on the held-out familie
 its own seed, so their ratios are not comparable. This script scores every candidate on one
 pooled set, the held-out problems of several seeds (``--problem-seeds``, 20 per family each, the
 same problems ``meta-train --seed S`` scores), against the same constant-LR runs, with
-``meta.train``'s own scoring. The lowest held-out evals ratio wins. No Trainer task is involved,
+``meta.train``'s own scoring. The pick is the lowest held-out evals ratio among the candidates no
+slower than the constant LR in any LR band (every band's ratio <= ``--max-band-ratio``, 1.0: a
+policy that helps on average but hurts one band breaks the promise "never worse than leaving the
+LR alone"); when none qualifies, the lowest ratio, with a warning. No Trainer task is involved,
 so the pick is not made on the evaluation tasks.
 
     python benchmarks/select_policy.py runs/meta-v11/policy.safetensors runs/meta-v11s1/policy.safetensors ...
@@ -33,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-family", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--backend", default="process", help="where the episodes run: process or serial")
+    p.add_argument("--max-band-ratio", type=float, default=1.0,
+                   help="a candidate qualifies only if its ratio in every LR band is at most this")
     a = p.parse_args(argv)
     candidates = [(path, load_policy(path)) for path in a.policies]  # a bad file fails before any run
     problems = [pr for s in a.problem_seeds.split(",") for pr in held_out_problems(int(s), a.per_family)]
@@ -43,13 +48,16 @@ def main(argv=None) -> int:
         scores = []
         for path, policy in candidates:
             s = score_held_out(runner, tensors_to_text(policy.state_dict()), asdict(policy.config), problems, baseline)
-            scores.append((s["held_out_evals_ratio"], path))
+            qualifies = max(s["held_out_evals_ratio_by_band"].values()) <= a.max_band_ratio
+            scores.append((not qualifies, s["held_out_evals_ratio"], path))
             bands = ", ".join(f"{b} {v:.3f}" for b, v in s["held_out_evals_ratio_by_band"].items())
             print(f"{path}: held-out evals ratio {s['held_out_evals_ratio']:.4f} ({bands}), "
                   f"loss score {s['held_out_score']:+.3f}", flush=True)
     finally:
         runner.close()
-    ratio, best = min(scores)
+    failed, ratio, best = min(scores)
+    if failed:
+        print(f"warning: no candidate has every LR band's ratio <= {a.max_band_ratio}; picking the lowest overall ratio")
     print(f"pick: {best} ({ratio:.4f} on {len(problems)} problems from problem seeds {a.problem_seeds})")
     return 0
 

@@ -115,7 +115,10 @@ class GradientAlignment:
         return [(i, torch.cat(chosen[i]).unique().to(self.params[i].device)) for i in sorted(chosen)]
 
     def _gather(self, tensors) -> torch.Tensor:
-        return torch.cat([tensors[i].detach().reshape(-1).index_select(0, idx).float() for i, idx in self._index])
+        """The sketched coordinates of ``tensors`` (one per parameter), as float32 on one device
+        (a model spread over devices is gathered onto its first parameter's)."""
+        return torch.cat([tensors[i].detach().reshape(-1).index_select(0, idx).float().to(self._device)
+                          for i, idx in self._index])
 
     @property
     def coordinates(self) -> int:
