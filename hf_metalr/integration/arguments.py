@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..controller.controller import check_options
+
 __all__ = ["FLAG_PREFIX", "MetaLRArguments", "MetaLROptionError", "check_lr_bounds", "check_metalr_options"]
 
 FLAG_PREFIX = "--metalr_"
@@ -99,13 +101,12 @@ def check_metalr_options(options: MetaLRArguments, *, sources: dict[str, str] | 
 
 
 def check_lr_bounds(kwargs: dict, learning_rate: float, sources: dict[str, str] | None = None) -> None:
-    """Fail unless ``learning_rate`` lies within the ``min_lr`` / ``max_lr`` of ``kwargs``, naming where each came from."""
-    low, high = kwargs.get("min_lr"), kwargs.get("max_lr")
-    bad = [(name, value) for name, value, wrong in (("min_lr", low, low is not None and low > learning_rate),
-                                                    ("max_lr", high, high is not None and high < learning_rate)) if wrong]
-    if bad:
-        named = " and ".join(f"{value} from {(sources or {}).get('metalr_' + name, FLAG_PREFIX + name)}" for name, value in bad)
-        raise MetaLROptionError(
-            f"bad meta-LR setting: the initial learning rate {learning_rate} must lie within [min_lr, max_lr] = "
-            f"[{low}, {high}] ({named}); widen the bounds or change the script's --learning_rate"
-        )
+    """Fail unless ``learning_rate`` lies within the ``min_lr`` / ``max_lr`` of ``kwargs`` (the
+    controller's own check), naming the flag or variable each bound came from."""
+    if kwargs.get("min_lr") is None and kwargs.get("max_lr") is None:
+        return  # the default bounds are relative to the initial LR
+    origins = {name: (sources or {}).get("metalr_" + name, FLAG_PREFIX + name) for name in ("min_lr", "max_lr")}
+    try:
+        check_options(min_lr=kwargs.get("min_lr"), max_lr=kwargs.get("max_lr"), initial_lr=learning_rate, origins=origins)
+    except ValueError as err:
+        raise MetaLROptionError(f"bad meta-LR setting: {err}") from None

@@ -48,7 +48,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from ..checks import real_number
-from ..controller.controller import MetaLRController, resolve_policy
+from ..controller.controller import MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
@@ -97,17 +97,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         greedy: bool | None = None,
         gate: bool = True,
     ):
-        for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"MetaLRCallback({name}={value!r}): must be a finite number > 0, or None")
-        if min_lr is not None and max_lr is not None and min_lr > max_lr:
-            raise ValueError(f"MetaLRCallback: min_lr={min_lr} is above max_lr={max_lr}; swap them")
-        if not (isinstance(meta_lr, (int, float)) and math.isfinite(meta_lr) and meta_lr > 0):
-            raise ValueError(f"MetaLRCallback(meta_lr={meta_lr!r}): must be a finite number > 0")
-        if not isinstance(policy, (str, Path)):
-            raise TypeError(
-                f"MetaLRCallback(policy=...) takes 'default', 'random' or a file path, got {type(policy).__name__}"
-            )
+        check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, owner="MetaLRCallback",
+                      text_policy=True)
         self._init_args = {
             "metric": metric,
             "greater_is_better": greater_is_better,
@@ -182,7 +173,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             learn_online=a["learn_online"],
             meta_lr=a["meta_lr"],
             greater_is_better=greater_is_better,
-            greedy=a["greedy"] if a["greedy"] is not None else a["policy"] != "random",
+            greedy=a["greedy"],  # None: greedy for a trained policy, sampling for "random" (the controller's rule)
             gate=a.get("gate", True),
         )
         if model is not None and _watchable(args):
