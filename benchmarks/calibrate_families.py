@@ -28,7 +28,7 @@ def _auc(job):
 
     torch.set_num_threads(1)
     spec, seed = job
-    return run_episode(spec, None, seed)["auc"]
+    return run_episode(spec, None, seed).mean_log_objective
 
 
 def main(argv=None):
