@@ -18,7 +18,7 @@ from hf_metalr import FEATURE_NAMES, load_policy
 from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
 from hf_metalr.controller.policy import random_policy
 from hf_metalr.meta.cli import build_parser
-from hf_metalr.meta.episode import Episode, decision_rewards, objective_auc, run_episode
+from hf_metalr.meta.episode import Episode, decision_rewards, mean_log_objective, objective_auc, run_episode
 from hf_metalr.controller.serialization import text_to_tensors
 from hf_metalr.meta.families import GOOD_BAND, HELD_OUT_FAMILIES, TRAIN_FAMILIES, build_problem, good_lr, sample_problem
 from hf_metalr.meta.held_out import TARGET_FRACTION, evals_to_target, held_out_problems, held_out_scores, lr_band
@@ -99,7 +99,9 @@ def test_divergence_is_penalised_and_ends_the_episode():
     assert episode.diverged and len(episode.rewards) >= 1
     assert episode.rewards[-1] == DIVERGENCE_REWARD
     assert not math.isfinite(episode.values[-1])
-    assert objective_auc([1.0, float("nan"), 0.5]) == pytest.approx((0 + 2 * (0 - DIVERGENCE_REWARD)) / 3)
+    assert mean_log_objective([1.0, float("nan"), 0.5]) == pytest.approx((0 + 2 * (0 - DIVERGENCE_REWARD)) / 3)
+    with pytest.deprecated_call():  # the old name still works for a release
+        assert objective_auc([1.0, float("nan"), 0.5]) == mean_log_objective([1.0, float("nan"), 0.5])
 
 
 def test_constant_baseline_episode_keeps_the_lr():

@@ -124,7 +124,7 @@ class Decision:
     action_index: int | None  # the policy's choice; None for the fixed divergence response
     by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
     lr: float  # the controller's LR from now on (initial_lr * scale)
-    scale: float
+    scale: float  # the LR scale: lr / initial_lr (logged as metalr/scale, traced as scale)
     learned: bool  # whether the policy was updated at this decision
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
@@ -350,11 +350,16 @@ class MetaLRController:
         }
 
     def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:
-        """Continue from ``state_dict()``. A policy of another shape than this controller's is a
-        ``PolicyLoadError`` naming ``source`` (where the state came from)."""
+        """Continue from ``state_dict()``. A state saved for another initial LR is a ``ValueError``
+        naming both (its ``scale`` multiplies that LR, not this one); a policy of another shape than
+        this controller's is a ``PolicyLoadError``; both name ``source`` (where the state came from)."""
         if state.get("format") not in READABLE_STATE_FORMATS:
             raise ValueError(f"controller state has format {state.get('format')!r}; this hf_metalr reads formats "
                              f"{', '.join(map(str, READABLE_STATE_FORMATS))}")
+        if not math.isclose(state["initial_lr"], self.initial_lr, rel_tol=1e-9):
+            raise ValueError(f"{source} was saved with initial_lr={state['initial_lr']}, and this controller's initial_lr is "
+                             f"{self.initial_lr}: its LR scale would apply to another LR. Continue with the learning rate "
+                             "the state was saved with, or start the controller fresh.")
         self.seed = state["seed"]
         self.scale = state["scale"]
         self.decision_index = state["decision_index"]

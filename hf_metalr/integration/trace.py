@@ -54,8 +54,9 @@ def read_trace(path: str | Path) -> list[dict]:
     (why the gate held it, or None); ``action_index`` (the policy's choice; None for the fixed
     response to a divergence) and ``by_policy`` (False for the fixed keep at the first evaluation
     and the cut at a divergence); ``reward`` (None at the first decision); ``lr`` (param group 0's
-    LR from now on), ``lrs`` (every group's) and ``lr_scale`` (the controller's scale of the
-    initial LR, also logged as ``metalr/scale``); ``learned`` (whether the policy was updated);
+    LR from now on), ``lrs`` (every group's) and ``scale`` (the controller's LR scale: its LR over
+    the initial LR, also logged as ``metalr/scale``; ``lr_scale`` is the same number, kept for
+    readers of older traces); ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name; None at a divergence). Non-finite numbers
     are the strings ``"nan"`` and ``"inf"``.
 

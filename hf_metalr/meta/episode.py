@@ -22,7 +22,7 @@ from ..controller.features import DIVERGENCE_REWARD, RunTracker, is_finite
 from ..controller.policy import PolicyNetwork
 from .families import build_problem
 
-__all__ = ["Episode", "run_episode", "objective_auc", "decision_rewards"]
+__all__ = ["Episode", "run_episode", "mean_log_objective", "objective_auc", "decision_rewards"]
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Episode:
     The run itself: ``values`` (the validation loss at every evaluation), ``accuracies`` (None for
     a regression problem), ``lrs`` (the LR after every decision; empty for a constant-LR run),
     ``first_decision`` (the decision index of the first transition), ``diverged`` and
-    ``mean_log_objective`` (see :func:`objective_auc`).
+    ``mean_log_objective`` (see :func:`mean_log_objective`).
     """
 
     obs: list[list[float]]
@@ -88,13 +88,21 @@ def decision_rewards(values: list[float]) -> list[float]:
     return rewards
 
 
-def objective_auc(values: list[float]) -> float:
+def mean_log_objective(values: list[float]) -> float:
     """Mean log-objective over the run's evaluations (lower is better); a divergence counts as
     the first value's log plus ``-DIVERGENCE_REWARD`` for every evaluation from then on."""
     logs, _ = _replay(values)
     penalty = (logs[0] if logs else 0.0) - DIVERGENCE_REWARD
     logs += [penalty] * (len(values) - len(logs))
     return sum(logs) / len(logs) if logs else float("nan")
+
+
+def objective_auc(values: list[float]) -> float:
+    """Deprecated name of :func:`mean_log_objective` (it is a mean, not an area); removed in the next release."""
+    import warnings
+
+    warnings.warn("hf_metalr.meta.episode.objective_auc is renamed mean_log_objective", DeprecationWarning, stacklevel=2)
+    return mean_log_objective(values)
 
 
 def _evaluate(problem, model) -> tuple[float, float | None]:
@@ -183,7 +191,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         lrs=[d.lr for d in decisions],
         first_decision=first if first is not None else 0,
         diverged=any(not is_finite(v) for v in values),
-        mean_log_objective=objective_auc(values),
+        mean_log_objective=mean_log_objective(values),
     )
 
 
