@@ -60,7 +60,6 @@ PROG = "python -m hf_metalr.launch"
 # underscores, and --no_X for a boolean that defaults to True), types and help. The launcher only
 # splits them out of the script's argv (they may stand anywhere) and reads HF_METALR_* variables.
 _FIELDS = {f.name: f for f in dataclasses.fields(MetaLRArguments)}
-_TRUE, _FALSE = ("true", "yes", "1", "y", "t"), ("false", "no", "0", "n", "f")
 _KIND = {int: "an integer", float: "a number", string_to_bool: "true or false"}
 
 
@@ -97,11 +96,11 @@ def _convert(action, raw: str, source: str):
         raise LaunchError(f"{source}: expected {_KIND.get(action.type, action.type.__name__)}, got {raw!r}") from None
 
 
-def _unknown(option: str, source: str) -> LaunchError:
+def _unknown(option: str) -> LaunchError:
     flags = [FLAG_PREFIX + name[len("metalr_") :] for name in _FIELDS]
     close = difflib.get_close_matches(option.replace("-", "_").replace("__", "--", 1), flags, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    return LaunchError(f"unknown meta-LR option {source}{hint} (known: {', '.join(flags)})")
+    return LaunchError(f"unknown meta-LR option {option}{hint} (known: {', '.join(flags)})")
 
 
 def _from_environ(environ) -> tuple[dict, dict, list[str]]:
@@ -127,7 +126,7 @@ def _take_flag(tokens: list[str], i: int) -> tuple[str, object, str, int]:
     option, has_value, raw = tokens[i].partition("=")
     action = _action(option)
     if action is None or action.dest not in _FIELDS:
-        raise _unknown(option, tokens[i])
+        raise _unknown(option)
     source = f"flag {option}"
     if action.nargs == 0:  # --no_metalr_X
         if has_value:
@@ -137,7 +136,7 @@ def _take_flag(tokens: list[str], i: int) -> tuple[str, object, str, int]:
         return action.dest, _convert(action, raw, source), source, i + 1
     nxt = tokens[i + 1] if i + 1 < len(tokens) else None
     if action.type is string_to_bool:  # a bare boolean flag means true; a true/false word after it is its value
-        if nxt is not None and nxt.lower() in _TRUE + _FALSE:
+        if nxt is not None and _is_bool_word(nxt):
             return action.dest, _convert(action, nxt, source), source, i + 2
         if nxt is not None and not nxt.startswith("-") and not Path(nxt).exists():
             raise LaunchError(f"{source}: expected true or false, got {nxt!r}; if {nxt!r} is the script's own argument, "
@@ -146,6 +145,14 @@ def _take_flag(tokens: list[str], i: int) -> tuple[str, object, str, int]:
     if nxt is None or nxt.startswith("--"):
         raise LaunchError(f"{source} needs a value")
     return action.dest, _convert(action, nxt, source), source, i + 2
+
+
+def _is_bool_word(token: str) -> bool:
+    try:
+        string_to_bool(token)
+        return True
+    except ArgumentTypeError:
+        return False
 
 
 def _is_metalr_flag(token: str) -> bool:
