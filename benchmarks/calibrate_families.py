@@ -2,7 +2,7 @@
 
 For every training family and optimizer kind (Adam/AdamW share one entry), a grid of constant
 LRs is run on ``--problems`` sampled problems (frozen architecture/data/budget draws, the LR
-replaced). The good LR is the grid point with the lowest mean ``objective_auc`` (mean log
+replaced). The good LR is the grid point with the lowest mean ``mean_log_objective`` (mean log
 validation loss over the run, a divergence penalised). The table it prints is what
 ``hf_metalr.meta.families.GOOD_LR`` holds.
 
@@ -23,12 +23,12 @@ from hf_metalr.meta.families import GOOD_LR, TRAIN_FAMILIES, HELD_OUT_FAMILIES, 
 GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
-def _auc(job):
+def _mean_log_objective(job):
     import torch
 
     torch.set_num_threads(1)
     spec, seed = job
-    return run_episode(spec, None, seed)["auc"]
+    return run_episode(spec, None, seed).mean_log_objective
 
 
 def main(argv=None):
@@ -59,11 +59,11 @@ def main(argv=None):
                     bases.append(spec)
                 centre = GOOD_LR[(family, kind)]
                 jobs = [({**s, "lr": centre * g}, i) for g in GRID for i, s in enumerate(bases)]
-                aucs = np.array(list(pool.map(_auc, jobs))).reshape(len(GRID), len(bases))
-                means = aucs.mean(1)
+                scores = np.array(list(pool.map(_mean_log_objective, jobs))).reshape(len(GRID), len(bases))
+                means = scores.mean(1)
                 best = GRID[int(np.argmin(means))]
                 table[f"{family}/{kind}"] = {"current": centre, "best_factor": best, "best_lr": centre * best,
-                                             "mean_auc_by_factor": dict(zip(map(str, GRID), np.round(means, 3).tolist()))}
+                                             "mean_log_objective_by_factor": dict(zip(map(str, GRID), np.round(means, 3).tolist()))}
                 print(f"{family:22s} {kind:5s} current {centre:.2g}  best x{best:g} -> {centre * best:.2g}  "
                       + "  ".join(f"x{g:g}:{m:+.2f}" for g, m in zip(GRID, means)), flush=True)
     print(json.dumps(table, indent=1))

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     runner = EpisodeRunner(a.backend, a.workers)
     try:
         constant = runner.map([(None, None, spec, seed, True) for spec, seed in problems])
-        baseline = [{"auc": r["auc"], "accuracies": r["accuracies"]} for r in constant]
+        baseline = [episode.held_out_summary() for episode in constant]
         scores = []
         for path, policy in candidates:
             s = score_held_out(runner, tensors_to_text(policy.state_dict()), asdict(policy.config), problems, baseline)

@@ -26,7 +26,8 @@ apply: it must evaluate during training (``eval_strategy`` other than ``"no"``),
 metric-driven LR scheduler, and must not add a ``MetaLRCallback`` of its own after building the
 Trainer (two controllers on one optimizer are refused at train begin; run such a script directly).
 
-:class:`MetaLRArguments` is also the ``--metalr_*`` block of the recipes under ``recipes/``.
+:class:`MetaLRArguments` (the ``--metalr_*`` options) and :func:`check_metalr_options` live in
+``hf_metalr.integration.arguments``, shared with the recipes; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -38,148 +39,68 @@ import functools
 import os
 import runpy
 import sys
-import typing
-from dataclasses import dataclass, field
+from argparse import ArgumentTypeError
 from pathlib import Path
+
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from .integration.arguments import FLAG_PREFIX, MetaLRArguments, MetaLROptionError, check_lr_bounds, check_metalr_options
 
 __all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_lr_bounds", "check_metalr_options", "install", "main",
            "patched", "run_command"]
 
-FLAG_PREFIX = "--metalr_"
+LaunchError = MetaLROptionError  # one error class for a bad launch and a bad meta-LR setting
 ENV_PREFIX = "HF_METALR_"
 PROG = "python -m hf_metalr.launch"
 
 
-@dataclass
-class MetaLRArguments:
-    """The ``MetaLRCallback`` options as ``--metalr_<option>`` flags (one field per callback argument)."""
-
-    metalr_metric: str | None = field(
-        default=None,
-        metadata={"help": "Metric the controller follows (the 'eval_' prefix is optional). Default: metric_for_best_model, else eval_loss."},
-    )
-    metalr_greater_is_better: bool | None = field(
-        default=None,
-        metadata={"help": "Whether a larger metric is better. Default: greater_is_better for metric_for_best_model when set, else "
-                          "from the name: lower for losses, error rates (wer, cer, error), perplexity, mse, mae, rmse; greater otherwise."},
-    )
-    metalr_policy: str | None = field(
-        default=None,
-        metadata={"help": "'random' for a fresh seeded policy, or the path of a saved policy (metalr_policy.safetensors). Default: MetaLRCallback's own."},
-    )
-    metalr_seed: int | None = field(
-        default=None, metadata={"help": "Seed of the policy init and of the action sampling. Default: the Trainer's --seed."}
-    )
-    metalr_min_lr: float | None = field(
-        default=None, metadata={"help": "Lowest LR the controller may set. Default: 1e-3 x the initial learning rate."}
-    )
-    metalr_max_lr: float | None = field(
-        default=None, metadata={"help": "Highest LR the controller may set. Default: 100 x the initial learning rate."}
-    )
-    metalr_learn_online: bool = field(
-        default=True, metadata={"help": "Update the policy at every evaluation (one-step actor-critic). --no_metalr_learn_online freezes it."}
-    )
-    metalr_meta_lr: float = field(default=1e-4, metadata={"help": "Learning rate of the meta-learner (the policy's Adam)."})
-    metalr_greedy: bool | None = field(
-        default=None,
-        metadata={"help": "Take the most likely action instead of sampling one. Default: greedy for a trained policy, sampling for 'random'."},
-    )
-    metalr_gate: bool = field(
-        default=True,
-        metadata={"help": "Hold the policy to the gradient-alignment evidence: raise only when the LR is measurably too low, cut only "
-                          "on overshoot or a worse metric. --no_metalr_gate lets the policy act alone."},
-    )
-
-    def callback_kwargs(self) -> dict:
-        """The keyword arguments of ``MetaLRCallback``: each ``metalr_`` field without its prefix.
-
-        Options left at None are left out, so the callback's own defaults apply.
-        """
-        fields = dataclasses.fields(MetaLRArguments)
-        return {f.name[len("metalr_") :]: getattr(self, f.name) for f in fields if getattr(self, f.name) is not None}
-
-    def non_default(self) -> dict:
-        """The ``metalr_`` options set away from their defaults, keyed by field name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(MetaLRArguments) if getattr(self, f.name) != f.default}
-
-
-class LaunchError(ValueError):
-    """A launcher setting that cannot work; the message names the flag or variable and the fix."""
-
-
-def check_metalr_options(options: MetaLRArguments, *, sources: dict[str, str] | None = None, learning_rate: float | None = None):
-    """Build one ``MetaLRCallback`` from ``options`` to fail now, not at the first evaluation.
-
-    ``sources`` maps option names to where they came from (a flag or an environment variable),
-    for the message. With ``learning_rate``, the LR bounds are checked against it too. Returns
-    the callback keyword arguments.
-    """
-    from .controller.policy import PolicyLoadError
-    from .integration.callback import MetaLRCallback
-
-    kwargs = options.callback_kwargs()
-    where = ", ".join(f"{name}={value!r} from {(sources or {}).get(name, 'flag --' + name)}" for name, value in options.non_default().items())
-    try:
-        MetaLRCallback(**kwargs)
-    except (ValueError, TypeError, PolicyLoadError, OSError) as err:
-        raise LaunchError(f"bad meta-LR setting: {err}" + (f" (settings: {where})" if where else "")) from None
-    if learning_rate is not None:
-        check_lr_bounds(kwargs, learning_rate, sources)
-    return kwargs
-
-
-def check_lr_bounds(kwargs: dict, learning_rate: float, sources: dict[str, str] | None = None) -> None:
-    """Fail unless ``learning_rate`` lies within the ``min_lr`` / ``max_lr`` of ``kwargs``, naming where each came from."""
-    low, high = kwargs.get("min_lr"), kwargs.get("max_lr")
-    bad = [(name, value) for name, value, wrong in (("min_lr", low, low is not None and low > learning_rate),
-                                                    ("max_lr", high, high is not None and high < learning_rate)) if wrong]
-    if bad:
-        named = " and ".join(f"{value} from {(sources or {}).get('metalr_' + name, FLAG_PREFIX + name)}" for name, value in bad)
-        raise LaunchError(
-            f"bad meta-LR setting: the initial learning rate {learning_rate} must lie within [min_lr, max_lr] = "
-            f"[{low}, {high}] ({named}); widen the bounds or change the script's --learning_rate"
-        )
-
-
 # -- settings from flags and environment ----------------------------------------------------------
+# The --metalr_* flags are HfArgumentParser's over MetaLRArguments: its option names (with dashes or
+# underscores, and --no_X for a boolean that defaults to True), types and help. The launcher only
+# splits them out of the script's argv (they may stand anywhere) and reads HF_METALR_* variables.
 _FIELDS = {f.name: f for f in dataclasses.fields(MetaLRArguments)}
-_TRUE, _FALSE = ("true", "yes", "1", "y", "t"), ("false", "no", "0", "n", "f")
+_KIND = {int: "an integer", float: "a number", string_to_bool: "true or false"}
 
 
-def _value_type(name: str) -> type:
-    hint = typing.get_type_hints(MetaLRArguments)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+def metalr_parser(prog: str = PROG) -> HfArgumentParser:
+    """The launcher's ``HfArgumentParser``: the ``--metalr_*`` flags of :class:`MetaLRArguments`."""
+    return HfArgumentParser(
+        MetaLRArguments,
+        prog=prog,
+        usage=f"{prog} [--metalr_OPTION VALUE ...] (SCRIPT.py | -m MODULE) [SCRIPT ARGS ...]",
+        description="Run an unmodified Trainer script; every transformers.Trainer it builds gets MetaLRCallback. The "
+                    "--metalr_* flags may stand before or after the script and are removed from its argv.",
+        epilog=f"Each option can also come from the environment variable {ENV_PREFIX}<OPTION>, e.g. {ENV_PREFIX}SEED=1 or "
+               f"{ENV_PREFIX}MAX_LR=1e-2 (flags win). Also: hf-metalr run ..., accelerate launch [--multi_gpu "
+               "--num_processes N] -m hf_metalr.launch ...",
+    )
 
 
-def _optional(name: str) -> bool:
-    return type(None) in typing.get_args(typing.get_type_hints(MetaLRArguments)[name])
+_PARSER = metalr_parser()
 
 
-def _coerce(name: str, raw: str, source: str):
-    kind = _value_type(name)
+def _action(option: str):
+    """The parser's action for ``--option`` (either spelling), or None."""
+    return _PARSER._option_string_actions.get(option.replace("-", "_").replace("__", "--", 1))
+
+
+def _convert(action, raw: str, source: str):
+    """``raw`` through the parser's type for ``action``; ``none`` clears an optional setting."""
     text = raw.strip()
-    if _optional(name) and text.lower() in ("none", "null", ""):
+    if _FIELDS[action.dest].default is None and text.lower() in ("none", "null", ""):
         return None
-    if kind is bool:
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise LaunchError(f"{source}: expected true or false, got {raw!r}")
     try:
-        return kind(text)
-    except ValueError:
-        raise LaunchError(f"{source}: expected {'an integer' if kind is int else 'a number' if kind is float else kind.__name__}, got {raw!r}") from None
+        return action.type(text)
+    except (ValueError, ArgumentTypeError):
+        raise LaunchError(f"{source}: expected {_KIND.get(action.type, action.type.__name__)}, got {raw!r}") from None
 
 
-def _known(name: str, source: str) -> str:
-    if name in _FIELDS:
-        return name
-    close = difflib.get_close_matches(name, list(_FIELDS), n=1)
-    hint = f"; did you mean {FLAG_PREFIX}{close[0][len('metalr_'):]}?" if close else ""
-    known = ", ".join(FLAG_PREFIX + n[len("metalr_") :] for n in _FIELDS)
-    raise LaunchError(f"unknown meta-LR option {source}{hint} (known: {known})")
+def _unknown(option: str) -> LaunchError:
+    flags = [FLAG_PREFIX + name[len("metalr_") :] for name in _FIELDS]
+    close = difflib.get_close_matches(option.replace("-", "_").replace("__", "--", 1), flags, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return LaunchError(f"unknown meta-LR option {option}{hint} (known: {', '.join(flags)})")
 
 
 def _from_environ(environ) -> tuple[dict, dict, list[str]]:
@@ -187,41 +108,55 @@ def _from_environ(environ) -> tuple[dict, dict, list[str]]:
     for key in sorted(environ):
         if not key.startswith(ENV_PREFIX):
             continue
-        name = "metalr_" + key[len(ENV_PREFIX) :].lower()
-        if name not in _FIELDS:
+        action = _action(FLAG_PREFIX + key[len(ENV_PREFIX) :].lower())
+        if action is None or action.dest not in _FIELDS or action.nargs == 0:
+            name = "metalr_" + key[len(ENV_PREFIX) :].lower()
             close = difflib.get_close_matches(name, list(_FIELDS), n=1)
             hint = f" (did you mean {ENV_PREFIX}{close[0][len('metalr_'):].upper()}?)" if close else ""
             warnings.append(f"ignoring environment variable {key}: not a meta-LR option{hint}")
             continue
         source = f"environment variable {key}"
-        values[name] = _coerce(name, environ[key], source)
-        sources[name] = source
+        values[action.dest] = _convert(action, environ[key], source)
+        sources[action.dest] = source
     return values, sources, warnings
 
 
 def _take_flag(tokens: list[str], i: int) -> tuple[str, object, str, int]:
     """Parse the ``--metalr_*`` flag at ``tokens[i]``; return (name, value, source, next index)."""
-    token = tokens[i]
-    body, has_value, raw = token[2:].partition("=")
-    name = _known(body.replace("-", "_"), token if not has_value else f"--{body}")
-    source = f"flag --{body}"
+    option, has_value, raw = tokens[i].partition("=")
+    action = _action(option)
+    if action is None or action.dest not in _FIELDS:
+        raise _unknown(option)
+    source = f"flag {option}"
+    if action.nargs == 0:  # --no_metalr_X
+        if has_value:
+            raise LaunchError(f"{source} takes no value")
+        return action.dest, False, source, i + 1
     if has_value:
-        return name, _coerce(name, raw, source), source, i + 1
+        return action.dest, _convert(action, raw, source), source, i + 1
     nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-    if _value_type(name) is bool:
-        if nxt is not None and nxt.lower() in _TRUE + _FALSE:
-            return name, _coerce(name, nxt, source), source, i + 2
+    if action.type is string_to_bool:  # a bare boolean flag means true; a true/false word after it is its value
+        if nxt is not None and _is_bool_word(nxt):
+            return action.dest, _convert(action, nxt, source), source, i + 2
         if nxt is not None and not nxt.startswith("-") and not Path(nxt).exists():
             raise LaunchError(f"{source}: expected true or false, got {nxt!r}; if {nxt!r} is the script's own argument, "
-                              f"write --{body}=true before it")
-        return name, True, source, i + 1
+                              f"write {option}=true before it")
+        return action.dest, True, source, i + 1
     if nxt is None or nxt.startswith("--"):
         raise LaunchError(f"{source} needs a value")
-    return name, _coerce(name, nxt, source), source, i + 2
+    return action.dest, _convert(action, nxt, source), source, i + 2
+
+
+def _is_bool_word(token: str) -> bool:
+    try:
+        string_to_bool(token)
+        return True
+    except ArgumentTypeError:
+        return False
 
 
 def _is_metalr_flag(token: str) -> bool:
-    return token.startswith((FLAG_PREFIX, "--metalr-")) or token in ("--no_metalr_learn_online", "--no-metalr-learn-online")
+    return token.startswith((FLAG_PREFIX, "--metalr-", "--no_metalr_", "--no-metalr-"))
 
 
 def parse_launch_argv(argv: list[str], environ=None) -> tuple[MetaLRArguments, dict, list[str], tuple[str, str], list[str]]:
@@ -236,10 +171,7 @@ def parse_launch_argv(argv: list[str], environ=None) -> tuple[MetaLRArguments, d
     i = 0
     while i < len(argv):
         token = argv[i]
-        if token in ("--no_metalr_learn_online", "--no-metalr-learn-online"):
-            values["metalr_learn_online"], sources["metalr_learn_online"] = False, f"flag {token}"
-            i += 1
-        elif _is_metalr_flag(token):
+        if _is_metalr_flag(token):
             name, value, source, i = _take_flag(argv, i)
             values[name], sources[name] = value, source
         elif target is not None:
@@ -349,22 +281,7 @@ def _is_main_process() -> bool:
 
 
 def _help(prog: str = PROG) -> str:
-    lines = [
-        f"usage: {prog} [--metalr_OPTION VALUE ...] (SCRIPT.py | -m MODULE) [SCRIPT ARGS ...]",
-        "",
-        "Run an unmodified Trainer script; every transformers.Trainer it builds gets MetaLRCallback.",
-        "The --metalr_* flags may stand before or after the script and are removed from its argv.",
-        "Each option can also come from the environment variable HF_METALR_<OPTION> (flags win).",
-        "",
-        "options:",
-    ]
-    for name, f in _FIELDS.items():
-        flag = FLAG_PREFIX + name[len("metalr_") :]
-        env = ENV_PREFIX + name[len("metalr_") :].upper()
-        lines.append(f"  {flag} ({env}), default {f.default!r}")
-        lines.append(f"      {f.metadata['help']}")
-    lines += ["", "also: hf-metalr run ..., accelerate launch [--multi_gpu --num_processes N] -m hf_metalr.launch ..."]
-    return "\n".join(lines)
+    return metalr_parser(prog).format_help()
 
 
 def _direction(kwargs: dict) -> str:

@@ -18,7 +18,7 @@ the ImageNet mean and std.
 
     python recipes/run_cifar10.py --output_dir runs/cifar10 --bf16
     accelerate launch --multi_gpu --num_processes 4 recipes/run_cifar10.py --output_dir runs/cifar10 --bf16
-    python recipes/run_cifar10.py recipes/configs/cifar10.json    # the experiment plan's settings
+    python recipes/run_cifar10.py recipes/configs/cifar10.json    # a preset: lr 1e-3, 50 epochs, a decision per epoch
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from common import (
     BaseModelArguments,
     ScheduleArguments,
     build_parser,
-    classification_metrics,
     configure_evaluation,
     configure_schedule,
     decode_image,
@@ -47,7 +46,9 @@ from common import (
     setup_logging,
     train_evaluate_test,
 )
-from hf_metalr.baselines import attach_schedule
+from hf_metalr import MetaLRCallback
+from hf_metalr.baselines import attach_baseline
+from hf_metalr.metrics import classification_metrics
 
 logger = logging.getLogger("recipes.cifar10")
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -146,7 +147,8 @@ def image_processor(image_size: int):
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, schedule_args, training_args = parse_args(get_parser(), argv)
     setup_logging(training_args)
-    callback_kwargs = configure_schedule(schedule_args, training_args)
+    configure_schedule(schedule_args, training_args)  # a baseline sets --lr_scheduler_type; metalr checks its flags
+    cadence = configure_evaluation(training_args, schedule_args.num_evaluations)
     # the transforms read the raw `img`/`label` columns, which the Trainer would otherwise drop
     training_args.remove_unused_columns = False
     set_seed(training_args.seed)
@@ -155,7 +157,6 @@ def main(argv: list[str] | None = None) -> dict:
         splits = load_splits(data_args, training_args, columns=("img", "label"), path_columns=("img",))
     label_feature = splits["train"].features["label"]
     labels = list(getattr(label_feature, "names", None) or CIFAR10_LABELS)
-    configure_evaluation(training_args, len(splits["train"]), schedule_args.num_evaluations)
 
     splits["train"].set_transform(
         ImageTransform(data_args.image_size, train=True, crop_padding=data_args.random_crop_padding, flip=data_args.horizontal_flip)
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.classifier_dropout:
         add_classifier_dropout(model, model_args.classifier_dropout)
 
+    callbacks = [cadence]
+    if schedule_args.uses_controller:  # the controller, built from the --metalr_* flags
+        callbacks.append(MetaLRCallback(**schedule_args.callback_kwargs()))
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -182,9 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=image_processor(data_args.image_size),
         data_collator=collate,
         compute_metrics=classification_metrics,
+        callbacks=callbacks,
     )
-    attach_schedule(trainer, schedule_args.lr_schedule, **(callback_kwargs or {}))
-    return train_evaluate_test(trainer, splits, schedule_args.lr_schedule)
+    if not schedule_args.uses_controller:
+        attach_baseline(trainer, schedule_args.lr_schedule)  # step: MultiStepLR; prodigy: its optimizer
+    return train_evaluate_test(trainer, splits)
 
 
 def collate(examples: list[dict]) -> dict:

@@ -17,7 +17,7 @@ keep the hub schema (``text``) with the audio as a file path in ``audio`` (or, i
 
     python recipes/run_librispeech.py --output_dir runs/librispeech --bf16
     accelerate launch --multi_gpu --num_processes 4 recipes/run_librispeech.py --output_dir runs/librispeech --bf16
-    python recipes/run_librispeech.py recipes/configs/librispeech.json    # the experiment plan's settings
+    python recipes/run_librispeech.py recipes/configs/librispeech.json    # a preset: lr 1e-3, 50 epochs, a decision per epoch
 """
 
 from __future__ import annotations
@@ -44,15 +44,12 @@ from transformers import (
 )
 
 from common import (
-    SAMPLING_RATE,
     BaseDataArguments,
     BaseModelArguments,
     ScheduleArguments,
-    audio_num_samples,
     build_parser,
     configure_evaluation,
     configure_schedule,
-    load_audio,
     load_config,
     load_model,
     load_splits,
@@ -60,7 +57,9 @@ from common import (
     setup_logging,
     train_evaluate_test,
 )
-from hf_metalr.baselines import attach_schedule
+from hf_metalr import MetaLRCallback
+from hf_metalr.baselines import attach_baseline
+from hf_metalr.media import SAMPLING_RATE, audio_num_samples, load_audio
 
 logger = logging.getLogger("recipes.librispeech")
 AUDIO_COLUMNS = ("audio", "file")
@@ -208,7 +207,8 @@ def argmax_logits(logits, labels):
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, schedule_args, training_args = parse_args(get_parser(), argv)
     setup_logging(training_args)
-    callback_kwargs = configure_schedule(schedule_args, training_args)
+    configure_schedule(schedule_args, training_args)  # a baseline sets --lr_scheduler_type; metalr checks its flags
+    cadence = configure_evaluation(training_args, schedule_args.num_evaluations)
     # the collator reads the raw audio/text columns, which the Trainer would otherwise drop
     training_args.remove_unused_columns = False
     set_seed(training_args.seed)
@@ -220,7 +220,6 @@ def main(argv: list[str] | None = None) -> dict:
         splits["train"] = splits["train"].filter(
             lambda n: low <= n <= high, input_columns=[training_args.length_column_name], desc="duration filter"
         )
-    configure_evaluation(training_args, len(splits["train"]), schedule_args.num_evaluations)
 
     tokenizer = build_tokenizer(model_args, splits["train"]["text"])
     config = load_config(
@@ -237,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.freeze_feature_encoder:
         model.freeze_feature_encoder()
 
+    callbacks = [cadence]
+    if schedule_args.uses_controller:  # the controller, built from the --metalr_* flags
+        callbacks.append(MetaLRCallback(**schedule_args.callback_kwargs()))
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -246,9 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
         data_collator=SpeechCollator(processor),
         compute_metrics=wer_metrics(tokenizer),
         preprocess_logits_for_metrics=argmax_logits,
+        callbacks=callbacks,
     )
-    attach_schedule(trainer, schedule_args.lr_schedule, **(callback_kwargs or {}))
-    return train_evaluate_test(trainer, splits, schedule_args.lr_schedule)
+    if not schedule_args.uses_controller:
+        attach_baseline(trainer, schedule_args.lr_schedule)  # step: MultiStepLR; prodigy: its optimizer
+    return train_evaluate_test(trainer, splits)
 
 
 if __name__ == "__main__":

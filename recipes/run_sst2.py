@@ -13,7 +13,7 @@ files follow the same roles: ``--train_file`` (validation carved from it unless
 
     python recipes/run_sst2.py --output_dir runs/sst2 --bf16
     accelerate launch --multi_gpu --num_processes 4 recipes/run_sst2.py --output_dir runs/sst2 --bf16
-    python recipes/run_sst2.py recipes/configs/sst2.json       # the experiment plan's settings
+    python recipes/run_sst2.py recipes/configs/sst2.json       # a preset: lr 1e-3, 50 epochs, a decision per epoch
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from common import (
     BaseModelArguments,
     ScheduleArguments,
     build_parser,
-    classification_metrics,
     configure_evaluation,
     configure_schedule,
     load_config,
@@ -45,7 +44,9 @@ from common import (
     setup_logging,
     train_evaluate_test,
 )
-from hf_metalr.baselines import attach_schedule
+from hf_metalr import MetaLRCallback
+from hf_metalr.baselines import attach_baseline
+from hf_metalr.metrics import classification_metrics
 
 logger = logging.getLogger("recipes.sst2")
 LABELS = ("negative", "positive")
@@ -86,7 +87,8 @@ def get_parser():
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, schedule_args, training_args = parse_args(get_parser(), argv)
     setup_logging(training_args)
-    callback_kwargs = configure_schedule(schedule_args, training_args)
+    configure_schedule(schedule_args, training_args)  # a baseline sets --lr_scheduler_type; metalr checks its flags
+    cadence = configure_evaluation(training_args, schedule_args.num_evaluations)
     set_seed(training_args.seed)
 
     tokenizer = AutoTokenizer.from_pretrained(
@@ -105,7 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
             remove_columns=[c for c in raw["train"].column_names if c != "label"],
             desc="tokenizing",
         )
-    configure_evaluation(training_args, len(splits["train"]), schedule_args.num_evaluations)
 
     updates = {"num_labels": 2, "id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
     if model_args.model_type:
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(AutoModelForSequenceClassification, model_args, config)
 
     mixed = training_args.bf16 or training_args.fp16
+    callbacks = [cadence]
+    if schedule_args.uses_controller:  # the controller, built from the --metalr_* flags
+        callbacks.append(MetaLRCallback(**schedule_args.callback_kwargs()))
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -124,9 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed else None),
         compute_metrics=classification_metrics,
+        callbacks=callbacks,
     )
-    attach_schedule(trainer, schedule_args.lr_schedule, **(callback_kwargs or {}))
-    return train_evaluate_test(trainer, splits, schedule_args.lr_schedule)
+    if not schedule_args.uses_controller:
+        attach_baseline(trainer, schedule_args.lr_schedule)  # step: MultiStepLR; prodigy: its optimizer
+    return train_evaluate_test(trainer, splits)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert [h["metalr/lr"] for h in evals] == [e["lr"] for e in trace]
     assert all("metalr/action" in h and "metalr/scale" in h for h in evals)
+    # one LR scale: logged as metalr/scale, traced as scale (and as lr_scale, its older name)
+    assert [h["metalr/scale"] for h in evals] == [e["scale"] for e in trace] == [e["lr_scale"] for e in trace]
     assert (tmp_path / "metalr_policy.safetensors").exists() and (tmp_path / "metalr_policy.json").exists()
 
 
@@ -56,6 +58,27 @@ def test_decisions_reach_tensorboard(tmp_path):
         tags |= set(acc.Tags()["scalars"])
     assert any(t.endswith("metalr/lr") for t in tags), sorted(tags)
     assert any(t.endswith("metalr/action") for t in tags), sorted(tags)
+
+
+def test_the_callback_runs_ahead_of_the_reporting_callbacks(tmp_path):
+    """transformers passes a callback no reference to its CallbackHandler, and puts the reporting
+    callbacks before the user's; MetaLRCallback finds the handler as the caller of its event and
+    moves itself first at train begin (see MetaLRCallback._handler), also when a subclass overrides
+    the event. Called directly, outside a Trainer, it finds no handler and changes nothing."""
+    from transformers.integrations import TensorBoardCallback
+
+    class Subclassed(MetaLRCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            return super().on_train_begin(args, state, control, **kwargs)
+
+    for cb in (MetaLRCallback(), Subclassed()):
+        trainer = make_trainer(tmp_path / type(cb).__name__, callbacks=[cb], report_to="tensorboard", max_steps=5)
+        names = [type(c) for c in trainer.callback_handler.callbacks]
+        assert names.index(TensorBoardCallback) < names.index(type(cb)), "the Trainer puts the reporters first"
+        trainer.train()
+        assert trainer.callback_handler.callbacks[0] is cb
+        assert TensorBoardCallback in [type(c) for c in trainer.callback_handler.callbacks[1:]]
+    assert MetaLRCallback()._handler() is None
 
 
 @pytest.mark.parametrize("scheduler", ["reduce_lr_on_plateau", "greedy"])

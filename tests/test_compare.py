@@ -104,7 +104,7 @@ class DivergingTask(Task):
 
     def compute_metrics(self, eval_pred):
         logits, labels = eval_pred
-        return classification_metrics(np.nan_to_num(np.asarray(logits)), np.asarray(labels))
+        return classification_metrics((np.nan_to_num(np.asarray(logits)), np.asarray(labels)))
 
 
 def test_diverged_run_is_recorded_and_the_compare_goes_on(tmp_path, monkeypatch):

@@ -99,7 +99,22 @@ def test_format_2_controller_state_loads():
     tracker["train_loss"] = tracker["train_loss_at_decision"]
     restored = MetaLRController(1e-3, seed=0)
     restored.load_state_dict(state)
+    # the whole state comes back: what format 2 saved as it was, the loss window it lacks empty
+    back, saved = json.loads(json.dumps(restored.state_dict())), json.loads(json.dumps(ctrl.state_dict()))
+    assert back["format"] == saved["format"]
+    assert {k: v for k, v in back.items() if k != "tracker"} == {k: v for k, v in saved.items() if k != "tracker"}
+    empty = RunTracker(greater_is_better=tracker["greater_is_better"]).to_dict()
+    assert back["tracker"] == {**empty, **{k: v for k, v in tracker.items() if k != "train_loss"}}
+    assert back["history"] and back["decision_index"] == 3 and back["meta_optimizer"]
     assert [d.lr for d in run(restored, [1.6, 1.5], start=3, total=3)] == [d.lr for d in run(ctrl, [1.6, 1.5], start=3, total=3)]
+
+
+def test_a_state_saved_for_another_initial_lr_is_refused_naming_both():
+    ctrl = MetaLRController(1e-3, policy="random", seed=0)
+    run(ctrl, [2.0, 1.8])
+    with pytest.raises(ValueError, match=r"the checkpoint was saved with initial_lr=0.001, and this controller's "
+                                         r"initial_lr is 0.002"):
+        MetaLRController(2e-3, policy="random", seed=0).load_state_dict(ctrl.state_dict(), source="the checkpoint")
 
 
 def test_policy_reads_its_own_features_by_name(tmp_path):

@@ -84,7 +84,7 @@ def test_two_controllers_on_one_trainer_are_refused_at_train_begin(tmp_path):
 
     with launch.patched({"policy": "random"}):
         launched = make_trainer(tmp_path / "launched", max_steps=10)
-        attach_schedule(launched, "metalr")  # what the recipes do after building their Trainer
+        attach_schedule(launched, "metalr")  # a script that adds its own after building the Trainer (as the compare tool does)
         with pytest.raises(ValueError, match="The launcher .* added one, and the script adds its own"):
             launched.train()
     assert launched.state.global_step == 0

@@ -18,7 +18,7 @@ from hf_metalr import FEATURE_NAMES, load_policy
 from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
 from hf_metalr.controller.policy import random_policy
 from hf_metalr.meta.cli import build_parser
-from hf_metalr.meta.episode import decision_rewards, objective_auc, run_episode
+from hf_metalr.meta.episode import Episode, decision_rewards, mean_log_objective, objective_auc, run_episode
 from hf_metalr.controller.serialization import text_to_tensors
 from hf_metalr.meta.families import GOOD_BAND, HELD_OUT_FAMILIES, TRAIN_FAMILIES, build_problem, good_lr, sample_problem
 from hf_metalr.meta.held_out import TARGET_FRACTION, evals_to_target, held_out_problems, held_out_scores, lr_band
@@ -57,8 +57,8 @@ def test_xor_family_plateaus_at_a_low_lr_and_leaves_the_plateau_at_a_good_one():
             "evals_per_epoch": 2, "batch_size": 32, "init_scale": 0.25}
     assert 0.1 <= sample_problem(rng, "xor_mlp")["init_scale"] <= 0.3
     assert "init_scale" not in sample_problem(rng, "blobs_mlp")  # only xor_mlp problems carry it
-    low = run_episode({**spec, "lr": good_lr("xor_mlp", "adam") * 0.1}, None, seed=0)["values"]
-    good = run_episode({**spec, "lr": good_lr("xor_mlp", "adam")}, None, seed=0)["values"]
+    low = run_episode({**spec, "lr": good_lr("xor_mlp", "adam") * 0.1}, None, seed=0).values
+    good = run_episode({**spec, "lr": good_lr("xor_mlp", "adam")}, None, seed=0).values
     # at 0.1x the loss sits at ln 2 for the first evaluations: no linear signal, a saddle at the small init
     assert all(abs(v - math.log(2)) < 0.02 for v in low[:3])
     assert min(good) < 0.55 < min(low[:3])
@@ -68,8 +68,8 @@ def test_char_lm_loss_stays_smooth_at_a_too_high_lr_and_ends_worse():
     """The family the loss-texture heuristic gets wrong: at 10x its good LR the validation loss falls
     smoothly (no step up of more than 1%) and levels off above where the good LR gets."""
     spec = {**sample_problem(np.random.default_rng(1), "char_lm"), "optimizer": "adam", "epochs": 5}
-    good = run_episode({**spec, "lr": good_lr("char_lm", "adam")}, None, seed=0)["values"]
-    high = run_episode({**spec, "lr": good_lr("char_lm", "adam") * 10}, None, seed=0)["values"]
+    good = run_episode({**spec, "lr": good_lr("char_lm", "adam")}, None, seed=0).values
+    high = run_episode({**spec, "lr": good_lr("char_lm", "adam") * 10}, None, seed=0).values
     assert max(b / a for a, b in zip(high, high[1:])) < 1.01
     assert high[-1] > good[-1] + 0.15
 
@@ -77,45 +77,47 @@ def test_char_lm_loss_stays_smooth_at_a_too_high_lr_and_ends_worse():
 def test_episode_transitions_come_from_the_controller():
     spec = quick_spec()
     episode = run_episode(spec, random_policy(1), seed=5)
-    n = len(episode["actions"])
+    n = len(episode.actions)
     # the first evaluation's decision is the controller's fixed keep, not a transition
-    assert episode["first_decision"] == 1 and episode["lrs"][0] == spec["lr"]
-    assert n == len(episode["values"]) - 2 == len(episode["rewards"]) == len(episode["obs"])
-    assert all(len(o) == len(FEATURE_NAMES) for o in episode["obs"])
+    assert episode.first_decision == 1 and episode.lrs[0] == spec["lr"]
+    assert n == len(episode.values) - 2 == len(episode.rewards) == len(episode.obs)
+    assert all(len(o) == len(FEATURE_NAMES) for o in episode.obs)
     # the reward is the controller's: the clipped log-improvement of the validation loss
-    v = episode["values"]
-    for k, r in enumerate(episode["rewards"]):
+    v = episode.values
+    for k, r in enumerate(episode.rewards):
         t = k + 1
         assert r == pytest.approx(max(-REWARD_CLIP, min(REWARD_CLIP, math.log(v[t]) - math.log(v[t + 1]))))
     # same problem, seed and policy -> the same episode
     again = run_episode(spec, random_policy(1), seed=5)
-    assert again["values"] == episode["values"] and again["actions"] == episode["actions"]
+    assert again.values == episode.values and again.actions == episode.actions
 
 
 def test_divergence_is_penalised_and_ends_the_episode():
     # lr 300: the first two evaluations are finite, so the policy acts once before the divergence
     spec = quick_spec(optimizer="sgd", lr=300.0, epochs=3)
     episode = run_episode(spec, random_policy(0), seed=0)
-    assert episode["diverged"] and len(episode["rewards"]) >= 1
-    assert episode["rewards"][-1] == DIVERGENCE_REWARD
-    assert not math.isfinite(episode["values"][-1])
-    assert objective_auc([1.0, float("nan"), 0.5]) == pytest.approx((0 + 2 * (0 - DIVERGENCE_REWARD)) / 3)
+    assert episode.diverged and len(episode.rewards) >= 1
+    assert episode.rewards[-1] == DIVERGENCE_REWARD
+    assert not math.isfinite(episode.values[-1])
+    assert mean_log_objective([1.0, float("nan"), 0.5]) == pytest.approx((0 + 2 * (0 - DIVERGENCE_REWARD)) / 3)
+    with pytest.deprecated_call():  # the old name still works for a release
+        assert objective_auc([1.0, float("nan"), 0.5]) == mean_log_objective([1.0, float("nan"), 0.5])
 
 
 def test_constant_baseline_episode_keeps_the_lr():
     episode = run_episode(quick_spec(), None, seed=0)
-    assert episode["actions"] == [] and episode["lrs"] == [] and len(episode["values"]) == 6
+    assert episode.actions == [] and episode.lrs == [] and len(episode.values) == 6
 
 
 def test_baseline_rewards_are_the_controllers_rewards():
     spec = quick_spec()
     policy_run = run_episode(spec, random_policy(2), seed=4)
-    assert decision_rewards(policy_run["values"])[policy_run["first_decision"] :] == pytest.approx(policy_run["rewards"])
+    assert decision_rewards(policy_run.values)[policy_run.first_decision :] == pytest.approx(policy_run.rewards)
     # a divergence: the penalty, then nothing (the run is over), one reward per decision after the first
     assert decision_rewards([1.0, 0.5, float("nan"), float("nan")]) == pytest.approx([math.log(2), DIVERGENCE_REWARD, 0.0])
     # a constant run of the same problem and seed is the counterfactual: same init and data order
     a, b = run_episode(spec, None, seed=4), run_episode(spec, None, seed=4)
-    assert a["values"] == b["values"] and a["values"][0] == policy_run["values"][0]
+    assert a.values == b.values and a.values[0] == policy_run.values[0]
 
 
 def _synthetic_episodes(n, good_action, rng):
@@ -126,7 +128,7 @@ def _synthetic_episodes(n, good_action, rng):
         obs = rng.normal(0, 1, (6, len(FEATURE_NAMES))).tolist()
         baseline = rng.normal(0, 1, 6).tolist()  # the problem's own difficulty: large, action-independent
         rewards = [b + (0.5 if a == good_action else -0.1) for a, b in zip(actions, baseline)]
-        episodes.append({"obs": obs, "actions": actions, "rewards": rewards, "baseline_rewards": baseline})
+        episodes.append(Episode(obs=obs, actions=actions, rewards=rewards, baseline_rewards=baseline))
     return episodes
 
 
@@ -135,13 +137,22 @@ def test_ppo_learns_from_the_advantage_over_the_constant_baseline():
     policy = random_policy(0)
     optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
     episodes = _synthetic_episodes(64, good_action=4, rng=rng)
-    assert relative_rewards(episodes[0]) == pytest.approx([0.5 if a == 4 else -0.1 for a in episodes[0]["actions"]])
+    assert relative_rewards(episodes[0]) == pytest.approx([0.5 if a == 4 else -0.1 for a in episodes[0].actions])
     probe = torch.tensor(rng.normal(0, 1, (200, len(FEATURE_NAMES))), dtype=torch.float32)
     before = torch.softmax(policy(probe)[0], -1)[:, 4].mean().item()
     for i in range(5):
-        ppo_update(policy, optimizer, episodes, PPOConfig(epochs=4, minibatch_size=64), torch.Generator().manual_seed(i))
+        stats = ppo_update(policy, optimizer, episodes, PPOConfig(epochs=4, minibatch_size=64), torch.Generator().manual_seed(i))
+        # the diagnostics of a healthy update: a small KL, some clipped ratios at most, a critic that explains something
+        assert 0 <= stats["approx_kl"] < 0.5 and 0 <= stats["clipfrac"] <= 1 and stats["explained_variance"] <= 1
+        assert stats["transitions"] == 64 * 6
     after = torch.softmax(policy(probe)[0], -1)[:, 4].mean().item()
     assert after > before + 0.2, (before, after)
+
+
+def test_meta_training_takes_the_ppo_defaults():
+    """One set of PPO defaults: hf-metalr meta-train's are PPOConfig's."""
+    config, ppo = MetaTrainConfig(out="x"), PPOConfig()
+    assert (config.ppo_lr, config.ppo_epochs, config.ppo_minibatch) == (ppo.lr, ppo.epochs, ppo.minibatch_size)
 
 
 def _weights(path):
@@ -162,6 +173,8 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
     checkpoint = json.loads((tmp_path / "a" / CHECKPOINT_NAME).read_text())
     curve = checkpoint["curve"]
     assert [c["iteration"] for c in curve] == [1, 2] and all("held_out_score" in c for c in curve)
+    for key in ("approx_kl", "clipfrac", "explained_variance"):  # a stuck or collapsing PPO run shows here
+        assert all(key in c and (math.isnan(c[key]) or math.isfinite(c[key])) for c in curve), key
     # the shipped policy is the scored iteration with the lowest held-out evals ratio; the last one is kept beside it
     ratios = {c["iteration"]: c["held_out_evals_ratio"] for c in curve}
     assert card["selected_iteration"] == min(ratios, key=lambda i: (ratios[i], i))
@@ -233,17 +246,20 @@ def test_held_out_scores_compare_the_policy_with_the_constant_lr():
     assert {lr_band(spec) for spec, _ in problems} == {"good", "low", "high"}
     slow = [0.2, 0.5, 0.7, 0.8, 0.85, 0.9]
     fast = [0.2, 0.7, 0.9, 0.9, 0.9, 0.9]
-    constant = [{"accuracies": slow, "auc": 0.0} for _ in problems]
-    policy = [{"accuracies": fast if i % 2 else slow, "auc": -0.1 if i % 2 else 0.0} for i in range(len(problems))]
+    constant = [{"accuracies": slow, "mean_log_objective": 0.0} for _ in problems]
+    policy = [{"accuracies": fast if i % 2 else slow, "mean_log_objective": -0.1 if i % 2 else 0.0} for i in range(len(problems))]
     scores = held_out_scores(problems, constant, policy)
+    # a checkpoint written before the rename keeps the baseline's mean log-objective under "auc"
+    legacy = [{"accuracies": slow, "auc": 0.0} for _ in problems]
+    assert held_out_scores(problems, legacy, policy) == scores
     # target 0.97 x 0.9: slow reaches it at evaluation 6, fast at 3; half the problems are twice as fast
     assert TARGET_FRACTION * 0.9 > 0.85
     assert scores["evals_ratio"] == pytest.approx(0.5**0.5)
     assert scores["loss_score"] == pytest.approx(0.05)
     # a policy run that diverged at evaluation 2 stopped there: it is a miss over the whole run, not a fast finish
-    diverged = [{"accuracies": [0.2, 0.1], "auc": 2.0} for _ in problems]
+    diverged = [{"accuracies": [0.2, 0.1], "mean_log_objective": 2.0} for _ in problems]
     assert held_out_scores(problems, constant, diverged)["evals_ratio"] == pytest.approx(7 / 6)
-    regression = [{"accuracies": [None] * 6, "auc": 0.0} for _ in problems]
+    regression = [{"accuracies": [None] * 6, "mean_log_objective": 0.0} for _ in problems]
     assert math.isnan(held_out_scores(problems, regression, regression)["evals_ratio"])
 
 

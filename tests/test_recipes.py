@@ -321,12 +321,22 @@ def test_schedule_flag_rules(tmp_path):
 
 
 def test_derived_eval_steps(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
     common = common_module()
     args = _training_args(tmp_path, per_device_train_batch_size=32, num_train_epochs=3)
-    assert common.configure_evaluation(args, 1000, 10) >= 10
-    assert args.eval_strategy == "steps" and args.eval_steps == 9  # 3 x ceil(1000 / 32) = 96 steps
+    cadence = common.configure_evaluation(args, 10)
+    state = TrainerState(max_steps=96)  # the Trainer's count: 3 x ceil(1000 / 32) = 96 steps
+    state.compute_steps(args, state.max_steps)
+    cadence.on_train_begin(args, state, TrainerControl())
+    assert cadence.expected >= 10
+    assert args.eval_strategy == "steps" and state.eval_steps == 9
     args = _training_args(tmp_path, eval_strategy="steps", eval_steps=50, max_steps=100)
-    assert common.configure_evaluation(args, 1000, 10) == 2 and args.eval_steps == 50, "an explicit cadence is kept"
+    cadence = common.configure_evaluation(args, 10)
+    state = TrainerState(max_steps=100)
+    state.compute_steps(args, state.max_steps)
+    cadence.on_train_begin(args, state, TrainerControl())
+    assert cadence.expected == 2 and state.eval_steps == 50, "an explicit cadence is kept"
 
 
 def test_local_file_schema_errors(tmp_path):

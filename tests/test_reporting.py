@@ -10,6 +10,8 @@ import copy
 import csv
 import json
 import math
+import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,27 @@ from hf_metalr.reporting.markdown import findings, render_markdown
 FIXTURE = Path(__file__).parent / "fixtures" / "results_small.json"
 NAN = float("nan")
 STEPS_PER_EPOCH, EVAL_EVERY = 10, 5
+
+
+# ------------------------------------------------------------------ what a generated sentence states
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?:/\d+)?")
+
+
+def bold(text: str) -> list[str]:
+    """The schedules a finding puts in bold, in order: the one it names best first."""
+    return re.findall(r"\*\*([\w-]+)\*\*", text)
+
+
+def quotes(text: str, numbers: str) -> bool:
+    """Whether ``text`` quotes every number of ``numbers`` (space-separated, as the report writes them,
+    e.g. ``1/2 -0.020 3.75e-04``), each as many times as it is listed, whatever the wording around them."""
+    found = Counter(_NUMBER.findall(text))
+    return not Counter(numbers.split()) - found
+
+
+def names(text: str, *terms: str) -> bool:
+    return all(term in text for term in terms)
 
 
 # ------------------------------------------------------------------ the fixture
@@ -209,33 +232,31 @@ def test_report_md_has_title_config_table_rows_and_plot_links(report_dir):
     assert ("| cosine | 1/2 | 3 [3–3] | 1.50 [1.50–1.50] | 4.2 [4.2–4.2] | 0.960 [0.960–0.960] | 0.955 [0.955–0.955] "
             "| 0.540 [0.180–0.900] | 0.050 [0.050–0.050] | 0 [0–0] | 2.76e-04 [2.70e-06–5.50e-04] "
             "| 1.00e-03 [1.00e-03–1.00e-03] | 1 |") in md
-    assert "Diverged runs: cosine seed 1." in md and "Missing runs" not in md
+    assert re.search(r"Diverged runs: cosine seed 1\b", md) and "Missing runs" not in md
     for png in ("lr_curve.png", "val_metric.png", "time_to_threshold.png"):
         assert f"]({png})" in md
 
 
 def test_findings_state_the_fixture_numbers(results):
     first, versus, lost, stability = findings(aggregate(results))
-    assert first == (
-        "**cosine** reached the threshold (eval_accuracy ≥ 0.9) first: median 3 evals (epoch 1.50, 4.2 s), in 1/2 runs. "
-        "The next best, **constant**, needed 4 evals (5.6 s) in 1/2 runs: cosine needed 1 eval fewer "
-        "(0.75× the evals, 0.75× the seconds). metalr needed 4 evals (6.0 s) in 2/2 runs, 1.33× cosine's evals."
-    )
-    assert versus == (
-        "Against the best baseline, **cosine** (fastest to the threshold), metalr needed 1.33× the evals to threshold "
-        "(median 4 vs 3) and 1.43× the seconds (6.0 vs 4.2); it reached the threshold in 2/2 runs vs 1/2. "
-        "Final test accuracy 0.940 vs 0.960 (-0.020, worse); test macro_f1 0.930 vs 0.955 (-0.025, worse)."
-    )
-    assert lost == (
-        "metalr was behind the best schedule on 5 of 8 measures: evals to threshold (4 vs 3 for cosine; tied worst); "
-        "epochs to threshold (2.00 vs 1.50 for cosine; tied worst); seconds to threshold (6.0 vs 4.2 for cosine; worst of 3); "
-        "test accuracy (0.940 vs 0.960 for cosine); test macro_f1 (0.930 vs 0.955 for cosine). "
-        "It was best or tied best on: runs reaching the threshold (2/2); best val loss (0.230); diverged runs (0/2)."
-    )
-    assert stability.startswith("LR stability: metalr's LR was the most variable of 3 schedules (median std Δlog LR 0.400, "
-                                "4 direction changes, LR 3.75e-04–3.00e-03, 8.00× the std Δlog LR of cosine)")
-    assert "the most variable baseline was cosine (median std Δlog LR 0.050" in stability
-    assert "the steadiest constant (median std Δlog LR 0.000, 0 direction changes" in stability
+    # first to the threshold: cosine (3 evals, epoch 1.50, 4.2 s, 1/2 runs); next constant (4 evals, 5.6 s, 1/2):
+    # 1 eval fewer, 0.75x the evals and the seconds; metalr 4 evals (6.0 s) in 2/2 runs, 1.33x cosine's evals
+    assert bold(first) == ["cosine", "constant"] and names(first, "metalr", "eval_accuracy")
+    assert quotes(first, "0.9 3 1.50 4.2 1/2 4 5.6 1/2 1 0.75 0.75 4 6.0 2/2 1.33")
+    # against the best baseline, cosine: 1.33x the evals (4 vs 3), 1.43x the seconds (6.0 vs 4.2), 2/2 vs 1/2 runs;
+    # test accuracy 0.940 vs 0.960 (-0.020), macro_f1 0.930 vs 0.955 (-0.025)
+    assert bold(versus) == ["cosine"] and names(versus, "metalr", "accuracy", "macro_f1")
+    assert quotes(versus, "1.33 4 3 1.43 6.0 4.2 2/2 1/2 0.940 0.960 -0.020 0.930 0.955 -0.025")
+    # behind on 5 of 8 measures (each against cosine), best or tied best on the other 3
+    assert quotes(lost, "5 8 4 3 2.00 1.50 6.0 4.2 0.940 0.960 0.930 0.955 2/2 0.230 0/2")
+    assert names(lost, "metalr", "cosine", "evals to threshold", "epochs to threshold", "seconds to threshold",
+                 "test accuracy", "test macro_f1", "runs reaching the threshold", "best val loss", "diverged runs")
+    behind, _, best = lost.partition("best or tied best")
+    assert names(behind, "test macro_f1") and names(best, "best val loss", "diverged runs")
+    # the LR stability of metalr (3 schedules; std 0.400, 4 changes, LR 3.75e-04 to 3.00e-03, 8.00x cosine's std),
+    # then cosine (0.050) and the steadiest, constant (0.000, 0 changes), ranked most to least variable
+    assert quotes(stability, "3 0.400 4 3.75e-04 3.00e-03 8.00 0.050 0.000 0")
+    assert stability.index("metalr") < stability.index("0.050") < stability.index("constant")
 
 
 def test_findings_are_honest_when_metalr_never_reaches_the_threshold(results):
@@ -244,14 +265,10 @@ def test_findings_are_honest_when_metalr_never_reaches_the_threshold(results):
             run["threshold"] = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
             run["test"] = {"accuracy": 0.80, "macro_f1": None}
     first, versus, lost, _ = findings(aggregate(results))
-    assert first.endswith("metalr never reached it (0/2 runs).")
-    assert versus.startswith("Against the best baseline, **cosine** (fastest to the threshold), metalr never reached "
-                             "the threshold (0/2 runs), while cosine did in 1/2 runs (median 3 evals).")
-    assert "test accuracy 0.800 vs 0.960 (-0.160, worse); test macro_f1 n/a vs 0.955." in versus
-    assert "runs reaching the threshold (0/2 vs 1/2 for constant/cosine; worst of 3)" in lost
-    assert "evals to threshold (never reached vs 3 for cosine; worst of 3)" in lost
-    assert "test accuracy (0.800 vs 0.960 for cosine; worst of 3)" in lost
-    assert "test macro_f1 (n/a vs 0.955 for cosine; worst of 3)" in lost
+    assert bold(first) == ["cosine", "constant"] and quotes(first, "0/2") and "metalr never reached" in first
+    assert bold(versus) == ["cosine"] and quotes(versus, "0/2 1/2 3 0.800 0.960 -0.160 0.955")
+    assert "n/a" in versus, "metalr's missing macro_f1 is said to be missing, not made up"
+    assert quotes(lost, "0/2 1/2 3 0.800 0.960 0.955") and names(lost, "never reached", "n/a", "worst of 3")
 
 
 def test_findings_when_metalr_wins_everything(results):
@@ -261,11 +278,10 @@ def test_findings_when_metalr_wins_everything(results):
             run["test"] = {"accuracy": 0.99, "macro_f1": 0.99}
             run["best_val_loss"] = 0.1
     first, versus, lost, _ = findings(aggregate(results))
-    assert first.startswith("**metalr** reached the threshold (eval_accuracy ≥ 0.9) first: median 2 evals (epoch 1.00, 3.0 s)")
-    assert "The next best, **cosine**, needed 3 evals (4.2 s) in 1/2 runs: metalr needed 1 eval fewer (0.67× the evals" in first
-    assert "metalr needed 0.67× the evals to threshold (median 2 vs 3)" in versus
-    assert "(+0.030, better)" in versus
-    assert lost == "metalr was not behind any other schedule on any of the 8 judged measures."
+    assert bold(first) == ["metalr", "cosine"] and quotes(first, "2 1.00 3.0 3 4.2 1/2 1 0.67")
+    assert bold(versus) == ["cosine"] and quotes(versus, "0.67 2 3 +0.030")
+    # behind on none of the 8 judged measures: no other schedule is named as ahead of it
+    assert quotes(lost, "8") and not bold(lost) and not names(lost, "cosine") and not names(lost, "constant")
 
 
 def test_findings_without_metalr_and_with_one_schedule(results):
@@ -273,19 +289,18 @@ def test_findings_without_metalr_and_with_one_schedule(results):
     no_metalr["config"]["schedules"].remove("metalr")
     no_metalr["runs"] = [r for r in no_metalr["runs"] if r["schedule"] != "metalr"]
     texts = findings(aggregate(no_metalr))
-    assert texts[0].startswith("**cosine** reached the threshold") and "metalr" not in texts[0]
-    assert texts[1] == "There are no metalr runs in these results, so metalr is not compared."
-    assert texts[2].startswith("LR stability: the most variable schedule was cosine")
+    assert bold(texts[0])[0] == "cosine" and "metalr" not in texts[0]
+    assert "no metalr runs" in texts[1] and not _NUMBER.findall(texts[1])
+    assert texts[2].startswith("LR stability") and texts[2].index("cosine") < texts[2].index("constant")
 
     only_metalr = copy.deepcopy(results)
     only_metalr["config"]["schedules"] = ["metalr"]
     only_metalr["runs"] = [r for r in only_metalr["runs"] if r["schedule"] == "metalr"]
     texts = findings(aggregate(only_metalr))
-    assert texts == [
-        "**metalr** reached the threshold (eval_accuracy ≥ 0.9) first: median 4 evals (epoch 2.00, 6.0 s), in 2/2 runs.",
-        "Only metalr was run, so there is no baseline to compare it with.",
-        "LR stability of metalr: median std Δlog LR 0.400, 4 direction changes, LR 3.75e-04–3.00e-03.",
-    ]
+    assert len(texts) == 3
+    assert bold(texts[0]) == ["metalr"] and quotes(texts[0], "0.9 4 2.00 6.0 2/2")
+    assert "Only metalr" in texts[1] and not bold(texts[1])
+    assert "metalr" in texts[2] and quotes(texts[2], "0.400 4 3.75e-04 3.00e-03")
 
 
 def test_lower_is_better_metric_and_nothing_reached(results):
@@ -295,10 +310,10 @@ def test_lower_is_better_metric_and_nothing_reached(results):
         run["test"] = {"wer": wers[run["schedule"]][run["seed"]]}
         run["threshold"] = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
     first, versus, lost, _ = findings(aggregate(results))
-    assert first == "No schedule reached the threshold (eval_wer ≤ 0.05) in any run."
-    assert versus == ("Against the best baseline, **cosine** (lowest test wer), neither metalr nor any baseline reached "
-                      "the threshold. Final test wer 0.110 vs 0.150 (-0.040, better).")
-    assert lost == "metalr was not behind any other schedule on any of the 4 judged measures."
+    assert not bold(first) and names(first, "No schedule", "eval_wer ≤") and quotes(first, "0.05")
+    # the best baseline by the lower-is-better test wer is cosine (0.150); metalr's 0.110 is 0.040 lower: better
+    assert bold(versus) == ["cosine"] and quotes(versus, "0.110 0.150 -0.040") and "better" in versus
+    assert quotes(lost, "4") and not bold(lost) and not names(lost, "cosine") and not names(lost, "constant")
 
 
 def test_findings_without_threshold_or_test_metrics_fall_back_to_val_loss(results):
@@ -307,17 +322,17 @@ def test_findings_without_threshold_or_test_metrics_fall_back_to_val_loss(result
     for run in results["runs"]:
         run["threshold"] = None
     texts = findings(aggregate(results))
-    assert texts[:3] == [
-        "No threshold is configured, so there is no time-to-threshold comparison.",
-        "Comparing metalr with the best baseline, **constant** (lowest best val loss): Best val loss 0.230 vs 0.285 (-0.055, better).",
-        "metalr was not behind any other schedule on any of the 2 judged measures.",
-    ]
+    assert "No threshold" in texts[0] and not bold(texts[0])
+    # best baseline by best val loss: constant (0.285); metalr 0.230, 0.055 lower
+    assert bold(texts[1]) == ["constant"] and quotes(texts[1], "0.230 0.285 -0.055") and "val loss" in texts[1]
+    assert quotes(texts[2], "2") and not bold(texts[2]) and "constant" not in texts[2]
 
 
 def test_missing_seeds_are_reported(results):
     results["config"]["seeds"] = [0, 1, 2]
     md = render_markdown(aggregate(results), {})
-    assert "Missing runs (interrupted compare?): metalr seed 2, constant seed 2, cosine seed 2." in md
+    missing = next(line for line in md.splitlines() if "Missing runs" in line)
+    assert re.findall(r"(\w+) seed (\d+)", missing) == [("metalr", "2"), ("constant", "2"), ("cosine", "2")]
     assert "| metalr | 2/2 |" in md
 
 
@@ -338,8 +353,7 @@ def test_report_survives_a_single_run_that_diverged_at_once(tmp_path, results):
     results["runs"] = [copy.deepcopy(results["runs"][5])]
     results["runs"][0].update(schedule="metalr", seed=0, evals=[], lr_curve=[[1, 0.1, NAN]])
     md = write_report(_write(tmp_path, results)).read_text()
-    assert "No schedule reached the threshold (eval_accuracy ≥ 0.9) in any run." in md
-    assert "| metalr | 0/1 | – | – | – |" in md
+    assert "No schedule reached the threshold" in md and "| metalr | 0/1 | – | – | – |" in md
     for name in ("lr_curve.png", "val_metric.png", "time_to_threshold.png"):
         assert imread(tmp_path / name).shape == (500, 900, 4)
 

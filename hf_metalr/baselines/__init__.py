@@ -5,6 +5,7 @@ from .schedules import (
     LR_FREE,
     SCHEDULES,
     MissingPeerError,
+    attach_baseline,
     attach_schedule,
     available_schedules,
     check_schedule,
@@ -12,5 +13,5 @@ from .schedules import (
     schedule_training_overrides,
 )
 
-__all__ = ["LR_FREE", "SCHEDULES", "MissingPeerError", "attach_schedule", "available_schedules", "check_schedule",
+__all__ = ["LR_FREE", "SCHEDULES", "MissingPeerError", "attach_baseline", "attach_schedule", "available_schedules", "check_schedule",
            "require_schedule", "schedule_training_overrides"]

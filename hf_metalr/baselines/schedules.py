@@ -17,7 +17,8 @@ The two LR-free peers need the ``peers`` extra (``pip install 'hf_metalr[peers]'
 :func:`available_schedules` tells which schedules this environment can run.
 
 Use: ``TrainingArguments(**base, **schedule_training_overrides(name))``, then
-``attach_schedule(trainer, name)`` before ``trainer.train()``.
+``attach_baseline(trainer, name)`` (or ``attach_schedule``, which also adds ``MetaLRCallback`` for
+``metalr``) before ``trainer.train()``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
-__all__ = ["LR_FREE", "SCHEDULES", "STEP_MILESTONES", "STEP_GAMMA", "MissingPeerError", "attach_schedule", "require_schedule",
+__all__ = ["LR_FREE", "SCHEDULES", "STEP_MILESTONES", "STEP_GAMMA", "MissingPeerError", "attach_baseline", "attach_schedule", "require_schedule",
            "available_schedules", "check_schedule", "schedule_training_overrides"]
 
 LR_FREE: tuple[str, ...] = ("prodigy", "schedule-free")
@@ -38,7 +39,7 @@ _SCHEDULER_TYPE = {
     "metalr": "constant",
     "metalr-random": "constant",
     "constant": "constant",
-    "step": "constant",  # replaced by MultiStepLR in attach_schedule
+    "step": "constant",  # replaced by MultiStepLR in attach_baseline
     "cosine": "cosine",
     "linear": "linear",
     "plateau": "reduce_lr_on_plateau",
@@ -114,23 +115,18 @@ def prodigy_optimizer(trainer):
     return Prodigy([g for g in groups if g["params"]], lr=PRODIGY_LR, decouple=True)
 
 
-def attach_schedule(trainer, name: str, **metalr_options) -> None:
-    """Finish setting up ``trainer`` for schedule ``name``.
+def attach_baseline(trainer, name: str) -> None:
+    """Finish setting up ``trainer`` for baseline schedule ``name`` (not ``metalr``).
 
-    ``metalr`` adds a ``MetaLRCallback(**metalr_options)`` (``metalr-random`` forces
-    ``policy="random"``); ``step`` creates the Trainer's own optimizer and a torch ``MultiStepLR``
-    on it; ``prodigy`` gives the Trainer a ``Prodigy`` optimizer, over which it builds its constant
-    schedule. The others need nothing beyond the overrides. A missing peer package raises
+    ``step`` creates the Trainer's own optimizer and a torch ``MultiStepLR`` on it; ``prodigy``
+    gives the Trainer a ``Prodigy`` optimizer, over which it builds its constant schedule. The
+    others need nothing beyond :func:`schedule_training_overrides`. A missing peer package raises
     :class:`MissingPeerError`.
     """
     require_schedule(name)
     if name in ("metalr", "metalr-random"):
-        from ..integration.callback import MetaLRCallback
-
-        if name == "metalr-random":
-            metalr_options = {**metalr_options, "policy": "random"}
-        trainer.add_callback(MetaLRCallback(**metalr_options))
-    elif name == "step":
+        raise ValueError(f"{name!r} is not a baseline: pass MetaLRCallback(...) in Trainer(callbacks=[...]) instead")
+    if name == "step":
         import torch
 
         total = _total_optimizer_steps(trainer)
@@ -139,3 +135,18 @@ def attach_schedule(trainer, name: str, **metalr_options) -> None:
         trainer.lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=STEP_GAMMA)
     elif name == "prodigy":
         trainer.optimizer = prodigy_optimizer(trainer)
+
+
+def attach_schedule(trainer, name: str, **metalr_options) -> None:
+    """Finish setting up ``trainer`` for schedule ``name``: ``metalr`` adds a
+    ``MetaLRCallback(**metalr_options)`` (``metalr-random`` forces ``policy="random"``); a baseline
+    is :func:`attach_baseline`. A missing peer package raises :class:`MissingPeerError`."""
+    require_schedule(name)
+    if name in ("metalr", "metalr-random"):
+        from ..integration.callback import MetaLRCallback
+
+        if name == "metalr-random":
+            metalr_options = {**metalr_options, "policy": "random"}
+        trainer.add_callback(MetaLRCallback(**metalr_options))
+    else:
+        attach_baseline(trainer, name)

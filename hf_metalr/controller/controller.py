@@ -32,6 +32,7 @@ applied (``Decision.gate``). Without watched parameters there is no evidence, an
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from .policy import PolicyNetwork, load_policy, load_policy_weights, random_poli
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
-__all__ = ["Decision", "MetaLRController", "resolve_policy", "direction_gate", "DEFAULT_MIN_LR_RATIO",
+__all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "DEFAULT_MIN_LR_RATIO",
            "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
@@ -70,6 +71,46 @@ def direction_gate(multiplier: float, features: dict[str, float]) -> str | None:
     return None
 
 
+def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy="default", initial_lr=None,
+                  owner: str = "MetaLRController", text_policy: bool = False, origins: dict[str, str] | None = None) -> None:
+    """The one check of the controller's options, for ``MetaLRController``, ``MetaLRCallback``, the
+    launcher and the recipes. Raises ``ValueError`` (``TypeError`` for a policy of the wrong kind)
+    naming ``owner`` and the option.
+
+    - ``min_lr``, ``max_lr``: None or a finite number > 0, with ``min_lr <= max_lr``;
+    - ``meta_lr``: a finite number > 0; ``greedy``: None, True or False;
+    - ``policy``: ``"default"``, ``"random"`` or a path; also None or a ``PolicyNetwork`` unless
+      ``text_policy`` (``MetaLRCallback`` saves its arguments in checkpoints as JSON);
+    - with ``initial_lr``: a finite number > 0 within ``[min_lr, max_lr]``; ``origins`` says where
+      each bound came from (``{"min_lr": "flag --metalr_min_lr"}``), for the message.
+    """
+    def positive(value) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+    for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
+        if value is not None and not positive(value):
+            raise ValueError(f"{owner}({name}={value!r}): must be a finite number > 0, or None")
+    if min_lr is not None and max_lr is not None and min_lr > max_lr:
+        raise ValueError(f"{owner}: min_lr={min_lr} is above max_lr={max_lr}; swap them")
+    if not positive(meta_lr):
+        raise ValueError(f"{owner}(meta_lr={meta_lr!r}): must be a finite number > 0")
+    if greedy not in (None, True, False):
+        raise ValueError(f"{owner}(greedy={greedy!r}): must be True, False or None (the policy's own default)")
+    if not (isinstance(policy, (str, Path)) or (not text_policy and (policy is None or isinstance(policy, PolicyNetwork)))):
+        raise TypeError(f"{owner}(policy=...) takes 'default', 'random'{'' if text_policy else ', None, a PolicyNetwork'} or a "
+                        f"file path, got {type(policy).__name__}")
+    if initial_lr is None:
+        return
+    if not (is_finite(initial_lr) and initial_lr > 0):
+        raise ValueError(f"initial_lr must be a finite number > 0, got {initial_lr!r}")
+    outside = [(name, bound) for name, bound, wrong in (("min_lr", min_lr, min_lr is not None and min_lr > initial_lr),
+                                                         ("max_lr", max_lr, max_lr is not None and max_lr < initial_lr)) if wrong]
+    if outside:
+        named = " and ".join(f"{bound} from {(origins or {}).get(name, name)}" for name, bound in outside)
+        raise ValueError(f"the initial learning rate {initial_lr} must lie within [min_lr, max_lr] = [{min_lr}, {max_lr}] "
+                         f"({named}); widen the bounds or change the initial learning rate")
+
+
 @dataclass
 class Decision:
     """One decision: what was seen and what LR follows."""
@@ -83,7 +124,7 @@ class Decision:
     action_index: int | None  # the policy's choice; None for the fixed divergence response
     by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
     lr: float  # the controller's LR from now on (initial_lr * scale)
-    scale: float
+    scale: float  # the LR scale: lr / initial_lr (logged as metalr/scale, traced as scale)
     learned: bool  # whether the policy was updated at this decision
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
@@ -129,16 +170,10 @@ class MetaLRController:
         greedy: bool | None = None,
         gate: bool = True,
     ):
-        if not (is_finite(initial_lr) and initial_lr > 0):
-            raise ValueError(f"initial_lr must be a finite number > 0, got {initial_lr!r}")
+        check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, initial_lr=initial_lr)
         self.initial_lr = float(initial_lr)
         self.min_lr = float(min_lr) if min_lr is not None else self.initial_lr * DEFAULT_MIN_LR_RATIO
         self.max_lr = float(max_lr) if max_lr is not None else self.initial_lr * DEFAULT_MAX_LR_RATIO
-        if not (0 < self.min_lr <= self.initial_lr <= self.max_lr and math.isfinite(self.max_lr)):
-            raise ValueError(
-                f"need 0 < min_lr <= initial LR <= max_lr < inf, got min_lr={self.min_lr}, initial LR="
-                f"{self.initial_lr}, max_lr={self.max_lr}. Widen the bounds or change the initial LR."
-            )
         self.seed = int(seed)
         # a trained policy is exploited; a fresh one has to explore to learn anything
         self.greedy = (policy not in (None, "random")) if greedy is None else greedy
@@ -315,11 +350,16 @@ class MetaLRController:
         }
 
     def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:
-        """Continue from ``state_dict()``. A policy of another shape than this controller's is a
-        ``PolicyLoadError`` naming ``source`` (where the state came from)."""
+        """Continue from ``state_dict()``. A state saved for another initial LR is a ``ValueError``
+        naming both (its ``scale`` multiplies that LR, not this one); a policy of another shape than
+        this controller's is a ``PolicyLoadError``; both name ``source`` (where the state came from)."""
         if state.get("format") not in READABLE_STATE_FORMATS:
             raise ValueError(f"controller state has format {state.get('format')!r}; this hf_metalr reads formats "
                              f"{', '.join(map(str, READABLE_STATE_FORMATS))}")
+        if not math.isclose(state["initial_lr"], self.initial_lr, rel_tol=1e-9):
+            raise ValueError(f"{source} was saved with initial_lr={state['initial_lr']}, and this controller's initial_lr is "
+                             f"{self.initial_lr}: its LR scale would apply to another LR. Continue with the learning rate "
+                             "the state was saved with, or start the controller fresh.")
         self.seed = state["seed"]
         self.scale = state["scale"]
         self.decision_index = state["decision_index"]

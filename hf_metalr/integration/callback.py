@@ -6,7 +6,8 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 
 - **Logged:** ``metalr/lr``, ``metalr/scale``, ``metalr/action`` and ``metalr/reward`` are added
   to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
-  metric. The callback moves itself ahead of the reporting callbacks for that.
+  metric. The callback moves itself ahead of the reporting callbacks for that, at train begin
+  (the handler is found on the call stack: transformers passes no reference to it; see ``_handler``).
 - **Training losses:** a forward hook on the model reads the loss of every training step (see
   ``train_losses``) for the controller's training-loss features; a model whose outputs carry no
   ``loss`` falls back to the logged losses, with a warning.
@@ -37,7 +38,6 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import math
 import sys
@@ -48,7 +48,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from ..checks import real_number
-from ..controller.controller import MetaLRController, resolve_policy
+from ..controller.controller import MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
@@ -60,6 +60,7 @@ __all__ = ["MetaLRCallback"]
 logger = logging.getLogger(__name__)
 
 _NON_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
+_HANDLER_FRAMES = 8  # how far up the stack the CallbackHandler may be (subclasses calling super() add frames)
 
 
 class MetaLRCallback(TrainerCallback, ExportableState):
@@ -97,17 +98,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         greedy: bool | None = None,
         gate: bool = True,
     ):
-        for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"MetaLRCallback({name}={value!r}): must be a finite number > 0, or None")
-        if min_lr is not None and max_lr is not None and min_lr > max_lr:
-            raise ValueError(f"MetaLRCallback: min_lr={min_lr} is above max_lr={max_lr}; swap them")
-        if not (isinstance(meta_lr, (int, float)) and math.isfinite(meta_lr) and meta_lr > 0):
-            raise ValueError(f"MetaLRCallback(meta_lr={meta_lr!r}): must be a finite number > 0")
-        if not isinstance(policy, (str, Path)):
-            raise TypeError(
-                f"MetaLRCallback(policy=...) takes 'default', 'random' or a file path, got {type(policy).__name__}"
-            )
+        check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, owner="MetaLRCallback",
+                      text_policy=True)
         self._init_args = {
             "metric": metric,
             "greater_is_better": greater_is_better,
@@ -182,7 +174,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             learn_online=a["learn_online"],
             meta_lr=a["meta_lr"],
             greater_is_better=greater_is_better,
-            greedy=a["greedy"] if a["greedy"] is not None else a["policy"] != "random",
+            greedy=a["greedy"],  # None: greedy for a trained policy, sampling for "random" (the controller's rule)
             gate=a.get("gate", True),
         )
         if model is not None and _watchable(args):
@@ -269,7 +261,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "reward": decision.reward,
                     "lr": lrs[0],
                     "lrs": lrs,
-                    "lr_scale": self.controller.scale,
+                    "scale": self.controller.scale,
+                    "lr_scale": self.controller.scale,  # the same as "scale", kept for readers of older traces
                     "learned": decision.learned,
                     "diverged": decision.diverged,
                     "features": decision.features,
@@ -371,32 +364,36 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             )
 
     def _handler(self) -> CallbackHandler | None:
-        """The Trainer's CallbackHandler: the caller of this event (found on the stack; a scan of the
-        garbage collector's referrers is the slower fallback)."""
-        handler = None
-        frame = sys._getframe(1)
-        for _ in range(8):
+        """The ``CallbackHandler`` that is calling this event, or None when the event was called
+        directly (not by a Trainer).
+
+        Why the call stack: transformers (checked on 5.24) gives a callback no reference to its
+        Trainer or its handler. ``CallbackHandler.call_event`` calls every event as
+        ``getattr(callback, event)(args, state, control, model=..., processing_class=...,
+        optimizer=..., lr_scheduler=..., train_dataloader=..., eval_dataloader=..., **event_kwargs)``,
+        and ``TrainerState`` keeps the callbacks' exported states, not the callbacks. So the handler
+        is the ``self`` of ``call_event``: the frame that called this event, or a few frames further
+        up when a subclass overrides the event and calls ``super()`` (``_HANDLER_FRAMES`` at most).
+        ``test_callback.py::test_the_callback_runs_ahead_of_the_reporting_callbacks`` pins it.
+        """
+        frame = sys._getframe(2)  # 0: here, 1: the helper that asks, 2: the event (on_train_begin)
+        for _ in range(_HANDLER_FRAMES):
             if frame is None:
-                break
+                return None
             candidate = frame.f_locals.get("self")
             if isinstance(candidate, CallbackHandler) and self in candidate.callbacks:
-                handler = candidate
-                break
+                return candidate
             frame = frame.f_back
-        if handler is None:
-            handler = next(
-                (o for c in gc.get_referrers(self) if isinstance(c, list)
-                 for o in gc.get_referrers(c) if isinstance(o, CallbackHandler) and o.callbacks is c),
-                None,
-            )
-        return handler
+        return None
 
     def _move_ahead_of_reporters(self) -> None:
-        """Put this callback first in the Trainer's CallbackHandler.
+        """Put this callback first in the Trainer's ``CallbackHandler``.
 
-        The Trainer places user callbacks after the reporting ones (TensorBoard, W&B), so keys
-        added in ``on_log`` would reach the log history but not the reporters. A new list is
-        assigned, so the handler's loop in progress is not disturbed.
+        The Trainer places the reporting callbacks (TensorBoard, W&B) before the user's
+        (``DEFAULT_CALLBACKS + reporting + callbacks``) and calls them in that order on the same
+        ``logs`` dict, so keys added in ``on_log`` would reach the log history but not the
+        reporters. A new list is assigned, so the handler's loop in progress is not disturbed.
+        Called outside a Trainer, it changes nothing.
         """
         handler = self._handler()
         if handler is not None:

@@ -1,34 +1,28 @@
-"""``hf-metalr meta-train``: flags generated from ``MetaTrainConfig``, one per field, with its help."""
+"""``hf-metalr meta-train``: ``HfArgumentParser`` over ``MetaTrainConfig``, one flag per field with its help.
+
+Each flag takes both spellings, ``--episodes-per-iteration`` and ``--episodes_per_iteration``.
+"""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+from transformers import HfArgumentParser
 
 from .train import MetaTrainConfig, meta_train
 
+PROG = "hf-metalr meta-train"
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hf-metalr meta-train", description="Meta-train the LR controller with PPO "
-                                "across many cheap training runs; writes a policy usable as MetaLRCallback(policy=...).")
-    for f in dataclasses.fields(MetaTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float}.get(f.type, str)
-            required = f.default is dataclasses.MISSING
-            p.add_argument(flag, type=kind, required=required, default=None if required else f.default,
-                           help=f.metadata["help"] + ("" if required else f" (default: {f.default})"))
-    return p
+
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser(MetaTrainConfig, prog=PROG, description="Meta-train the LR controller with PPO across many "
+                            "cheap training runs; writes a policy usable as MetaLRCallback(policy=...).")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
     try:
-        path = meta_train(MetaTrainConfig(**args))
-    except (FileExistsError, ValueError, ImportError) as exc:
-        raise SystemExit(f"hf-metalr meta-train: {exc}")
+        (config,) = build_parser().parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+        path = meta_train(config)
+    except (FileExistsError, ValueError, ImportError) as exc:  # MetaTrainConfig's checks name the flag
+        raise SystemExit(f"{PROG}: {exc}")
     print(f"policy: {path}")
     print(f"learning curve: {path.parent / 'learning_curve.png'}")
     return 0

@@ -5,12 +5,15 @@ The controller acting in the episode is :class:`~hf_metalr.MetaLRController` its
 Trainer callback runs. The episode returns the transitions for PPO: the observation and action
 of each decision the policy made (not the controller's fixed keep at the first evaluation), and as
 its reward the one the controller computes at the next decision. An action followed by a
-divergence gets ``DIVERGENCE_REWARD`` and ends the episode.
+divergence gets ``DIVERGENCE_REWARD`` and ends the episode. All of it comes back as an
+:class:`Episode`, which meta-training hands to PPO once it has added the constant-LR baseline's
+rewards.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,7 +22,44 @@ from ..controller.features import DIVERGENCE_REWARD, RunTracker, is_finite
 from ..controller.policy import PolicyNetwork
 from .families import build_problem
 
-__all__ = ["run_episode", "objective_auc", "decision_rewards"]
+__all__ = ["Episode", "run_episode", "mean_log_objective", "objective_auc", "decision_rewards"]
+
+
+@dataclass
+class Episode:
+    """One training run under the controller, as meta-training uses it.
+
+    The PPO transitions, one per decision the policy made (not the fixed keep at the first
+    evaluation), in order:
+
+    - ``obs``: the policy's input at the decision (its features, in its order);
+    - ``actions``: the action index the policy chose;
+    - ``rewards``: the reward the controller computed at the next decision
+      (``DIVERGENCE_REWARD`` when a divergence followed, which ends the episode);
+    - ``baseline_rewards``: the rewards a constant-LR run of the same problem, initial weights and
+      data order got at the same decisions (set by meta-training; the PPO advantage is the
+      difference, see ``ppo.relative_rewards``).
+
+    The run itself: ``values`` (the validation loss at every evaluation), ``accuracies`` (None for
+    a regression problem), ``lrs`` (the LR after every decision; empty for a constant-LR run),
+    ``first_decision`` (the decision index of the first transition), ``diverged`` and
+    ``mean_log_objective`` (see :func:`mean_log_objective`).
+    """
+
+    obs: list[list[float]]
+    actions: list[int]
+    rewards: list[float]
+    baseline_rewards: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    accuracies: list[float | None] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    first_decision: int = 0
+    diverged: bool = False
+    mean_log_objective: float = float("nan")
+
+    def held_out_summary(self) -> dict:
+        """What held-out scoring needs of a run, as stored in the meta-training checkpoint."""
+        return {"mean_log_objective": self.mean_log_objective, "accuracies": self.accuracies}
 
 
 def _replay(values: list[float]) -> tuple[list[float], list[float]]:
@@ -48,13 +88,21 @@ def decision_rewards(values: list[float]) -> list[float]:
     return rewards
 
 
-def objective_auc(values: list[float]) -> float:
+def mean_log_objective(values: list[float]) -> float:
     """Mean log-objective over the run's evaluations (lower is better); a divergence counts as
     the first value's log plus ``-DIVERGENCE_REWARD`` for every evaluation from then on."""
     logs, _ = _replay(values)
     penalty = (logs[0] if logs else 0.0) - DIVERGENCE_REWARD
     logs += [penalty] * (len(values) - len(logs))
     return sum(logs) / len(logs) if logs else float("nan")
+
+
+def objective_auc(values: list[float]) -> float:
+    """Deprecated name of :func:`mean_log_objective` (it is a mean, not an area); removed in the next release."""
+    import warnings
+
+    warnings.warn("hf_metalr.meta.episode.objective_auc is renamed mean_log_objective", DeprecationWarning, stacklevel=2)
+    return mean_log_objective(values)
 
 
 def _evaluate(problem, model) -> tuple[float, float | None]:
@@ -72,12 +120,12 @@ def _evaluate(problem, model) -> tuple[float, float | None]:
     return float(loss), accuracy
 
 
-def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: bool = False) -> dict:
+def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: bool = False) -> Episode:
     """Train ``spec``'s problem; the controller sets the LR at every evaluation (keep at the first,
     then the policy's choice; None: constant LR).
 
-    Returns the transitions (``obs``, ``actions``, ``rewards``) and the run's validation values
-    (the loss the controller sees, and the accuracy of a classification problem).
+    Returns the :class:`Episode`: the transitions (``obs``, ``actions``, ``rewards``) and the run's
+    validation values (the loss the controller sees, and the accuracy of a classification problem).
     """
     problem = build_problem(spec)
     model, optimizer = problem.model, problem.optimizer
@@ -134,18 +182,17 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         rewards.append(DIVERGENCE_REWARD if following.diverged else following.reward)
         if following.diverged:
             break
-    return {
-        "spec": spec,
-        "obs": obs,
-        "actions": actions,
-        "rewards": rewards,
-        "first_decision": first if first is not None else 0,  # decision index of the first transition
-        "values": values,
-        "accuracies": accuracies,  # validation accuracy per evaluation (None: a regression problem)
-        "diverged": any(not is_finite(v) for v in values),
-        "auc": objective_auc(values),
-        "lrs": [d.lr for d in decisions],
-    }
+    return Episode(
+        obs=obs,
+        actions=actions,
+        rewards=rewards,
+        values=values,
+        accuracies=accuracies,
+        lrs=[d.lr for d in decisions],
+        first_decision=first if first is not None else 0,
+        diverged=any(not is_finite(v) for v in values),
+        mean_log_objective=mean_log_objective(values),
+    )
 
 
 def _quiet(fn, *args, **kwargs):

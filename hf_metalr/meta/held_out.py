@@ -50,8 +50,15 @@ def _geomean(log_ratios: list[float]) -> float:
     return math.exp(float(np.mean(log_ratios))) if log_ratios else float("nan")
 
 
+def _mean_log_objective(run: dict) -> float:
+    # "auc": the name in checkpoints written before it was called what it is
+    return run["mean_log_objective"] if "mean_log_objective" in run else run["auc"]
+
+
 def held_out_scores(problems: list[tuple[dict, int]], constant: list[dict], policy: list[dict]) -> dict:
-    """Score the policy's episodes against the constant-LR episodes of the same ``problems``."""
+    """Score the policy's episodes against the constant-LR episodes of the same ``problems``.
+
+    Each run is ``Episode.held_out_summary()``: its ``accuracies`` and ``mean_log_objective``."""
     log_ratios, by_band = [], {}
     for (spec, _), base_run, run in zip(problems, constant, policy):
         accuracies = [a for a in base_run["accuracies"] + run["accuracies"] if a is not None and math.isfinite(a)]
@@ -66,5 +73,5 @@ def held_out_scores(problems: list[tuple[dict, int]], constant: list[dict], poli
     return {
         "evals_ratio": _geomean(log_ratios),
         "evals_ratio_by_band": {band: _geomean(v) for band, v in sorted(by_band.items())},
-        "loss_score": float(np.mean([b["auc"] - r["auc"] for b, r in zip(constant, policy)])),
+        "loss_score": float(np.mean([_mean_log_objective(b) - _mean_log_objective(r) for b, r in zip(constant, policy)])),
     }

@@ -16,7 +16,9 @@ What is written in ``out``:
 - ``meta_checkpoint.json`` after every iteration (atomically): policy, PPO optimizer, curve,
   iteration. ``resume=True`` continues from it; everything random is derived from
   ``(seed, iteration)``, so a resumed run equals an uninterrupted one;
-- ``learning_curve.png``: mean return per iteration and both held-out scores;
+- ``learning_curve.png``: mean return and the PPO diagnostics (``approx_kl``, ``clipfrac``, the
+  critic's explained variance, also in the checkpoint's curve) per iteration, and both held-out
+  scores;
 - ``policy.safetensors`` + ``policy.json`` at the end: the selected policy, with a card (families,
   episodes, seed, package version, held-out scores, selected iteration);
   ``final_policy.safetensors`` + ``.json``: the last iteration's policy.
@@ -44,7 +46,7 @@ from ..controller.policy import PolicyConfig, PolicyNetwork, load_policy, load_p
 from ..output_dir import locked_output_dir
 from ..controller.threads import single_threaded
 from ..controller.serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
-from .episode import decision_rewards, run_episode
+from .episode import Episode, decision_rewards, run_episode
 from .families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem
 from .held_out import TARGET_FRACTION, held_out_problems, held_out_scores
 from .ppo import PPOConfig, ppo_update, relative_rewards
@@ -69,9 +71,9 @@ class MetaTrainConfig:
     keep_prior: float = field(default=1.0, metadata={"help": "initial logit bonus of the 'keep the LR' action (a fresh policy only)"})
     init_policy: str = field(default="", metadata={"help": "start from this saved policy instead of a fresh one, e.g. "
                                                         "hf_metalr/policies/default.safetensors to fine-tune the shipped policy"})
-    ppo_lr: float = field(default=1e-3, metadata={"help": "Adam LR of the PPO update"})
-    ppo_epochs: int = field(default=8, metadata={"help": "passes over each iteration's transitions"})
-    ppo_minibatch: int = field(default=64, metadata={"help": "transitions per PPO minibatch"})
+    ppo_lr: float = field(default=PPOConfig.lr, metadata={"help": "Adam LR of the PPO update"})
+    ppo_epochs: int = field(default=PPOConfig.epochs, metadata={"help": "passes over each iteration's transitions"})
+    ppo_minibatch: int = field(default=PPOConfig.minibatch_size, metadata={"help": "transitions per PPO minibatch"})
     resume: bool = field(default=False, metadata={"help": "continue from out/meta_checkpoint.json"})
 
     def __post_init__(self):
@@ -118,14 +120,12 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _collect(job: tuple) -> dict:
+def _collect(job: tuple) -> Episode:
     """One episode (a top-level function, so process pools and Ray can ship it)."""
     policy_text, policy_config, spec, seed, greedy = job
     torch.set_num_threads(1)
     policy = _policy_from_text(policy_text, policy_config) if policy_text is not None else None
-    result = run_episode(spec, policy, seed, greedy=greedy)
-    result.pop("spec")
-    return result
+    return run_episode(spec, policy, seed, greedy=greedy)
 
 
 class EpisodeRunner:
@@ -152,7 +152,7 @@ class EpisodeRunner:
                 self._ray_started = True
             self._remote = ray.remote(num_cpus=1)(_collect)
 
-    def map(self, jobs: list[tuple]) -> list[dict]:
+    def map(self, jobs: list[tuple]) -> list[Episode]:
         if self.backend == "serial":
             threads = torch.get_num_threads()
             try:
@@ -193,7 +193,7 @@ def score_held_out(runner, policy_text: str, policy_config: dict, held_out: list
     """The greedy policy against the constant-LR baseline on the held-out problems, as the curve's
     ``held_out_*`` entries."""
     scored = runner.map([(policy_text, policy_config, spec, seed, True) for spec, seed in held_out])
-    scores = held_out_scores(held_out, baseline, scored)
+    scores = held_out_scores(held_out, baseline, [episode.held_out_summary() for episode in scored])
     return {"held_out_score": scores["loss_score"], "held_out_evals_ratio": scores["evals_ratio"],
             "held_out_evals_ratio_by_band": scores["evals_ratio_by_band"]}
 
@@ -212,13 +212,14 @@ def _save_checkpoint(out: Path, state: dict) -> None:
 
 
 def _plot(out: Path, curve: list[dict], scored: list[dict], kept: dict | None = None) -> Path:
-    """Mean return per iteration (``curve``) and the held-out scores of the ``scored`` iterations."""
+    """Mean return and the PPO diagnostics per iteration (``curve``), and the held-out scores of the
+    ``scored`` iterations."""
     import matplotlib
 
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, ((ax1, ax4), (ax2, ax3)) = plt.subplots(2, 2, figsize=(12, 7.6))
     ax1.plot([c["iteration"] for c in curve], [c["mean_return"] for c in curve], marker=".", label="return")
     if all("mean_return_vs_constant" in c for c in curve):
         ax1.plot([c["iteration"] for c in curve], [c["mean_return_vs_constant"] for c in curve], marker=".",
@@ -236,11 +237,30 @@ def _plot(out: Path, curve: list[dict], scored: list[dict], kept: dict | None = 
         ax3.legend()
     ax3.axhline(1, color="grey", linestyle="--", linewidth=1)
     ax3.set(title="held-out evals ratio (< 1: faster than constant)", xlabel="meta-iteration", ylabel="evals to target / constant LR's")
+    _plot_ppo(ax4, curve)
     fig.tight_layout()
     path = out / "learning_curve.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_ppo(ax, curve: list[dict]) -> None:
+    """approx_kl and clipfrac (left axis) and the critic's explained variance (right axis) per
+    iteration: a KL or clip fraction that climbs, or an explained variance that stays <= 0, shows a
+    PPO run that is collapsing or stuck. Iterations from before these were logged are left out."""
+    for i, key in enumerate(("approx_kl", "clipfrac")):
+        points = [(c["iteration"], c[key]) for c in curve if key in c]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", color=f"C{i + 4}", label=key)
+    ax.set(title="PPO update per iteration", xlabel="meta-iteration", ylabel="approx_kl, clipfrac")
+    right = ax.twinx()
+    points = [(c["iteration"], c["explained_variance"]) for c in curve if "explained_variance" in c]
+    right.plot([p[0] for p in points], [p[1] for p in points], marker=".", color="C6", label="explained variance")
+    right.axhline(0, color="grey", linestyle=":", linewidth=1)
+    right.set_ylabel("critic's explained variance of the returns")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="best")
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -277,7 +297,8 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     policy = _initial_policy(config)
     policy_config = asdict(policy.config)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.ppo_lr, eps=1e-5)
+    ppo = PPOConfig(lr=config.ppo_lr, epochs=config.ppo_epochs, minibatch_size=config.ppo_minibatch)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=ppo.lr, eps=ppo.adam_eps)
     held_out = held_out_problems(config.seed, config.held_out_per_family)
     state = {"format": CHECKPOINT_FORMAT, "config": asdict(config), "iteration": 0, "curve": [], "baseline_held_out": None,
              "best": None}
@@ -309,7 +330,7 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     try:
         if state["baseline_held_out"] is None:
             constant = runner.map([(None, None, spec, seed, True) for spec, seed in held_out])
-            state["baseline_held_out"] = [{"auc": r["auc"], "accuracies": r["accuracies"]} for r in constant]
+            state["baseline_held_out"] = [episode.held_out_summary() for episode in constant]
         if config.init_policy and state["best"] is None:  # a fine-tune keeps its start unless an iteration beats it
             start_text = tensors_to_text(policy.state_dict())
             scores = score_held_out(runner, start_text, policy_config, held_out, state["baseline_held_out"])
@@ -330,17 +351,16 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
             results = runner.map(jobs + baselines)
             episodes = results[: len(jobs)]
             for episode, baseline in zip(episodes, results[len(jobs) :]):
-                episode["baseline_rewards"] = decision_rewards(baseline["values"])[episode["first_decision"] :]
+                episode.baseline_rewards = decision_rewards(baseline.values)[episode.first_decision :]
             generator = torch.Generator().manual_seed(config.seed * 100_003 + iteration)
             with single_threaded():
-                ppo = PPOConfig(epochs=config.ppo_epochs, minibatch_size=config.ppo_minibatch)
                 stats = ppo_update(policy, optimizer, episodes, ppo, generator)
             updated = tensors_to_text(policy.state_dict())
             entry = {
                 "iteration": iteration + 1,
-                "mean_return": float(np.mean([sum(e["rewards"]) for e in episodes])),
+                "mean_return": float(np.mean([sum(e.rewards) for e in episodes])),
                 "mean_return_vs_constant": float(np.mean([sum(relative_rewards(e)) for e in episodes])),
-                "diverged": sum(e["diverged"] for e in episodes),
+                "diverged": sum(e.diverged for e in episodes),
                 "episodes": len(episodes),
                 **{k: v for k, v in stats.items()},
             }

@@ -13,8 +13,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-import numpy as np
 import torch
+
+from ..metrics import classification_metrics  # re-exported: the tasks' compute_metrics
 
 __all__ = ["Task", "TaskData", "ArrayDataset", "classification_metrics", "reaches", "seeded"]
 
@@ -52,16 +53,6 @@ def seeded(seed: int, build: Callable[[], Any]) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
-
-
-def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    predictions = np.argmax(logits, axis=-1)
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, average="macro")),
-    }
 
 
 class Task(ABC):

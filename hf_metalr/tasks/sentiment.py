@@ -221,5 +221,4 @@ class SentimentTask(Task):
         return seeded(seed, lambda: BertForSequenceClassification(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits, labels = eval_pred
-        return classification_metrics(np.asarray(logits), np.asarray(labels))
+        return classification_metrics(eval_pred)

@@ -29,6 +29,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from ..media import load_audio
 from .base import ArrayDataset, Task, TaskData, seeded
 
 __all__ = [
@@ -112,19 +113,8 @@ def read_manifest(root: Path = DATA_DIR) -> list[dict[str, str]]:
 
 
 def load_clip(path: Path) -> np.ndarray:
-    """Decode one clip with soundfile to float32 mono at 16 kHz."""
-    import soundfile as sf
-
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(SAMPLE_RATE, rate)
-        audio = resample_poly(audio, SAMPLE_RATE // g, rate // g).astype(np.float32)
-    return audio
+    """Decode one clip to float32 mono at 16 kHz (``hf_metalr.media.load_audio``)."""
+    return load_audio(path, SAMPLE_RATE)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,127 @@
+"""The recipes' data: :func:`load_splits` (a hub dataset, or local csv/json/parquet files in the
+hub schema; validation carved from train when there is none; sample caps) and
+:func:`decode_image`. Audio is decoded by ``hf_metalr.media.load_audio`` (soundfile, no torchcodec)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from transformers import TrainingArguments
+
+from hf_metalr.media import open_media
+
+from .arguments import BaseDataArguments
+
+logger = logging.getLogger("recipes")
+
+LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def _local_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in LOCAL_FORMATS:
+        raise ValueError(f"{path}: unsupported data file type {suffix!r}; use one of {sorted(LOCAL_FORMATS)}")
+    return LOCAL_FORMATS[suffix]
+
+
+def _resolve_paths(dataset, path_columns, base_dir: Path):
+    """Make relative file paths in ``path_columns`` relative to the data file's directory."""
+    present = [
+        c for c in path_columns
+        if c in dataset.column_names and getattr(dataset.features[c], "dtype", None) in ("string", "large_string")
+    ]
+    if not present:
+        return dataset
+
+    def resolve(batch):
+        return {c: [p if p is None or Path(p).is_absolute() else str(base_dir / p) for p in batch[c]] for c in present}
+
+    return dataset.map(resolve, batched=True, desc="resolving file paths")
+
+
+def _undecoded(dataset):
+    """Leave audio and image columns as raw bytes/paths; the recipes decode them (soundfile, PIL)."""
+    from datasets import Audio, Image
+
+    for name, feature in dataset.features.items():
+        if isinstance(feature, Audio):
+            dataset = dataset.cast_column(name, Audio(decode=False))
+        elif isinstance(feature, Image):
+            dataset = dataset.cast_column(name, Image(decode=False))
+    return dataset
+
+
+def _pick(dataset, n: int | None, seed: int):
+    if n is None or n >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(n))
+
+
+def load_splits(data_args: BaseDataArguments, training_args: TrainingArguments, *, columns, path_columns=()):
+    """The recipe's ``train`` / ``validation`` / ``test`` splits (``test`` may be absent).
+
+    Local files (``--train_file`` etc.) replace the hub dataset; relative paths in
+    ``path_columns`` are taken relative to the data file. Without a validation split, one of
+    ``--validation_split_size`` is carved from train (seeded with ``--seed``, so every process gets
+    the same split). ``columns`` are checked; a tuple inside ``columns`` means "one of these".
+    """
+    from datasets import DatasetDict, load_dataset
+
+    splits = {}
+    if data_args.train_file:
+        for role, path in (("train", data_args.train_file), ("validation", data_args.validation_file), ("test", data_args.test_file)):
+            if path:
+                ds = load_dataset(_local_format(path), data_files={role: path}, split=role)
+                splits[role] = _resolve_paths(ds, path_columns, Path(path).resolve().parent)
+    else:
+        if data_args.validation_file or data_args.test_file:
+            raise ValueError("--validation_file / --test_file need --train_file too (local files replace the hub dataset)")
+        if not data_args.dataset_name:
+            raise ValueError("give --dataset_name (hub) or --train_file (local)")
+        for role, split in (("train", data_args.train_split_name), ("validation", data_args.validation_split_name), ("test", data_args.test_split_name)):
+            if split:
+                ds = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=split)
+                splits[role] = _undecoded(ds)
+    for role, ds in splits.items():
+        _check_columns(ds, columns, role)
+    if "validation" not in splits:
+        size = data_args.validation_split_size
+        size = int(size) if size >= 1 else float(size)
+        parts = splits["train"].train_test_split(test_size=size, seed=training_args.seed, shuffle=True)
+        splits["train"], splits["validation"] = parts["train"], parts["test"]
+        logger.info("validation carved from train: %d examples (--validation_split_size %s)", len(splits["validation"]), size)
+    splits["train"] = _pick(splits["train"], data_args.max_train_samples, training_args.seed)
+    splits["validation"] = _pick(splits["validation"], data_args.max_eval_samples, training_args.seed)
+    if "test" in splits:
+        splits["test"] = _pick(splits["test"], data_args.max_test_samples, training_args.seed)
+    logger.info("splits: %s", {k: len(v) for k, v in splits.items()})
+    return DatasetDict(splits)
+
+
+def _check_columns(dataset, columns, role: str) -> None:
+    for column in columns:
+        options = column if isinstance(column, tuple) else (column,)
+        if not any(c in dataset.column_names for c in options):
+            raise ValueError(
+                f"the {role} data has no column {' or '.join(map(repr, options))} (columns: {dataset.column_names}); "
+                "local files must follow the hub dataset's schema (see the recipe's docstring and --help)"
+            )
+
+
+def decode_image(value) -> np.ndarray:
+    """An RGB image as a ``uint8`` array ``H x W x 3`` from a path, bytes dict, PIL image or nested list."""
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return np.array(value.convert("RGB"))
+    if isinstance(value, (list, np.ndarray)):
+        array = np.asarray(value, dtype=np.uint8)
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        if array.ndim != 3 or array.shape[-1] != 3:
+            raise ValueError(f"an image given as a nested list must be [H][W][3] (or [H][W]), got shape {array.shape}")
+        return array
+    with Image.open(open_media(value)) as image:
+        return np.array(image.convert("RGB"))
