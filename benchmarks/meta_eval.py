@@ -29,7 +29,12 @@ Derived here, per task:
   (``scipy.stats.binomtest`` on the seeds that differ). With 5 seeds even 5 of 5 gives p = 0.0625,
   so no 5-seed split is significant at 0.05: read the medians with that in mind. The best static
   schedule is picked on the same seeds, which tilts the pairing against metalr;
-- the fraction of runs reaching the threshold across the sweep, per schedule.
+- the fraction of runs reaching the threshold across the sweep, per schedule;
+- **final test metric against constant LR, paired by seed** (the promise "never worse than leaving
+  the LR alone"): seeds where metalr ends better / equal / worse, and the median difference;
+- **pooled by LR band**: each schedule's median evaluations summed over the tasks (a median that
+  never reaches the threshold counts as the task's evaluation budget + 1), with the best LR-free
+  peer and the best peer taken per task, and metalr's ratio to them and to the random-init policy.
 
 Writes ``<out>/meta_eval.json`` and ``<out>/meta_eval.md``, and prints the markdown.
 """
@@ -84,6 +89,17 @@ def paired_by_seed(metalr: list[dict], other: list[dict]) -> dict:
     return {"sooner": sooner, "same": len(pairs) - differing, "later": later, "sign_test_p": p}
 
 
+def paired_test_by_seed(metalr: list[dict], other: list[dict], metric: str, greater_is_better: bool) -> dict:
+    """Seeds where metalr's final test ``metric`` is better / equal / worse than ``other``'s (same
+    seeds only), and the median per-seed difference, signed so that > 0 means metalr is better."""
+    sign = 1 if greater_is_better else -1
+    theirs = {r["seed"]: r["test"].get(metric) for r in other}
+    diffs = [sign * (r["test"][metric] - theirs[r["seed"]]) for r in metalr
+             if r["test"].get(metric) is not None and theirs.get(r["seed"]) is not None]
+    return {"better": sum(d > 1e-9 for d in diffs), "same": sum(abs(d) <= 1e-9 for d in diffs),
+            "worse": sum(d < -1e-9 for d in diffs), "median_difference": statistics.median(diffs) if diffs else None}
+
+
 def summarize(task_name: str, by_lr: dict[float, dict]) -> dict:
     task = get_task(task_name)
     metric = task.test_metrics[0]
@@ -108,6 +124,8 @@ def summarize(task_name: str, by_lr: dict[float, dict]) -> dict:
             "best_peer": best_peer,
             "best_lr_free": best_lr_free,
             "metalr_vs_best_static_by_seed": paired_by_seed(runs["metalr"], runs[best_static]),
+            "metalr_vs_constant_test_by_seed": paired_test_by_seed(runs["metalr"], runs["constant"], metric,
+                                                                   task.greater_is_better),
         }
     oracle_mult, oracle_schedule = min(
         ((m, s) for m in by_lr for s in STATIC), key=lambda ms: key([r for r in by_lr[ms[0]]["runs"] if r["schedule"] == ms[1]])
@@ -128,7 +146,32 @@ def summarize(task_name: str, by_lr: dict[float, dict]) -> dict:
         "by_multiplier": {str(m): row for m, row in table.items()},
         "oracle": {"schedule": oracle_schedule, "lr_multiplier": oracle_mult, "median_evals": oracle_evals},
         "reach_rate": {s: (n / total if total else None) for s, (n, total) in reach.items()},
+        "reach_counts": {s: [n, total] for s, (n, total) in reach.items()},
+        "budget_evals": max(data["config"]["epochs"] * data["config"]["evals_per_epoch"] for data in by_lr.values()),
     }
+
+
+def pooled_by_band(summaries: list[dict]) -> dict:
+    """Per LR band, each schedule's median evaluations to threshold summed over the tasks, a median
+    that never reaches it counted as the task's evaluation budget + 1; plus the per-task best of the
+    LR-free peers and of every peer, and metalr's ratio to each."""
+    bands = {}
+    for s in summaries:
+        for mult, row in s["by_multiplier"].items():
+            def capped(name):
+                value = row["median_evals"][name]
+                return s["budget_evals"] + 1 if value == NOT_REACHED else value
+
+            band = bands.setdefault(f"x{float(mult):g}", {name: 0.0 for name in ALL + ("best LR-free", "best peer")})
+            for name in ALL:
+                band[name] += capped(name)
+            band["best LR-free"] += min(capped(name) for name in LR_FREE)
+            band["best peer"] += min(capped(name) for name in PEERS)
+    for band in bands.values():
+        band["metalr / best LR-free"] = band["metalr"] / band["best LR-free"]
+        band["metalr / best peer"] = band["metalr"] / band["best peer"]
+        band["metalr / metalr-random"] = band["metalr"] / band["metalr-random"]
+    return bands
 
 
 def _fmt(x, digits=2):
@@ -139,14 +182,33 @@ def _fmt(x, digits=2):
     return f"{x:.{digits}f}" if isinstance(x, float) and not float(x).is_integer() else f"{x:g}"
 
 
+def _test_by_seed(paired: dict) -> str:
+    diff = paired["median_difference"]
+    return f"{paired['better']}/{paired['same']}/{paired['worse']}, {'–' if diff is None else f'{diff:+.3f}'}"
+
+
+def pooled_markdown(bands: dict) -> list[str]:
+    names = list(ALL) + ["best LR-free", "best peer"]
+    lines = ["## Pooled over the tasks, by LR band", "",
+             "Median evaluations to threshold summed over the tasks (a median that never reaches it counts as "
+             "the task's evaluation budget + 1); best LR-free and best peer take the best schedule per task.", "",
+             "| band | " + " | ".join(names) + " | metalr / best LR-free | metalr / best peer | metalr / metalr-random |",
+             "|---|" + "---|" * (len(names) + 3)]
+    for band, row in bands.items():
+        lines.append(f"| {band} | " + " | ".join(_fmt(row[n]) for n in names) + " | "
+                     + " | ".join(f"{row[k]:.2f}" for k in ("metalr / best LR-free", "metalr / best peer",
+                                                             "metalr / metalr-random")) + " |")
+    return lines + [""]
+
+
 def to_markdown(summaries: list[dict]) -> str:
     lines = ["# Held-out evaluation of the shipped metalr policy", ""]
     for s in summaries:
         lines += [f"## {s['task']} (threshold {s['threshold']}, good LR {s['good_lr']:g})", ""]
         lines += ["| LR | " + " | ".join(ALL) + " | best static | metalr / best static | by seed vs best static "
                   "(sooner/same/later, sign-test p) | best LR-free | metalr / best LR-free | metalr / best peer | "
-                  "metalr / oracle |",
-                  "|---|" + "---|" * (len(ALL) + 7)]
+                  f"metalr / oracle | test {s['test_metric']} vs constant by seed (better/same/worse, median diff) |",
+                  "|---|" + "---|" * (len(ALL) + 8)]
         for mult, row in s["by_multiplier"].items():
             cells = [f"{_fmt(row['median_evals'][x])} ({_fmt(row['median_test'][x], 3)})" for x in ALL]
             paired = row["metalr_vs_best_static_by_seed"]
@@ -155,13 +217,15 @@ def to_markdown(summaries: list[dict]) -> str:
             lines.append(f"| x{mult} | " + " | ".join(cells) + f" | {row['best_static']} | "
                          f"{_fmt(row['metalr_vs_best_static'])} | {by_seed} | {row['best_lr_free']} | "
                          f"{_fmt(row['metalr_vs_best_lr_free'])} | {_fmt(row['metalr_vs_best_peer'])} | "
-                         f"{_fmt(row['metalr_vs_oracle'])} |")
+                         f"{_fmt(row['metalr_vs_oracle'])} | {_test_by_seed(row['metalr_vs_constant_test_by_seed'])} |")
         o = s["oracle"]
         lines += ["", f"Cells: median evaluations to threshold over seeds (median final test {s['test_metric']}). "
                   f"Oracle (best static schedule and LR in hindsight): {o['schedule']} at x{o['lr_multiplier']:g}, "
                   f"{_fmt(o['median_evals'])} evaluations.", "",
                   "Runs reaching the threshold across the sweep: "
                   + ", ".join(f"{k} {_fmt(100 * v, 0)}%" for k, v in s["reach_rate"].items() if v is not None), ""]
+    if summaries:
+        lines += pooled_markdown(pooled_by_band(summaries))
     return "\n".join(lines) + "\n"
 
 

@@ -31,7 +31,8 @@ def _by_lr(meta_eval):
         for schedule in meta_eval.ALL:
             x1.append(_run(schedule, seed, {"cosine": 5, "metalr": 5}.get(schedule, 7), 0.98))
             x10.append(_run(schedule, seed, (4 if seed else None) if schedule == "metalr" else None, 0.9))
-    return {1.0: {"runs": x1}, 10.0: {"runs": x10}}
+    config = {"epochs": 5, "evals_per_epoch": 2}
+    return {1.0: {"runs": x1, "config": config}, 10.0: {"runs": x10, "config": config}}
 
 
 def test_summary_finds_the_best_static_and_the_oracle(meta_eval):
@@ -44,6 +45,29 @@ def test_summary_finds_the_best_static_and_the_oracle(meta_eval):
     assert x1["best_lr_free"] == "prodigy" and x1["metalr_vs_best_lr_free"] == pytest.approx(5 / 7)
     assert x10["metalr_vs_best_lr_free"] is None  # neither LR-free peer reaches
     assert summary["reach_rate"]["metalr"] == pytest.approx(5 / 6) and summary["reach_rate"]["constant"] == 0.5
+
+
+def test_final_test_metric_is_paired_with_constant_by_seed(meta_eval):
+    metalr = [_run("metalr", seed, 5, acc) for seed, acc in enumerate([0.9, 0.8, 0.7])]
+    constant = [_run("constant", seed, 5, acc) for seed, acc in enumerate([0.85, 0.8, 0.75])]
+    paired = meta_eval.paired_test_by_seed(metalr, constant, "accuracy", greater_is_better=True)
+    assert (paired["better"], paired["same"], paired["worse"]) == (1, 1, 1)
+    assert paired["median_difference"] == pytest.approx(0.0)
+    wer = meta_eval.paired_test_by_seed(metalr, constant, "accuracy", greater_is_better=False)
+    assert (wer["better"], wer["worse"]) == (1, 1), "for a lower-is-better metric the signs flip"
+    summary = meta_eval.summarize("digits", _by_lr(meta_eval))
+    assert summary["by_multiplier"]["1.0"]["metalr_vs_constant_test_by_seed"]["same"] == 3
+
+
+def test_pooled_by_band_counts_a_miss_as_the_budget_plus_one(meta_eval):
+    summary = meta_eval.summarize("digits", _by_lr(meta_eval))
+    assert summary["budget_evals"] == 10
+    bands = meta_eval.pooled_by_band([summary, summary])  # two identical tasks: everything doubles
+    assert bands["x1"]["metalr"] == 10 and bands["x1"]["constant"] == 14 and bands["x1"]["best peer"] == 10
+    assert bands["x10"]["metalr"] == 8 and bands["x10"]["prodigy"] == 22, "never reached: 10 + 1 per task"
+    assert bands["x10"]["metalr / best LR-free"] == pytest.approx(8 / 22)
+    text = meta_eval.to_markdown([summary])
+    assert "## Pooled over the tasks, by LR band" in text and "| x10 | 4 |" in text
 
 
 def test_card_section_is_written_into_the_policy_json(meta_eval, tmp_path):
@@ -72,7 +96,8 @@ def test_task_seeds_give_one_task_more_seeds(meta_eval, tmp_path, monkeypatch):
 
     def fake_compare(task_name, schedules, seeds, out, **kwargs):
         calls.setdefault(task_name, set()).update(seeds)
-        return {"runs": [_run(s, seed, 5, 0.9) for s in schedules for seed in seeds]}
+        return {"runs": [_run(s, seed, 5, 0.9) for s in schedules for seed in seeds],
+                "config": {"epochs": 3, "evals_per_epoch": 2}}
 
     monkeypatch.setattr(meta_eval, "compare", fake_compare)
     monkeypatch.setattr(meta_eval, "write_report", lambda out: None)
