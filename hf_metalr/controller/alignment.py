@@ -14,16 +14,16 @@ parameter coordinates: ``sketch_size / WINDOW`` windows of ``WINDOW`` consecutiv
 each in a parameter tensor picked with probability proportional to its size (so the weight
 matrices that hold most of a model weigh as they do in the full cosine) at a random offset,
 drawn once from ``seed`` and the parameters' shapes. Its memory is bounded whatever the model
-size (``sketch_size`` indices plus two float32 vectors of that length: 16 bytes a coordinate,
-128 KiB at the default 8,192); windows keep the reads cache-friendly, and a step costs two small
-gathers per sketched tensor (at most 32). Every rank draws the same sketch.
+size (two float32 vectors of that length: 8 bytes a coordinate, 64 KiB at the default 8,192,
+plus at most 32 window bounds); the windows are views of the parameters and gradients, so a step
+costs two ``cat`` copies of 8,192 numbers. Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
 (accumulated, synchronised across ranks, clipped), and :meth:`GradientAlignment.after_step` right
-after ``optimizer.step()``. The per-step sums stay on the parameters' device until
-:meth:`GradientAlignment.take`, once per decision, so there is no host sync per step. A step
-whose gradient or update is not finite, or is zero (an fp16 step skipped on overflow), adds
-nothing. The cosine is scale-free, so a loss scale (fp16) or a clipped gradient does not change it.
+after ``optimizer.step()``. Each step's three numbers (the dot product and the two norms) stay on
+the parameters' device until :meth:`GradientAlignment.take`, once per decision (or every 256
+steps), so there is no host sync per step. A step whose gradient or update is not finite, or is
+zero (an fp16 step skipped on overflow), adds nothing. The cosine is scale-free, so a loss scale (fp16) or a clipped gradient does not change it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignmen
 DEFAULT_SKETCH_SIZE = 8192
 WINDOW = 256
 _SUMS = ("dot", "norms", "cos", "cos_sq", "steps")  # the accumulator's slots
+_FOLD_EVERY = 256  # steps kept on the device before they are added to the sums
 
 
 class AlignmentWindow:
@@ -93,66 +94,94 @@ class GradientAlignment:
             raise ValueError("GradientAlignment needs at least one parameter that requires grad")
         self.sketch_size = sketch_size
         self.seed = int(seed)
-        self._index = self._draw_sketch()
+        self._runs = self._draw_sketch()
         self._device = self.params[0].device
+        self._spread = any(p.device != self._device for p in self.params)
+        self._param_views = self._views(self.params)  # parameters are updated in place: their views stay valid
         self._last_params: torch.Tensor | None = None  # the sketch after the last optimizer step
         self._last_update: torch.Tensor | None = None  # θ_after - θ_before of the last step
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
+        self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
 
-    def _draw_sketch(self) -> list[tuple[int, torch.Tensor]]:
+    def _draw_sketch(self) -> list[tuple[int, int, int]]:
+        """The sketch as runs of consecutive coordinates ``(parameter index, start, stop)``, in
+        parameter order and, within a parameter, in coordinate order (overlapping windows merged)."""
         sizes = [p.numel() for p in self.params]
         if sum(sizes) <= self.sketch_size:
-            return [(i, torch.arange(n, device=p.device)) for i, (n, p) in enumerate(zip(sizes, self.params))]
+            return [(i, 0, n) for i, n in enumerate(sizes)]
         generator = torch.Generator().manual_seed(self.seed * 7919 + 17)
         windows = max(1, self.sketch_size // WINDOW)
         owners = torch.multinomial(torch.tensor(sizes, dtype=torch.float64), windows, replacement=True, generator=generator)
         starts = torch.rand(windows, generator=generator, dtype=torch.float64)
-        chosen: dict[int, list[torch.Tensor]] = {}
+        chosen: dict[int, list[tuple[int, int]]] = {}
         for owner, start in zip(owners.tolist(), starts.tolist()):
             length = min(WINDOW, sizes[owner])
             offset = int(start * (sizes[owner] - length + 1))
-            chosen.setdefault(owner, []).append(torch.arange(offset, offset + length))
-        return [(i, torch.cat(chosen[i]).unique().to(self.params[i].device)) for i in sorted(chosen)]
+            chosen.setdefault(owner, []).append((offset, offset + length))
+        runs = []
+        for i in sorted(chosen):
+            for begin, stop in sorted(chosen[i]):
+                if runs and runs[-1][0] == i and begin <= runs[-1][2]:
+                    runs[-1] = (i, runs[-1][1], max(stop, runs[-1][2]))
+                else:
+                    runs.append((i, begin, stop))
+        return runs
 
-    def _gather(self, tensors) -> torch.Tensor:
-        """The sketched coordinates of ``tensors`` (one per parameter), as float32 on one device
-        (a model spread over devices is gathered onto its first parameter's)."""
-        return torch.cat([tensors[i].detach().reshape(-1).index_select(0, idx).float().to(self._device)
-                          for i, idx in self._index])
+    def _views(self, tensors) -> list[torch.Tensor]:
+        return [tensors[i].detach().reshape(-1)[begin:stop] for i, begin, stop in self._runs]
+
+    def _gather(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        """The sketched coordinates from the runs' views ``pieces``, as float32 on one device (a
+        model spread over devices is gathered onto its first parameter's), copied by one ``cat``."""
+        if self._spread:
+            pieces = [piece.to(self._device) for piece in pieces]
+        return torch.cat(pieces).float()
 
     @property
     def coordinates(self) -> int:
-        return sum(idx.numel() for _, idx in self._index)
+        return sum(stop - begin for _, begin, stop in self._runs)
 
     def before_step(self) -> None:
         """Read the step's final gradient (call after clipping, before ``optimizer.step()``)."""
         grads = [p.grad for p in self.params]
         if self._last_params is None:
-            self._last_params = self._gather(self.params)
-        if self._last_update is None or any(grads[i] is None for i, _ in self._index):
+            self._last_params = self._gather(self._param_views)
+        if self._last_update is None or any(grads[i] is None for i, _, _ in self._runs):
             return
-        g, descent = self._gather(grads), -self._last_update
-        dot = g @ descent
-        norms = g.norm() * descent.norm()
+        g, descent = self._gather(self._views(grads)), -self._last_update
+        self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
+        if len(self._pending) >= _FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the pending steps to the sums, one step after the other (one host sync)."""
+        if not self._pending:
+            return
+        dot, g_norm, descent_norm = torch.stack(self._pending).unbind(1)
+        self._pending = []
+        norms = g_norm * descent_norm
         valid = torch.isfinite(dot) & torch.isfinite(norms) & (norms > 0)
         cos = torch.where(valid, dot / torch.where(valid, norms, torch.ones_like(norms)), torch.zeros_like(dot))
-        step = torch.stack([dot, norms, cos, cos * cos, torch.ones_like(dot)])
-        self._sums += torch.where(valid, step, torch.zeros_like(step))
+        steps = torch.stack([dot, norms, cos, cos * cos, torch.ones_like(dot)], 1)
+        for step in torch.where(valid[:, None], steps, torch.zeros_like(steps)):
+            self._sums += step
 
     def after_step(self) -> None:
         """Read the parameters after ``optimizer.step()``: the step's update is the difference."""
-        current = self._gather(self.params)
+        current = self._gather(self._param_views)
         if self._last_params is not None:
             self._last_update = current - self._last_params  # a non-finite or zero one is skipped in before_step
         self._last_params = current
 
     def take(self) -> AlignmentWindow:
         """The sums since the last call, as plain numbers; the accumulator starts again at zero."""
+        self._fold()
         window = AlignmentWindow(*self._sums.tolist())
         self._sums.zero_()
         return window
 
     def state_dict(self) -> dict:
+        self._fold()
         tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", self._last_update))
                    if t is not None}
         return {"sketch_size": self.sketch_size, "seed": self.seed, "coordinates": self.coordinates,
@@ -166,6 +195,7 @@ class GradientAlignment:
                 f"seed {self.seed}, sketch_size {self.sketch_size}): resume with the same model and seed"
             )
         self._sums = torch.tensor(state["sums"], dtype=torch.float32, device=self._device)
+        self._pending = []
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
         self._last_params = tensors["last_params"].to(self._device) if "last_params" in tensors else None
         self._last_update = tensors["last_update"].to(self._device) if "last_update" in tensors else None
