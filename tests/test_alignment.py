@@ -129,7 +129,7 @@ FEATURES = {"objective_trend": -0.1, "grad_alignment": 0.2, "grad_alignment_t": 
         (2.0, {"objective_trend": 0.01}, "raise held: the metric got worse"),
         (0.5, {}, "cut held"),  # improving with no sign of overshoot: keep
         (0.5, {"grad_alignment_t": -EVIDENCE_T}, None),  # overshoot: a cut goes through
-        (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02}, None),  # the metric got worse: a cut goes through
+        (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02}, "cut held"),  # worse by noise on a plateau: no cut
         (1.0, {"grad_alignment_t": -4.0, "objective_trend": 0.5}, None),  # keep is never held
     ],
 )

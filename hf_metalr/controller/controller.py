@@ -22,8 +22,9 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
   metric did not get worse since the last decision;
-- a cut is applied only when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``) or the
-  metric got worse since the last decision.
+- a cut is applied only when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``). A metric
+  that got worse is not enough: on a plateau it gets worse by noise every other evaluation, and
+  cutting there traps the run (a non-finite metric still halves the LR, a fixed response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
 applied (``Decision.gate``). Without watched parameters there is no evidence, and the gate is off.
@@ -66,8 +67,8 @@ def direction_gate(multiplier: float, features: dict[str, float]) -> str | None:
             return "raise held: the metric got worse since the last decision"
         if not (features["grad_alignment_t"] >= EVIDENCE_T and features["grad_alignment"] > 0):
             return "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
-    elif multiplier < 1 and not worse and features["grad_alignment_t"] > -EVIDENCE_T:
-        return "cut held: no evidence of overshoot (gradient not opposed to the previous steps) and the metric improved"
+    elif multiplier < 1 and features["grad_alignment_t"] > -EVIDENCE_T:
+        return "cut held: no evidence of overshoot (gradient not opposed to the previous steps)"
     return None
 
 
