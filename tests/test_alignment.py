@@ -175,7 +175,7 @@ def controlled_quadratic(policy, lr, *, gate=True, decisions=6, steps_per_decisi
 def test_gate_lets_a_raise_through_at_a_too_low_lr():
     decisions = controlled_quadratic(always(4), 0.01)  # 4: x2
     assert not decisions[0].by_policy and decisions[0].applied == 1.0  # the fixed keep at the first decision
-    assert [d.action for d in decisions[1:]] == [2.0] * 5
+    assert [d.multiplier for d in decisions[1:]] == [2.0] * 5
     assert all(d.gate is None and d.applied == 2.0 for d in decisions[1:])
     assert decisions[-1].scale == 32.0
     assert decisions[-1].features["grad_alignment_t"] >= EVIDENCE_T
@@ -183,9 +183,9 @@ def test_gate_lets_a_raise_through_at_a_too_low_lr():
 
 def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_one():
     overshooting = controlled_quadratic(always(4), 3.5, decisions=3)
-    assert all(d.applied == 1.0 and d.action == 2.0 and d.gate.startswith("raise held") for d in overshooting[1:])
+    assert all(d.applied == 1.0 and d.multiplier == 2.0 and d.gate.startswith("raise held") for d in overshooting[1:])
     too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5
-    assert all(d.applied == 1.0 and d.action == 0.5 and d.gate.startswith("cut held") for d in too_low_cut[1:])
+    assert all(d.applied == 1.0 and d.multiplier == 0.5 and d.gate.startswith("cut held") for d in too_low_cut[1:])
     ungated = controlled_quadratic(always(4), 3.5, decisions=3, gate=False)
     assert [d.applied for d in ungated[1:]] == [2.0, 2.0], "gate=False: the policy's choice is applied"
 

@@ -119,17 +119,23 @@ class Decision:
     index: int
     value: float | None
     reward: float | None
-    action: float  # the multiplier asked for: the policy's choice, or a fixed response
-    applied: float  # the multiplier that took effect (new scale / old scale): 1 when the gate held the action,
+    multiplier: float  # the LR multiplier asked for: the policy's choice, or a fixed response (trace key "action")
+    applied: float  # the multiplier that took effect (new scale / old scale): 1 when the gate held it,
     # below it when a bound caps it
-    action_index: int | None  # the policy's choice; None for the fixed divergence response
+    action_index: int | None  # the RL action: the index of ``multiplier`` in the policy's action set; None for the
+    # fixed divergence response
     by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
     lr: float  # the controller's LR from now on (initial_lr * scale)
     scale: float  # the LR scale: lr / initial_lr (logged as metalr/scale, traced as scale)
     learned: bool  # whether the policy was updated at this decision
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
-    gate: str | None = None  # why the direction gate kept the LR instead of ``action`` (None: not held)
+    gate: str | None = None  # why the direction gate kept the LR instead of ``multiplier`` (None: not held)
+
+    @property
+    def action(self) -> float:
+        """Deprecated alias of ``multiplier`` (the trace and the logs keep the key ``action``)."""
+        return self.multiplier
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -319,7 +325,7 @@ class MetaLRController:
             index=index,
             value=value,
             reward=reward,
-            action=multiplier,
+            multiplier=multiplier,
             applied=applied,
             action_index=action,
             by_policy=by_policy,

@@ -239,7 +239,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         published = {
             "metalr/lr": lrs[0],
             "metalr/scale": self.controller.scale,
-            "metalr/action": decision.action,
+            "metalr/action": decision.multiplier,
         }
         if decision.reward is not None:
             published["metalr/reward"] = decision.reward
@@ -253,7 +253,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "epoch": state.epoch,
                     "metric": self.metric_key,
                     "value": value,
-                    "action": decision.action,
+                    "action": decision.multiplier,
                     "applied": decision.applied,
                     "gate": decision.gate,
                     "action_index": decision.action_index,
