@@ -29,7 +29,8 @@ bench: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/overhead.py
 
 # Held-out evaluation of the shipped policy: digits, sentiment, spoken-digits at x0.1/x1/x10 of the
-# good LR, every schedule, 10 seeds on digits and 5 on the others (about 1.2 hours on 2 cores;
+# good LR, every schedule (10, the LR-free peers included), 10 seeds on digits and 5 on the others
+# (about 2.5 hours of runs on 2 CPU cores, one run at a time;
 # finished runs are reused).
 meta-eval: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/meta_eval.py --out benchmarks/results/meta_eval --card hf_metalr/policies/default.json --task-seeds digits=10 $(META_EVAL_ARGS)

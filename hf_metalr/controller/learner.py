@@ -3,7 +3,7 @@
 At decision ``t`` the controller hands over the transition of decision ``t-1``:
 ``(obs, action, reward, next_obs)``. The TD error ``r + gamma * V(s') - V(s)`` is both the
 critic's regression target and the actor's advantage. The meta-learner's optimizer is Adam,
-at 1e-4 by default (the experiment plan's meta-learner LR).
+at 1e-4 by default (the project's original plan: a meta-learner LR of 1e-4, updated every evaluation).
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             (WER, CER, ``error``), perplexity and MSE/MAE/RMSE, greater otherwise. The direction in use
             is logged at train begin.
         policy: ``"default"`` for the shipped meta-trained policy, ``"random"`` for a fresh seeded
-            policy (the experiment plan's start), or the path of a saved policy.
+            policy (it learns online only), or the path of a saved policy.
         seed: seed of the policy init and the action sampling; defaults to ``args.seed``.
         min_lr, max_lr: bounds of the controller's LR; default to 1e-3x and 100x the initial LR.
         learn_online: update the policy at every evaluation (one-step actor-critic).
