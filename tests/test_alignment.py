@@ -68,10 +68,45 @@ def test_sketch_is_bounded_and_the_same_for_the_same_seed():
     c = GradientAlignment(params, sketch_size=1024, seed=4)
     assert 1000 <= a.coordinates <= 1024
     assert a._runs == b._runs and a._runs != c._runs
-    assert all(stop - begin <= 256 or stop - begin <= 1024 for _, begin, stop in a._runs)
     assert len(a._runs) <= 1024 // 256, "windows of 256: at most sketch_size / 256 runs to copy per step"
     small = GradientAlignment([torch.nn.Parameter(torch.zeros(10))], sketch_size=1024)
     assert small.coordinates == 10, "a model smaller than the sketch is read whole"
+    tiny_sketch = GradientAlignment(params, sketch_size=100, seed=3)
+    assert tiny_sketch.coordinates <= 100, "a sketch smaller than one window still keeps its bound"
+
+
+def test_a_parameter_without_gradient_does_not_silence_the_signal():
+    """An unused head (requires_grad, but never in the loss) keeps grad None; its coordinates read
+    as zeros instead of dropping every step."""
+    torch.manual_seed(0)
+    used, unused = torch.nn.Parameter(torch.randn(4000)), torch.nn.Parameter(torch.randn(4000))
+    optimizer = torch.optim.SGD([used, unused], lr=0.05)
+    alignment = GradientAlignment([used, unused], sketch_size=2048, seed=1)
+    assert {i for i, _, _ in alignment._runs} == {0, 1}, "both parameters are in the sketch"
+    for _ in range(20):
+        optimizer.zero_grad(set_to_none=True)
+        (0.5 * (used**2).sum()).backward()
+        alignment.before_step()
+        optimizer.step()
+        alignment.after_step()
+    window = alignment.take()
+    assert window.steps == 19 and window.ratio > 0.9 and window.t > 2
+
+
+def test_non_contiguous_parameters_are_read_fresh():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(8, 6).t())  # a transposed, non-contiguous parameter
+    assert not weight.is_contiguous()
+    optimizer = torch.optim.SGD([weight], lr=0.05)
+    alignment = GradientAlignment([weight])
+    for _ in range(10):
+        optimizer.zero_grad()
+        (0.5 * (weight**2).sum()).backward()
+        alignment.before_step()
+        optimizer.step()
+        alignment.after_step()
+    window = alignment.take()
+    assert window.steps == 9 and window.ratio > 0.9, "a frozen copy would show no update and add no step"
 
 
 def test_skipped_step_adds_nothing():
@@ -197,16 +232,40 @@ def test_without_watched_parameters_the_gate_is_off():
     assert decisions[-1].features["grad_alignment"] == 0.0 and decisions[-1].features["grad_alignment_t"] == 0.0
 
 
+def controller_after_steps(seed, steps=12):
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.randn(50))
+    optimizer = torch.optim.SGD([theta], lr=0.01)
+    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False, seed=seed)
+    ctrl.watch([theta])
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * (theta**2).sum()).backward()
+        ctrl.before_optimizer_step()
+        optimizer.step()
+        ctrl.after_optimizer_step()
+    return ctrl, theta
+
+
 def test_controller_state_carries_the_alignment():
     first = controlled_quadratic(always(4), 0.01, decisions=2)
     assert first[-1].features["grad_alignment"] > 0.5
-    torch.manual_seed(0)
-    theta = torch.nn.Parameter(torch.randn(50))
-    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
-    ctrl.watch([theta])
+    ctrl, theta = controller_after_steps(seed=0)
     state = json.loads(json.dumps(ctrl.state_dict()))
-    assert state["format"] == 4 and state["alignment"]["coordinates"] == 50
+    assert state["format"] == 4 and state["alignment"]["coordinates"] == 50 and state["alignment"]["sums"][4] == 11
     other = MetaLRController(0.01, policy=always(4), learn_online=False)
     other.watch([theta])
     other.load_state_dict(state)
-    assert other.alignment.state_dict() == ctrl.alignment.state_dict()
+    restored = other.alignment.state_dict()
+    assert restored == ctrl.alignment.state_dict() and restored["tensors"] is not None
+    assert other.alignment.take().to_list() == ctrl.alignment.take().to_list()
+
+
+def test_resume_under_another_seed_takes_the_saved_seed_and_its_sketch():
+    saved, theta = controller_after_steps(seed=3)
+    state = json.loads(json.dumps(saved.state_dict()))
+    resumed = MetaLRController(0.01, policy=always(4), learn_online=False, seed=0)
+    resumed.watch([theta])
+    resumed.load_state_dict(state)
+    assert resumed.seed == 3 and resumed.alignment.seed == 3
+    assert resumed.alignment.state_dict() == saved.alignment.state_dict()

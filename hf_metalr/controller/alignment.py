@@ -97,7 +97,9 @@ class GradientAlignment:
         self._runs = self._draw_sketch()
         self._device = self.params[0].device
         self._spread = any(p.device != self._device for p in self.params)
-        self._param_views = self._views(self.params)  # parameters are updated in place: their views stay valid
+        # parameters are updated in place, so views of contiguous ones stay valid; others are re-sliced each step
+        contiguous = all(p.is_contiguous() for p in self.params)
+        self._param_views = self._views(self.params) if contiguous else None
         self._last_params: torch.Tensor | None = None  # the sketch after the last optimizer step
         self._last_update: torch.Tensor | None = None  # θ_after - θ_before of the last step
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
@@ -115,7 +117,7 @@ class GradientAlignment:
         starts = torch.rand(windows, generator=generator, dtype=torch.float64)
         chosen: dict[int, list[tuple[int, int]]] = {}
         for owner, start in zip(owners.tolist(), starts.tolist()):
-            length = min(WINDOW, sizes[owner])
+            length = min(WINDOW, self.sketch_size, sizes[owner])
             offset = int(start * (sizes[owner] - length + 1))
             chosen.setdefault(owner, []).append((offset, offset + length))
         runs = []
@@ -128,7 +130,13 @@ class GradientAlignment:
         return runs
 
     def _views(self, tensors) -> list[torch.Tensor]:
-        return [tensors[i].detach().reshape(-1)[begin:stop] for i, begin, stop in self._runs]
+        """The runs of ``tensors`` (one per parameter); a missing one (a parameter that got no
+        gradient this step, which the optimizer leaves unchanged) reads as zeros."""
+        return [tensors[i].detach().reshape(-1)[begin:stop] if tensors[i] is not None
+                else torch.zeros(stop - begin, device=self.params[i].device) for i, begin, stop in self._runs]
+
+    def _current_params(self) -> torch.Tensor:
+        return self._gather(self._param_views if self._param_views is not None else self._views(self.params))
 
     def _gather(self, pieces: list[torch.Tensor]) -> torch.Tensor:
         """The sketched coordinates from the runs' views ``pieces``, as float32 on one device (a
@@ -145,8 +153,8 @@ class GradientAlignment:
         """Read the step's final gradient (call after clipping, before ``optimizer.step()``)."""
         grads = [p.grad for p in self.params]
         if self._last_params is None:
-            self._last_params = self._gather(self._param_views)
-        if self._last_update is None or any(grads[i] is None for i, _, _ in self._runs):
+            self._last_params = self._current_params()
+        if self._last_update is None or all(grads[i] is None for i, _, _ in self._runs):
             return
         g, descent = self._gather(self._views(grads)), -self._last_update
         self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
@@ -154,7 +162,8 @@ class GradientAlignment:
             self._fold()
 
     def _fold(self) -> None:
-        """Add the pending steps to the sums, one step after the other (one host sync)."""
+        """Add the pending steps to the sums, one step after the other, on the device (the same float32
+        additions, in the same order, as adding each step when it comes)."""
         if not self._pending:
             return
         dot, g_norm, descent_norm = torch.stack(self._pending).unbind(1)
@@ -168,7 +177,7 @@ class GradientAlignment:
 
     def after_step(self) -> None:
         """Read the parameters after ``optimizer.step()``: the step's update is the difference."""
-        current = self._gather(self._param_views)
+        current = self._current_params()
         if self._last_params is not None:
             self._last_update = current - self._last_params  # a non-finite or zero one is skipped in before_step
         self._last_params = current

@@ -378,4 +378,6 @@ class MetaLRController:
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
         if self.alignment is not None and state.get("alignment"):
+            if self.alignment.seed != self.seed:  # the sketch is drawn from the seed the state was saved with
+                self.watch(self.alignment.params, sketch_size=self.alignment.sketch_size)
             self.alignment.load_state_dict(state["alignment"])
