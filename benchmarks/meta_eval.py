@@ -47,14 +47,15 @@ import statistics
 import sys
 from pathlib import Path
 
+from hf_metalr.baselines import LR_FREE, SCHEDULES
 from hf_metalr.compare import compare
 from hf_metalr.reporting import write_report
 from hf_metalr.tasks import get_task
 
 STATIC = ("constant", "step", "cosine", "linear")
-LR_FREE = ("prodigy", "schedule-free")
 PEERS = STATIC + ("plateau", "greedy") + LR_FREE
 ALL = ("metalr", "metalr-random") + PEERS
+assert set(ALL) == set(SCHEDULES), "every schedule of the comparison tool is in the sweep"
 MULTIPLIERS = (0.1, 1.0, 10.0)
 NOT_REACHED = float("inf")
 
