@@ -320,6 +320,9 @@ def test_bad_callback_arguments_fail_fast():
         MetaLRCallback(min_lr=1e-2, max_lr=1e-3)
     with pytest.raises(ValueError, match="meta_lr"):
         MetaLRCallback(meta_lr=0)
+    for not_a_bool in (0, 1, "yes"):  # 0 == False in Python, but a 0 is a typo, not a choice
+        with pytest.raises(ValueError, match="greedy"):
+            MetaLRCallback(greedy=not_a_bool)
 
 
 def test_shipped_default_policy_is_small_carded_and_the_default():

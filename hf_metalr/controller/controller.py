@@ -95,7 +95,7 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
         raise ValueError(f"{owner}: min_lr={min_lr} is above max_lr={max_lr}; swap them")
     if not positive(meta_lr):
         raise ValueError(f"{owner}(meta_lr={meta_lr!r}): must be a finite number > 0")
-    if greedy not in (None, True, False):
+    if not (greedy is None or isinstance(greedy, bool)):
         raise ValueError(f"{owner}(greedy={greedy!r}): must be True, False or None (the policy's own default)")
     if not (isinstance(policy, (str, Path)) or (not text_policy and (policy is None or isinstance(policy, PolicyNetwork)))):
         raise TypeError(f"{owner}(policy=...) takes 'default', 'random'{'' if text_policy else ', None, a PolicyNetwork'} or a "
