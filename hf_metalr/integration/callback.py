@@ -151,8 +151,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if optimizer is None:
             raise ValueError("MetaLRCallback needs the optimizer, which the Trainer passes at train begin")
         check_scheduler_supported(lr_scheduler)
-        self._refuse_a_second_controller()
-        self._move_ahead_of_reporters()
+        handler = self._handler()
+        self._refuse_a_second_controller(handler)
+        self._move_ahead_of_reporters(handler)
 
         self.metric_key, greater_is_better = self._resolve_metric(args)
         a = self._init_args
@@ -349,8 +350,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             dist.broadcast_object_list(shared, src=0)
             self.controller.scale = shared[0]
 
-    def _refuse_a_second_controller(self) -> None:
-        handler = self._handler()
+    def _refuse_a_second_controller(self, handler: CallbackHandler | None) -> None:
         others = [c for c in (handler.callbacks if handler else []) if isinstance(c, MetaLRCallback) and c is not self]
         if others:
             launcher = any(getattr(c, "_added_by_launcher", False) for c in [self, *others])
@@ -376,7 +376,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         up when a subclass overrides the event and calls ``super()`` (``_HANDLER_FRAMES`` at most).
         ``test_callback.py::test_the_callback_runs_ahead_of_the_reporting_callbacks`` pins it.
         """
-        frame = sys._getframe(2)  # 0: here, 1: the helper that asks, 2: the event (on_train_begin)
+        frame = sys._getframe(1)  # 0: here, 1: the event that asks (on_train_begin)
         for _ in range(_HANDLER_FRAMES):
             if frame is None:
                 return None
@@ -386,16 +386,15 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             frame = frame.f_back
         return None
 
-    def _move_ahead_of_reporters(self) -> None:
+    def _move_ahead_of_reporters(self, handler: CallbackHandler | None) -> None:
         """Put this callback first in the Trainer's ``CallbackHandler``.
 
         The Trainer places the reporting callbacks (TensorBoard, W&B) before the user's
         (``DEFAULT_CALLBACKS + reporting + callbacks``) and calls them in that order on the same
         ``logs`` dict, so keys added in ``on_log`` would reach the log history but not the
         reporters. A new list is assigned, so the handler's loop in progress is not disturbed.
-        Called outside a Trainer, it changes nothing.
+        Called outside a Trainer (no handler), it changes nothing.
         """
-        handler = self._handler()
         if handler is not None:
             handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
 
