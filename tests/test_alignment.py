@@ -8,7 +8,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller.alignment import GradientAlignment
-from hf_metalr.controller.controller import EVIDENCE_T, direction_gate
+from hf_metalr.controller.controller import EVIDENCE_T, PROGRESS, direction_gate
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
 
@@ -152,7 +152,8 @@ def test_state_dict_resumes_exactly():
         GradientAlignment([torch.nn.Parameter(torch.zeros(7))], seed=0).load_state_dict(state)
 
 
-FEATURES = {"objective_trend": -0.1, "grad_alignment": 0.2, "grad_alignment_t": 4.0}
+FEATURES = {"objective_trend": -0.1, "objective_vs_first": -1.0, "grad_alignment": 0.2, "grad_alignment_t": 4.0}
+SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment": -0.01, "grad_alignment_t": -0.5}
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,13 @@ FEATURES = {"objective_trend": -0.1, "grad_alignment": 0.2, "grad_alignment_t": 
         (2.0, {"objective_trend": 0.01}, "raise held: the metric got worse"),
         (0.5, {}, "cut held"),  # improving with no sign of overshoot: keep
         (0.5, {"grad_alignment_t": -EVIDENCE_T}, None),  # overshoot: a cut goes through
-        (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02}, "cut held"),  # worse by noise on a plateau: no cut
+        (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02, "objective_vs_first": 0.0}, "cut held"),  # worse by
+        # noise on a plateau at the first level: no cut
+        (0.5, SETTLING, None),  # worse after progress, steps no longer aligned: bouncing on a valley floor, cut
+        (0.8, {**SETTLING, "objective_vs_first": -PROGRESS}, None),  # progress exactly at the bar counts
+        (0.5, {**SETTLING, "objective_vs_first": -PROGRESS + 0.01}, "cut held"),  # not enough progress yet
+        (0.5, {**SETTLING, "grad_alignment": 0.01}, "cut held"),  # the steps still point forward: not overshooting
+        (0.5, {**SETTLING, "objective_trend": 0.0}, "cut held"),  # not worse
         (1.0, {"grad_alignment_t": -4.0, "objective_trend": 0.5}, None),  # keep is never held
     ],
 )
@@ -230,6 +237,22 @@ def test_without_watched_parameters_the_gate_is_off():
     decisions = [ctrl.observe(v) for v in (1.0, 0.9, 0.8)]
     assert [d.applied for d in decisions] == [1.0, 2.0, 2.0] and all(d.gate is None for d in decisions)
     assert decisions[-1].features["grad_alignment"] == 0.0 and decisions[-1].features["grad_alignment_t"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "values, applied",
+    [
+        ((1.0, 0.5, 0.6), [1.0, 1.0, 0.5]),  # progress, then worse with no forward alignment: the cut goes through
+        ((1.0, 0.99, 1.01), [1.0, 1.0, 1.0]),  # worse by noise on a plateau at the first level: held
+        ((1.0, 0.5, 0.45), [1.0, 1.0, 1.0]),  # still improving: held
+    ],
+)
+def test_gate_lets_a_cut_through_when_the_metric_worsens_after_progress(values, applied):
+    ctrl = MetaLRController(1e-3, policy=always(0), learn_online=False)  # 0: x0.5
+    ctrl.watch([torch.nn.Parameter(torch.zeros(4))])  # watched, but no steps: alignment 0, no evidence either way
+    decisions = [ctrl.observe(v) for v in values]
+    assert [d.applied for d in decisions] == applied
+    assert [d.gate is None for d in decisions[1:]] == [a != 1.0 for a in applied[1:]]
 
 
 def controller_after_steps(seed, steps=12):

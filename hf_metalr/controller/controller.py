@@ -22,9 +22,13 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
   metric did not get worse since the last decision;
-- a cut is applied only when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``). A metric
-  that got worse is not enough: on a plateau it gets worse by noise every other evaluation, and
-  cutting there traps the run (a non-finite metric still halves the LR, a fixed response).
+- a cut is applied when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``), or when the
+  metric got worse *after the run made progress* (the objective at least ``PROGRESS`` below the
+  first evaluation's, ``objective_vs_first <= -PROGRESS``) while the gradient no longer points along
+  the previous steps (``grad_alignment <= 0``): the run is bouncing around a valley floor, which a
+  smaller step settles into. A worse metric on its own is not enough: on a plateau at the initial
+  loss it gets worse by noise every other evaluation, and cutting there traps the run (a
+  non-finite metric still halves the LR, a fixed response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
 applied (``Decision.gate``). Without watched parameters there is no evidence, and the gate is off.
@@ -50,11 +54,13 @@ from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "DEFAULT_MIN_LR_RATIO",
-           "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T"]
+           "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PROGRESS"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
+PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
+# the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 4  # 4: gradient alignment; 3: training losses kept per step; 2: the last logged one. 2 and 3 still load
 READABLE_STATE_FORMATS = (2, 3, 4)
 
@@ -68,7 +74,10 @@ def direction_gate(multiplier: float, features: dict[str, float]) -> str | None:
         if not (features["grad_alignment_t"] >= EVIDENCE_T and features["grad_alignment"] > 0):
             return "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
     elif multiplier < 1 and features["grad_alignment_t"] > -EVIDENCE_T:
-        return "cut held: no evidence of overshoot (gradient not opposed to the previous steps)"
+        settling = worse and features["objective_vs_first"] <= -PROGRESS and features["grad_alignment"] <= 0
+        if not settling:
+            return ("cut held: no evidence of overshoot (gradient not opposed to the previous steps, and no worse metric "
+                    "after progress)")
     return None
 
 
