@@ -219,6 +219,8 @@ def test_gate_lets_a_raise_through_at_a_too_low_lr():
     assert not decisions[0].by_policy and decisions[0].applied == 1.0  # the fixed keep at the first decision
     assert [d.multiplier for d in decisions[1:]] == [2.0] * 5
     assert all(d.gate is None and d.applied == 2.0 for d in decisions[1:])
+    assert all(d.evidence.startswith("raise: the gradient keeps pointing along the previous steps") for d in decisions[1:])
+    assert decisions[0].evidence is None  # the fixed keep
     assert decisions[-1].scale == 32.0
     assert decisions[-1].features["grad_alignment_t"] >= EVIDENCE_T
 
@@ -228,6 +230,10 @@ def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_o
     assert all(d.applied == 1.0 and d.multiplier == 2.0 and d.gate.startswith("raise held") for d in overshooting[1:])
     too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5
     assert all(d.applied == 1.0 and d.multiplier == 0.5 and d.gate.startswith("cut held") for d in too_low_cut[1:])
+    assert all(d.evidence is None for d in overshooting + too_low_cut)
+    overshoot_cut = controlled_quadratic(always(0), 3.5, decisions=3)
+    assert [d.applied for d in overshoot_cut[1:]] == [0.5, 0.5]
+    assert all(d.evidence.startswith("cut: the gradient opposes the previous steps") for d in overshoot_cut[1:])
     ungated = controlled_quadratic(always(4), 3.5, decisions=3, gate=False)
     assert [d.applied for d in ungated[1:]] == [2.0, 2.0], "gate=False: the policy's choice is applied"
 
@@ -253,6 +259,9 @@ def test_gate_lets_a_cut_through_when_the_metric_worsens_after_progress(values, 
     decisions = [ctrl.observe(v) for v in values]
     assert [d.applied for d in decisions] == applied
     assert [d.gate is None for d in decisions[1:]] == [a != 1.0 for a in applied[1:]]
+    assert [d.evidence is not None for d in decisions] == [a != 1.0 for a in applied]
+    if applied[-1] != 1.0:
+        assert decisions[-1].evidence.startswith("cut: the metric got worse after progress")
 
 
 def controller_after_steps(seed, steps=12):

@@ -53,8 +53,8 @@ from .policy import PolicyNetwork, load_policy, load_policy_weights, random_poli
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
-__all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "DEFAULT_MIN_LR_RATIO",
-           "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PROGRESS"]
+__all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
+           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PROGRESS"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -65,20 +65,33 @@ STATE_FORMAT = 4  # 4: gradient alignment; 3: training losses kept per step; 2: 
 READABLE_STATE_FORMATS = (2, 3, 4)
 
 
-def direction_gate(multiplier: float, features: dict[str, float]) -> str | None:
-    """Why ``multiplier`` must not be applied given the evidence in ``features``; None: apply it."""
+def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bool, str | None]:
+    """Whether the gate holds ``multiplier`` given the evidence in ``features``, and why, in words:
+    ``(True, why it is held)`` or ``(False, the evidence that lets it through)``; a keep is
+    ``(False, None)``."""
     worse = features["objective_trend"] > 0
+    t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1:
         if worse:
-            return "raise held: the metric got worse since the last decision"
-        if not (features["grad_alignment_t"] >= EVIDENCE_T and features["grad_alignment"] > 0):
-            return "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
-    elif multiplier < 1 and features["grad_alignment_t"] > -EVIDENCE_T:
-        settling = worse and features["objective_vs_first"] <= -PROGRESS and features["grad_alignment"] <= 0
-        if not settling:
-            return ("cut held: no evidence of overshoot (gradient not opposed to the previous steps, and no worse metric "
-                    "after progress)")
-    return None
+            return True, "raise held: the metric got worse since the last decision"
+        if not (t >= EVIDENCE_T and ratio > 0):
+            return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
+        return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
+    if multiplier < 1:
+        if t <= -EVIDENCE_T:
+            return False, f"cut: the gradient opposes the previous steps (t={t:+.1f}), the steps overshoot"
+        if worse and features["objective_vs_first"] <= -PROGRESS and ratio <= 0:
+            return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
+                           "steps, the run is bouncing on a valley floor")
+        return True, ("cut held: no evidence of overshoot (gradient not opposed to the previous steps, and no worse metric "
+                      "after progress)")
+    return False, None
+
+
+def direction_gate(multiplier: float, features: dict[str, float]) -> str | None:
+    """Why ``multiplier`` must not be applied given the evidence in ``features``; None: apply it."""
+    held, why = direction_verdict(multiplier, features)
+    return why if held else None
 
 
 def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy="default", initial_lr=None,
@@ -140,6 +153,7 @@ class Decision:
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
     gate: str | None = None  # why the direction gate kept the LR instead of ``multiplier`` (None: not held)
+    evidence: str | None = None  # what let a raise or a cut through the gate (None: a keep, held, or no gate)
 
     @property
     def action(self) -> float:
@@ -292,14 +306,14 @@ class MetaLRController:
         by_policy = reward is not None
         action = self._select(obs, index) if by_policy else self.keep_index
         requested = self.multipliers[action]
-        held = direction_gate(requested, features) if self.gate and self.alignment is not None else None
+        held, why = direction_verdict(requested, features) if self.gate and self.alignment is not None else (False, None)
         multiplier = 1.0 if held else requested
         applied = self._rescale(multiplier)
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
-                            held)
+                            why if held else None, None if held else why)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
@@ -329,7 +343,7 @@ class MetaLRController:
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
     def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features, applied,
-                gate=None) -> Decision:
+                gate=None, evidence=None) -> Decision:
         decision = Decision(
             index=index,
             value=value,
@@ -344,6 +358,7 @@ class MetaLRController:
             diverged=diverged,
             features=features,
             gate=gate,
+            evidence=evidence,
         )
         self.history.append(decision.as_dict())
         return decision

@@ -257,6 +257,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "action": decision.multiplier,
                     "applied": decision.applied,
                     "gate": decision.gate,
+                    "evidence": decision.evidence,
                     "action_index": decision.action_index,
                     "by_policy": decision.by_policy,
                     "reward": decision.reward,
