@@ -14,9 +14,10 @@ parameter coordinates: ``sketch_size / WINDOW`` windows of ``WINDOW`` consecutiv
 each in a parameter tensor picked with probability proportional to its size (so the weight
 matrices that hold most of a model weigh as they do in the full cosine) at a random offset,
 drawn once from ``seed`` and the parameters' shapes. Its memory is bounded whatever the model
-size (two float32 vectors of that length: 8 bytes a coordinate, 64 KiB at the default 8,192,
-plus at most 32 window bounds); the windows are views of the parameters and gradients, so a step
-costs two ``cat`` copies of 8,192 numbers. Every rank draws the same sketch.
+size (two float32 vectors of that length and their int64 coordinate indices: 16 bytes a
+coordinate, 128 KiB at the default 8,192); a step reads the sketch of the gradients and of the
+parameters with one ``index_select`` per parameter that holds a window (at most 32) and one
+``cat``. Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
 (accumulated, synchronised across ranks, clipped), and :meth:`GradientAlignment.after_step` right
@@ -97,9 +98,7 @@ class GradientAlignment:
         self._runs = self._draw_sketch()
         self._device = self.params[0].device
         self._spread = any(p.device != self._device for p in self.params)
-        # parameters are updated in place, so views of contiguous ones stay valid; others are re-sliced each step
-        contiguous = all(p.is_contiguous() for p in self.params)
-        self._param_views = self._views(self.params) if contiguous else None
+        self._owners = self._index_owners()
         self._last_params: torch.Tensor | None = None  # the sketch after the last optimizer step
         self._last_update: torch.Tensor | None = None  # θ_after - θ_before of the last step
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
@@ -129,14 +128,26 @@ class GradientAlignment:
                     runs.append((i, begin, stop))
         return runs
 
-    def _views(self, tensors) -> list[torch.Tensor]:
-        """The runs of ``tensors`` (one per parameter); a missing one (a parameter that got no
-        gradient this step, which the optimizer leaves unchanged) reads as zeros."""
-        return [tensors[i].detach().reshape(-1)[begin:stop] if tensors[i] is not None
-                else torch.zeros(stop - begin, device=self.params[i].device) for i, begin, stop in self._runs]
+    def _index_owners(self) -> list[tuple[int, torch.Tensor]]:
+        """The sketch as ``(parameter index, flat coordinate indices)`` per parameter that holds
+        any of it, in the order of the runs: one ``index_select`` per parameter reads its part."""
+        owners: list[tuple[int, list[torch.Tensor]]] = []
+        for i, begin, stop in self._runs:
+            if not owners or owners[-1][0] != i:
+                owners.append((i, []))
+            owners[-1][1].append(torch.arange(begin, stop))
+        return [(i, torch.cat(pieces).to(self.params[i].device)) for i, pieces in owners]
+
+    def _select(self, tensors) -> list[torch.Tensor]:
+        """The sketched coordinates of ``tensors`` (one per parameter), a piece per owning
+        parameter; a missing one (a parameter that got no gradient this step, which the optimizer
+        leaves unchanged) reads as zeros."""
+        with torch.no_grad():
+            return [tensors[i].reshape(-1).index_select(0, index) if tensors[i] is not None
+                    else torch.zeros(len(index), device=index.device) for i, index in self._owners]
 
     def _current_params(self) -> torch.Tensor:
-        return self._gather(self._param_views if self._param_views is not None else self._views(self.params))
+        return self._gather(self._select(self.params))
 
     def _gather(self, pieces: list[torch.Tensor]) -> torch.Tensor:
         """The sketched coordinates from the runs' views ``pieces``, as float32 on one device (a
@@ -154,9 +165,9 @@ class GradientAlignment:
         grads = [p.grad for p in self.params]
         if self._last_params is None:
             self._last_params = self._current_params()
-        if self._last_update is None or all(grads[i] is None for i, _, _ in self._runs):
+        if self._last_update is None or all(grads[i] is None for i, _ in self._owners):
             return
-        g, descent = self._gather(self._views(grads)), -self._last_update
+        g, descent = self._gather(self._select(grads)), -self._last_update
         self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
         if len(self._pending) >= _FOLD_EVERY:
             self._fold()
