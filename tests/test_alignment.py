@@ -8,7 +8,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller.alignment import GradientAlignment
-from hf_metalr.controller.controller import EVIDENCE_T, PROGRESS, direction_gate
+from hf_metalr.controller.controller import EVIDENCE_T, PLATEAU_EVIDENCE_T, PROGRESS, direction_gate
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
 
@@ -165,6 +165,9 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {"objective_trend": 0.01}, "raise held: the metric got worse"),
         (0.5, {}, "cut held"),  # improving with no sign of overshoot: keep
         (0.5, {"grad_alignment_t": -EVIDENCE_T}, None),  # overshoot: a cut goes through
+        # before any progress (a plateau at the initial loss) a cut needs the stricter evidence: one by chance traps the run
+        (0.5, {"grad_alignment_t": -EVIDENCE_T, "objective_vs_first": 0.0}, "cut held"),
+        (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "objective_vs_first": 0.0}, None),
         (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02, "objective_vs_first": 0.0}, "cut held"),  # worse by
         # noise on a plateau at the first level: no cut
         (0.5, SETTLING, None),  # worse after progress, steps no longer aligned: bouncing on a valley floor, cut
@@ -216,12 +219,12 @@ def controlled_quadratic(policy, lr, *, gate=True, decisions=6, steps_per_decisi
 
 def test_gate_lets_a_raise_through_at_a_too_low_lr():
     decisions = controlled_quadratic(always(4), 0.01)  # 4: x2
-    assert not decisions[0].by_policy and decisions[0].applied == 1.0  # the fixed keep at the first decision
-    assert [d.multiplier for d in decisions[1:]] == [2.0] * 5
-    assert all(d.gate is None and d.applied == 2.0 for d in decisions[1:])
-    assert all(d.evidence.startswith("raise: the gradient keeps pointing along the previous steps") for d in decisions[1:])
-    assert decisions[0].evidence is None  # the fixed keep
-    assert decisions[-1].scale == 32.0
+    # with the gate's evidence the policy acts from the first decision on: no trend is needed to see the direction
+    assert decisions[0].by_policy and decisions[0].reward is None
+    assert [d.multiplier for d in decisions] == [2.0] * 6
+    assert all(d.gate is None and d.applied == 2.0 for d in decisions)
+    assert all(d.evidence.startswith("raise: the gradient keeps pointing along the previous steps") for d in decisions)
+    assert decisions[-1].scale == 64.0
     assert decisions[-1].features["grad_alignment_t"] >= EVIDENCE_T
 
 
@@ -231,17 +234,44 @@ def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_o
     too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5
     assert all(d.applied == 1.0 and d.multiplier == 0.5 and d.gate.startswith("cut held") for d in too_low_cut[1:])
     assert all(d.evidence is None for d in overshooting + too_low_cut)
-    overshoot_cut = controlled_quadratic(always(0), 3.5, decisions=3)
-    assert [d.applied for d in overshoot_cut[1:]] == [0.5, 0.5]
-    assert all(d.evidence.startswith("cut: the gradient opposes the previous steps") for d in overshoot_cut[1:])
+    overshoot_cut = controlled_quadratic(always(0), 3.5, decisions=3)  # lr x curvature up to 3.5: overshooting
+    assert [d.applied for d in overshoot_cut] == [0.5, 0.5, 1.0], "cut while it overshoots, then hold"
+    assert all(d.evidence.startswith("cut: the gradient opposes the previous steps") for d in overshoot_cut[:2])
+    assert overshoot_cut[2].gate.startswith("cut held") and overshoot_cut[2].features["grad_alignment_t"] > 0
     ungated = controlled_quadratic(always(4), 3.5, decisions=3, gate=False)
     assert [d.applied for d in ungated[1:]] == [2.0, 2.0], "gate=False: the policy's choice is applied"
+    assert not ungated[0].by_policy and ungated[0].applied == 1.0, "gate=False: the fixed keep at the first decision"
+
+
+@pytest.mark.parametrize("gate, applied", [(True, [2.0, 0.5, 2.0]), (False, [1.0, 2.0, 2.0])])
+def test_a_raise_the_next_evaluation_punishes_is_taken_back(gate, applied):
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.randn(50))
+    optimizer = torch.optim.SGD([theta], lr=0.01)  # far below 1 / curvature: the gradient keeps its direction
+    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False, gate=gate)  # 4: always x2
+    ctrl.watch([theta])
+    decisions = []
+    for value in (1.0, 1.2, 1.1):  # worse right after the first raise, then better again
+        for _ in range(10):
+            optimizer.zero_grad()
+            (0.5 * (theta**2).sum()).backward()
+            ctrl.before_optimizer_step()
+            optimizer.step()
+            ctrl.after_optimizer_step()
+        decisions.append(ctrl.observe(value))
+        ctrl.scale_param_groups(optimizer)
+    assert [d.applied for d in decisions] == applied
+    assert all(d.multiplier == 2.0 for d in decisions[gate is False:]), "the policy asked for x2 every time"
+    if gate:
+        assert decisions[1].evidence.startswith("undo: the metric got worse right after the last raise")
+        assert decisions[1].scale == 1.0 and decisions[2].scale == 2.0
 
 
 def test_without_watched_parameters_the_gate_is_off():
     ctrl = MetaLRController(1e-3, policy=always(4), learn_online=False)
     decisions = [ctrl.observe(v) for v in (1.0, 0.9, 0.8)]
     assert [d.applied for d in decisions] == [1.0, 2.0, 2.0] and all(d.gate is None for d in decisions)
+    assert not decisions[0].by_policy, "no evidence: the first decision is the fixed keep"
     assert decisions[-1].features["grad_alignment"] == 0.0 and decisions[-1].features["grad_alignment_t"] == 0.0
 
 

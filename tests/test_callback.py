@@ -24,9 +24,10 @@ def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
         assert TRACE_FIELDS <= set(e)
         assert e["metric"] == "eval_loss" and math.isfinite(e["value"]) and e["lr"] > 0
     assert trace[0]["reward"] is None and all(isinstance(e["reward"], float) for e in trace[1:])
-    # the first evaluation keeps the LR (a fixed response); every later decision is the policy's
-    assert trace[0]["action"] == 1.0 and trace[0]["by_policy"] is False
-    assert all(e["by_policy"] for e in trace[1:])
+    # the callback watches the gradients, so the policy decides from the first evaluation on, each move
+    # held by the gate or let through on stated evidence
+    assert all(e["by_policy"] for e in trace)
+    assert all((e["applied"] == 1.0) == (e["evidence"] is None) for e in trace)
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert [h["metalr/lr"] for h in evals] == [e["lr"] for e in trace]
     assert all("metalr/action" in h and "metalr/scale" in h for h in evals)

@@ -179,7 +179,9 @@ def test_trace_records_the_requested_and_the_applied_multiplier(tmp_path):
     trainer = make_trainer(tmp_path / "run", callbacks=[MetaLRCallback(policy=str(path), max_lr=3e-3)], max_steps=15)
     trainer.train()
     trace = read_trace(tmp_path / "run" / "metalr_trace.jsonl")
-    assert [(e["action"], e["applied"], e["lr_scale"]) for e in trace] == [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (2.0, 1.0, 1.0)]
+    # the callback watches the gradients, so the policy asks from the first evaluation on; each x2 is held by the
+    # gate or capped by max_lr (the job's LR is already at it)
+    assert [(e["action"], e["applied"], e["lr_scale"]) for e in trace] == [(2.0, 1.0, 1.0)] * 3
 
 
 # -- 9. compare --resume stores and checks every run-changing setting ----------------------------------

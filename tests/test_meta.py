@@ -78,14 +78,14 @@ def test_episode_transitions_come_from_the_controller():
     spec = quick_spec()
     episode = run_episode(spec, random_policy(1), seed=5)
     n = len(episode.actions)
-    # the first evaluation's decision is the controller's fixed keep, not a transition
-    assert episode.first_decision == 1 and episode.lrs[0] == spec["lr"]
-    assert n == len(episode.values) - 2 == len(episode.rewards) == len(episode.obs)
+    # the episode watches the gradients, so the policy acts (under the gate) from the first evaluation on:
+    # every decision but the last, which nothing rewards, is a transition
+    assert episode.first_decision == 0 and episode.lrs[0] == spec["lr"]
+    assert n == len(episode.values) - 1 == len(episode.rewards) == len(episode.obs)
     assert all(len(o) == len(FEATURE_NAMES) for o in episode.obs)
     # the reward is the controller's: the clipped log-improvement of the validation loss
     v = episode.values
-    for k, r in enumerate(episode.rewards):
-        t = k + 1
+    for t, r in enumerate(episode.rewards):
         assert r == pytest.approx(max(-REWARD_CLIP, min(REWARD_CLIP, math.log(v[t]) - math.log(v[t + 1]))))
     # same problem, seed and policy -> the same episode
     again = run_episode(spec, random_policy(1), seed=5)

@@ -22,7 +22,9 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
   metric did not get worse since the last decision;
-- a cut is applied when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``), or when the
+- a cut is applied when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run
+  made any progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial
+  loss traps the run, and a 5% test at every evaluation fires about once in 20), or when the
   metric got worse *after the run made progress* (the objective at least ``PROGRESS`` below the
   first evaluation's, ``objective_vs_first <= -PROGRESS``) while the gradient no longer points along
   the previous steps (``grad_alignment <= 0``): the run is bouncing around a valley floor, which a
@@ -31,7 +33,11 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   non-finite metric still halves the LR, a fixed response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
-applied (``Decision.gate``). Without watched parameters there is no evidence, and the gate is off.
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). Two more safeguards
+come with the gate: a raise that the next evaluation punishes (the metric got worse right after
+it) is taken back, whatever the policy asks; and since the direction needs no trend, the policy
+acts from the first evaluation on. Without watched parameters there is no evidence, the gate and
+its safeguards are off, and the first evaluation keeps the LR.
 """
 
 from __future__ import annotations
@@ -54,11 +60,13 @@ from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
-           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PROGRESS"]
+           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "PROGRESS"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
+PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
+# can trap the run, and a decision every evaluation makes a 5% test fire about once in 20 by chance
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 4  # 4: gradient alignment; 3: training losses kept per step; 2: the last logged one. 2 and 3 still load
@@ -78,9 +86,10 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
-        if t <= -EVIDENCE_T:
+        progress = features["objective_vs_first"] <= -PROGRESS
+        if t <= -(EVIDENCE_T if progress else PLATEAU_EVIDENCE_T):
             return False, f"cut: the gradient opposes the previous steps (t={t:+.1f}), the steps overshoot"
-        if worse and features["objective_vs_first"] <= -PROGRESS and ratio <= 0:
+        if worse and progress and ratio <= 0:
             return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
                            "steps, the run is bouncing on a valley floor")
         return True, ("cut held: no evidence of overshoot (gradient not opposed to the previous steps, and no worse metric "
@@ -146,14 +155,16 @@ class Decision:
     # below it when a bound caps it
     action_index: int | None  # the RL action: the index of ``multiplier`` in the policy's action set; None for the
     # fixed divergence response
-    by_policy: bool  # False for the fixed responses: keep at the first evaluation, cut at a divergence
+    by_policy: bool  # False for the fixed responses: cut at a divergence, and keep at the first evaluation
+    # when there is no gate evidence (nothing watched, or gate=False)
     lr: float  # the controller's LR from now on (initial_lr * scale)
     scale: float  # the LR scale: lr / initial_lr (logged as metalr/scale, traced as scale)
     learned: bool  # whether the policy was updated at this decision
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
     gate: str | None = None  # why the direction gate kept the LR instead of ``multiplier`` (None: not held)
-    evidence: str | None = None  # what let a raise or a cut through the gate (None: a keep, held, or no gate)
+    evidence: str | None = None  # what let a raise or a cut through the gate, or took back a punished raise
+    # (None: a keep, held, or no gate)
 
     @property
     def action(self) -> float:
@@ -302,18 +313,30 @@ class MetaLRController:
         if self.learner is not None and self.pending is not None and reward is not None:
             self.learner.update(self.pending["obs"], self.pending["action"], reward, obs)
             learned = True
-        # the first evaluation has no trend to act on: keep the LR instead of betting blind
-        by_policy = reward is not None
+        # the first evaluation has no trend to act on: without the gate's evidence, keep the LR instead of betting
+        # blind; with it, the policy may act on the direction the gradient alignment measured
+        by_policy = reward is not None or (self.gate and self.alignment is not None)
         action = self._select(obs, index) if by_policy else self.keep_index
         requested = self.multipliers[action]
-        held, why = direction_verdict(requested, features) if self.gate and self.alignment is not None else (False, None)
+        gated = self.gate and self.alignment is not None
+        held, why = direction_verdict(requested, features) if gated else (False, None)
         multiplier = 1.0 if held else requested
+        undo = self._undo_punished_raise(features) if gated else None
+        if undo is not None and multiplier > undo:
+            multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise, which is taken "
+                                                  f"back (x{undo:.3g})")
         applied = self._rescale(multiplier)
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
                             why if held else None, None if held else why)
+
+    def _undo_punished_raise(self, features: dict[str, float]) -> float | None:
+        """The multiplier that takes back the last decision's raise (1 / what it applied) when the
+        metric got worse right after it; None when there is nothing to take back."""
+        last = self.history[-1].get("applied", 1.0) if self.history else 1.0  # states before format 4 lack it
+        return 1.0 / last if last > 1 and features["objective_trend"] > 0 else None
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)

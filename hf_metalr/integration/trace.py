@@ -51,13 +51,13 @@ def read_trace(path: str | Path) -> list[dict]:
     Each dict holds: ``global_step`` and ``epoch`` of the evaluation; ``metric`` (the monitored
     key) and its ``value``; ``action`` (the multiplier asked for), ``applied`` (the one that took
     effect: 1 when the direction gate held the action, less when a bound capped it) and ``gate``
-    (why the gate held it, or None); ``evidence`` (what let a raise or a cut through the gate, in
-    words, or None); ``action_index`` (the policy's choice; None for the fixed
-    response to a divergence) and ``by_policy`` (False for the fixed keep at the first evaluation
-    and the cut at a divergence); ``reward`` (None at the first decision); ``lr`` (param group 0's
-    LR from now on), ``lrs`` (every group's) and ``scale`` (the controller's LR scale: its LR over
-    the initial LR, also logged as ``metalr/scale``; ``lr_scale`` is the same number, kept for
-    readers of older traces); ``learned`` (whether the policy was updated);
+    (why the gate held it, or None); ``evidence`` (what let a raise or a cut through the gate, or
+    took back a punished raise, in words, or None); ``action_index`` (the policy's choice; None for
+    the fixed response to a divergence) and ``by_policy`` (False for the cut at a divergence, and
+    for the fixed keep at the first evaluation when the direction gate is off); ``reward`` (None at
+    the first decision); ``lr`` (param group 0's LR from now on), ``lrs`` (every group's) and
+    ``scale`` (the controller's LR scale: its LR over the initial LR, also logged as
+    ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces); ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name; None at a divergence). Non-finite numbers
     are the strings ``"nan"`` and ``"inf"``.
 

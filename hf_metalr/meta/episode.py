@@ -3,7 +3,7 @@
 The controller acting in the episode is :class:`~hf_metalr.MetaLRController` itself (frozen,
 ``learn_online=False``), so observation, action and reward come from exactly the code that the
 Trainer callback runs. The episode returns the transitions for PPO: the observation and action
-of each decision the policy made (not the controller's fixed keep at the first evaluation), and as
+of each decision the policy made (not the controller's fixed responses), and as
 its reward the one the controller computes at the next decision. An action followed by a
 divergence gets ``DIVERGENCE_REWARD`` and ends the episode. All of it comes back as an
 :class:`Episode`, which meta-training hands to PPO once it has added the constant-LR baseline's
@@ -171,10 +171,10 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         if stop:
             break
 
-    # transitions: the policy's decisions (not the fixed first keep), each rewarded at the next one
+    # transitions: the policy's decisions (not the fixed responses), each rewarded at the next one
     obs, actions, rewards, first = [], [], [], None
     for t, (current, following) in enumerate(zip(decisions, decisions[1:])):
-        if not current.by_policy:  # the fixed keep at the first evaluation (a divergence ends the run)
+        if not current.by_policy:  # the fixed keep at the first evaluation without the gate (a divergence ends the run)
             continue
         first = t if first is None else first
         obs.append(controller.observation(current.features))
