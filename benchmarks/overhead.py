@@ -9,9 +9,9 @@
    (constant LR), run in interleaved pairs; the median of the per-pair ratios. Target: at most
    1.02. Two jobs: ``digits`` (a ~1 s run of 8 ms steps, where any fixed cost per step or per
    decision shows) and ``sentiment`` (a tiny BERT, ~3 s). On a shared machine two runs of the
-   same job differ by up to 10%, more than the target, so each with-callback run also times the
-4. callback's own work directly: every ``MetaLRCallback`` event handler and the training-loss
-   hook, summed. ``1 + callback time / (run time - callback time)`` is the whole-run ratio
+   same job differ by up to 10%, more than the target, so:
+4. each with-callback run also times the callback's own work directly: every
+   ``MetaLRCallback`` event handler and the training-loss hook, summed. ``1 + callback time / (run time - callback time)`` is the whole-run ratio
    attributed to the callback, free of the run-to-run noise (it leaves out indirect costs such as
    a cache the callback evicts, which only the paired ratio sees).
 
@@ -75,7 +75,8 @@ def alignment_step_ms(repeats: int) -> tuple[float, float, int, int]:
             sum(p.numel() for p in params), alignment.coordinates)
 
 
-def one_run(with_callback: bool, epochs: int, evals_per_epoch: int, task_name: str = "digits") -> tuple[float, int]:
+def one_run(with_callback: bool, epochs: int, evals_per_epoch: int, task_name: str = "digits") -> tuple[float, int, float]:
+    """One run: its wall seconds, the decisions made, and the seconds spent in the callback's own work."""
     from hf_metalr import MetaLRCallback
     from hf_metalr.compare.runner import build_trainer
     from hf_metalr.tasks import get_task

@@ -25,15 +25,18 @@ from hf_metalr.tasks.base import reaches
 
 
 class CutAt(TrainerCallback):
-    """Multiply every group's LR by ``factor`` from optimizer step ``step`` on (through the
-    scheduler's base LRs, which the Trainer's LambdaLR multiplies at each step)."""
+    """Multiply every group's LR by ``factor`` after optimizer step ``step``: ``step`` steps run at
+    the initial LR. The scheduler has already set the next step's LR when ``on_step_end`` runs, so
+    the groups are cut now and the scheduler's base LRs for the steps after."""
 
     def __init__(self, step: int, factor: float):
         self.step, self.factor = step, factor
 
-    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+    def on_step_end(self, args, state, control, lr_scheduler=None, optimizer=None, **kwargs):
         if state.global_step == self.step:
             lr_scheduler.base_lrs = [lr * self.factor for lr in lr_scheduler.base_lrs]
+            for group in optimizer.param_groups:
+                group["lr"] *= self.factor
 
 
 def run(task, lr: float, seed: int, *, cut: int | None = None, factor: float = 1.0, warmup: int = 0) -> dict:

@@ -331,3 +331,43 @@ def test_resume_under_another_seed_takes_the_saved_seed_and_its_sketch():
     resumed.load_state_dict(state)
     assert resumed.seed == 3 and resumed.alignment.seed == 3
     assert resumed.alignment.state_dict() == saved.alignment.state_dict()
+
+
+def test_the_sketch_reads_exactly_its_runs_in_order():
+    """One index_select per parameter reads the same coordinates, in the same order, as slicing
+    each run: on several parameters, a non-contiguous and a float64 one, and a missing gradient."""
+    generator = torch.Generator().manual_seed(3)
+    params = [torch.nn.Parameter(torch.randn(40, 30, generator=generator).t()),  # non-contiguous
+              torch.nn.Parameter(torch.randn(700, generator=generator, dtype=torch.float64)),
+              torch.nn.Parameter(torch.randn(25, 20, generator=generator)),
+              torch.nn.Parameter(torch.randn(5, generator=generator))]
+    for p in params[:2] + params[3:]:  # the third parameter, in the sketch, gets no gradient
+        p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+    alignment = GradientAlignment(params, sketch_size=2048, seed=1)  # 8 windows of 256 over 2,405 coordinates
+    assert {i for i, _, _ in alignment._runs} == {0, 1, 2}, "the sketch spans several parameters"
+
+    def by_runs(tensors):
+        return torch.cat([tensors[i].reshape(-1)[b:s].float() if tensors[i] is not None else torch.zeros(s - b)
+                          for i, b, s in alignment._runs])
+
+    assert torch.equal(alignment._current_params(), by_runs(params))
+    grads = [p.grad for p in params]
+    assert torch.equal(alignment._gather(alignment._select(grads)), by_runs(grads))
+    assert alignment._current_params().numel() == alignment.coordinates
+
+
+def test_the_undo_of_a_punished_raise_survives_a_resume():
+    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
+    theta = torch.nn.Parameter(torch.ones(8))
+    ctrl.watch([theta])
+    ctrl.history.append({"applied": 2.0})  # the last decision raised
+    ctrl.scale = 2.0
+    resumed = MetaLRController(0.01, policy=always(4), learn_online=False)
+    resumed.watch([theta])
+    resumed.load_state_dict(json.loads(json.dumps(ctrl.state_dict())))
+    ctrl.tracker.observe(1.0)  # a previous value for both, so the next one has a trend
+    resumed.tracker.observe(1.0)
+    ctrl.tracker.commit(), resumed.tracker.commit()
+    a, b = ctrl.observe(1.2), resumed.observe(1.2)  # worse right after the raise
+    assert a.applied == b.applied == 0.5 and a.scale == b.scale == 1.0
+    assert a.evidence == b.evidence and a.evidence.startswith("undo")

@@ -150,7 +150,7 @@ class GradientAlignment:
         return self._gather(self._select(self.params))
 
     def _gather(self, pieces: list[torch.Tensor]) -> torch.Tensor:
-        """The sketched coordinates from the runs' views ``pieces``, as float32 on one device (a
+        """The sketched coordinates from the owners' ``pieces`` (``_select``), as float32 on one device (a
         model spread over devices is gathered onto its first parameter's), copied by one ``cat``."""
         if self._spread:
             pieces = [piece.to(self._device) for piece in pieces]

@@ -86,10 +86,10 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
-        progress = features["objective_vs_first"] <= -PROGRESS
+        progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
         if t <= -(EVIDENCE_T if progress else PLATEAU_EVIDENCE_T):
             return False, f"cut: the gradient opposes the previous steps (t={t:+.1f}), the steps overshoot"
-        if worse and progress and ratio <= 0:
+        if worse and progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
             return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
                            "steps, the run is bouncing on a valley floor")
         return True, ("cut held: no evidence of overshoot (gradient not opposed to the previous steps, and no worse metric "
@@ -335,7 +335,7 @@ class MetaLRController:
     def _undo_punished_raise(self, features: dict[str, float]) -> float | None:
         """The multiplier that takes back the last decision's raise (1 / what it applied) when the
         metric got worse right after it; None when there is nothing to take back."""
-        last = self.history[-1].get("applied", 1.0) if self.history else 1.0  # states before format 4 lack it
+        last = self.history[-1].get("applied", 1.0) if self.history else 1.0  # older saved histories lack it
         return 1.0 / last if last > 1 and features["objective_trend"] > 0 else None
 
     def _diverged(self, index: int, value) -> Decision:

@@ -29,8 +29,8 @@ __all__ = ["Episode", "run_episode", "mean_log_objective", "objective_auc", "dec
 class Episode:
     """One training run under the controller, as meta-training uses it.
 
-    The PPO transitions, one per decision the policy made (not the fixed keep at the first
-    evaluation), in order:
+    The PPO transitions, one per decision the policy made (from the first evaluation on, since the
+    episode watches the gradients and the gate is on), in order:
 
     - ``obs``: the policy's input at the decision (its features, in its order);
     - ``actions``: the action index the policy chose;
@@ -121,8 +121,8 @@ def _evaluate(problem, model) -> tuple[float, float | None]:
 
 
 def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: bool = False) -> Episode:
-    """Train ``spec``'s problem; the controller sets the LR at every evaluation (keep at the first,
-    then the policy's choice; None: constant LR).
+    """Train ``spec``'s problem; the controller sets the LR at every evaluation (the policy's choice
+    under the direction gate, from the first evaluation on; None: constant LR).
 
     Returns the :class:`Episode`: the transitions (``obs``, ``actions``, ``rewards``) and the run's
     validation values (the loss the controller sees, and the accuracy of a classification problem).
