@@ -315,10 +315,10 @@ class MetaLRController:
             learned = True
         # the first evaluation has no trend to act on: without the gate's evidence, keep the LR instead of betting
         # blind; with it, the policy may act on the direction the gradient alignment measured
-        by_policy = reward is not None or (self.gate and self.alignment is not None)
+        gated = self.gate and self.alignment is not None
+        by_policy = reward is not None or gated
         action = self._select(obs, index) if by_policy else self.keep_index
         requested = self.multipliers[action]
-        gated = self.gate and self.alignment is not None
         held, why = direction_verdict(requested, features) if gated else (False, None)
         multiplier = 1.0 if held else requested
         undo = self._undo_punished_raise(features) if gated else None
