@@ -8,7 +8,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller.alignment import GradientAlignment
-from hf_metalr.controller.controller import EVIDENCE_T, PLATEAU_EVIDENCE_T, PROGRESS, direction_gate
+from hf_metalr.controller.controller import EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, PROGRESS, direction_gate
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
 
@@ -163,18 +163,28 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {"grad_alignment_t": 1.0}, "raise held: no evidence"),
         (2.0, {"grad_alignment": -0.01}, "raise held: no evidence"),
         (2.0, {"objective_trend": 0.01}, "raise held: the metric got worse"),
-        (0.5, {}, "cut held"),  # improving with no sign of overshoot: keep
-        (0.5, {"grad_alignment_t": -EVIDENCE_T}, None),  # overshoot: a cut goes through
+        (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
+        (0.5, {"grad_alignment_t": -EVIDENCE_T, "objective_trend": 0.05}, None),  # worse and overshooting: a cut
+        # goes through; while the metric improves no evidence from the gradient is enough (the short-horizon bias)
+        # improving: a slight but significant overshoot (what Adam reads at a good LR) is held, a clear one goes through
+        (0.5, {"grad_alignment_t": -5.0, "grad_alignment": -0.05}, "cut held: the metric did not get worse"),
+        (0.5, {"grad_alignment_t": -5.0, "grad_alignment": -0.05, "objective_trend": 0.0}, "cut held: the metric did"),
+        (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -OVERSHOOT_ALIGNMENT}, None),
+        (0.5, {"grad_alignment_t": -EVIDENCE_T + 0.1, "grad_alignment": -0.5}, "cut held: the metric did not get worse"),
+        # before any progress the clear overshoot needs the plateau's stricter t as well
+        (0.5, {"grad_alignment_t": -2.5, "grad_alignment": -0.3, "objective_vs_first": 0.0}, "cut held"),
+        (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "grad_alignment": -0.3, "objective_vs_first": 0.0}, None),
         # before any progress (a plateau at the initial loss) a cut needs the stricter evidence: one by chance traps the run
-        (0.5, {"grad_alignment_t": -EVIDENCE_T, "objective_vs_first": 0.0}, "cut held"),
-        (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "objective_vs_first": 0.0}, None),
+        (0.5, {"grad_alignment_t": -EVIDENCE_T, "objective_vs_first": 0.0, "objective_trend": 0.05},
+         "cut held: the metric got worse, but before any progress"),
+        (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "objective_vs_first": 0.0, "objective_trend": 0.05}, None),
         (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02, "objective_vs_first": 0.0}, "cut held"),  # worse by
         # noise on a plateau at the first level: no cut
         (0.5, SETTLING, None),  # worse after progress, steps no longer aligned: bouncing on a valley floor, cut
         (0.8, {**SETTLING, "objective_vs_first": -PROGRESS}, None),  # progress exactly at the bar counts
         (0.5, {**SETTLING, "objective_vs_first": -PROGRESS + 0.01}, "cut held"),  # not enough progress yet
-        (0.5, {**SETTLING, "grad_alignment": 0.01}, "cut held"),  # the steps still point forward: not overshooting
-        (0.5, {**SETTLING, "objective_trend": 0.0}, "cut held"),  # not worse
+        (0.5, {**SETTLING, "grad_alignment": 0.01}, "cut held: the metric got worse, but the gradient still points"),
+        (0.5, {**SETTLING, "objective_trend": 0.0}, "cut held: the metric did not get worse"),
         (1.0, {"grad_alignment_t": -4.0, "objective_trend": 0.5}, None),  # keep is never held
     ],
 )
@@ -238,7 +248,9 @@ def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_o
     assert all(d.evidence is None for d in overshooting + too_low_cut)
     overshoot_cut = controlled_quadratic(always(0), 3.5, decisions=3)  # lr x curvature up to 3.5: overshooting
     assert [d.applied for d in overshoot_cut] == [0.5, 0.5, 1.0], "cut while it overshoots, then hold"
-    assert all(d.evidence.startswith("cut: the gradient opposes the previous steps") for d in overshoot_cut[:2])
+    assert overshoot_cut[0].evidence.startswith("cut: the gradient clearly opposes the previous steps")
+    assert overshoot_cut[0].features["grad_alignment"] <= -OVERSHOOT_ALIGNMENT
+    assert overshoot_cut[1].evidence.startswith("cut: ") and "opposes the previous steps" in overshoot_cut[1].evidence
     assert overshoot_cut[2].gate.startswith("cut held") and overshoot_cut[2].features["grad_alignment_t"] > 0
     ungated = controlled_quadratic(always(4), 3.5, decisions=3, gate=False)
     assert [d.applied for d in ungated[1:]] == [2.0, 2.0], "gate=False: the policy's choice is applied"

@@ -34,6 +34,19 @@ def test_reward_is_log_improvement_for_loss_and_accuracy():
     assert reward == pytest.approx(math.log(2.0))
 
 
+@pytest.mark.parametrize("first", [-0.3, -1.5])
+def test_a_score_bounded_by_one_that_starts_negative_is_one_minus_the_score(first):
+    # a correlation, Matthews' coefficient or R^2 at initialisation: 1 - value stays a positive objective
+    score = RunTracker(greater_is_better=True)
+    score.observe(first)
+    score.commit()
+    _, reward = score.observe(0.5)
+    assert reward == pytest.approx(math.log((1 - first) / 0.5))
+    score.commit()
+    _, reward = score.observe(0.75)
+    assert reward == pytest.approx(math.log(2.0))
+
+
 def test_features_are_scale_free():
     def features(values):
         t = RunTracker()

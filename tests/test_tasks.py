@@ -15,9 +15,10 @@ import torch
 
 from hf_metalr.tasks import TASKS, get_task
 
-TASK_NAMES = ("digits", "sentiment", "spoken-digits")
-INPUT_KEY = {"digits": "pixel_values", "sentiment": "input_ids", "spoken-digits": "input_values"}
-EXPECTED_SIZES = {"digits": (1000, 300, 497), "sentiment": (2000, 400, 600)}
+TASK_NAMES = ("digits", "sentiment", "spoken-digits", "char-lm", "regression")
+INPUT_KEY = {"digits": "pixel_values", "sentiment": "input_ids", "spoken-digits": "input_values", "char-lm": "input_ids", "regression": "features"}
+EXPECTED_SIZES = {"digits": (1000, 300, 497), "sentiment": (2000, 400, 600), "char-lm": (1500, 187, 187),
+                  "regression": (2000, 500, 500)}
 
 
 @pytest.fixture(scope="module", params=TASK_NAMES)
@@ -29,7 +30,7 @@ def _fingerprints(dataset, key: str) -> list[str]:
     return [hashlib.sha1(dataset[i][key].numpy().tobytes()).hexdigest() for i in range(len(dataset))]
 
 
-def test_registry_lists_the_three_tasks():
+def test_registry_lists_the_tasks():
     assert set(TASK_NAMES) <= set(TASKS)
     for name in TASK_NAMES:
         assert get_task(name).name == name
@@ -130,6 +131,54 @@ def test_spoken_digits_metrics_known_values():
 
 # ---------------------------------------------------------------------------------------------
 # sentiment specifics
+
+
+def test_char_lm_metrics_known_values():
+    from transformers import EvalPrediction
+
+    from hf_metalr.tasks.char_lm import vocabulary
+
+    task = get_task("char-lm")
+    vocabulary_size = len(vocabulary())
+    labels = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
+    sure = np.full(labels.shape + (vocabulary_size,), -30.0, dtype=np.float32)
+    for row, col in np.ndindex(labels.shape):
+        if col + 1 < labels.shape[1]:
+            sure[row, col, labels[row, col + 1]] = 30.0  # position t predicts the character at t + 1
+    perfect = task.compute_metrics(EvalPrediction(predictions=sure, label_ids=labels))
+    assert perfect["accuracy"] == 1.0 and perfect["bits_per_char"] < 1e-6
+    uniform = task.compute_metrics(EvalPrediction(predictions=np.zeros_like(sure), label_ids=labels))
+    assert uniform["bits_per_char"] == pytest.approx(np.log2(vocabulary_size), rel=1e-5)
+
+
+def test_regression_metrics_known_values():
+    from transformers import EvalPrediction
+
+    task = get_task("regression")
+    labels = np.array([1.0, -1.0, 2.0, 0.0])
+    exact = task.compute_metrics(EvalPrediction(predictions=labels.copy(), label_ids=labels))
+    assert exact == {"r2": 1.0, "mse": 0.0}
+    mean_only = task.compute_metrics(EvalPrediction(predictions=np.full(4, labels.mean()), label_ids=labels))
+    assert mean_only["r2"] == pytest.approx(0.0) and mean_only["mse"] == pytest.approx(np.var(labels))
+
+
+def test_regression_model_returns_the_trainers_loss():
+    model = get_task("regression").model(0)
+    batch = get_task("regression").load().train[:4]
+    out = model(**batch)
+    assert out["logits"].shape == (4,)
+    assert out["loss"].item() == pytest.approx(torch.mean((out["logits"] - batch["labels"]) ** 2).item())
+    assert "loss" not in model(batch["features"])
+
+
+def test_char_lm_rows_are_the_corpus_in_order():
+    from hf_metalr.tasks.char_lm import CONTEXT, CORPUS, vocabulary
+
+    data = get_task("char-lm").load()
+    chars = vocabulary()
+    first = "".join(chars[i] for i in data.train[0]["input_ids"].tolist())
+    assert first == CORPUS.read_text(encoding="ascii")[:CONTEXT]
+    assert torch.equal(data.train[0]["labels"], data.train[0]["input_ids"])
 
 
 def test_sentiment_tokenizer_vocabulary():
@@ -278,7 +327,7 @@ def _short_run(name):
     data = task.load()
     if name == "spoken-digits":  # 128 one-word training clips; the one-word validation clips
         return _single_word_clips(data.train, 128), _single_word_clips(data.validation), 20, task.learning_rate
-    return data.train, data.validation, {"digits": 2, "sentiment": 4}[name], task.learning_rate
+    return data.train, data.validation, {"digits": 2, "sentiment": 4, "char-lm": 1, "regression": 2}[name], task.learning_rate
 
 
 @pytest.fixture

@@ -22,15 +22,19 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
   metric did not get worse since the last decision;
-- a cut is applied when the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run
-  made any progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial
-  loss traps the run, and a 5% test at every evaluation fires about once in 20), or when the
-  metric got worse *after the run made progress* (the objective at least ``PROGRESS`` below the
-  first evaluation's, ``objective_vs_first <= -PROGRESS``) while the gradient no longer points along
-  the previous steps (``grad_alignment <= 0``): the run is bouncing around a valley floor, which a
-  smaller step settles into. A worse metric on its own is not enough: on a plateau at the initial
-  loss it gets worse by noise every other evaluation, and cutting there traps the run (a
-  non-finite metric still halves the LR, a fixed response).
+- a cut is applied only when the metric got worse since the last decision *and* the gradient
+  agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
+  progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
+  the run, and a 5% test at every evaluation fires about once in 20), or, after the run made
+  progress (the objective at least ``PROGRESS`` below the first evaluation's,
+  ``objective_vs_first <= -PROGRESS``), the gradient no longer points along the previous steps
+  (``grad_alignment <= 0``): the run is bouncing around a valley floor, which a smaller step settles
+  into. While the metric improves, nothing is cut: the alignment measures what the *next* step
+  would gain, and with Adam it reads slightly negative at a good LR too (the short-horizon bias of
+  any hypergradient), so on its own it would anneal a run that is doing well. A worse metric on its
+  own is not enough either: on a plateau at the initial loss it gets worse by noise every other
+  evaluation, and cutting there traps the run (a non-finite metric still halves the LR, a fixed
+  response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
 applied (``Decision.gate``), or what let it through (``Decision.evidence``). Two more safeguards
@@ -60,13 +64,15 @@ from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
-           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "PROGRESS"]
+           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT", "PROGRESS"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
 PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
 # can trap the run, and a decision every evaluation makes a 5% test fire about once in 20 by chance
+OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut may follow while the metric still
+# improves: a step too low reads +0.15 to +0.5, while at a good LR Adam's steps read 0 to -0.06 (the short-horizon bias)
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 4  # 4: gradient alignment; 3: training losses kept per step; 2: the last logged one. 2 and 3 still load
@@ -87,13 +93,24 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
         progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
-        if t <= -(EVIDENCE_T if progress else PLATEAU_EVIDENCE_T):
-            return False, f"cut: the gradient opposes the previous steps (t={t:+.1f}), the steps overshoot"
-        if worse and progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
+        opposed = t <= -(EVIDENCE_T if progress else PLATEAU_EVIDENCE_T)
+        if opposed and ratio <= -OVERSHOOT_ALIGNMENT:
+            return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
+                           "the steps overshoot")
+        if not worse:
+            return True, ("cut held: the metric did not get worse since the last decision, and the gradient does not "
+                          f"clearly oppose the previous steps (a cut while it improves needs alignment <= "
+                          f"-{OVERSHOOT_ALIGNMENT:g} and t <= -{EVIDENCE_T if progress else PLATEAU_EVIDENCE_T:g})")
+        if opposed:
+            return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
+                           "overshoot")
+        if progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
             return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
                            "steps, the run is bouncing on a valley floor")
-        return True, ("cut held: no evidence of overshoot (gradient not opposed to the previous steps, and no worse metric "
-                      "after progress)")
+        if progress:
+            return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
+        return True, (f"cut held: the metric got worse, but before any progress a cut needs the gradient to oppose the "
+                      f"previous steps (t <= -{PLATEAU_EVIDENCE_T:g}, here {t:+.1f})")
     return False, None
 
 

@@ -7,7 +7,8 @@ in the other.
 The validation metric is first mapped to a positive *objective* where lower is better:
 
 - lower-is-better metrics (``eval_loss``, WER) are used as they are;
-- greater-is-better metrics whose first value lies in [0, 1] (accuracy, F1) become ``1 - value``;
+- greater-is-better metrics whose first value is at most 1 become ``1 - value``: scores bounded by 1
+  (accuracy, F1; a correlation, Matthews' coefficient or R^2, which can start negative);
 - other greater-is-better metrics (BLEU on 0-100, say) become ``1 / value``.
 
 Every feature and the reward are differences of ``log(objective)`` (the training-loss features:
@@ -69,7 +70,7 @@ def objective_mode(first_value: float, greater_is_better: bool) -> str:
     """How a metric becomes a positive lower-is-better objective; fixed by its first finite value."""
     if not greater_is_better:
         return "loss"
-    return "error" if 0.0 <= first_value <= 1.0 else "inverse"
+    return "error" if first_value <= 1.0 else "inverse"  # 1 - value > 0 for any score below 1, negative ones too
 
 
 def log_objective(value: float, mode: str) -> float:

@@ -25,8 +25,20 @@ def _spoken_digits():
     return SpokenDigitsTask()
 
 
+def _char_lm():
+    from .char_lm import CharLMTask
+
+    return CharLMTask()
+
+
+def _regression():
+    from .regression import RegressionTask
+
+    return RegressionTask()
+
+
 # name -> factory; factories import lazily so that one task's dependencies don't load the others'
-TASKS = {"digits": _digits, "sentiment": _sentiment, "spoken-digits": _spoken_digits}
+TASKS = {"digits": _digits, "sentiment": _sentiment, "spoken-digits": _spoken_digits, "char-lm": _char_lm, "regression": _regression}
 
 
 def get_task(name: str) -> Task:
