@@ -22,16 +22,17 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
   metric did not get worse since the last decision;
-- a cut is applied only when the metric got worse since the last decision *and* the gradient
+- a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
   the run, and a 5% test at every evaluation fires about once in 20), or, after the run made
   progress (the objective at least ``PROGRESS`` below the first evaluation's,
   ``objective_vs_first <= -PROGRESS``), the gradient no longer points along the previous steps
   (``grad_alignment <= 0``): the run is bouncing around a valley floor, which a smaller step settles
-  into. While the metric improves, nothing is cut: the alignment measures what the *next* step
-  would gain, and with Adam it reads slightly negative at a good LR too (the short-horizon bias of
-  any hypergradient), so on its own it would anneal a run that is doing well. A worse metric on its
+  into. While the metric improves, only a clear overshoot is cut (``grad_alignment <=
+  -OVERSHOOT_ALIGNMENT`` with the same t bar): the alignment measures what the *next* step would
+  gain, and with Adam it reads slightly negative at a good LR too (the short-horizon bias of any
+  hypergradient), so on its own it would anneal a run that is doing well. A worse metric on its
   own is not enough either: on a plateau at the initial loss it gets worse by noise every other
   evaluation, and cutting there traps the run (a non-finite metric still halves the LR, a fixed
   response).

@@ -82,7 +82,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         greedy: take the most likely action instead of sampling one; defaults to True for a
             trained policy (``"default"`` or a file) and False for ``"random"``, which must explore.
         gate: hold the policy to the gradient-alignment evidence (raise only when the LR is
-            measurably too low, cut only on measured overshoot); see ``MetaLRController``.
+            measurably too low, cut only on measured overshoot with a worse metric, or on a clear
+            one); see ``MetaLRController``.
     """
 
     def __init__(
