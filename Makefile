@@ -35,9 +35,9 @@ bench: $(STAMP)
 meta-eval: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/meta_eval.py --out benchmarks/results/meta_eval --card hf_metalr/policies/default.json --task-seeds digits=10 $(META_EVAL_ARGS)
 
-# The same protocol on two tasks that shaped nothing in the controller or the policy (added after
-# v15 was picked, and run once): a character-level GPT-2 (3 seeds) and an MLP regression (5 seeds),
-# about 40 minutes on 2 CPU cores.
+# The same protocol on two Trainer tasks added after v15 was picked: a character-level GPT-2 (3 seeds)
+# and an MLP regression (5 seeds), about 40 minutes on 2 CPU cores. Meta-training has synthetic
+# families of both kinds, not these models or data (docs/evaluation.md, "Fresh tasks").
 fresh-check: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/meta_eval.py --tasks char-lm,regression --task-seeds char-lm=3 --seeds 5 --out benchmarks/results/fresh_tasks $(META_EVAL_ARGS)
 

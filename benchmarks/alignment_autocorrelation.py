@@ -8,8 +8,12 @@ meta-training runs them), records every optimizer step's cosine, and per decisio
 
 - the lag-1 autocorrelation of the cosines within the window;
 - the t-statistic as the controller computes it, and with a Newey-West (Bartlett, lag 2) standard
-  error that allows for autocorrelation;
+  error that allows for autocorrelation, both on the same (n - 1) scale;
 - how often each says ``|t| >= 2`` (the gate's evidence bar).
+
+Short windows bias both the sample autocorrelation (towards about -1/n) and the Newey-West t, so
+every statistic is also computed on the same window's cosines in a shuffled order (serial
+dependence removed, values kept): the difference between the two is the autocorrelation.
 
 The per-step cosines are read by wrapping ``GradientAlignment._fold`` (the code that adds the
 pending steps to the sums), so the run itself is the one the controller sees. No Trainer task
@@ -66,14 +70,16 @@ def windows(sink: list) -> list[np.ndarray]:
 
 
 def window_stats(w: np.ndarray) -> tuple[float, float, float]:
-    """(lag-1 autocorrelation, naive t, Newey-West t) of one window's cosines."""
+    """(lag-1 autocorrelation, the controller's t, Newey-West t) of one window's cosines; both
+    t-statistics use the (n - 1) variance scale, so they agree when the cosines are independent."""
     n, m = len(w), w.mean()
     centred = w - m
     g0 = float(np.mean(centred**2))
     g1 = float(np.sum(centred[:-1] * centred[1:]) / n)
     g2 = float(np.sum(centred[:-2] * centred[2:]) / n)
-    naive_t = m / math.sqrt(g0 * n / (n - 1) / n)
-    hac = max(g0 + 2 * (2 / 3 * g1 + 1 / 3 * g2), 1e-12)
+    scale = n / (n - 1)
+    naive_t = m / math.sqrt(g0 * scale / n)
+    hac = max((g0 + 2 * (2 / 3 * g1 + 1 / 3 * g2)) * scale, 1e-12)
     return g1 / g0, naive_t, m / math.sqrt(hac / n)
 
 
@@ -86,31 +92,35 @@ def main(argv=None) -> int:
     sink: list = []
     record_cosines(sink)
     policy = load_policy(default_policy_path())
-    pooled = {"rho": [], "naive": [], "hac": []}
-    print("family                 band   windows  lag-1 rho (median)  |t|>=2 naive  |t|>=2 Newey-West")
+    shuffle = np.random.default_rng(0)
+    pooled = {key: [] for key in ("rho", "naive", "hac", "rho_shuffled", "hac_shuffled")}
+    print("family                 band   windows  lag-1 rho: measured / shuffled (median)  |t|>=2: controller / "
+          "Newey-West / Newey-West shuffled")
     for family in TRAIN_FAMILIES + HELD_OUT_FAMILIES:
         for band in (0.1, 1.0, 10.0):
-            rho, naive, hac = [], [], []
+            cell = {key: [] for key in pooled}
             for k in range(a.problems):
                 spec = sample_problem(np.random.default_rng(a.seed + k), family)
                 spec = dict(spec, lr=spec["good_lr"] * band)
                 sink.clear()
                 run_episode(spec, policy, k, greedy=True)
                 for w in windows(sink):
-                    r, t_naive, t_hac = window_stats(w)
-                    rho.append(r)
-                    naive.append(abs(t_naive) >= 2)
-                    hac.append(abs(t_hac) >= 2)
-            if not rho:
+                    rho, t_naive, t_hac = window_stats(w)
+                    rho_shuffled, _, t_hac_shuffled = window_stats(shuffle.permutation(w))
+                    for key, value in (("rho", rho), ("naive", abs(t_naive) >= 2), ("hac", abs(t_hac) >= 2),
+                                       ("rho_shuffled", rho_shuffled), ("hac_shuffled", abs(t_hac_shuffled) >= 2)):
+                        cell[key].append(value)
+            if not cell["rho"]:
                 continue
-            pooled["rho"] += rho
-            pooled["naive"] += naive
-            pooled["hac"] += hac
-            print(f"{family:22s} x{band:<5g} {len(rho):7d}  {statistics.median(rho):+18.2f}  {np.mean(naive):12.2f}  "
-                  f"{np.mean(hac):17.2f}", flush=True)
-    print(f"pooled over {len(pooled['rho'])} windows: lag-1 autocorrelation median {statistics.median(pooled['rho']):+.3f}, "
-          f"mean {np.mean(pooled['rho']):+.3f}; |t| >= 2 in {np.mean(pooled['naive']):.3f} of windows with the "
-          f"controller's t, {np.mean(pooled['hac']):.3f} with the Newey-West t")
+            for key in pooled:
+                pooled[key] += cell[key]
+            print(f"{family:22s} x{band:<5g} {len(cell['rho']):7d}  {statistics.median(cell['rho']):+17.2f} / "
+                  f"{statistics.median(cell['rho_shuffled']):+.2f}  {np.mean(cell['naive']):27.2f} / "
+                  f"{np.mean(cell['hac']):.2f} / {np.mean(cell['hac_shuffled']):.2f}", flush=True)
+    print(f"pooled over {len(pooled['rho'])} windows: lag-1 autocorrelation median {statistics.median(pooled['rho']):+.3f} "
+          f"(shuffled: {statistics.median(pooled['rho_shuffled']):+.3f}); |t| >= 2 in {np.mean(pooled['naive']):.3f} of "
+          f"windows with the controller's t, {np.mean(pooled['hac']):.3f} with the Newey-West t "
+          f"({np.mean(pooled['hac_shuffled']):.3f} on the shuffled windows)")
     return 0
 
 

@@ -164,25 +164,30 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {"grad_alignment": -0.01}, "raise held: no evidence"),
         (2.0, {"objective_trend": 0.01}, "raise held: the metric got worse"),
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
-        (0.5, {"grad_alignment_t": -EVIDENCE_T, "objective_trend": 0.05}, None),  # worse and overshooting: a cut
-        # goes through; while the metric improves no evidence from the gradient is enough (the short-horizon bias)
-        # improving: a slight but significant overshoot (what Adam reads at a good LR) is held, a clear one goes through
+        # worse and overshooting: a cut goes through
+        (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_trend": 0.05}, None),
+        # improving (or level): a slight but significant overshoot, what Adam reads at a good LR (the short-horizon
+        # bias), is held; a clear one goes through
         (0.5, {"grad_alignment_t": -5.0, "grad_alignment": -0.05}, "cut held: the metric did not get worse"),
         (0.5, {"grad_alignment_t": -5.0, "grad_alignment": -0.05, "objective_trend": 0.0}, "cut held: the metric did"),
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -OVERSHOOT_ALIGNMENT}, None),
         (0.5, {"grad_alignment_t": -EVIDENCE_T + 0.1, "grad_alignment": -0.5}, "cut held: the metric did not get worse"),
         # before any progress the clear overshoot needs the plateau's stricter t as well
-        (0.5, {"grad_alignment_t": -2.5, "grad_alignment": -0.3, "objective_vs_first": 0.0}, "cut held"),
+        (0.5, {"grad_alignment_t": -2.5, "grad_alignment": -0.3, "objective_vs_first": 0.0},
+         "cut held: the metric did not get worse"),
         (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "grad_alignment": -0.3, "objective_vs_first": 0.0}, None),
         # before any progress (a plateau at the initial loss) a cut needs the stricter evidence: one by chance traps the run
-        (0.5, {"grad_alignment_t": -EVIDENCE_T, "objective_vs_first": 0.0, "objective_trend": 0.05},
+        (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_vs_first": 0.0, "objective_trend": 0.05},
          "cut held: the metric got worse, but before any progress"),
-        (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "objective_vs_first": 0.0, "objective_trend": 0.05}, None),
-        (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02, "objective_vs_first": 0.0}, "cut held"),  # worse by
-        # noise on a plateau at the first level: no cut
+        (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "grad_alignment": -0.05, "objective_vs_first": 0.0,
+               "objective_trend": 0.05}, None),
+        # worse by noise on a plateau at the first level: no cut
+        (0.5, {"grad_alignment_t": 0.0, "objective_trend": 0.02, "objective_vs_first": 0.0},
+         "cut held: the metric got worse, but before"),
         (0.5, SETTLING, None),  # worse after progress, steps no longer aligned: bouncing on a valley floor, cut
         (0.8, {**SETTLING, "objective_vs_first": -PROGRESS}, None),  # progress exactly at the bar counts
-        (0.5, {**SETTLING, "objective_vs_first": -PROGRESS + 0.01}, "cut held"),  # not enough progress yet
+        (0.5, {**SETTLING, "objective_vs_first": -PROGRESS + 0.01}, "cut held: the metric got worse, but before"),  # no
+        # progress yet
         (0.5, {**SETTLING, "grad_alignment": 0.01}, "cut held: the metric got worse, but the gradient still points"),
         (0.5, {**SETTLING, "objective_trend": 0.0}, "cut held: the metric did not get worse"),
         (1.0, {"grad_alignment_t": -4.0, "objective_trend": 0.5}, None),  # keep is never held

@@ -34,6 +34,23 @@ def test_reward_is_log_improvement_for_loss_and_accuracy():
     assert reward == pytest.approx(math.log(2.0))
 
 
+def test_objective_mode_boundary_and_the_warning_when_a_score_read_as_bounded_passes_one():
+    from hf_metalr.controller.features import objective_mode
+
+    assert objective_mode(1.0, True) == "error" and objective_mode(1.0001, True) == "inverse"
+    assert objective_mode(0.3, False) == "loss"
+    bleu = RunTracker(greater_is_better=True)  # BLEU on 0-100 that starts below 1 at initialisation
+    bleu.observe(0.4)
+    bleu.commit()
+    with pytest.warns(RuntimeWarning, match="above 1, where that mapping saturates"):
+        bleu.observe(5.0)
+    bleu.commit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per run
+        bleu.observe(20.0)
+    assert RunTracker.from_dict(bleu.to_dict()).warned_unbounded
+
+
 @pytest.mark.parametrize("first", [-0.3, -1.5])
 def test_a_score_bounded_by_one_that_starts_negative_is_one_minus_the_score(first):
     # a correlation, Matthews' coefficient or R^2 at initialisation: 1 - value stays a positive objective

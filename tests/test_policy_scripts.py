@@ -67,3 +67,47 @@ def test_screen_refuses_bad_arguments_before_any_run(tmp_path, capsys):
         screen.main([policy, "--out", str(tmp_path), "--baseline", str(tmp_path), "--task-seeds", "digits=ten"])
     assert "'digits=ten' is not TASK=N" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_autocorrelation_window_stats_agree_on_independent_cosines_and_discount_correlated_ones():
+    import numpy as np
+
+    stats = _load("alignment_autocorrelation").window_stats
+    rng = np.random.default_rng(0)
+    independent = [stats(0.05 + rng.normal(size=64)) for _ in range(400)]
+    ratios = [abs(hac / naive) for _, naive, hac in independent]
+    assert 0.9 < float(np.median(ratios)) < 1.1, "the two t-statistics share one variance scale"
+    assert abs(float(np.median([rho for rho, _, _ in independent]))) < 0.05
+    correlated = []
+    for _ in range(400):
+        x = np.zeros(64)
+        for i in range(1, 64):
+            x[i] = 0.6 * x[i - 1] + rng.normal()
+        correlated.append(stats(0.05 + x))
+    assert float(np.median([rho for rho, _, _ in correlated])) > 0.4
+    assert float(np.median([abs(hac / naive) for _, naive, hac in correlated])) < 0.8, "Newey-West discounts the evidence"
+
+
+def test_autocorrelation_records_every_step_cosine_between_decisions(monkeypatch):
+    import torch
+
+    from hf_metalr.controller.alignment import GradientAlignment
+
+    script = _load("alignment_autocorrelation")
+    for name in ("_fold", "take"):  # record_cosines patches the class; monkeypatch puts the originals back
+        monkeypatch.setattr(GradientAlignment, name, getattr(GradientAlignment, name))
+    sink = []
+    script.record_cosines(sink)
+    theta = torch.nn.Parameter(torch.randn(30))
+    alignment = GradientAlignment([theta])
+    for _ in range(2):
+        for _ in range(8):
+            theta.grad = theta.detach().clone()
+            alignment.before_step()
+            with torch.no_grad():
+                theta -= 0.1 * theta.grad
+            alignment.after_step()
+        alignment.take()
+    windows = script.windows(sink)
+    assert [len(w) for w in windows] == [7, 8], "the first step has no previous update"
+    assert all(abs(c - 1.0) < 1e-5 for w in windows for c in w), "gradient descent on |theta|^2 keeps its direction"

@@ -162,6 +162,17 @@ def test_regression_metrics_known_values():
     assert mean_only["r2"] == pytest.approx(0.0) and mean_only["mse"] == pytest.approx(np.var(labels))
 
 
+def test_regression_data_is_pinned():
+    # make_friedman1 draws from numpy's legacy RandomState, whose stream is fixed: a change here is a change of data
+    data = get_task("regression").load()
+    assert data.train[0]["features"].tolist() == pytest.approx(
+        [0.4262, 0.7029, 0.8486, 0.0044, 0.0841, 0.0073, 0.5039, 0.481, 0.8757, 0.8715], abs=1e-4)
+    assert data.train[0]["labels"].item() == pytest.approx(-0.2854, abs=1e-4)
+    assert data.test[len(data.test) - 1]["labels"].item() == pytest.approx(0.5521, abs=1e-4)
+    labels = data.train.columns["labels"]
+    assert abs(float(labels.mean())) < 1e-5 and float(labels.std()) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_regression_model_returns_the_trainers_loss():
     model = get_task("regression").model(0)
     batch = get_task("regression").load().train[:4]

@@ -73,7 +73,7 @@ EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direc
 PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
 # can trap the run, and a decision every evaluation makes a 5% test fire about once in 20 by chance
 OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut may follow while the metric still
-# improves: a step too low reads +0.15 to +0.5, while at a good LR Adam's steps read 0 to -0.06 (the short-horizon bias)
+# improves: at a good LR Adam's steps read 0 to -0.06 (the short-horizon bias), an LR far too high often -0.1 to -0.4
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 4  # 4: gradient alignment; 3: training losses kept per step; 2: the last logged one. 2 and 3 still load
@@ -99,8 +99,8 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
         if not worse:
-            return True, ("cut held: the metric did not get worse since the last decision, and the gradient does not "
-                          f"clearly oppose the previous steps (a cut while it improves needs alignment <= "
+            return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient "
+                          f"does not clearly oppose the previous steps (a cut then needs alignment <= "
                           f"-{OVERSHOOT_ALIGNMENT:g} and t <= -{EVIDENCE_T if progress else PLATEAU_EVIDENCE_T:g})")
         if opposed:
             return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "

@@ -12,7 +12,7 @@ import re
 __all__ = ["LOWER_IS_BETTER_WORDS", "greater_is_better_by_name"]
 
 LOWER_IS_BETTER_WORDS = ("loss", "nll", "error", "wer", "cer", "mer", "wil", "perplexity", "ppl", "mse", "mae", "rmse",
-                         "mape")
+                         "mape", "bits", "bpc", "bpb")
 
 
 def greater_is_better_by_name(metric: str) -> bool:

@@ -8,8 +8,10 @@ The validation metric is first mapped to a positive *objective* where lower is b
 
 - lower-is-better metrics (``eval_loss``, WER) are used as they are;
 - greater-is-better metrics whose first value is at most 1 become ``1 - value``: scores bounded by 1
-  (accuracy, F1; a correlation, Matthews' coefficient or R^2, which can start negative);
-- other greater-is-better metrics (BLEU on 0-100, say) become ``1 / value``.
+  (accuracy, F1; a correlation, Matthews' coefficient or R^2, which can start negative). A metric
+  that is not bounded by 1 but starts at or below it (BLEU on 0-100 at initialisation) saturates
+  there once it passes 1; the tracker warns once when that happens;
+- other greater-is-better metrics (BLEU on 0-100 that starts above 1, say) become ``1 / value``.
 
 Every feature and the reward are differences of ``log(objective)`` (the training-loss features:
 of ``log(training loss)``), so they do not depend on the metric's units or the task's loss scale.
@@ -33,6 +35,7 @@ feature existed keeps working unchanged.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 from .alignment import AlignmentWindow
@@ -126,6 +129,7 @@ class RunTracker:
     trend: float = 0.0  # current - previous log objective
     previous_trend: float = 0.0  # the trend at the decision before
     improving_streak: int = 0
+    warned_unbounded: bool = False  # the one warning that a metric read as bounded by 1 went above it
     alignment: list[float] | None = None  # the gradient-alignment sums since the last decision (AlignmentWindow)
 
     def observe_alignment(self, window: AlignmentWindow) -> None:
@@ -159,6 +163,13 @@ class RunTracker:
         """Record a finite metric value. Returns (log objective, reward or None for the first)."""
         if self.mode is None:
             self.mode = objective_mode(value, self.greater_is_better)
+        if self.mode == "error" and value > 1 and not self.warned_unbounded:
+            self.warned_unbounded = True
+            warnings.warn(
+                f"hf_metalr: the greater-is-better metric started at or below 1, so it is read as a score bounded by 1 "
+                f"(accuracy, F1, a correlation) and mapped to 1 - value; it is now {value!r}, above 1, where that "
+                "mapping saturates and the controller no longer sees it improve. Monitor eval_loss (the default) or a "
+                "metric bounded by 1 instead (MetaLRCallback(metric=...)).", RuntimeWarning, stacklevel=3)
         current = log_objective(value, self.mode)
         reward = None if self.previous is None else _clip(self.previous - current, -REWARD_CLIP, REWARD_CLIP)
         if self.previous is not None:

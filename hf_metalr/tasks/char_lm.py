@@ -1,10 +1,14 @@
-"""``char-lm``: a character-level language model, a tiny GPT-2, on English technical prose.
+r"""``char-lm``: a character-level language model, a tiny GPT-2, on English technical prose.
 
-Data: ``data/python_docs.txt``, the first 120,000 characters of the Python 3.11 language
-reference topics that CPython ships for ``help()`` (``pydoc_data.topics``, sorted by topic name,
-non-ASCII characters replaced by ``?``; Python Software Foundation License). The text is cut
-into three contiguous parts (train 80%, validation 10%, test 10%) and each part into
-``CONTEXT``-character rows, so no character is in two splits. The vocabulary is the text's own
+Data: ``data/python_docs.txt`` (committed; read, never regenerated), the first 120,000 characters
+of the Python 3.11.7 language reference topics that CPython ships for ``help()``, made once with::
+
+    text = "\n".join(topics[k] for k in sorted(topics))  # from pydoc_data.topics import topics
+    text = "".join(c if 32 <= ord(c) < 127 or c == "\n" else "?" for c in text)[:120000]
+
+Copyright Python Software Foundation, under the PSF License Agreement (``data/python_docs.NOTICE``).
+The text is cut into three contiguous parts (train 80%, validation 10%, test 10%) and each part
+into ``CONTEXT``-character rows, so no character is in two splits. The vocabulary is the text's own
 characters, sorted.
 
 Metric: bits per character on the next-character prediction (the model's cross-entropy over
@@ -70,7 +74,8 @@ class CharLMTask(Task):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         config = GPT2Config(vocab_size=len(vocabulary()), n_positions=CONTEXT, n_embd=64, n_layer=2, n_head=4,
-                            bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                            bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            use_cache=False)
         return seeded(seed, lambda: GPT2LMHeadModel(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
