@@ -11,8 +11,8 @@
    decision shows) and ``sentiment`` (a tiny BERT, ~3 s). On a shared machine two runs of the
    same job differ by up to 10%, more than the target, so:
 4. each with-callback run also times the callback's own work directly: every
-   ``MetaLRCallback`` event handler and the training-loss hook, summed. ``1 + callback time / (run time - callback time)`` is the whole-run ratio
-   attributed to the callback, free of the run-to-run noise (it leaves out indirect costs such as
+   ``MetaLRCallback`` event handler and the training-loss hook, summed.
+   ``1 + callback time / (run time - callback time)`` is the whole-run ratio attributed to the callback, free of the run-to-run noise (it leaves out indirect costs such as
    a cache the callback evicts, which only the paired ratio sees).
 
 Nothing here is asserted; it prints the numbers for the README.

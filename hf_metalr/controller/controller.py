@@ -65,7 +65,8 @@ from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
-           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT", "PROGRESS"]
+           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
+           "PROGRESS"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -94,14 +95,15 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
         progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
-        opposed = t <= -(EVIDENCE_T if progress else PLATEAU_EVIDENCE_T)
+        bar = EVIDENCE_T if progress else PLATEAU_EVIDENCE_T
+        opposed = t <= -bar
         if opposed and ratio <= -OVERSHOOT_ALIGNMENT:
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
         if not worse:
             return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient "
                           f"does not clearly oppose the previous steps (a cut then needs alignment <= "
-                          f"-{OVERSHOOT_ALIGNMENT:g} and t <= -{EVIDENCE_T if progress else PLATEAU_EVIDENCE_T:g})")
+                          f"-{OVERSHOOT_ALIGNMENT:g} and t <= -{bar:g})")
         if opposed:
             return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
                            "overshoot")
@@ -111,7 +113,7 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
         if progress:
             return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
         return True, (f"cut held: the metric got worse, but before any progress a cut needs the gradient to oppose the "
-                      f"previous steps (t <= -{PLATEAU_EVIDENCE_T:g}, here {t:+.1f})")
+                      f"previous steps (t <= -{bar:g}, here {t:+.1f})")
     return False, None
 
 

@@ -57,7 +57,8 @@ def read_trace(path: str | Path) -> list[dict]:
     for the fixed keep at the first evaluation when the direction gate is off); ``reward`` (None at
     the first decision); ``lr`` (param group 0's LR from now on), ``lrs`` (every group's) and
     ``scale`` (the controller's LR scale: its LR over the initial LR, also logged as
-    ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces); ``learned`` (whether the policy was updated);
+    ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces);
+    ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name; None at a divergence). Non-finite numbers
     are the strings ``"nan"`` and ``"inf"``.
 

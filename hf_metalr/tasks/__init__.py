@@ -2,43 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Callable
+
 from .base import Task, TaskData
 
 __all__ = ["TASKS", "Task", "TaskData", "get_task"]
 
 
-def _digits():
-    from .digits import DigitsTask
+def _lazy(module: str, cls: str) -> Callable[[], Task]:
+    """A factory that imports ``module`` (within this package) only when the task is built, so one
+    task's dependencies don't load the others'."""
+    def build() -> Task:
+        return getattr(importlib.import_module(f".{module}", __name__), cls)()
 
-    return DigitsTask()
-
-
-def _sentiment():
-    from .sentiment import SentimentTask
-
-    return SentimentTask()
+    return build
 
 
-def _spoken_digits():
-    from .spoken_digits import SpokenDigitsTask
-
-    return SpokenDigitsTask()
-
-
-def _char_lm():
-    from .char_lm import CharLMTask
-
-    return CharLMTask()
-
-
-def _regression():
-    from .regression import RegressionTask
-
-    return RegressionTask()
-
-
-# name -> factory; factories import lazily so that one task's dependencies don't load the others'
-TASKS = {"digits": _digits, "sentiment": _sentiment, "spoken-digits": _spoken_digits, "char-lm": _char_lm, "regression": _regression}
+# name -> factory
+TASKS = {
+    "digits": _lazy("digits", "DigitsTask"),
+    "sentiment": _lazy("sentiment", "SentimentTask"),
+    "spoken-digits": _lazy("spoken_digits", "SpokenDigitsTask"),
+    "char-lm": _lazy("char_lm", "CharLMTask"),
+    "regression": _lazy("regression", "RegressionTask"),
+}
 
 
 def get_task(name: str) -> Task:
