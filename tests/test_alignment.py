@@ -2,11 +2,13 @@
 same value on every rank, resume, and the gate holding the policy to the evidence."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from hf_metalr import MetaLRController
+from hf_metalr.controller import controller as controller_module
 from hf_metalr.controller.alignment import GradientAlignment
 from hf_metalr.controller.controller import EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, PROGRESS, direction_gate
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
@@ -226,7 +228,8 @@ def controlled_quadratic(policy, lr, *, gate=True, decisions=6, steps_per_decisi
             ctrl.before_optimizer_step()
             optimizer.step()
             ctrl.after_optimizer_step()
-            ctrl.observe_train_loss(loss.item())
+            if ctrl.observe_train_loss(loss.item()):  # the early-divergence guard cut the LR
+                ctrl.scale_param_groups(optimizer)
         with torch.no_grad():
             value = float(0.5 * (curvature * theta**2).sum()) if values is None else values[decision]
         out.append(ctrl.observe(value))
@@ -245,7 +248,10 @@ def test_gate_lets_a_raise_through_at_a_too_low_lr():
     assert decisions[-1].features["grad_alignment_t"] >= EVIDENCE_T
 
 
-def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_one():
+def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_one(monkeypatch):
+    # SGD at 3.5 on this quadratic grows the loss 4-fold within the first interval, which the early-divergence guard
+    # (tests/test_early_guard.py) would cut first: off here, to see the gate's own verdicts at an overshooting LR
+    monkeypatch.setattr(controller_module, "EARLY_SPIKE", math.inf)
     overshooting = controlled_quadratic(always(4), 3.5, decisions=3)
     assert all(d.applied == 1.0 and d.multiplier == 2.0 and d.gate.startswith("raise held") for d in overshooting[1:])
     too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5
@@ -321,7 +327,7 @@ def test_controller_state_carries_the_alignment():
     assert first[-1].features["grad_alignment"] > 0.5
     ctrl, theta = controller_after_steps(seed=0)
     state = json.loads(json.dumps(ctrl.state_dict()))
-    assert state["format"] == 4 and state["alignment"]["coordinates"] == 50 and state["alignment"]["sums"][4] == 11
+    assert state["format"] == 5 and state["alignment"]["coordinates"] == 50 and state["alignment"]["sums"][4] == 11
     other = MetaLRController(0.01, policy=always(4), learn_online=False)
     other.watch([theta])
     other.load_state_dict(state)

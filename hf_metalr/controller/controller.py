@@ -6,7 +6,8 @@ Use it from any training loop::
     for epoch in range(epochs):
         for batch in loader:
             loss = train_step(model, optimizer, batch)
-            ctrl.observe_train_loss(loss.item())   # every step's loss: the trend and noise features
+            if ctrl.observe_train_loss(loss.item()):   # every step's loss: the trend and noise features, and
+                ctrl.scale_param_groups(optimizer)      # True when the early-divergence guard cut the LR
         decision = ctrl.observe(evaluate(model), progress=(epoch + 1) / epochs)
         ctrl.scale_param_groups(optimizer)      # every group: its initial LR x decision.scale
 
@@ -38,11 +39,21 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
-applied (``Decision.gate``), or what let it through (``Decision.evidence``). Two more safeguards
-come with the gate: a raise that the next evaluation punishes (the metric got worse right after
-it) is taken back, whatever the policy asks; and since the direction needs no trend, the policy
-acts from the first evaluation on. Without watched parameters there is no evidence, the gate and
-its safeguards are off, and the first evaluation keeps the LR.
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). Three more safeguards
+come with the gate:
+
+- a raise that the next evaluation punishes (the metric got worse right after it) is taken back,
+  whatever the policy asks;
+- since the direction needs no trend, the policy acts from the first evaluation on;
+- before the first evaluation, the *early-divergence guard* reads every step's training loss: a
+  loss more than ``EARLY_SPIKE`` times the first step's (or a non-finite one) says the LR is far
+  too high, and the LR is halved at once (the divergence response), again at each new high of the
+  same spike, so the damage an LR far too high does in the first steps (dead units, a collapsed
+  output) is not left to the first decision. ``observe_train_loss`` returns True when it cut;
+  ``early_cuts`` lists each cut.
+
+Without watched parameters there is no evidence, the gate and its safeguards are off, and the
+first evaluation keeps the LR.
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
-           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
+           "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "PROGRESS"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
@@ -75,10 +86,13 @@ PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a 
 # can trap the run, and a decision every evaluation makes a 5% test fire about once in 20 by chance
 OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut may follow while the metric still
 # improves: at a good LR Adam's steps read 0 to -0.06 (the short-horizon bias), an LR far too high often -0.1 to -0.4
+EARLY_SPIKE = 4.0  # a training loss this many times the first step's, before the first evaluation, is a divergence:
+# a batch's loss at a sane LR stays within about 2x of the first one early on (batch noise on a falling loss)
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
-STATE_FORMAT = 4  # 4: gradient alignment; 3: training losses kept per step; 2: the last logged one. 2 and 3 still load
-READABLE_STATE_FORMATS = (2, 3, 4)
+STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
+# last logged one. 2 to 4 still load (without a guard state, the guard starts afresh)
+READABLE_STATE_FORMATS = (2, 3, 4, 5)
 
 
 def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bool, str | None]:
@@ -255,6 +269,8 @@ class MetaLRController:
         self.previous_multiplier = 1.0
         self.pending: dict | None = None
         self.history: list[dict] = []
+        self.early_guard = {"steps": 0, "reference": None, "peak": None}  # the spike in progress: its highest loss
+        self.early_cuts: list[dict] = []
 
     # -- the LR -------------------------------------------------------------------------------
     @property
@@ -293,14 +309,51 @@ class MetaLRController:
             self.alignment.after_step()
 
     # -- decisions -----------------------------------------------------------------------------
-    def observe_train_loss(self, loss: float) -> None:
+    def observe_train_loss(self, loss: float) -> bool:
         """One optimizer step's training loss (consecutive calls form a stretch, see ``RunTracker``).
-        Any real scalar (a float, a numpy number, a 0-d tensor); anything else is a ``TypeError``."""
-        self.tracker.observe_train_loss(real_number(loss, "MetaLRController.observe_train_loss(loss)"))
+        Any real scalar (a float, a numpy number, a 0-d tensor); anything else is a ``TypeError``.
 
-    def observe_train_losses(self, losses) -> None:
-        """A stretch of consecutive steps' training losses, such as one process's since the last decision."""
-        self.tracker.observe_train_losses([real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses])
+        Returns True when the early-divergence guard cut the LR (before the first evaluation, with
+        the gate on): apply it now, with ``scale_param_groups`` or the callback's binding."""
+        loss = real_number(loss, "MetaLRController.observe_train_loss(loss)")
+        self.tracker.observe_train_loss(loss)
+        return self._guard_early_divergence(loss)
+
+    def observe_train_losses(self, losses) -> bool:
+        """A stretch of consecutive steps' training losses, such as one process's since the last
+        decision. Returns True when the early-divergence guard cut the LR at any of them."""
+        losses = [real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses]
+        self.tracker.observe_train_losses(losses)
+        return any([self._guard_early_divergence(loss) for loss in losses])
+
+    @property
+    def guards_early_divergence(self) -> bool:
+        """Whether the next training loss goes to the early-divergence guard: the gate is on, the
+        parameters are watched, and no evaluation has been decided on yet."""
+        return self.gate and self.alignment is not None and self.decision_index == 0
+
+    def _guard_early_divergence(self, loss: float) -> bool:
+        """The early-divergence guard (see the module doc); True when it cut the LR."""
+        if not self.guards_early_divergence:
+            return False
+        guard = self.early_guard
+        guard["steps"] += 1
+        if guard["reference"] is None:
+            if is_finite(loss) and loss > 0:
+                guard["reference"] = loss
+            return False
+        spike = not is_finite(loss) or loss > EARLY_SPIKE * guard["reference"]
+        if not spike:
+            guard["peak"] = None
+            return False
+        height = loss if is_finite(loss) else math.inf
+        if guard["peak"] is not None and height <= guard["peak"]:
+            return False
+        guard["peak"] = height
+        applied = self._rescale(divergence_multiplier(self.multipliers))
+        self.early_cuts.append({"step": guard["steps"], "loss": loss, "reference": guard["reference"],
+                                "applied": applied, "scale": self.scale, "lr": self.lr})
+        return True
 
     def observation(self, features: dict[str, float]) -> list[float]:
         """The policy's input: the features it was trained on, in its order."""
@@ -421,6 +474,8 @@ class MetaLRController:
             "policy": tensors_to_text(self.policy.state_dict()),
             "meta_optimizer": optimizer_state_to_json(self.learner.state_dict()) if self.learner else None,
             "alignment": self.alignment.state_dict() if self.alignment is not None else None,
+            "early_guard": dict(self.early_guard),
+            "early_cuts": list(self.early_cuts),
         }
 
     def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:
@@ -441,6 +496,8 @@ class MetaLRController:
         self.pending = state["pending"]
         self.tracker = RunTracker.from_dict(state["tracker"])
         self.history = list(state["history"])
+        self.early_guard = dict(state.get("early_guard") or {"steps": 0, "reference": None, "peak": None})
+        self.early_cuts = list(state.get("early_cuts") or [])
         load_policy_weights(self.policy, text_to_tensors(state["policy"]), source)
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))

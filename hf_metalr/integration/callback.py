@@ -48,7 +48,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
 from ..checks import real_number
-from ..controller.controller import MetaLRController, check_options, resolve_policy
+from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
@@ -213,9 +213,12 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self._in_training:
             self.controller.after_optimizer_step()
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._in_training:
-            self._tap.end_step()
+    def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if not self._in_training:
+            return
+        self._tap.end_step()
+        if self.controller.guards_early_divergence and self._tap.seen_any:
+            self._guard_early_divergence(state, optimizer, lr_scheduler)
 
     def on_log(self, args, state, control, logs=None, optimizer=None, lr_scheduler=None, **kwargs):
         if not self._in_training or not logs:
@@ -269,6 +272,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "learned": decision.learned,
                     "diverged": decision.diverged,
                     "features": decision.features,
+                    "early_cuts": self.controller.early_cuts if decision.index == 0 else [],
                 }
             )
 
@@ -321,7 +325,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         steps = self._tap.take()
         if steps:
             self.controller.observe_train_losses(steps)
-        else:
+        elif not self._tap.seen_any:  # (before the first decision the guard took every step's loss already)
             for loss in self._logged_losses:
                 self.controller.observe_train_losses([loss])
             if not self._tap.seen_any and not self._warned_no_step_losses:
@@ -335,6 +339,21 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     stacklevel=2,
                 )
         self._logged_losses = []
+
+    def _guard_early_divergence(self, state, optimizer, lr_scheduler) -> None:
+        """Before the first decision, hand each step's loss (averaged across processes, so every
+        rank cuts alike) to the controller's early-divergence guard at once, and apply a cut."""
+        cut = False
+        for loss in self._tap.take():
+            cut = self.controller.observe_train_loss(loss) or cut
+        if not cut:
+            return
+        apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        if state.is_world_process_zero:
+            last = self.controller.early_cuts[-1]
+            logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss %.4g is above "
+                           "%g x the first step's (%.4g): the LR is far too high, and is cut to %.3g (scale %.3g)",
+                           state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"])
 
     def _saved_attributes(self, state) -> dict:
         entry = (state.stateful_callbacks or {}).get(type(self).__name__)

@@ -23,6 +23,8 @@ def _json_safe(value):
         return repr(value)  # "nan" / "inf": strict JSON has no literal for them
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
     return value
 
 
@@ -59,7 +61,10 @@ def read_trace(path: str | Path) -> list[dict]:
     ``scale`` (the controller's LR scale: its LR over the initial LR, also logged as
     ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces);
     ``learned`` (whether the policy was updated);
-    ``diverged``; ``features`` (every feature, by name; None at a divergence). Non-finite numbers
+    ``diverged``; ``features`` (every feature, by name; None at a divergence); ``early_cuts``
+    (on the first decision's line: the early-divergence guard's cuts before it, each with the
+    optimizer ``step``, its training ``loss``, the first step's loss as ``reference``, and the
+    ``applied`` multiplier, ``scale`` and ``lr`` after it; empty on the other lines). Non-finite numbers
     are the strings ``"nan"`` and ``"inf"``.
 
     A torn last line (a kill during a write) is dropped with a ``RuntimeWarning``; an unreadable

@@ -155,7 +155,8 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
             step += 1
             if controller is not None:
                 controller.after_optimizer_step()
-                controller.observe_train_loss(loss.item())
+                if controller.observe_train_loss(loss.item()):  # the early-divergence guard cut the LR
+                    controller.scale_param_groups(optimizer)
             if step % eval_every and step != total:
                 continue
             value, accuracy = _evaluate(problem, model)

@@ -1,0 +1,91 @@
+"""The early-divergence guard: before the first evaluation, a training loss far above the first
+step's cuts the LR at once, in the controller, in meta-training's episodes and in the Trainer."""
+
+import json
+import math
+
+import torch
+
+from hf_metalr import MetaLRCallback, MetaLRController, read_trace
+from hf_metalr.controller.controller import EARLY_SPIKE
+from hf_metalr.controller.policy import random_policy, save_policy
+from hf_metalr.meta.episode import run_episode
+from test_alignment import always
+from test_meta import quick_spec
+from tiny_job import AppliedLRRecorder, make_trainer
+
+
+def watched_controller(*, gate=True, watch=True):
+    ctrl = MetaLRController(1e-3, policy=always(2), learn_online=False, gate=gate)  # 2: keep
+    if watch:
+        ctrl.watch([torch.nn.Parameter(torch.zeros(4))])
+    return ctrl
+
+
+def test_a_spike_cuts_at_once_and_again_at_each_new_high():
+    ctrl = watched_controller()
+    losses = [1.0, 1.5, 4.5, 6.0, 5.0, 9.0, 2.0, 4.2, float("nan"), float("inf"), 1.0]
+    cuts = [ctrl.observe_train_loss(loss) for loss in losses]
+    # over 4 x 1.0: 4.5 starts a spike, 6.0 and 9.0 top it, 5.0 does not; 2.0 ends it, so 4.2 starts another;
+    # a non-finite loss tops any spike once
+    assert cuts == [False, False, True, True, False, True, False, True, True, False, False]
+    assert [c["step"] for c in ctrl.early_cuts] == [3, 4, 6, 8, 9]
+    assert all(c["reference"] == 1.0 and c["applied"] == 0.5 for c in ctrl.early_cuts)
+    assert ctrl.scale == 0.5**5 and ctrl.early_cuts[-1]["scale"] == ctrl.scale and ctrl.early_cuts[-1]["lr"] == ctrl.lr
+
+
+def test_the_guard_stops_at_the_first_decision_and_needs_the_gate():
+    ctrl = watched_controller()
+    assert not ctrl.observe_train_loss(1.0)
+    ctrl.observe(1.0)
+    assert not ctrl.guards_early_divergence
+    assert not any(ctrl.observe_train_loss(x) for x in (10.0, 100.0)) and ctrl.scale == 1.0
+    for off in (watched_controller(gate=False), watched_controller(watch=False)):
+        assert not off.guards_early_divergence
+        assert not off.observe_train_losses([1.0, 10.0, 100.0]) and off.scale == 1.0 and off.early_cuts == []
+    batch = watched_controller()
+    assert batch.observe_train_losses([1.0, 1.2, EARLY_SPIKE * 1.01]), "a stretch of losses goes through the guard too"
+
+
+def test_the_guard_state_rides_in_the_controller_state():
+    losses = [2.0, 3.0, 9.0, 20.0, 10.0, 30.0, 1.0, 9.5]
+    whole = watched_controller()
+    expected = [whole.observe_train_loss(x) for x in losses]
+    first = watched_controller()
+    got = [first.observe_train_loss(x) for x in losses[:4]]
+    second = watched_controller()
+    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    got += [second.observe_train_loss(x) for x in losses[4:]]
+    assert got == expected and second.early_cuts == whole.early_cuts and second.scale == whole.scale
+    assert expected.count(True) == 4
+
+
+def test_the_callback_cuts_a_diverging_trainer_run_before_the_first_evaluation(tmp_path):
+    keep = tmp_path / "keep"
+    save_policy(always(2), keep)
+    keep = str(keep) + ".safetensors"
+    trainer = make_trainer(tmp_path / "high", callbacks=[MetaLRCallback(policy=keep), AppliedLRRecorder(tmp_path / "lrs.jsonl")],
+                           learning_rate=3.0, max_steps=10, logging_steps=1)
+    trainer.train()
+    trace = read_trace(tmp_path / "high" / "metalr_trace.jsonl")
+    cuts = trace[0]["early_cuts"]
+    assert cuts and all(c["loss"] > EARLY_SPIKE * c["reference"] or not math.isfinite(c["loss"]) for c in cuts)
+    assert all(e["early_cuts"] == [] for e in trace[1:])
+    applied = {json.loads(line)["step"]: json.loads(line)["lrs"][0] for line in (tmp_path / "lrs.jsonl").read_text().splitlines()}
+    # a cut after step s takes effect from step s + 1, in the optimizer itself
+    assert applied[cuts[0]["step"]] == 3.0 and math.isclose(applied[cuts[0]["step"] + 1], 1.5)
+    assert math.isclose(applied[5], cuts[-1]["lr"]) and math.isclose(trace[0]["lr"], cuts[-1]["lr"])
+
+    calm = make_trainer(tmp_path / "calm", callbacks=[MetaLRCallback(policy=keep)], max_steps=10)
+    calm.train()
+    calm_trace = read_trace(tmp_path / "calm" / "metalr_trace.jsonl")
+    assert calm_trace[0]["early_cuts"] == [] and calm_trace[0]["lr"] == 3e-3
+
+
+def test_a_meta_training_episode_runs_the_same_guard():
+    # SGD at lr 300 diverges at the second evaluation without the guard (tests/test_meta.py); with it, the episode's
+    # controller halves the LR at the first steps' spikes, and the run stays finite
+    spec = quick_spec(optimizer="sgd", lr=300.0, epochs=3)
+    episode = run_episode(spec, random_policy(0), seed=0)
+    assert not episode.diverged and all(math.isfinite(v) for v in episode.values)
+    assert episode.lrs[0] <= 300.0 * 0.5**3, "several cuts before the first evaluation"
