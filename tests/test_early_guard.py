@@ -3,7 +3,10 @@ step's cuts the LR at once, in the controller, in meta-training's episodes and i
 
 import json
 import math
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from hf_metalr import MetaLRCallback, MetaLRController, read_trace
@@ -12,6 +15,7 @@ from hf_metalr.controller.policy import random_policy, save_policy
 from hf_metalr.meta.episode import run_episode
 from test_alignment import always
 from test_meta import quick_spec
+from test_resume_and_ranks import ENV, JOB, applied, run_job
 from tiny_job import AppliedLRRecorder, make_trainer
 
 
@@ -89,3 +93,38 @@ def test_a_meta_training_episode_runs_the_same_guard():
     episode = run_episode(spec, random_policy(0), seed=0)
     assert not episode.diverged and all(math.isfinite(v) for v in episode.values)
     assert episode.lrs[0] <= 300.0 * 0.5**3, "several cuts before the first evaluation"
+
+
+def guard_run(output_dir, *extra, nproc=1, expect_rc=0):
+    """tiny_job.py at LR 3.0 (the first steps' loss goes 2.3 -> about 2000) for 10 steps, decisions at 5 and 10."""
+    job = ["--output_dir", str(output_dir), "--max_steps", "10", "--learning_rate", "3.0", *map(str, extra)]
+    if nproc == 1:
+        return run_job(*job, expect_rc=expect_rc)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", "29534", JOB, *job]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == expect_rc, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_the_guard_cuts_alike_on_every_rank(tmp_path):
+    guard_run(tmp_path, "--save_steps", 100, nproc=2)
+    rank0, rank1 = applied(tmp_path, 0), applied(tmp_path, 1)
+    assert len(rank0) == 10 and rank0 == rank1
+    cuts = read_trace(tmp_path / "metalr_trace.jsonl")[0]["early_cuts"]
+    assert cuts and rank0[cuts[0]["step"] + 1][0] == cuts[0]["lr"] < 3.0
+
+
+@pytest.mark.slow
+def test_a_run_resumed_before_the_first_evaluation_keeps_the_guard(tmp_path):
+    guard_run(tmp_path / "whole", "--save_steps", 100)
+    guard_run(tmp_path / "cut", "--save_steps", 3, "--kill_after_step", 3, expect_rc=-9)
+    saved = json.loads((tmp_path / "cut" / "checkpoint-3" / "trainer_state.json").read_text())
+    guard = saved["stateful_callbacks"]["MetaLRCallback"]["attributes"]["controller_state"]["early_guard"]
+    assert guard["steps"] == 3 and guard["peak"] is not None, "killed within a spike"
+    guard_run(tmp_path / "cut", "--save_steps", 3, "--resume", tmp_path / "cut" / "checkpoint-3")
+    whole = read_trace(tmp_path / "whole" / "metalr_trace.jsonl")
+    assert whole[0]["early_cuts"] and read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == whole
+    assert applied(tmp_path / "cut") == applied(tmp_path / "whole")
+    guard_state = [json.loads((tmp_path / run / "early_guard.rank0.json").read_text()) for run in ("cut", "whole")]
+    assert guard_state[0] == guard_state[1] and guard_state[1]["early_guard"]["steps"] == 5

@@ -136,6 +136,7 @@ def main(argv=None):
     p.add_argument("--max_steps", type=int, default=40)
     p.add_argument("--save_steps", type=int, default=10)
     p.add_argument("--lr_scheduler_type", default="constant")
+    p.add_argument("--learning_rate", type=float, default=3e-3)
     p.add_argument("--metric", default=None)
     p.add_argument("--policy", default="random", help="random: the LR moves, which the tests need to see")
     p.add_argument("--kill_after_step", type=int, default=None)
@@ -156,12 +157,15 @@ def main(argv=None):
         save_strategy="steps",
         save_steps=a.save_steps,
         lr_scheduler_type=a.lr_scheduler_type,
+        learning_rate=a.learning_rate,
         restore_callback_states_from_checkpoint=a.restore_callback_states,
     )
     trainer.train(resume_from_checkpoint=a.resume)
     # looked up after training: with restore_callback_states_from_checkpoint the Trainer swaps in a new instance
     metalr = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MetaLRCallback))
     (out / f"features.rank{rank}.json").write_text(json.dumps([d["features"] for d in metalr.controller.history]))
+    guard = {"early_guard": metalr.controller.early_guard, "early_cuts": metalr.controller.early_cuts}
+    (out / f"early_guard.rank{rank}.json").write_text(json.dumps(guard))
     if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
