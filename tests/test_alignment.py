@@ -10,7 +10,8 @@ import torch
 from hf_metalr import MetaLRController
 from hf_metalr.controller import controller as controller_module
 from hf_metalr.controller.alignment import GradientAlignment
-from hf_metalr.controller.controller import EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, PROGRESS, direction_gate
+from hf_metalr.controller.controller import (EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, PROGRESS, UNDERSHOOT_ALIGNMENT,
+                                             direction_gate)
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
 
@@ -198,6 +199,24 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
 def test_direction_gate(multiplier, changes, held):
     reason = direction_gate(multiplier, {**FEATURES, **changes})
     assert (reason is None) if held is None else reason.startswith(held)
+
+
+@pytest.mark.parametrize("ratio, held", [(UNDERSHOOT_ALIGNMENT, None), (UNDERSHOOT_ALIGNMENT - 0.01, "raise held: at the first")])
+def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, held):
+    features = {**FEATURES, "grad_alignment": ratio, "grad_alignment_t": 5.0}
+    reason = direction_gate(2.0, features, first=True)
+    assert (reason is None) if held is None else reason.startswith(held)
+    assert direction_gate(2.0, features) is None, "later, with a metric that did not get worse, the reading is enough"
+
+
+def test_the_controller_holds_a_weak_raise_at_its_first_evaluation():
+    # SGD at 1.18 on the quadratic: the first interval reads alignment +0.05 at t = +5 (steps that almost reach the
+    # floor in the stiff coordinates), the second +1.0
+    decisions = controlled_quadratic(always(4), 1.18, decisions=2)
+    first, second = (d.features["grad_alignment"] for d in decisions)
+    assert 0 < first < UNDERSHOOT_ALIGNMENT and decisions[0].features["grad_alignment_t"] >= EVIDENCE_T
+    assert decisions[0].applied == 1.0 and decisions[0].gate.startswith("raise held: at the first evaluation")
+    assert second >= UNDERSHOOT_ALIGNMENT and decisions[1].applied == 2.0
 
 
 def always(action_index: int) -> PolicyNetwork:

@@ -22,7 +22,9 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
-  metric did not get worse since the last decision;
+  metric did not get worse since the last decision; at the first evaluation, where no metric trend
+  backs it, it needs a clear undershoot (``grad_alignment >= UNDERSHOOT_ALIGNMENT``), as a cut then
+  needs a clear overshoot;
 - a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
@@ -77,6 +79,7 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
+           "UNDERSHOOT_ALIGNMENT",
            "PROGRESS"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
@@ -88,6 +91,9 @@ OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut m
 # improves: at a good LR Adam's steps read 0 to -0.06 (the short-horizon bias), an LR far too high often -0.1 to -0.4
 EARLY_SPIKE = 4.0  # a training loss this many times the first step's, before the first evaluation, is a divergence:
 # a batch's loss at a sane LR stays within about 2x of the first one early on (batch noise on a falling loss)
+UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a raise at the first evaluation needs (no
+# metric trend backs it yet): a run's first steps point the same way at almost any LR (a ResNet at 10x its good LR
+# reads +0.02 to +0.1 there), an LR far too low reads +0.2 to +0.5
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
@@ -95,10 +101,11 @@ STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: tra
 READABLE_STATE_FORMATS = (2, 3, 4, 5)
 
 
-def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bool, str | None]:
+def direction_verdict(multiplier: float, features: dict[str, float], *, first: bool = False) -> tuple[bool, str | None]:
     """Whether the gate holds ``multiplier`` given the evidence in ``features``, and why, in words:
     ``(True, why it is held)`` or ``(False, the evidence that lets it through)``; a keep is
-    ``(False, None)``."""
+    ``(False, None)``. ``first``: this is the run's first evaluation, with no earlier metric to
+    compare with."""
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1:
@@ -106,6 +113,9 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
             return True, "raise held: the metric got worse since the last decision"
         if not (t >= EVIDENCE_T and ratio > 0):
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
+        if first and ratio < UNDERSHOOT_ALIGNMENT:
+            return True, (f"raise held: at the first evaluation no metric trend backs the alignment, and a raise then needs "
+                          f"a clear one (alignment >= {UNDERSHOOT_ALIGNMENT:g}, here {ratio:+.2f})")
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
         progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
@@ -131,9 +141,9 @@ def direction_verdict(multiplier: float, features: dict[str, float]) -> tuple[bo
     return False, None
 
 
-def direction_gate(multiplier: float, features: dict[str, float]) -> str | None:
+def direction_gate(multiplier: float, features: dict[str, float], *, first: bool = False) -> str | None:
     """Why ``multiplier`` must not be applied given the evidence in ``features``; None: apply it."""
-    held, why = direction_verdict(multiplier, features)
+    held, why = direction_verdict(multiplier, features, first=first)
     return why if held else None
 
 
@@ -392,7 +402,7 @@ class MetaLRController:
         by_policy = reward is not None or gated
         action = self._select(obs, index) if by_policy else self.keep_index
         requested = self.multipliers[action]
-        held, why = direction_verdict(requested, features) if gated else (False, None)
+        held, why = direction_verdict(requested, features, first=reward is None) if gated else (False, None)
         multiplier = 1.0 if held else requested
         undo = self._undo_punished_raise(features) if gated else None
         if undo is not None and multiplier > undo:
