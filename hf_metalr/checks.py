@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["finite_number", "real_number", "whole_number"]
+__all__ = ["finite_number", "is_positive_finite", "real_number", "whole_number"]
 
 
 def real_number(value, what: str) -> float:
@@ -24,6 +24,11 @@ def real_number(value, what: str) -> float:
             return float(item)
     raise TypeError(f"{what} must be a real number (an int, a float, or a numpy / 0-d torch scalar), "
                     f"got {type(value).__name__} {value!r:.80}")
+
+
+def is_positive_finite(value) -> bool:
+    """Whether ``value`` is a real number (not a bool), finite and > 0: an LR, a bound, a multiplier."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def finite_number(value, what: str, *, above: float | None = None, at_least: float | None = None) -> float:

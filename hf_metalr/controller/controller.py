@@ -61,14 +61,13 @@ first evaluation keeps the LR.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ..checks import real_number
+from ..checks import is_positive_finite, real_number
 from .actions import apply_multiplier, divergence_multiplier
 from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .features import RunTracker, is_finite, select
@@ -160,15 +159,12 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
     - with ``initial_lr``: a finite number > 0 within ``[min_lr, max_lr]``; ``origins`` says where
       each bound came from (``{"min_lr": "flag --metalr_min_lr"}``), for the message.
     """
-    def positive(value) -> bool:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
     for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if value is not None and not positive(value):
+        if value is not None and not is_positive_finite(value):
             raise ValueError(f"{owner}({name}={value!r}): must be a finite number > 0, or None")
     if min_lr is not None and max_lr is not None and min_lr > max_lr:
         raise ValueError(f"{owner}: min_lr={min_lr} is above max_lr={max_lr}; swap them")
-    if not positive(meta_lr):
+    if not is_positive_finite(meta_lr):
         raise ValueError(f"{owner}(meta_lr={meta_lr!r}): must be a finite number > 0")
     if not (greedy is None or isinstance(greedy, bool)):
         raise ValueError(f"{owner}(greedy={greedy!r}): must be True, False or None (the policy's own default)")

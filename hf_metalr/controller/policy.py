@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checks import is_positive_finite
 from .actions import DEFAULT_MULTIPLIERS
 from .features import FEATURE_NAMES, unknown_features
 from .threads import single_threaded
@@ -168,7 +169,7 @@ def _check_config(config: PolicyConfig, path: Path) -> None:
     if not isinstance(config.features, list) or not all(isinstance(f, str) for f in config.features):
         problems.append(f"'features' must be a list of feature names, got {config.features!r}")
     if not isinstance(config.multipliers, list) or not config.multipliers or not all(
-        isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0 for m in config.multipliers
+        is_positive_finite(m) for m in config.multipliers
     ):
         problems.append(f"'multipliers' must be a non-empty list of finite numbers > 0, got {config.multipliers!r}")
     if not isinstance(config.card, dict):

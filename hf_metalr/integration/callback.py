@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -47,7 +46,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 
-from ..checks import real_number
+from ..checks import is_positive_finite, real_number
 from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
@@ -161,7 +160,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         seed = args.seed if a["seed"] is None else a["seed"]
         first_group = optimizer.param_groups[0]
         initial_lr = first_group.get("initial_lr", first_group["lr"])
-        if not (isinstance(initial_lr, (int, float)) and math.isfinite(initial_lr) and initial_lr > 0):
+        if not is_positive_finite(initial_lr):
             raise ValueError(
                 f"MetaLRCallback scales every param group relative to param group 0, whose LR is {initial_lr!r}. "
                 "Put a group with a finite LR > 0 first in the optimizer's param_groups (freeze parameters with "
