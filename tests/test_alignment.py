@@ -2,13 +2,12 @@
 same value on every rank, resume, and the gate holding the policy to the evidence."""
 
 import json
-import math
 
 import pytest
 import torch
 
 from hf_metalr import MetaLRController
-from hf_metalr.controller import controller as controller_module
+from hf_metalr.controller import early_guard
 from hf_metalr.controller.alignment import GradientAlignment
 from hf_metalr.controller.controller import (EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, PROGRESS, UNDERSHOOT_ALIGNMENT,
                                              direction_gate)
@@ -270,7 +269,7 @@ def test_gate_lets_a_raise_through_at_a_too_low_lr():
 def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_one(monkeypatch):
     # SGD at 3.5 on this quadratic grows the loss 4-fold within the first interval, which the early-divergence guard
     # (tests/test_early_guard.py) would cut first: off here, to see the gate's own verdicts at an overshooting LR
-    monkeypatch.setattr(controller_module, "EARLY_SPIKE", math.inf)
+    monkeypatch.setattr(early_guard, "MAX_CUTS", 0)
     overshooting = controlled_quadratic(always(4), 3.5, decisions=3)
     assert all(d.applied == 1.0 and d.multiplier == 2.0 and d.gate.startswith("raise held") for d in overshooting[1:])
     too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5

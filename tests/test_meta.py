@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hf_metalr import FEATURE_NAMES, load_policy
-from hf_metalr.controller import controller as controller_module
+from hf_metalr.controller import early_guard
 from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
 from hf_metalr.controller.policy import random_policy
 from hf_metalr.meta.cli import build_parser
@@ -96,7 +96,7 @@ def test_episode_transitions_come_from_the_controller():
 def test_divergence_is_penalised_and_ends_the_episode(monkeypatch):
     # lr 300: the first two evaluations are finite, so the policy acts once before the divergence. The early-divergence
     # guard would rescue this run before the first evaluation (tests/test_early_guard.py): off, to reach a divergence
-    monkeypatch.setattr(controller_module, "EARLY_SPIKE", math.inf)
+    monkeypatch.setattr(early_guard, "MAX_CUTS", 0)
     spec = quick_spec(optimizer="sgd", lr=300.0, epochs=3)
     episode = run_episode(spec, random_policy(0), seed=0)
     assert episode.diverged and len(episode.rewards) >= 1

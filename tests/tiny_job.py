@@ -164,7 +164,7 @@ def main(argv=None):
     # looked up after training: with restore_callback_states_from_checkpoint the Trainer swaps in a new instance
     metalr = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MetaLRCallback))
     (out / f"features.rank{rank}.json").write_text(json.dumps([d["features"] for d in metalr.controller.history]))
-    guard = {"early_guard": metalr.controller.early_guard, "early_cuts": metalr.controller.early_cuts}
+    guard = {"early_guard": metalr.controller.early_guard.to_dict(), "early_cuts": metalr.controller.early_cuts}
     (out / f"early_guard.rank{rank}.json").write_text(json.dumps(guard))
     if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
         torch.distributed.barrier()

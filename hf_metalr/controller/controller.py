@@ -47,12 +47,13 @@ come with the gate:
 - a raise that the next evaluation punishes (the metric got worse right after it) is taken back,
   whatever the policy asks;
 - since the direction needs no trend, the policy acts from the first evaluation on;
-- before the first evaluation, the *early-divergence guard* reads every step's training loss: a
-  loss more than ``EARLY_SPIKE`` times the first step's (or a non-finite one) says the LR is far
-  too high, and the LR is halved at once (the divergence response), again at each new high of the
-  same spike, so the damage an LR far too high does in the first steps (dead units, a collapsed
-  output) is not left to the first decision. ``observe_train_loss`` returns True when it cut;
-  ``early_cuts`` lists each cut.
+- before the first evaluation, the *early-divergence guard* (``early_guard``) reads every step's
+  training loss: two consecutive steps more than ``EARLY_SPIKE`` times the reference (the larger
+  of the first step's loss and the median of the calm ones), or not finite, say the LR is far too
+  high, and the LR is halved at once (the divergence response), again when the same spike doubles,
+  at most four times, so the damage an LR far too high does in the first steps (dead units, a
+  collapsed output) is not left to the first decision. ``observe_train_loss`` returns True when it
+  cut; ``early_cuts`` lists each cut.
 
 Without watched parameters there is no evidence, the gate and its safeguards are off, and the
 first evaluation keeps the LR.
@@ -70,6 +71,8 @@ import torch
 from ..checks import is_positive_finite, real_number
 from .actions import apply_multiplier, divergence_multiplier
 from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
+from .early_guard import CUT as EARLY_CUT
+from .early_guard import EARLY_SPIKE, EarlyDivergenceGuard
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
@@ -88,8 +91,6 @@ PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a 
 # can trap the run, and a decision every evaluation makes a 5% test fire about once in 20 by chance
 OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut may follow while the metric still
 # improves: at a good LR Adam's steps read 0 to -0.06 (the short-horizon bias), an LR far too high often -0.1 to -0.4
-EARLY_SPIKE = 4.0  # a training loss this many times the first step's, before the first evaluation, is a divergence:
-# a batch's loss at a sane LR stays within about 2x of the first one early on (batch noise on a falling loss)
 UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a raise at the first evaluation needs (no
 # metric trend backs it yet): a run's first steps point the same way at almost any LR (a ResNet at 10x its good LR
 # reads +0.02 to +0.1 there), an LR far too low reads +0.2 to +0.5
@@ -275,7 +276,7 @@ class MetaLRController:
         self.previous_multiplier = 1.0
         self.pending: dict | None = None
         self.history: list[dict] = []
-        self.early_guard = {"steps": 0, "reference": None, "peak": None}  # the spike in progress: its highest loss
+        self.early_guard = EarlyDivergenceGuard()
         self.early_cuts: list[dict] = []
 
     # -- the LR -------------------------------------------------------------------------------
@@ -325,12 +326,11 @@ class MetaLRController:
         self.tracker.observe_train_loss(loss)
         return self._guard_early_divergence(loss)
 
-    def observe_train_losses(self, losses) -> bool:
+    def observe_train_losses(self, losses) -> None:
         """A stretch of consecutive steps' training losses, such as one process's since the last
-        decision. Returns True when the early-divergence guard cut the LR at any of them."""
-        losses = [real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses]
-        self.tracker.observe_train_losses(losses)
-        return any([self._guard_early_divergence(loss) for loss in losses])
+        decision, or logged means. The early-divergence guard reads only ``observe_train_loss``,
+        one optimizer step at a time as they come."""
+        self.tracker.observe_train_losses([real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses])
 
     @property
     def guards_early_divergence(self) -> bool:
@@ -339,26 +339,18 @@ class MetaLRController:
         return self.gate and self.alignment is not None and self.decision_index == 0
 
     def _guard_early_divergence(self, loss: float) -> bool:
-        """The early-divergence guard (see the module doc); True when it cut the LR."""
+        """The early-divergence guard (see ``early_guard``); True when it cut the LR (a cut at
+        the LR floor changes nothing and is not one)."""
         if not self.guards_early_divergence:
             return False
-        guard = self.early_guard
-        guard["steps"] += 1
-        if guard["reference"] is None:
-            if is_finite(loss) and loss > 0:
-                guard["reference"] = loss
+        reference = self.early_guard.highest
+        if not self.early_guard.observe(loss):
             return False
-        spike = not is_finite(loss) or loss > EARLY_SPIKE * guard["reference"]
-        if not spike:
-            guard["peak"] = None
+        applied = self._rescale(EARLY_CUT)
+        if applied == 1.0:
             return False
-        height = loss if is_finite(loss) else math.inf
-        if guard["peak"] is not None and height <= guard["peak"]:
-            return False
-        guard["peak"] = height
-        applied = self._rescale(divergence_multiplier(self.multipliers))
-        self.early_cuts.append({"step": guard["steps"], "loss": loss, "reference": guard["reference"],
-                                "applied": applied, "scale": self.scale, "lr": self.lr})
+        self.early_cuts.append({"step": self.early_guard.steps, "loss": loss if is_finite(loss) else repr(loss),
+                                "reference": reference, "applied": applied, "scale": self.scale, "lr": self.lr})
         return True
 
     def observation(self, features: dict[str, float]) -> list[float]:
@@ -480,7 +472,7 @@ class MetaLRController:
             "policy": tensors_to_text(self.policy.state_dict()),
             "meta_optimizer": optimizer_state_to_json(self.learner.state_dict()) if self.learner else None,
             "alignment": self.alignment.state_dict() if self.alignment is not None else None,
-            "early_guard": dict(self.early_guard),
+            "early_guard": self.early_guard.to_dict(),
             "early_cuts": list(self.early_cuts),
         }
 
@@ -502,7 +494,7 @@ class MetaLRController:
         self.pending = state["pending"]
         self.tracker = RunTracker.from_dict(state["tracker"])
         self.history = list(state["history"])
-        self.early_guard = dict(state.get("early_guard") or {"steps": 0, "reference": None, "peak": None})
+        self.early_guard = EarlyDivergenceGuard.from_dict(state.get("early_guard"))
         self.early_cuts = list(state.get("early_cuts") or [])
         load_policy_weights(self.policy, text_to_tensors(state["policy"]), source)
         if self.learner is not None and state.get("meta_optimizer"):

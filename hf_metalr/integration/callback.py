@@ -11,6 +11,10 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 - **Training losses:** a forward hook on the model reads the loss of every training step (see
   ``train_losses``) for the controller's training-loss features; a model whose outputs carry no
   ``loss`` falls back to the logged losses, with a warning.
+- **Early-divergence guard:** until the first decision, each step's loss (from the hook, averaged
+  across processes) goes to the controller at once, and a blow-up cuts the LR from the next step
+  (see ``controller.early_guard``); that is one host read and, with several processes, two small
+  all-reduces per step, until the first evaluation only.
 - **Gradient alignment:** at every optimizer step (``on_pre_optimizer_step``, after the gradients
   are accumulated, synchronised across ranks and clipped; ``on_optimizer_step``, after the update)
   the controller reads a fixed sketch of the gradient and the parameters (see
@@ -82,7 +86,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             trained policy (``"default"`` or a file) and False for ``"random"``, which must explore.
         gate: hold the policy to the gradient-alignment evidence (raise only when the LR is
             measurably too low, cut only on measured overshoot with a worse metric, or on a clear
-            one); see ``MetaLRController``.
+            one); see ``MetaLRController``. Its safeguards come with it: ``False`` also turns off
+            the undo of a punished raise, the first-evaluation bars and the early-divergence guard.
     """
 
     def __init__(
@@ -217,7 +222,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             return
         self._tap.end_step()
         if self.controller.guards_early_divergence and self._tap.seen_any:
-            self._guard_early_divergence(state, optimizer, lr_scheduler)
+            self._feed_the_early_guard(state, optimizer, lr_scheduler)
 
     def on_log(self, args, state, control, logs=None, optimizer=None, lr_scheduler=None, **kwargs):
         if not self._in_training or not logs:
@@ -324,34 +329,37 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         steps = self._tap.take()
         if steps:
             self.controller.observe_train_losses(steps)
-        elif not self._tap.seen_any:  # (before the first decision the guard took every step's loss already)
+        elif not self._tap.seen_any:  # (with step losses, the guard took them all before the first decision)
             for loss in self._logged_losses:
                 self.controller.observe_train_losses([loss])
-            if not self._tap.seen_any and not self._warned_no_step_losses:
+            if not self._warned_no_step_losses:
                 self._warned_no_step_losses = True
                 warnings.warn(
                     "MetaLRCallback: the model's training outputs carry no 'loss' (a custom compute_loss?), so the "
-                    "controller sees only the logged training losses, and its train_loss_noise feature reads 0. "
-                    "Return the loss from the model's forward (as transformers models do when given labels) to give "
-                    "the policy what it was trained with.",
+                    "controller sees only the logged training losses: its train_loss_noise feature reads 0, and the "
+                    "early-divergence guard, which reads every step's loss before the first evaluation, is off. Return "
+                    "the loss from the model's forward (as transformers models do when given labels) to give the "
+                    "policy what it was trained with.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
         self._logged_losses = []
 
-    def _guard_early_divergence(self, state, optimizer, lr_scheduler) -> None:
+    def _feed_the_early_guard(self, state, optimizer, lr_scheduler) -> None:
         """Before the first decision, hand each step's loss (averaged across processes, so every
-        rank cuts alike) to the controller's early-divergence guard at once, and apply a cut."""
+        rank cuts alike; rank 0's scale is broadcast after a cut anyway) to the controller's
+        early-divergence guard at once, and apply a cut."""
         cut = False
         for loss in self._tap.take():
             cut = self.controller.observe_train_loss(loss) or cut
         if not cut:
             return
+        self._agree_across_ranks()
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if state.is_world_process_zero:
             last = self.controller.early_cuts[-1]
-            logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss %.4g is above "
-                           "%g x the first step's (%.4g): the LR is far too high, and is cut to %.3g (scale %.3g)",
+            logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss (%s) stayed above "
+                           "%g x its reference (%.4g) for two steps: the LR is far too high, and is cut to %.3g (scale %.3g)",
                            state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"])
 
     def _saved_attributes(self, state) -> dict:

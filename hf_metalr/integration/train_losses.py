@@ -6,7 +6,9 @@ The controller's ``train_loss_noise`` feature needs the loss of every optimizer 
 forward (the model is in eval mode during evaluation, and those are skipped).
 
 - A step's loss is the mean of its micro-batches' (gradient accumulation), as the Trainer logs it.
-- Losses stay on the device until :meth:`TrainLossTap.take`, once per decision: no host sync per step.
+- Losses stay on the device until :meth:`TrainLossTap.take`, once per decision: no host sync per
+  step (before the first decision the callback takes them at every step, for the early-divergence
+  guard).
 - With several processes, ``take`` averages the processes' losses step by step (every process
   runs the same steps), so every rank sees the loss of the global batch, as with one process.
 - A model whose outputs carry no ``loss`` (a custom ``compute_loss``) gives nothing; the callback
