@@ -2,15 +2,16 @@
 
 Two checks, no Trainer task in either:
 
-1. **Meta-training problems.** Every family (training and held-out), ``--problems`` problems each,
+1. **A fine-tune whose first batch is lucky** (the case a bar set by the first loss gets wrong):
+   batch losses of a classifier that is already right on all but a fraction ``p`` of its examples (per-example loss 0.02 when right, 3.0 when wrong; batch 16), ``--sim-runs`` runs
+   of 100 steps each, fed to the guard alone. Reports how many runs the guard would cut, and how
+   deep, for each ``p``.
+2. **Meta-training problems.** Every family (training and held-out), ``--problems`` problems each,
    at 0.1x, 1x, 3x and 10x the family's good LR, run by ``run_episode`` under the shipped policy
    (greedy), once with the guard and once without (``MAX_CUTS`` set to 0), on the same
    problem and seed. Per band: how many runs the guard changed (their LR after the decisions
-   differs), and how many of those ended better or worse (mean log validation objective).
-2. **A fine-tune whose first batch is lucky** (the case a bar set by the first loss gets wrong): batch losses of a classifier that is already right on all but a fraction ``p`` of
-   its examples (per-example loss 0.02 when right, 3.0 when wrong; batch 16), ``--sim-runs`` runs
-   of 100 steps each, fed to the guard alone. Reports how many runs the guard would cut, and how
-   deep, for each ``p``.
+   or its validation values do), and how many of those ended better or worse (mean log
+   validation objective).
 
 Prints both tables; the committed output is ``benchmarks/results/early_guard_screen.txt``.
 """
@@ -44,7 +45,7 @@ def episode(spec: dict, policy, seed: int, *, guard: bool):
 
 def screen_problems(problems: int, seed: int) -> None:
     policy = load_policy(default_policy_path())
-    print(f"1. meta-training problems ({problems} per family and band; problem rng seed {seed} + k)")
+    print(f"\n2. meta-training problems ({problems} per family and band; problem rng seed {seed} + k)")
     print("family                 band   changed  better/worse")
     totals = {band: [0, 0, 0, 0] for band in BANDS}
     for family in list(TRAIN_FAMILIES) + list(HELD_OUT_FAMILIES):
@@ -70,7 +71,7 @@ def screen_problems(problems: int, seed: int) -> None:
 
 
 def simulate_lucky_first_batch(runs: int, seed: int) -> None:
-    print(f"\n2. a fine-tune with a lucky first batch ({runs} runs of 100 steps, batch 16, "
+    print(f"1. a fine-tune with a lucky first batch ({runs} runs of 100 steps, batch 16, "
           "per-example loss 0.02 right / 3.0 wrong)")
     rng = np.random.default_rng(seed)
     for p in (0.01, 0.03, 0.1, 0.3):
