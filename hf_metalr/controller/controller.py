@@ -48,12 +48,11 @@ come with the gate:
   whatever the policy asks;
 - since the direction needs no trend, the policy acts from the first evaluation on;
 - before the first evaluation, the *early-divergence guard* (``early_guard``) reads every step's
-  training loss: two consecutive steps more than ``EARLY_SPIKE`` times the reference (the larger
-  of the first step's loss and the median of the calm ones), or not finite, say the LR is far too
-  high, and the LR is halved at once (the divergence response), again when the same spike doubles,
-  at most four times, so the damage an LR far too high does in the first steps (dead units, a
-  collapsed output) is not left to the first decision. ``observe_train_loss`` returns True when it
-  cut; ``early_cuts`` lists each cut.
+  training loss: a loss that climbs, record after record (each above ``EARLY_SPIKE`` times every
+  loss before it, two in a row, or one ``EXTREME`` one, or a non-finite loss), says the LR is far
+  too high, and the LR is cut to a quarter at once, at most twice, so the damage an LR far too high
+  does in the first steps (dead units, a collapsed output) is not left to the first decision.
+  ``observe_train_loss`` returns True when it cut; ``early_cuts`` lists each cut.
 
 Without watched parameters there is no evidence, the gate and its safeguards are off, and the
 first evaluation keeps the LR.

@@ -358,8 +358,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if state.is_world_process_zero:
             last = self.controller.early_cuts[-1]
-            logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss (%s) stayed above "
-                           "%g x its reference (%.4g) for two steps: the LR is far too high, and is cut to %.3g (scale %.3g)",
+            logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss climbed to %s, above "
+                           "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)",
                            state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"])
 
     def _saved_attributes(self, state) -> dict:

@@ -63,8 +63,9 @@ def read_trace(path: str | Path) -> list[dict]:
     ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name; None at a divergence); ``early_cuts``
     (on the first decision's line: the early-divergence guard's cuts before it, each with the
-    optimizer ``step``, its training ``loss``, the first step's loss as ``reference``, and the
-    ``applied`` multiplier, ``scale`` and ``lr`` after it; empty on the other lines). Non-finite numbers
+    optimizer ``step`` (counted from the run's start), its training ``loss`` (text when not
+    finite), the highest loss before it as ``reference``, and the ``applied`` multiplier, ``scale``
+    and ``lr`` after it; empty on the other lines). Non-finite numbers
     are the strings ``"nan"`` and ``"inf"``.
 
     A torn last line (a kill during a write) is dropped with a ``RuntimeWarning``; an unreadable
