@@ -33,7 +33,7 @@ import torch
 from hf_metalr.controller import alignment as alignment_module
 from hf_metalr.controller.policy import load_policy
 from hf_metalr.meta.episode import run_episode
-from hf_metalr.meta.families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem
+from hf_metalr.meta.families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, problem_at_lr_factor
 from hf_metalr.policies import default_policy_path
 
 MIN_STEPS = 6  # windows with fewer steps give no usable autocorrelation
@@ -100,8 +100,7 @@ def main(argv=None) -> int:
         for band in (0.1, 1.0, 10.0):
             cell = {key: [] for key in pooled}
             for k in range(a.problems):
-                spec = sample_problem(np.random.default_rng(a.seed + k), family)
-                spec = dict(spec, lr=spec["good_lr"] * band)
+                spec = problem_at_lr_factor(a.seed + k, family, band)
                 sink.clear()
                 run_episode(spec, policy, k, greedy=True)
                 for w in windows(sink):

@@ -26,7 +26,7 @@ import numpy as np
 import hf_metalr.controller.early_guard as early_guard
 from hf_metalr.controller.policy import load_policy
 from hf_metalr.meta.episode import run_episode
-from hf_metalr.meta.families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, sample_problem
+from hf_metalr.meta.families import HELD_OUT_FAMILIES, TRAIN_FAMILIES, problem_at_lr_factor
 from hf_metalr.policies import default_policy_path
 
 BANDS = (0.1, 1.0, 3.0, 10.0)
@@ -52,8 +52,7 @@ def screen_problems(problems: int, seed: int) -> None:
         for band in BANDS:
             changed = better = worse = 0
             for k in range(problems):
-                spec = sample_problem(np.random.default_rng(seed + k), family)
-                spec = dict(spec, lr=spec["good_lr"] * band)
+                spec = problem_at_lr_factor(seed + k, family, band)
                 on, off = episode(spec, policy, k, guard=True), episode(spec, policy, k, guard=False)
                 if on.lrs != off.lrs or on.values != off.values:
                     changed += 1

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TRAIN_FAMILIES", "HELD_OUT_FAMILIES", "Problem", "build_problem", "sample_problem"]
+__all__ = ["TRAIN_FAMILIES", "HELD_OUT_FAMILIES", "Problem", "build_problem", "sample_problem", "problem_at_lr_factor"]
 
 TRAIN_FAMILIES = ("blobs_mlp", "spirals_mlp", "regression_mlp", "patterns_cnn", "sequence_transformer", "xor_mlp", "char_lm")
 HELD_OUT_FAMILIES = ("sequence_gru", "digits_mlp")
@@ -95,6 +95,14 @@ def sample_problem(rng: np.random.Generator, family: str) -> dict:
     if family == "xor_mlp":  # drawn last: a problem of another family is drawn exactly as before this family existed
         spec["init_scale"] = float(rng.uniform(0.1, 0.3))
     return spec
+
+
+
+def problem_at_lr_factor(seed: int, family: str, lr_factor: float) -> dict:
+    """The problem of ``family`` drawn from ``seed``, run at ``lr_factor`` times the family's good
+    LR (the benchmarks' bands: x0.1, x1, x10)."""
+    spec = sample_problem(np.random.default_rng(seed), family)
+    return dict(spec, lr=spec["good_lr"] * lr_factor)
 
 
 # -- data -----------------------------------------------------------------------------------------
