@@ -14,6 +14,10 @@
    ``MetaLRCallback`` event handler and the training-loss hook, summed.
    ``1 + callback time / (run time - callback time)`` is the whole-run ratio attributed to the callback, free of the run-to-run noise (it leaves out indirect costs such as
    a cache the callback evicts, which only the paired ratio sees).
+5. that time split in two: per optimizer step (the handlers that run at every step and the loss
+   hook) and per decision (the rest: ``on_log`` with the controller's decision, train begin and
+   end), and the ratio they give for a job of 25 ms steps with a decision every 100 steps,
+   ``1 + per step / 25 ms + per decision / (100 x 25 ms)``.
 
 Nothing here is asserted; it prints the numbers for the README.
 """
@@ -75,8 +79,14 @@ def alignment_step_ms(repeats: int) -> tuple[float, float, int, int]:
             sum(p.numel() for p in params), alignment.coordinates)
 
 
-def one_run(with_callback: bool, epochs: int, evals_per_epoch: int, task_name: str = "digits") -> tuple[float, int, float]:
-    """One run: its wall seconds, the decisions made, and the seconds spent in the callback's own work."""
+PER_STEP_HANDLERS = ("on_pre_optimizer_step", "on_optimizer_step", "on_step_begin", "on_step_end", "on_substep_end",
+                     "loss hook")
+REFERENCE_STEP_MS, REFERENCE_STEPS_PER_DECISION = 25.0, 100
+
+
+def one_run(with_callback: bool, epochs: int, evals_per_epoch: int, task_name: str = "digits") -> tuple[float, int, dict]:
+    """One run: its wall seconds, the decisions made, and the seconds spent in the callback's own
+    work by handler (``"loss hook"``: the training-loss hook) and ``"steps"``, the optimizer steps run."""
     from hf_metalr import MetaLRCallback
     from hf_metalr.compare.runner import build_trainer
     from hf_metalr.tasks import get_task
@@ -87,40 +97,48 @@ def one_run(with_callback: bool, epochs: int, evals_per_epoch: int, task_name: s
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(task, "constant", 0, Path(out), epochs=epochs, eval_steps=every, logging_steps=every)
         callback = MetaLRCallback() if with_callback else None
-        spent = [0.0]
+        spent: dict[str, float] = {}
         if callback:
             _time_callback(callback, spent)
             trainer.add_callback(callback)
         start = time.perf_counter()
         trainer.train()
         elapsed = time.perf_counter() - start
+        spent["steps"] = trainer.state.global_step
     decisions = len(callback.controller.history) if callback else 0
-    return elapsed, decisions, spent[0]
+    return elapsed, decisions, spent
 
 
-def _timed(function, spent: list[float]):
+def _timed(function, spent: dict[str, float], name: str):
     def timed(*args, **kwargs):
         start = time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
-            spent[0] += time.perf_counter() - start
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
     return timed
 
 
-def _time_callback(callback, spent: list[float]) -> None:
-    """Add the time of every event handler of ``callback`` and of its training-loss hook to ``spent``."""
+def _time_callback(callback, spent: dict[str, float]) -> None:
+    """Add the time of every event handler of ``callback`` and of its training-loss hook to ``spent``, by name."""
     from transformers import TrainerCallback
 
     for name in dir(TrainerCallback):
         if name.startswith("on_") and getattr(type(callback), name) is not getattr(TrainerCallback, name):
-            setattr(callback, name, _timed(getattr(callback, name), spent))
-    callback._tap._hook = _timed(callback._tap._hook, spent)  # registered on the model at train begin
+            setattr(callback, name, _timed(getattr(callback, name), spent, name))
+    callback._tap._hook = _timed(callback._tap._hook, spent, "loss hook")  # registered on the model at train begin
+
+
+def split_cost(spent: dict[str, float], decisions: int) -> tuple[float, float]:
+    """The callback's work in one run as (ms per optimizer step, ms per decision)."""
+    per_step = sum(seconds for name, seconds in spent.items() if name in PER_STEP_HANDLERS)
+    rest = sum(seconds for name, seconds in spent.items() if name not in PER_STEP_HANDLERS + ("steps",))
+    return per_step * 1e3 / max(spent["steps"], 1), rest * 1e3 / max(decisions, 1)
 
 
 def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: int) -> float:
     one_run(False, 1, evals_per_epoch, task_name)  # warm-up: imports, first allocations
-    ratios, base_times, cb_times, attributed = [], [], [], []
+    ratios, base_times, cb_times, attributed, per_step, per_decision = [], [], [], [], [], []
     for pair in range(pairs):
         order = (False, True) if pair % 2 == 0 else (True, False)
         times = {}
@@ -128,7 +146,11 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
             times[with_cb], decisions, spent = one_run(with_cb, epochs, evals_per_epoch, task_name)
             if with_cb:
                 n_decisions = decisions
-                attributed.append(1 + spent / (times[True] - spent))
+                work = sum(seconds for name, seconds in spent.items() if name != "steps")
+                attributed.append(1 + work / (times[True] - work))
+                step_ms, decision_ms = split_cost(spent, decisions)
+                per_step.append(step_ms)
+                per_decision.append(decision_ms)
         ratios.append(times[True] / times[False])
         base_times.append(times[False])
         cb_times.append(times[True])
@@ -140,6 +162,11 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
     print(f"whole-run ratio attributed to the callback's own work ({task_name}, median of {pairs} runs): "
           f"{statistics.median(attributed):.4f}  (target <= 1.02; runs {min(attributed):.4f}-{max(attributed):.4f})",
           flush=True)
+    step_ms, decision_ms = statistics.median(per_step), statistics.median(per_decision)
+    reference = 1 + step_ms / REFERENCE_STEP_MS + decision_ms / (REFERENCE_STEPS_PER_DECISION * REFERENCE_STEP_MS)
+    print(f"callback's work inside the {task_name} runs (median of {pairs}): {step_ms:.3f} ms per optimizer step, "
+          f"{decision_ms:.2f} ms per decision; for steps of {REFERENCE_STEP_MS:g} ms and a decision every "
+          f"{REFERENCE_STEPS_PER_DECISION} steps that is a ratio of {reference:.4f}", flush=True)
     return ratio
 
 

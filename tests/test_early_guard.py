@@ -14,6 +14,7 @@ from hf_metalr.controller.controller import EARLY_CUT, EARLY_SPIKE
 from hf_metalr.controller.early_guard import EXTREME
 from hf_metalr.controller.policy import random_policy, save_policy
 from hf_metalr.meta.episode import run_episode
+from hf_metalr.meta.families import build_problem
 from test_alignment import always
 from test_meta import quick_spec
 from test_resume_and_ranks import ENV, JOB, applied, run_job
@@ -116,11 +117,15 @@ def test_the_callback_cuts_a_diverging_trainer_run_before_the_first_evaluation(t
 
 def test_a_meta_training_episode_runs_the_same_guard():
     # SGD at lr 300 diverges at the second evaluation without the guard (tests/test_meta.py); with it, the episode's
-    # controller halves the LR at the first steps' spikes, and the run stays finite
+    # controller cuts the LR at the first steps' climb, and the run stays finite
     spec = quick_spec(optimizer="sgd", lr=300.0, epochs=3)
     episode = run_episode(spec, random_policy(0), seed=0)
     assert not episode.diverged and all(math.isfinite(v) for v in episode.values)
-    assert episode.lrs[0] <= 300.0 * EARLY_CUT, "a cut before the first evaluation"
+    problem = build_problem(spec)
+    first_evaluation = math.ceil(math.ceil(len(problem.train[1]) / problem.batch_size) / problem.evals_per_epoch)
+    assert episode.early_cuts, "a cut before the first evaluation"
+    assert episode.early_cuts[0]["lr"] == pytest.approx(300.0 * EARLY_CUT)
+    assert all(cut["step"] <= first_evaluation for cut in episode.early_cuts)
 
 
 def guard_run(output_dir, *extra, nproc=1, expect_rc=0):

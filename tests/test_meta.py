@@ -67,11 +67,13 @@ def test_xor_family_plateaus_at_a_low_lr_and_leaves_the_plateau_at_a_good_one():
 
 def test_char_lm_loss_stays_smooth_at_a_too_high_lr_and_ends_worse():
     """The family the loss-texture heuristic gets wrong: at 10x its good LR the validation loss falls
-    smoothly (no step up of more than 1%) and levels off above where the good LR gets."""
+    smoothly (no step up of more than 2%; the largest is CPU-dependent, under 1% on an AMD EPYC,
+    1.5% on an Intel Xeon, while at 100x the loss jumps 9%) and levels off above where the good LR
+    gets."""
     spec = {**sample_problem(np.random.default_rng(1), "char_lm"), "optimizer": "adam", "epochs": 5}
     good = run_episode({**spec, "lr": good_lr("char_lm", "adam")}, None, seed=0).values
     high = run_episode({**spec, "lr": good_lr("char_lm", "adam") * 10}, None, seed=0).values
-    assert max(b / a for a, b in zip(high, high[1:])) < 1.01
+    assert max(b / a for a, b in zip(high, high[1:])) < 1.02
     assert high[-1] > good[-1] + 0.15
 
 

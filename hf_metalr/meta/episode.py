@@ -42,8 +42,10 @@ class Episode:
 
     The run itself: ``values`` (the validation loss at every evaluation), ``accuracies`` (None for
     a regression problem), ``lrs`` (the LR after every decision; empty for a constant-LR run),
-    ``first_decision`` (the decision index of the first transition), ``diverged`` and
-    ``mean_log_objective`` (see :func:`mean_log_objective`).
+    ``first_decision`` (the decision index of the first transition), ``diverged``,
+    ``mean_log_objective`` (see :func:`mean_log_objective`) and ``early_cuts`` (the controller's
+    early-divergence cuts before the first evaluation, as in its ``early_cuts``; empty for a
+    constant-LR run).
     """
 
     obs: list[list[float]]
@@ -56,6 +58,7 @@ class Episode:
     first_decision: int = 0
     diverged: bool = False
     mean_log_objective: float = float("nan")
+    early_cuts: list[dict] = field(default_factory=list)
 
     def held_out_summary(self) -> dict:
         """What held-out scoring needs of a run, as stored in the meta-training checkpoint."""
@@ -193,6 +196,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
         first_decision=first if first is not None else 0,
         diverged=any(not is_finite(v) for v in values),
         mean_log_objective=mean_log_objective(values),
+        early_cuts=list(controller.early_cuts) if controller is not None else [],
     )
 
 
