@@ -31,6 +31,10 @@ def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert [h["metalr/lr"] for h in evals] == [e["lr"] for e in trace]
     assert all("metalr/action" in h and "metalr/scale" in h for h in evals)
+    # why the LR moved, for TensorBoard and W&B: what took effect and the alignment the gate read
+    assert [h["metalr/applied"] for h in evals] == [e["applied"] for e in trace]
+    for key in ("grad_alignment", "grad_alignment_t"):
+        assert [h[f"metalr/{key}"] for h in evals] == [e["features"][key] for e in trace]
     # one LR scale: logged as metalr/scale, traced as scale (and as lr_scale, its older name)
     assert [h["metalr/scale"] for h in evals] == [e["scale"] for e in trace] == [e["lr_scale"] for e in trace]
     assert (tmp_path / "metalr_policy.safetensors").exists() and (tmp_path / "metalr_policy.json").exists()

@@ -4,8 +4,9 @@ At every evaluation during training the monitored validation metric goes to a
 :class:`~hf_metalr.MetaLRController`, and the decided LR is bound into the optimizer and the
 user's scheduler (see ``lr_binding``), so it takes effect from the very next optimizer step.
 
-- **Logged:** ``metalr/lr``, ``metalr/scale``, ``metalr/action`` and ``metalr/reward`` are added
-  to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
+- **Logged:** ``metalr/lr``, ``metalr/scale``, ``metalr/action`` (asked for), ``metalr/applied``
+  (taken effect), ``metalr/reward`` and, where the parameters are watched, ``metalr/grad_alignment``
+  and ``metalr/grad_alignment_t`` are added to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
   metric. The callback moves itself ahead of the reporting callbacks for that, at train begin
   (the handler is found on the call stack: transformers passes no reference to it; see ``_handler``).
 - **Training losses:** a forward hook on the model reads the loss of every training step (see
@@ -249,9 +250,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             "metalr/lr": lrs[0],
             "metalr/scale": self.controller.scale,
             "metalr/action": decision.multiplier,
+            "metalr/applied": decision.applied,
         }
         if decision.reward is not None:
             published["metalr/reward"] = decision.reward
+        if decision.features is not None and self.controller.alignment is not None:
+            published["metalr/grad_alignment"] = decision.features["grad_alignment"]
+            published["metalr/grad_alignment_t"] = decision.features["grad_alignment_t"]
         logs.update(published)
         if state.log_history:
             state.log_history[-1].update(published)
