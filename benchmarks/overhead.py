@@ -14,10 +14,11 @@
    ``MetaLRCallback`` event handler and the training-loss hook, summed.
    ``1 + callback time / (run time - callback time)`` is the whole-run ratio attributed to the callback, free of the run-to-run noise (it leaves out indirect costs such as
    a cache the callback evicts, which only the paired ratio sees).
-5. that time split in two: per optimizer step (the handlers that run at every step and the loss
-   hook) and per decision (the rest: ``on_log`` with the controller's decision, train begin and
-   end), and the ratio they give for a job of 25 ms steps with a decision every 100 steps,
-   ``1 + per step / 25 ms + per decision / (100 x 25 ms)``.
+5. that time split three ways: per optimizer step (the handlers that run at every step and the
+   loss hook), per run (train begin and end: building the controller, saving the policy) and per
+   decision (the rest: ``on_log`` with the controller's decision), and the ratio the first and the
+   last give for a job of 25 ms steps with a decision every 100 steps,
+   ``1 + per step / 25 ms + per decision / (100 x 25 ms)`` (the per-run part vanishes in a long run).
 
 Nothing here is asserted; it prints the numbers for the README.
 """
@@ -81,6 +82,7 @@ def alignment_step_ms(repeats: int) -> tuple[float, float, int, int]:
 
 PER_STEP_HANDLERS = ("on_pre_optimizer_step", "on_optimizer_step", "on_step_begin", "on_step_end", "on_substep_end",
                      "loss hook")
+PER_RUN_HANDLERS = ("on_train_begin", "on_train_end")
 REFERENCE_STEP_MS, REFERENCE_STEPS_PER_DECISION = 25.0, 100
 
 
@@ -129,16 +131,17 @@ def _time_callback(callback, spent: dict[str, float]) -> None:
     callback._tap._hook = _timed(callback._tap._hook, spent, "loss hook")  # registered on the model at train begin
 
 
-def split_cost(spent: dict[str, float], decisions: int) -> tuple[float, float]:
-    """The callback's work in one run as (ms per optimizer step, ms per decision)."""
+def split_cost(spent: dict[str, float], decisions: int) -> tuple[float, float, float]:
+    """The callback's work in one run as (ms per optimizer step, ms per run, ms per decision)."""
     per_step = sum(seconds for name, seconds in spent.items() if name in PER_STEP_HANDLERS)
-    rest = sum(seconds for name, seconds in spent.items() if name not in PER_STEP_HANDLERS + ("steps",))
-    return per_step * 1e3 / max(spent["steps"], 1), rest * 1e3 / max(decisions, 1)
+    per_run = sum(seconds for name, seconds in spent.items() if name in PER_RUN_HANDLERS)
+    rest = sum(seconds for name, seconds in spent.items() if name not in PER_STEP_HANDLERS + PER_RUN_HANDLERS + ("steps",))
+    return per_step * 1e3 / max(spent["steps"], 1), per_run * 1e3, rest * 1e3 / max(decisions, 1)
 
 
 def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: int) -> float:
     one_run(False, 1, evals_per_epoch, task_name)  # warm-up: imports, first allocations
-    ratios, base_times, cb_times, attributed, per_step, per_decision = [], [], [], [], [], []
+    ratios, base_times, cb_times, attributed, per_step, per_run, per_decision = [], [], [], [], [], [], []
     for pair in range(pairs):
         order = (False, True) if pair % 2 == 0 else (True, False)
         times = {}
@@ -148,8 +151,9 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
                 n_decisions = decisions
                 work = sum(seconds for name, seconds in spent.items() if name != "steps")
                 attributed.append(1 + work / (times[True] - work))
-                step_ms, decision_ms = split_cost(spent, decisions)
+                step_ms, run_ms, decision_ms = split_cost(spent, decisions)
                 per_step.append(step_ms)
+                per_run.append(run_ms)
                 per_decision.append(decision_ms)
         ratios.append(times[True] / times[False])
         base_times.append(times[False])
@@ -165,7 +169,8 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
     step_ms, decision_ms = statistics.median(per_step), statistics.median(per_decision)
     reference = 1 + step_ms / REFERENCE_STEP_MS + decision_ms / (REFERENCE_STEPS_PER_DECISION * REFERENCE_STEP_MS)
     print(f"callback's work inside the {task_name} runs (median of {pairs}): {step_ms:.3f} ms per optimizer step, "
-          f"{decision_ms:.2f} ms per decision; for steps of {REFERENCE_STEP_MS:g} ms and a decision every "
+          f"{decision_ms:.2f} ms per decision, {statistics.median(per_run):.1f} ms per run (train begin and end); "
+          f"for steps of {REFERENCE_STEP_MS:g} ms and a decision every "
           f"{REFERENCE_STEPS_PER_DECISION} steps that is a ratio of {reference:.4f}", flush=True)
     return ratio
 

@@ -137,6 +137,21 @@ def test_nan_metric_lowers_the_lr_and_training_goes_on(tmp_path):
     assert trace[3]["diverged"] and trace[3]["value"] == "nan"
     assert trace[3]["lr"] < trace[2]["lr"]
     assert trace[3]["learned"] is False and trace[4]["learned"] is False
+    # a divergence computes no features: its log entry says what took effect, but carries no alignment
+    evals = [h for h in trainer.state.log_history if "eval_score" in h]
+    assert evals[3]["metalr/applied"] == trace[3]["applied"] < 1 and "metalr/grad_alignment" not in evals[3]
+    assert all("metalr/grad_alignment" in h for i, h in enumerate(evals) if i != 3)
+
+
+def test_nothing_watched_logs_no_alignment(tmp_path, monkeypatch):
+    import hf_metalr.integration.callback as callback_module
+
+    monkeypatch.setattr(callback_module, "_watchable", lambda args: False)  # as with sharded parameters
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], max_steps=10)
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 2 and all("metalr/applied" in h for h in evals)
+    assert not any(key.startswith("metalr/grad_alignment") for h in evals for key in h)
 
 
 def test_evaluate_outside_training_changes_nothing(tmp_path):

@@ -123,9 +123,11 @@ def test_a_meta_training_episode_runs_the_same_guard():
     assert not episode.diverged and all(math.isfinite(v) for v in episode.values)
     problem = build_problem(spec)
     first_evaluation = math.ceil(math.ceil(len(problem.train[1]) / problem.batch_size) / problem.evals_per_epoch)
-    assert episode.early_cuts, "a cut before the first evaluation"
-    assert episode.early_cuts[0]["lr"] == pytest.approx(300.0 * EARLY_CUT)
-    assert all(cut["step"] <= first_evaluation for cut in episode.early_cuts)
+    # the second step's loss is over 100x the first's (one extreme record), and the third climbs again
+    first, second = episode.early_cuts
+    assert first["step"] == 2 and first["loss"] > EXTREME * first["reference"]
+    assert first["lr"] == pytest.approx(300.0 * EARLY_CUT) and second["lr"] == pytest.approx(300.0 * EARLY_CUT**2)
+    assert second["step"] < first_evaluation, "both before the first evaluation"
 
 
 def guard_run(output_dir, *extra, nproc=1, expect_rc=0):
