@@ -86,9 +86,10 @@ PER_RUN_HANDLERS = ("on_train_begin", "on_train_end")
 REFERENCE_STEP_MS, REFERENCE_STEPS_PER_DECISION = 25.0, 100
 
 
-def one_run(with_callback: bool, epochs: int, evals_per_epoch: int, task_name: str = "digits") -> tuple[float, int, dict]:
-    """One run: its wall seconds, the decisions made, and the seconds spent in the callback's own
-    work by handler (``"loss hook"``: the training-loss hook) and ``"steps"``, the optimizer steps run."""
+def one_run(with_callback: bool, epochs: int, evals_per_epoch: int,
+            task_name: str = "digits") -> tuple[float, int, int, dict[str, float]]:
+    """One run: its wall seconds, the decisions made, the optimizer steps run, and the seconds spent
+    in the callback's own work by handler (``"loss hook"``: the training-loss hook)."""
     from hf_metalr import MetaLRCallback
     from hf_metalr.compare.runner import build_trainer
     from hf_metalr.tasks import get_task
@@ -106,9 +107,9 @@ def one_run(with_callback: bool, epochs: int, evals_per_epoch: int, task_name: s
         start = time.perf_counter()
         trainer.train()
         elapsed = time.perf_counter() - start
-        spent["steps"] = trainer.state.global_step
+        steps = trainer.state.global_step
     decisions = len(callback.controller.history) if callback else 0
-    return elapsed, decisions, spent
+    return elapsed, decisions, steps, spent
 
 
 def _timed(function, spent: dict[str, float], name: str):
@@ -131,12 +132,12 @@ def _time_callback(callback, spent: dict[str, float]) -> None:
     callback._tap._hook = _timed(callback._tap._hook, spent, "loss hook")  # registered on the model at train begin
 
 
-def split_cost(spent: dict[str, float], decisions: int) -> tuple[float, float, float]:
+def split_cost(spent: dict[str, float], steps: int, decisions: int) -> tuple[float, float, float]:
     """The callback's work in one run as (ms per optimizer step, ms per run, ms per decision)."""
     per_step = sum(seconds for name, seconds in spent.items() if name in PER_STEP_HANDLERS)
     per_run = sum(seconds for name, seconds in spent.items() if name in PER_RUN_HANDLERS)
-    rest = sum(seconds for name, seconds in spent.items() if name not in PER_STEP_HANDLERS + PER_RUN_HANDLERS + ("steps",))
-    return per_step * 1e3 / max(spent["steps"], 1), per_run * 1e3, rest * 1e3 / max(decisions, 1)
+    per_decision = sum(spent.values()) - per_step - per_run
+    return per_step * 1e3 / max(steps, 1), per_run * 1e3, per_decision * 1e3 / max(decisions, 1)
 
 
 def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: int) -> float:
@@ -146,12 +147,12 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
         order = (False, True) if pair % 2 == 0 else (True, False)
         times = {}
         for with_cb in order:
-            times[with_cb], decisions, spent = one_run(with_cb, epochs, evals_per_epoch, task_name)
+            times[with_cb], decisions, steps, spent = one_run(with_cb, epochs, evals_per_epoch, task_name)
             if with_cb:
                 n_decisions = decisions
-                work = sum(seconds for name, seconds in spent.items() if name != "steps")
+                work = sum(spent.values())
                 attributed.append(1 + work / (times[True] - work))
-                step_ms, run_ms, decision_ms = split_cost(spent, decisions)
+                step_ms, run_ms, decision_ms = split_cost(spent, steps, decisions)
                 per_step.append(step_ms)
                 per_run.append(run_ms)
                 per_decision.append(decision_ms)

@@ -97,7 +97,6 @@ def sample_problem(rng: np.random.Generator, family: str) -> dict:
     return spec
 
 
-
 def problem_at_lr_factor(seed: int, family: str, lr_factor: float) -> dict:
     """The problem of ``family`` drawn from ``seed``, run at ``lr_factor`` times the family's good
     LR (the benchmarks' bands: x0.1, x1, x10)."""
