@@ -81,7 +81,7 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
-           "PROGRESS"]
+           "PROGRESS", "CLEAR_OVERSHOOT_CUT"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -93,6 +93,7 @@ OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut m
 UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a raise at the first evaluation needs (no
 # metric trend backs it yet): a run's first steps point the same way at almost any LR (a ResNet at 10x its good LR
 # reads +0.02 to +0.1 there), an LR far too low reads +0.2 to +0.5
+CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
@@ -118,9 +119,9 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
         progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
-        bar = EVIDENCE_T if progress else PLATEAU_EVIDENCE_T
+        bar = _cut_evidence_t(features)
         opposed = t <= -bar
-        if opposed and ratio <= -OVERSHOOT_ALIGNMENT:
+        if clear_overshoot(features):
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
         if not worse:
@@ -138,6 +139,19 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         return True, (f"cut held: the metric got worse, but before any progress a cut needs the gradient to oppose the "
                       f"previous steps (t <= -{bar:g}, here {t:+.1f})")
     return False, None
+
+
+def _cut_evidence_t(features: dict[str, float]) -> float:
+    """The |grad_alignment_t| a cut needs: ``EVIDENCE_T`` after progress, ``PLATEAU_EVIDENCE_T`` before."""
+    progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
+    return EVIDENCE_T if progress else PLATEAU_EVIDENCE_T
+
+
+def clear_overshoot(features: dict[str, float]) -> bool:
+    """Whether the gradient clearly opposes the previous steps: ``grad_alignment <= -OVERSHOOT_ALIGNMENT``
+    with ``grad_alignment_t`` at or below minus the cut's bar (``_cut_evidence_t``)."""
+    return (features["grad_alignment"] <= -OVERSHOOT_ALIGNMENT
+            and features["grad_alignment_t"] <= -_cut_evidence_t(features))
 
 
 def direction_gate(multiplier: float, features: dict[str, float], *, first: bool = False) -> str | None:
@@ -391,6 +405,11 @@ class MetaLRController:
         requested = self.multipliers[action]
         held, why = direction_verdict(requested, features, first=reward is None) if gated else (False, None)
         multiplier = 1.0 if held else requested
+        if gated and multiplier >= 1 and clear_overshoot(features):
+            multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
+                f"cut: the gradient clearly opposes the previous steps (alignment {features['grad_alignment']:+.2f}, "
+                f"t={features['grad_alignment_t']:+.1f}), the steps overshoot; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), "
+                f"the policy asked for x{requested:g}")
         undo = self._undo_punished_raise(features) if gated else None
         if undo is not None and multiplier > undo:
             multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise, which is taken "
