@@ -9,8 +9,8 @@ import torch
 from hf_metalr import MetaLRController
 from hf_metalr.controller import early_guard
 from hf_metalr.controller.alignment import GradientAlignment
-from hf_metalr.controller.controller import (EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, PROGRESS, UNDERSHOOT_ALIGNMENT,
-                                             direction_gate)
+from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T,
+                                             PROGRESS, UNDERSHOOT_ALIGNMENT, clear_overshoot, direction_gate)
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
 
@@ -270,11 +270,23 @@ def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_o
     # SGD at 3.5 on this quadratic grows the loss 4-fold within the first interval, which the early-divergence guard
     # (tests/test_early_guard.py) would cut first: off here, to see the gate's own verdicts at an overshooting LR
     monkeypatch.setattr(early_guard, "MAX_CUTS", 0)
-    overshooting = controlled_quadratic(always(4), 3.5, decisions=3)
-    assert all(d.applied == 1.0 and d.multiplier == 2.0 and d.gate.startswith("raise held") for d in overshooting[1:])
+    for index, asked in ((4, 2.0), (2, 1.0)):  # a policy that always raises, one that always keeps
+        overshooting = controlled_quadratic(always(index), 3.5, decisions=3)
+        assert [d.multiplier for d in overshooting] == [asked] * 3
+        # a clear overshoot (alignment -1.0 at t = -5) is cut whatever the policy asks: the fixed x0.5
+        assert [d.applied for d in overshooting] == [CLEAR_OVERSHOOT_CUT, CLEAR_OVERSHOOT_CUT, 1.0]
+        for d in overshooting[:2]:
+            assert clear_overshoot(d.features) and d.gate is None
+            assert d.evidence.startswith("cut: the gradient clearly opposes the previous steps")
+            assert d.evidence.endswith(f"a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{asked:g}")
+        # then the alignment reads -0.9 at t = +4 (a few large steps against many small ones along): no clear
+        # overshoot, and no evidence that the LR is too low either, so the raise is held
+        last = overshooting[2]
+        assert not clear_overshoot(last.features) and last.evidence is None
+        assert last.gate is None if asked == 1.0 else last.gate.startswith("raise held: no evidence")
     too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5
     assert all(d.applied == 1.0 and d.multiplier == 0.5 and d.gate.startswith("cut held") for d in too_low_cut[1:])
-    assert all(d.evidence is None for d in overshooting + too_low_cut)
+    assert all(d.evidence is None for d in too_low_cut)
     overshoot_cut = controlled_quadratic(always(0), 3.5, decisions=3)  # lr x curvature up to 3.5: overshooting
     assert [d.applied for d in overshoot_cut] == [0.5, 0.5, 1.0], "cut while it overshoots, then hold"
     assert overshoot_cut[0].evidence.startswith("cut: the gradient clearly opposes the previous steps")
