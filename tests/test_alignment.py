@@ -228,14 +228,14 @@ def always(action_index: int) -> PolicyNetwork:
     return policy
 
 
-def controlled_quadratic(policy, lr, *, gate=True, decisions=6, steps_per_decision=10, values=None):
+def controlled_quadratic(policy, lr, *, gate=True, decisions=6, steps_per_decision=10, values=None, **options):
     """Decisions on a quadratic under SGD at ``lr``; the controller sees the loss, or ``values``
-    (one per decision) in its place."""
+    (one per decision) in its place. ``options`` go to ``MetaLRController``."""
     torch.manual_seed(0)
     theta = torch.nn.Parameter(torch.randn(50))
     curvature = torch.linspace(0.5, 1.0, 50)
     optimizer = torch.optim.SGD([theta], lr=lr)
-    ctrl = MetaLRController(lr, policy=policy, learn_online=False, gate=gate)
+    ctrl = MetaLRController(lr, policy=policy, learn_online=False, gate=gate, **options)
     ctrl.watch([theta])
     out = []
     for decision in range(decisions if values is None else len(values)):
@@ -284,6 +284,17 @@ def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_o
         last = overshooting[2]
         assert not clear_overshoot(last.features) and last.evidence is None
         assert last.gate is None if asked == 1.0 else last.gate.startswith("raise held: no evidence")
+        # the RL action (what the online learner and meta-training learn from) stays the policy's choice
+        assert [d.action_index for d in overshooting] == [index] * 3 and all(d.by_policy for d in overshooting)
+    assert CLEAR_OVERSHOOT_CUT == 0.5
+    # a cut the policy asks for at a clear overshoot goes through as asked, even a milder one than the fixed cut
+    milder = controlled_quadratic(always(1), 3.5, decisions=3)  # 1: x0.8
+    assert [d.applied for d in milder] == [0.8] * 3 and all(clear_overshoot(d.features) for d in milder)
+    assert not any("a fixed cut" in d.evidence for d in milder)
+    # at the LR floor the fixed cut changes nothing, so it is not made (and not traced as made)
+    at_floor = controlled_quadratic(always(2), 3.5, decisions=2, min_lr=3.5)
+    assert clear_overshoot(at_floor[0].features)
+    assert [d.applied for d in at_floor] == [1.0, 1.0] and all(d.evidence is None for d in at_floor)
     too_low_cut = controlled_quadratic(always(0), 0.01, decisions=3)  # 0: x0.5
     assert all(d.applied == 1.0 and d.multiplier == 0.5 and d.gate.startswith("cut held") for d in too_low_cut[1:])
     assert all(d.evidence is None for d in too_low_cut)

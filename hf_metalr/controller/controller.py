@@ -41,9 +41,12 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
-applied (``Decision.gate``), or what let it through (``Decision.evidence``). Three more safeguards
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). Four more safeguards
 come with the gate:
 
+- a clear overshoot (``clear_overshoot``: the bars under which a cut goes through while the metric
+  improves) cuts the LR by ``CLEAR_OVERSHOOT_CUT`` even when the policy asks to keep or raise it
+  (a cut the policy asks for there goes through as asked); at the LR floor it does nothing;
 - a raise that the next evaluation punishes (the metric got worse right after it) is taken back,
   whatever the policy asks;
 - since the direction needs no trend, the policy acts from the first evaluation on;
@@ -53,6 +56,10 @@ come with the gate:
   too high, and the LR is cut to a quarter at once, at most twice, so the damage an LR far too high
   does in the first steps (dead units, a collapsed output) is not left to the first decision.
   ``observe_train_loss`` returns True when it cut; ``early_cuts`` lists each cut.
+
+The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
+meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
+raise back: those are part of what follows the choice, as the environment is for any RL action.
 
 Without watched parameters there is no evidence, the gate and its safeguards are off, and the
 first evaluation keeps the LR.
@@ -81,7 +88,7 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
-           "PROGRESS", "CLEAR_OVERSHOOT_CUT"]
+           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "clear_overshoot"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -206,10 +213,10 @@ class Decision:
     reward: float | None
     multiplier: float  # the LR multiplier asked for: the policy's choice, or a fixed response (trace key "action")
     applied: float  # the multiplier that took effect (new scale / old scale): 1 when the gate held it,
-    # below it when a bound caps it
+    # CLEAR_OVERSHOOT_CUT or the undo's when a safeguard replaced it, nearer 1 when a bound caps it
     action_index: int | None  # the RL action: the index of ``multiplier`` in the policy's action set; None for the
     # fixed divergence response
-    by_policy: bool  # False for the fixed responses: cut at a divergence, and keep at the first evaluation
+    by_policy: bool  # False where no policy choice was made: the cut at a divergence, and the keep at the first evaluation
     # when there is no gate evidence (nothing watched, or gate=False)
     lr: float  # the controller's LR from now on (initial_lr * scale)
     scale: float  # the LR scale: lr / initial_lr (logged as metalr/scale, traced as scale)
@@ -217,8 +224,8 @@ class Decision:
     diverged: bool
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
     gate: str | None = None  # why the direction gate kept the LR instead of ``multiplier`` (None: not held)
-    evidence: str | None = None  # what let a raise or a cut through the gate, or took back a punished raise
-    # (None: a keep, held, or no gate)
+    evidence: str | None = None  # what let a raise or a cut through the gate, what made the fixed cut at a clear
+    # overshoot, or what took back a punished raise (None: a keep, held, or no gate)
 
     @property
     def action(self) -> float:
@@ -405,7 +412,7 @@ class MetaLRController:
         requested = self.multipliers[action]
         held, why = direction_verdict(requested, features, first=reward is None) if gated else (False, None)
         multiplier = 1.0 if held else requested
-        if gated and multiplier >= 1 and clear_overshoot(features):
+        if gated and multiplier >= 1 and clear_overshoot(features) and self.scale > self.min_scale:
             multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
                 f"cut: the gradient clearly opposes the previous steps (alignment {features['grad_alignment']:+.2f}, "
                 f"t={features['grad_alignment_t']:+.1f}), the steps overshoot; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), "

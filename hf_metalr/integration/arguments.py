@@ -58,8 +58,8 @@ class MetaLRArguments:
     metalr_gate: bool = field(
         default=True,
         metadata={"help": "Hold the policy to the gradient-alignment evidence: raise only when the LR is measurably too low, cut only "
-                          "on measured overshoot with a worse metric, or on a clear one. --no_metalr_gate lets the policy "
-                          "act alone."},
+                          "on measured overshoot with a worse metric, or on a clear one, which halves the LR even when the "
+                          "policy asks to keep it. --no_metalr_gate lets the policy act alone."},
     )
 
     def callback_kwargs(self) -> dict:

@@ -87,8 +87,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             trained policy (``"default"`` or a file) and False for ``"random"``, which must explore.
         gate: hold the policy to the gradient-alignment evidence (raise only when the LR is
             measurably too low, cut only on measured overshoot with a worse metric, or on a clear
-            one); see ``MetaLRController``. Its safeguards come with it: ``False`` also turns off
-            the undo of a punished raise, the first-evaluation bars and the early-divergence guard.
+            one, which halves the LR even when the policy asks to keep it); see
+            ``MetaLRController``. Its safeguards come with it: ``False`` also turns off that fixed
+            cut, the undo of a punished raise, the first-evaluation bars and the early-divergence
+            guard.
     """
 
     def __init__(

@@ -52,9 +52,10 @@ def read_trace(path: str | Path) -> list[dict]:
 
     Each dict holds: ``global_step`` and ``epoch`` of the evaluation; ``metric`` (the monitored
     key) and its ``value``; ``action`` (the multiplier asked for), ``applied`` (the one that took
-    effect: 1 when the direction gate held the action, less when a bound capped it) and ``gate``
-    (why the gate held it, or None); ``evidence`` (what let a raise or a cut through the gate, or
-    took back a punished raise, in words, or None); ``action_index`` (the policy's choice; None for
+    effect: 1 when the direction gate held the action, 0.5 where a clear overshoot cut it whatever
+    the policy asked, nearer 1 when a bound capped it) and ``gate`` (why the gate held it, or None);
+    ``evidence`` (what let a raise or a cut through the gate, what made the fixed cut at a clear
+    overshoot, or what took back a punished raise, in words, or None); ``action_index`` (the policy's choice; None for
     the fixed response to a divergence) and ``by_policy`` (False for the cut at a divergence, and
     for the fixed keep at the first evaluation when the direction gate is off); ``reward`` (None at
     the first decision); ``lr`` (param group 0's LR from now on), ``lrs`` (every group's) and

@@ -3,8 +3,11 @@
 The controller acting in the episode is :class:`~hf_metalr.MetaLRController` itself (frozen,
 ``learn_online=False``), so observation, action and reward come from exactly the code that the
 Trainer callback runs. The episode returns the transitions for PPO: the observation and action
-of each decision the policy made (not the controller's fixed responses), and as
-its reward the one the controller computes at the next decision. An action followed by a
+of each decision the policy made (not the cut at a divergence or the keep at the first evaluation
+without the gate, where it made none; where the gate held its action, the fixed cut at a clear
+overshoot replaced it or the undo took a raise back, the action is still the policy's choice and
+the safeguard is part of what followed it), and as its reward the one the controller computes at
+the next decision. An action followed by a
 divergence gets ``DIVERGENCE_REWARD`` and ends the episode. All of it comes back as an
 :class:`Episode`, which meta-training hands to PPO once it has added the constant-LR baseline's
 rewards.
