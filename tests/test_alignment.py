@@ -2,6 +2,7 @@
 same value on every rank, resume, and the gate holding the policy to the evidence."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from hf_metalr import MetaLRController
 from hf_metalr.controller import early_guard
 from hf_metalr.controller.alignment import GradientAlignment
 from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T,
-                                             PROGRESS, UNDERSHOOT_ALIGNMENT, clear_overshoot, direction_gate)
+                                             PROGRESS, RAISE_PUNISHED, UNDERSHOOT_ALIGNMENT, clear_overshoot,
+                                             direction_gate)
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
 
@@ -164,7 +166,8 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {}, None),  # aligned and improving: the LR is too low, a raise goes through
         (2.0, {"grad_alignment_t": 1.0}, "raise held: no evidence"),
         (2.0, {"grad_alignment": -0.01}, "raise held: no evidence"),
-        (2.0, {"objective_trend": 0.01}, "raise held: the metric got worse"),
+        (2.0, {"objective_trend": RAISE_PUNISHED + 0.001}, "raise held: the metric got worse"),
+        (2.0, {"objective_trend": RAISE_PUNISHED}, None),  # worse by a plateau's noise: the evidence decides
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
         # worse and overshooting: a cut goes through
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_trend": 0.05}, None),
@@ -319,6 +322,17 @@ def test_a_raise_the_next_evaluation_punishes_is_taken_back(gate, applied):
     if gate:
         assert decisions[1].evidence.startswith("undo: the metric got worse right after the last raise")
         assert decisions[1].scale == 1.0 and decisions[2].scale == 2.0
+
+
+def test_a_plateaus_noise_neither_takes_a_raise_back_nor_holds_the_next():
+    # worse by less than RAISE_PUNISHED after the raise (a plateau's few parts in a thousand): the raise stands,
+    # and the next one goes through; worse by more: taken back, and the next one held
+    noise = math.exp(RAISE_PUNISHED) - 0.001
+    kept = controlled_quadratic(always(4), 0.01, values=(1.0, noise, noise * noise))
+    assert [d.applied for d in kept] == [2.0, 2.0, 2.0] and kept[1].features["objective_trend"] > 0
+    punished = controlled_quadratic(always(4), 0.01, values=(1.0, 1.02, 1.0404))
+    assert [d.applied for d in punished] == [2.0, 0.5, 1.0]
+    assert punished[1].evidence.startswith("undo:") and punished[2].gate.startswith("raise held: the metric got worse")
 
 
 def test_without_watched_parameters_the_gate_is_off():

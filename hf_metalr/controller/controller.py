@@ -22,7 +22,8 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
-  metric did not get worse since the last decision; at the first evaluation, where no metric trend
+  metric did not get worse since the last decision (by more than ``RAISE_PUNISHED``, 1%: a plateau's
+  noise does not hold a raise); at the first evaluation, where no metric trend
   backs it, it needs a clear undershoot (``grad_alignment >= UNDERSHOOT_ALIGNMENT``), as a cut then
   needs a clear overshoot;
 - a cut is applied when the metric got worse since the last decision *and* the gradient
@@ -47,8 +48,8 @@ come with the gate:
 - a clear overshoot (``clear_overshoot``: the bars under which a cut goes through while the metric
   improves) cuts the LR by ``CLEAR_OVERSHOOT_CUT`` even when the policy asks to keep or raise it
   (a cut the policy asks for there goes through as asked); at the LR floor it does nothing;
-- a raise that the next evaluation punishes (the metric got worse right after it) is taken back,
-  whatever the policy asks;
+- a raise that the next evaluation punishes (the metric got worse right after it, by more than
+  ``RAISE_PUNISHED``) is taken back, whatever the policy asks;
 - since the direction needs no trend, the policy acts from the first evaluation on;
 - before the first evaluation, the *early-divergence guard* (``early_guard``) reads every step's
   training loss: a loss that climbs, record after record (each above ``EARLY_SPIKE`` times every
@@ -88,7 +89,7 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
-           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "clear_overshoot"]
+           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "clear_overshoot"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -100,6 +101,8 @@ OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut m
 UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a raise at the first evaluation needs (no
 # metric trend backs it yet): a run's first steps point the same way at almost any LR (a ResNet at 10x its good LR
 # reads +0.02 to +0.1 there), an LR far too low reads +0.2 to +0.5
+RAISE_PUNISHED = 0.01  # log(objective / previous objective) above which a metric counts as worse for a raise (held, or
+# taken back after it): on a plateau at the initial loss the metric moves by a few parts in a thousand by noise
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
@@ -116,8 +119,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1:
-        if worse:
-            return True, "raise held: the metric got worse since the last decision"
+        if features["objective_trend"] > RAISE_PUNISHED:
+            return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
         if not (t >= EVIDENCE_T and ratio > 0):
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
         if first and ratio < UNDERSHOOT_ALIGNMENT:
@@ -430,9 +433,10 @@ class MetaLRController:
 
     def _undo_punished_raise(self, features: dict[str, float]) -> float | None:
         """The multiplier that takes back the last decision's raise (1 / what it applied) when the
-        metric got worse right after it; None when there is nothing to take back."""
+        metric got worse right after it (by more than ``RAISE_PUNISHED``); None when there is nothing
+        to take back."""
         last = self.history[-1].get("applied", 1.0) if self.history else 1.0  # older saved histories lack it
-        return 1.0 / last if last > 1 and features["objective_trend"] > 0 else None
+        return 1.0 / last if last > 1 and features["objective_trend"] > RAISE_PUNISHED else None
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
