@@ -333,6 +333,11 @@ def test_a_plateaus_noise_neither_takes_a_raise_back_nor_holds_the_next():
     punished = controlled_quadratic(always(4), 0.01, values=(1.0, 1.02, 1.0404))
     assert [d.applied for d in punished] == [2.0, 0.5, 1.0]
     assert punished[1].evidence.startswith("undo:") and punished[2].gate.startswith("raise held: the metric got worse")
+    # the bar itself: worse by exactly RAISE_PUNISHED is not a punished raise, by a hair more is
+    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
+    ctrl.history.append({"applied": 2.0})
+    assert ctrl._undo_punished_raise({"objective_trend": RAISE_PUNISHED}) is None
+    assert ctrl._undo_punished_raise({"objective_trend": RAISE_PUNISHED + 1e-9}) == 0.5
 
 
 def test_without_watched_parameters_the_gate_is_off():

@@ -102,7 +102,8 @@ UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a rais
 # metric trend backs it yet): a run's first steps point the same way at almost any LR (a ResNet at 10x its good LR
 # reads +0.02 to +0.1 there), an LR far too low reads +0.2 to +0.5
 RAISE_PUNISHED = 0.01  # log(objective / previous objective) above which a metric counts as worse for a raise (held, or
-# taken back after it): on a plateau at the initial loss the metric moves by a few parts in a thousand by noise
+# taken back after it): the objective (loss, 1 - accuracy) up by more than 1%; on a plateau at the initial loss an
+# eval_loss moves by a few parts in a thousand by noise (1 - accuracy on a plateau swings far more, by 0.1 in log)
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
@@ -422,8 +423,8 @@ class MetaLRController:
                 f"the policy asked for x{requested:g}")
         undo = self._undo_punished_raise(features) if gated else None
         if undo is not None and multiplier > undo:
-            multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise, which is taken "
-                                                  f"back (x{undo:.3g})")
+            multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
+                                                  f"{RAISE_PUNISHED:.0%}), which is taken back (x{undo:.3g})")
         applied = self._rescale(multiplier)
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
