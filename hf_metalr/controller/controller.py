@@ -120,7 +120,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1:
-        if features["objective_trend"] > RAISE_PUNISHED:
+        if _worse_for_a_raise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
         if not (t >= EVIDENCE_T and ratio > 0):
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
@@ -129,7 +129,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                           f"a clear one (alignment >= {UNDERSHOOT_ALIGNMENT:g}, here {ratio:+.2f})")
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
-        progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
+        progress = _made_progress(features)
         bar = _cut_evidence_t(features)
         opposed = t <= -bar
         if clear_overshoot(features):
@@ -152,10 +152,19 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     return False, None
 
 
+def _made_progress(features: dict[str, float]) -> bool:
+    """Whether the objective is at least ``PROGRESS`` below the first evaluation's (absent: no progress)."""
+    return features.get("objective_vs_first", 0.0) <= -PROGRESS
+
+
+def _worse_for_a_raise(features: dict[str, float]) -> bool:
+    """Whether the metric got worse by more than ``RAISE_PUNISHED``: a raise is held, or taken back after it."""
+    return features["objective_trend"] > RAISE_PUNISHED
+
+
 def _cut_evidence_t(features: dict[str, float]) -> float:
     """The |grad_alignment_t| a cut needs: ``EVIDENCE_T`` after progress, ``PLATEAU_EVIDENCE_T`` before."""
-    progress = features.get("objective_vs_first", 0.0) <= -PROGRESS  # absent: no progress, the stricter bar
-    return EVIDENCE_T if progress else PLATEAU_EVIDENCE_T
+    return EVIDENCE_T if _made_progress(features) else PLATEAU_EVIDENCE_T
 
 
 def clear_overshoot(features: dict[str, float]) -> bool:
@@ -417,10 +426,9 @@ class MetaLRController:
         held, why = direction_verdict(requested, features, first=reward is None) if gated else (False, None)
         multiplier = 1.0 if held else requested
         if gated and multiplier >= 1 and clear_overshoot(features) and self.scale > self.min_scale:
+            _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features)  # the clear-overshoot cut's own words
             multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
-                f"cut: the gradient clearly opposes the previous steps (alignment {features['grad_alignment']:+.2f}, "
-                f"t={features['grad_alignment_t']:+.1f}), the steps overshoot; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), "
-                f"the policy asked for x{requested:g}")
+                f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
         undo = self._undo_punished_raise(features) if gated else None
         if undo is not None and multiplier > undo:
             multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
@@ -437,7 +445,7 @@ class MetaLRController:
         metric got worse right after it (by more than ``RAISE_PUNISHED``); None when there is nothing
         to take back."""
         last = self.history[-1].get("applied", 1.0) if self.history else 1.0  # older saved histories lack it
-        return 1.0 / last if last > 1 and features["objective_trend"] > RAISE_PUNISHED else None
+        return 1.0 / last if last > 1 and _worse_for_a_raise(features) else None
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
