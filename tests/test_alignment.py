@@ -407,8 +407,9 @@ def test_resume_under_another_seed_takes_the_saved_seed_and_its_sketch():
 
 
 def test_the_sketch_reads_exactly_its_runs_in_order():
-    """One index_select per parameter reads the same coordinates, in the same order, as slicing
-    each run: on several parameters, a non-contiguous and a float64 one, and a missing gradient."""
+    """One index_select per parameter, written into a reused buffer, reads the same coordinates, in
+    the same order, as slicing each run: on several parameters, a non-contiguous and a float64 one,
+    and a missing gradient, then the same buffer again once that gradient is there."""
     generator = torch.Generator().manual_seed(3)
     params = [torch.nn.Parameter(torch.randn(40, 30, generator=generator).t()),  # non-contiguous
               torch.nn.Parameter(torch.randn(700, generator=generator, dtype=torch.float64)),
@@ -425,8 +426,11 @@ def test_the_sketch_reads_exactly_its_runs_in_order():
 
     assert torch.equal(alignment._current_params(), by_runs(params))
     grads = [p.grad for p in params]
-    assert torch.equal(alignment._gather(alignment._select(grads)), by_runs(grads))
+    assert torch.equal(alignment._read(grads, 0), by_runs(grads))
     assert alignment._current_params().numel() == alignment.coordinates
+    with torch.no_grad():
+        params[2].grad = torch.ones_like(params[2])  # the buffer is reused: a gradient that was missing now reads
+    assert torch.equal(alignment._read([p.grad for p in params], 0), by_runs([p.grad for p in params]))
 
 
 def test_the_undo_of_a_punished_raise_survives_a_resume():

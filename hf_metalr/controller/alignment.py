@@ -14,10 +14,11 @@ parameter coordinates: ``sketch_size / WINDOW`` windows of ``WINDOW`` consecutiv
 each in a parameter tensor picked with probability proportional to its size (so the weight
 matrices that hold most of a model weigh as they do in the full cosine) at a random offset,
 drawn once from ``seed`` and the parameters' shapes. Its memory is bounded whatever the model
-size (two float32 vectors of that length and their int64 coordinate indices: 16 bytes a
-coordinate, 128 KiB at the default 8,192); a step reads the sketch of the gradients and of the
-parameters with one ``index_select`` per parameter that holds a window (at most 32) and one
-``cat``. Every rank draws the same sketch.
+size (four preallocated float32 vectors of that length, for the gradient, the last and the
+current parameters and the last descent step, and their int64 coordinate indices: 24 bytes a
+coordinate, 192 KiB at the default 8,192); a step reads the sketch of the gradients and of the
+parameters with one ``index_select`` per parameter that holds a window (at most 32), written in
+place into those vectors. Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
 (accumulated, synchronised across ranks, clipped), and :meth:`GradientAlignment.after_step` right
@@ -97,10 +98,13 @@ class GradientAlignment:
         self.seed = int(seed)
         self._runs = self._draw_sketch()
         self._device = self.params[0].device
-        self._spread = any(p.device != self._device for p in self.params)
         self._owners = self._index_owners()
+        # Preallocated float32 sketches, written in place at every step (no allocation, no cat): the
+        # gradient, two parameter sketches taking turns as "the last" and "the current", the descent.
+        self._buffers = [torch.empty(self.coordinates, dtype=torch.float32, device=self._device) for _ in range(4)]
+        self._slots = [list(buffer.split([len(index) for _, index in self._owners])) for buffer in self._buffers]
         self._last_params: torch.Tensor | None = None  # the sketch after the last optimizer step
-        self._last_update: torch.Tensor | None = None  # θ_after - θ_before of the last step
+        self._descent: torch.Tensor | None = None  # θ_before - θ_after of the last step, its descent step -u
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
         self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
 
@@ -138,23 +142,26 @@ class GradientAlignment:
             owners[-1][1].append(torch.arange(begin, stop))
         return [(i, torch.cat(pieces).to(self.params[i].device)) for i, pieces in owners]
 
-    def _select(self, tensors) -> list[torch.Tensor]:
-        """The sketched coordinates of ``tensors`` (one per parameter), a piece per owning
-        parameter; a missing one (a parameter that got no gradient this step, which the optimizer
-        leaves unchanged) reads as zeros."""
+    def _read(self, tensors, buffer: int) -> torch.Tensor:
+        """The sketched coordinates of ``tensors`` (one per parameter), in the order of the runs, written
+        into preallocated buffer ``buffer`` (float32, on the first parameter's device) with one
+        ``index_select`` per owning parameter; a missing one (a parameter that got no gradient this
+        step, which the optimizer leaves unchanged) reads as zeros. Other dtypes and devices are read
+        and then copied in (float32 rounds a float64 value once, as a ``.float()`` would)."""
         with torch.no_grad():
-            return [tensors[i].reshape(-1).index_select(0, index) if tensors[i] is not None
-                    else torch.zeros(len(index), device=index.device) for i, index in self._owners]
+            for (i, index), slot in zip(self._owners, self._slots[buffer]):
+                tensor = tensors[i]
+                if tensor is None:
+                    slot.zero_()
+                elif tensor.dtype == torch.float32 and tensor.device == slot.device:
+                    torch.index_select(tensor.reshape(-1), 0, index, out=slot)
+                else:
+                    slot.copy_(tensor.reshape(-1).index_select(0, index))
+        return self._buffers[buffer]
 
     def _current_params(self) -> torch.Tensor:
-        return self._gather(self._select(self.params))
-
-    def _gather(self, pieces: list[torch.Tensor]) -> torch.Tensor:
-        """The sketched coordinates from the owners' ``pieces`` (``_select``), as float32 on one device (a
-        model spread over devices is gathered onto its first parameter's), copied by one ``cat``."""
-        if self._spread:
-            pieces = [piece.to(self._device) for piece in pieces]
-        return torch.cat(pieces).float()
+        """The parameters' sketch, in the parameter buffer that does not hold the last one."""
+        return self._read(self.params, 2 if self._last_params is self._buffers[1] else 1)
 
     @property
     def coordinates(self) -> int:
@@ -165,9 +172,9 @@ class GradientAlignment:
         grads = [p.grad for p in self.params]
         if self._last_params is None:
             self._last_params = self._current_params()
-        if self._last_update is None or all(grads[i] is None for i, _ in self._owners):
+        if self._descent is None or all(grads[i] is None for i, _ in self._owners):
             return
-        g, descent = self._gather(self._select(grads)), -self._last_update
+        g, descent = self._read(grads, 0), self._descent
         self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
         if len(self._pending) >= _FOLD_EVERY:
             self._fold()
@@ -190,7 +197,8 @@ class GradientAlignment:
         """Read the parameters after ``optimizer.step()``: the step's update is the difference."""
         current = self._current_params()
         if self._last_params is not None:
-            self._last_update = current - self._last_params  # a non-finite or zero one is skipped in before_step
+            # a non-finite or zero one is skipped in before_step
+            self._descent = torch.sub(self._last_params, current, out=self._buffers[3])
         self._last_params = current
 
     def take(self) -> AlignmentWindow:
@@ -202,7 +210,8 @@ class GradientAlignment:
 
     def state_dict(self) -> dict:
         self._fold()
-        tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", self._last_update))
+        update = -self._descent if self._descent is not None else None  # saved as the update, u = θ_after - θ_before
+        tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", update))
                    if t is not None}
         return {"sketch_size": self.sketch_size, "seed": self.seed, "coordinates": self.coordinates,
                 "sums": self._sums.tolist(), "tensors": tensors_to_text(tensors) if tensors else None}
@@ -217,5 +226,5 @@ class GradientAlignment:
         self._sums = torch.tensor(state["sums"], dtype=torch.float32, device=self._device)
         self._pending = []
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
-        self._last_params = tensors["last_params"].to(self._device) if "last_params" in tensors else None
-        self._last_update = tensors["last_update"].to(self._device) if "last_update" in tensors else None
+        self._last_params = self._buffers[1].copy_(tensors["last_params"]) if "last_params" in tensors else None
+        self._descent = torch.neg(tensors["last_update"].to(self._device), out=self._buffers[3]) if "last_update" in tensors else None

@@ -58,9 +58,11 @@ class TrainLossTap:
 
     def end_step(self) -> None:
         """Close one optimizer step (call from ``on_step_end``)."""
-        if self._micro:
+        if len(self._micro) == 1:  # no gradient accumulation: the loss itself, without two more kernels
+            self._steps.append(self._micro[0].float())
+        elif self._micro:
             self._steps.append(torch.stack([m.float() for m in self._micro]).mean())
-            self._micro = []
+        self._micro = []
 
     def pending(self) -> list[float]:
         """This process's finished steps not taken yet (what a checkpoint keeps)."""
