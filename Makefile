@@ -35,11 +35,11 @@ bench: $(STAMP)
 meta-eval: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/meta_eval.py --out benchmarks/results/meta_eval --card hf_metalr/policies/default.json --task-seeds digits=10 $(META_EVAL_ARGS)
 
-# The same protocol on two Trainer tasks added after v15 was picked: a character-level GPT-2 (3 seeds)
-# and an MLP regression (5 seeds), about 40 minutes on 2 CPU cores. Meta-training has synthetic
+# The same protocol on three Trainer tasks added after v15 was picked: a character-level GPT-2 (3 seeds),
+# an MLP regression and a tiny ViT classifier (5 seeds each), about an hour on 2 CPU cores. Meta-training has synthetic
 # families of both kinds, not these models or data (docs/evaluation.md, "Fresh tasks").
 fresh-check: $(STAMP)
-	$(OFFLINE) $(PY) benchmarks/meta_eval.py --tasks char-lm,regression --task-seeds char-lm=3 --seeds 5 --out benchmarks/results/fresh_tasks $(META_EVAL_ARGS)
+	$(OFFLINE) $(PY) benchmarks/meta_eval.py --tasks char-lm,regression,vit-digits --task-seeds char-lm=3 --seeds 5 --out benchmarks/results/fresh_tasks $(META_EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

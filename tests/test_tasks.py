@@ -15,10 +15,11 @@ import torch
 
 from hf_metalr.tasks import TASKS, get_task
 
-TASK_NAMES = ("digits", "sentiment", "spoken-digits", "char-lm", "regression")
-INPUT_KEY = {"digits": "pixel_values", "sentiment": "input_ids", "spoken-digits": "input_values", "char-lm": "input_ids", "regression": "features"}
+TASK_NAMES = ("digits", "sentiment", "spoken-digits", "char-lm", "regression", "vit-digits")
+INPUT_KEY = {"digits": "pixel_values", "sentiment": "input_ids", "spoken-digits": "input_values", "char-lm": "input_ids", "regression": "features",
+             "vit-digits": "pixel_values"}
 EXPECTED_SIZES = {"digits": (1000, 300, 497), "sentiment": (2000, 400, 600), "char-lm": (1500, 187, 187),
-                  "regression": (2000, 500, 500)}
+                  "regression": (2000, 500, 500), "vit-digits": (1000, 300, 497)}
 
 
 @pytest.fixture(scope="module", params=TASK_NAMES)
@@ -338,7 +339,7 @@ def _short_run(name):
     data = task.load()
     if name == "spoken-digits":  # 128 one-word training clips; the one-word validation clips
         return _single_word_clips(data.train, 128), _single_word_clips(data.validation), 20, task.learning_rate
-    return data.train, data.validation, {"digits": 2, "sentiment": 4, "char-lm": 1, "regression": 2}[name], task.learning_rate
+    return data.train, data.validation, {"digits": 2, "sentiment": 4, "char-lm": 1, "regression": 2, "vit-digits": 2}[name], task.learning_rate
 
 
 @pytest.fixture
@@ -389,3 +390,22 @@ def test_short_training_improves_the_metric(name, tmp_path, one_thread):
     improvement = after - before if task.greater_is_better else before - after
     assert improvement > 0.2, (before, after)
     assert not task.reached(before)
+
+
+def test_vit_digits_is_a_vision_transformer_on_the_digits_split():
+    """The fresh transformer classifier reads the digits task's images and labels, split for split,
+    through 16 patches of 4x4 and a [CLS] token."""
+    from transformers import ViTForImageClassification
+
+    vit, digits = get_task("vit-digits"), get_task("digits")
+    for split in ("train", "validation", "test"):
+        ours, theirs = getattr(vit.load(), split), getattr(digits.load(), split)
+        assert torch.equal(ours.columns["pixel_values"], theirs.columns["pixel_values"])
+        assert torch.equal(ours.columns["labels"], theirs.columns["labels"])
+    model = vit.model(0)
+    assert isinstance(model, ViTForImageClassification)
+    batch = {k: v[:4] for k, v in vit.load().train.columns.items()}
+    out = model(**batch, output_hidden_states=True)
+    assert out.logits.shape == (4, 10) and out.loss.ndim == 0
+    assert out.hidden_states[-1].shape == (4, 17, 64)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), vit.model(0).state_dict().values()))

@@ -26,6 +26,7 @@ TASKS = {
     "spoken-digits": _lazy("spoken_digits", "SpokenDigitsTask"),
     "char-lm": _lazy("char_lm", "CharLMTask"),
     "regression": _lazy("regression", "RegressionTask"),
+    "vit-digits": _lazy("vit_digits", "ViTDigitsTask"),
 }
 
 
