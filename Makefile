@@ -37,7 +37,7 @@ meta-eval: $(STAMP)
 
 # The same protocol on three Trainer tasks added after v15 was picked: a character-level GPT-2 (3 seeds),
 # an MLP regression and a tiny ViT classifier (5 seeds each), about an hour on 2 CPU cores. Meta-training has synthetic
-# families of both kinds, not these models or data (docs/evaluation.md, "Fresh tasks").
+# transformer and MLP families, not these models or data (docs/evaluation.md, "Fresh tasks").
 fresh-check: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/meta_eval.py --tasks char-lm,regression,vit-digits --task-seeds char-lm=3 --seeds 5 --out benchmarks/results/fresh_tasks $(META_EVAL_ARGS)
 
