@@ -448,3 +448,38 @@ def test_the_undo_of_a_punished_raise_survives_a_resume():
     a, b = ctrl.observe(1.2), resumed.observe(1.2)  # worse right after the raise
     assert a.applied == b.applied == 0.5 and a.scale == b.scale == 1.0
     assert a.evidence == b.evidence and a.evidence.startswith("undo")
+
+
+def test_the_window_matches_a_step_by_step_reference_through_the_reused_buffers():
+    """The preallocated buffers (two parameter sketches taking turns, the gradient, the descent)
+    give the same per-step cosines as vectors built afresh each step: Adam on a noisy quadratic,
+    two parameters read whole."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(30)), torch.nn.Parameter(torch.randn(5, 4))]
+    optimizer = torch.optim.Adam(params, lr=0.3)
+    alignment = GradientAlignment(params)
+    assert alignment.coordinates == 50, "read whole"
+    flat = lambda tensors: torch.cat([t.detach().reshape(-1) for t in tensors]).double()  # noqa: E731
+    previous, descent, cosines, dots, norms = None, None, [], 0.0, 0.0
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = sum((p**2).sum() for p in params) + sum((p * torch.randn_like(p)).sum() for p in params)
+        loss.backward()
+        alignment.before_step()
+        g = flat([p.grad for p in params])
+        if descent is not None:
+            cosines.append(float(g @ descent / (g.norm() * descent.norm())))
+            dots += float(g @ descent)
+            norms += float(g.norm() * descent.norm())
+        before = flat(params)
+        optimizer.step()
+        alignment.after_step()
+        descent = before - flat(params)
+    window = alignment.take()
+    mean = sum(cosines) / len(cosines)
+    std = (sum((c - mean) ** 2 for c in cosines) / (len(cosines) - 1)) ** 0.5
+    assert window.steps == 24
+    assert window.ratio == pytest.approx(dots / norms, abs=1e-5)
+    assert window.mean == pytest.approx(mean, abs=1e-5)
+    assert window.t == pytest.approx(mean / (std / len(cosines) ** 0.5), rel=1e-3)
+    assert any(c < 0 for c in cosines) and any(c > 0 for c in cosines), "a window of both signs"
