@@ -19,6 +19,10 @@
    decision (the rest: ``on_log`` with the controller's decision), and the ratio the first and the
    last give for a job of 25 ms steps with a decision every 100 steps,
    ``1 + per step / 25 ms + per decision / (100 x 25 ms)`` (the per-run part vanishes in a long run).
+6. the same measures on a job of a more usual shape, ``bert-small``: the sentiment data through a
+   BERT of 4 layers, 128 wide (0.83M parameters in 73 tensors; steps of about 100 ms on one CPU
+   thread, evaluation included), deciding once per epoch (63 optimizer steps), measured rather
+   than extrapolated.
 
 Nothing here is asserted; it prints the numbers for the README.
 """
@@ -86,15 +90,39 @@ PER_RUN_HANDLERS = ("on_train_begin", "on_train_end")
 REFERENCE_STEP_MS, REFERENCE_STEPS_PER_DECISION = 25.0, 100
 
 
+def bench_task(task_name: str):
+    """An embedded task by name, or ``bert-small``: the sentiment task with a 4-layer, 128-wide BERT."""
+    from hf_metalr.tasks import get_task
+
+    if task_name != "bert-small":
+        return get_task(task_name)
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hf_metalr.tasks.base import seeded
+    from hf_metalr.tasks.sentiment import MAX_LENGTH, SentimentTask, build_tokenizer
+
+    class BertSmallSentiment(SentimentTask):
+        name = "bert-small"
+
+        def model(self, seed: int):
+            tokenizer = build_tokenizer()
+            config = BertConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                                intermediate_size=512, max_position_embeddings=MAX_LENGTH, type_vocab_size=1,
+                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                pad_token_id=tokenizer.pad_token_id, num_labels=2)
+            return seeded(seed, lambda: BertForSequenceClassification(config))
+
+    return BertSmallSentiment()
+
+
 def one_run(with_callback: bool, epochs: int, evals_per_epoch: int,
             task_name: str = "digits") -> tuple[float, int, int, dict[str, float]]:
     """One run: its wall seconds, the decisions made, the optimizer steps run, and the seconds spent
     in the callback's own work by handler (``"loss hook"``: the training-loss hook)."""
     from hf_metalr import MetaLRCallback
     from hf_metalr.compare.runner import build_trainer
-    from hf_metalr.tasks import get_task
 
-    task = get_task(task_name)
+    task = bench_task(task_name)
     steps_per_epoch = -(-len(task.load().train) // task.batch_size)
     every = max(1, steps_per_epoch // evals_per_epoch)
     with tempfile.TemporaryDirectory() as out:
@@ -181,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--decisions", type=int, default=500)
     p.add_argument("--pairs", type=int, default=6, help="interleaved pairs of digits runs")
     p.add_argument("--sentiment-pairs", type=int, default=5, help="interleaved pairs of sentiment runs (0: skip)")
+    p.add_argument("--bert-small-pairs", type=int, default=3,
+                   help="interleaved pairs of bert-small runs (2 epochs, a decision per epoch; 0: skip)")
     p.add_argument("--steps", type=int, default=50, help="optimizer steps timed for the alignment signal")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--evals-per-epoch", type=int, default=4)
@@ -199,9 +229,11 @@ def main(argv=None) -> int:
           f"{coordinates} sketched coordinates, median of {a.steps}): {signal_ms:.3f} ms; one plain SGD update of the "
           f"same parameters: {update_ms:.1f} ms (ratio {signal_ms / update_ms:.3f})")
 
-    for task_name, epochs, pairs in (("digits", a.epochs, a.pairs), ("sentiment", 2, a.sentiment_pairs)):
+    for task_name, epochs, evals_per_epoch, pairs in (("digits", a.epochs, a.evals_per_epoch, a.pairs),
+                                                      ("sentiment", 2, a.evals_per_epoch, a.sentiment_pairs),
+                                                      ("bert-small", 2, 1, a.bert_small_pairs)):
         if pairs:
-            whole_run_ratio(task_name, epochs, a.evals_per_epoch, pairs)
+            whole_run_ratio(task_name, epochs, evals_per_epoch, pairs)
     return 0
 
 
