@@ -58,8 +58,9 @@ class TrainLossTap:
 
     def end_step(self) -> None:
         """Close one optimizer step (call from ``on_step_end``)."""
-        if len(self._micro) == 1:  # no gradient accumulation: the loss itself, without two more kernels
-            self._steps.append(self._micro[0].float())
+        if len(self._micro) == 1:  # no gradient accumulation: a 0-d copy of the loss (one kernel, not a stack and a
+            # mean; a copy, as a model may reuse its loss tensor in place at the next step)
+            self._steps.append(self._micro[0].float().reshape(()).clone())
         elif self._micro:
             self._steps.append(torch.stack([m.float() for m in self._micro]).mean())
         self._micro = []
