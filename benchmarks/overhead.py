@@ -20,7 +20,7 @@
    last give for a job of 25 ms steps with a decision every 100 steps,
    ``1 + per step / 25 ms + per decision / (100 x 25 ms)`` (the per-run part vanishes in a long run).
 6. the same measures on a job of a more usual shape, ``bert-small``: the sentiment data through a
-   BERT of 4 layers, 128 wide (0.83M parameters in 73 tensors; steps of about 100 ms on one CPU
+   BERT of 4 layers, 128 wide (0.83M parameters in 73 tensors; steps of about 95 ms on one CPU
    thread, evaluation included), deciding once per epoch (63 optimizer steps), measured rather
    than extrapolated.
 
