@@ -14,10 +14,10 @@ parameter coordinates: ``sketch_size / WINDOW`` windows of ``WINDOW`` consecutiv
 each in a parameter tensor picked with probability proportional to its size (so the weight
 matrices that hold most of a model weigh as they do in the full cosine) at a random offset,
 drawn once from ``seed`` and the parameters' shapes. Its memory is bounded whatever the model
-size (four preallocated float32 vectors of that length, for the gradient, the last and the
-current parameters and the last descent step, and their int64 coordinate indices: 24 bytes a
-coordinate, 192 KiB at the default 8,192); a step reads the sketch of the gradients and of the
-parameters with one ``index_select`` per parameter that holds a window (at most 32), written in
+size (five preallocated float32 vectors of that length, for the gradient, the last and the
+current parameters, the last descent step and the parameters at the start, and their int64
+coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192); a step reads the sketch
+of the gradients and of the parameters with one ``index_select`` per parameter that holds a window (at most 32), written in
 place into those vectors. Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
@@ -100,11 +100,13 @@ class GradientAlignment:
         self._device = self.params[0].device
         self._owners = self._index_owners()
         # Preallocated float32 sketches, written in place at every step (no allocation, no cat): the
-        # gradient, two parameter sketches taking turns as "the last" and "the current", the descent.
-        self._buffers = [torch.empty(self.coordinates, dtype=torch.float32, device=self._device) for _ in range(4)]
+        # gradient, two parameter sketches taking turns as "the last" and "the current", the descent,
+        # and the parameters at the first read (for ``drift``).
+        self._buffers = [torch.empty(self.coordinates, dtype=torch.float32, device=self._device) for _ in range(5)]
         self._slots = [list(buffer.split([len(index) for _, index in self._owners])) for buffer in self._buffers]
         self._last_params: torch.Tensor | None = None  # the sketch after the last optimizer step
         self._descent: torch.Tensor | None = None  # θ_before - θ_after of the last step, its descent step -u
+        self._initial: torch.Tensor | None = None  # the sketch at the first read (the run's start)
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
         self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
 
@@ -196,10 +198,21 @@ class GradientAlignment:
     def after_step(self) -> None:
         """Read the parameters after ``optimizer.step()``: the step's update is the difference."""
         current = self._current_params()
+        if self._initial is None:  # the run's start: the parameters before the first step read
+            self._initial = self._buffers[4].copy_(self._last_params if self._last_params is not None else current)
         if self._last_params is not None:
             # a non-finite or zero one is skipped in before_step
             self._descent = torch.sub(self._last_params, current, out=self._buffers[3])
         self._last_params = current
+
+    def drift(self) -> float:
+        """How far the parameters have moved since the first read, relative to where they started:
+        ``|θ - θ_0| / |θ_0|`` on the sketch (0 before two reads, or when the sketch started at zero).
+        One host sync; call once per decision."""
+        if self._initial is None or self._last_params is None:
+            return 0.0
+        start = float(self._initial.norm())
+        return float((self._last_params - self._initial).norm()) / start if start > 0 else 0.0
 
     def take(self) -> AlignmentWindow:
         """The sums since the last call, as plain numbers; the accumulator starts again at zero."""
@@ -211,8 +224,8 @@ class GradientAlignment:
     def state_dict(self) -> dict:
         self._fold()
         update = -self._descent if self._descent is not None else None  # saved as the update, u = θ_after - θ_before
-        tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", update))
-                   if t is not None}
+        tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", update),
+                                            ("initial_params", self._initial)) if t is not None}
         return {"sketch_size": self.sketch_size, "seed": self.seed, "coordinates": self.coordinates,
                 "sums": self._sums.tolist(), "tensors": tensors_to_text(tensors) if tensors else None}
 
@@ -227,4 +240,7 @@ class GradientAlignment:
         self._pending = []
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
         self._last_params = self._buffers[1].copy_(tensors["last_params"]) if "last_params" in tensors else None
+        # a checkpoint from before drift was kept: it counts from the resumed parameters
+        initial = tensors.get("initial_params", tensors.get("last_params"))
+        self._initial = self._buffers[4].copy_(initial) if initial is not None else None
         self._descent = torch.neg(tensors["last_update"].to(self._device), out=self._buffers[3]) if "last_update" in tensors else None

@@ -89,7 +89,7 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
-           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "clear_overshoot"]
+           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "clear_overshoot"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -104,6 +104,10 @@ UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a rais
 RAISE_PUNISHED = 0.01  # log(objective / previous objective) above which a metric counts as worse for a raise (held, or
 # taken back after it): the objective (loss, 1 - accuracy) up by more than 1%; on a plateau at the initial loss an
 # eval_loss moves by a few parts in a thousand by noise (1 - accuracy on a plateau swings far more, by 0.1 in log)
+MOVED = 1.0  # param_drift (|θ - θ_0| / |θ_0| on the sketch) at which the steps have gone a long way: the parameters
+# moved by their whole starting norm. On a plateau at an LR 10x too high (a ViT, a post-LN BERT at chance) it reads
+# 1.7 to 5 from the first evaluations, on a plateau at 0.1x (the BERT at ln 2) 0.01 to 0.16
+STUCK = 0.05  # log(first objective / objective) under which a run counts as stuck at its first evaluation's level
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
@@ -122,6 +126,10 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     if multiplier > 1:
         if _worse_for_a_raise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
+        if _moved_but_stuck(features):
+            return True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
+                          "while the metric stayed at its first evaluation's level: the steps are not too short, and a "
+                          "stuck run's alignment does not tell which way the LR is wrong")
         if not (t >= EVIDENCE_T and ratio > 0):
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
         if first and ratio < UNDERSHOOT_ALIGNMENT:
@@ -155,6 +163,13 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
 def _made_progress(features: dict[str, float]) -> bool:
     """Whether the objective is at least ``PROGRESS`` below the first evaluation's (absent: no progress)."""
     return features.get("objective_vs_first", 0.0) <= -PROGRESS
+
+
+def _moved_but_stuck(features: dict[str, float]) -> bool:
+    """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
+    not even ``STUCK`` below the first evaluation's (a raise is held; absent drift: no)."""
+    return (features.get("param_drift", 0.0) >= MOVED
+            and features.get("objective_vs_first", 0.0) > -STUCK)
 
 
 def _worse_for_a_raise(features: dict[str, float]) -> bool:
@@ -412,6 +427,8 @@ class MetaLRController:
             self.tracker.observe_alignment(self.alignment.take())
         _, reward = self.tracker.observe(float(value))
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
+        if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
+            features["param_drift"] = self.alignment.drift()
         obs = self.observation(features)
         learned = False
         if self.learner is not None and self.pending is not None and reward is not None:
