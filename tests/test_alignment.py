@@ -11,8 +11,8 @@ from hf_metalr import MetaLRController
 from hf_metalr.controller import early_guard
 from hf_metalr.controller.alignment import GradientAlignment
 from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T,
-                                             PROGRESS, RAISE_PUNISHED, UNDERSHOOT_ALIGNMENT, clear_overshoot,
-                                             direction_gate)
+                                             MOVED, PROGRESS, RAISE_PUNISHED, STUCK, UNDERSHOOT_ALIGNMENT,
+                                             clear_overshoot, direction_gate)
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
 
@@ -168,6 +168,12 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {"grad_alignment": -0.01}, "raise held: no evidence"),
         (2.0, {"objective_trend": RAISE_PUNISHED + 0.001}, "raise held: the metric got worse"),
         (2.0, {"objective_trend": RAISE_PUNISHED}, None),  # worse by a plateau's noise: the evidence decides
+        # the parameters went a long way while the metric stayed at its first level: whatever the alignment, no raise
+        (2.0, {"param_drift": MOVED, "objective_vs_first": 0.0}, "raise held: the parameters have moved by 1.00"),
+        (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001}, "raise held: the parameters have moved"),
+        (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK}, None),  # 5% below the first level: not stuck
+        (2.0, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, None),  # not that far yet
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0}, "cut held: the metric did not get worse"),  # cuts as before
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
         # worse and overshooting: a cut goes through
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_trend": 0.05}, None),
@@ -484,3 +490,56 @@ def test_the_window_matches_a_step_by_step_reference_through_the_reused_buffers(
     assert window.mean == pytest.approx(mean, abs=1e-5)
     assert window.t == pytest.approx(mean / (std / len(cosines) ** 0.5), rel=1e-3)
     assert any(c < 0 for c in cosines) and any(c > 0 for c in cosines), "a window of both signs"
+
+
+
+def test_drift_is_the_distance_from_the_start_over_the_starting_norm_and_survives_a_resume():
+    theta = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # norm 5
+    alignment = GradientAlignment([theta])
+    assert alignment.drift() == 0.0, "nothing read yet"
+    for step in range(3):
+        theta.grad = torch.ones(2)
+        alignment.before_step()
+        with torch.no_grad():
+            theta -= 1.0  # each step moves by (1, 1)
+        alignment.after_step()
+    assert alignment.drift() == pytest.approx(math.sqrt(18) / 5)
+    state = json.loads(json.dumps(alignment.state_dict()))
+    resumed = GradientAlignment([theta])
+    resumed.load_state_dict(state)
+    assert resumed.drift() == pytest.approx(math.sqrt(18) / 5)
+    del state["tensors"]  # an older checkpoint, without the starting sketch: it counts from the resumed parameters
+    old = GradientAlignment([theta])
+    old.load_state_dict({**state, "tensors": None})
+    assert old.drift() == 0.0
+
+
+def test_a_stuck_run_whose_parameters_went_far_gets_no_raise():
+    """SGD on a linear loss: every step the same, so the alignment reads +1 and the parameters move
+    in a straight line (0.35 of their starting norm per decision); the metric given stays at its first
+    level. The first raises go through, then, past a drift of 1, every raise is held."""
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.ones(16))
+    direction = torch.ones(16)
+    optimizer = torch.optim.SGD([theta], lr=0.035)
+    ctrl = MetaLRController(0.035, policy=always(3), learn_online=False, max_lr=0.035 * 1.25**4)  # 3: x1.25
+    ctrl.watch([theta])
+    decisions = []
+    for _ in range(6):
+        for _ in range(10):
+            optimizer.zero_grad()
+            (theta * direction).sum().backward()
+            ctrl.before_optimizer_step()
+            optimizer.step()
+            ctrl.after_optimizer_step()
+        decisions.append(ctrl.observe(1.0))
+        ctrl.scale_param_groups(optimizer)
+    drifts = [d.features["param_drift"] for d in decisions]
+    assert drifts == sorted(drifts) and drifts[0] == pytest.approx(0.35, rel=0.01)
+    for d in decisions:
+        assert d.features["grad_alignment"] > 0.99
+        if d.features["param_drift"] >= MOVED:
+            assert d.applied == 1.0 and d.gate.startswith("raise held: the parameters have moved")
+        elif d.index > 0:
+            assert d.applied == 1.25, d.gate
+    assert any(d.features["param_drift"] >= MOVED for d in decisions)
