@@ -10,6 +10,7 @@ import torch
 from hf_metalr import MetaLRController
 from hf_metalr.controller import early_guard
 from hf_metalr.controller.alignment import GradientAlignment
+from hf_metalr.controller.serialization import tensors_to_text, text_to_tensors
 from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T,
                                              MOVED, PROGRESS, RAISE_PUNISHED, STUCK, UNDERSHOOT_ALIGNMENT,
                                              clear_overshoot, direction_gate)
@@ -224,6 +225,7 @@ def test_the_controller_holds_a_weak_raise_at_its_first_evaluation():
     decisions = controlled_quadratic(always(4), 1.18, values=[1.0, 0.5])
     first, second = (d.features["grad_alignment"] for d in decisions)
     assert 0 < first < UNDERSHOOT_ALIGNMENT and decisions[0].features["grad_alignment_t"] >= EVIDENCE_T
+    assert decisions[0].features["param_drift"] < MOVED, "converging to the origin: the drift tends to 1 from below"
     assert decisions[0].applied == 1.0 and decisions[0].gate.startswith("raise held: at the first evaluation")
     assert second >= UNDERSHOOT_ALIGNMENT and decisions[1].applied == 2.0
 
@@ -508,10 +510,17 @@ def test_drift_is_the_distance_from_the_start_over_the_starting_norm_and_survive
     resumed = GradientAlignment([theta])
     resumed.load_state_dict(state)
     assert resumed.drift() == pytest.approx(math.sqrt(18) / 5)
-    del state["tensors"]  # an older checkpoint, without the starting sketch: it counts from the resumed parameters
+    tensors = text_to_tensors(state["tensors"])
+    del tensors["initial_params"]  # an older checkpoint, without the starting sketch: it counts from the resumed parameters
     old = GradientAlignment([theta])
-    old.load_state_dict({**state, "tensors": None})
+    old.load_state_dict({**state, "tensors": tensors_to_text(tensors)})
     assert old.drift() == 0.0
+    theta.grad = torch.ones(2)
+    old.before_step()
+    with torch.no_grad():
+        theta -= 1.0
+    old.after_step()
+    assert old.drift() == pytest.approx(math.sqrt(2) / math.sqrt(0.0**2 + 1.0**2))  # from (0, 1), resumed, to (-1, 0)
 
 
 def test_a_stuck_run_whose_parameters_went_far_gets_no_raise():

@@ -83,8 +83,9 @@ class AlignmentWindow:
 class GradientAlignment:
     """Per-step cosine of the gradient with the previous descent step, on a coordinate sketch.
 
-    ``state_dict()`` holds the last parameter and update sketches and the sums pending since the
-    last ``take``, so a run resumed from a checkpoint continues exactly. The sketch itself is
+    ``state_dict()`` holds the last parameter and update sketches, the starting sketch (for
+    ``drift``) and the sums pending since the last ``take``, so a run resumed from a checkpoint
+    continues exactly. The sketch itself is
     derived again from ``seed`` and the parameter shapes.
     """
 
@@ -240,7 +241,6 @@ class GradientAlignment:
         self._pending = []
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
         self._last_params = self._buffers[1].copy_(tensors["last_params"]) if "last_params" in tensors else None
-        # a checkpoint from before drift was kept: it counts from the resumed parameters
-        initial = tensors.get("initial_params", tensors.get("last_params"))
-        self._initial = self._buffers[4].copy_(initial) if initial is not None else None
+        # a checkpoint from before drift was kept has none: the next after_step starts it at the resumed parameters
+        self._initial = self._buffers[4].copy_(tensors["initial_params"]) if "initial_params" in tensors else None
         self._descent = torch.neg(tensors["last_update"].to(self._device), out=self._buffers[3]) if "last_update" in tensors else None

@@ -25,7 +25,9 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   metric did not get worse since the last decision (by more than ``RAISE_PUNISHED``, 1%: a plateau's
   noise does not hold a raise); at the first evaluation, where no metric trend
   backs it, it needs a clear undershoot (``grad_alignment >= UNDERSHOOT_ALIGNMENT``), as a cut then
-  needs a clear overshoot;
+  needs a clear overshoot; and no raise is applied while the run is stuck at its first evaluation's
+  level (not ``STUCK`` below it) after its parameters moved by their whole starting norm
+  (``param_drift >= MOVED``): a stuck run's alignment does not say which way the LR is wrong;
 - a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
