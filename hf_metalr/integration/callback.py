@@ -5,8 +5,8 @@ At every evaluation during training the monitored validation metric goes to a
 user's scheduler (see ``lr_binding``), so it takes effect from the very next optimizer step.
 
 - **Logged:** ``metalr/lr``, ``metalr/scale``, ``metalr/action`` (asked for), ``metalr/applied``
-  (taken effect), ``metalr/reward`` and, where the parameters are watched, ``metalr/grad_alignment``
-  and ``metalr/grad_alignment_t`` are added to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
+  (taken effect), ``metalr/reward`` and, where the parameters are watched, ``metalr/grad_alignment``,
+  ``metalr/grad_alignment_t`` and ``metalr/param_drift`` are added to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
   metric. The callback moves itself ahead of the reporting callbacks for that, at train begin
   (the handler is found on the call stack: transformers passes no reference to it; see ``_handler``).
 - **Training losses:** a forward hook on the model reads the loss of every training step (see
@@ -259,6 +259,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if decision.features is not None and self.controller.alignment is not None:
             published["metalr/grad_alignment"] = decision.features["grad_alignment"]
             published["metalr/grad_alignment_t"] = decision.features["grad_alignment_t"]
+            published["metalr/param_drift"] = decision.features["param_drift"]
         logs.update(published)
         if state.log_history:
             state.log_history[-1].update(published)
