@@ -17,8 +17,8 @@ drawn once from ``seed`` and the parameters' shapes. Its memory is bounded whate
 size (five preallocated float32 vectors of that length, for the gradient, the last and the
 current parameters, the last descent step and the parameters at the start, and their int64
 coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192); a step reads the sketch
-of the gradients and of the parameters with one ``index_select`` per parameter that holds a window (at most 32), written in
-place into those vectors. Every rank draws the same sketch.
+of the gradients and of the parameters with one ``index_select`` per parameter that holds a window
+(at most 32), written in place into those vectors. Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
 (accumulated, synchronised across ranks, clipped), and :meth:`GradientAlignment.after_step` right
@@ -85,8 +85,7 @@ class GradientAlignment:
 
     ``state_dict()`` holds the last parameter and update sketches, the starting sketch (for
     ``drift``) and the sums pending since the last ``take``, so a run resumed from a checkpoint
-    continues exactly. The sketch itself is
-    derived again from ``seed`` and the parameter shapes.
+    continues exactly. The sketch itself is derived again from ``seed`` and the parameter shapes.
     """
 
     def __init__(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, seed: int = 0):

@@ -107,8 +107,8 @@ RAISE_PUNISHED = 0.01  # log(objective / previous objective) above which a metri
 # taken back after it): the objective (loss, 1 - accuracy) up by more than 1%; on a plateau at the initial loss an
 # eval_loss moves by a few parts in a thousand by noise (1 - accuracy on a plateau swings far more, by 0.1 in log)
 MOVED = 1.0  # param_drift (|θ - θ_0| / |θ_0| on the sketch) at which the steps have gone a long way: the parameters
-# moved by their whole starting norm. On a plateau at an LR 10x too high (a ViT, a post-LN BERT at chance) it reads
-# 1.7 to 5 from the first evaluations, on a plateau at 0.1x (the BERT at ln 2) 0.01 to 0.16
+# moved by their whole starting norm. On runs stuck at an LR 10x too high (a ViT, a post-LN BERT at chance) it read
+# 1.3 to 5 in the sweeps, on the plateaus at 0.1x 0.01 to 0.62 (with the policy's raises); see docs/controller.md
 STUCK = 0.05  # log(first objective / objective) under which a run counts as stuck at its first evaluation's level
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
