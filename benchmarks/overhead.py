@@ -96,21 +96,11 @@ def bench_task(task_name: str):
 
     if task_name != "bert-small":
         return get_task(task_name)
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from hf_metalr.tasks.base import seeded
-    from hf_metalr.tasks.sentiment import MAX_LENGTH, SentimentTask, build_tokenizer
+    from hf_metalr.tasks.sentiment import SentimentTask
 
     class BertSmallSentiment(SentimentTask):
         name = "bert-small"
-
-        def model(self, seed: int):
-            tokenizer = build_tokenizer()
-            config = BertConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                                intermediate_size=512, max_position_embeddings=MAX_LENGTH, type_vocab_size=1,
-                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                                pad_token_id=tokenizer.pad_token_id, num_labels=2)
-            return seeded(seed, lambda: BertForSequenceClassification(config))
+        bert_sizes = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512}
 
     return BertSmallSentiment()
 

@@ -26,6 +26,7 @@ tokens up front, so the Trainer's default collator stacks the rows.
 from __future__ import annotations
 
 import functools
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -197,6 +198,9 @@ class SentimentTask(Task):
     epochs = 10
     batch_size = 32
     evals_per_epoch = 2
+    # the BERT's size (a subclass can change it: the overhead bench's bert-small)
+    bert_sizes: ClassVar[dict] = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                  "intermediate_size": 128}
 
     def load(self) -> TaskData:
         return _sentiment_split()
@@ -207,10 +211,7 @@ class SentimentTask(Task):
         tokenizer = build_tokenizer()
         config = BertConfig(
             vocab_size=len(tokenizer),
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
+            **self.bert_sizes,
             max_position_embeddings=MAX_LENGTH,
             type_vocab_size=1,
             hidden_dropout_prob=0.0,

@@ -12,26 +12,18 @@ from __future__ import annotations
 
 import torch
 
-from .base import Task, TaskData, classification_metrics, seeded
-from .digits import IMAGE_SIZE, _digits_split
+from .base import seeded
+from .digits import IMAGE_SIZE, DigitsTask
 
 __all__ = ["ViTDigitsTask"]
 
 
-class ViTDigitsTask(Task):
+class ViTDigitsTask(DigitsTask):
+    """The digits task (its split, metrics and budget) with a ViT and its own threshold."""
+
     name = "vit-digits"
     description = "scikit-learn digits (16x16), a 2-layer pre-LN Vision Transformer from ViTConfig (patches 4x4, 64 wide)"
-    metric = "accuracy"
-    greater_is_better = True
     threshold = 0.9
-    test_metrics = ("accuracy", "macro_f1")
-    learning_rate = 1e-3
-    epochs = 12
-    batch_size = 32
-    evals_per_epoch = 2
-
-    def load(self) -> TaskData:
-        return _digits_split()
 
     def model(self, seed: int) -> torch.nn.Module:
         from transformers import ViTConfig, ViTForImageClassification
@@ -49,6 +41,3 @@ class ViTDigitsTask(Task):
             num_labels=10,
         )
         return seeded(seed, lambda: ViTForImageClassification(config))
-
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
-        return classification_metrics(eval_pred)
