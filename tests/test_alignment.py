@@ -174,7 +174,12 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001}, "raise held: the parameters have moved"),
         (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK}, None),  # 5% below the first level: not stuck
         (2.0, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, None),  # not that far yet
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0}, "cut held: the metric did not get worse"),  # cuts as before
+        # ... and a cut the policy asks for goes through, whatever the alignment and the trend: the steps go far and
+        # gain nothing
+        (0.5, {"param_drift": MOVED, "objective_vs_first": 0.0}, None),
+        (0.8, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001, "grad_alignment": 0.3}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -STUCK}, "cut held: the metric did not get worse"),
+        (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, "cut held: the metric did not get worse"),
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
         # worse and overshooting: a cut goes through
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_trend": 0.05}, None),
@@ -216,6 +221,14 @@ def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, held):
     reason = direction_gate(2.0, features, first=True)
     assert (reason is None) if held is None else reason.startswith(held)
     assert direction_gate(2.0, features) is None, "later, with a metric that did not get worse, the reading is enough"
+
+
+def test_a_stuck_run_that_went_far_is_not_cut_at_its_first_evaluation():
+    """At the first evaluation every run is at its first level: the drift alone (a good LR can read above 1 there
+    when the first evaluation comes late) does not let a cut through."""
+    features = {**FEATURES, "param_drift": 4.0, "objective_vs_first": 0.0}
+    assert direction_gate(0.5, features, first=True).startswith("cut held: the metric did not get worse")
+    assert direction_gate(0.5, features) is None
 
 
 def test_the_controller_holds_a_weak_raise_at_its_first_evaluation():

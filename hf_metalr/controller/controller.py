@@ -145,6 +145,9 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         if clear_overshoot(features):
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
+        if not first and _moved_but_stuck(features):
+            return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
+                           "the metric stayed at its first evaluation's level: the steps go far and gain nothing")
         if not worse:
             return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient "
                           f"does not clearly oppose the previous steps (a cut then needs alignment <= "
