@@ -180,6 +180,9 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (0.8, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001, "grad_alignment": 0.3}, None),
         (0.5, {"param_drift": 4.0, "objective_vs_first": -STUCK}, "cut held: the metric did not get worse"),
         (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, "cut held: the metric did not get worse"),
+        # ... once: the drift is cumulative, so below the user's LR it says nothing about the LR now
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": -0.1}, "cut held: the metric did not"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": 0.3}, None),
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
         # worse and overshooting: a cut goes through
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_trend": 0.05}, None),
@@ -221,6 +224,33 @@ def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, held):
     reason = direction_gate(2.0, features, first=True)
     assert (reason is None) if held is None else reason.startswith(held)
     assert direction_gate(2.0, features) is None, "later, with a metric that did not get worse, the reading is enough"
+
+
+def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
+    """The linear loss of the test below, with a policy that always asks for a cut: held while the
+    drift is under 1 (the metric does not get worse and the alignment reads +1), let through once
+    past it, and held again below the initial LR."""
+    torch.manual_seed(0)
+    theta = torch.nn.Parameter(torch.ones(16))
+    optimizer = torch.optim.SGD([theta], lr=0.035)
+    ctrl = MetaLRController(0.035, policy=always(0), learn_online=False)  # 0: x0.5
+    ctrl.watch([theta])
+    decisions = []
+    for _ in range(8):
+        for _ in range(10):
+            optimizer.zero_grad()
+            theta.sum().backward()
+            ctrl.before_optimizer_step()
+            optimizer.step()
+            ctrl.after_optimizer_step()
+        decisions.append(ctrl.observe(1.0))
+        ctrl.scale_param_groups(optimizer)
+    applied = [d.applied for d in decisions]
+    first_far = next(i for i, d in enumerate(decisions) if d.features["param_drift"] >= MOVED)
+    assert first_far >= 2 and applied[:first_far] == [1.0] * first_far
+    assert applied[first_far] == 0.5 and decisions[first_far].evidence.startswith("cut: the parameters have moved")
+    assert applied[first_far + 1:] == [1.0] * (len(decisions) - first_far - 1)
+    assert ctrl.scale == 0.5
 
 
 def test_a_stuck_run_that_went_far_is_not_cut_at_its_first_evaluation():

@@ -28,7 +28,10 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   needs a clear overshoot; and no raise is applied while the run is stuck at its first evaluation's
   level (not ``STUCK`` below it) after its parameters moved by their whole starting norm
   (``param_drift >= MOVED``): a stuck run's alignment does not say which way the LR is wrong;
-- a cut is applied when the metric got worse since the last decision *and* the gradient
+- in that same stuck state, after the first evaluation, a cut the policy asks for is applied while
+  the LR is not below the initial LR: steps that went that far and gained nothing were too long.
+  Once: the drift is cumulative, so after a cut it still reads what the earlier, larger LR did;
+- otherwise a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
   the run, and a 5% test at every evaluation fires about once in 20), or, after the run made
@@ -145,7 +148,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         if clear_overshoot(features):
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
-        if not first and _moved_but_stuck(features):
+        if not first and _moved_but_stuck(features) and features.get("log10_lr_scale", 0.0) > -1e-6:  # at or above
+            # the initial LR: one cut from it; the drift, cumulative, says nothing about the LR after a cut
             return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
                            "the metric stayed at its first evaluation's level: the steps go far and gain nothing")
         if not worse:
