@@ -183,6 +183,11 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         # ... once: the drift is cumulative, so below the user's LR it says nothing about the LR now
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": -0.1}, "cut held: the metric did not"),
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": 0.3}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": -1e-9}, None),  # 1 up to rounding
+        # a worse metric before progress with no opposing gradient would hold it; here it goes through
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0}, None),
+        (0.5, {"param_drift": 0.5, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0},
+         "cut held: the metric got worse, but before any progress"),
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
         # worse and overshooting: a cut goes through
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_trend": 0.05}, None),
@@ -227,7 +232,7 @@ def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, held):
 
 
 def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
-    """The linear loss of the test below, with a policy that always asks for a cut: held while the
+    """The linear loss of test_a_stuck_run_whose_parameters_went_far_gets_no_raise, with a policy that always asks for a cut: held while the
     drift is under 1 (the metric does not get worse and the alignment reads +1), let through once
     past it, and held again below the initial LR."""
     torch.manual_seed(0)
