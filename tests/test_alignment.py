@@ -12,7 +12,7 @@ from hf_metalr.controller import early_guard
 from hf_metalr.controller.alignment import GradientAlignment
 from hf_metalr.controller.serialization import tensors_to_text, text_to_tensors
 from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T,
-                                             MOVED, PROGRESS, RAISE_PUNISHED, STUCK, UNDERSHOOT_ALIGNMENT,
+                                             MOVED, PROGRESS, RAISE_PUNISHED, STUCK, STUCK_EVALUATIONS, UNDERSHOOT_ALIGNMENT,
                                              clear_overshoot, direction_gate)
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 
@@ -174,18 +174,21 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001}, "raise held: the parameters have moved"),
         (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK}, None),  # 5% below the first level: not stuck
         (2.0, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, None),  # not that far yet
-        # ... and a cut the policy asks for goes through, whatever the alignment and the trend: the steps go far and
-        # gain nothing
-        (0.5, {"param_drift": MOVED, "objective_vs_first": 0.0}, None),
-        (0.8, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001, "grad_alignment": 0.3}, None),
-        (0.5, {"param_drift": 4.0, "objective_vs_first": -STUCK}, "cut held: the metric did not get worse"),
-        (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, "cut held: the metric did not get worse"),
-        # ... once: the drift is cumulative, so below the user's LR it says nothing about the LR now
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": -0.1}, "cut held: the metric did not"),
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": 0.3}, None),
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "log10_lr_scale": -1e-9}, None),  # 1 up to rounding
+        # ... and, stuck there for STUCK_EVALUATIONS evaluations in a row, a cut the policy asks for goes through,
+        # whatever the alignment and the trend: the steps go far and gain nothing
+        (0.5, {"param_drift": MOVED, "objective_vs_first": 0.0, "stuck_evaluations": STUCK_EVALUATIONS}, None),
+        (0.8, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001, "grad_alignment": 0.3, "stuck_evaluations": 5},
+         None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": STUCK_EVALUATIONS - 1},
+         "cut held: the metric did not get worse"),  # stuck at one evaluation only: a late first evaluation can do that
+        # ... at or above the initial LR: the drift is cumulative, so below the user's LR it says nothing about the LR now
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": -0.1},
+         "cut held: the metric did not"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": 0.3}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": -1e-9}, None),
         # a worse metric before progress with no opposing gradient would hold it; here it goes through
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0,
+               "stuck_evaluations": 2}, None),
         (0.5, {"param_drift": 0.5, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0},
          "cut held: the metric got worse, but before any progress"),
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
@@ -232,14 +235,21 @@ def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, held):
 
 
 def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
-    """The linear loss of test_a_stuck_run_whose_parameters_went_far_gets_no_raise, with a policy that always asks for a cut: held while the
-    drift is under 1 (the metric does not get worse and the alignment reads +1), let through once
-    past it, and held again below the initial LR."""
+    """The linear loss of test_a_stuck_run_whose_parameters_went_far_gets_no_raise, with a policy
+    that always asks for a cut: held while the drift is under 1 (the metric does not get worse and
+    the alignment reads +1), held at the first evaluation past it (stuck at one evaluation), let
+    through at the next (two in a row), and held again below the initial LR. The count of stuck
+    evaluations is read back from the history, so a run resumed between them counts on."""
     torch.manual_seed(0)
     theta = torch.nn.Parameter(torch.ones(16))
     optimizer = torch.optim.SGD([theta], lr=0.035)
-    ctrl = MetaLRController(0.035, policy=always(0), learn_online=False)  # 0: x0.5
-    ctrl.watch([theta])
+
+    def controller():
+        ctrl = MetaLRController(0.035, policy=always(0), learn_online=False)  # 0: x0.5
+        ctrl.watch([theta])
+        return ctrl
+
+    ctrl = controller()
     decisions = []
     for _ in range(8):
         for _ in range(10):
@@ -250,18 +260,26 @@ def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
             ctrl.after_optimizer_step()
         decisions.append(ctrl.observe(1.0))
         ctrl.scale_param_groups(optimizer)
+        if decisions[-1].features["stuck_evaluations"] == 1:  # resume between the two stuck evaluations
+            state = json.loads(json.dumps(ctrl.state_dict()))
+            ctrl = controller()
+            ctrl.load_state_dict(state)
     applied = [d.applied for d in decisions]
     first_far = next(i for i, d in enumerate(decisions) if d.features["param_drift"] >= MOVED)
-    assert first_far >= 2 and applied[:first_far] == [1.0] * first_far
-    assert applied[first_far] == 0.5 and decisions[first_far].evidence.startswith("cut: the parameters have moved")
-    assert applied[first_far + 1:] == [1.0] * (len(decisions) - first_far - 1)
+    assert [d.features["stuck_evaluations"] for d in decisions[first_far:first_far + 3]] == [1, 2, 3]
+    assert first_far >= 2 and applied[:first_far + 1] == [1.0] * (first_far + 1)
+    assert decisions[first_far].gate.startswith("cut held: the metric did not get worse")
+    assert applied[first_far + 1] == 0.5
+    assert decisions[first_far + 1].evidence.startswith("cut: the parameters have moved")
+    assert "(2 evaluations in a row)" in decisions[first_far + 1].evidence
+    assert applied[first_far + 2:] == [1.0] * (len(decisions) - first_far - 2)
     assert ctrl.scale == 0.5
 
 
 def test_a_stuck_run_that_went_far_is_not_cut_at_its_first_evaluation():
     """At the first evaluation every run is at its first level: the drift alone (a good LR can read above 1 there
     when the first evaluation comes late) does not let a cut through."""
-    features = {**FEATURES, "param_drift": 4.0, "objective_vs_first": 0.0}
+    features = {**FEATURES, "param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 4}
     assert direction_gate(0.5, features, first=True).startswith("cut held: the metric did not get worse")
     assert direction_gate(0.5, features) is None
 

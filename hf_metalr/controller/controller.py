@@ -28,10 +28,13 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   needs a clear overshoot; and no raise is applied while the run is stuck at its first evaluation's
   level (not ``STUCK`` below it) after its parameters moved by their whole starting norm
   (``param_drift >= MOVED``): a stuck run's alignment does not say which way the LR is wrong;
-- in that same stuck state, after the first evaluation, a cut the policy asks for is applied while
-  the LR is at or above the initial LR: steps that went that far and gained nothing were too long.
-  So the rule never takes the LR more than one cut below the user's: the drift is cumulative, and
-  after a cut it still reads what the earlier, larger LR did;
+- when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
+  the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is at
+  or above the initial LR: steps that went that far and gained nothing were too long. In a row, so
+  that a run making steady progress at a good LR, read as stuck at one evaluation because its
+  first evaluation came late, is not cut. At or above the initial LR, so the rule never takes the
+  LR more than one cut below the user's: the drift is cumulative, and after a cut it still reads
+  what the earlier, larger LR did;
 - otherwise a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
@@ -95,7 +98,7 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
-           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "clear_overshoot"]
+           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "clear_overshoot"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -115,6 +118,9 @@ MOVED = 1.0  # param_drift (|θ - θ_0| / |θ_0| on the sketch) at which the ste
 # char-level GPT-2) it read 1.3 to 13 in the sweeps, on the plateaus at 0.1x 0.01 to 0.62 (with the policy's raises);
 # see docs/controller.md
 STUCK = 0.05  # log(first objective / objective) under which a run counts as stuck at its first evaluation's level
+STUCK_EVALUATIONS = 2  # evaluations in a row after the first, stuck after moving far, before a cut asked for goes through:
+# the fresh char-lm task at its good LR, evaluated once an epoch (47 steps), was 5.3-6.8% below its first evaluation
+# at the second (drift 1.5-1.8), just out of the state, and 8.1-9.7% below at the third
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
@@ -150,10 +156,12 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         if clear_overshoot(features):
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
-        if not first and _moved_but_stuck(features) and features.get("log10_lr_scale", 0.0) > -1e-6:  # at or above
-            # the initial LR only: the drift, cumulative, says nothing about the LR after a cut below it
+        if (not first and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
+                and features.get("log10_lr_scale", 0.0) > -1e-6):  # at or above the initial LR only: the drift,
+            # cumulative, says nothing about the LR after a cut below it
             return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
-                           "the metric stayed at its first evaluation's level: the steps go far and gain nothing")
+                           f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
+                           "evaluations in a row): the steps go far and gain nothing")
         if not worse:
             return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient "
                           f"does not clearly oppose the previous steps (a cut then needs alignment <= "
@@ -178,8 +186,7 @@ def _made_progress(features: dict[str, float]) -> bool:
 
 def _moved_but_stuck(features: dict[str, float]) -> bool:
     """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
-    not even ``STUCK`` below the first evaluation's (a raise is held, and after the first evaluation a cut asked
-    for goes through at or above the initial LR; absent drift: no)."""
+    not even ``STUCK`` below the first evaluation's (a raise is held; absent drift: no)."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("objective_vs_first", 0.0) > -STUCK)
 
@@ -441,6 +448,7 @@ class MetaLRController:
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
+            features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
         obs = self.observation(features)
         learned = False
         if self.learner is not None and self.pending is not None and reward is not None:
@@ -468,6 +476,15 @@ class MetaLRController:
         self.previous_multiplier = multiplier
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
                             why if held else None, None if held else why)
+
+    def _stuck_evaluations(self, features: dict[str, float], *, first: bool) -> int:
+        """How many evaluations in a row, this one included, the run has been stuck after moving far
+        (``_moved_but_stuck``), not counting the first evaluation; read back from the last decision in
+        ``history``, so a resumed run counts on (a history saved before it counts from 0)."""
+        if first or not _moved_but_stuck(features):
+            return 0
+        last = (self.history[-1].get("features") or {}) if self.history else {}
+        return int(last.get("stuck_evaluations", 0)) + 1
 
     def _undo_punished_raise(self, features: dict[str, float]) -> float | None:
         """The multiplier that takes back the last decision's raise (1 / what it applied) when the
