@@ -72,7 +72,8 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     run_job("--output_dir", tmp_path, "--save_steps", 7, "--resume", tmp_path / "checkpoint-14")
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)
-    traced = (*FEATURE_NAMES, "param_drift")  # the policy's features and the gate's drift (the starting sketch rides along)
+    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations")  # the policy's features and the gate's drift (the
+    # starting sketch rides along) and its count of stuck evaluations (read back from the history)
     assert len(resumed) == len(expected) == 8 and all(set(f) == set(traced) for f in resumed)
     assert [f[n] for f in resumed for n in traced] == pytest.approx([f[n] for f in expected for n in traced], rel=1e-6)
 
