@@ -119,7 +119,7 @@ MOVED = 1.0  # param_drift (|θ - θ_0| / |θ_0| on the sketch) at which the ste
 # see docs/controller.md
 STUCK = 0.05  # log(first objective / objective) under which a run counts as stuck at its first evaluation's level
 STUCK_EVALUATIONS = 2  # evaluations in a row after the first, stuck after moving far, before a cut asked for goes through:
-# the fresh char-lm task at its good LR, evaluated once an epoch (47 steps), was 5.3-6.8% below its first evaluation
+# the fresh char-lm task at its good LR, evaluated once an epoch (47 steps), was 5.2-6.8% below its first evaluation
 # at the second (drift 1.5-1.8), just out of the state, and 8.1-9.7% below at the third
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
