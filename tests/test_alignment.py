@@ -181,6 +181,9 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
          None),
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": STUCK_EVALUATIONS - 1},
          "cut held: the metric did not get worse"),  # stuck at one evaluation only: a late first evaluation can do that
+        # the count alone is not enough: the state must hold now
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -STUCK, "stuck_evaluations": 3}, "cut held: the metric did not"),
+        (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0, "stuck_evaluations": 3}, "cut held: the metric did"),
         # ... at or above the initial LR: the drift is cumulative, so below the user's LR it says nothing about the LR now
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": -0.1},
          "cut held: the metric did not"),
@@ -274,6 +277,30 @@ def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
     assert "(2 evaluations in a row)" in decisions[first_far + 1].evidence
     assert applied[first_far + 2:] == [1.0] * (len(decisions) - first_far - 2)
     assert ctrl.scale == 0.5
+
+
+def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress():
+    """The linear loss again, with 30 steps before the first evaluation (a drift of 1.05 there) and a
+    policy that always asks for a cut: the count is 0 at the first evaluation, 1 at the second, and
+    back to 0 at an evaluation 10% below the first; the cut goes through at the second of two stuck
+    evaluations in a row, and only there."""
+    theta = torch.nn.Parameter(torch.ones(16))
+    optimizer = torch.optim.SGD([theta], lr=0.035)
+    ctrl = MetaLRController(0.035, policy=always(0), learn_online=False)  # 0: x0.5
+    ctrl.watch([theta])
+    decisions = []
+    for steps, value in ((30, 1.0), (10, 1.0), (10, 0.9), (10, 1.0), (10, 1.0), (10, 1.0)):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            theta.sum().backward()
+            ctrl.before_optimizer_step()
+            optimizer.step()
+            ctrl.after_optimizer_step()
+        decisions.append(ctrl.observe(value))
+        ctrl.scale_param_groups(optimizer)
+    assert decisions[0].features["param_drift"] >= MOVED
+    assert [d.features["stuck_evaluations"] for d in decisions] == [0, 1, 0, 1, 2, 3]
+    assert [d.applied for d in decisions] == [1.0, 1.0, 1.0, 1.0, 0.5, 1.0]
 
 
 def test_a_stuck_run_that_went_far_is_not_cut_at_its_first_evaluation():

@@ -156,7 +156,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         if clear_overshoot(features):
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
-        if (not first and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
+        if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
                 and features.get("log10_lr_scale", 0.0) > -1e-6):  # at or above the initial LR only: the drift,
             # cumulative, says nothing about the LR after a cut below it
             return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
