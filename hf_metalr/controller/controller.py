@@ -88,6 +88,7 @@ from ..checks import is_positive_finite, real_number
 from .actions import apply_multiplier, divergence_multiplier
 from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .early_guard import CUT as EARLY_CUT
+from .iterate_average import IterateAverage
 from .early_guard import EARLY_SPIKE, EarlyDivergenceGuard
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
@@ -98,7 +99,7 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
-           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "clear_overshoot"]
+           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -121,6 +122,9 @@ STUCK = 0.05  # log(first objective / objective) under which a run counts as stu
 STUCK_EVALUATIONS = 2  # evaluations in a row after the first, stuck after moving far, before a cut asked for goes through:
 # the fresh char-lm task at its good LR, evaluated once an epoch (47 steps), was 5.2-6.8% below its first evaluation
 # at the second (drift 1.5-1.8), just out of the state, and 8.1-9.7% below at the third
+AVERAGE_GAIN = 0.3  # iterate_average_gain (log of the current iterate's validation loss over the loss of the average of
+# the iterates since the last decision) at which the steps count as bouncing around a valley floor: the average 26%
+# lower; a cut goes through, a raise is held, and a keep becomes the fixed cut
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
@@ -137,6 +141,9 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1:
+        if not first and bouncing(features):
+            return True, (f"raise held: the average of the iterates since the last decision has a validation loss "
+                          f"{_average_below(features):.0%} below the current one's, the steps bounce around a valley floor")
         if _worse_for_a_raise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
         if _moved_but_stuck(features):
@@ -153,6 +160,10 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         progress = _made_progress(features)
         bar = _cut_evidence_t(features)
         opposed = t <= -bar
+        if not first and bouncing(features):
+            return False, (f"cut: the average of the iterates since the last decision has a validation loss "
+                           f"{_average_below(features):.0%} below the current one's, the steps bounce around a valley "
+                           "floor")
         if clear_overshoot(features):
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
@@ -207,6 +218,16 @@ def clear_overshoot(features: dict[str, float]) -> bool:
     with ``grad_alignment_t`` at or below minus the cut's bar (``_cut_evidence_t``)."""
     return (features["grad_alignment"] <= -OVERSHOOT_ALIGNMENT
             and features["grad_alignment_t"] <= -_cut_evidence_t(features))
+
+
+def bouncing(features: dict[str, float]) -> bool:
+    """Whether the average of the iterates since the last decision beats the current iterate by
+    ``AVERAGE_GAIN`` or more in log validation loss (absent: no)."""
+    return features.get("iterate_average_gain", 0.0) >= AVERAGE_GAIN
+
+
+def _average_below(features: dict[str, float]) -> float:
+    return 1.0 - math.exp(-features.get("iterate_average_gain", 0.0))
 
 
 def direction_gate(multiplier: float, features: dict[str, float], *, first: bool = False) -> str | None:
@@ -337,6 +358,7 @@ class MetaLRController:
         self.keep_index = self.multipliers.index(1.0)
         self.gate = bool(gate)
         self.alignment: GradientAlignment | None = None
+        self.iterate_average: IterateAverage | None = None
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
         self.scale = 1.0
@@ -367,10 +389,14 @@ class MetaLRController:
             group["lr"] = group["initial_lr"] * self.scale
 
     # -- gradient alignment --------------------------------------------------------------------
-    def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE) -> GradientAlignment:
+    def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, average_iterates: bool = False) -> GradientAlignment:
         """Measure the gradient alignment of ``params`` (see ``alignment``); the sketch is drawn
-        from the controller's seed, so every rank draws the same one."""
+        from the controller's seed, so every rank draws the same one. ``average_iterates``: also keep
+        the average of the iterates since the last decision (see ``iterate_average``), whose gain the
+        caller measures with ``iterate_average.gain`` and passes to ``observe``."""
+        params = list(params)
         self.alignment = GradientAlignment(params, sketch_size=sketch_size, seed=self.seed)
+        self.iterate_average = IterateAverage(params) if average_iterates else None
         return self.alignment
 
     def before_optimizer_step(self) -> None:
@@ -382,6 +408,8 @@ class MetaLRController:
         """Call right after ``optimizer.step()``."""
         if self.alignment is not None:
             self.alignment.after_step()
+        if self.iterate_average is not None:
+            self.iterate_average.after_step()
 
     # -- decisions -----------------------------------------------------------------------------
     def observe_train_loss(self, loss: float) -> bool:
@@ -425,7 +453,8 @@ class MetaLRController:
         """The policy's input: the features it was trained on, in its order."""
         return select(features, self.policy.config.features)
 
-    def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None) -> Decision:
+    def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None,
+                average_gain: float | None = None) -> Decision:
         """Take one validation metric value and decide the next LR. ``train_loss``, if given, is
         one more training loss (a mean over the interval, say), added on its own stretch.
 
@@ -433,9 +462,9 @@ class MetaLRController:
         divergence. Anything else (None, a string) is a ``TypeError``, not a divergence."""
         value = real_number(value, "MetaLRController.observe(value)")
         with single_threaded():
-            return self._observe(value, progress, train_loss)
+            return self._observe(value, progress, train_loss, average_gain)
 
-    def _observe(self, value, progress, train_loss) -> Decision:
+    def _observe(self, value, progress, train_loss, average_gain=None) -> Decision:
         if train_loss is not None:
             self.observe_train_losses([train_loss])
         index = self.decision_index
@@ -450,6 +479,8 @@ class MetaLRController:
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
+        if average_gain is not None:
+            features["iterate_average_gain"] = float(average_gain)
         obs = self.observation(features)
         learned = False
         if self.learner is not None and self.pending is not None and reward is not None:
@@ -465,6 +496,10 @@ class MetaLRController:
         multiplier = 1.0 if held else requested
         if gated and multiplier >= 1 and clear_overshoot(features) and self.scale > self.min_scale:
             _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features)  # the clear-overshoot cut's own words
+            multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
+                f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
+        if (gated and multiplier >= 1 and reward is not None and bouncing(features) and self.scale > self.min_scale):
+            _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features)
             multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
                 f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
         undo = self._undo_punished_raise(features) if gated else None

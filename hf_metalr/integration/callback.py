@@ -105,6 +105,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         meta_lr: float = 1e-4,
         greedy: bool | None = None,
         gate: bool = True,
+        average_iterates: bool = True,
     ):
         check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, owner="MetaLRCallback",
                       text_policy=True)
@@ -119,6 +120,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             "meta_lr": meta_lr,
             "greedy": greedy,
             "gate": bool(gate),
+            "average_iterates": bool(average_iterates),
         }
         # A saved policy is read and checked now, so a bad file fails at construction.
         self._policy: PolicyNetwork | None = None if str(policy) == "random" else resolve_policy(str(policy), 0)
@@ -187,7 +189,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             gate=a.get("gate", True),
         )
         if model is not None and _watchable(args):
-            self.controller.watch(model.parameters())
+            self.controller.watch(model.parameters(), average_iterates=a.get("average_iterates", False) and a.get("gate", True))
         logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key, "greater" if greater_is_better else "lower")
 
         saved = self._saved_attributes(state)
@@ -244,7 +246,11 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                             "MetaLRCallback(metric=...) to monitor another one.") from None
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
-        decision = self.controller.observe(value, progress=progress)
+        average_gain = None
+        if self.controller.iterate_average is not None and kwargs.get("eval_dataloader") is not None:
+            average_gain = self.controller.iterate_average.gain(
+                lambda: _validation_loss(kwargs["model"], kwargs["eval_dataloader"]))
+        decision = self.controller.observe(value, progress=progress, average_gain=average_gain)
         self._agree_across_ranks()
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
 
@@ -433,6 +439,37 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         """
         if handler is not None:
             handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
+
+
+AVERAGE_CHECK_BATCHES = 16  # validation batches the iterate-average check reads, at most, per evaluation (twice)
+
+
+def _validation_loss(model, dataloader) -> float:
+    """The mean loss of ``model`` over the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``,
+    weighted by batch size and summed across processes; NaN when no batch carries a loss."""
+    import torch
+
+    device = next(model.parameters()).device
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(dataloader):
+                if i >= AVERAGE_CHECK_BATCHES:
+                    break
+                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+                out = model(**batch)
+                loss = out["loss"] if isinstance(out, dict) else getattr(out, "loss", None)
+                if loss is None:
+                    continue
+                size = next((len(v) for v in batch.values() if hasattr(v, "__len__")), 1)
+                total += torch.tensor([float(loss) * size, size], dtype=torch.float64, device=device)
+    finally:
+        model.train(was_training)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
 
 def _watchable(args) -> bool:
