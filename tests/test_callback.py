@@ -270,3 +270,85 @@ def test_sharded_parameters_switch_the_signal_off_with_one_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _watchable(SimpleNamespace(fsdp=[], deepspeed=None)) is True
+
+
+def test_the_iterate_average_check_reads_the_eval_batches_and_leaves_the_weights_as_they_were(tmp_path):
+    """Every decision's trace line and log entry carry the gain of the interval's average (the gate
+    reads it from the second evaluation on: the first average still holds the run's start); the check runs with the weights swapped in and out, so a run whose decisions it does not change
+    trains to the same weights as one without it."""
+    def train(folder, average_iterates, bar):
+        trainer = make_trainer(folder, callbacks=[MetaLRCallback(average_iterates=average_iterates)], max_steps=20)
+        import hf_metalr.controller.controller as controller_module
+
+        saved_bar, controller_module.AVERAGE_GAIN = controller_module.AVERAGE_GAIN, bar
+        try:
+            trainer.train()
+        finally:
+            controller_module.AVERAGE_GAIN = saved_bar
+        return trainer
+
+    with_check = train(tmp_path / "with", True, float("inf"))  # measured, never acted on
+    without = train(tmp_path / "without", False, float("inf"))
+    trace = read_trace(tmp_path / "with" / "metalr_trace.jsonl")
+    gains = [e["features"].get("iterate_average_gain") for e in trace]
+    assert len(gains) == 4 and all(isinstance(g, float) and math.isfinite(g) for g in gains)
+    evals = [h for h in with_check.state.log_history if "eval_loss" in h]
+    assert [h.get("metalr/iterate_average_gain") for h in evals] == gains
+    assert all("iterate_average_gain" not in e["features"] for e in read_trace(tmp_path / "without" / "metalr_trace.jsonl"))
+    for a, b in zip(with_check.model.parameters(), without.model.parameters()):
+        assert torch.equal(a, b)
+    assert with_check.model.training is without.model.training
+
+
+def test_validation_loss_reads_at_most_the_cap_and_restores_the_mode(tmp_path, monkeypatch):
+    import hf_metalr.integration.callback as callback_module
+
+    seen = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x, labels=None):
+            seen.append(self.training)
+            return {"loss": (self.w * x).mean() + labels.float().mean()}
+
+    batches = [{"x": torch.full((4,), float(i)), "labels": torch.zeros(4)} for i in range(10)]
+    monkeypatch.setattr(callback_module, "AVERAGE_CHECK_BATCHES", 3)
+    model = Model().train()
+    assert callback_module._validation_loss(model, batches) == pytest.approx((0 + 1 + 2) / 3)
+    assert seen == [False] * 3 and model.training
+
+
+def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one_check(tmp_path):
+    def callback_watching(theta):
+        cb = MetaLRCallback()
+        cb.controller = MetaLRController(1e-3, policy="random", seed=0)
+        cb.controller.watch([theta], average_iterates=True)
+        return cb
+
+    theta = torch.nn.Parameter(torch.zeros(3))
+    saving = callback_watching(theta)
+    for value in (1.0, 3.0):
+        with torch.no_grad():
+            theta.fill_(value)
+        saving.controller.after_optimizer_step()
+    (tmp_path / "checkpoint-14").mkdir()
+    args, state = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None), SimpleNamespace(
+        global_step=14, is_world_process_zero=True)
+    saving._in_training = True
+    saving.on_save(args, state, None)
+    assert saving.state()["attributes"]["iterate_average_steps"] == 2
+
+    resumed = callback_watching(torch.nn.Parameter(theta.detach().clone()))
+    resumed._restore_iterate_average(args, state)
+    assert resumed.controller.iterate_average.steps == 2 and not resumed._skip_average_check
+    with resumed.controller.iterate_average.swapped_in():
+        assert resumed.controller.iterate_average.params[0].tolist() == [2.0, 2.0, 2.0]
+
+    elsewhere = callback_watching(torch.nn.Parameter(torch.zeros(3)))
+    with pytest.warns(RuntimeWarning, match="metalr_iterate_average.safetensors was not found.*skips the next evaluation"):
+        elsewhere._restore_iterate_average(SimpleNamespace(output_dir=str(tmp_path / "other"), resume_from_checkpoint=None),
+                                           state)
+    assert elsewhere._skip_average_check

@@ -68,11 +68,16 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     checkpoint, so the resumed run sees the same training-loss features at 15 as an uninterrupted one."""
     run_job("--output_dir", tmp_path, "--save_steps", 7, "--kill_after_step", 14, expect_rc=-9)
     state = json.loads((tmp_path / "checkpoint-14" / "trainer_state.json").read_text())
-    assert len(state["stateful_callbacks"]["MetaLRCallback"]["attributes"]["pending_train_losses"]) == 4
+    attributes = state["stateful_callbacks"]["MetaLRCallback"]["attributes"]
+    assert len(attributes["pending_train_losses"]) == 4
+    # the average of the iterates of steps 11-14 rides in the checkpoint's own file (the weights' size)
+    assert attributes["iterate_average_steps"] == 4
+    assert (tmp_path / "checkpoint-14" / "metalr_iterate_average.safetensors").is_file()
     run_job("--output_dir", tmp_path, "--save_steps", 7, "--resume", tmp_path / "checkpoint-14")
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)
-    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations")  # the policy's features and the gate's drift (the
+    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "iterate_average_gain")  # the policy's features, the
+    # iterate average's gain (its average rides in the checkpoint), and the gate's drift (the
     # starting sketch rides along) and its count of stuck evaluations (0 throughout in this job, whose drift stays
     # under 0.7: that a resume counts on is tested in test_alignment.py)
     assert len(resumed) == len(expected) == 8 and all(set(f) == set(traced) for f in resumed)

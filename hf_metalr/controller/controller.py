@@ -123,8 +123,9 @@ STUCK_EVALUATIONS = 2  # evaluations in a row after the first, stuck after movin
 # the fresh char-lm task at its good LR, evaluated once an epoch (47 steps), was 5.2-6.8% below its first evaluation
 # at the second (drift 1.5-1.8), just out of the state, and 8.1-9.7% below at the third
 AVERAGE_GAIN = 0.3  # iterate_average_gain (log of the current iterate's validation loss over the loss of the average of
-# the iterates since the last decision) at which the steps count as bouncing around a valley floor: the average 26%
-# lower; a cut goes through, a raise is held, and a keep becomes the fixed cut
+# the iterates since the last decision) at which the steps may count as bouncing around a valley floor (the average
+# 26% lower, the bar of PROGRESS), if it also beats what the interval gained (iterate_average_progress): then a cut
+# goes through, a raise is held, and a keep becomes the fixed cut
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
@@ -143,7 +144,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     if multiplier > 1:
         if not first and bouncing(features):
             return True, (f"raise held: the average of the iterates since the last decision has a validation loss "
-                          f"{_average_below(features):.0%} below the current one's, the steps bounce around a valley floor")
+                          f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
+                          "steps bounce around a valley floor")
         if _worse_for_a_raise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
         if _moved_but_stuck(features):
@@ -162,8 +164,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         opposed = t <= -bar
         if not first and bouncing(features):
             return False, (f"cut: the average of the iterates since the last decision has a validation loss "
-                           f"{_average_below(features):.0%} below the current one's, the steps bounce around a valley "
-                           "floor")
+                           f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
+                           "steps bounce around a valley floor")
         if clear_overshoot(features):
             return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                            "the steps overshoot")
@@ -222,8 +224,11 @@ def clear_overshoot(features: dict[str, float]) -> bool:
 
 def bouncing(features: dict[str, float]) -> bool:
     """Whether the average of the iterates since the last decision beats the current iterate by
-    ``AVERAGE_GAIN`` or more in log validation loss (absent: no)."""
-    return features.get("iterate_average_gain", 0.0) >= AVERAGE_GAIN
+    ``AVERAGE_GAIN`` or more in log validation loss, and by more than the interval gained
+    (``iterate_average_progress``, on the same batches): the bounce of the steps costs more than
+    they make (absent: no)."""
+    gain, progress = features.get("iterate_average_gain"), features.get("iterate_average_progress")
+    return gain is not None and progress is not None and gain >= AVERAGE_GAIN and gain > progress
 
 
 def _average_below(features: dict[str, float]) -> float:
@@ -481,6 +486,9 @@ class MetaLRController:
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
         if average_gain is not None:
             features["iterate_average_gain"] = float(average_gain)
+            progress = self.iterate_average.progress if self.iterate_average is not None else None
+            if progress is not None:
+                features["iterate_average_progress"] = float(progress)
         obs = self.observation(features)
         learned = False
         if self.learner is not None and self.pending is not None and reward is not None:

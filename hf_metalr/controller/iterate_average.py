@@ -6,13 +6,19 @@ of them, and its validation loss is clearly lower than the current iterate's. At
 too low, or right while the run still descends, the average lags behind the current iterate, and
 its loss is the same or higher. This is the averaged iterate of Polyak-Ruppert, of SWA and of
 Schedule-Free, used as a measurement: ``gain = log(loss at the current iterate / loss at the
-average)``, positive when the average is better.
+average)``, positive when the average is better. Beside it, ``progress = log(loss at the last
+check / loss now)`` on the same batches: how much the interval gained. A run whose average beats
+its current iterate by more than the interval gained loses more to its steps' bounce than it makes
+by them, and a smaller LR pays at once; while a run still gains more than that, a cut would slow it
+(the short-horizon bias that also reads in the gradient alignment).
 
 :class:`IterateAverage` keeps the uniform running average of the parameters after each optimizer
 step since the last decision: one float32 copy of the trainable parameters, on their device (the
 memory of one more copy of the model's trainable weights). :meth:`IterateAverage.gain` evaluates a
 loss twice, at the current parameters and with the average swapped in, puts the parameters back
-exactly, and starts the next interval.
+exactly, and starts the next interval. :meth:`IterateAverage.state_dict` holds the average of the
+interval in progress (tensors, for a checkpoint's own file: it is as large as the trainable
+weights), so a resumed run measures the same gain as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class IterateAverage:
             raise ValueError("IterateAverage needs at least one parameter that requires grad")
         self._average: list[torch.Tensor] | None = None
         self.steps = 0
+        self.last_loss: float | None = None  # the current iterate's loss at the last check
+        self.progress: float | None = None  # log(last_loss / loss now) of the last check; None at the first
 
     def after_step(self) -> None:
         """Fold in the parameters after ``optimizer.step()``."""
@@ -44,8 +52,8 @@ class IterateAverage:
                 self.steps = 1
                 return
             self.steps += 1
-            for average, p in zip(self._average, self.params):
-                average.add_(p.detach().to(torch.float32) - average, alpha=1.0 / self.steps)
+            current = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in self.params]
+            torch._foreach_lerp_(self._average, current, 1.0 / self.steps)  # in place, no temporary of the weights' size
 
     @contextmanager
     def swapped_in(self):
@@ -63,10 +71,13 @@ class IterateAverage:
 
     def gain(self, loss: Callable[[], float]) -> float | None:
         """``log(loss() at the current parameters / loss() with the average swapped in)``, then a new
-        interval starts. None (and no call to ``loss``) with fewer than two steps since the last one,
-        or when either loss is not finite and positive."""
+        interval starts; ``progress`` is set as well (None when there was no earlier check to compare
+        with). None (and no call to ``loss``) with fewer than two steps since the last one, or when
+        either loss is not finite and positive (then the next check has no progress to read)."""
+        self.progress = None
         try:
             if self._average is None or self.steps < 2:
+                self.last_loss = None
                 return None
             current = float(loss())
             with self.swapped_in():
@@ -74,5 +85,33 @@ class IterateAverage:
         finally:
             self._average, self.steps = None, 0
         if not (math.isfinite(current) and math.isfinite(averaged) and current > 0 and averaged > 0):
+            self.last_loss = None
             return None
+        if self.last_loss is not None:
+            self.progress = math.log(self.last_loss / current)
+        self.last_loss = current
         return math.log(current / averaged)
+
+    def state_dict(self) -> dict:
+        """``{"steps": n, "average": [tensors], "last_loss": the last check's loss}`` (the average on
+        the CPU; an empty list when no step was folded in since the last gain)."""
+        average = [] if self._average is None else [a.detach().cpu().clone() for a in self._average]
+        return {"steps": self.steps, "average": average, "last_loss": self.last_loss}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_loss = state.get("last_loss")
+        average = list(state["average"])
+        if not average:
+            self._average, self.steps = None, 0
+            return
+        shapes = [tuple(p.shape) for p in self.params]
+        if [tuple(a.shape) for a in average] != shapes:
+            raise ValueError("the saved iterate average does not fit this model's trainable parameters "
+                             f"({len(average)} tensors against {len(shapes)}): resume with the same model")
+        self._average = [a.to(device=p.device, dtype=torch.float32).clone() for a, p in zip(average, self.params)]
+        self.steps = int(state["steps"])
+
+    def forget(self) -> None:
+        """Drop the interval in progress and the last check's loss: the next :meth:`gain` has no
+        progress to read."""
+        self._average, self.steps, self.last_loss, self.progress = None, 0, None, None

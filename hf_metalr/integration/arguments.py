@@ -61,6 +61,13 @@ class MetaLRArguments:
                           "on measured overshoot with a worse metric, or on a clear one, which halves the LR even when the "
                           "policy asks to keep it. --no_metalr_gate lets the policy act alone."},
     )
+    metalr_average_iterates: bool = field(
+        default=True,
+        metadata={"help": "With the gate: keep the average of the iterates since the last evaluation (one float32 copy of the "
+                          "trainable weights) and compare its validation loss with the current one's on up to 16 eval "
+                          "batches; an average clearly better means the LR is too high. --no_metalr_average_iterates "
+                          "turns the check off."},
+    )
 
     def callback_kwargs(self) -> dict:
         """The keyword arguments of ``MetaLRCallback``: each ``metalr_`` field without its prefix.

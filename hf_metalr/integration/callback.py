@@ -21,6 +21,11 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   the controller reads a fixed sketch of the gradient and the parameters (see
   ``controller.alignment``), which tells it which way the LR is wrong and drives its direction
   gate. With sharded parameters (FSDP, DeepSpeed) the signal is switched off, with one warning.
+- **Iterate-average check:** the average of the iterates since the last evaluation against the
+  current weights, on the validation loss (see ``average_iterates`` and
+  ``controller.iterate_average``); logged as ``metalr/iterate_average_gain``. A checkpoint saved
+  between two evaluations holds that average in its own ``metalr_iterate_average.safetensors``
+  (written by the main process), which a resume reads back.
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
   world's main process only.
 - **Saved:** the whole controller state (policy, meta-optimizer, run history, decision index that
@@ -50,6 +55,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checks import is_positive_finite, real_number
 from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
@@ -63,6 +69,7 @@ __all__ = ["MetaLRCallback"]
 
 logger = logging.getLogger(__name__)
 
+ITERATE_AVERAGE_FILE = "metalr_iterate_average.safetensors"  # in a checkpoint saved between two evaluations
 _NON_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 _HANDLER_FRAMES = 8  # how far up the stack the CallbackHandler may be (subclasses calling super() add frames)
 
@@ -91,6 +98,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             ``MetaLRController``. Its safeguards come with it: ``False`` also turns off that fixed
             cut, the undo of a punished raise, the first-evaluation bars and the early-divergence
             guard.
+        average_iterates: with the gate, keep the average of the iterates since the last evaluation
+            (one float32 copy of the trainable weights, on their device) and, at each evaluation,
+            compare its validation loss with the current weights' on up to ``AVERAGE_CHECK_BATCHES``
+            batches of the eval dataloader (two forward passes each, summed across processes). An
+            average clearly better (``iterate_average_gain >= AVERAGE_GAIN``) means the steps bounce
+            around a valley floor: a cut goes through, a raise is held, a keep becomes a halving.
+            Off with sharded parameters, like the gradient alignment.
     """
 
     def __init__(
@@ -131,6 +145,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._tap = TrainLossTap()
         self._logged_losses: list[float] = []  # the fallback when the tap sees no loss
         self._warned_no_step_losses = False
+        self._skip_average_check = False  # a resume that could not find the interval's iterate average
 
     # -- ExportableState -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -141,6 +156,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 "controller_state": controller_state,
                 "pending_train_losses": self._tap.pending(),
                 "pending_logged_losses": list(self._logged_losses),
+                "iterate_average_steps": self._average_steps(),
+                "iterate_average_last_loss": (self.controller.iterate_average.last_loss
+                                              if self.controller is not None and self.controller.iterate_average is not None
+                                              else None),
             },
         }
 
@@ -196,6 +215,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
         self._tap.restore(saved.get("pending_train_losses", []) if resuming else [])
         self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
+        if resuming and self.controller.iterate_average is not None:
+            if saved.get("iterate_average_steps", 0):
+                self._restore_iterate_average(args, state)
+            self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
         if resuming:
             self.controller.load_state_dict(
                 saved["controller_state"],
@@ -247,9 +270,15 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
         average_gain = None
-        if self.controller.iterate_average is not None and kwargs.get("eval_dataloader") is not None:
-            average_gain = self.controller.iterate_average.gain(
-                lambda: _validation_loss(kwargs["model"], kwargs["eval_dataloader"]))
+        if self.controller.iterate_average is not None:
+            ready = not self._skip_average_check and self.controller.iterate_average.steps >= 2
+            ready = ready and kwargs.get("eval_dataloader") is not None and kwargs.get("model") is not None
+            if not _on_every_rank(ready):  # the check's all-reduces run on every rank or on none
+                self.controller.iterate_average.forget()
+                self._skip_average_check = False
+            else:
+                average_gain = self.controller.iterate_average.gain(
+                    lambda: _validation_loss(kwargs["model"], kwargs["eval_dataloader"]))
         decision = self.controller.observe(value, progress=progress, average_gain=average_gain)
         self._agree_across_ranks()
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
@@ -266,6 +295,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             published["metalr/grad_alignment"] = decision.features["grad_alignment"]
             published["metalr/grad_alignment_t"] = decision.features["grad_alignment_t"]
             published["metalr/param_drift"] = decision.features["param_drift"]
+        if decision.features is not None and "iterate_average_gain" in decision.features:
+            published["metalr/iterate_average_gain"] = decision.features["iterate_average_gain"]
         logs.update(published)
         if state.log_history:
             state.log_history[-1].update(published)
@@ -293,6 +324,17 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "early_cuts": self.controller.early_cuts if decision.index == 0 else [],
                 }
             )
+
+    def on_save(self, args, state, control, **kwargs):
+        average = self.controller.iterate_average if self.controller is not None else None
+        if self._in_training and state.is_world_process_zero and average is not None and average.steps:
+            from safetensors.torch import save_file
+
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if folder.is_dir():
+                saved = average.state_dict()
+                save_file({f"average.{i}": t.contiguous() for i, t in enumerate(saved["average"])},
+                          str(folder / ITERATE_AVERAGE_FILE), metadata={"steps": str(saved["steps"])})
 
     def on_train_end(self, args, state, control, **kwargs):
         self._in_training = False
@@ -376,6 +418,33 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                            "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)",
                            state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"])
 
+    def _average_steps(self) -> int:
+        average = self.controller.iterate_average if self.controller is not None else None
+        return average.steps if average is not None else 0
+
+    def _restore_iterate_average(self, args, state) -> None:
+        """Load the iterate average of the interval in progress from the resumed checkpoint's
+        ``ITERATE_AVERAGE_FILE``; without it, warn and skip the check at the next evaluation."""
+        from safetensors import safe_open
+
+        candidates = [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"]
+        if isinstance(getattr(args, "resume_from_checkpoint", None), str):
+            candidates.insert(0, Path(args.resume_from_checkpoint))
+        for folder in candidates:
+            path = folder / ITERATE_AVERAGE_FILE
+            if path.is_file():
+                with safe_open(str(path), framework="pt") as f:
+                    steps = int(f.metadata()["steps"])
+                    average = [f.get_tensor(f"average.{i}") for i in range(len(list(f.keys())))]
+                self.controller.iterate_average.load_state_dict({"steps": steps, "average": average})
+                return
+        warnings.warn(
+            f"MetaLRCallback: the checkpoint at step {state.global_step} was saved between two evaluations, but its "
+            f"{ITERATE_AVERAGE_FILE} was not found (looked in {', '.join(str(c) for c in candidates)}); the "
+            "iterate-average check skips the next evaluation. Resume from the checkpoint folder the run wrote.",
+            RuntimeWarning, stacklevel=2)
+        self._skip_average_check = True
+
     def _saved_attributes(self, state) -> dict:
         entry = (state.stateful_callbacks or {}).get(type(self).__name__)
         if isinstance(entry, list):
@@ -442,6 +511,19 @@ class MetaLRCallback(TrainerCallback, ExportableState):
 
 
 AVERAGE_CHECK_BATCHES = 16  # validation batches the iterate-average check reads, at most, per evaluation (twice)
+
+
+def _on_every_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (one all-reduce with several, else ``flag``)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
 
 
 def _validation_loss(model, dataloader) -> float:

@@ -138,7 +138,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
     controller = None
     if policy is not None:
         controller = MetaLRController(spec["lr"], policy=policy, seed=seed, learn_online=False, greedy=greedy)
-        controller.watch(model.parameters())
+        controller.watch(model.parameters(), average_iterates=True)
     x, y = problem.train
     steps_per_epoch = math.ceil(len(y) / problem.batch_size)
     total = steps_per_epoch * problem.epochs
@@ -169,7 +169,8 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
             values.append(value)
             accuracies.append(accuracy)
             if controller is not None:
-                decision = _quiet(controller.observe, value, progress=step / total)
+                gain = controller.iterate_average.gain(lambda: _evaluate(problem, model)[0])
+                decision = _quiet(controller.observe, value, progress=step / total, average_gain=gain)
                 decisions.append(decision)
                 controller.scale_param_groups(optimizer)
             if not is_finite(value):

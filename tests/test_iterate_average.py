@@ -1,0 +1,164 @@
+"""The iterate-average check: the running average, the exact swap, the gain's sign, its state, and the gate."""
+
+import math
+
+import pytest
+import torch
+
+from hf_metalr.controller.controller import AVERAGE_GAIN, CLEAR_OVERSHOOT_CUT, MetaLRController, direction_gate
+from hf_metalr.controller.iterate_average import IterateAverage
+
+
+def _walk(points):
+    """An IterateAverage over one 2-d parameter that visits ``points`` (one optimizer step each)."""
+    theta = torch.nn.Parameter(torch.zeros(2))
+    average = IterateAverage([theta])
+    for point in points:
+        with torch.no_grad():
+            theta.copy_(torch.tensor(point, dtype=torch.float32))
+        average.after_step()
+    return theta, average
+
+
+def _bowl(theta):
+    return lambda: float((theta.detach() ** 2).sum() + 1.0)  # lowest (1) at the origin
+
+
+def test_the_average_is_the_mean_of_the_iterates_and_the_swap_puts_the_parameters_back_exactly():
+    theta, average = _walk([[1.0, 3.0], [2.0, -1.0], [0.5, 0.25]])
+    assert average.steps == 3
+    with average.swapped_in():
+        assert theta.detach().tolist() == pytest.approx([3.5 / 3, 2.25 / 3])
+    assert theta.detach().tolist() == [0.5, 0.25]
+    with pytest.raises(RuntimeError, match="boom"), average.swapped_in():
+        raise RuntimeError("boom")
+    assert theta.detach().tolist() == [0.5, 0.25], "put back after an error too"
+
+
+def test_the_gain_is_positive_when_the_iterates_bounce_around_a_floor_and_negative_while_they_descend():
+    theta, bouncing = _walk([[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]])
+    assert bouncing.gain(_bowl(theta)) == pytest.approx(math.log(3.0 / 1.0))  # current 1+2, average at the floor 1
+    theta, descending = _walk([[3.0, 0.0], [2.0, 0.0], [1.0, 0.0]])
+    assert descending.gain(_bowl(theta)) == pytest.approx(math.log(2.0 / 5.0))  # the average lags at 2: 5 against 2
+    assert descending.steps == 0 and descending.gain(_bowl(theta)) is None, "each gain starts a new interval"
+
+
+def test_no_gain_from_fewer_than_two_steps_or_a_loss_that_is_not_finite_and_positive():
+    theta, one = _walk([[1.0, 1.0]])
+    calls = []
+    assert one.gain(lambda: calls.append(1) or 1.0) is None and not calls
+    theta, average = _walk([[1.0, 1.0], [2.0, 2.0]])
+    assert average.gain(lambda: float("nan")) is None
+    theta, average = _walk([[1.0, 1.0], [2.0, 2.0]])
+    assert average.gain(lambda: 0.0) is None
+
+
+def test_the_state_resumes_the_interval_in_progress():
+    points = [[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [-0.5, 0.5]]
+    theta, uninterrupted = _walk(points)
+    expected = uninterrupted.gain(_bowl(theta))
+    theta, first = _walk(points[:2])
+    state = first.state_dict()
+    resumed_theta = torch.nn.Parameter(theta.detach().clone())
+    resumed = IterateAverage([resumed_theta])
+    resumed.load_state_dict(state)
+    for point in points[2:]:
+        with torch.no_grad():
+            resumed_theta.copy_(torch.tensor(point))
+        resumed.after_step()
+    assert resumed.gain(_bowl(resumed_theta)) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="does not fit"):
+        IterateAverage([torch.nn.Parameter(torch.zeros(3))]).load_state_dict(state)
+    empty = IterateAverage([torch.nn.Parameter(torch.zeros(2))])
+    empty.load_state_dict({"steps": 0, "average": []})
+    assert empty.steps == 0
+
+
+IMPROVING = {"objective_trend": -0.1, "objective_vs_first": -1.0, "grad_alignment": 0.2, "grad_alignment_t": 4.0}
+
+
+@pytest.mark.parametrize(
+    "multiplier, gain, progress, first, held",
+    [
+        (0.5, AVERAGE_GAIN, 0.1, False, None),  # improving, aligned: only the average's lead lets the cut through
+        (0.5, AVERAGE_GAIN - 0.01, 0.1, False, "cut held: the metric did not get worse"),
+        (0.5, AVERAGE_GAIN, AVERAGE_GAIN, False, "cut held"),  # the interval gained as much: the steps still pay
+        (0.5, 1.0, 0.9, False, None),
+        (0.5, 1.0, -0.2, False, None),  # the loss went up over the interval
+        (0.5, 1.0, None, False, "cut held"),  # no earlier check to compare with
+        (0.5, AVERAGE_GAIN, 0.1, True, "cut held"),  # the first average still holds the run's start
+        (2.0, AVERAGE_GAIN, 0.1, False, "raise held: the average of the iterates"),
+        (2.0, AVERAGE_GAIN - 0.01, 0.1, False, None),
+        (2.0, AVERAGE_GAIN, AVERAGE_GAIN + 0.1, False, None),
+        (0.5, None, None, False, "cut held: the metric did not get worse"),  # no measurement: as before
+    ],
+)
+def test_the_gate_reads_the_iterate_average_gain(multiplier, gain, progress, first, held):
+    features = dict(IMPROVING)
+    features.update({} if gain is None else {"iterate_average_gain": gain})
+    features.update({} if progress is None else {"iterate_average_progress": progress})
+    reason = direction_gate(multiplier, features, first=first)
+    assert (reason is None) if held is None else reason.startswith(held)
+
+
+
+def _controller():
+    from hf_metalr.controller.policy import random_policy
+
+    controller = MetaLRController(1e-3, policy=random_policy(seed=0), seed=0, learn_online=False, greedy=True)
+    theta = torch.nn.Parameter(torch.ones(4))
+    controller.watch([theta], average_iterates=True)
+    controller._select = lambda obs, index: controller.keep_index  # the policy keeps; the check acts alone
+    return controller, theta
+
+
+def _steps(controller, theta, points):
+    for point in points:
+        theta.grad = torch.ones_like(theta)
+        controller.before_optimizer_step()
+        with torch.no_grad():
+            theta.copy_(torch.full_like(theta, point))
+        controller.after_optimizer_step()
+
+
+def test_a_keep_becomes_the_fixed_cut_when_the_average_leads_but_not_at_the_first_evaluation():
+    controller, theta = _controller()
+    _steps(controller, theta, [1.0, -1.0, 1.0])
+    gain = controller.iterate_average.gain(_bowl(theta))
+    first = controller.observe(1.0, progress=0.1, average_gain=gain)
+    assert gain >= AVERAGE_GAIN and first.applied == 1.0 and first.features["iterate_average_gain"] == gain
+    _steps(controller, theta, [-1.0, 1.0, -1.0])
+    gain = controller.iterate_average.gain(_bowl(theta))
+    second = controller.observe(0.9, progress=0.2, average_gain=gain)
+    assert second.multiplier == 1.0 and second.applied == CLEAR_OVERSHOOT_CUT
+    assert "the average of the iterates" in second.evidence and "a fixed cut" in second.evidence
+    _steps(controller, theta, [0.5, 0.4, 0.3])
+    gain = controller.iterate_average.gain(_bowl(theta))
+    third = controller.observe(0.8, progress=0.3, average_gain=gain)
+    assert gain < 0 and third.applied == 1.0, "a descending run keeps its LR"
+
+
+def test_progress_compares_the_current_loss_with_the_last_checks_on_the_same_batches():
+    theta = torch.nn.Parameter(torch.zeros(2))
+    average = IterateAverage([theta])
+
+    def visit(points):
+        for point in points:
+            with torch.no_grad():
+                theta.copy_(torch.tensor(point))
+            average.after_step()
+
+    visit([[3.0, 0.0], [2.0, 0.0]])
+    average.gain(_bowl(theta))
+    assert average.progress is None and average.last_loss == 5.0
+    visit([[1.0, 0.0], [0.0, 0.0]])
+    average.gain(_bowl(theta))
+    assert average.progress == pytest.approx(math.log(5.0 / 1.0)) and average.last_loss == 1.0
+    assert IterateAverage([theta]).state_dict()["last_loss"] is None
+    resumed = IterateAverage([theta])
+    resumed.load_state_dict(average.state_dict())
+    assert resumed.last_loss == 1.0
+    visit([[1.0, 0.0]])
+    assert average.gain(_bowl(theta)) is None and average.last_loss is None, "one step: no check, and no reference"
+    average.forget()
+    assert average.progress is None
