@@ -352,3 +352,15 @@ def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one
         elsewhere._restore_iterate_average(SimpleNamespace(output_dir=str(tmp_path / "other"), resume_from_checkpoint=None),
                                            state)
     assert elsewhere._skip_average_check
+
+
+def test_the_iterate_average_is_on_by_default_up_to_the_size_bar_and_can_be_forced(monkeypatch):
+    import hf_metalr.integration.callback as callback_module
+
+    model = torch.nn.Linear(10, 10)  # 110 trainable parameters
+    assert callback_module._average_iterates(None, model) is True
+    monkeypatch.setattr(callback_module, "AVERAGE_ITERATES_AUTO_MAX", 100)
+    with pytest.warns(RuntimeWarning, match="trainable parameters; the iterate-average check would keep.*it is off"):
+        assert callback_module._average_iterates(None, model) is False
+    assert callback_module._average_iterates(True, model) is True
+    assert callback_module._average_iterates(False, torch.nn.Linear(1, 1)) is False

@@ -61,12 +61,12 @@ class MetaLRArguments:
                           "on measured overshoot with a worse metric, or on a clear one, which halves the LR even when the "
                           "policy asks to keep it. --no_metalr_gate lets the policy act alone."},
     )
-    metalr_average_iterates: bool = field(
-        default=True,
+    metalr_average_iterates: bool | None = field(
+        default=None,
         metadata={"help": "With the gate: keep the average of the iterates since the last evaluation (one float32 copy of the "
                           "trainable weights) and compare its validation loss with the current one's on up to 16 eval "
-                          "batches; an average clearly better means the LR is too high. --no_metalr_average_iterates "
-                          "turns the check off."},
+                          "batches; an average clearly better means the LR is too high. Default: on up to 500M trainable "
+                          "parameters, off above. true / false: on / off whatever the size."},
     )
 
     def callback_kwargs(self) -> dict:

@@ -104,7 +104,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             batches of the eval dataloader (two forward passes each, summed across processes). An
             average clearly better (``iterate_average_gain >= AVERAGE_GAIN``) means the steps bounce
             around a valley floor: a cut goes through, a raise is held, a keep becomes a halving.
-            Off with sharded parameters, like the gradient alignment.
+            Off with sharded parameters, like the gradient alignment. None (the default): on up to
+            ``AVERAGE_ITERATES_AUTO_MAX`` trainable parameters (a 2 GiB copy), off above with one
+            warning; True or False: on or off whatever the size.
     """
 
     def __init__(
@@ -119,7 +121,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         meta_lr: float = 1e-4,
         greedy: bool | None = None,
         gate: bool = True,
-        average_iterates: bool = True,
+        average_iterates: bool | None = None,
     ):
         check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, owner="MetaLRCallback",
                       text_policy=True)
@@ -134,7 +136,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             "meta_lr": meta_lr,
             "greedy": greedy,
             "gate": bool(gate),
-            "average_iterates": bool(average_iterates),
+            "average_iterates": None if average_iterates is None else bool(average_iterates),
         }
         # A saved policy is read and checked now, so a bad file fails at construction.
         self._policy: PolicyNetwork | None = None if str(policy) == "random" else resolve_policy(str(policy), 0)
@@ -208,7 +210,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             gate=a.get("gate", True),
         )
         if model is not None and _watchable(args):
-            self.controller.watch(model.parameters(), average_iterates=a.get("average_iterates", False) and a.get("gate", True))
+            average = a.get("gate", True) and _average_iterates(a.get("average_iterates"), model)
+            self.controller.watch(model.parameters(), average_iterates=average)
         logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key, "greater" if greater_is_better else "lower")
 
         saved = self._saved_attributes(state)
@@ -508,6 +511,25 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         """
         if handler is not None:
             handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
+
+
+AVERAGE_ITERATES_AUTO_MAX = 500_000_000  # trainable parameters up to which the check is on by default (2 GiB float32)
+
+
+def _average_iterates(wanted: bool | None, model) -> bool:
+    """Whether to keep the iterate average: ``wanted`` if given, else on up to
+    ``AVERAGE_ITERATES_AUTO_MAX`` trainable parameters, off above with one warning."""
+    if wanted is not None:
+        return bool(wanted)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable <= AVERAGE_ITERATES_AUTO_MAX:
+        return True
+    warnings.warn(
+        f"MetaLRCallback: {trainable / 1e9:.2f}B trainable parameters; the iterate-average check would keep a float32 "
+        f"copy of them ({4 * trainable / 2**30:.1f} GiB), so it is off (the gate reads the gradient alignment alone). "
+        "Pass MetaLRCallback(average_iterates=True) or --metalr_average_iterates to turn it on.",
+        RuntimeWarning, stacklevel=3)
+    return False
 
 
 AVERAGE_CHECK_BATCHES = 16  # validation batches the iterate-average check reads, at most, per evaluation (twice)

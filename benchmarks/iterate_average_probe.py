@@ -1,0 +1,80 @@
+"""What the iterate-average check reads at a constant LR, by task and LR band.
+
+Runs the constant schedule through the standard Trainer at ``--multipliers`` x the task's good LR
+and, at every evaluation, measures what ``MetaLRCallback``'s check measures (the same
+``IterateAverage`` and the same loss over the eval dataloader): ``gain``, the log of the current
+iterate's validation loss over the loss of the average of the iterates since the last
+evaluation, and ``progress``, the log of the last evaluation's loss over the current one. The
+controller reads the steps as bouncing around a valley floor where ``gain >= AVERAGE_GAIN`` and
+``gain > progress`` (marked ``*``). Nothing acts on it here: the LR stays constant.
+
+    python benchmarks/iterate_average_probe.py --task digits --multipliers 0.1,1,10 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import warnings
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from hf_metalr.compare.runner import build_trainer
+from hf_metalr.controller.controller import AVERAGE_GAIN, bouncing
+from hf_metalr.controller.iterate_average import IterateAverage
+from hf_metalr.integration.callback import _validation_loss
+from hf_metalr.tasks import get_task
+
+
+class Probe(TrainerCallback):
+    """Folds in the parameters after every optimizer step; at every evaluation records
+    ``(gain, progress, the task's metric)``."""
+
+    def __init__(self, metric: str):
+        self.metric, self.average, self.rows = metric, None, []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.average = IterateAverage(model.parameters())
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.average.after_step()
+
+    def on_log(self, args, state, control, logs=None, model=None, eval_dataloader=None, **kwargs):
+        if logs and self.metric in logs:
+            gain = self.average.gain(lambda: _validation_loss(model, eval_dataloader))
+            self.rows.append((gain, self.average.progress, logs[self.metric]))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="digits")
+    p.add_argument("--multipliers", default="0.1,1,10", help="initial LR = each of these x the task's good LR")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--epochs", type=int, default=None, help="the task's own budget if not given")
+    a = p.parse_args(argv)
+    task = get_task(a.task)
+    key = f"eval_{task.metric}"
+    print(f"{a.task}: per evaluation, gain / progress (log, * = the check would read a bounce: gain >= {AVERAGE_GAIN:g} "
+          f"and gain > progress) and {task.metric}")
+    for multiplier in map(float, a.multipliers.split(",")):
+        for seed in map(int, a.seeds.split(",")):
+            probe = Probe(key)
+            with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer = build_trainer(task, "constant", seed, Path(out), callbacks=[probe],
+                                        lr=task.learning_rate * multiplier, epochs=a.epochs)
+                trainer.train()
+            cells = []
+            for gain, progress, value in probe.rows:
+                features = {"iterate_average_gain": gain, "iterate_average_progress": progress}
+                mark = "*" if gain is not None and bouncing({k: v for k, v in features.items() if v is not None}) else " "
+                text = "-" if gain is None else f"{gain:+.2f}"
+                text += "/" + ("-" if progress is None else f"{progress:+.2f}")
+                cells.append(f"{text}{mark} {value:.3f}")
+            print(f"x{multiplier:g} seed {seed}: " + "  ".join(cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
