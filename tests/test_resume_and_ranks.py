@@ -77,11 +77,15 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)
     traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "iterate_average_gain")  # the policy's features, the
-    # iterate average's gain (its average rides in the checkpoint), and the gate's drift (the
+    # iterate average's gain (its average rides in the checkpoint) and, from the second decision, its progress (the
+    # last check's loss rides along), and the gate's drift (the
     # starting sketch rides along) and its count of stuck evaluations (0 throughout in this job, whose drift stays
     # under 0.7: that a resume counts on is tested in test_alignment.py)
-    assert len(resumed) == len(expected) == 8 and all(set(f) == set(traced) for f in resumed)
+    assert len(resumed) == len(expected) == 8
+    assert set(resumed[0]) == set(traced) and all(set(f) == {*traced, "iterate_average_progress"} for f in resumed[1:])
     assert [f[n] for f in resumed for n in traced] == pytest.approx([f[n] for f in expected for n in traced], rel=1e-6)
+    assert [f["iterate_average_progress"] for f in resumed[1:]] == pytest.approx(
+        [f["iterate_average_progress"] for f in expected[1:]], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -102,3 +106,18 @@ def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
     assert all(f["train_loss_noise"] > 0 for f in features(tmp_path, 0))
     # the gradient alignment is read from the synchronised gradients: the same, non-zero, on both ranks
     assert all(f["grad_alignment"] != 0 and f["grad_alignment_t"] != 0 for f in features(tmp_path, 0))
+
+
+@pytest.mark.slow
+def test_two_processes_with_the_gate_read_one_iterate_average_gain(tmp_path):
+    """With the gate the iterate-average check runs on both ranks: each evaluates its own shard of the
+    eval batches, the loss sums are all-reduced, so both ranks read the same gain and progress."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", JOB,
+           "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert applied(tmp_path, 0) == applied(tmp_path, 1)
+    rank0, rank1 = features(tmp_path, 0), features(tmp_path, 1)
+    assert len(rank0) == 4 and all("iterate_average_gain" in f for f in rank0)
+    assert [f["iterate_average_gain"] for f in rank0] == [f["iterate_average_gain"] for f in rank1]
+    assert [f.get("iterate_average_progress") for f in rank0] == [f.get("iterate_average_progress") for f in rank1]
