@@ -19,7 +19,10 @@
    decision (the rest: ``on_log`` with the controller's decision), and the ratio the first and the
    last give for a job of 25 ms steps with a decision every 100 steps,
    ``1 + per step / 25 ms + per decision / (100 x 25 ms)`` (the per-run part vanishes in a long run).
-6. the same measures on a job of a more usual shape, ``bert-small``: the sentiment data through a
+6. the share of the iterate-average check (``average_iterates``): each pair also runs the callback
+   with it off, and the per-step and per-decision parts of both are printed side by side; and its
+   per-step fold on BERT-base shapes against a plain SGD update.
+7. the same measures on a job of a more usual shape, ``bert-small``: the sentiment data through a
    BERT of 4 layers, 128 wide (0.83M parameters in 73 tensors; steps of about 95 ms on one CPU
    thread, evaluation included), deciding once per epoch (63 optimizer steps), measured rather
    than extrapolated.
@@ -84,6 +87,27 @@ def alignment_step_ms(repeats: int) -> tuple[float, float, int, int]:
             sum(p.numel() for p in params), alignment.coordinates)
 
 
+def iterate_average_step_ms(repeats: int) -> tuple[float, float]:
+    """Median ms per step of the iterate average's fold (``IterateAverage.after_step``) and of a
+    plain SGD update, on BERT-base shapes."""
+    from hf_metalr.controller.iterate_average import IterateAverage
+
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=generator) * 0.02) for s in bert_base_shapes()]
+    grads = [torch.randn(p.shape, generator=generator) for p in params]
+    average = IterateAverage(params)
+    fold, update = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        average.after_step()
+        fold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with torch.no_grad():
+            torch._foreach_add_(params, grads, alpha=-1e-9)
+        update.append(time.perf_counter() - start)
+    return statistics.median(fold[2:]) * 1e3, statistics.median(update[2:]) * 1e3
+
+
 PER_STEP_HANDLERS = ("on_pre_optimizer_step", "on_optimizer_step", "on_step_begin", "on_step_end", "on_substep_end",
                      "loss hook")
 PER_RUN_HANDLERS = ("on_train_begin", "on_train_end")
@@ -106,9 +130,10 @@ def bench_task(task_name: str):
 
 
 def one_run(with_callback: bool, epochs: int, evals_per_epoch: int,
-            task_name: str = "digits") -> tuple[float, int, int, dict[str, float]]:
+            task_name: str = "digits", **callback_kwargs) -> tuple[float, int, int, dict[str, float]]:
     """One run: its wall seconds, the decisions made, the optimizer steps run, and the seconds spent
-    in the callback's own work by handler (``"loss hook"``: the training-loss hook)."""
+    in the callback's own work by handler (``"loss hook"``: the training-loss hook).
+    ``callback_kwargs`` go to ``MetaLRCallback``."""
     from hf_metalr import MetaLRCallback
     from hf_metalr.compare.runner import build_trainer
 
@@ -117,7 +142,7 @@ def one_run(with_callback: bool, epochs: int, evals_per_epoch: int,
     every = max(1, steps_per_epoch // evals_per_epoch)
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(task, "constant", 0, Path(out), epochs=epochs, eval_steps=every, logging_steps=every)
-        callback = MetaLRCallback() if with_callback else None
+        callback = MetaLRCallback(**callback_kwargs) if with_callback else None
         spent: dict[str, float] = {}
         if callback:
             _time_callback(callback, spent)
@@ -161,6 +186,7 @@ def split_cost(spent: dict[str, float], steps: int, decisions: int) -> tuple[flo
 def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: int) -> float:
     one_run(False, 1, evals_per_epoch, task_name)  # warm-up: imports, first allocations
     ratios, base_times, cb_times, attributed, per_step, per_run, per_decision = [], [], [], [], [], [], []
+    without_check = []
     for pair in range(pairs):
         order = (False, True) if pair % 2 == 0 else (True, False)
         times = {}
@@ -174,6 +200,10 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
                 per_step.append(step_ms)
                 per_run.append(run_ms)
                 per_decision.append(decision_ms)
+        # the same callback without the iterate-average check, for its share of the work
+        _, _, steps, spent = one_run(True, epochs, evals_per_epoch, task_name, average_iterates=False)
+        step_ms, _, decision_ms = split_cost(spent, steps, decisions)
+        without_check.append((step_ms, decision_ms))
         ratios.append(times[True] / times[False])
         base_times.append(times[False])
         cb_times.append(times[True])
@@ -191,6 +221,11 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
           f"{decision_ms:.2f} ms per decision, {statistics.median(per_run):.1f} ms per run (train begin and end); "
           f"for steps of {REFERENCE_STEP_MS:g} ms and a decision every "
           f"{REFERENCE_STEPS_PER_DECISION} steps that is a ratio of {reference:.4f}", flush=True)
+    step_off = statistics.median(s for s, _ in without_check)
+    decision_off = statistics.median(d for _, d in without_check)
+    print(f"  of which the iterate-average check ({task_name}, the same runs with average_iterates=False: "
+          f"{step_off:.3f} ms per optimizer step, {decision_off:.2f} ms per decision): "
+          f"{step_ms - step_off:+.3f} ms per optimizer step, {decision_ms - decision_off:+.2f} ms per decision", flush=True)
     return ratio
 
 
@@ -218,6 +253,11 @@ def main(argv=None) -> int:
     print(f"gradient-alignment signal per optimizer step on BERT-base shapes ({n_params / 1e6:.1f}M parameters, "
           f"{coordinates} sketched coordinates, median of {a.steps}): {signal_ms:.3f} ms; one plain SGD update of the "
           f"same parameters: {update_ms:.1f} ms (ratio {signal_ms / update_ms:.3f})")
+
+    fold_ms, update_ms = iterate_average_step_ms(min(a.steps, 20))
+    print(f"iterate-average fold per optimizer step on BERT-base shapes (an in-place lerp of a float32 copy, "
+          f"median of {min(a.steps, 20)}): {fold_ms:.1f} ms; one plain SGD update: {update_ms:.1f} ms "
+          f"(ratio {fold_ms / update_ms:.2f})")
 
     for task_name, epochs, evals_per_epoch, pairs in (("digits", a.epochs, a.evals_per_epoch, a.pairs),
                                                       ("sentiment", 2, a.evals_per_epoch, a.sentiment_pairs),

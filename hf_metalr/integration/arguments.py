@@ -64,7 +64,7 @@ class MetaLRArguments:
     metalr_average_iterates: bool | None = field(
         default=None,
         metadata={"help": "With the gate: keep the average of the iterates since the last evaluation (one float32 copy of the "
-                          "trainable weights) and compare its validation loss with the current one's on up to 16 eval "
+                          "trainable weights) and compare its validation loss with the current one's on up to 4 eval "
                           "batches; an average clearly better means the LR is too high. Default: on up to 500M trainable "
                           "parameters, off above. true / false: on / off whatever the size."},
     )

@@ -532,7 +532,8 @@ def _average_iterates(wanted: bool | None, model) -> bool:
     return False
 
 
-AVERAGE_CHECK_BATCHES = 16  # validation batches the iterate-average check reads, at most, per evaluation (twice)
+AVERAGE_CHECK_BATCHES = 4  # validation batches the iterate-average check reads, at most, per evaluation (twice): 8
+# forward passes at most; the two losses are paired on the same batches, so few are enough
 
 
 def _on_every_rank(flag: bool) -> bool:
