@@ -319,6 +319,15 @@ def test_validation_loss_reads_at_most_the_cap_and_restores_the_mode(tmp_path, m
     model = Model().train()
     assert callback_module._validation_loss(model, batches) == pytest.approx((0 + 1 + 2) / 3)
     assert seen == [False] * 3 and model.training
+    # no loss to read: a ModelOutput without one, or batches that are tuples; NaN, and the check reads nothing
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class NoLoss(Model):
+        def forward(self, x, labels=None):
+            return SequenceClassifierOutput(logits=self.w * x)
+
+    assert math.isnan(callback_module._validation_loss(NoLoss(), batches))
+    assert math.isnan(callback_module._validation_loss(model, [(torch.ones(4), torch.zeros(4))] * 3))
 
 
 def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one_check(tmp_path):

@@ -551,7 +551,11 @@ def _on_every_rank(flag: bool) -> bool:
 
 def _validation_loss(model, dataloader) -> float:
     """The mean loss of ``model`` over the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``,
-    weighted by batch size and summed across processes; NaN when no batch carries a loss."""
+    weighted by batch size and summed across processes; NaN when no batch carries a loss (a model
+    that returns none, or batches that are not mappings of keyword arguments): the check then
+    reads nothing."""
+    from collections.abc import Mapping
+
     import torch
 
     device = next(model.parameters()).device
@@ -563,9 +567,11 @@ def _validation_loss(model, dataloader) -> float:
             for i, batch in enumerate(dataloader):
                 if i >= AVERAGE_CHECK_BATCHES:
                     break
+                if not isinstance(batch, Mapping):
+                    continue
                 batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
                 out = model(**batch)
-                loss = out["loss"] if isinstance(out, dict) else getattr(out, "loss", None)
+                loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
                 if loss is None:
                     continue
                 size = next((len(v) for v in batch.values() if hasattr(v, "__len__")), 1)
