@@ -201,8 +201,8 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
                 per_run.append(run_ms)
                 per_decision.append(decision_ms)
         # the same callback without the iterate-average check, for its share of the work
-        _, _, steps, spent = one_run(True, epochs, evals_per_epoch, task_name, average_iterates=False)
-        step_ms, _, decision_ms = split_cost(spent, steps, decisions)
+        _, check_off_decisions, steps, spent = one_run(True, epochs, evals_per_epoch, task_name, average_iterates=False)
+        step_ms, _, decision_ms = split_cost(spent, steps, check_off_decisions)
         without_check.append((step_ms, decision_ms))
         ratios.append(times[True] / times[False])
         base_times.append(times[False])

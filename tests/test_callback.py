@@ -344,23 +344,37 @@ def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one
             theta.fill_(value)
         saving.controller.after_optimizer_step()
     (tmp_path / "checkpoint-14").mkdir()
-    args, state = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None), SimpleNamespace(
+    args, state = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None, should_save=True), SimpleNamespace(
         global_step=14, is_world_process_zero=True)
     saving._in_training = True
     saving.on_save(args, state, None)
     assert saving.state()["attributes"]["iterate_average_steps"] == 2
 
     resumed = callback_watching(torch.nn.Parameter(theta.detach().clone()))
-    resumed._restore_iterate_average(args, state)
+    resumed._restore_iterate_average(args, state, 2)
     assert resumed.controller.iterate_average.steps == 2 and not resumed._skip_average_check
     with resumed.controller.iterate_average.swapped_in():
         assert resumed.controller.iterate_average.params[0].tolist() == [2.0, 2.0, 2.0]
 
     elsewhere = callback_watching(torch.nn.Parameter(torch.zeros(3)))
-    with pytest.warns(RuntimeWarning, match="metalr_iterate_average.safetensors was not found.*skips the next evaluation"):
+    with pytest.warns(RuntimeWarning, match="no metalr_iterate_average.safetensors of that step.*skips the next evaluation"):
         elsewhere._restore_iterate_average(SimpleNamespace(output_dir=str(tmp_path / "other"), resume_from_checkpoint=None),
-                                           state)
-    assert elsewhere._skip_average_check
+                                           state, 2)
+    assert elsewhere._skip_average_check and elsewhere.controller.iterate_average.steps == 0
+    # a file of another interval (another run's checkpoint at the same step) is not used
+    other_run = callback_watching(torch.nn.Parameter(torch.zeros(3)))
+    with pytest.warns(RuntimeWarning, match="skips the next evaluation"):
+        other_run._restore_iterate_average(args, state, 3)
+    assert other_run._skip_average_check and other_run.controller.iterate_average.steps == 0
+    # the folder Trainer.train(resume_from_checkpoint=...) resumed from comes first, found on the call stack
+    (tmp_path / "checkpoint-14").rename(tmp_path / "moved")
+
+    def train(resume_from_checkpoint):
+        found = callback_watching(torch.nn.Parameter(torch.zeros(3)))
+        found._restore_iterate_average(args, state, 2)
+        return found
+
+    assert train(str(tmp_path / "moved")).controller.iterate_average.steps == 2
 
 
 def test_the_iterate_average_is_on_by_default_up_to_the_size_bar_and_can_be_forced(monkeypatch):

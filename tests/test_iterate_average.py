@@ -162,3 +162,19 @@ def test_progress_compares_the_current_loss_with_the_last_checks_on_the_same_bat
     assert average.gain(_bowl(theta)) is None and average.last_loss is None, "one step: no check, and no reference"
     average.forget()
     assert average.progress is None
+
+
+def test_a_resume_under_another_seed_keeps_the_iterate_average():
+    from hf_metalr.controller.policy import random_policy
+
+    theta = torch.nn.Parameter(torch.ones(4))
+    saved = MetaLRController(1e-3, policy=random_policy(seed=0), seed=0, learn_online=False)
+    saved.watch([theta], average_iterates=True)
+    _steps(saved, theta, [1.0, 2.0])
+    saved.observe(1.0, average_gain=saved.iterate_average.gain(_bowl(theta)))
+    resumed = MetaLRController(1e-3, policy=random_policy(seed=0), seed=5, learn_online=False)
+    resumed.watch([theta], average_iterates=True)
+    average = resumed.iterate_average
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.iterate_average is average, "rebuilding the sketch for the saved seed leaves the average alone"
+    assert resumed.alignment.seed == resumed.seed == 0

@@ -125,7 +125,7 @@ STUCK_EVALUATIONS = 2  # evaluations in a row after the first, stuck after movin
 AVERAGE_GAIN = 0.3  # iterate_average_gain (log of the current iterate's validation loss over the loss of the average of
 # the iterates since the last decision) at which the steps may count as bouncing around a valley floor (the average
 # 26% lower, the bar of PROGRESS), if it also beats what the interval gained (iterate_average_progress): then a cut
-# goes through, a raise is held, and a keep becomes the fixed cut
+# goes through, and a keep or a raise becomes the fixed cut
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
@@ -486,9 +486,9 @@ class MetaLRController:
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
         if average_gain is not None:
             features["iterate_average_gain"] = float(average_gain)
-            progress = self.iterate_average.progress if self.iterate_average is not None else None
-            if progress is not None:
-                features["iterate_average_progress"] = float(progress)
+            gained = self.iterate_average.progress if self.iterate_average is not None else None
+            if gained is not None:
+                features["iterate_average_progress"] = float(gained)
         obs = self.observation(features)
         learned = False
         if self.learner is not None and self.pending is not None and reward is not None:
@@ -502,12 +502,9 @@ class MetaLRController:
         requested = self.multipliers[action]
         held, why = direction_verdict(requested, features, first=reward is None) if gated else (False, None)
         multiplier = 1.0 if held else requested
-        if gated and multiplier >= 1 and clear_overshoot(features) and self.scale > self.min_scale:
-            _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features)  # the clear-overshoot cut's own words
-            multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
-                f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
-        if (gated and multiplier >= 1 and reward is not None and bouncing(features) and self.scale > self.min_scale):
-            _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features)
+        fixed_cut = clear_overshoot(features) or (reward is not None and bouncing(features))
+        if gated and multiplier >= 1 and fixed_cut and self.scale > self.min_scale:
+            _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=reward is None)  # the cut's own words
             multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
                 f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
         undo = self._undo_punished_raise(features) if gated else None
@@ -629,5 +626,6 @@ class MetaLRController:
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
         if self.alignment is not None and state.get("alignment"):
             if self.alignment.seed != self.seed:  # the sketch is drawn from the seed the state was saved with
-                self.watch(self.alignment.params, sketch_size=self.alignment.sketch_size)
+                self.alignment = GradientAlignment(self.alignment.params, sketch_size=self.alignment.sketch_size,
+                                                   seed=self.seed)
             self.alignment.load_state_dict(state["alignment"])

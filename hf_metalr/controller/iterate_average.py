@@ -52,8 +52,13 @@ class IterateAverage:
                 self.steps = 1
                 return
             self.steps += 1
-            current = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in self.params]
-            torch._foreach_lerp_(self._average, current, 1.0 / self.steps)  # in place, no temporary of the weights' size
+            weight = 1.0 / self.steps
+            full = [(a, p.detach()) for a, p in zip(self._average, self.params) if p.dtype == torch.float32]
+            if full:  # in place, no temporary of the weights' size
+                torch._foreach_lerp_([a for a, _ in full], [p for _, p in full], weight)
+            for average, p in zip(self._average, self.params):
+                if p.dtype != torch.float32:  # one tensor's float32 copy at a time (bf16, fp16)
+                    average.lerp_(p.detach().float(), weight)
 
     @contextmanager
     def swapped_in(self):

@@ -103,9 +103,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             compare its validation loss with the current weights' on up to ``AVERAGE_CHECK_BATCHES``
             batches of the eval dataloader (two forward passes each, summed across processes). An
             average clearly better (``iterate_average_gain >= AVERAGE_GAIN``) means the steps bounce
-            around a valley floor: a cut goes through, a raise is held, a keep becomes a halving.
+            around a valley floor: a cut goes through, a keep or a raise becomes a halving.
             Off with sharded parameters, like the gradient alignment. None (the default): on up to
-            ``AVERAGE_ITERATES_AUTO_MAX`` trainable parameters (a 2 GiB copy), off above with one
+            ``AVERAGE_ITERATES_AUTO_MAX`` trainable parameters (a 2 GB copy), off above with one
             warning; True or False: on or off whatever the size.
     """
 
@@ -218,15 +218,15 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
         self._tap.restore(saved.get("pending_train_losses", []) if resuming else [])
         self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
-        if resuming and self.controller.iterate_average is not None:
-            if saved.get("iterate_average_steps", 0):
-                self._restore_iterate_average(args, state)
-            self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
         if resuming:
             self.controller.load_state_dict(
                 saved["controller_state"],
                 source=f"the policy in the checkpoint's MetaLRCallback state (resumed with policy={a['policy']!r})",
             )
+        if resuming and self.controller.iterate_average is not None:
+            if saved.get("iterate_average_steps", 0):
+                self._restore_iterate_average(args, state, int(saved["iterate_average_steps"]))
+            self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
@@ -330,14 +330,15 @@ class MetaLRCallback(TrainerCallback, ExportableState):
 
     def on_save(self, args, state, control, **kwargs):
         average = self.controller.iterate_average if self.controller is not None else None
-        if self._in_training and state.is_world_process_zero and average is not None and average.steps:
+        if self._in_training and args.should_save and average is not None and average.steps:
             from safetensors.torch import save_file
 
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if folder.is_dir():
                 saved = average.state_dict()
                 save_file({f"average.{i}": t.contiguous() for i, t in enumerate(saved["average"])},
-                          str(folder / ITERATE_AVERAGE_FILE), metadata={"steps": str(saved["steps"])})
+                          str(folder / ITERATE_AVERAGE_FILE),
+                          metadata={"steps": str(saved["steps"]), "global_step": str(state.global_step)})
 
     def on_train_end(self, args, state, control, **kwargs):
         self._in_training = False
@@ -425,26 +426,36 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average = self.controller.iterate_average if self.controller is not None else None
         return average.steps if average is not None else 0
 
-    def _restore_iterate_average(self, args, state) -> None:
-        """Load the iterate average of the interval in progress from the resumed checkpoint's
-        ``ITERATE_AVERAGE_FILE``; without it, warn and skip the check at the next evaluation."""
+    def _restore_iterate_average(self, args, state, steps: int) -> None:
+        """Load the iterate average of the interval in progress (``steps`` optimizer steps, as the
+        checkpoint's state says) from the resumed checkpoint's ``ITERATE_AVERAGE_FILE``: the folder
+        ``Trainer.train(resume_from_checkpoint=...)`` resumed from (found on the call stack, as the
+        handler is), else ``args.resume_from_checkpoint``, else ``<output_dir>/checkpoint-<step>``. A
+        file that is missing, unreadable, or of another step or interval is not used: warn, and skip
+        the check at the next evaluation."""
         from safetensors import safe_open
 
-        candidates = [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"]
-        if isinstance(getattr(args, "resume_from_checkpoint", None), str):
-            candidates.insert(0, Path(args.resume_from_checkpoint))
+        candidates = [Path(folder) for folder in (_resumed_folder(), getattr(args, "resume_from_checkpoint", None))
+                      if isinstance(folder, (str, Path))]
+        candidates.append(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         for folder in candidates:
             path = folder / ITERATE_AVERAGE_FILE
-            if path.is_file():
+            if not path.is_file():
+                continue
+            try:
                 with safe_open(str(path), framework="pt") as f:
-                    steps = int(f.metadata()["steps"])
+                    meta = f.metadata() or {}
+                    if (int(meta.get("steps", -1)), int(meta.get("global_step", -1))) != (steps, state.global_step):
+                        continue
                     average = [f.get_tensor(f"average.{i}") for i in range(len(list(f.keys())))]
                 self.controller.iterate_average.load_state_dict({"steps": steps, "average": average})
                 return
+            except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+                continue
         warnings.warn(
-            f"MetaLRCallback: the checkpoint at step {state.global_step} was saved between two evaluations, but its "
-            f"{ITERATE_AVERAGE_FILE} was not found (looked in {', '.join(str(c) for c in candidates)}); the "
-            "iterate-average check skips the next evaluation. Resume from the checkpoint folder the run wrote.",
+            f"MetaLRCallback: the checkpoint at step {state.global_step} was saved between two evaluations, but no "
+            f"{ITERATE_AVERAGE_FILE} of that step and interval could be read (looked in "
+            f"{', '.join(str(c) for c in candidates)}); the iterate-average check skips the next evaluation.",
             RuntimeWarning, stacklevel=2)
         self._skip_average_check = True
 
@@ -513,7 +524,21 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
 
 
-AVERAGE_ITERATES_AUTO_MAX = 500_000_000  # trainable parameters up to which the check is on by default (2 GiB float32)
+def _resumed_folder():
+    """The checkpoint folder ``Trainer.train`` resumes from: its ``resume_from_checkpoint`` local,
+    found on the call stack (transformers passes it to no callback); None when not found."""
+    frame = sys._getframe(1)
+    for _ in range(_HANDLER_FRAMES + 8):
+        if frame is None:
+            return None
+        folder = frame.f_locals.get("resume_from_checkpoint")
+        if isinstance(folder, (str, Path)) and frame.f_code.co_name in ("train", "_inner_training_loop"):
+            return folder
+        frame = frame.f_back
+    return None
+
+
+AVERAGE_ITERATES_AUTO_MAX = 500_000_000  # trainable parameters up to which the check is on by default (2 GB in float32)
 
 
 def _average_iterates(wanted: bool | None, model) -> bool:
@@ -564,9 +589,7 @@ def _validation_loss(model, dataloader) -> float:
     model.eval()
     try:
         with torch.no_grad():
-            for i, batch in enumerate(dataloader):
-                if i >= AVERAGE_CHECK_BATCHES:
-                    break
+            for batch in _first_batches(dataloader):
                 if not isinstance(batch, Mapping):
                     continue
                 batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
@@ -581,6 +604,33 @@ def _validation_loss(model, dataloader) -> float:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(total)
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+def _first_batches(dataloader):
+    """This process's share of the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``: built
+    from its dataset and ``collate_fn`` (the same examples at every check), so the Trainer's own
+    (accelerate-wrapped) loader is not iterated and left half-way. A loader without an indexable
+    dataset (an ``IterableDataset``) or a batch size is read directly, stopping after the last batch
+    needed. Samples are dealt to the processes in turn, as a distributed sampler does."""
+    import itertools
+
+    import torch.distributed as dist
+
+    dataset, size, collate = (getattr(dataloader, "dataset", None), getattr(dataloader, "batch_size", None),
+                              getattr(dataloader, "collate_fn", None))
+    try:
+        length = len(dataset)
+        dataset[0]
+    except Exception:  # noqa: BLE001 - not a map-style dataset: read the loader itself
+        yield from itertools.islice(dataloader, AVERAGE_CHECK_BATCHES)
+        return
+    if not size or collate is None:
+        yield from itertools.islice(dataloader, AVERAGE_CHECK_BATCHES)
+        return
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    indices = list(range(rank, min(length, AVERAGE_CHECK_BATCHES * size * world), world))
+    for start in range(0, len(indices), size):
+        yield collate([dataset[i] for i in indices[start:start + size]])
 
 
 def _watchable(args) -> bool:
