@@ -67,8 +67,7 @@ def main(argv=None) -> int:
                 trainer.train()
             cells = []
             for gain, progress, value in probe.rows:
-                features = {"iterate_average_gain": gain, "iterate_average_progress": progress}
-                mark = "*" if gain is not None and bouncing({k: v for k, v in features.items() if v is not None}) else " "
+                mark = "*" if bouncing({"iterate_average_gain": gain, "iterate_average_progress": progress}) else " "
                 text = "-" if gain is None else f"{gain:+.2f}"
                 text += "/" + ("-" if progress is None else f"{progress:+.2f}")
                 cells.append(f"{text}{mark} {value:.3f}")

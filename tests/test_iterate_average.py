@@ -178,3 +178,14 @@ def test_a_resume_under_another_seed_keeps_the_iterate_average():
     resumed.load_state_dict(saved.state_dict())
     assert resumed.iterate_average is average, "rebuilding the sketch for the saved seed leaves the average alone"
     assert resumed.alignment.seed == resumed.seed == 0
+
+
+def test_a_current_loss_the_caller_has_is_used_and_the_loss_runs_once():
+    theta, average = _walk([[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]])
+    calls = []
+
+    def loss():
+        calls.append(1)
+        return _bowl(theta)()
+
+    assert average.gain(loss, current=3.0) == pytest.approx(math.log(3.0 / 1.0)) and len(calls) == 1

@@ -1,19 +1,15 @@
 """benchmarks/iterate_average_probe.py: what the iterate-average check reads at a constant LR."""
 
-import importlib.util
 import math
 import re
-from pathlib import Path
+
+from benchmark_scripts import load_benchmark
 
 from hf_metalr.controller.controller import AVERAGE_GAIN
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 def test_probe_prints_the_gain_and_progress_of_every_evaluation(capsys):
-    spec = importlib.util.spec_from_file_location("iterate_average_probe", BENCHMARKS / "iterate_average_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("iterate_average_probe")
     assert module.main(["--task", "digits", "--multipliers", "1", "--seeds", "0", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("x1 seed 0:"))

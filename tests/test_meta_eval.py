@@ -1,21 +1,15 @@
 """benchmarks/meta_eval.py: the held-out summary (best static, oracle, ratios) and the policy card it writes."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_eval.py"
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def meta_eval():
-    spec = importlib.util.spec_from_file_location("meta_eval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("meta_eval")
 
 
 def _run(schedule, seed, evals, accuracy):

@@ -1,6 +1,5 @@
 """benchmarks/select_policy.py (pick among restarts by validation) and screen_policy.py's per-seed table."""
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -9,14 +8,7 @@ import pytest
 from hf_metalr import random_policy, save_policy
 from hf_metalr.policies import default_policy_path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark as _load
 
 
 @pytest.mark.slow

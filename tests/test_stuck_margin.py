@@ -1,17 +1,13 @@
 """benchmarks/stuck_margin.py: per evaluation, how far a run is from the stuck-run state."""
 
-import importlib.util
 import math
 import re
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_scripts import load_benchmark
 
 
 def test_stuck_margin_prints_one_line_per_evaluation_from_the_trace(capsys):
-    spec = importlib.util.spec_from_file_location("stuck_margin", BENCHMARKS / "stuck_margin.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("stuck_margin")
     assert module.main(["--task", "digits", "--epochs", "1", "--seeds", "0", "--evals-per-epoch", "4"]) == 0
     out = capsys.readouterr().out
     assert "digits at 1x its good LR, 4 evaluations per epoch" in out and "less than 4.9% below" in out

@@ -74,17 +74,19 @@ class IterateAverage:
                 for p, s in zip(self.params, saved):
                     p.copy_(s)
 
-    def gain(self, loss: Callable[[], float]) -> float | None:
+    def gain(self, loss: Callable[[], float], *, current: float | None = None) -> float | None:
         """``log(loss() at the current parameters / loss() with the average swapped in)``, then a new
         interval starts; ``progress`` is set as well (None when there was no earlier check to compare
-        with). None (and no call to ``loss``) with fewer than two steps since the last one, or when
-        either loss is not finite and positive (then the next check has no progress to read)."""
+        with). ``current``: the loss at the current parameters, when the caller has just computed it
+        with the same ``loss`` (then ``loss`` runs once). None (and no call to ``loss``) with fewer
+        than two steps since the last one, or when either loss is not finite and positive (then the
+        next check has no progress to read)."""
         self.progress = None
         try:
             if self._average is None or self.steps < 2:
                 self.last_loss = None
                 return None
-            current = float(loss())
+            current = float(loss()) if current is None else float(current)
             with self.swapped_in():
                 averaged = float(loss())
         finally:

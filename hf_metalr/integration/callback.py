@@ -63,7 +63,7 @@ from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
-from .train_losses import TrainLossTap
+from .train_losses import TrainLossTap, collective_device
 
 __all__ = ["MetaLRCallback"]
 
@@ -223,10 +223,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 saved["controller_state"],
                 source=f"the policy in the checkpoint's MetaLRCallback state (resumed with policy={a['policy']!r})",
             )
-        if resuming and self.controller.iterate_average is not None:
-            if saved.get("iterate_average_steps", 0):
-                self._restore_iterate_average(args, state, int(saved["iterate_average_steps"]))
-            self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
+            if self.controller.iterate_average is not None:
+                if saved.get("iterate_average_steps", 0):
+                    self._restore_iterate_average(args, state, int(saved["iterate_average_steps"]))
+                self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
@@ -568,8 +568,7 @@ def _on_every_rank(flag: bool) -> bool:
 
     if not (dist.is_available() and dist.is_initialized()):
         return flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    value = torch.tensor([1 if flag else 0], device=device)
+    value = torch.tensor([1 if flag else 0], device=collective_device(dist))
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
 
@@ -602,6 +601,7 @@ def _validation_loss(model, dataloader) -> float:
     finally:
         model.train(was_training)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = total.to(collective_device(torch.distributed))
         torch.distributed.all_reduce(total)
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 

@@ -85,9 +85,14 @@ class TrainLossTap:
         return local
 
 
+def collective_device(dist) -> torch.device:
+    """Where a tensor for one of ``dist``'s collectives must live: this process's GPU under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def _mean_across_processes(losses: list[float], dist) -> list[float]:
     """Step-by-step mean over the processes (two small all-reduces; NCCL needs CUDA tensors)."""
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = collective_device(dist)
     lengths = torch.tensor([len(losses), -len(losses)], dtype=torch.float64, device=device)
     dist.all_reduce(lengths, op=dist.ReduceOp.MAX)
     n = int(-lengths[1].item())  # every process runs the same steps; the shortest list wins if not

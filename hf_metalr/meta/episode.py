@@ -169,7 +169,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
             values.append(value)
             accuracies.append(accuracy)
             if controller is not None:
-                gain = controller.iterate_average.gain(lambda: _evaluate(problem, model)[0])
+                gain = controller.iterate_average.gain(lambda: _evaluate(problem, model)[0], current=value)
                 decision = _quiet(controller.observe, value, progress=step / total, average_gain=gain)
                 decisions.append(decision)
                 controller.scale_param_groups(optimizer)
