@@ -124,18 +124,23 @@ def _steps(controller, theta, points):
 def test_a_keep_becomes_the_fixed_cut_when_the_average_leads_but_not_at_the_first_evaluation():
     controller, theta = _controller()
     _steps(controller, theta, [1.0, -1.0, 1.0])
-    gain = controller.iterate_average.gain(_bowl(theta))
-    first = controller.observe(1.0, progress=0.1, average_gain=gain)
-    assert gain >= AVERAGE_GAIN and first.applied == 1.0 and first.features["iterate_average_gain"] == gain
+    first = controller.observe(1.0, progress=0.1, validation_loss=_bowl(theta))
+    gain = first.features["iterate_average_gain"]
+    assert gain == pytest.approx(math.log(5 / (4 / 9 + 1))), "the bowl at theta = 1 against at the average, 1/3"
+    assert gain >= AVERAGE_GAIN and first.applied == 1.0
     _steps(controller, theta, [-1.0, 1.0, -1.0])
-    gain = controller.iterate_average.gain(_bowl(theta))
-    second = controller.observe(0.9, progress=0.2, average_gain=gain)
+    second = controller.observe(0.9, progress=0.2, validation_loss=_bowl(theta))
+    assert second.features["iterate_average_progress"] == pytest.approx(0.0)
     assert second.multiplier == 1.0 and second.applied == CLEAR_OVERSHOOT_CUT
     assert "the average of the iterates" in second.evidence and "a fixed cut" in second.evidence
     _steps(controller, theta, [0.5, 0.4, 0.3])
-    gain = controller.iterate_average.gain(_bowl(theta))
-    third = controller.observe(0.8, progress=0.3, average_gain=gain)
-    assert gain < 0 and third.applied == 1.0, "a descending run keeps its LR"
+    third = controller.observe(0.8, progress=0.3, validation_loss=_bowl(theta), current_loss=_bowl(theta)())
+    assert third.features["iterate_average_gain"] < 0 and third.applied == 1.0, "a descending run keeps its LR"
+    _steps(controller, theta, [0.2, 0.1])
+    fourth = controller.observe(0.7, progress=0.4)
+    assert "iterate_average_gain" not in fourth.features and controller.iterate_average.steps == 0, \
+        "no loss to read: the interval's average is dropped"
+    assert controller.iterate_average.last_loss is None
 
 
 def test_progress_compares_the_current_loss_with_the_last_checks_on_the_same_batches():
@@ -171,7 +176,7 @@ def test_a_resume_under_another_seed_keeps_the_iterate_average():
     saved = MetaLRController(1e-3, policy=random_policy(seed=0), seed=0, learn_online=False)
     saved.watch([theta], average_iterates=True)
     _steps(saved, theta, [1.0, 2.0])
-    saved.observe(1.0, average_gain=saved.iterate_average.gain(_bowl(theta)))
+    saved.observe(1.0, validation_loss=_bowl(theta))
     resumed = MetaLRController(1e-3, policy=random_policy(seed=0), seed=5, learn_online=False)
     resumed.watch([theta], average_iterates=True)
     average = resumed.iterate_average

@@ -81,6 +81,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -397,8 +398,8 @@ class MetaLRController:
     def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, average_iterates: bool = False) -> GradientAlignment:
         """Measure the gradient alignment of ``params`` (see ``alignment``); the sketch is drawn
         from the controller's seed, so every rank draws the same one. ``average_iterates``: also keep
-        the average of the iterates since the last decision (see ``iterate_average``), whose gain the
-        caller measures with ``iterate_average.gain`` and passes to ``observe``."""
+        the average of the iterates since the last decision (see ``iterate_average``), whose gain
+        ``observe`` measures with the ``validation_loss`` it is given."""
         params = list(params)
         self.alignment = GradientAlignment(params, sketch_size=sketch_size, seed=self.seed)
         self.iterate_average = IterateAverage(params) if average_iterates else None
@@ -459,13 +460,26 @@ class MetaLRController:
         return select(features, self.policy.config.features)
 
     def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None,
-                average_gain: float | None = None) -> Decision:
+                validation_loss: Callable[[], float] | None = None, current_loss: float | None = None) -> Decision:
         """Take one validation metric value and decide the next LR. ``train_loss``, if given, is
         one more training loss (a mean over the interval, say), added on its own stretch.
+
+        ``validation_loss``: with the iterates averaged (``watch(..., average_iterates=True)``), a
+        function returning the loss at the model's parameters as they are when it is called, on the
+        same fixed data at every decision; the iterate-average check calls it with the average of the
+        interval swapped in, and at the current parameters unless ``current_loss`` gives that loss
+        (see ``IterateAverage.gain``). Without it the interval's average is dropped unread, and the
+        next check has no progress to compare with.
 
         ``value`` is any real scalar (a float, a numpy number, a 0-d tensor); NaN or infinite is a
         divergence. Anything else (None, a string) is a ``TypeError``, not a divergence."""
         value = real_number(value, "MetaLRController.observe(value)")
+        average_gain = None
+        if self.iterate_average is not None:  # the forward passes keep the caller's threads
+            if validation_loss is None:
+                self.iterate_average.forget()
+            else:
+                average_gain = self.iterate_average.gain(validation_loss, current=current_loss)
         with single_threaded():
             return self._observe(value, progress, train_loss, average_gain)
 

@@ -51,6 +51,7 @@ import copy
 import logging
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -272,17 +273,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                             "MetaLRCallback(metric=...) to monitor another one.") from None
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
-        average_gain = None
+        validation_loss = None
         if self.controller.iterate_average is not None:
             ready = not self._skip_average_check and self.controller.iterate_average.steps >= 2
             ready = ready and kwargs.get("eval_dataloader") is not None and kwargs.get("model") is not None
-            if not _on_every_rank(ready):  # the check's all-reduces run on every rank or on none
-                self.controller.iterate_average.forget()
-                self._skip_average_check = False
-            else:
-                average_gain = self.controller.iterate_average.gain(
-                    lambda: _validation_loss(kwargs["model"], kwargs["eval_dataloader"]))
-        decision = self.controller.observe(value, progress=progress, average_gain=average_gain)
+            if _on_every_rank(ready):  # the check's all-reduces run on every rank or on none
+                validation_loss = partial(_validation_loss, kwargs["model"], kwargs["eval_dataloader"])
+            self._skip_average_check = False
+        decision = self.controller.observe(value, progress=progress, validation_loss=validation_loss)
         self._agree_across_ranks()
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
 

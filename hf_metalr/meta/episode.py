@@ -169,8 +169,8 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
             values.append(value)
             accuracies.append(accuracy)
             if controller is not None:
-                gain = controller.iterate_average.gain(lambda: _evaluate(problem, model)[0], current=value)
-                decision = _quiet(controller.observe, value, progress=step / total, average_gain=gain)
+                decision = _quiet(controller.observe, value, progress=step / total,
+                                  validation_loss=lambda: _evaluate(problem, model)[0], current_loss=value)
                 decisions.append(decision)
                 controller.scale_param_groups(optimizer)
             if not is_finite(value):
