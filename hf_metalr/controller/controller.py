@@ -465,11 +465,14 @@ class MetaLRController:
         one more training loss (a mean over the interval, say), added on its own stretch.
 
         ``validation_loss``: with the iterates averaged (``watch(..., average_iterates=True)``), a
-        function returning the loss at the model's parameters as they are when it is called, on the
-        same fixed data at every decision; the iterate-average check calls it with the average of the
+        function returning the loss (a float) at the model's parameters as they are when it is
+        called, on the same fixed data at every decision, in eval mode and without grad (it sets
+        both up and restores them itself); under DDP every rank passes one or none does, since its
+        reductions are collective. The iterate-average check calls it with the average of the
         interval swapped in, and at the current parameters unless ``current_loss`` gives that loss
         (see ``IterateAverage.gain``). Without it the interval's average is dropped unread, and the
-        next check has no progress to compare with.
+        next check has no progress to compare with. Both are ignored when the iterates are not
+        averaged.
 
         ``value`` is any real scalar (a float, a numpy number, a 0-d tensor); NaN or infinite is a
         divergence. Anything else (None, a string) is a ``TypeError``, not a divergence."""
