@@ -501,11 +501,10 @@ class MetaLRController:
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
-        if average_gain is not None:
+        if average_gain is not None:  # measured by observe, which also set the average's progress
             features["iterate_average_gain"] = float(average_gain)
-            gained = self.iterate_average.progress if self.iterate_average is not None else None
-            if gained is not None:
-                features["iterate_average_progress"] = float(gained)
+            if self.iterate_average.progress is not None:
+                features["iterate_average_progress"] = float(self.iterate_average.progress)
         obs = self.observation(features)
         learned = False
         if self.learner is not None and self.pending is not None and reward is not None:
