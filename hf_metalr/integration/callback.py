@@ -275,8 +275,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._hand_over_train_losses()
         validation_loss = None
         if self.controller.iterate_average is not None:
-            ready = not self._skip_average_check and self.controller.iterate_average.steps >= 2
-            ready = ready and kwargs.get("eval_dataloader") is not None and kwargs.get("model") is not None
+            ready = (not self._skip_average_check and kwargs.get("eval_dataloader") is not None
+                     and kwargs.get("model") is not None)  # fewer than two steps: the check itself reads nothing
             if _on_every_rank(ready):  # the check's all-reduces run on every rank or on none
                 validation_loss = partial(_validation_loss, kwargs["model"], kwargs["eval_dataloader"])
             self._skip_average_check = False
