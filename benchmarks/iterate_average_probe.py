@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from hf_metalr.compare.runner import build_trainer
 from hf_metalr.controller.controller import AVERAGE_GAIN, bouncing
 from hf_metalr.controller.iterate_average import IterateAverage
-from hf_metalr.integration.callback import _validation_loss
+from hf_metalr.integration.check_batches import validation_loss
 from hf_metalr.tasks import get_task
 
 
@@ -42,7 +42,7 @@ class Probe(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, model=None, eval_dataloader=None, **kwargs):
         if logs and self.metric in logs:
-            gain = self.average.gain(lambda: _validation_loss(model, eval_dataloader))
+            gain = self.average.gain(lambda: validation_loss(model, eval_dataloader))
             self.rows.append((gain, self.average.progress, logs[self.metric]))
 
 

@@ -166,13 +166,15 @@ def _timed(function, spent: dict[str, float], name: str):
 
 
 def _time_callback(callback, spent: dict[str, float]) -> None:
-    """Add the time of every event handler of ``callback`` and of its training-loss hook to ``spent``, by name."""
+    """Add the time of every event handler of ``callback`` and of its two forward hooks to ``spent``, by name."""
     from transformers import TrainerCallback
 
     for name in dir(TrainerCallback):
         if name.startswith("on_") and getattr(type(callback), name) is not getattr(TrainerCallback, name):
             setattr(callback, name, _timed(getattr(callback, name), spent, name))
     callback._tap._hook = _timed(callback._tap._hook, spent, "loss hook")  # registered on the model at train begin
+    # the iterate-average check's hook, which keeps the Trainer's first evaluation batches (per decision)
+    callback._eval_batches._hook = _timed(callback._eval_batches._hook, spent, "evaluation batches hook")
 
 
 def split_cost(spent: dict[str, float], steps: int, decisions: int) -> tuple[float, float, float]:

@@ -291,7 +291,8 @@ def test_the_iterate_average_check_reads_the_eval_batches_and_leaves_the_weights
     without = train(tmp_path / "without", False, float("inf"))
     trace = read_trace(tmp_path / "with" / "metalr_trace.jsonl")
     gains = [e["features"].get("iterate_average_gain") for e in trace]
-    assert len(gains) == 4 and all(isinstance(g, float) and math.isfinite(g) for g in gains)
+    assert len(gains) == 4 and gains[0] is None, "the first evaluation's average holds the run's start: not read"
+    assert all(isinstance(g, float) and math.isfinite(g) for g in gains[1:])
     evals = [h for h in with_check.state.log_history if "eval_loss" in h]
     assert [h.get("metalr/iterate_average_gain") for h in evals] == gains
     assert all("iterate_average_gain" not in e["features"] for e in read_trace(tmp_path / "without" / "metalr_trace.jsonl"))
@@ -300,8 +301,103 @@ def test_the_iterate_average_check_reads_the_eval_batches_and_leaves_the_weights
     assert with_check.model.training is without.model.training
 
 
+def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_replays_its_batches(tmp_path, monkeypatch):
+    """The current weights' loss on the check's batches is the one the Trainer's evaluation computed
+    (kept by a forward hook), so the check's own forward passes are the average's, one per batch;
+    it reads the same gains as the fallback that computes both losses itself."""
+    from hf_metalr.integration.check_batches import AVERAGE_CHECK_BATCHES, EvalBatchCapture
+
+    def train(folder):
+        trainer = make_trainer(folder, callbacks=[MetaLRCallback()], max_steps=20, per_device_eval_batch_size=20)
+        calls = []
+        trainer.model.register_forward_hook(
+            lambda module, args, out: calls.append(not module.training and not torch.is_grad_enabled()))
+        trainer.train()
+        evaluation_batches = len(trainer.get_eval_dataloader())
+        return read_trace(folder / "metalr_trace.jsonl"), sum(calls), evaluation_batches
+
+    trace, eval_forwards, batches = train(tmp_path / "kept")
+    assert batches > AVERAGE_CHECK_BATCHES and len(trace) == 4
+    # the first evaluation's average is not read (it holds the run's start); the three others' are
+    assert eval_forwards == 4 * batches + 3 * AVERAGE_CHECK_BATCHES
+    monkeypatch.setattr(EvalBatchCapture, "captured", property(lambda self: 0))  # as if the evaluation gave no loss
+    fallback, fallback_forwards, _ = train(tmp_path / "fallback")
+    assert fallback_forwards == 4 * batches + (1 + 3 * 2) * AVERAGE_CHECK_BATCHES
+    gains = [e["features"]["iterate_average_gain"] for e in trace[1:]]
+    assert all(math.isfinite(g) for g in gains)
+    assert gains == pytest.approx([e["features"]["iterate_average_gain"] for e in fallback[1:]], rel=1e-5, abs=1e-7)
+    progress = [e["features"]["iterate_average_progress"] for e in trace[1:]]
+    assert progress == pytest.approx([e["features"]["iterate_average_progress"] for e in fallback[1:]], rel=1e-5,
+                                     abs=1e-7)
+    assert [e["lr"] for e in trace] == [e["lr"] for e in fallback]
+
+
+def test_with_a_compute_loss_func_the_check_computes_both_losses_itself(tmp_path):
+    """The Trainer pops the labels for a ``compute_loss_func`` (and for label smoothing), so the
+    model's evaluation forwards carry no loss to keep: the check falls back to building the first
+    batches and computing both losses."""
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], max_steps=10)
+    trainer.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: torch.nn.functional.cross_entropy(
+        outputs["logits"], labels, label_smoothing=0.1)
+    with pytest.warns(RuntimeWarning):  # no per-step training loss either: the logged losses stand in
+        trainer.train()
+    gains = [e["features"].get("iterate_average_gain") for e in read_trace(tmp_path / "metalr_trace.jsonl")]
+    assert len(gains) == 2 and isinstance(gains[1], float) and math.isfinite(gains[1])
+
+
+def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replays_them_exactly():
+    from hf_metalr.integration.check_batches import AVERAGE_CHECK_BATCHES, EvalBatchCapture
+
+    received = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x, labels=None, scale=1.0):
+            received.append((self.training, scale))
+            return {"loss": (self.w * x).mean() * scale} if labels is not None else {"logits": x}
+
+    model = Model()
+    capture = EvalBatchCapture()
+    capture.attach(model)
+    batch = lambda v, n: {"x": torch.full((n,), float(v)), "labels": torch.zeros(n)}  # noqa: E731
+    model.eval()
+    with torch.no_grad():
+        model(**batch(9, 2))  # not armed yet: not kept
+    capture.arm()
+    model.train()
+    model(**batch(9, 2))  # a training forward
+    model.eval()
+    model(**batch(9, 2))  # with grad: not the Trainer's evaluation
+    with torch.no_grad():
+        model(x=torch.ones(2))  # no loss
+        for v, n in [(1, 2), (2, 6), (3, 2), (4, 2), (5, 2), (6, 2)]:
+            model(**batch(v, n), scale=2.0)
+    assert capture.captured == AVERAGE_CHECK_BATCHES == 4
+    assert capture.current_loss(torch.device("cpu")) == pytest.approx(2 * (1 * 2 + 2 * 6 + 3 * 2 + 4 * 2) / 12)
+    capture.disarm()
+    with torch.no_grad():
+        model(**batch(7, 2))
+    assert capture.captured == 4
+    model.train()
+    received.clear()
+    with torch.no_grad():
+        model.w.fill_(0.5)
+    assert capture.replayed_loss(model) == pytest.approx(0.5 * 2 * (1 * 2 + 2 * 6 + 3 * 2 + 4 * 2) / 12)
+    assert received == [(False, 2.0)] * 4 and model.training and capture.captured == 4  # the replay is not kept
+    capture.arm()
+    assert capture.captured == 0 and math.isnan(capture.current_loss(torch.device("cpu")))
+    capture.detach()
+    model.eval()
+    with torch.no_grad():
+        model(**batch(1, 2))
+    assert capture.captured == 0
+
+
 def test_validation_loss_reads_at_most_the_cap_and_restores_the_mode(tmp_path, monkeypatch):
-    import hf_metalr.integration.callback as callback_module
+    import hf_metalr.integration.check_batches as check_batches
 
     seen = []
 
@@ -315,9 +411,9 @@ def test_validation_loss_reads_at_most_the_cap_and_restores_the_mode(tmp_path, m
             return {"loss": (self.w * x).mean() + labels.float().mean()}
 
     batches = [{"x": torch.full((4,), float(i)), "labels": torch.zeros(4)} for i in range(10)]
-    monkeypatch.setattr(callback_module, "AVERAGE_CHECK_BATCHES", 3)
+    monkeypatch.setattr(check_batches, "AVERAGE_CHECK_BATCHES", 3)
     model = Model().train()
-    assert callback_module._validation_loss(model, batches) == pytest.approx((0 + 1 + 2) / 3)
+    assert check_batches.validation_loss(model, batches) == pytest.approx((0 + 1 + 2) / 3)
     assert seen == [False] * 3 and model.training
     # no loss to read: a ModelOutput without one, or batches that are tuples; NaN, and the check reads nothing
     from transformers.modeling_outputs import SequenceClassifierOutput
@@ -326,8 +422,8 @@ def test_validation_loss_reads_at_most_the_cap_and_restores_the_mode(tmp_path, m
         def forward(self, x, labels=None):
             return SequenceClassifierOutput(logits=self.w * x)
 
-    assert math.isnan(callback_module._validation_loss(NoLoss(), batches))
-    assert math.isnan(callback_module._validation_loss(model, [(torch.ones(4), torch.zeros(4))] * 3))
+    assert math.isnan(check_batches.validation_loss(NoLoss(), batches))
+    assert math.isnan(check_batches.validation_loss(model, [(torch.ones(4), torch.zeros(4))] * 3))
 
 
 def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one_check(tmp_path):

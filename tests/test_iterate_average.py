@@ -124,13 +124,21 @@ def _steps(controller, theta, points):
 def test_a_keep_becomes_the_fixed_cut_when_the_average_leads_but_not_at_the_first_evaluation():
     controller, theta = _controller()
     _steps(controller, theta, [1.0, -1.0, 1.0])
-    first = controller.observe(1.0, progress=0.1, validation_loss=_bowl(theta))
-    gain = first.features["iterate_average_gain"]
-    assert gain == pytest.approx(math.log(5 / (4 / 9 + 1))), "the bowl at theta = 1 against at the average, 1/3"
-    assert gain >= AVERAGE_GAIN and first.applied == 1.0
+    calls = []
+
+    def counted():
+        calls.append(1)
+        return _bowl(theta)()
+
+    first = controller.observe(1.0, progress=0.1, validation_loss=counted)
+    assert "iterate_average_gain" not in first.features and first.applied == 1.0
+    assert len(calls) == 1, "at the first evaluation the average is not read: only the current loss, for the progress"
+    assert controller.iterate_average.last_loss == 5.0 and controller.iterate_average.steps == 0
     _steps(controller, theta, [-1.0, 1.0, -1.0])
     second = controller.observe(0.9, progress=0.2, validation_loss=_bowl(theta))
-    assert second.features["iterate_average_progress"] == pytest.approx(0.0)
+    gain = second.features["iterate_average_gain"]
+    assert gain == pytest.approx(math.log(5 / (4 / 9 + 1))), "the bowl at theta = -1 against at the average, -1/3"
+    assert gain >= AVERAGE_GAIN and second.features["iterate_average_progress"] == pytest.approx(0.0)
     assert second.multiplier == 1.0 and second.applied == CLEAR_OVERSHOOT_CUT
     assert "the average of the iterates" in second.evidence and "a fixed cut" in second.evidence
     _steps(controller, theta, [0.5, 0.4, 0.3])
@@ -183,6 +191,27 @@ def test_a_resume_under_another_seed_keeps_the_iterate_average():
     resumed.load_state_dict(saved.state_dict())
     assert resumed.iterate_average is average, "rebuilding the sketch for the saved seed leaves the average alone"
     assert resumed.alignment.seed == resumed.seed == 0
+
+
+def test_a_restart_keeps_the_current_loss_for_the_next_progress_without_reading_the_average():
+    theta, average = _walk([[3.0, 0.0], [2.0, 0.0]])
+    swaps = []
+    loss = lambda: swaps.append(theta.detach().tolist()) or _bowl(theta)()  # noqa: E731
+    average.restart(loss)
+    assert swaps == [[2.0, 0.0]] and average.last_loss == 5.0 and average.steps == 0 and average.progress is None
+    average.after_step()
+    average.after_step()
+    assert average.gain(_bowl(theta)) == pytest.approx(0.0) and average.progress == pytest.approx(0.0)
+    theta, average = _walk([[1.0, 0.0], [2.0, 0.0]])
+    average.restart(loss, current=7.0)
+    assert average.last_loss == 7.0 and len(swaps) == 1, "a current loss the caller has: no call at all"
+    theta, one = _walk([[1.0, 1.0]])
+    one.last_loss = 3.0
+    one.restart(loss)
+    assert one.last_loss is None and len(swaps) == 1, "one step: nothing read, no reference"
+    theta, average = _walk([[1.0, 1.0], [2.0, 2.0]])
+    average.restart(lambda: float("nan"))
+    assert average.last_loss is None
 
 
 def test_a_current_loss_the_caller_has_is_used_and_the_loss_runs_once():

@@ -470,7 +470,8 @@ class MetaLRController:
         both up and restores them itself); under DDP every rank passes one or none does, since its
         reductions are collective. The iterate-average check calls it with the average of the
         interval swapped in, and at the current parameters unless ``current_loss`` gives that loss
-        (see ``IterateAverage.gain``). Without it the interval's average is dropped unread, and the
+        (see ``IterateAverage.gain``); at the run's first evaluation, whose average the gate does not
+        read, at the current parameters only (``IterateAverage.restart``). Without it the interval's average is dropped unread, and the
         next check has no progress to compare with. Both are ignored when the iterates are not
         averaged.
 
@@ -481,6 +482,9 @@ class MetaLRController:
         if self.iterate_average is not None:  # the forward passes keep the caller's threads
             if validation_loss is None:
                 self.iterate_average.forget()
+            elif self.tracker.previous is None:  # the first evaluation: its average still holds the run's start, and
+                # the gate does not read it; the current loss is kept for the next check's progress
+                self.iterate_average.restart(validation_loss, current=current_loss)
             else:
                 average_gain = self.iterate_average.gain(validation_loss, current=current_loss)
         with single_threaded():

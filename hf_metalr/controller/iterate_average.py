@@ -16,7 +16,8 @@ by them, and a smaller LR pays at once; while a run still gains more than that, 
 step since the last decision: one float32 copy of the trainable parameters, on their device (the
 memory of one more copy of the model's trainable weights). :meth:`IterateAverage.gain` evaluates a
 loss twice, at the current parameters and with the average swapped in, puts the parameters back
-exactly, and starts the next interval. :meth:`IterateAverage.state_dict` holds the average of the
+exactly, and starts the next interval (:meth:`IterateAverage.restart` starts it without reading
+the average, at the first evaluation). :meth:`IterateAverage.state_dict` holds the average of the
 interval in progress (tensors, for a checkpoint's own file: it is as large as the trainable
 weights), so a resumed run measures the same gain as the uninterrupted one.
 """
@@ -98,6 +99,22 @@ class IterateAverage:
             self.progress = math.log(self.last_loss / current)
         self.last_loss = current
         return math.log(current / averaged)
+
+    def restart(self, loss: Callable[[], float], *, current: float | None = None) -> None:
+        """Start a new interval without reading the average: keep the loss at the current parameters
+        (``current``, or ``loss()``) for the next check's ``progress``, and drop the average. For the
+        run's first evaluation, whose average still holds the run's start and which the rule does not
+        read. Like :meth:`gain`, nothing is kept with fewer than two steps, or a loss that is not
+        finite and positive."""
+        self.progress = None
+        try:
+            if self._average is None or self.steps < 2:
+                self.last_loss = None
+                return
+            current = float(loss()) if current is None else float(current)
+        finally:
+            self._average, self.steps = None, 0
+        self.last_loss = current if math.isfinite(current) and current > 0 else None
 
     def state_dict(self) -> dict:
         """``{"steps": n, "average": [tensors], "last_loss": the last check's loss}`` (the average on

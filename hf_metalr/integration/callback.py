@@ -23,7 +23,9 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   gate. With sharded parameters (FSDP, DeepSpeed) the signal is switched off, with one warning.
 - **Iterate-average check:** the average of the iterates since the last evaluation against the
   current weights, on the validation loss (see ``average_iterates`` and
-  ``controller.iterate_average``); logged as ``metalr/iterate_average_gain``. A checkpoint saved
+  ``controller.iterate_average``); logged as ``metalr/iterate_average_gain``. The current weights'
+  loss is the one the Trainer's evaluation computed on its first batches, kept by a second forward
+  hook (see ``check_batches``); only the average's forward passes are the check's own. A checkpoint saved
   between two evaluations holds that average in its own ``metalr_iterate_average.safetensors``
   (written by the main process), which a resume reads back.
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
@@ -62,6 +64,7 @@ from ..checks import is_positive_finite, real_number
 from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
+from .check_batches import EvalBatchCapture, validation_loss
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device
@@ -102,7 +105,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average_iterates: with the gate, keep the average of the iterates since the last evaluation
             (one float32 copy of the trainable weights, on their device) and, at each evaluation,
             compare its validation loss with the current weights' on up to ``AVERAGE_CHECK_BATCHES``
-            batches of the eval dataloader (two forward passes each, summed across processes). An
+            batches of the evaluation (the current weights' losses as the Trainer's evaluation
+            computed them, the average's by one more forward pass each; summed across processes). An
             average clearly better (``iterate_average_gain >= AVERAGE_GAIN``) means the steps bounce
             around a valley floor: a cut goes through, a keep or a raise becomes a halving.
             Off with sharded parameters, like the gradient alignment. None (the default): on up to
@@ -146,6 +150,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._in_training = False
         self._trace: TraceWriter | None = None
         self._tap = TrainLossTap()
+        self._eval_batches = EvalBatchCapture()  # the Trainer's first evaluation batches, for the iterate-average check
         self._logged_losses: list[float] = []  # the fallback when the tap sees no loss
         self._warned_no_step_losses = False
         self._skip_average_check = False  # a resume that could not find the interval's iterate average
@@ -235,6 +240,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             state.stateful_callbacks = {**(state.stateful_callbacks or {}), type(self).__name__: self.state()}
         if model is not None:
             self._tap.attach(model)
+            if self.controller.iterate_average is not None:
+                self._eval_batches.attach(model)
+                self._eval_batches.arm()  # an evaluation before the first step (eval_on_start)
         self._trace = TraceWriter(Path(args.output_dir) / TRACE_NAME) if state.is_world_process_zero else None
         if self._trace is not None:
             self._trace.start(resume_step=state.global_step if resuming else None)
@@ -253,6 +261,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if not self._in_training:
             return
         self._tap.end_step()
+        if self.controller.iterate_average is not None:
+            self._eval_batches.arm()
         if self.controller.guards_early_divergence and self._tap.seen_any:
             self._feed_the_early_guard(state, optimizer, lr_scheduler)
 
@@ -273,14 +283,19 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                             "MetaLRCallback(metric=...) to monitor another one.") from None
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
-        validation_loss = None
-        if self.controller.iterate_average is not None:
-            ready = (not self._skip_average_check and kwargs.get("eval_dataloader") is not None
-                     and kwargs.get("model") is not None)  # fewer than two steps: the check itself reads nothing
-            if _on_every_rank(ready):  # the check's all-reduces run on every rank or on none
-                validation_loss = partial(_validation_loss, kwargs["model"], kwargs["eval_dataloader"])
+        check, current = None, None
+        if self.controller.iterate_average is not None:  # fewer than two steps: the check itself reads nothing
+            self._eval_batches.disarm()
+            model = kwargs.get("model")
+            ready = not self._skip_average_check and model is not None
+            # the check's all-reduces run on every rank or on none
+            if _on_every_rank(ready and self._eval_batches.captured > 0):  # the Trainer's evaluation gave its losses
+                current = self._eval_batches.current_loss(next(model.parameters()).device)
+                check = partial(self._eval_batches.replayed_loss, model)
+            elif _on_every_rank(ready and kwargs.get("eval_dataloader") is not None):
+                check = partial(validation_loss, model, kwargs["eval_dataloader"])
             self._skip_average_check = False
-        decision = self.controller.observe(value, progress=progress, validation_loss=validation_loss)
+        decision = self.controller.observe(value, progress=progress, validation_loss=check, current_loss=current)
         self._agree_across_ranks()
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
 
@@ -341,6 +356,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
     def on_train_end(self, args, state, control, **kwargs):
         self._in_training = False
         self._tap.detach()
+        self._eval_batches.detach()
         if state.is_world_process_zero and self.controller is not None:
             save_policy(self.controller.policy, Path(args.output_dir) / "metalr_policy")
 
@@ -555,10 +571,6 @@ def _average_iterates(wanted: bool | None, model) -> bool:
     return False
 
 
-AVERAGE_CHECK_BATCHES = 4  # validation batches the iterate-average check reads, at most, per evaluation (twice): 8
-# forward passes at most; the two losses are paired on the same batches, so few are enough
-
-
 def _on_every_rank(flag: bool) -> bool:
     """Whether ``flag`` holds on every process (one all-reduce with several, else ``flag``)."""
     import torch
@@ -569,66 +581,6 @@ def _on_every_rank(flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], device=collective_device(dist))
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
-
-
-def _validation_loss(model, dataloader) -> float:
-    """The mean loss of ``model`` over the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``,
-    weighted by batch size and summed across processes; NaN when no batch carries a loss (a model
-    that returns none, or batches that are not mappings of keyword arguments): the check then
-    reads nothing."""
-    from collections.abc import Mapping
-
-    import torch
-
-    device = next(model.parameters()).device
-    total = torch.zeros(2, dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in _first_batches(dataloader):
-                if not isinstance(batch, Mapping):
-                    continue
-                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-                out = model(**batch)
-                loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
-                if loss is None:
-                    continue
-                size = next((len(v) for v in batch.values() if hasattr(v, "__len__")), 1)
-                total += torch.tensor([float(loss) * size, size], dtype=torch.float64, device=device)
-    finally:
-        model.train(was_training)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        total = total.to(collective_device(torch.distributed))
-        torch.distributed.all_reduce(total)
-    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
-
-
-def _first_batches(dataloader):
-    """This process's share of the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``: built
-    from its dataset and ``collate_fn`` (the same examples at every check), so the Trainer's own
-    (accelerate-wrapped) loader is not iterated and left half-way. A loader without an indexable
-    dataset (an ``IterableDataset``) or a batch size is read directly, stopping after the last batch
-    needed. Samples are dealt to the processes in turn, as a distributed sampler does."""
-    import itertools
-
-    import torch.distributed as dist
-
-    dataset, size, collate = (getattr(dataloader, "dataset", None), getattr(dataloader, "batch_size", None),
-                              getattr(dataloader, "collate_fn", None))
-    try:
-        length = len(dataset)
-        dataset[0]
-    except Exception:  # noqa: BLE001 - not a map-style dataset: read the loader itself
-        yield from itertools.islice(dataloader, AVERAGE_CHECK_BATCHES)
-        return
-    if not size or collate is None:
-        yield from itertools.islice(dataloader, AVERAGE_CHECK_BATCHES)
-        return
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    indices = list(range(rank, min(length, AVERAGE_CHECK_BATCHES * size * world), world))
-    for start in range(0, len(indices), size):
-        yield collate([dataset[i] for i in indices[start:start + size]])
 
 
 def _watchable(args) -> bool:

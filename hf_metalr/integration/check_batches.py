@@ -1,0 +1,178 @@
+"""The validation batches the iterate-average check reads, and their losses.
+
+The check compares the loss at the current weights with the loss at the interval's average, on
+the same first ``AVERAGE_CHECK_BATCHES`` batches of the evaluation at every decision. The current
+weights' loss on those batches is what the Trainer's own evaluation has just computed, so
+:class:`EvalBatchCapture` keeps it instead of computing it again: a forward hook on the model
+keeps, from each training step's end until the decision, the first forwards in eval mode and
+without grad that return a ``loss`` (the Trainer's ``prediction_step``), with the keyword
+arguments the model was called with. The average's loss then replays exactly those calls
+(:meth:`EvalBatchCapture.replayed_loss`), so the two losses are paired batch by batch, and the
+check's own forward passes are the average's alone (half of what it took when it computed both).
+
+Where nothing was captured (the Trainer popped the labels for label smoothing or a
+``compute_loss_func``, so the model returned no loss; a custom evaluation loop), the callback
+falls back to :func:`validation_loss`, which builds the same first batches from the eval
+dataloader's dataset and ``collate_fn`` and computes both losses itself.
+
+Both weigh each batch by its size and sum across processes, so every rank reads the same losses.
+With several processes each one holds its share of the first batches: the Trainer's sharded
+loader deals batches to the processes in turn, :func:`first_batches` deals examples, and the first
+``AVERAGE_CHECK_BATCHES`` batches of every process together hold the same examples either way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+
+import torch
+
+__all__ = ["AVERAGE_CHECK_BATCHES", "EvalBatchCapture", "validation_loss", "first_batches"]
+
+AVERAGE_CHECK_BATCHES = 4  # validation batches the iterate-average check reads, at most, per evaluation; the two losses
+# are paired on the same batches, so few are enough
+
+
+def _output_loss(output) -> torch.Tensor | None:
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+
+
+def _batch_size(values) -> int:
+    """The leading dimension of the first tensor that has one, else the length of the first list
+    (1 when there is neither)."""
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return len(v)
+    return next((len(v) for v in values if isinstance(v, (list, tuple))), 1)
+
+
+def _weighted_mean(totals: list[tuple[float, int]], device) -> float:
+    """``sum(loss * size) / sum(size)`` over this process's batches and, with several processes,
+    over all of them (an all-reduce every process joins); NaN with no batch anywhere."""
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for loss, size in totals:
+        total += torch.tensor([loss * size, size], dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from .train_losses import collective_device
+
+        total = total.to(collective_device(torch.distributed))
+        torch.distributed.all_reduce(total)
+    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+
+class EvalBatchCapture:
+    """Keeps the first ``AVERAGE_CHECK_BATCHES`` evaluation forwards after each training step.
+
+    ``arm()`` (at each step's end) empties it and starts listening; ``disarm()`` (when the decision
+    starts) stops it, so neither the check's own forwards nor a later evaluation's are kept. The
+    kept calls hold references to the batches the Trainer built (on the model's device) until the
+    next ``arm()``."""
+
+    def __init__(self):
+        self._handle = None
+        self._armed = False
+        self._calls: list[tuple[tuple, dict, float, int]] = []  # (args, kwargs, loss, batch size)
+
+    def attach(self, model: torch.nn.Module) -> None:
+        self.detach()
+        self._handle = model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._calls, self._armed = [], False
+
+    def arm(self) -> None:
+        self._calls, self._armed = [], True
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    @property
+    def captured(self) -> int:
+        """How many evaluation batches, with their losses, are kept."""
+        return len(self._calls)
+
+    def _hook(self, module, args, kwargs, output) -> None:
+        if not self._armed or module.training or torch.is_grad_enabled() or len(self._calls) >= AVERAGE_CHECK_BATCHES:
+            return
+        loss = _output_loss(output)
+        if loss is None or not isinstance(args, tuple):
+            return
+        size = _batch_size(list(args) + list(kwargs.values()))
+        self._calls.append((args, dict(kwargs), float(loss), size))
+
+    def current_loss(self, device) -> float:
+        """The kept batches' mean loss, as the Trainer's evaluation computed it, across processes."""
+        return _weighted_mean([(loss, size) for _, _, loss, size in self._calls], device)
+
+    def replayed_loss(self, model: torch.nn.Module) -> float:
+        """The mean loss of ``model`` as it is now (the average swapped in, say) on the kept batches,
+        called exactly as the Trainer's evaluation called it, in eval mode and without grad (the
+        mode restored after); across processes, like ``current_loss``."""
+        was_armed, self._armed = self._armed, False
+        was_training = model.training
+        model.eval()
+        totals = []
+        try:
+            with torch.no_grad():
+                for args, kwargs, _, size in self._calls:
+                    loss = _output_loss(model(*args, **kwargs))
+                    if loss is not None:
+                        totals.append((float(loss), size))
+        finally:
+            model.train(was_training)
+            self._armed = was_armed
+        return _weighted_mean(totals, next(model.parameters()).device)
+
+
+def validation_loss(model, dataloader) -> float:
+    """The mean loss of ``model`` over the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``,
+    weighted by batch size and summed across processes; NaN when no batch carries a loss (a model
+    that returns none, or batches that are not mappings of keyword arguments): the check then
+    reads nothing."""
+    device = next(model.parameters()).device
+    totals = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in first_batches(dataloader):
+                if not isinstance(batch, Mapping):
+                    continue
+                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+                loss = _output_loss(model(**batch))
+                if loss is None:
+                    continue
+                totals.append((float(loss), _batch_size(list(batch.values()))))
+    finally:
+        model.train(was_training)
+    return _weighted_mean(totals, device)
+
+
+def first_batches(dataloader):
+    """This process's share of the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``: built
+    from its dataset and ``collate_fn`` (the same examples at every check), so the Trainer's own
+    (accelerate-wrapped) loader is not iterated and left half-way. A loader without an indexable
+    dataset (an ``IterableDataset``) or a batch size is read directly, stopping after the last batch
+    needed. Samples are dealt to the processes in turn, as a distributed sampler does."""
+    import torch.distributed as dist
+
+    dataset, size, collate = (getattr(dataloader, "dataset", None), getattr(dataloader, "batch_size", None),
+                              getattr(dataloader, "collate_fn", None))
+    try:
+        length = len(dataset)
+        dataset[0]
+    except Exception:  # noqa: BLE001 - not a map-style dataset: read the loader itself
+        yield from itertools.islice(dataloader, AVERAGE_CHECK_BATCHES)
+        return
+    if not size or collate is None:
+        yield from itertools.islice(dataloader, AVERAGE_CHECK_BATCHES)
+        return
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    indices = list(range(rank, min(length, AVERAGE_CHECK_BATCHES * size * world), world))
+    for start in range(0, len(indices), size):
+        yield collate([dataset[i] for i in indices[start:start + size]])
