@@ -305,10 +305,22 @@ def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_repla
     """The current weights' loss on the check's batches is the one the Trainer's evaluation computed
     (kept by a forward hook), so the check's own forward passes are the average's, one per batch;
     it reads the same gains as the fallback that computes both losses itself."""
+    from transformers import TrainerCallback
+
     from hf_metalr.integration.check_batches import AVERAGE_CHECK_BATCHES, EvalBatchCapture
 
+    kept_after_decisions = []
+
+    class KeptAfterTheDecision(TrainerCallback):  # runs after MetaLRCallback's on_log
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if "eval_loss" in logs:
+                kept_after_decisions.append(metalr._eval_batches.captured)
+
     def train(folder):
-        trainer = make_trainer(folder, callbacks=[MetaLRCallback()], max_steps=20, per_device_eval_batch_size=20)
+        nonlocal metalr
+        metalr = MetaLRCallback()
+        trainer = make_trainer(folder, callbacks=[metalr, KeptAfterTheDecision()], max_steps=20,
+                               per_device_eval_batch_size=20)
         calls = []
         trainer.model.register_forward_hook(
             lambda module, args, out: calls.append(not module.training and not torch.is_grad_enabled()))
@@ -316,8 +328,10 @@ def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_repla
         evaluation_batches = len(trainer.get_eval_dataloader())
         return read_trace(folder / "metalr_trace.jsonl"), sum(calls), evaluation_batches
 
+    metalr = None
     trace, eval_forwards, batches = train(tmp_path / "kept")
     assert batches > AVERAGE_CHECK_BATCHES and len(trace) == 4
+    assert kept_after_decisions == [0, 0, 0, 0], "the kept eval batches are released after each decision"
     # the first evaluation's average is not read (it holds the run's start); the three others' are
     assert eval_forwards == 4 * batches + 3 * AVERAGE_CHECK_BATCHES
     monkeypatch.setattr(EvalBatchCapture, "captured", property(lambda self: 0))  # as if the evaluation gave no loss
@@ -387,8 +401,18 @@ def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replay
         model.w.fill_(0.5)
     assert capture.replayed_loss(model) == pytest.approx(0.5 * 2 * (1 * 2 + 2 * 6 + 3 * 2 + 4 * 2) / 12)
     assert received == [(False, 2.0)] * 4 and model.training and capture.captured == 4  # the replay is not kept
-    capture.arm()
+    capture.release()
     assert capture.captured == 0 and math.isnan(capture.current_loss(torch.device("cpu")))
+    with torch.no_grad():
+        model.eval()
+        model(**batch(1, 2))
+    assert capture.captured == 0, "released: nothing kept until the next arm()"
+    capture.arm()
+    with torch.no_grad():
+        model(**batch(1, 2))
+    assert capture.captured == 1
+    capture.arm()
+    assert capture.captured == 0
     capture.detach()
     model.eval()
     with torch.no_grad():

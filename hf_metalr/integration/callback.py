@@ -296,6 +296,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 check = partial(validation_loss, model, kwargs["eval_dataloader"])
             self._skip_average_check = False
         decision = self.controller.observe(value, progress=progress, validation_loss=check, current_loss=current)
+        self._eval_batches.release()  # the kept eval batches are not needed past the decision
         self._agree_across_ranks()
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
 

@@ -28,15 +28,12 @@ from collections.abc import Mapping
 
 import torch
 
+from .train_losses import collective_device, output_loss
+
 __all__ = ["AVERAGE_CHECK_BATCHES", "EvalBatchCapture", "validation_loss", "first_batches"]
 
 AVERAGE_CHECK_BATCHES = 4  # validation batches the iterate-average check reads, at most, per evaluation; the two losses
 # are paired on the same batches, so few are enough
-
-
-def _output_loss(output) -> torch.Tensor | None:
-    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
-    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
 
 
 def _batch_size(values) -> int:
@@ -55,8 +52,6 @@ def _weighted_mean(totals: list[tuple[float, int]], device) -> float:
     for loss, size in totals:
         total += torch.tensor([loss * size, size], dtype=torch.float64, device=device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        from .train_losses import collective_device
-
         total = total.to(collective_device(torch.distributed))
         torch.distributed.all_reduce(total)
     return float(total[0] / total[1]) if total[1] > 0 else float("nan")
@@ -67,8 +62,8 @@ class EvalBatchCapture:
 
     ``arm()`` (at each step's end) empties it and starts listening; ``disarm()`` (when the decision
     starts) stops it, so neither the check's own forwards nor a later evaluation's are kept. The
-    kept calls hold references to the batches the Trainer built (on the model's device) until the
-    next ``arm()``."""
+    kept calls hold references to the batches the Trainer built (on the model's device) until
+    ``release()`` (after the decision) or the next ``arm()``."""
 
     def __init__(self):
         self._handle = None
@@ -91,6 +86,10 @@ class EvalBatchCapture:
     def disarm(self) -> None:
         self._armed = False
 
+    def release(self) -> None:
+        """Drop the kept batches (and stop listening until the next ``arm()``)."""
+        self._calls, self._armed = [], False
+
     @property
     def captured(self) -> int:
         """How many evaluation batches, with their losses, are kept."""
@@ -99,7 +98,7 @@ class EvalBatchCapture:
     def _hook(self, module, args, kwargs, output) -> None:
         if not self._armed or module.training or torch.is_grad_enabled() or len(self._calls) >= AVERAGE_CHECK_BATCHES:
             return
-        loss = _output_loss(output)
+        loss = output_loss(output)
         if loss is None or not isinstance(args, tuple):
             return
         size = _batch_size(list(args) + list(kwargs.values()))
@@ -120,7 +119,7 @@ class EvalBatchCapture:
         try:
             with torch.no_grad():
                 for args, kwargs, _, size in self._calls:
-                    loss = _output_loss(model(*args, **kwargs))
+                    loss = output_loss(model(*args, **kwargs))
                     if loss is not None:
                         totals.append((float(loss), size))
         finally:
@@ -144,7 +143,7 @@ def validation_loss(model, dataloader) -> float:
                 if not isinstance(batch, Mapping):
                     continue
                 batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-                loss = _output_loss(model(**batch))
+                loss = output_loss(model(**batch))
                 if loss is None:
                     continue
                 totals.append((float(loss), _batch_size(list(batch.values()))))

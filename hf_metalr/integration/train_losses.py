@@ -21,10 +21,11 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["TrainLossTap"]
+__all__ = ["TrainLossTap", "output_loss", "collective_device"]
 
 
-def _output_loss(output) -> torch.Tensor | None:
+def output_loss(output) -> torch.Tensor | None:
+    """The one-element ``loss`` of a model's output (a mapping or a ``ModelOutput``), else None."""
     loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
     return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
 
@@ -51,7 +52,7 @@ class TrainLossTap:
     def _hook(self, module, inputs, output) -> None:
         if not module.training:
             return
-        loss = _output_loss(output)
+        loss = output_loss(output)
         if loss is not None:
             self._micro.append(loss.detach())
             self.seen_any = True
