@@ -350,13 +350,40 @@ def test_with_a_compute_loss_func_the_check_computes_both_losses_itself(tmp_path
     """The Trainer pops the labels for a ``compute_loss_func`` (and for label smoothing), so the
     model's evaluation forwards carry no loss to keep: the check falls back to building the first
     batches and computing both losses."""
-    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], max_steps=10)
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], max_steps=10)  # 2 evaluations of 2 batches
     trainer.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: torch.nn.functional.cross_entropy(
         outputs["logits"], labels, label_smoothing=0.1)
+    evaluation_forwards = []
+    trainer.model.register_forward_hook(lambda module, args, out: evaluation_forwards.append(not module.training))
     with pytest.warns(RuntimeWarning):  # no per-step training loss either: the logged losses stand in
         trainer.train()
     gains = [e["features"].get("iterate_average_gain") for e in read_trace(tmp_path / "metalr_trace.jsonl")]
     assert len(gains) == 2 and isinstance(gains[1], float) and math.isfinite(gains[1])
+    # the Trainer's 2 x 2, then the check's own: the current weights at the first (2), both at the second (2 + 2)
+    assert sum(evaluation_forwards) == 4 + 2 + 4
+
+
+def test_with_several_eval_datasets_the_check_reads_the_monitored_ones_batches(tmp_path, monkeypatch):
+    from torch.utils.data import Subset
+
+    from hf_metalr.integration.check_batches import EvalBatchCapture
+
+    replayed = []
+    original = EvalBatchCapture.replayed_loss
+
+    def recording(self, model):
+        replayed.append([kwargs["x"][0].clone() for _, kwargs, *_ in self._calls])
+        return original(self, model)
+
+    monkeypatch.setattr(EvalBatchCapture, "replayed_loss", recording)
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="eval_b_loss")], max_steps=10,
+                           per_device_eval_batch_size=20)
+    evaluation = trainer.eval_dataset
+    trainer.eval_dataset = {"a": Subset(evaluation, range(100)), "b": Subset(evaluation, range(100, 200))}
+    trainer.train()
+    assert len(replayed) == 1, "the second evaluation's check replays the kept batches"
+    assert all(torch.equal(first_row, evaluation[100 + 20 * i]["x"]) for i, first_row in enumerate(replayed[0]))
+    assert len(replayed[0]) == 4
 
 
 def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replays_them_exactly():
@@ -401,6 +428,14 @@ def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replay
         model.w.fill_(0.5)
     assert capture.replayed_loss(model) == pytest.approx(0.5 * 2 * (1 * 2 + 2 * 6 + 3 * 2 + 4 * 2) / 12)
     assert received == [(False, 2.0)] * 4 and model.training and capture.captured == 4  # the replay is not kept
+    import copy
+
+    capture.arm()
+    replica = copy.copy(model)  # as nn.DataParallel replicates: a shallow copy that shares the module's hooks
+    with torch.no_grad():
+        model.eval()
+        replica(**batch(1, 2))
+    assert capture.captured == 0, "a replica's call is not kept (its chunk may live on another device)"
     capture.release()
     assert capture.captured == 0 and math.isnan(capture.current_loss(torch.device("cpu")))
     with torch.no_grad():
@@ -418,6 +453,23 @@ def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replay
     with torch.no_grad():
         model(**batch(1, 2))
     assert capture.captured == 0
+
+
+def test_under_several_processes_a_token_count_weighs_its_share_of_every_process_tokens(monkeypatch):
+    """A model called with ``num_items_in_batch`` returns its own tokens' loss sum over a count that
+    the Trainer gathers across processes (by default): value and weight then give the loss per
+    token over every process. One process weighs batches by their size, as the fallback does."""
+    from hf_metalr.integration.check_batches import EvalBatchCapture
+
+    capture = EvalBatchCapture()
+    values = [torch.zeros(8, 3)]
+    assert capture._weighting(values, torch.tensor(40)) == (8.0, 8.0)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 4)
+    assert capture._weighting(values, torch.tensor(40)) == (40.0, 10.0)
+    assert capture._weighting(values, None) == (8.0, 8.0)
+    capture.attach(torch.nn.Linear(1, 1), counts_across_processes=False)  # average_tokens_across_devices=False
+    assert capture._weighting(values, 40) == (40.0, 40.0)
 
 
 def test_validation_loss_reads_at_most_the_cap_and_restores_the_mode(tmp_path, monkeypatch):
@@ -455,6 +507,7 @@ def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one
         cb = MetaLRCallback()
         cb.controller = MetaLRController(1e-3, policy="random", seed=0)
         cb.controller.watch([theta], average_iterates=True)
+        cb.controller.observe(0.5)  # past the first evaluation, before which the steps are not folded
         return cb
 
     theta = torch.nn.Parameter(torch.zeros(3))

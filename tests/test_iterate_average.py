@@ -124,6 +124,7 @@ def _steps(controller, theta, points):
 def test_a_keep_becomes_the_fixed_cut_when_the_average_leads_but_not_at_the_first_evaluation():
     controller, theta = _controller()
     _steps(controller, theta, [1.0, -1.0, 1.0])
+    assert controller.iterate_average.steps == 0, "before the first evaluation the steps are not folded"
     calls = []
 
     def counted():
@@ -135,6 +136,7 @@ def test_a_keep_becomes_the_fixed_cut_when_the_average_leads_but_not_at_the_firs
     assert len(calls) == 1, "at the first evaluation the average is not read: only the current loss, for the progress"
     assert controller.iterate_average.last_loss == 5.0 and controller.iterate_average.steps == 0
     _steps(controller, theta, [-1.0, 1.0, -1.0])
+    assert controller.iterate_average.steps == 3
     second = controller.observe(0.9, progress=0.2, validation_loss=_bowl(theta))
     gain = second.features["iterate_average_gain"]
     assert gain == pytest.approx(math.log(5 / (4 / 9 + 1))), "the bowl at theta = -1 against at the average, -1/3"
@@ -205,10 +207,10 @@ def test_a_restart_keeps_the_current_loss_for_the_next_progress_without_reading_
     theta, average = _walk([[1.0, 0.0], [2.0, 0.0]])
     average.restart(loss, current=7.0)
     assert average.last_loss == 7.0 and len(swaps) == 1, "a current loss the caller has: no call at all"
-    theta, one = _walk([[1.0, 1.0]])
-    one.last_loss = 3.0
-    one.restart(loss)
-    assert one.last_loss is None and len(swaps) == 1, "one step: nothing read, no reference"
+    theta = torch.nn.Parameter(torch.tensor([1.0, 1.0]))
+    unfolded = IterateAverage([theta])  # the steps before a first evaluation are not folded
+    unfolded.restart(loss)
+    assert unfolded.last_loss == 3.0 and len(swaps) == 2, "no average needed: the loss is kept whatever the steps"
     theta, average = _walk([[1.0, 1.0], [2.0, 2.0]])
     average.restart(lambda: float("nan"))
     assert average.last_loss is None

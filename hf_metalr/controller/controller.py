@@ -414,7 +414,8 @@ class MetaLRController:
         """Call right after ``optimizer.step()``."""
         if self.alignment is not None:
             self.alignment.after_step()
-        if self.iterate_average is not None:
+        if self.iterate_average is not None and self.tracker.previous is not None:  # the steps before the first
+            # evaluation are not folded: its average would still hold the run's start, and the rule does not read it
             self.iterate_average.after_step()
 
     # -- decisions -----------------------------------------------------------------------------

@@ -102,15 +102,12 @@ class IterateAverage:
 
     def restart(self, loss: Callable[[], float], *, current: float | None = None) -> None:
         """Start a new interval without reading the average: keep the loss at the current parameters
-        (``current``, or ``loss()``) for the next check's ``progress``, and drop the average. For the
-        run's first evaluation, whose average still holds the run's start and which the rule does not
-        read. Like :meth:`gain`, nothing is kept with fewer than two steps, or a loss that is not
-        finite and positive."""
-        self.progress = None
+        (``current``, or ``loss()``) for the next check's ``progress``, and drop any average. For the
+        run's first evaluation, whose average would still hold the run's start and which the rule
+        does not read (the controller does not even fold the steps before it). A loss that is not
+        finite and positive is not kept."""
+        self.progress, self.last_loss = None, None
         try:
-            if self._average is None or self.steps < 2:
-                self.last_loss = None
-                return
             current = float(loss()) if current is None else float(current)
         finally:
             self._average, self.steps = None, 0

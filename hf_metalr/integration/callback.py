@@ -104,8 +104,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             guard.
         average_iterates: with the gate, keep the average of the iterates since the last evaluation
             (one float32 copy of the trainable weights, on their device) and, at each evaluation,
-            compare its validation loss with the current weights' on up to ``AVERAGE_CHECK_BATCHES``
-            batches of the evaluation (the current weights' losses as the Trainer's evaluation
+            compare its validation loss with the current weights' on up to
+            ``check_batches.AVERAGE_CHECK_BATCHES`` batches of the evaluation (the current weights' losses as the Trainer's evaluation
             computed them, the average's by one more forward pass each; summed across processes). An
             average clearly better (``iterate_average_gain >= AVERAGE_GAIN``) means the steps bounce
             around a valley floor: a cut goes through, a keep or a raise becomes a halving.
@@ -241,7 +241,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if model is not None:
             self._tap.attach(model)
             if self.controller.iterate_average is not None:
-                self._eval_batches.attach(model)
+                self._eval_batches.attach(model, counts_across_processes=getattr(args, "average_tokens_across_devices",
+                                                                                  True))
                 self._eval_batches.arm()  # an evaluation before the first step (eval_on_start)
         self._trace = TraceWriter(Path(args.output_dir) / TRACE_NAME) if state.is_world_process_zero else None
         if self._trace is not None:
@@ -275,6 +276,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             return
         if self.metric_key not in logs:
             self._check_missing_metric(logs)
+            if self.controller.iterate_average is not None:  # another eval dataset's: the check reads the monitored one's
+                self._eval_batches.arm()
             return
         try:
             value = real_number(logs[self.metric_key], f"MetaLRCallback: the monitored metric {self.metric_key!r}")

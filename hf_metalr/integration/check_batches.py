@@ -45,12 +45,13 @@ def _batch_size(values) -> int:
     return next((len(v) for v in values if isinstance(v, (list, tuple))), 1)
 
 
-def _weighted_mean(totals: list[tuple[float, int]], device) -> float:
-    """``sum(loss * size) / sum(size)`` over this process's batches and, with several processes,
-    over all of them (an all-reduce every process joins); NaN with no batch anywhere."""
+def _weighted_mean(totals: list[tuple[float, float]], device) -> float:
+    """``sum(value) / sum(weight)`` over this process's ``(value, weight)`` batches (a value is a
+    batch's loss times its size, say) and, with several processes, over all of them (an all-reduce
+    every process joins); NaN with no batch anywhere."""
     total = torch.zeros(2, dtype=torch.float64, device=device)
-    for loss, size in totals:
-        total += torch.tensor([loss * size, size], dtype=torch.float64, device=device)
+    for value, weight in totals:
+        total += torch.tensor([value, weight], dtype=torch.float64, device=device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         total = total.to(collective_device(torch.distributed))
         torch.distributed.all_reduce(total)
@@ -60,24 +61,41 @@ def _weighted_mean(totals: list[tuple[float, int]], device) -> float:
 class EvalBatchCapture:
     """Keeps the first ``AVERAGE_CHECK_BATCHES`` evaluation forwards after each training step.
 
-    ``arm()`` (at each step's end) empties it and starts listening; ``disarm()`` (when the decision
-    starts) stops it, so neither the check's own forwards nor a later evaluation's are kept. The
-    kept calls hold references to the batches the Trainer built (on the model's device) until
-    ``release()`` (after the decision) or the next ``arm()``."""
+    ``arm()`` (at each step's end, and after the evaluation of another eval dataset than the
+    monitored one) empties it and starts listening; ``disarm()`` (when the decision starts) stops
+    it, so neither the check's own forwards nor a later evaluation's are kept. The kept calls hold
+    references to the batches the Trainer built (on the model's device) until ``release()`` (after
+    the decision) or the next ``arm()``. Only calls of the attached module itself are kept: the
+    replicas ``nn.DataParallel`` makes share its hooks, and their chunks live on other devices (the
+    check then falls back to ``validation_loss``).
+
+    Each batch weighs as many examples as it holds. Under several processes, a model called with
+    ``num_items_in_batch`` (the Trainer passes it to models that take loss kwargs, a causal LM's
+    token count) returns its loss summed over its own tokens and divided by that count, which the
+    Trainer gathers across processes (``average_tokens_across_devices``, the default); the batch
+    then weighs its count over the number of processes, so the mean is the loss per token over
+    every process, whatever their number (with one process nothing changes)."""
 
     def __init__(self):
         self._handle = None
+        self._module = None
         self._armed = False
-        self._calls: list[tuple[tuple, dict, float, int]] = []  # (args, kwargs, loss, batch size)
+        self._counts_across_processes = True
+        self._calls: list[tuple[tuple, dict, float, float, float]] = []  # (args, kwargs, loss, multiplier, weight)
 
-    def attach(self, model: torch.nn.Module) -> None:
+    def attach(self, model: torch.nn.Module, *, counts_across_processes: bool = True) -> None:
+        """Listen to ``model``'s forwards. ``counts_across_processes``: the Trainer's
+        ``average_tokens_across_devices``, whether a ``num_items_in_batch`` counts every process's items."""
         self.detach()
+        self._module = model
+        self._counts_across_processes = bool(counts_across_processes)
         self._handle = model.register_forward_hook(self._hook, with_kwargs=True)
 
     def detach(self) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        self._module = None
         self._calls, self._armed = [], False
 
     def arm(self) -> None:
@@ -96,17 +114,28 @@ class EvalBatchCapture:
         return len(self._calls)
 
     def _hook(self, module, args, kwargs, output) -> None:
-        if not self._armed or module.training or torch.is_grad_enabled() or len(self._calls) >= AVERAGE_CHECK_BATCHES:
+        if (not self._armed or module is not self._module or module.training or torch.is_grad_enabled()
+                or len(self._calls) >= AVERAGE_CHECK_BATCHES):
             return
         loss = output_loss(output)
         if loss is None or not isinstance(args, tuple):
             return
-        size = _batch_size(list(args) + list(kwargs.values()))
-        self._calls.append((args, dict(kwargs), float(loss), size))
+        multiplier, weight = self._weighting(list(args) + list(kwargs.values()), kwargs.get("num_items_in_batch"))
+        self._calls.append((args, dict(kwargs), float(loss), multiplier, weight))
+
+    def _weighting(self, values, items) -> tuple[float, float]:
+        """(what the batch's loss is multiplied by, what the batch weighs) in the mean over batches."""
+        world = torch.distributed.get_world_size() if (
+            torch.distributed.is_available() and torch.distributed.is_initialized()) else 1
+        if items is None or world == 1:
+            size = float(_batch_size(values))
+            return size, size
+        items = float(items)
+        return items, (items / world if self._counts_across_processes else items)
 
     def current_loss(self, device) -> float:
         """The kept batches' mean loss, as the Trainer's evaluation computed it, across processes."""
-        return _weighted_mean([(loss, size) for _, _, loss, size in self._calls], device)
+        return _weighted_mean([(loss * multiplier, weight) for _, _, loss, multiplier, weight in self._calls], device)
 
     def replayed_loss(self, model: torch.nn.Module) -> float:
         """The mean loss of ``model`` as it is now (the average swapped in, say) on the kept batches,
@@ -118,10 +147,10 @@ class EvalBatchCapture:
         totals = []
         try:
             with torch.no_grad():
-                for args, kwargs, _, size in self._calls:
+                for args, kwargs, _, multiplier, weight in self._calls:
                     loss = output_loss(model(*args, **kwargs))
                     if loss is not None:
-                        totals.append((float(loss), size))
+                        totals.append((float(loss) * multiplier, weight))
         finally:
             model.train(was_training)
             self._armed = was_armed
@@ -146,7 +175,8 @@ def validation_loss(model, dataloader) -> float:
                 loss = output_loss(model(**batch))
                 if loss is None:
                     continue
-                totals.append((float(loss), _batch_size(list(batch.values()))))
+                size = _batch_size(list(batch.values()))
+                totals.append((float(loss) * size, size))
     finally:
         model.train(was_training)
     return _weighted_mean(totals, device)
