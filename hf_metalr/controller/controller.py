@@ -472,9 +472,9 @@ class MetaLRController:
         reductions are collective. The iterate-average check calls it with the average of the
         interval swapped in, and at the current parameters unless ``current_loss`` gives that loss
         (see ``IterateAverage.gain``); at the run's first evaluation, whose average the gate does not
-        read, at the current parameters only (``IterateAverage.restart``). Without it the interval's average is dropped unread, and the
-        next check has no progress to compare with. Both are ignored when the iterates are not
-        averaged.
+        read, at the current parameters only (``IterateAverage.restart``). Without it the
+        interval's average is dropped unread, and the next check has no progress to compare with.
+        Both are ignored when the iterates are not averaged.
 
         ``value`` is any real scalar (a float, a numpy number, a 0-d tensor); NaN or infinite is a
         divergence. Anything else (None, a string) is a ``TypeError``, not a divergence."""

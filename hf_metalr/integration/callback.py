@@ -105,8 +105,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average_iterates: with the gate, keep the average of the iterates since the last evaluation
             (one float32 copy of the trainable weights, on their device) and, at each evaluation,
             compare its validation loss with the current weights' on up to
-            ``check_batches.AVERAGE_CHECK_BATCHES`` batches of the evaluation (the current weights' losses as the Trainer's evaluation
-            computed them, the average's by one more forward pass each; summed across processes). An
+            ``check_batches.AVERAGE_CHECK_BATCHES`` batches of the evaluation (the current weights'
+            losses as the Trainer's evaluation computed them, the average's by one more forward
+            pass each; summed across processes). An
             average clearly better (``iterate_average_gain >= AVERAGE_GAIN``) means the steps bounce
             around a valley floor: a cut goes through, a keep or a raise becomes a halving.
             Off with sharded parameters, like the gradient alignment. None (the default): on up to
@@ -287,7 +288,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
         check, current = None, None
-        if self.controller.iterate_average is not None:  # fewer than two steps: the check itself reads nothing
+        if self.controller.iterate_average is not None:  # after fewer than two steps the gain reads nothing
             self._eval_batches.disarm()
             model = kwargs.get("model")
             ready = not self._skip_average_check and model is not None

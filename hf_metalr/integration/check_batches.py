@@ -11,11 +11,13 @@ arguments the model was called with. The average's loss then replays exactly tho
 check's own forward passes are the average's alone (half of what it took when it computed both).
 
 Where nothing was captured (the Trainer popped the labels for label smoothing or a
-``compute_loss_func``, so the model returned no loss; a custom evaluation loop), the callback
-falls back to :func:`validation_loss`, which builds the same first batches from the eval
-dataloader's dataset and ``collate_fn`` and computes both losses itself.
+``compute_loss_func``, so the model returned no loss; ``nn.DataParallel``'s replicas ran the
+forwards; a custom evaluation loop), the callback falls back to :func:`validation_loss`, which
+builds the same first batches from the eval dataloader's dataset and ``collate_fn`` and computes
+both losses itself.
 
-Both weigh each batch by its size and sum across processes, so every rank reads the same losses.
+Both weigh each batch by its size (but see :class:`EvalBatchCapture` for token counts under
+several processes) and sum across processes, so every rank reads the same losses.
 With several processes each one holds its share of the first batches: the Trainer's sharded
 loader deals batches to the processes in turn, :func:`first_batches` deals examples, and the first
 ``AVERAGE_CHECK_BATCHES`` batches of every process together hold the same examples either way.
