@@ -304,10 +304,13 @@ def test_the_iterate_average_check_reads_the_eval_batches_and_leaves_the_weights
 def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_replays_its_batches(tmp_path, monkeypatch):
     """The current weights' loss on the check's batches is the one the Trainer's evaluation computed
     (kept by a forward hook), so the check's own forward passes are the average's, one per batch;
-    it reads the same gains as the fallback that computes both losses itself."""
+    replaying them all, it reads the same gains as the fallback that computes both losses itself.
+    By default the replay settles on its first batches when the gain there is far below the bar."""
     from transformers import TrainerCallback
 
-    from hf_metalr.integration.check_batches import AVERAGE_CHECK_BATCHES, EvalBatchCapture
+    from hf_metalr.integration import check_batches
+    from hf_metalr.integration.check_batches import (AVERAGE_CHECK_BATCHES, FIRST_CHECK_BATCHES, SETTLED_GAIN,
+                                                     EvalBatchCapture)
 
     kept_after_decisions = []
 
@@ -329,17 +332,25 @@ def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_repla
         return read_trace(folder / "metalr_trace.jsonl"), sum(calls), evaluation_batches
 
     metalr = None
-    trace, eval_forwards, batches = train(tmp_path / "kept")
+    settled, settled_forwards, batches = train(tmp_path / "settled")
+    monkeypatch.setattr(check_batches, "SETTLED_GAIN", -math.inf)  # every replay reads all the kept batches
+    trace, eval_forwards, _ = train(tmp_path / "kept")
     assert batches > AVERAGE_CHECK_BATCHES and len(trace) == 4
-    assert kept_after_decisions == [0, 0, 0, 0], "the kept eval batches are released after each decision"
+    assert kept_after_decisions == [0] * 8, "the kept eval batches are released after each decision"
     # the first evaluation's average is not read (it holds the run's start); the three others' are
     assert eval_forwards == 4 * batches + 3 * AVERAGE_CHECK_BATCHES
+    full_gains = [e["features"]["iterate_average_gain"] for e in trace[1:]]
+    assert max(full_gains) < SETTLED_GAIN - 0.05, "this run's averages are nowhere near clearly better"
+    assert settled_forwards == 4 * batches + 3 * FIRST_CHECK_BATCHES < eval_forwards
+    assert [e["lr"] for e in settled] == [e["lr"] for e in trace]
+    assert [e["features"]["iterate_average_progress"] for e in settled[1:]] == pytest.approx(
+        [e["features"]["iterate_average_progress"] for e in trace[1:]], rel=1e-6)  # from the current loss on all 4
     monkeypatch.setattr(EvalBatchCapture, "captured", property(lambda self: 0))  # as if the evaluation gave no loss
     fallback, fallback_forwards, _ = train(tmp_path / "fallback")
     assert fallback_forwards == 4 * batches + (1 + 3 * 2) * AVERAGE_CHECK_BATCHES
-    gains = [e["features"]["iterate_average_gain"] for e in trace[1:]]
-    assert all(math.isfinite(g) for g in gains)
-    assert gains == pytest.approx([e["features"]["iterate_average_gain"] for e in fallback[1:]], rel=1e-5, abs=1e-7)
+    assert all(math.isfinite(g) for g in full_gains)
+    assert full_gains == pytest.approx([e["features"]["iterate_average_gain"] for e in fallback[1:]], rel=1e-5,
+                                       abs=1e-7)
     progress = [e["features"]["iterate_average_progress"] for e in trace[1:]]
     assert progress == pytest.approx([e["features"]["iterate_average_progress"] for e in fallback[1:]], rel=1e-5,
                                      abs=1e-7)
@@ -371,9 +382,9 @@ def test_with_several_eval_datasets_the_check_reads_the_monitored_ones_batches(t
     replayed = []
     original = EvalBatchCapture.replayed_loss
 
-    def recording(self, model):
+    def recording(self, model, **options):
         replayed.append([kwargs["x"][0].clone() for _, kwargs, *_ in self._calls])
-        return original(self, model)
+        return original(self, model, **options)
 
     monkeypatch.setattr(EvalBatchCapture, "replayed_loss", recording)
     trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="eval_b_loss")], max_steps=10,
@@ -384,6 +395,40 @@ def test_with_several_eval_datasets_the_check_reads_the_monitored_ones_batches(t
     assert len(replayed) == 1, "the second evaluation's check replays the kept batches"
     assert all(torch.equal(first_row, evaluation[100 + 20 * i]["x"]) for i, first_row in enumerate(replayed[0]))
     assert len(replayed[0]) == 4
+
+
+def test_a_settled_replay_reads_the_gain_on_its_first_batches():
+    """When the average gains less than ``SETTLED_GAIN`` on the first ``FIRST_CHECK_BATCHES``
+    batches, the loss returned makes the caller's gain (over the current loss on all the kept
+    batches) the first batches' gain; when it gains more, every batch is replayed."""
+    from hf_metalr.integration.check_batches import SETTLED_GAIN, EvalBatchCapture
+
+    class PowerLoss(torch.nn.Module):  # loss w ** x: the gain differs from batch to batch
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, labels):
+            return {"loss": (self.w ** x).mean()}
+
+    model = PowerLoss().eval()
+    capture = EvalBatchCapture()
+    capture.attach(model)
+    capture.arm()
+    with torch.no_grad():
+        for x, n in [(1, 2), (2, 6), (8, 2), (9, 2)]:
+            model(x=torch.full((n,), float(x)), labels=torch.zeros(n))
+    current = capture.current_loss(torch.device("cpu"))
+    with torch.no_grad():
+        model.w.fill_(0.95)
+    first = (2 * 0.95 + 6 * 0.95 ** 2) / 8
+    everything = (2 * 0.95 + 6 * 0.95 ** 2 + 2 * 0.95 ** 8 + 2 * 0.95 ** 9) / 12
+    assert math.log(1 / first) < SETTLED_GAIN < math.log(1 / everything)  # 0.09 and 0.19: the two reads differ
+    assert math.log(current / capture.replayed_loss(model)) == pytest.approx(math.log(1 / first))
+    assert capture.replayed_loss(model, settle=False) == pytest.approx(everything)
+    with torch.no_grad():
+        model.w.fill_(0.5)
+    assert capture.replayed_loss(model) == pytest.approx((2 * 0.5 + 6 * 0.25 + 2 * 0.5 ** 8 + 2 * 0.5 ** 9) / 12)
 
 
 def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replays_them_exactly():
@@ -428,6 +473,15 @@ def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replay
         model.w.fill_(0.5)
     assert capture.replayed_loss(model) == pytest.approx(0.5 * 2 * (1 * 2 + 2 * 6 + 3 * 2 + 4 * 2) / 12)
     assert received == [(False, 2.0)] * 4 and model.training and capture.captured == 4  # the replay is not kept
+    # a gain of log(1 / 0.95) on the first two batches, below SETTLED_GAIN: the replay settles there
+    received.clear()
+    with torch.no_grad():
+        model.w.fill_(0.95)
+    assert capture.replayed_loss(model) == pytest.approx(0.95 * capture.current_loss(torch.device("cpu")))
+    assert received == [(False, 2.0)] * 2
+    received.clear()
+    assert capture.replayed_loss(model, settle=False) == pytest.approx(0.95 * capture.current_loss(torch.device("cpu")))
+    assert received == [(False, 2.0)] * 4
     import copy
 
     capture.arm()

@@ -45,9 +45,13 @@ def _run(rank, world, init_file, counts_across, out):
         current = capture.current_loss(torch.device("cpu"))
         with torch.no_grad():
             model.scale.fill_(2.0)
-        replayed = capture.replayed_loss(model)
+        replayed = capture.replayed_loss(model)  # a gain of log(1/2) on the first batches: settled there
+        replayed_all = capture.replayed_loss(model, settle=False)
+        with torch.no_grad():
+            model.scale.fill_(0.5)
+        halved = capture.replayed_loss(model)  # a gain of log(2), above the bar: every kept batch is replayed
         if rank == 0:
-            torch.save({"current": current, "replayed": replayed}, out)
+            torch.save({"current": current, "replayed": replayed, "replayed_all": replayed_all, "halved": halved}, out)
     finally:
         dist.destroy_process_group()
 
@@ -59,4 +63,5 @@ def test_two_processes_read_the_loss_per_token_over_both(tmp_path):
         mp.spawn(_run, args=(2, str(tmp_path / f"init-{counts_across}"), counts_across, str(out)), nprocs=2, join=True)
         result = torch.load(out)
         assert abs(result["current"] - expected) < 1e-6 * expected, (counts_across, result, expected)
-        assert abs(result["replayed"] - 2 * expected) < 1e-6 * expected, (counts_across, result, expected)
+        for key, factor in (("replayed", 2), ("replayed_all", 2), ("halved", 0.5)):
+            assert abs(result[key] - factor * expected) < 1e-6 * expected, (key, counts_across, result, expected)
