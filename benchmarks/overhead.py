@@ -26,6 +26,9 @@
    BERT of 4 layers, 128 wide (0.83M parameters in 73 tensors; steps of about 95 ms on one CPU
    thread, evaluation included), deciding once per epoch (63 optimizer steps), measured rather
    than extrapolated.
+8. how many kept evaluation batches the check's replays read (it settles on the first 2 of 4 when
+   the average's gain there is far below the bar), and, for the worst case, the callback's work
+   with every replay reading all 4 (``SETTLED_GAIN`` set to minus infinity), run beside the others.
 
 Nothing here is asserted; it prints the numbers for the README.
 """
@@ -111,6 +114,7 @@ def iterate_average_step_ms(repeats: int) -> tuple[float, float]:
 PER_STEP_HANDLERS = ("on_pre_optimizer_step", "on_optimizer_step", "on_step_begin", "on_step_end", "on_substep_end",
                      "loss hook")
 PER_RUN_HANDLERS = ("on_train_begin", "on_train_end")
+REPLAYED = "replayed batches"  # a count in the dict of seconds, left out of every sum of them
 REFERENCE_STEP_MS, REFERENCE_STEPS_PER_DECISION = 25.0, 100
 
 
@@ -130,12 +134,15 @@ def bench_task(task_name: str):
 
 
 def one_run(with_callback: bool, epochs: int, evals_per_epoch: int,
-            task_name: str = "digits", **callback_kwargs) -> tuple[float, int, int, dict[str, float]]:
+            task_name: str = "digits", *, full_replay: bool = False,
+            **callback_kwargs) -> tuple[float, int, int, dict[str, float]]:
     """One run: its wall seconds, the decisions made, the optimizer steps run, and the seconds spent
-    in the callback's own work by handler (``"loss hook"``: the training-loss hook).
-    ``callback_kwargs`` go to ``MetaLRCallback``."""
+    in the callback's own work by handler (``"loss hook"``: the training-loss hook; also, not
+    seconds, ``"replayed batches"``: the kept evaluation batches the check's replays read).
+    ``full_replay``: every replay reads all the kept batches. ``callback_kwargs`` go to ``MetaLRCallback``."""
     from hf_metalr import MetaLRCallback
     from hf_metalr.compare.runner import build_trainer
+    from hf_metalr.integration import check_batches
 
     task = bench_task(task_name)
     steps_per_epoch = -(-len(task.load().train) // task.batch_size)
@@ -147,8 +154,14 @@ def one_run(with_callback: bool, epochs: int, evals_per_epoch: int,
         if callback:
             _time_callback(callback, spent)
             trainer.add_callback(callback)
+        settled_gain = check_batches.SETTLED_GAIN
+        if full_replay:
+            check_batches.SETTLED_GAIN = float("-inf")
         start = time.perf_counter()
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            check_batches.SETTLED_GAIN = settled_gain
         elapsed = time.perf_counter() - start
         steps = trainer.state.global_step
     decisions = len(callback.controller.history) if callback else 0
@@ -175,10 +188,18 @@ def _time_callback(callback, spent: dict[str, float]) -> None:
     callback._tap._hook = _timed(callback._tap._hook, spent, "loss hook")  # registered on the model at train begin
     # the iterate-average check's hook, which keeps the Trainer's first evaluation batches (per decision)
     callback._eval_batches._hook = _timed(callback._eval_batches._hook, spent, "evaluation batches hook")
+    replay = callback._eval_batches._replay
+
+    def counted_replay(model, calls):
+        spent[REPLAYED] = spent.get(REPLAYED, 0) + len(calls)
+        return replay(model, calls)
+
+    callback._eval_batches._replay = counted_replay
 
 
 def split_cost(spent: dict[str, float], steps: int, decisions: int) -> tuple[float, float, float]:
     """The callback's work in one run as (ms per optimizer step, ms per run, ms per decision)."""
+    spent = {name: value for name, value in spent.items() if name != REPLAYED}
     per_step = sum(seconds for name, seconds in spent.items() if name in PER_STEP_HANDLERS)
     per_run = sum(seconds for name, seconds in spent.items() if name in PER_RUN_HANDLERS)
     per_decision = sum(spent.values()) - per_step - per_run
@@ -188,7 +209,7 @@ def split_cost(spent: dict[str, float], steps: int, decisions: int) -> tuple[flo
 def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: int) -> float:
     one_run(False, 1, evals_per_epoch, task_name)  # warm-up: imports, first allocations
     ratios, base_times, cb_times, attributed, per_step, per_run, per_decision = [], [], [], [], [], [], []
-    without_check = []
+    without_check, replayed, replayed_full, attributed_full = [], [], [], []
     for pair in range(pairs):
         order = (False, True) if pair % 2 == 0 else (True, False)
         times = {}
@@ -196,6 +217,7 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
             times[with_cb], decisions, steps, spent = one_run(with_cb, epochs, evals_per_epoch, task_name)
             if with_cb:
                 n_decisions = decisions
+                replayed.append(spent.pop(REPLAYED, 0))
                 work = sum(spent.values())
                 attributed.append(1 + work / (times[True] - work))
                 step_ms, run_ms, decision_ms = split_cost(spent, steps, decisions)
@@ -206,6 +228,11 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
         _, check_off_decisions, steps, spent = one_run(True, epochs, evals_per_epoch, task_name, average_iterates=False)
         step_ms, _, decision_ms = split_cost(spent, steps, check_off_decisions)
         without_check.append((step_ms, decision_ms))
+        # and with every replay reading all its kept batches: the check's worst case
+        elapsed, _, steps, spent = one_run(True, epochs, evals_per_epoch, task_name, full_replay=True)
+        replayed_full.append(spent.pop(REPLAYED, 0))
+        work = sum(spent.values())
+        attributed_full.append(1 + work / (elapsed - work))
         ratios.append(times[True] / times[False])
         base_times.append(times[False])
         cb_times.append(times[True])
@@ -228,6 +255,10 @@ def whole_run_ratio(task_name: str, epochs: int, evals_per_epoch: int, pairs: in
     print(f"  of which the iterate-average check ({task_name}, the same runs with average_iterates=False: "
           f"{step_off:.3f} ms per optimizer step, {decision_off:.2f} ms per decision): "
           f"{step_ms - step_off:+.3f} ms per optimizer step, {decision_ms - decision_off:+.2f} ms per decision", flush=True)
+    print(f"  the check's replays read {statistics.median(replayed):g} kept evaluation batches per run (median of "
+          f"{pairs}; {statistics.median(replayed_full):g} when every replay reads all of them). Attributed ratio with "
+          f"every replay reading all: {statistics.median(attributed_full):.4f} (runs {min(attributed_full):.4f}-"
+          f"{max(attributed_full):.4f})", flush=True)
     return ratio
 
 

@@ -431,6 +431,35 @@ def test_a_settled_replay_reads_the_gain_on_its_first_batches():
     assert capture.replayed_loss(model) == pytest.approx((2 * 0.5 + 6 * 0.25 + 2 * 0.5 ** 8 + 2 * 0.5 ** 9) / 12)
 
 
+def test_the_replay_reads_first_the_batches_that_carry_the_most_of_the_current_loss():
+    """The gain on all the kept batches weighs each batch by its share of the current loss: two
+    batches of tiny loss that read no gain must not settle a check whose heavy batches read a large one."""
+    from hf_metalr.integration.check_batches import EvalBatchCapture
+
+    class ScaledPower(torch.nn.Module):  # loss c * w ** x
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, c, x, labels):
+            return {"loss": (c * self.w ** x).mean()}
+
+    model = ScaledPower().eval()
+    capture = EvalBatchCapture()
+    capture.attach(model)
+    capture.arm()
+    with torch.no_grad():
+        for c, x in [(0.01, 0.0), (0.01, 0.0), (1.0, 3.0), (1.0, 3.0)]:  # the light batches come first
+            model(c=torch.full((2,), c), x=torch.full((2,), x), labels=torch.zeros(2))
+    replayed = []
+    model.register_forward_hook(lambda module, args, out: replayed.append(float(out["loss"])))
+    with torch.no_grad():
+        model.w.fill_(0.5)
+    everything = (0.01 + 0.01 + 0.125 + 0.125) / 4
+    assert capture.replayed_loss(model) == pytest.approx(everything)
+    assert replayed[:2] == pytest.approx([0.125, 0.125]) and len(replayed) == 4, "the heavy batches first, then all"
+
+
 def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replays_them_exactly():
     from hf_metalr.integration.check_batches import AVERAGE_CHECK_BATCHES, EvalBatchCapture
 

@@ -9,9 +9,10 @@ without grad that return a ``loss`` (the Trainer's ``prediction_step``), with th
 arguments the model was called with. The average's loss then replays exactly those calls
 (:meth:`EvalBatchCapture.replayed_loss`), so the two losses are paired batch by batch, and the
 check's own forward passes are the average's alone (half of what it took when it computed both).
-The replay reads the first ``FIRST_CHECK_BATCHES`` (2) of them first, and the others only when the
-gain on those comes near the rule's bar (``SETTLED_GAIN``, half of ``AVERAGE_GAIN``): at most
-evaluations the average is nowhere near clearly better, and the check's cost halves there.
+The replay reads ``FIRST_CHECK_BATCHES`` (2) of them first, those that carry the most of the current
+weights' loss, and the others only when the gain on those comes near the rule's bar
+(``SETTLED_GAIN``, half of ``AVERAGE_GAIN``): at most evaluations the average is nowhere near
+clearly better, and the check's cost halves there.
 
 Where nothing was captured (the Trainer popped the labels for label smoothing or a
 ``compute_loss_func``, so the model returned no loss; ``nn.DataParallel``'s replicas ran the
@@ -42,7 +43,8 @@ __all__ = ["AVERAGE_CHECK_BATCHES", "FIRST_CHECK_BATCHES", "SETTLED_GAIN", "Eval
 
 AVERAGE_CHECK_BATCHES = 4  # validation batches the iterate-average check reads, at most, per evaluation; the two losses
 # are paired on the same batches, so few are enough
-FIRST_CHECK_BATCHES = AVERAGE_CHECK_BATCHES // 2  # the kept batches the average's replay reads first
+FIRST_CHECK_BATCHES = AVERAGE_CHECK_BATCHES // 2  # the kept batches the average's replay reads first (those with
+# the largest share of the current weights' loss)
 SETTLED_GAIN = AVERAGE_GAIN / 2  # a gain on the first batches below this settles the check there: for the gain on all
 # of them to reach the bar, the others would have to read about 1.5x the bar
 
@@ -153,22 +155,26 @@ class EvalBatchCapture:
         called exactly as the Trainer's evaluation called it, in eval mode and without grad (the
         mode restored after); across processes, like ``current_loss``.
 
-        ``settle``: the first ``FIRST_CHECK_BATCHES`` kept batches are replayed first, and when the
+        ``settle``: the ``FIRST_CHECK_BATCHES`` kept batches that carry the most of the current
+        weights' loss (their loss times their weight in the mean) are replayed first, and when the
         gain on them, ``log(current / replayed)``, is below ``SETTLED_GAIN``, the rest are not: the
         loss returned is then the current weights' loss on all the kept batches over ``exp(that
-        gain)``, so the caller's gain on the whole reads the first batches' gain. False: replay them
-        all. Every process takes the same branch (the losses it reads are reduced across processes)."""
+        gain)``, so the caller's gain on the whole reads those batches' gain. (The gain on all of
+        them weighs each batch's ratio of the two losses by that share of the current loss.) False:
+        replay them all. Every process takes the same branch (the losses it reads are reduced
+        across processes)."""
         device = next(model.parameters()).device
-        first = self._replay(model, self._calls[:FIRST_CHECK_BATCHES])
-        if settle:
-            current_first = _weighted_mean([(loss * multiplier, weight)
-                                            for _, _, loss, multiplier, weight in self._calls[:FIRST_CHECK_BATCHES]],
-                                           device)
-            replayed_first = _weighted_mean(first, device)
-            if current_first > 0 and replayed_first > 0 and math.isfinite(current_first) and math.isfinite(
-                    replayed_first) and math.log(current_first / replayed_first) < SETTLED_GAIN:
-                return self.current_loss(device) * replayed_first / current_first
-        return _weighted_mean(first + self._replay(model, self._calls[FIRST_CHECK_BATCHES:]), device)
+        if not settle:
+            return _weighted_mean(self._replay(model, self._calls), device)
+        by_share = sorted(self._calls, key=lambda call: -call[2] * call[3])  # stable: ties keep the Trainer's order
+        first, rest = by_share[:FIRST_CHECK_BATCHES], by_share[FIRST_CHECK_BATCHES:]
+        replayed = self._replay(model, first)
+        current_first = _weighted_mean([(loss * multiplier, weight) for _, _, loss, multiplier, weight in first], device)
+        replayed_first = _weighted_mean(replayed, device)
+        if (current_first > 0 and replayed_first > 0 and math.isfinite(current_first) and math.isfinite(replayed_first)
+                and math.log(current_first / replayed_first) < SETTLED_GAIN):
+            return self.current_loss(device) * replayed_first / current_first
+        return _weighted_mean(replayed + self._replay(model, rest), device)
 
     def _replay(self, model: torch.nn.Module, calls) -> list[tuple[float, float]]:
         """``(loss times multiplier, weight)`` of ``model`` on ``calls``, in eval mode and without grad."""
