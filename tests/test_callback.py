@@ -397,67 +397,80 @@ def test_with_several_eval_datasets_the_check_reads_the_monitored_ones_batches(t
     assert len(replayed[0]) == 4
 
 
-def test_a_settled_replay_reads_the_gain_on_its_first_batches():
-    """When the average gains less than ``SETTLED_GAIN`` on the first ``FIRST_CHECK_BATCHES``
-    batches, the loss returned makes the caller's gain (over the current loss on all the kept
-    batches) the first batches' gain; when it gains more, every batch is replayed."""
-    from hf_metalr.integration.check_batches import SETTLED_GAIN, EvalBatchCapture
+class _ScaledPower(torch.nn.Module):
+    """Returns the loss ``c * w ** x`` of a batch: its ratio between two ``w`` differs from batch to batch."""
 
-    class PowerLoss(torch.nn.Module):  # loss w ** x: the gain differs from batch to batch
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.ones(()))
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
 
-        def forward(self, x, labels):
-            return {"loss": (self.w ** x).mean()}
+    def forward(self, c, x, labels):
+        return {"loss": (c * self.w ** x).mean()}
 
-    model = PowerLoss().eval()
+
+def _capture_batches(rows):
+    """A capture attached to a ``_ScaledPower`` (in eval mode), having kept one batch of 2 per ``(c, x)`` in ``rows``,
+    and a list that records the losses of the model's later forwards."""
+    from hf_metalr.integration.check_batches import EvalBatchCapture
+
+    model = _ScaledPower().eval()
     capture = EvalBatchCapture()
     capture.attach(model)
     capture.arm()
     with torch.no_grad():
-        for x, n in [(1, 2), (2, 6), (8, 2), (9, 2)]:
-            model(x=torch.full((n,), float(x)), labels=torch.zeros(n))
+        for c, x in rows:
+            model(c=torch.full((2,), c), x=torch.full((2,), x), labels=torch.zeros(2))
+    forwards = []
+    model.register_forward_hook(lambda module, args, out: forwards.append(float(out["loss"])))
+    return model, capture, forwards
+
+
+def test_a_settled_replay_reads_the_gain_on_its_heaviest_batches():
+    """When the average gains less than ``SETTLED_GAIN`` on the ``FIRST_CHECK_BATCHES`` batches that
+    carry the most of the current loss, the loss returned makes the caller's gain (over the current
+    loss on all the kept batches) those batches' gain; when it gains more, every batch is replayed."""
+    from hf_metalr.integration.check_batches import SETTLED_GAIN
+
+    rows = [(1.0, 1.0), (3.0, 2.0), (0.5, 8.0), (2.0, 1.0)]  # current losses 1, 3, 0.5, 2: the heaviest are 3 and 2
+    model, capture, forwards = _capture_batches(rows)
     current = capture.current_loss(torch.device("cpu"))
+    assert current == pytest.approx(6.5 / 4)
     with torch.no_grad():
         model.w.fill_(0.95)
-    first = (2 * 0.95 + 6 * 0.95 ** 2) / 8
-    everything = (2 * 0.95 + 6 * 0.95 ** 2 + 2 * 0.95 ** 8 + 2 * 0.95 ** 9) / 12
-    assert math.log(1 / first) < SETTLED_GAIN < math.log(1 / everything)  # 0.09 and 0.19: the two reads differ
-    assert math.log(current / capture.replayed_loss(model)) == pytest.approx(math.log(1 / first))
-    assert capture.replayed_loss(model, settle=False) == pytest.approx(everything)
+    heaviest = (3 * 0.95 ** 2 + 2 * 0.95) / 5
+    everything = sum(c * 0.95 ** x for c, x in rows) / 6.5
+    assert math.log(1 / heaviest) < SETTLED_GAIN
+    assert math.log(current / capture.replayed_loss(model)) == pytest.approx(math.log(1 / heaviest))
+    assert forwards == pytest.approx([3 * 0.95 ** 2, 2 * 0.95])
+    assert capture.replayed_loss(model, settle=False) == pytest.approx(everything * current)
+    assert len(forwards) == 6
     with torch.no_grad():
         model.w.fill_(0.5)
-    assert capture.replayed_loss(model) == pytest.approx((2 * 0.5 + 6 * 0.25 + 2 * 0.5 ** 8 + 2 * 0.5 ** 9) / 12)
+    forwards.clear()
+    assert capture.replayed_loss(model) == pytest.approx(sum(c * 0.5 ** x for c, x in rows) / 4)
+    assert len(forwards) == 4
 
 
 def test_the_replay_reads_first_the_batches_that_carry_the_most_of_the_current_loss():
     """The gain on all the kept batches weighs each batch by its share of the current loss: two
     batches of tiny loss that read no gain must not settle a check whose heavy batches read a large one."""
-    from hf_metalr.integration.check_batches import EvalBatchCapture
-
-    class ScaledPower(torch.nn.Module):  # loss c * w ** x
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.ones(()))
-
-        def forward(self, c, x, labels):
-            return {"loss": (c * self.w ** x).mean()}
-
-    model = ScaledPower().eval()
-    capture = EvalBatchCapture()
-    capture.attach(model)
-    capture.arm()
-    with torch.no_grad():
-        for c, x in [(0.01, 0.0), (0.01, 0.0), (1.0, 3.0), (1.0, 3.0)]:  # the light batches come first
-            model(c=torch.full((2,), c), x=torch.full((2,), x), labels=torch.zeros(2))
-    replayed = []
-    model.register_forward_hook(lambda module, args, out: replayed.append(float(out["loss"])))
+    model, capture, forwards = _capture_batches([(0.01, 0.0), (0.01, 0.0), (1.0, 3.0), (1.0, 3.0)])  # light first
     with torch.no_grad():
         model.w.fill_(0.5)
     everything = (0.01 + 0.01 + 0.125 + 0.125) / 4
     assert capture.replayed_loss(model) == pytest.approx(everything)
-    assert replayed[:2] == pytest.approx([0.125, 0.125]) and len(replayed) == 4, "the heavy batches first, then all"
+    assert forwards[:2] == pytest.approx([0.125, 0.125]) and len(forwards) == 4, "the heavy batches first, then all"
+
+
+def test_a_kept_loss_that_is_not_positive_makes_the_replay_read_every_batch():
+    """The heaviest batches' gain bounds the whole's only when every loss is positive: with a zero
+    (or negative) current loss among the kept batches nothing settles."""
+    for light in (0.0, -0.5):
+        model, capture, forwards = _capture_batches([(1.0, 1.0), (1.0, 1.0), (light, 1.0), (0.5, 1.0)])
+        with torch.no_grad():
+            model.w.fill_(0.95)  # a gain of log(1 / 0.95) on the heaviest two: it would settle
+        assert capture.replayed_loss(model) == pytest.approx(0.95 * (2.5 + light) / 4)
+        assert len(forwards) == 4, light
 
 
 def test_the_capture_keeps_the_first_evaluation_forwards_after_a_step_and_replays_them_exactly():

@@ -107,8 +107,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             compare its validation loss with the current weights' on up to
             ``check_batches.AVERAGE_CHECK_BATCHES`` batches of the evaluation (the current weights'
             losses as the Trainer's evaluation computed them, the average's by one more forward
-            pass each, over the first ``check_batches.FIRST_CHECK_BATCHES`` and the others only
-            when those come near the bar; summed across processes). An
+            pass each, over the ``check_batches.FIRST_CHECK_BATCHES`` that carry the most of the
+            current loss and the others only when those come near the bar; summed across
+            processes). An
             average clearly better (``iterate_average_gain >= AVERAGE_GAIN``) means the steps bounce
             around a valley floor: a cut goes through, a keep or a raise becomes a halving.
             Off with sharded parameters, like the gradient alignment. None (the default): on up to

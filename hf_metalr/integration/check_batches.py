@@ -62,13 +62,22 @@ def _weighted_mean(totals: list[tuple[float, float]], device) -> float:
     """``sum(value) / sum(weight)`` over this process's ``(value, weight)`` batches (a value is a
     batch's loss times its size, say) and, with several processes, over all of them (an all-reduce
     every process joins); NaN with no batch anywhere."""
-    total = torch.zeros(2, dtype=torch.float64, device=device)
-    for value, weight in totals:
-        total += torch.tensor([value, weight], dtype=torch.float64, device=device)
+    value, weight = _summed_across_processes([sum(v for v, _ in totals), sum(w for _, w in totals)], device)
+    return _ratio(value, weight)
+
+
+def _summed_across_processes(values: list[float], device) -> list[float]:
+    """``values`` summed element by element over the processes, in float64 (one all-reduce every
+    process joins; with one process, ``values``)."""
+    total = torch.tensor(values, dtype=torch.float64, device=device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         total = total.to(collective_device(torch.distributed))
         torch.distributed.all_reduce(total)
-    return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+    return total.tolist()
+
+
+def _ratio(value: float, weight: float) -> float:
+    return value / weight if weight > 0 else float("nan")
 
 
 class EvalBatchCapture:
@@ -155,25 +164,32 @@ class EvalBatchCapture:
         called exactly as the Trainer's evaluation called it, in eval mode and without grad (the
         mode restored after); across processes, like ``current_loss``.
 
-        ``settle``: the ``FIRST_CHECK_BATCHES`` kept batches that carry the most of the current
-        weights' loss (their loss times their weight in the mean) are replayed first, and when the
-        gain on them, ``log(current / replayed)``, is below ``SETTLED_GAIN``, the rest are not: the
-        loss returned is then the current weights' loss on all the kept batches over ``exp(that
-        gain)``, so the caller's gain on the whole reads those batches' gain. (The gain on all of
-        them weighs each batch's ratio of the two losses by that share of the current loss.) False:
-        replay them all. Every process takes the same branch (the losses it reads are reduced
-        across processes)."""
+        ``settle``: on each process the ``FIRST_CHECK_BATCHES`` kept batches that carry the most of
+        the current weights' loss (their loss times its multiplier in the mean) are replayed first,
+        and when the gain on them, ``log(current / replayed)``, is below ``SETTLED_GAIN``, the rest
+        are not: the loss returned is then the current weights' loss on all the kept batches over
+        ``exp(that gain)``, so the caller's gain on the whole reads those batches' gain. (The gain
+        on all of them weighs each batch's ratio of the two losses by that share of the current
+        loss, which bounds it only with losses > 0: a kept loss that is not finite and positive, on
+        any process, means all are replayed.) False: replay them all. Every process takes the same
+        branch (the losses it reads are reduced across processes, in one all-reduce)."""
         device = next(model.parameters()).device
         if not settle:
             return _weighted_mean(self._replay(model, self._calls), device)
         by_share = sorted(self._calls, key=lambda call: -call[2] * call[3])  # stable: ties keep the Trainer's order
         first, rest = by_share[:FIRST_CHECK_BATCHES], by_share[FIRST_CHECK_BATCHES:]
         replayed = self._replay(model, first)
-        current_first = _weighted_mean([(loss * multiplier, weight) for _, _, loss, multiplier, weight in first], device)
-        replayed_first = _weighted_mean(replayed, device)
-        if (current_first > 0 and replayed_first > 0 and math.isfinite(current_first) and math.isfinite(replayed_first)
-                and math.log(current_first / replayed_first) < SETTLED_GAIN):
-            return self.current_loss(device) * replayed_first / current_first
+        shares = [(loss * multiplier, weight) for _, _, loss, multiplier, weight in self._calls]
+        # the first batches' gain bounds the whole's only when every batch's loss is positive (on every process)
+        not_positive = sum(not (math.isfinite(value) and value > 0) for value, _ in shares)
+        sums = _summed_across_processes([
+            sum(loss * multiplier for _, _, loss, multiplier, _ in first), sum(weight for *_, weight in first),
+            sum(v for v, _ in replayed), sum(w for _, w in replayed),
+            sum(v for v, _ in shares), sum(w for _, w in shares), not_positive], device)
+        current_first, replayed_first, current = _ratio(*sums[0:2]), _ratio(*sums[2:4]), _ratio(*sums[4:6])
+        if (sums[6] == 0 and current_first > 0 and replayed_first > 0 and math.isfinite(current_first)
+                and math.isfinite(replayed_first) and math.log(current_first / replayed_first) < SETTLED_GAIN):
+            return current * replayed_first / current_first
         return _weighted_mean(replayed + self._replay(model, rest), device)
 
     def _replay(self, model: torch.nn.Module, calls) -> list[tuple[float, float]]:
