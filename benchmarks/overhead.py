@@ -26,8 +26,8 @@
    BERT of 4 layers, 128 wide (0.83M parameters in 73 tensors; steps of about 95 ms on one CPU
    thread, evaluation included), deciding once per epoch (63 optimizer steps), measured rather
    than extrapolated.
-8. how many kept evaluation batches the check's replays read (it settles on the first 2 of 4 when
-   the average's gain there is far below the bar), and, for the worst case, the callback's work
+8. how many kept evaluation batches the check's replays read (it settles on 2 of 4, those with the
+   largest share of the current loss, when the average's gain there is far below the bar), and, for the worst case, the callback's work
    with every replay reading all 4 (``SETTLED_GAIN`` set to minus infinity), run beside the others.
 
 Nothing here is asserted; it prints the numbers for the README.

@@ -46,7 +46,8 @@ AVERAGE_CHECK_BATCHES = 4  # validation batches the iterate-average check reads,
 FIRST_CHECK_BATCHES = AVERAGE_CHECK_BATCHES // 2  # the kept batches the average's replay reads first (those with
 # the largest share of the current weights' loss)
 SETTLED_GAIN = AVERAGE_GAIN / 2  # a gain on the first batches below this settles the check there: for the gain on all
-# of them to reach the bar, the others would have to read about 1.5x the bar
+# of them to reach the bar, the others, which carry at most half of the current loss, would have to read at least
+# about 0.48 (1.6x the bar)
 
 
 def _batch_size(values) -> int:
