@@ -304,8 +304,9 @@ def test_the_iterate_average_check_reads_the_eval_batches_and_leaves_the_weights
 def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_replays_its_batches(tmp_path, monkeypatch):
     """The current weights' loss on the check's batches is the one the Trainer's evaluation computed
     (kept by a forward hook), so the check's own forward passes are the average's, one per batch;
-    replaying them all, it reads the same gains as the fallback that computes both losses itself.
-    By default the replay settles on its first batches when the gain there is far below the bar."""
+    replaying them all, it reads the same gains as the fallback that computes the current losses
+    itself. By default the replay, after either, settles on its heaviest batches when the gain
+    there is far below the bar."""
     from transformers import TrainerCallback
 
     from hf_metalr.integration import check_batches
@@ -355,6 +356,12 @@ def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_repla
     assert progress == pytest.approx([e["features"]["iterate_average_progress"] for e in fallback[1:]], rel=1e-5,
                                      abs=1e-7)
     assert [e["lr"] for e in trace] == [e["lr"] for e in fallback]
+    monkeypatch.setattr(check_batches, "SETTLED_GAIN", SETTLED_GAIN)  # the fallback's replay settles the same way
+    settled_fallback, settled_fallback_forwards, _ = train(tmp_path / "settled-fallback")
+    assert settled_fallback_forwards == 4 * batches + (1 + 3) * AVERAGE_CHECK_BATCHES + 3 * FIRST_CHECK_BATCHES
+    assert [e["lr"] for e in settled_fallback] == [e["lr"] for e in trace]
+    assert [e["features"]["iterate_average_gain"] for e in settled_fallback[1:]] == pytest.approx(
+        [e["features"]["iterate_average_gain"] for e in settled[1:]], rel=1e-5, abs=1e-7)
 
 
 def test_with_a_compute_loss_func_the_check_computes_both_losses_itself(tmp_path):

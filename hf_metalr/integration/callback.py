@@ -64,7 +64,7 @@ from ..checks import is_positive_finite, real_number
 from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
-from .check_batches import EvalBatchCapture, validation_loss
+from .check_batches import EvalBatchCapture, first_batches
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device
@@ -295,11 +295,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             model = kwargs.get("model")
             ready = not self._skip_average_check and model is not None
             # the check's all-reduces run on every rank or on none
-            if _on_every_rank(ready and self._eval_batches.captured > 0):  # the Trainer's evaluation gave its losses
+            kept = _on_every_rank(ready and self._eval_batches.captured > 0)  # the Trainer's evaluation gave its losses
+            if not kept and _on_every_rank(ready and kwargs.get("eval_dataloader") is not None):
+                # none to keep (the labels popped for the loss, DataParallel's replicas): the same first batches, built here
+                self._eval_batches.keep(model, first_batches(kwargs["eval_dataloader"]))
+                kept = True
+            if kept:
                 current = self._eval_batches.current_loss(next(model.parameters()).device)
                 check = partial(self._eval_batches.replayed_loss, model)
-            elif _on_every_rank(ready and kwargs.get("eval_dataloader") is not None):
-                check = partial(validation_loss, model, kwargs["eval_dataloader"])
             self._skip_average_check = False
         decision = self.controller.observe(value, progress=progress, validation_loss=check, current_loss=current)
         self._eval_batches.release()  # the kept eval batches are not needed past the decision

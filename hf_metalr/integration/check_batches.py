@@ -16,9 +16,10 @@ clearly better, and the check's cost halves there.
 
 Where nothing was captured (the Trainer popped the labels for label smoothing or a
 ``compute_loss_func``, so the model returned no loss; ``nn.DataParallel``'s replicas ran the
-forwards; a custom evaluation loop), the callback falls back to :func:`validation_loss`, which
-builds the same first batches from the eval dataloader's dataset and ``collate_fn`` and computes
-both losses itself.
+forwards; a custom evaluation loop), the callback builds the same first batches from the eval
+dataloader's dataset and ``collate_fn`` (:func:`first_batches`) and has the capture keep them with
+the current weights' losses, computed there (:meth:`EvalBatchCapture.keep`); the average's replay
+is then the same. :func:`validation_loss` is that loss at the current weights, alone.
 
 Both weigh each batch by its size (but see :class:`EvalBatchCapture` for token counts under
 several processes) and sum across processes, so every rank reads the same losses.
@@ -90,7 +91,7 @@ class EvalBatchCapture:
     references to the batches the Trainer built (on the model's device) until ``release()`` (after
     the decision) or the next ``arm()``. Only calls of the attached module itself are kept: the
     replicas ``nn.DataParallel`` makes share its hooks, and their chunks live on other devices (the
-    check then falls back to ``validation_loss``).
+    check then falls back to :meth:`keep`, with batches it builds itself).
 
     Each batch weighs as many examples as it holds. Under several processes, a model called with
     ``num_items_in_batch`` (the Trainer passes it to models that take loss kwargs, a causal LM's
@@ -156,6 +157,32 @@ class EvalBatchCapture:
         items = float(items)
         return items, (items / world if self._counts_across_processes else items)
 
+    def keep(self, model: torch.nn.Module, batches) -> None:
+        """Keep ``batches`` (mappings of keyword arguments, as a dataloader yields them, moved to the
+        model's device) with the losses of ``model`` on them, computed here in eval mode and without
+        grad (the mode restored after), in place of what was kept: for when the Trainer's evaluation
+        gave none to keep. A batch that is not a mapping, or on which the model returns no loss, is
+        left out. Each batch weighs its size."""
+        device = next(model.parameters()).device
+        was_armed, self._armed = self._armed, False
+        was_training = model.training
+        model.eval()
+        self._calls = []
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    if not isinstance(batch, Mapping):
+                        continue
+                    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+                    loss = output_loss(model(**batch))
+                    if loss is None:
+                        continue
+                    size = float(_batch_size(list(batch.values())))
+                    self._calls.append(((), batch, float(loss), size, size))
+        finally:
+            model.train(was_training)
+            self._armed = was_armed
+
     def current_loss(self, device) -> float:
         """The kept batches' mean loss, as the Trainer's evaluation computed it, across processes."""
         return _weighted_mean([(loss * multiplier, weight) for _, _, loss, multiplier, weight in self._calls], device)
@@ -212,28 +239,13 @@ class EvalBatchCapture:
 
 
 def validation_loss(model, dataloader) -> float:
-    """The mean loss of ``model`` over the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``,
-    weighted by batch size and summed across processes; NaN when no batch carries a loss (a model
-    that returns none, or batches that are not mappings of keyword arguments): the check then
-    reads nothing."""
-    device = next(model.parameters()).device
-    totals = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in first_batches(dataloader):
-                if not isinstance(batch, Mapping):
-                    continue
-                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-                loss = output_loss(model(**batch))
-                if loss is None:
-                    continue
-                size = _batch_size(list(batch.values()))
-                totals.append((float(loss) * size, size))
-    finally:
-        model.train(was_training)
-    return _weighted_mean(totals, device)
+    """The mean loss of ``model`` over the first ``AVERAGE_CHECK_BATCHES`` batches of ``dataloader``
+    (:func:`first_batches`), weighted by batch size and summed across processes; NaN when no batch
+    carries a loss (a model that returns none, or batches that are not mappings of keyword
+    arguments): the check then reads nothing."""
+    capture = EvalBatchCapture()
+    capture.keep(model, first_batches(dataloader))
+    return capture.current_loss(next(model.parameters()).device)
 
 
 def first_batches(dataloader):
