@@ -2,7 +2,8 @@
 
 Runs the constant schedule through the standard Trainer at ``--multipliers`` x the task's good LR
 and, at every evaluation, measures what ``MetaLRCallback``'s check measures (the same
-``IterateAverage`` and the same loss over the eval dataloader): ``gain``, the log of the current
+``IterateAverage`` and the same loss over the eval dataloader's first batches, all 4 of them, where
+the callback's replay may settle on the 2 that carry the most loss): ``gain``, the log of the current
 iterate's validation loss over the loss of the average of the iterates since the last
 evaluation, and ``progress``, the log of the last evaluation's loss over the current one. The
 controller reads the steps as bouncing around a valley floor where ``gain >= AVERAGE_GAIN`` and

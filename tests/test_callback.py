@@ -364,10 +364,11 @@ def test_the_check_takes_the_current_loss_from_the_trainers_evaluation_and_repla
         [e["features"]["iterate_average_gain"] for e in settled[1:]], rel=1e-5, abs=1e-7)
 
 
-def test_with_a_compute_loss_func_the_check_computes_both_losses_itself(tmp_path):
+def test_with_a_compute_loss_func_the_check_computes_the_current_losses_itself(tmp_path):
     """The Trainer pops the labels for a ``compute_loss_func`` (and for label smoothing), so the
     model's evaluation forwards carry no loss to keep: the check falls back to building the first
-    batches and computing both losses."""
+    batches and computing the current weights' losses on them itself, and only when it will read
+    them (not with fewer than two optimizer steps since the last check)."""
     trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], max_steps=10)  # 2 evaluations of 2 batches
     trainer.compute_loss_func = lambda outputs, labels, num_items_in_batch=None: torch.nn.functional.cross_entropy(
         outputs["logits"], labels, label_smoothing=0.1)
@@ -379,6 +380,16 @@ def test_with_a_compute_loss_func_the_check_computes_both_losses_itself(tmp_path
     assert len(gains) == 2 and isinstance(gains[1], float) and math.isfinite(gains[1])
     # the Trainer's 2 x 2, then the check's own: the current weights at the first (2), both at the second (2 + 2)
     assert sum(evaluation_forwards) == 4 + 2 + 4
+    every_step = make_trainer(tmp_path / "every-step", callbacks=[MetaLRCallback()], max_steps=4, eval_steps=1,
+                              logging_steps=1)
+    every_step.compute_loss_func = trainer.compute_loss_func
+    evaluation_forwards.clear()
+    every_step.model.register_forward_hook(lambda module, args, out: evaluation_forwards.append(not module.training))
+    with pytest.warns(RuntimeWarning):
+        every_step.train()
+    gains = [e["features"].get("iterate_average_gain") for e in read_trace(tmp_path / "every-step" / "metalr_trace.jsonl")]
+    assert gains == [None] * 4  # one step between two checks: nothing to read
+    assert sum(evaluation_forwards) == 4 * 2 + 2  # the Trainer's, and the current weights' at the first only
 
 
 def test_with_several_eval_datasets_the_check_reads_the_monitored_ones_batches(tmp_path, monkeypatch):

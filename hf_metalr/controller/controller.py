@@ -460,6 +460,13 @@ class MetaLRController:
         """The policy's input: the features it was trained on, in its order."""
         return select(features, self.policy.config.features)
 
+    def measures_iterate_average(self) -> bool:
+        """Whether the next ``observe`` runs the ``validation_loss`` it is given: at the run's first
+        evaluation (the current loss, kept for the next check's progress), and later when two or
+        more optimizer steps were folded since the last check (with fewer, the gain reads nothing).
+        The callback builds or keeps the check's batches only then."""
+        return self.iterate_average is not None and (self.tracker.previous is None or self.iterate_average.steps >= 2)
+
     def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None,
                 validation_loss: Callable[[], float] | None = None, current_loss: float | None = None) -> Decision:
         """Take one validation metric value and decide the next LR. ``train_loss``, if given, is

@@ -293,7 +293,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self.controller.iterate_average is not None:  # after fewer than two steps the gain reads nothing
             self._eval_batches.disarm()
             model = kwargs.get("model")
-            ready = not self._skip_average_check and model is not None
+            ready = not self._skip_average_check and model is not None and self.controller.measures_iterate_average()
             # the check's all-reduces run on every rank or on none
             kept = _on_every_rank(ready and self._eval_batches.captured > 0)  # the Trainer's evaluation gave its losses
             if not kept and _on_every_rank(ready and kwargs.get("eval_dataloader") is not None):
@@ -304,8 +304,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 current = self._eval_batches.current_loss(next(model.parameters()).device)
                 check = partial(self._eval_batches.replayed_loss, model)
             self._skip_average_check = False
-        decision = self.controller.observe(value, progress=progress, validation_loss=check, current_loss=current)
-        self._eval_batches.release()  # the kept eval batches are not needed past the decision
+        try:
+            decision = self.controller.observe(value, progress=progress, validation_loss=check, current_loss=current)
+        finally:
+            self._eval_batches.release()  # the kept eval batches are not needed past the decision
         self._agree_across_ranks()
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
 

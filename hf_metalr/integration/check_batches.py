@@ -184,13 +184,14 @@ class EvalBatchCapture:
             self._armed = was_armed
 
     def current_loss(self, device) -> float:
-        """The kept batches' mean loss, as the Trainer's evaluation computed it, across processes."""
+        """The kept batches' mean loss, as the Trainer's evaluation computed it (or :meth:`keep`),
+        across processes."""
         return _weighted_mean([(loss * multiplier, weight) for _, _, loss, multiplier, weight in self._calls], device)
 
     def replayed_loss(self, model: torch.nn.Module, *, settle: bool = True) -> float:
         """The mean loss of ``model`` as it is now (the average swapped in, say) on the kept batches,
-        called exactly as the Trainer's evaluation called it, in eval mode and without grad (the
-        mode restored after); across processes, like ``current_loss``.
+        called exactly as the Trainer's evaluation called it (or :meth:`keep`), in eval mode and
+        without grad (the mode restored after); across processes, like ``current_loss``.
 
         ``settle``: on each process the ``FIRST_CHECK_BATCHES`` kept batches that carry the most of
         the current weights' loss (their loss times its multiplier in the mean) are replayed first,
