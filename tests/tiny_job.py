@@ -169,6 +169,11 @@ def main(argv=None):
     if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+        # and the interpreter's teardown, after it, once hung for good in rank 0 (gloo's threads; the other rank
+        # had exited): everything is written, so leave without it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
