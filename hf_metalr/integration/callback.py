@@ -290,7 +290,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
         check, current = None, None
-        if self.controller.iterate_average is not None:  # after fewer than two steps the gain reads nothing
+        if self.controller.iterate_average is not None:
             self._eval_batches.disarm()
             model = kwargs.get("model")
             ready = not self._skip_average_check and model is not None and self.controller.measures_iterate_average()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 import torch
 
@@ -164,24 +165,15 @@ class EvalBatchCapture:
         gave none to keep. A batch that is not a mapping, or on which the model returns no loss, is
         left out. Each batch weighs its size."""
         device = next(model.parameters()).device
-        was_armed, self._armed = self._armed, False
-        was_training = model.training
-        model.eval()
         self._calls = []
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    if not isinstance(batch, Mapping):
-                        continue
-                    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-                    loss = output_loss(model(**batch))
-                    if loss is None:
-                        continue
-                    size = float(_batch_size(list(batch.values())))
-                    self._calls.append(((), batch, float(loss), size, size))
-        finally:
-            model.train(was_training)
-            self._armed = was_armed
+        with self._own_forwards(model):
+            for batch in batches:
+                if not isinstance(batch, Mapping):
+                    continue
+                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+                loss = output_loss(model(**batch))
+                if loss is not None:
+                    self._calls.append(((), batch, float(loss), *self._weighting(list(batch.values()), None)))
 
     def current_loss(self, device) -> float:
         """The kept batches' mean loss, as the Trainer's evaluation computed it (or :meth:`keep`),
@@ -223,20 +215,27 @@ class EvalBatchCapture:
 
     def _replay(self, model: torch.nn.Module, calls) -> list[tuple[float, float]]:
         """``(loss times multiplier, weight)`` of ``model`` on ``calls``, in eval mode and without grad."""
+        totals = []
+        with self._own_forwards(model):
+            for args, kwargs, _, multiplier, weight in calls:
+                loss = output_loss(model(*args, **kwargs))
+                if loss is not None:
+                    totals.append((float(loss) * multiplier, weight))
+        return totals
+
+    @contextmanager
+    def _own_forwards(self, model: torch.nn.Module):
+        """``model`` in eval mode and without grad for the check's own forwards, which are not kept;
+        its mode and the capture's listening restored after."""
         was_armed, self._armed = self._armed, False
         was_training = model.training
         model.eval()
-        totals = []
         try:
             with torch.no_grad():
-                for args, kwargs, _, multiplier, weight in calls:
-                    loss = output_loss(model(*args, **kwargs))
-                    if loss is not None:
-                        totals.append((float(loss) * multiplier, weight))
+                yield
         finally:
             model.train(was_training)
             self._armed = was_armed
-        return totals
 
 
 def validation_loss(model, dataloader) -> float:
