@@ -21,3 +21,18 @@ def test_probe_prints_the_gain_and_progress_of_every_evaluation(capsys):
     # at its good LR the digits ResNet descends: its average lags, and nothing reads as a bounce
     assert all(g < AVERAGE_GAIN for g in gains) and all(mark == " " for *_, mark, _ in cells)
     assert float(cells[-1][3]) > 0.5, "the metric column is the task's accuracy"
+
+
+def test_reads_between_evaluations_leave_the_evaluations_reads_alone(capsys):
+    """``--reads-per-interval 2`` adds one read half-way through every interval after the first
+    evaluation, in brackets, and changes neither the run nor the evaluation's own reads."""
+    module = load_benchmark("iterate_average_probe")
+    common = ["--task", "digits", "--multipliers", "10", "--seeds", "0", "--epochs", "2"]
+    assert module.main(common) == 0
+    plain = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("x10 seed 0:"))
+    assert module.main(common + ["--reads-per-interval", "2"]) == 0
+    probed = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("x10 seed 0:"))
+    inside = re.findall(r"\[([^\]]*)\]", probed)
+    assert len(inside) == 3  # intervals 2 to 4; none before the first evaluation, which has no earlier check
+    assert all(re.fullmatch(r"8:[+-][\d.]+/[+-][\d.]+\*?", read) for read in inside)  # half of 16 steps
+    assert re.sub(r"\[[^\]]*\] ", "", probed) == plain
