@@ -1,5 +1,6 @@
 """MetaLRCallback inside a real Trainer: setup checks, bad input, logs, trace, evaluate() outside training."""
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -7,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from transformers import Trainer, TrainerCallback
 
 from hf_metalr import MetaLRCallback, MetaLRController, read_trace
 from hf_metalr.integration.lr_binding import check_training_args
@@ -38,6 +40,35 @@ def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
     # one LR scale: logged as metalr/scale, traced as scale (and as lr_scale, its older name)
     assert [h["metalr/scale"] for h in evals] == [e["scale"] for e in trace] == [e["lr_scale"] for e in trace]
     assert (tmp_path / "metalr_policy.safetensors").exists() and (tmp_path / "metalr_policy.json").exists()
+
+
+class _RaiseAtStep(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise RuntimeError("a crash in the middle of training")
+
+
+def test_a_new_callback_on_the_model_of_a_crashed_run_removes_the_stale_hooks(tmp_path):
+    """A train() that raises skips on_train_end, which removes the callback's forward hooks; a new
+    Trainer with a new callback on the same model (a notebook after a crash) takes their place
+    instead of adding its own beside them, and at its end the model has none left."""
+    crashed = MetaLRCallback()
+    first = make_trainer(tmp_path / "first", callbacks=[crashed, _RaiseAtStep(7)])
+    with pytest.raises(RuntimeError, match="a crash"):
+        first.train()
+    model = first.model
+    assert len(model._forward_hooks) == 2, "the crashed run left its loss tap and eval-batch capture"
+    left = crashed._tap.pending()
+    second = Trainer(model=model, args=dataclasses.replace(first.args, output_dir=str(tmp_path / "second")),
+                     train_dataset=first.train_dataset, eval_dataset=first.eval_dataset,
+                     compute_metrics=accuracy, callbacks=[MetaLRCallback()])
+    second.train()
+    assert len(model._forward_hooks) == 0
+    assert crashed._tap.pending() == left and crashed._eval_batches.captured == 0, "the stale hooks read nothing more"
+    assert read_trace(tmp_path / "second" / "metalr_trace.jsonl")
 
 
 def test_metric_defaults_to_metric_for_best_model(tmp_path):

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 import torch
 
 from ..controller.controller import AVERAGE_GAIN
+from .model_hooks import register_forward_hook
 from .train_losses import collective_device, output_loss
 
 __all__ = ["AVERAGE_CHECK_BATCHES", "FIRST_CHECK_BATCHES", "SETTLED_GAIN", "EvalBatchCapture", "validation_loss",
@@ -114,7 +115,7 @@ class EvalBatchCapture:
         self.detach()
         self._module = model
         self._counts_across_processes = bool(counts_across_processes)
-        self._handle = model.register_forward_hook(self._hook, with_kwargs=True)
+        self._handle = register_forward_hook(model, "eval_batches", self._hook, with_kwargs=True)
 
     def detach(self) -> None:
         if self._handle is not None:

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .model_hooks import register_forward_hook
+
 __all__ = ["TrainLossTap", "output_loss", "collective_device"]
 
 
@@ -42,7 +44,7 @@ class TrainLossTap:
 
     def attach(self, model: torch.nn.Module) -> None:
         self.detach()
-        self._handle = model.register_forward_hook(self._hook)
+        self._handle = register_forward_hook(model, "train_losses", self._hook)
 
     def detach(self) -> None:
         if self._handle is not None:
