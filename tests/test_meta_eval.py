@@ -122,3 +122,16 @@ def test_paired_by_seed_counts_each_seed_and_runs_a_sign_test(meta_eval):
     assert meta_eval.paired_by_seed(metalr[:2], metalr[:2])["sign_test_p"] is None  # nothing differs
     x10 = meta_eval.summarize("digits", _by_lr(meta_eval))["by_multiplier"]["10.0"]
     assert x10["metalr_vs_best_static_by_seed"]["sooner"] == 2  # metalr reached in seeds 1 and 2; no static did
+
+
+def test_the_shipped_policy_card_holds_the_committed_held_out_sweep(meta_eval):
+    """The card's held_out_trainer_eval is what card_section makes of the committed sweep's
+    meta_eval.json: a partial rerun written into the shipped card, or a sweep committed without
+    refreshing the card, fails here."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    summaries = json.loads((root / "benchmarks/results/meta_eval/meta_eval.json").read_text())
+    expected = meta_eval.card_section(summaries, "benchmarks/results/meta_eval/meta_eval.md")
+    card = json.loads((root / "hf_metalr/policies/default.json").read_text())["card"]["held_out_trainer_eval"]
+    assert card == expected
