@@ -7,7 +7,7 @@ with fixed bars (a raise at the first evaluation needs ``grad_alignment >= 0.1``
 error matters. This trains the constant schedule through the standard Trainer up to the first
 evaluation (without evaluating) and reads the first interval's ``grad_alignment`` on every
 coordinate and on the sketches of ``--sketch-seeds`` seeds, for each window length in
-``--windows`` (256 is the shipped one; the module constant is set for the draw and put back).
+``--windows`` (32 is the shipped one, 256 the one before it; the module constant is set for the draw and put back).
 Per run it prints the exact value, the sketches' range and standard deviation, and how many
 parameter tensors a sketch reads on average (one ``index_select`` each per read: the per-step
 cost). Nothing acts on it.
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--multiplier", type=float, default=10.0, help="initial LR = this x the task's good LR")
     p.add_argument("--seeds", default="0", help="training seeds")
     p.add_argument("--sketch-seeds", default="0,1,2,3,4,5,6,7")
-    p.add_argument("--windows", default="256,32", help="window lengths to draw sketches with (256: the shipped one)")
+    p.add_argument("--windows", default="256,32", help="window lengths to draw sketches with (32: the shipped one, 256: the one before)")
     a = p.parse_args(argv)
     task = get_task(a.task)
     windows = [int(w) for w in a.windows.split(",")]

@@ -9,7 +9,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller import early_guard
-from hf_metalr.controller.alignment import GradientAlignment
+from hf_metalr.controller.alignment import WINDOW, GradientAlignment
 from hf_metalr.controller.serialization import tensors_to_text, text_to_tensors
 from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T,
                                              MOVED, PROGRESS, RAISE_PUNISHED, STUCK, STUCK_EVALUATIONS, UNDERSHOOT_ALIGNMENT,
@@ -73,7 +73,7 @@ def test_sketch_is_bounded_and_the_same_for_the_same_seed():
     c = GradientAlignment(params, sketch_size=1024, seed=4)
     assert 1000 <= a.coordinates <= 1024
     assert a._runs == b._runs and a._runs != c._runs
-    assert len(a._runs) <= 1024 // 256, "windows of 256: at most sketch_size / 256 runs to copy per step"
+    assert len(a._runs) <= 1024 // WINDOW, "windows of WINDOW: at most sketch_size / WINDOW runs to copy per step"
     small = GradientAlignment([torch.nn.Parameter(torch.zeros(10))], sketch_size=1024)
     assert small.coordinates == 10, "a model smaller than the sketch is read whole"
     tiny_sketch = GradientAlignment(params, sketch_size=100, seed=3)
@@ -519,7 +519,7 @@ def test_the_sketch_reads_exactly_its_runs_in_order():
               torch.nn.Parameter(torch.randn(5, generator=generator))]
     for p in params[:2] + params[3:]:  # the third parameter, in the sketch, gets no gradient
         p.grad = torch.randn(p.shape, generator=generator, dtype=p.dtype)
-    alignment = GradientAlignment(params, sketch_size=2048, seed=1)  # 8 windows of 256 over 2,405 coordinates
+    alignment = GradientAlignment(params, sketch_size=2048, seed=1)  # 2048 / WINDOW windows over 2,405 coordinates
     assert {i for i, _, _ in alignment._runs} == {0, 1, 2}, "the sketch spans several parameters"
 
     def by_runs(tensors):

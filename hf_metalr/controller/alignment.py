@@ -18,7 +18,7 @@ size (five preallocated float32 vectors of that length, for the gradient, the la
 current parameters, the last descent step and the parameters at the start, and their int64
 coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192); a step reads the sketch
 of the gradients and of the parameters with one ``index_select`` per parameter that holds a window
-(at most 32), written in place into those vectors. Every rank draws the same sketch.
+(at most 256), written in place into those vectors. Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
 (accumulated, synchronised across ranks, clipped), and :meth:`GradientAlignment.after_step` right
@@ -39,7 +39,8 @@ from .serialization import tensors_to_text, text_to_tensors
 __all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignment"]
 
 DEFAULT_SKETCH_SIZE = 8192
-WINDOW = 256
+WINDOW = 32  # 256 windows at the default size: short windows land in more of a model's tensors, whose
+# alignments differ, so the sketch's reading spreads less around the all-coordinate value (benchmarks/sketch_error.py)
 _SUMS = ("dot", "norms", "cos", "cos_sq", "steps")  # the accumulator's slots
 _FOLD_EVERY = 256  # steps kept on the device before they are added to the sums
 
