@@ -1,17 +1,22 @@
 """GPU smoke check of the three recipes (``make gpu-smoke``): full-size models, synthetic data, bf16.
 
 For each recipe (BERT-base / SST-2, ResNet-50 / CIFAR-10, wav2vec2-base / LibriSpeech) this runs the
-recipe's own ``main`` in-process twice, on synthetic local files in the hub schema and a randomly
-initialized full-size model (``--model_type``): once with ``--lr_schedule constant`` (no
-callback) and once with ``--lr_schedule metalr``. Shapes are the real ones: 128-token sentences,
-images at 224 x 224 at the model's input (CIFAR's 32 x 32 pixels, resized by the recipe), 16 kHz
-audio clips of 5-15 s. Training is bounded (``--steps``) with an evaluation every ``--eval_every``
-steps, each one a controller decision.
+recipe's own ``main`` in-process, on synthetic local files in the hub schema and a randomly
+initialized full-size model (``--model_type``): a short warm-up run (CUDA's and cuDNN's start-up),
+then ``--pairs`` interleaved pairs of runs with ``--lr_schedule constant`` (no callback) and
+``--lr_schedule metalr``, the order swapped every other pair. Shapes are the real ones: 128-token
+sentences, images at 224 x 224 at the model's input (CIFAR's 32 x 32 pixels, resized by the recipe),
+16 kHz audio clips of 5-15 s. Training is bounded (``--steps``) with an evaluation every
+``--eval_every`` steps, each one a controller decision.
 
-Reported per recipe: steps/s without and with the callback, and the callback's own overhead,
-timed around each of its event handlers: milliseconds per decision (``on_log``), the one-off
-setup and teardown (``on_train_begin``/``on_train_end``), and the share of the training time. Checked: finite losses, the expected number of decisions in the trace. Results
-go to ``<out>/gpu_smoke.json``. The whole run must finish in ``--budget_s`` (8 minutes).
+Reported per recipe: the wall-clock ratio per step with the callback over without (the median of
+the pairs), and the callback's own work, timed around each of its event handlers: milliseconds per
+optimizer step (the median call of each per-step handler, summed), per decision (``on_log``), the
+one-off setup and teardown, and its share of the training time. Then the gradient-alignment signal
+alone on BERT-base shapes on the GPU (ms per step, against a plain SGD update), and a check that the
+same gradients give the same readings on the CPU and on the GPU. Checked: finite losses, the
+expected number of decisions in the trace, CPU/GPU agreement. Results go to
+``<out>/gpu_smoke.json``. The whole run must finish in ``--budget_s`` (8 minutes).
 
 No network is needed (tokenizer and feature extractor are built locally). Without a CUDA GPU
 that supports bf16 it stops at once with exit code 2.
@@ -25,6 +30,7 @@ import gc
 import importlib
 import json
 import math
+import statistics
 import string
 import sys
 import time
@@ -143,26 +149,91 @@ class CallbackTimer:
             finally:
                 elapsed = time.perf_counter() - start
                 self.seconds += elapsed
+                self.durations.setdefault(name, []).append(elapsed)
                 self.calls[name] = self.calls.get(name, 0) + 1
                 self.per_event[name] = self.per_event.get(name, 0.0) + elapsed
 
         return timed
 
     def reset(self):
-        self.seconds, self.calls, self.per_event = 0.0, {}, {}
+        self.seconds, self.calls, self.per_event, self.durations = 0.0, {}, {}, {}
 
     def restore(self):
         for name, method in self.saved.items():
             setattr(self.cls, name, method)
 
 
-def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps: int, eval_every: int, timer: CallbackTimer) -> dict:
+EXTRA: list[str] = []  # more recipe flags (a dry run on the CPU sets --use_cpu)
+PER_STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step", "on_substep_end", "on_step_end")
+
+
+def alignment_on_cuda(repeats: int = 50) -> dict:
+    """The gradient-alignment signal on the GPU: its cost per optimizer step on BERT-base shapes
+    (CUDA-synchronised medians, against a plain in-place SGD update of the same parameters), and
+    whether the same gradients and updates give the same readings on the CPU and on the GPU."""
+    import statistics
+
+    import torch
+
+    from hf_metalr.controller.alignment import GradientAlignment
+
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    from overhead import bert_base_shapes
+
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter((torch.randn(s, generator=generator) * 0.02).cuda()) for s in bert_base_shapes()]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator).cuda()
+    alignment = GradientAlignment(params)
+    signal, update = [], []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        alignment.before_step()
+        alignment.after_step()
+        torch.cuda.synchronize()
+        signal.append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        with torch.no_grad():
+            torch._foreach_add_(params, [p.grad for p in params], alpha=-1e-9)
+        torch.cuda.synchronize()
+        update.append(time.perf_counter() - begin)
+    result = {"parameters": sum(p.numel() for p in params), "coordinates": alignment.coordinates,
+              "signal_ms_per_step": statistics.median(signal[2:]) * 1e3, "plain_update_ms": statistics.median(update[2:]) * 1e3}
+    del params, alignment
+    torch.cuda.empty_cache()
+
+    readings = {}
+    for device in ("cpu", "cuda"):
+        generator = torch.Generator().manual_seed(1)
+        small = [torch.nn.Parameter(torch.randn(s, generator=generator).to(device)) for s in ((300, 200), (200,), (50, 300))]
+        signal = GradientAlignment(small, sketch_size=1024)
+        for _ in range(20):
+            for p in small:
+                p.grad = torch.randn(p.shape, generator=generator).to(device) + 0.5 * p.detach()
+            signal.before_step()
+            with torch.no_grad():
+                torch._foreach_add_(small, [p.grad for p in small], alpha=-0.05)
+            signal.after_step()
+        window = signal.take()
+        values = [window.ratio, window.mean, window.t, signal.drift()]
+        readings[device] = values
+    result["readings"] = readings
+    result["max_cpu_cuda_difference"] = max(abs(a - b) for a, b in zip(readings["cpu"], readings["cuda"]))
+    if not all(math.isfinite(v) for v in readings["cuda"]) or result["max_cpu_cuda_difference"] > 1e-4:
+        raise RuntimeError(f"alignment readings differ between CPU and CUDA: {readings}")
+    return result
+
+
+def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps: int, eval_every: int, timer: CallbackTimer,
+               tag: str = "") -> dict:
     import torch
 
     if str(ROOT / "recipes") not in sys.path:
         sys.path.insert(0, str(ROOT / "recipes"))
     module = importlib.import_module(f"run_{name}")
-    output_dir = out / f"{name}_{schedule}"
+    output_dir = out / f"{name}_{schedule}{tag}"
     argv = [
         *data_args,
         "--output_dir", str(output_dir), "--lr_schedule", schedule, "--bf16", "true",
@@ -170,7 +241,7 @@ def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps:
         "--logging_steps", str(eval_every), "--save_strategy", "no", "--learning_rate", "1e-4",
         "--num_evaluations", str(steps // eval_every), "--max_eval_samples", "64", "--max_test_samples", "64",
         "--per_device_eval_batch_size", "16", "--dataloader_num_workers", "4", "--disable_tqdm", "true",
-        "--report_to", "none",
+        "--report_to", "none", *EXTRA,
     ]
     timer.reset()
     metrics = module.main(argv)
@@ -188,6 +259,8 @@ def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps:
         "callback_s": timer.seconds,
         "callback_calls": dict(timer.calls),
         "callback_s_per_event": dict(timer.per_event),
+        # the median call of each per-step handler, summed: free of the one-off work of the first steps
+        "callback_ms_per_step_median": 1000 * sum(statistics.median(timer.durations[n]) for n in PER_STEP_EVENTS if n in timer.durations),
     }
     if schedule == "metalr":
         trace = [json.loads(line) for line in (output_dir / "metalr_trace.jsonl").read_text().splitlines() if line.strip()]
@@ -202,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/gpu_smoke", help="output folder (data, runs, gpu_smoke.json)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated subset of: " + ", ".join(RECIPES))
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
-    parser.add_argument("--eval_every", type=int, default=8, help="steps between evaluations (controller decisions)")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
+    parser.add_argument("--eval_every", type=int, default=25, help="steps between evaluations (controller decisions)")
+    parser.add_argument("--pairs", type=int, default=2, help="interleaved pairs of runs without and with the callback")
     parser.add_argument("--budget_s", type=float, default=480.0, help="fail when the whole check takes longer")
     args = parser.parse_args(argv)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
@@ -228,29 +302,47 @@ def main(argv: list[str] | None = None) -> int:
             data_dir = out / "data" / name
             data_dir.mkdir(parents=True, exist_ok=True)
             data_args = DATA[name](data_dir, *SIZES[name], rng)
-            runs = {s: run_recipe(name, data_args, out, s, args.steps, args.eval_every, timer) for s in ("constant", "metalr")}
-            with_cb, without = runs["metalr"], runs["constant"]
+            # a short run first takes CUDA's and cuDNN's one-off start-up out of the timed ones
+            run_recipe(name, data_args, out, "constant", args.eval_every, args.eval_every, timer, tag="_warmup")
+            pairs = []
+            for pair in range(args.pairs):  # interleaved, the order swapped every other pair
+                order = ("constant", "metalr") if pair % 2 == 0 else ("metalr", "constant")
+                pairs.append({s: run_recipe(name, data_args, out, s, args.steps, args.eval_every, timer, tag=f"_{pair}") for s in order})
+            ratios = [p["constant"]["steps_per_second"] / p["metalr"]["steps_per_second"] for p in pairs]
+            runs = {"constant": pairs[-1]["constant"], "metalr": pairs[-1]["metalr"], "pairs": pairs}
+            with_cb = runs["metalr"]
             events = with_cb["callback_s_per_event"]
+            per_step_s = sum(events.get(name, 0.0) for name in PER_STEP_EVENTS)
             runs["overhead"] = {
-                "steps_per_second_ratio": with_cb["steps_per_second"] / without["steps_per_second"],
+                # wall per step with the callback over without, the median of the pairs
+                "wall_ratio_median": statistics.median(ratios),
+                "wall_ratios": ratios,
+                "callback_ms_per_step_median": with_cb["callback_ms_per_step_median"],
+                "step_ms_without_callback": 1000 / pairs[-1]["constant"]["steps_per_second"],
                 # on_log carries the decisions (and sees every training log line too)
                 "callback_ms_per_decision": 1000 * events.get("on_log", 0.0) / with_cb["decisions"],
-                "callback_setup_ms": 1000 * (with_cb["callback_s"] - events.get("on_log", 0.0)),
+                "callback_ms_per_step": 1000 * per_step_s / args.steps,
+                "callback_setup_ms": 1000 * (with_cb["callback_s"] - events.get("on_log", 0.0) - per_step_s),
                 "callback_share_of_training": with_cb["callback_s"] / with_cb["train_runtime_s"],
             }
             report["recipes"][name] = runs
     finally:
         timer.restore()
+    report["alignment"] = alignment_on_cuda()
     report["total_s"] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_smoke.json").write_text(json.dumps(report, indent=2))
 
     print(f"\n{report['device']}, {args.steps} steps, a decision every {args.eval_every}, bf16")
-    print(f"{'recipe':<12} {'steps/s (no cb)':>16} {'steps/s (metalr)':>17} {'cb ms/decision':>15} {'cb setup ms':>12} {'cb share':>9}")
+    print(f"{'recipe':<12} {'ms/step (no cb)':>16} {'wall ratio':>11} {'cb ms/step':>11} {'cb ms/decision':>15} {'cb setup ms':>12} {'cb share':>9}")
     for name, runs in report["recipes"].items():
         o = runs["overhead"]
-        print(f"{name:<12} {runs['constant']['steps_per_second']:>16.2f} {runs['metalr']['steps_per_second']:>17.2f} "
+        print(f"{name:<12} {o['step_ms_without_callback']:>16.1f} {o['wall_ratio_median']:>11.3f} {o['callback_ms_per_step_median']:>11.2f} "
               f"{o['callback_ms_per_decision']:>15.1f} {o['callback_setup_ms']:>12.1f} {100 * o['callback_share_of_training']:>8.2f}%")
+    a = report["alignment"]
+    print(f"alignment signal on BERT-base shapes ({a['parameters'] / 1e6:.1f}M parameters, {a['coordinates']} coordinates): "
+          f"{a['signal_ms_per_step']:.3f} ms/step vs {a['plain_update_ms']:.3f} ms for a plain SGD update; "
+          f"CPU and CUDA readings differ by at most {a['max_cpu_cuda_difference']:.2e}")
     print(f"total {report['total_s']:.0f} s -> {out / 'gpu_smoke.json'}")
     if report["total_s"] > args.budget_s:
         print(f"gpu-smoke: took {report['total_s']:.0f} s, over the {args.budget_s:.0f} s budget", file=sys.stderr)

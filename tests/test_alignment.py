@@ -535,6 +535,52 @@ def test_the_sketch_reads_exactly_its_runs_in_order():
     assert torch.equal(alignment._read([p.grad for p in params], 0), by_runs([p.grad for p in params]))
 
 
+def test_the_pointer_gathers_tables_address_what_the_index_select_reads_read():
+    """The GPU's one-launch read (``pointer_gather``) loads coordinate ``c`` from owner ``slot[c]`` at
+    ``offset[c]``: emulated here with plain indexing, its tables give the index_select read's values
+    in its order. The kernel itself needs CUDA and Triton (``make gpu-smoke`` and
+    ``benchmarks/gpu_step_cost.py`` compare the two reads there, bit for bit); on the CPU the
+    fallback is the only path."""
+    from hf_metalr.controller.pointer_gather import gather_tables, pointer_gather_available
+
+    generator = torch.Generator().manual_seed(5)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in ((300, 40), (900,), (64, 64), (700,))]
+    alignment = GradientAlignment(params, sketch_size=1024, seed=2)
+    assert len(alignment._owners) >= 3
+    slot, offset = gather_tables([index for _, index in alignment._owners])
+    owned = [params[i].detach().reshape(-1) for i, _ in alignment._owners]
+    emulated = torch.stack([owned[k][o] for k, o in zip(slot.tolist(), offset.tolist())])
+    assert torch.equal(emulated, alignment._current_params())
+    assert not pointer_gather_available(torch.device("cpu")) and alignment._gather is None
+
+
+@pytest.mark.parametrize("fault", ["raises", "reads wrong values"])
+def test_a_one_launch_read_that_fails_its_first_check_falls_back_with_a_warning(monkeypatch, fault):
+    """On a GPU the one-launch read is checked against the index_select read once, at the start; a
+    Triton that cannot build the kernel, or a read that differs, leaves the index_select read, with a
+    warning that names it, and the signal keeps working."""
+    import hf_metalr.controller.alignment as alignment_module
+
+    class Faulty:
+        def __init__(self, indices, device):
+            pass
+
+        def accepts(self, tensors):
+            return True
+
+        def __call__(self, tensors, out):
+            if fault == "raises":
+                raise RuntimeError("no kernel")
+            return out.fill_(1.0)
+
+    monkeypatch.setattr(alignment_module, "pointer_gather_available", lambda device: True)
+    monkeypatch.setattr(alignment_module, "PointerGather", Faulty)
+    with pytest.warns(RuntimeWarning, match="one index_select per parameter instead"):
+        alignment = quadratic_run(lr=0.1)
+    assert alignment._gather is None
+    assert alignment.take().t > EVIDENCE_T, "the fallback read still says the steps are too short"
+
+
 def test_the_undo_of_a_punished_raise_survives_a_resume():
     ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
     theta = torch.nn.Parameter(torch.ones(8))

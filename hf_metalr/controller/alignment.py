@@ -18,7 +18,9 @@ size (five preallocated float32 vectors of that length, for the gradient, the la
 current parameters, the last descent step and the parameters at the start, and their int64
 coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192); a step reads the sketch
 of the gradients and of the parameters with one ``index_select`` per parameter that holds a window
-(at most 256), written in place into those vectors. Every rank draws the same sketch.
+(at most 256), written in place into those vectors; on a CUDA device with Triton, one kernel launch
+reads them all through a table of the tensors' addresses (:mod:`.pointer_gather`, the same values).
+Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
 (accumulated, synchronised across ranks, clipped), and :meth:`GradientAlignment.after_step` right
@@ -31,9 +33,11 @@ zero (an fp16 step skipped on overflow), adds nothing. The cosine is scale-free,
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
+from .pointer_gather import PointerGather, pointer_gather_available
 from .serialization import tensors_to_text, text_to_tensors
 
 __all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignment"]
@@ -100,6 +104,9 @@ class GradientAlignment:
         self._runs = self._draw_sketch()
         self._device = self.params[0].device
         self._owners = self._index_owners()
+        # on a GPU, one launch reads every owner's part (the same values as the index_select reads)
+        self._gather = (PointerGather([index for _, index in self._owners], self._device)
+                        if pointer_gather_available(self._device) else None)
         # Preallocated float32 sketches, written in place at every step (no allocation, no cat): the
         # gradient, two parameter sketches taking turns as "the last" and "the current", the descent,
         # and the parameters at the first read (for ``drift``).
@@ -110,6 +117,29 @@ class GradientAlignment:
         self._initial: torch.Tensor | None = None  # the sketch at the first read (the run's start)
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
         self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
+        if self._gather is not None:
+            self._gather = self._checked_gather()
+
+    def _checked_gather(self) -> PointerGather | None:
+        """The one-launch read if it reads the parameters as the index_select reads do, bit for bit
+        (once, at the start: it builds the kernel); None, with a warning, if it fails or differs, and
+        None when the parameters are not float32 (it would never be used)."""
+        gather, self._gather = self._gather, None
+        owned = [self.params[i] for i, _ in self._owners]
+        if not gather.accepts(owned):
+            return None
+        expected = self._read(self.params, 4).clone()
+        try:
+            same = torch.equal(gather(owned, self._buffers[4]), expected)
+            problem = "it read other values than index_select"
+        except Exception as exc:  # a Triton that cannot build or launch the kernel
+            same, problem = False, f"{type(exc).__name__}: {exc}"
+        if not same:
+            warnings.warn(f"GradientAlignment: the one-launch sketch read on {self._device} is off ({problem}); "
+                          "reading with one index_select per parameter instead (slower on a GPU, same values)",
+                          RuntimeWarning, stacklevel=3)
+            return None
+        return gather
 
     def _draw_sketch(self) -> list[tuple[int, int, int]]:
         """The sketch as runs of consecutive coordinates ``(parameter index, start, stop)``, in
@@ -151,6 +181,10 @@ class GradientAlignment:
         ``index_select`` per owning parameter; a missing one (a parameter that got no gradient this
         step, which the optimizer leaves unchanged) reads as zeros. Other dtypes and devices are read
         and then copied in (float32 rounds a float64 value once, as a ``.float()`` would)."""
+        if self._gather is not None:
+            owned = [tensors[i] for i, _ in self._owners]
+            if self._gather.accepts(owned):
+                return self._gather(owned, self._buffers[buffer])
         with torch.no_grad():
             for (i, index), slot in zip(self._owners, self._slots[buffer]):
                 tensor = tensors[i]

@@ -51,15 +51,22 @@ class IterateAverage:
             if self._average is None:
                 self._average = [p.detach().to(torch.float32, copy=True) for p in self.params]
                 self.steps = 1
+                self._split()
                 return
             self.steps += 1
             weight = 1.0 / self.steps
-            full = [(a, p.detach()) for a, p in zip(self._average, self.params) if p.dtype == torch.float32]
-            if full:  # in place, no temporary of the weights' size
-                torch._foreach_lerp_([a for a, _ in full], [p for _, p in full], weight)
-            for average, p in zip(self._average, self.params):
-                if p.dtype != torch.float32:  # one tensor's float32 copy at a time (bf16, fp16)
-                    average.lerp_(p.detach().float(), weight)
+            if self._full[0]:  # in place, no temporary of the weights' size
+                torch._foreach_lerp_(*self._full, weight)
+            for average, p in self._other:  # one tensor's float32 copy at a time (bf16, fp16)
+                average.lerp_(p.detach().float(), weight)
+
+    def _split(self) -> None:
+        """The average's tensors and their parameters as two lists for one ``_foreach_lerp_`` (float32
+        parameters), and the pairs folded one at a time (other dtypes): made once per interval, not
+        at every step (the host time of a list over every parameter shows on a GPU)."""
+        pairs = list(zip(self._average, self.params))
+        self._full = ([a for a, p in pairs if p.dtype == torch.float32], [p for a, p in pairs if p.dtype == torch.float32])
+        self._other = [(a, p) for a, p in pairs if p.dtype != torch.float32]
 
     @contextmanager
     def swapped_in(self):
@@ -131,6 +138,7 @@ class IterateAverage:
                              f"({len(average)} tensors against {len(shapes)}): resume with the same model")
         self._average = [a.to(device=p.device, dtype=torch.float32).clone() for a, p in zip(average, self.params)]
         self.steps = int(state["steps"])
+        self._split()
 
     def forget(self) -> None:
         """Drop the interval in progress and the last check's loss: the next :meth:`gain` has no

@@ -1,0 +1,102 @@
+"""A sketch's coordinates read from many CUDA tensors in one kernel launch, through a table of addresses.
+
+:class:`~hf_metalr.controller.alignment.GradientAlignment` reads its sketch from the parameter
+tensors that hold a window (55 of BERT-base's 199) twice per optimizer step, the gradients and the
+parameters. With one ``index_select`` per tensor that is about 110 kernel launches, 2.2 ms of host
+time a step on an H200's host, twice a fused AdamW step (``benchmarks/gpu_step_cost.py``); the
+Trainer waits for every step's loss, so that host time adds to the wall time.
+
+:class:`PointerGather` fixes each coordinate's (tensor slot, offset) on the device once. A read
+writes the tensors' addresses into a pinned host buffer, copies them to the device asynchronously
+(a ring of buffers, each reused only once its copy has finished) and launches one Triton kernel that
+loads every coordinate through its tensor's address: the same float32 values as the
+``index_select`` reads, bit for bit, with no host synchronisation. It takes float32 contiguous
+tensors on its device only; :meth:`PointerGather.accepts` says whether a list qualifies, and the
+caller falls back to ``index_select`` otherwise. :func:`pointer_gather_available` is False without
+CUDA or Triton (a CPU machine): the fallback is then the only path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["PointerGather", "pointer_gather_available"]
+
+_RING = 4  # pinned address buffers taking turns
+_BLOCK = 1024
+_kernel = None
+
+
+def pointer_gather_available(device: torch.device) -> bool:
+    """Whether :class:`PointerGather` can run on ``device``: a CUDA device and an importable Triton."""
+    if device.type != "cuda":
+        return False
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gather_kernel():
+    global _kernel
+    if _kernel is None:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def gather(table, slot, offset, out, n, BLOCK: tl.constexpr):
+            i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+            inside = i < n
+            base = tl.load(table + tl.load(slot + i, mask=inside, other=0), mask=inside, other=0)
+            source = base.to(tl.pointer_type(tl.float32)) + tl.load(offset + i, mask=inside, other=0)
+            tl.store(out + i, tl.load(source, mask=inside, other=0.0), mask=inside)
+
+        _kernel = gather
+    return _kernel
+
+
+def gather_tables(indices: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(slot, offset)``, int64 on the CPU: for each coordinate, in the order of ``indices``
+    (one flat index tensor per owning tensor), which owning tensor it is in and where."""
+    slot = torch.cat([torch.full((len(index),), k, dtype=torch.int64) for k, index in enumerate(indices)])
+    offset = torch.cat([index.to("cpu", torch.int64) for index in indices])
+    return slot, offset
+
+
+class PointerGather:
+    """Reads ``indices[k]`` of the ``k``-th of a list of tensors into one float32 vector, in one launch."""
+
+    def __init__(self, indices: list[torch.Tensor], device: torch.device):
+        self.device = torch.device(device)
+        self.owners = len(indices)
+        slot, offset = gather_tables(indices)
+        self.coordinates = len(slot)
+        self._slot, self._offset = slot.to(self.device), offset.to(self.device)
+        self._host = [torch.empty(self.owners, dtype=torch.int64).pin_memory() for _ in range(_RING)]
+        self._table = [torch.empty(self.owners, dtype=torch.int64, device=self.device) for _ in range(_RING)]
+        self._copied: list[torch.cuda.Event | None] = [None] * _RING
+        self._turn = 0
+
+    def accepts(self, tensors) -> bool:
+        """Whether every tensor is float32, contiguous and on this gather's device."""
+        device = self.device
+        return all(t is not None and t.dtype == torch.float32 and t.device == device and t.is_contiguous()
+                   for t in tensors)
+
+    def __call__(self, tensors, out: torch.Tensor) -> torch.Tensor:
+        """``out[c] = tensors[slot[c]].flatten()[offset[c]]`` for every coordinate ``c``; ``tensors``
+        must pass :meth:`accepts` and stay alive until the kernel has run (stream order sees to it)."""
+        k = self._turn
+        self._turn = (k + 1) % _RING
+        if self._copied[k] is not None:
+            self._copied[k].synchronize()  # the copy from this buffer _RING reads ago: long finished
+        host = self._host[k]
+        host.copy_(torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64))
+        table = self._table[k].copy_(host, non_blocking=True)
+        event = self._copied[k] = torch.cuda.Event()
+        event.record()
+        grid = ((self.coordinates + _BLOCK - 1) // _BLOCK,)
+        _gather_kernel()[grid](table, self._slot, self._offset, out, self.coordinates, BLOCK=_BLOCK)
+        return out
