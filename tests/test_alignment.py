@@ -172,7 +172,11 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         # the parameters went a long way while the metric stayed at its first level: whatever the alignment, no raise
         (2.0, {"param_drift": MOVED, "objective_vs_first": 0.0}, "raise held: the parameters have moved by 1.00"),
         (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001}, "raise held: the parameters have moved"),
-        (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK}, None),  # 5% below the first level: not stuck
+        # ... nor while the metric is not yet PROGRESS below its first level (a run just leaving a plateau at a good
+        # LR, whose steps went far before it moved: a raise then overshoots)
+        (2.0, {"param_drift": 4.0, "objective_vs_first": -STUCK}, "raise held: the parameters have moved"),
+        (2.0, {"param_drift": MOVED, "objective_vs_first": -PROGRESS + 0.001}, "raise held: the parameters have moved"),
+        (2.0, {"param_drift": 4.0, "objective_vs_first": -PROGRESS}, None),  # progress: the evidence decides
         (2.0, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, None),  # not that far yet
         # ... and, stuck there for STUCK_EVALUATIONS evaluations in a row, a cut the policy asks for goes through,
         # whatever the alignment and the trend: the steps go far and gain nothing

@@ -25,9 +25,10 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   metric did not get worse since the last decision (by more than ``RAISE_PUNISHED``, 1%: a plateau's
   noise does not hold a raise); at the first evaluation, where no metric trend
   backs it, it needs a clear undershoot (``grad_alignment >= UNDERSHOOT_ALIGNMENT``), as a cut then
-  needs a clear overshoot; and no raise is applied while the run is stuck at its first evaluation's
-  level (not ``STUCK`` below it) after its parameters moved by their whole starting norm
-  (``param_drift >= MOVED``): a stuck run's alignment does not say which way the LR is wrong;
+  needs a clear overshoot; and no raise is applied once the parameters have moved by their whole
+  starting norm (``param_drift >= MOVED``) while the metric is not yet ``PROGRESS`` below its first
+  evaluation's: steps that went that far are not too short, and the alignment of a run stuck there,
+  or just leaving a plateau at a good LR, does not say which way the LR is wrong;
 - when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
   the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is at
   or above the initial LR: steps that went that far and gained nothing were too long. In a row, so
@@ -149,10 +150,11 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                           "steps bounce around a valley floor")
         if _worse_for_a_raise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
-        if _moved_but_stuck(features):
+        if _moved_far_without_progress(features):
             return True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
-                          "while the metric stayed at its first evaluation's level: the steps are not too short, and a "
-                          "stuck run's alignment does not tell which way the LR is wrong")
+                          f"while the metric gained less than the progress bar ({1 - math.exp(-PROGRESS):.0%} below the first "
+                          "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
+                          "the LR is wrong")
         if not (t >= EVIDENCE_T and ratio > 0):
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
         if first and ratio < UNDERSHOOT_ALIGNMENT:
@@ -204,6 +206,13 @@ def _moved_but_stuck(features: dict[str, float]) -> bool:
     evaluations in a row, a cut asked for goes through; absent drift: no)."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("objective_vs_first", 0.0) > -STUCK)
+
+
+def _moved_far_without_progress(features: dict[str, float]) -> bool:
+    """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
+    not yet ``PROGRESS`` below the first evaluation's: a raise is held (a stuck run, ``_moved_but_stuck``,
+    is one such; so is a run just leaving a plateau at a good LR, whose steps went far before it moved)."""
+    return features.get("param_drift", 0.0) >= MOVED and not _made_progress(features)
 
 
 def _worse_for_a_raise(features: dict[str, float]) -> bool:
