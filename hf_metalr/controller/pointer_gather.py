@@ -94,9 +94,10 @@ class PointerGather:
             self._copied[k].synchronize()  # the copy from this buffer _RING reads ago: long finished
         host = self._host[k]
         host.copy_(torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64))
-        table = self._table[k].copy_(host, non_blocking=True)
-        event = self._copied[k] = torch.cuda.Event()
-        event.record()
-        grid = ((self.coordinates + _BLOCK - 1) // _BLOCK,)
-        _gather_kernel()[grid](table, self._slot, self._offset, out, self.coordinates, BLOCK=_BLOCK)
+        with torch.cuda.device(self.device):  # the tensors' device, whichever is current (one stream, in order)
+            table = self._table[k].copy_(host, non_blocking=True)
+            event = self._copied[k] = torch.cuda.Event()
+            event.record()
+            grid = ((self.coordinates + _BLOCK - 1) // _BLOCK,)
+            _gather_kernel()[grid](table, self._slot, self._offset, out, self.coordinates, BLOCK=_BLOCK)
         return out
