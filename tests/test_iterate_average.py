@@ -35,6 +35,33 @@ def test_the_average_is_the_mean_of_the_iterates_and_the_swap_puts_the_parameter
     assert theta.detach().tolist() == [0.5, 0.25], "put back after an error too"
 
 
+@pytest.mark.parametrize("end", ["gain", "restart", "forget", "load an empty state"])
+def test_the_average_of_an_interval_is_freed_when_it_ends(end):
+    """One float32 copy of the weights at a time: once an interval ends, nothing holds its average,
+    so the next interval's copy is not allocated beside it; a fold after it still gives the mean."""
+    import gc
+    import weakref
+
+    theta, average = _walk([[1.0, 3.0], [2.0, -1.0]])
+    copy = weakref.ref(average._average[0])
+    if end == "gain":
+        average.gain(_bowl(theta))
+    elif end == "restart":
+        average.restart(_bowl(theta))
+    elif end == "forget":
+        average.forget()
+    else:
+        average.load_state_dict({"steps": 0, "average": [], "last_loss": None})
+    gc.collect()
+    assert copy() is None
+    for point in ([4.0, 0.0], [0.0, 2.0]):
+        with torch.no_grad():
+            theta.copy_(torch.tensor(point))
+        average.after_step()
+    with average.swapped_in():
+        assert theta.detach().tolist() == pytest.approx([2.0, 1.0])
+
+
 def test_the_gain_is_positive_when_the_iterates_bounce_around_a_floor_and_negative_while_they_descend():
     theta, bouncing = _walk([[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, 1.0]])
     assert bouncing.gain(_bowl(theta)) == pytest.approx(math.log(3.0 / 1.0))  # current 1+2, average at the floor 1

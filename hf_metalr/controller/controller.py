@@ -202,8 +202,9 @@ def _made_progress(features: dict[str, float]) -> bool:
 
 def _moved_but_stuck(features: dict[str, float]) -> bool:
     """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
-    not even ``STUCK`` below the first evaluation's (a raise is held; after ``STUCK_EVALUATIONS`` such
-    evaluations in a row, a cut asked for goes through; absent drift: no)."""
+    not even ``STUCK`` below the first evaluation's: after ``STUCK_EVALUATIONS`` such evaluations in a row,
+    a cut asked for goes through (absent drift: no). Raises are held in a wider state,
+    ``_moved_far_without_progress``."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("objective_vs_first", 0.0) > -STUCK)
 

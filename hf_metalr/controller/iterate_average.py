@@ -40,8 +40,7 @@ class IterateAverage:
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("IterateAverage needs at least one parameter that requires grad")
-        self._average: list[torch.Tensor] | None = None
-        self.steps = 0
+        self._drop_average()
         self.last_loss: float | None = None  # the current iterate's loss at the last check
         self.progress: float | None = None  # log(last_loss / loss now) of the last check; None at the first
 
@@ -59,6 +58,12 @@ class IterateAverage:
                 torch._foreach_lerp_(*self._full, weight)
             for average, p in self._other:  # one tensor's float32 copy at a time (bf16, fp16)
                 average.lerp_(p.detach().float(), weight)
+
+    def _drop_average(self) -> None:
+        """No average and no step in it; the fold's lists let go of the average's tensors too, so that
+        the next interval's copy is not allocated while the last one's is still held."""
+        self._average, self.steps = None, 0
+        self._full, self._other = ([], []), []
 
     def _split(self) -> None:
         """The average's tensors and their parameters as two lists for one ``_foreach_lerp_`` (float32
@@ -98,7 +103,7 @@ class IterateAverage:
             with self.swapped_in():
                 averaged = float(loss())
         finally:
-            self._average, self.steps = None, 0
+            self._drop_average()
         if not (math.isfinite(current) and math.isfinite(averaged) and current > 0 and averaged > 0):
             self.last_loss = None
             return None
@@ -117,7 +122,7 @@ class IterateAverage:
         try:
             current = float(loss()) if current is None else float(current)
         finally:
-            self._average, self.steps = None, 0
+            self._drop_average()
         self.last_loss = current if math.isfinite(current) and current > 0 else None
 
     def state_dict(self) -> dict:
@@ -130,12 +135,13 @@ class IterateAverage:
         self.last_loss = state.get("last_loss")
         average = list(state["average"])
         if not average:
-            self._average, self.steps = None, 0
+            self._drop_average()
             return
         shapes = [tuple(p.shape) for p in self.params]
         if [tuple(a.shape) for a in average] != shapes:
             raise ValueError("the saved iterate average does not fit this model's trainable parameters "
                              f"({len(average)} tensors against {len(shapes)}): resume with the same model")
+        self._drop_average()
         self._average = [a.to(device=p.device, dtype=torch.float32).clone() for a, p in zip(average, self.params)]
         self.steps = int(state["steps"])
         self._split()
@@ -143,4 +149,5 @@ class IterateAverage:
     def forget(self) -> None:
         """Drop the interval in progress and the last check's loss: the next :meth:`gain` has no
         progress to read."""
-        self._average, self.steps, self.last_loss, self.progress = None, 0, None, None
+        self._drop_average()
+        self.last_loss, self.progress = None, None

@@ -8,7 +8,7 @@ Trainer waits for every step's loss, so that host time adds to the wall time.
 
 :class:`PointerGather` fixes each coordinate's (tensor slot, offset) on the device once. A read
 writes the tensors' addresses into a pinned host buffer, copies them to the device asynchronously
-(a ring of buffers, each reused only once its copy has finished) and launches one Triton kernel that
+(a ring of buffers, each reused only once the read that last used it has finished) and launches one Triton kernel that
 loads every coordinate through its tensor's address: the same float32 values as the
 ``index_select`` reads, bit for bit, with no host synchronisation. It takes float32 contiguous
 tensors on its device only; :meth:`PointerGather.accepts` says whether a list qualifies, and the
@@ -73,6 +73,7 @@ class PointerGather:
         self.owners = len(indices)
         slot, offset = gather_tables(indices)
         self.coordinates = len(slot)
+        self._sizes = [int(index.max()) + 1 for index in indices]  # the least numel each owner needs
         self._slot, self._offset = slot.to(self.device), offset.to(self.device)
         self._host = [torch.empty(self.owners, dtype=torch.int64).pin_memory() for _ in range(_RING)]
         self._table = [torch.empty(self.owners, dtype=torch.int64, device=self.device) for _ in range(_RING)]
@@ -80,10 +81,11 @@ class PointerGather:
         self._turn = 0
 
     def accepts(self, tensors) -> bool:
-        """Whether every tensor is float32, contiguous and on this gather's device."""
+        """Whether every tensor is float32, contiguous, on this gather's device and large enough to
+        hold its coordinates (the kernel does not check bounds; ``index_select`` would raise)."""
         device = self.device
         return all(t is not None and t.dtype == torch.float32 and t.device == device and t.is_contiguous()
-                   for t in tensors)
+                   and t.numel() >= size for t, size in zip(tensors, self._sizes))
 
     def __call__(self, tensors, out: torch.Tensor) -> torch.Tensor:
         """``out[c] = tensors[slot[c]].flatten()[offset[c]]`` for every coordinate ``c``; ``tensors``
@@ -91,13 +93,13 @@ class PointerGather:
         k = self._turn
         self._turn = (k + 1) % _RING
         if self._copied[k] is not None:
-            self._copied[k].synchronize()  # the copy from this buffer _RING reads ago: long finished
+            self._copied[k].synchronize()  # the read that used these buffers _RING reads ago: long finished
         host = self._host[k]
         host.copy_(torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64))
         with torch.cuda.device(self.device):  # the tensors' device, whichever is current (one stream, in order)
             table = self._table[k].copy_(host, non_blocking=True)
-            event = self._copied[k] = torch.cuda.Event()
-            event.record()
             grid = ((self.coordinates + _BLOCK - 1) // _BLOCK,)
             _gather_kernel()[grid](table, self._slot, self._offset, out, self.coordinates, BLOCK=_BLOCK)
+            event = self._copied[k] = torch.cuda.Event()
+            event.record()  # after the kernel: both buffers of this turn are free once it has passed
         return out

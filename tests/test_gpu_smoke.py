@@ -1,0 +1,53 @@
+"""make gpu-smoke's driver (benchmarks/gpu_smoke.py) on a machine without a GPU: it stops at once with
+exit code 2 and says why, and, with the recipe runs stood in for, it warms up both schedules before
+timing, interleaves the pairs with the order swapped, and reports each pair's wall ratio. The recipe
+runs themselves need a CUDA GPU (measured on an H200: docs/controller.md, "On a GPU")."""
+
+import json
+
+import pytest
+import torch
+from benchmark_scripts import load_benchmark
+
+
+@pytest.fixture
+def gpu_smoke():
+    return load_benchmark("gpu_smoke")
+
+
+def test_without_a_gpu_it_stops_at_once_and_says_why(gpu_smoke, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_smoke.main(["--out", str(tmp_path)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "gpu_smoke.json").exists()
+
+
+def test_warm_ups_then_interleaved_pairs_and_their_ratios(gpu_smoke, tmp_path, monkeypatch):
+    runs = []
+    speed = {"constant": 10.0, "metalr": 9.0}
+
+    def fake_run(name, data_args, out, schedule, steps, eval_every, timer, tag=""):
+        runs.append((schedule, steps, tag))
+        result = {"steps_per_second": speed[schedule], "train_runtime_s": steps / speed[schedule], "losses": {},
+                  "callback_s": 0.2 if schedule == "metalr" else 0.0, "callback_calls": {"on_log": 4},
+                  "callback_s_per_event": {"on_log": 0.08, "on_optimizer_step": 0.1} if schedule == "metalr" else {},
+                  "callback_ms_per_step_median": 1.0 if schedule == "metalr" else 0.0}
+        if schedule == "metalr":
+            result["decisions"] = steps // eval_every
+        return result
+
+    monkeypatch.setattr(gpu_smoke, "require_gpu", lambda: None)
+    monkeypatch.setattr(gpu_smoke, "run_recipe", fake_run)
+    monkeypatch.setattr(gpu_smoke, "DATA", {"sst2": lambda root, n_train, n_test, rng: []})
+    monkeypatch.setattr(gpu_smoke, "alignment_on_cuda", lambda: {"parameters": 1e8, "coordinates": 8192,
+                                                                 "signal_ms_per_step": 0.3, "plain_update_ms": 0.4,
+                                                                 "max_cpu_cuda_difference": 0.0})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "stand-in")
+    assert gpu_smoke.main(["--out", str(tmp_path), "--recipes", "sst2", "--pairs", "3"]) == 0
+    assert runs == [("constant", 25, "_warmup"), ("metalr", 25, "_warmup"),
+                    ("constant", 100, "_0"), ("metalr", 100, "_0"), ("metalr", 100, "_1"), ("constant", 100, "_1"),
+                    ("constant", 100, "_2"), ("metalr", 100, "_2")]
+    overhead = json.loads((tmp_path / "gpu_smoke.json").read_text())["recipes"]["sst2"]["overhead"]
+    assert overhead["wall_ratios"] == pytest.approx([10 / 9] * 3)
+    assert overhead["callback_ms_per_decision"] == pytest.approx(20.0)  # 80 ms of on_log over 4 decisions
+    assert overhead["callback_ms_per_step"] == pytest.approx(1.0)  # 0.1 s of per-step handlers over 100 steps
