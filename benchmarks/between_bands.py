@@ -50,7 +50,10 @@ def summarize(task_name: str, multiplier: float, results: dict, schedules: list[
 
 
 def to_markdown(rows: list[dict], schedules: list[str]) -> str:
-    lines = ["| task | LR | " + " | ".join(schedules) + " | metalr vs constant, evaluations (sooner/same/later) | "
+    lines = ["# metalr against the constant LR between the sweep's bands (benchmarks/between_bands.py)", "",
+             "Median evaluations to the threshold per schedule (\"–\": the median run never reaches it); the final test "
+             "metric's median difference is per seed, > 0 when metalr is better.", "",
+             "| task | LR | " + " | ".join(schedules) + " | metalr vs constant, evaluations (sooner/same/later) | "
              "final test, metalr vs constant (better/same/worse, median diff) | worst seed (metalr vs constant) |",
              "|---|---|" + "---|" * (len(schedules) + 3)]
     for row in rows:
