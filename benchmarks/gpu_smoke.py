@@ -172,37 +172,17 @@ def alignment_on_cuda(repeats: int = 50) -> dict:
     """The gradient-alignment signal on the GPU: its cost per optimizer step on BERT-base shapes
     (CUDA-synchronised medians, against a plain in-place SGD update of the same parameters), and
     whether the same gradients and updates give the same readings on the CPU and on the GPU."""
-    import statistics
-
     import torch
 
     from hf_metalr.controller.alignment import GradientAlignment
 
     if str(ROOT / "benchmarks") not in sys.path:
         sys.path.insert(0, str(ROOT / "benchmarks"))
-    from overhead import bert_base_shapes
+    from overhead import alignment_step_ms
 
-    generator = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter((torch.randn(s, generator=generator) * 0.02).cuda()) for s in bert_base_shapes()]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=generator).cuda()
-    alignment = GradientAlignment(params)
-    signal, update = [], []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        begin = time.perf_counter()
-        alignment.before_step()
-        alignment.after_step()
-        torch.cuda.synchronize()
-        signal.append(time.perf_counter() - begin)
-        begin = time.perf_counter()
-        with torch.no_grad():
-            torch._foreach_add_(params, [p.grad for p in params], alpha=-1e-9)
-        torch.cuda.synchronize()
-        update.append(time.perf_counter() - begin)
-    result = {"parameters": sum(p.numel() for p in params), "coordinates": alignment.coordinates,
-              "signal_ms_per_step": statistics.median(signal[2:]) * 1e3, "plain_update_ms": statistics.median(update[2:]) * 1e3}
-    del params, alignment
+    signal_ms, update_ms, parameters, coordinates = alignment_step_ms(repeats, device="cuda")
+    result = {"parameters": parameters, "coordinates": coordinates, "signal_ms_per_step": signal_ms,
+              "plain_update_ms": update_ms}
     torch.cuda.empty_cache()
 
     readings = {}

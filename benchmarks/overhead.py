@@ -67,24 +67,29 @@ def bert_base_shapes() -> list[tuple[int, ...]]:
     return shapes + [(h, h), (h,)]
 
 
-def alignment_step_ms(repeats: int) -> tuple[float, float, int, int]:
-    """Median ms per step of the alignment signal and of a plain SGD update, on BERT-base shapes."""
+def alignment_step_ms(repeats: int, device: str = "cpu") -> tuple[float, float, int, int]:
+    """Median ms per step of the alignment signal and of a plain SGD update, on BERT-base shapes on
+    ``device`` (on CUDA each timing starts and ends with a device synchronisation)."""
     from hf_metalr.controller.alignment import GradientAlignment
 
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     generator = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(s, generator=generator) * 0.02) for s in bert_base_shapes()]
+    params = [torch.nn.Parameter((torch.randn(s, generator=generator) * 0.02).to(device)) for s in bert_base_shapes()]
     for p in params:
-        p.grad = torch.randn(p.shape, generator=generator)
+        p.grad = torch.randn(p.shape, generator=generator).to(device)
     alignment = GradientAlignment(params)
     signal, update = [], []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         alignment.before_step()
         alignment.after_step()
+        sync()
         signal.append(time.perf_counter() - start)
         start = time.perf_counter()
         with torch.no_grad():
             torch._foreach_add_(params, [p.grad for p in params], alpha=-1e-9)
+        sync()
         update.append(time.perf_counter() - start)
     return (statistics.median(signal[2:]) * 1e3, statistics.median(update[2:]) * 1e3,
             sum(p.numel() for p in params), alignment.coordinates)
