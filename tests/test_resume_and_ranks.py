@@ -110,6 +110,24 @@ def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_agree_when_only_one_sees_step_losses(tmp_path):
+    """Rank 1 computes its loss outside the model (a custom compute_loss), so only rank 0's tap sees
+    step losses. The ranks must still join the same collectives: both fall back to the logged losses,
+    the early-divergence guard reads no step on either, and both apply the same LRs (a rank that fed
+    its guard alone used to all-reduce against the other's gradient buckets)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535", JOB,
+           "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100",
+           "--loss_outside_the_model_on_rank", "1"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert applied(tmp_path, 0) == applied(tmp_path, 1) and len(applied(tmp_path, 0)) == 20
+    assert features(tmp_path, 0) == features(tmp_path, 1) and len(features(tmp_path, 0)) == 4
+    guards = [json.loads((tmp_path / f"early_guard.rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [g["early_guard"]["steps"] for g in guards] == [0, 0]
+    assert "carry no 'loss'" in proc.stderr
+
+
+@pytest.mark.slow
 def test_two_processes_with_the_gate_read_one_iterate_average_gain(tmp_path):
     """With the gate the iterate-average check runs on both ranks: each evaluates its own shard of the
     eval batches, the loss sums are all-reduced, so both ranks read the same gain and progress."""

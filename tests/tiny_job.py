@@ -87,7 +87,20 @@ class KillAfterSave(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def make_trainer(output_dir, *, callbacks=(), two_groups=False, compute_metrics=accuracy, seed=0, **overrides):
+class LossOutsideTheModel(Trainer):
+    """A custom ``compute_loss``: the model is called without labels and the loss is computed
+    here, so the model's outputs carry no ``loss`` for the callback's tap to read."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = nn.functional.cross_entropy(outputs["logits"], labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+def make_trainer(output_dir, *, callbacks=(), two_groups=False, compute_metrics=accuracy, seed=0, trainer_class=Trainer,
+                 **overrides):
     torch.manual_seed(seed)
     model = TinyClassifier()
     train, evals = digits_datasets()
@@ -119,7 +132,7 @@ def make_trainer(output_dir, *, callbacks=(), two_groups=False, compute_metrics=
             lr=args.learning_rate,
         )
         optimizers = (opt, None)
-    return Trainer(
+    return trainer_class(
         model=model,
         args=args,
         train_dataset=train,
@@ -143,6 +156,8 @@ def main(argv=None):
     p.add_argument("--resume", default=None)
     p.add_argument("--restore_callback_states", action="store_true")
     p.add_argument("--no_gate", action="store_true", help="let the policy move the LR without direction evidence")
+    p.add_argument("--loss_outside_the_model_on_rank", type=int, default=None,
+                   help="on this rank compute the loss in the Trainer (LossOutsideTheModel), not in the model")
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     out = Path(a.output_dir)
@@ -159,6 +174,7 @@ def main(argv=None):
         lr_scheduler_type=a.lr_scheduler_type,
         learning_rate=a.learning_rate,
         restore_callback_states_from_checkpoint=a.restore_callback_states,
+        trainer_class=LossOutsideTheModel if a.loss_outside_the_model_on_rank == rank else Trainer,
     )
     trainer.train(resume_from_checkpoint=a.resume)
     # looked up after training: with restore_callback_states_from_checkpoint the Trainer swaps in a new instance

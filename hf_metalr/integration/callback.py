@@ -156,6 +156,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._eval_batches = EvalBatchCapture()  # the Trainer's first evaluation batches, for the iterate-average check
         self._logged_losses: list[float] = []  # the fallback when the tap sees no loss
         self._warned_no_step_losses = False
+        self._step_losses_everywhere = False  # see _step_losses_on_every_rank
         self._skip_average_check = False  # a resume that could not find the interval's iterate average
 
     # -- ExportableState -------------------------------------------------------------------------
@@ -267,7 +268,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._tap.end_step()
         if self.controller.iterate_average is not None:
             self._eval_batches.arm()
-        if self.controller.guards_early_divergence and self._tap.seen_any:
+        if self.controller.guards_early_divergence and self._step_losses_on_every_rank():
             self._feed_the_early_guard(state, optimizer, lr_scheduler)
 
     def on_log(self, args, state, control, logs=None, optimizer=None, lr_scheduler=None, **kwargs):
@@ -415,13 +416,15 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         steps = self._tap.take()
         if steps:
             self.controller.observe_train_losses(steps)
-        elif not self._tap.seen_any:  # (with step losses, the guard took them all before the first decision)
+        elif not self._step_losses_on_every_rank():  # (with step losses, the guard took them all before the first
+            # decision)
             for loss in self._logged_losses:
                 self.controller.observe_train_losses([loss])
             if not self._warned_no_step_losses:
                 self._warned_no_step_losses = True
                 warnings.warn(
-                    "MetaLRCallback: the model's training outputs carry no 'loss' (a custom compute_loss?), so the "
+                    "MetaLRCallback: the model's training outputs carry no 'loss' (a custom compute_loss?), on this "
+                    "process or another, so the "
                     "controller sees only the logged training losses: its train_loss_noise feature reads 0, and the "
                     "early-divergence guard, which reads every step's loss before the first evaluation, is off. Return "
                     "the loss from the model's forward (as transformers models do when given labels) to give the "
@@ -430,6 +433,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     stacklevel=2,
                 )
         self._logged_losses = []
+
+    def _step_losses_on_every_rank(self) -> bool:
+        """Whether the tap has seen a training loss on every process: agreed by one small all-reduce
+        per call until it holds (then never again), so every rank joins the tap's collectives, or
+        falls back to the logged losses, together; with one process, the tap's own ``seen_any``."""
+        if not self._step_losses_everywhere:
+            self._step_losses_everywhere = _on_every_rank(self._tap.seen_any)
+        return self._step_losses_everywhere
 
     def _feed_the_early_guard(self, state, optimizer, lr_scheduler) -> None:
         """Before the first decision, hand each step's loss (averaged across processes, so every
