@@ -47,6 +47,7 @@ WINDOW = 32  # 256 windows at the default size: short windows land in more of a 
 # alignments differ, so the sketch's reading spreads less around the all-coordinate value (benchmarks/sketch_error.py)
 _SUMS = ("dot", "norms", "cos", "cos_sq", "steps")  # the accumulator's slots
 _FOLD_EVERY = 256  # steps kept on the device before they are added to the sums
+_GRAD, _PARAMS_A, _PARAMS_B, _DESCENT, _INITIAL = range(5)  # the sketch buffers, by role
 
 
 class AlignmentWindow:
@@ -107,9 +108,9 @@ class GradientAlignment:
         # on a GPU, one launch reads every owner's part (the same values as the index_select reads)
         self._gather = (PointerGather([index for _, index in self._owners], self._device)
                         if pointer_gather_available(self._device) else None)
-        # Preallocated float32 sketches, written in place at every step (no allocation, no cat): the
-        # gradient, two parameter sketches taking turns as "the last" and "the current", the descent,
-        # and the parameters at the first read (for ``drift``).
+        # Preallocated float32 sketches, written in place at every step (no allocation, no cat), by index:
+        # _GRAD, two parameter sketches taking turns as "the last" and "the current" (_PARAMS_A, _PARAMS_B),
+        # _DESCENT, and _INITIAL, the parameters at the first read (for ``drift``).
         self._buffers = [torch.empty(self.coordinates, dtype=torch.float32, device=self._device) for _ in range(5)]
         self._slots = [list(buffer.split([len(index) for _, index in self._owners])) for buffer in self._buffers]
         self._last_params: torch.Tensor | None = None  # the sketch after the last optimizer step
@@ -128,9 +129,9 @@ class GradientAlignment:
         owned = [self.params[i] for i, _ in self._owners]
         if not gather.accepts(owned):
             return None
-        expected = self._read(self.params, 4).clone()
+        expected = self._read(self.params, _INITIAL).clone()  # free until the first read
         try:
-            same = torch.equal(gather(owned, self._buffers[4]), expected)
+            same = torch.equal(gather(owned, self._buffers[_INITIAL]), expected)
             problem = "it read other values than index_select"
         except Exception as exc:  # a Triton that cannot build or launch the kernel
             same, problem = False, f"{type(exc).__name__}: {exc}"
@@ -198,7 +199,7 @@ class GradientAlignment:
 
     def _current_params(self) -> torch.Tensor:
         """The parameters' sketch, in the parameter buffer that does not hold the last one."""
-        return self._read(self.params, 2 if self._last_params is self._buffers[1] else 1)
+        return self._read(self.params, _PARAMS_B if self._last_params is self._buffers[_PARAMS_A] else _PARAMS_A)
 
     @property
     def coordinates(self) -> int:
@@ -211,7 +212,7 @@ class GradientAlignment:
             self._last_params = self._current_params()
         if self._descent is None or all(grads[i] is None for i, _ in self._owners):
             return
-        g, descent = self._read(grads, 0), self._descent
+        g, descent = self._read(grads, _GRAD), self._descent
         self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
         if len(self._pending) >= _FOLD_EVERY:
             self._fold()
@@ -234,10 +235,10 @@ class GradientAlignment:
         """Read the parameters after ``optimizer.step()``: the step's update is the difference."""
         current = self._current_params()
         if self._initial is None:  # the run's start: the parameters before the first step read
-            self._initial = self._buffers[4].copy_(self._last_params if self._last_params is not None else current)
+            self._initial = self._buffers[_INITIAL].copy_(self._last_params if self._last_params is not None else current)
         if self._last_params is not None:
             # a non-finite or zero one is skipped in before_step
-            self._descent = torch.sub(self._last_params, current, out=self._buffers[3])
+            self._descent = torch.sub(self._last_params, current, out=self._buffers[_DESCENT])
         self._last_params = current
 
     def drift(self) -> float:
@@ -274,7 +275,7 @@ class GradientAlignment:
         self._sums = torch.tensor(state["sums"], dtype=torch.float32, device=self._device)
         self._pending = []
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
-        self._last_params = self._buffers[1].copy_(tensors["last_params"]) if "last_params" in tensors else None
+        self._last_params = self._buffers[_PARAMS_A].copy_(tensors["last_params"]) if "last_params" in tensors else None
         # a checkpoint from before drift was kept has none: the next after_step starts it at the resumed parameters
-        self._initial = self._buffers[4].copy_(tensors["initial_params"]) if "initial_params" in tensors else None
-        self._descent = torch.neg(tensors["last_update"].to(self._device), out=self._buffers[3]) if "last_update" in tensors else None
+        self._initial = self._buffers[_INITIAL].copy_(tensors["initial_params"]) if "initial_params" in tensors else None
+        self._descent = torch.neg(tensors["last_update"].to(self._device), out=self._buffers[_DESCENT]) if "last_update" in tensors else None
