@@ -199,6 +199,18 @@ def test_meta_learner_is_adam_at_1e4_and_learns_online():
     assert MetaLRController(1e-3, meta_lr=3e-3).learner.optimizer.param_groups[0]["lr"] == 3e-3
 
 
+def test_a_decision_as_a_dict_has_every_field_and_its_own_features():
+    from dataclasses import asdict
+
+    decision = run(MetaLRController(1e-3, policy="random", seed=5), [2.0, 1.8])[-1]
+    record = decision.as_dict()
+    assert record == asdict(decision) and set(record) == {"index", "value", "reward", "multiplier", "applied",
+                                                          "action_index", "by_policy", "lr", "scale", "learned",
+                                                          "diverged", "features", "gate", "evidence"}
+    decision.features["objective_trend"] = 99.0  # the history keeps what was seen, not a later change
+    assert record["features"]["objective_trend"] != 99.0
+
+
 def test_state_dict_through_json_continues_identically():
     values = [2.0, 1.8, 1.7, 1.75, 1.5, 1.45, 1.46, 1.3, 1.31, 1.2, 1.1, 1.12]
     full = MetaLRController(1e-3, policy="random", seed=5)
