@@ -128,20 +128,37 @@ SIZES = {"sst2": (512, 64), "cifar10": (512, 64), "librispeech": (80, 8)}
 
 
 # -- callback timing -------------------------------------------------------------------------------
+def _decision_parts():
+    """The pieces of a decision timed apart, inside ``on_log``: (label, class, method name)."""
+    from hf_metalr.controller.controller import MetaLRController
+    from hf_metalr.controller.learner import ActorCriticLearner
+    from hf_metalr.integration.check_batches import EvalBatchCapture
+
+    return (
+        ("observe", MetaLRController, "observe"),  # the whole decision, the pieces below included
+        ("average_forwards", EvalBatchCapture, "replayed_loss"),  # the iterate average's loss on the kept batches
+        ("online_update", ActorCriticLearner, "update"),
+    )
+
+
 class CallbackTimer:
-    """Wraps every event handler of ``MetaLRCallback`` with a wall-clock timer."""
+    """Wraps every event handler of ``MetaLRCallback`` with a wall-clock timer, and the pieces of a
+    decision (:func:`_decision_parts`) with timers of their own that do not add to ``seconds``."""
 
     def __init__(self):
         from hf_metalr.integration.callback import MetaLRCallback
 
-        self.cls, self.saved = MetaLRCallback, {}
+        self.saved = []
         self.reset()
         for name, method in vars(MetaLRCallback).items():
             if name.startswith("on_") and callable(method):
-                self.saved[name] = method
-                setattr(MetaLRCallback, name, self._timed(name, method))
+                self._wrap(MetaLRCallback, name, name, method, handler=True)
+        for label, cls, name in _decision_parts():
+            self._wrap(cls, name, label, vars(cls)[name], handler=False)
 
-    def _timed(self, name, method):
+    def _wrap(self, cls, name, label, method, *, handler: bool):
+        self.saved.append((cls, name, method))
+
         @functools.wraps(method)
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -149,19 +166,22 @@ class CallbackTimer:
                 return method(*args, **kwargs)
             finally:
                 elapsed = time.perf_counter() - start
-                self.seconds += elapsed
-                self.durations.setdefault(name, []).append(elapsed)
-                self.calls[name] = self.calls.get(name, 0) + 1
-                self.per_event[name] = self.per_event.get(name, 0.0) + elapsed
+                if handler:
+                    self.seconds += elapsed
+                    self.durations.setdefault(label, []).append(elapsed)
+                    self.calls[label] = self.calls.get(label, 0) + 1
+                    self.per_event[label] = self.per_event.get(label, 0.0) + elapsed
+                else:
+                    self.parts[label] = self.parts.get(label, 0.0) + elapsed
 
-        return timed
+        setattr(cls, name, timed)
 
     def reset(self):
-        self.seconds, self.calls, self.per_event, self.durations = 0.0, {}, {}, {}
+        self.seconds, self.calls, self.per_event, self.durations, self.parts = 0.0, {}, {}, {}, {}
 
     def restore(self):
-        for name, method in self.saved.items():
-            setattr(self.cls, name, method)
+        for cls, name, method in self.saved:
+            setattr(cls, name, method)
 
 
 EXTRA: list[str] = []  # more recipe flags (a dry run on the CPU sets --use_cpu)
@@ -240,6 +260,7 @@ def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps:
         "callback_s": timer.seconds,
         "callback_calls": dict(timer.calls),
         "callback_s_per_event": dict(timer.per_event),
+        "decision_parts_s": dict(timer.parts),
         # the median call of each per-step handler, summed: free of the one-off work of the first steps
         "callback_ms_per_step_median": 1000 * sum(statistics.median(timer.durations[n]) for n in PER_STEP_EVENTS if n in timer.durations),
     }
@@ -305,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                 "step_ms_without_callback": 1000 / pairs[-1]["constant"]["steps_per_second"],
                 # on_log carries the decisions (and sees every training log line too)
                 "callback_ms_per_decision": 1000 * events.get("on_log", 0.0) / with_cb["decisions"],
+                # where a decision's time goes ("observe" holds the other two)
+                "decision_parts_ms": {k: 1000 * v / with_cb["decisions"] for k, v in with_cb["decision_parts_s"].items()},
                 "callback_ms_per_step": 1000 * per_step_s / args.steps,
                 "callback_setup_ms": 1000 * (with_cb["callback_s"] - events.get("on_log", 0.0) - per_step_s),
                 "callback_share_of_training": with_cb["callback_s"] / with_cb["train_runtime_s"],
@@ -323,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         o = runs["overhead"]
         print(f"{name:<12} {o['step_ms_without_callback']:>16.1f} {o['wall_ratio_median']:>11.3f} {o['callback_ms_per_step_median']:>11.2f} "
               f"{o['callback_ms_per_decision']:>15.1f} {o['callback_setup_ms']:>12.1f} {100 * o['callback_share_of_training']:>8.2f}%")
+    for name, runs in report["recipes"].items():
+        parts = runs["overhead"]["decision_parts_ms"]
+        print(f"{name:<12} per decision: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
     a = report["alignment"]
     print(f"alignment signal on BERT-base shapes ({a['parameters'] / 1e6:.1f}M parameters, {a['coordinates']} coordinates): "
           f"{a['signal_ms_per_step']:.3f} ms/step vs {a['plain_update_ms']:.3f} ms for a plain SGD update; "

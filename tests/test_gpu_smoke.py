@@ -31,7 +31,8 @@ def test_warm_ups_then_interleaved_pairs_and_their_ratios(gpu_smoke, tmp_path, m
         result = {"steps_per_second": speed[schedule], "train_runtime_s": steps / speed[schedule], "losses": {},
                   "callback_s": 0.2 if schedule == "metalr" else 0.0, "callback_calls": {"on_log": 4},
                   "callback_s_per_event": {"on_log": 0.08, "on_optimizer_step": 0.1} if schedule == "metalr" else {},
-                  "callback_ms_per_step_median": 1.0 if schedule == "metalr" else 0.0}
+                  "callback_ms_per_step_median": 1.0 if schedule == "metalr" else 0.0,
+                  "decision_parts_s": {"observe": 0.06, "average_forwards": 0.04} if schedule == "metalr" else {}}
         if schedule == "metalr":
             result["decisions"] = steps // eval_every
         return result
@@ -51,3 +52,24 @@ def test_warm_ups_then_interleaved_pairs_and_their_ratios(gpu_smoke, tmp_path, m
     assert overhead["wall_ratios"] == pytest.approx([10 / 9] * 3)
     assert overhead["callback_ms_per_decision"] == pytest.approx(20.0)  # 80 ms of on_log over 4 decisions
     assert overhead["callback_ms_per_step"] == pytest.approx(1.0)  # 0.1 s of per-step handlers over 100 steps
+    assert overhead["decision_parts_ms"] == pytest.approx({"observe": 15.0, "average_forwards": 10.0})
+
+
+def test_the_timer_times_a_decisions_pieces_apart_and_puts_every_method_back(gpu_smoke):
+    from hf_metalr.controller.controller import MetaLRController
+    from hf_metalr.controller.learner import ActorCriticLearner
+    from hf_metalr.integration.callback import MetaLRCallback
+
+    originals = (MetaLRController.observe, ActorCriticLearner.update, MetaLRCallback.on_log)
+    timer = gpu_smoke.CallbackTimer()
+    try:
+        assert MetaLRController.observe is not originals[0] and MetaLRCallback.on_log is not originals[2]
+        controller = MetaLRController(initial_lr=1e-3, seed=0)
+        for value in (1.0, 0.9, 0.8):
+            controller.observe(value)
+        assert set(timer.parts) == {"observe", "online_update"}  # nothing replayed: no iterate average here
+        assert timer.parts["observe"] >= timer.parts["online_update"] > 0
+        assert timer.seconds == 0.0 and timer.calls == {}  # the pieces are not callback handlers
+    finally:
+        timer.restore()
+    assert (MetaLRController.observe, ActorCriticLearner.update, MetaLRCallback.on_log) == originals

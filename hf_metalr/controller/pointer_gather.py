@@ -76,6 +76,7 @@ class PointerGather:
         self._sizes = [int(index.max()) + 1 for index in indices]  # the least numel each owner needs
         self._slot, self._offset = slot.to(self.device), offset.to(self.device)
         self._host = [torch.empty(self.owners, dtype=torch.int64).pin_memory() for _ in range(_RING)]
+        self._host_view = [host.numpy() for host in self._host]  # written in place: no tensor built per read
         self._table = [torch.empty(self.owners, dtype=torch.int64, device=self.device) for _ in range(_RING)]
         self._copied: list[torch.cuda.Event | None] = [None] * _RING
         self._turn = 0
@@ -94,10 +95,9 @@ class PointerGather:
         self._turn = (k + 1) % _RING
         if self._copied[k] is not None:
             self._copied[k].synchronize()  # the read that used these buffers _RING reads ago: long finished
-        host = self._host[k]
-        host.copy_(torch.tensor([t.data_ptr() for t in tensors], dtype=torch.int64))
+        self._host_view[k][:] = [t.data_ptr() for t in tensors]
         with torch.cuda.device(self.device):  # the tensors' device, whichever is current (one stream, in order)
-            table = self._table[k].copy_(host, non_blocking=True)
+            table = self._table[k].copy_(self._host[k], non_blocking=True)
             grid = ((self.coordinates + _BLOCK - 1) // _BLOCK,)
             _gather_kernel()[grid](table, self._slot, self._offset, out, self.coordinates, BLOCK=_BLOCK)
             event = self._copied[k] = torch.cuda.Event()
