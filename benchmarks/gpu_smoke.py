@@ -141,6 +141,22 @@ def _decision_parts():
     )
 
 
+def _first_refused(gather, tensors) -> str:
+    """Which of ``tensors`` the one-launch read refused, and why (``PointerGather.accepts``'s tests)."""
+    import torch
+
+    for k, (t, size) in enumerate(zip(tensors, gather._sizes)):
+        if t is None:
+            return f"owner {k}: None"
+        if t.dtype != torch.float32 or t.device != gather.device:
+            return f"owner {k}: {t.dtype} on {t.device}"
+        if not t.is_contiguous():
+            return f"owner {k}: strides {t.stride()} for shape {tuple(t.shape)}"
+        if t.numel() < size:
+            return f"owner {k}: {t.numel()} elements, {size} needed"
+    return "none refused"
+
+
 class CallbackTimer:
     """Wraps every event handler of ``MetaLRCallback`` with a wall-clock timer, and the pieces of a
     decision (:func:`_decision_parts`) with timers of their own that do not add to ``seconds``."""
@@ -155,6 +171,41 @@ class CallbackTimer:
                 self._wrap(MetaLRCallback, name, name, method, handler=True)
         for label, cls, name in _decision_parts():
             self._wrap(cls, name, label, vars(cls)[name], handler=False)
+        self._count_sketch_reads()
+
+    def _count_sketch_reads(self):
+        """Counts the alignment's sketch reads and those that took the one-launch kernel, and keeps
+        why the first few were refused it (the tensor that failed ``PointerGather.accepts``)."""
+        from hf_metalr.controller.alignment import GradientAlignment
+        from hf_metalr.controller.pointer_gather import PointerGather
+
+        read, launch, accepts = GradientAlignment._read, PointerGather.__call__, PointerGather.accepts
+        self.saved += [(GradientAlignment, "_read", read), (PointerGather, "__call__", launch),
+                       (PointerGather, "accepts", accepts)]
+        timer = self
+
+        launches = [0]  # the start-up check's launch is not a read: count those inside _read only
+
+        def counted_read(alignment, tensors, buffer):
+            before = launches[0]
+            try:
+                return read(alignment, tensors, buffer)
+            finally:
+                timer.reads["all"] = timer.reads.get("all", 0) + 1
+                timer.reads["kernel"] = timer.reads.get("kernel", 0) + (launches[0] > before)
+
+        def counted_launch(gather, tensors, out):
+            launches[0] += 1
+            return launch(gather, tensors, out)
+
+        def explained_accepts(gather, tensors):
+            tensors = list(tensors)
+            ok = accepts(gather, tensors)
+            if not ok and len(timer.refusals) < 5:
+                timer.refusals.append(_first_refused(gather, tensors))
+            return ok
+
+        GradientAlignment._read, PointerGather.__call__, PointerGather.accepts = counted_read, counted_launch, explained_accepts
 
     def _wrap(self, cls, name, label, method, *, handler: bool):
         self.saved.append((cls, name, method))
@@ -178,6 +229,7 @@ class CallbackTimer:
 
     def reset(self):
         self.seconds, self.calls, self.per_event, self.durations, self.parts = 0.0, {}, {}, {}, {}
+        self.reads, self.refusals = {}, []
 
     def restore(self):
         for cls, name, method in self.saved:
@@ -191,7 +243,8 @@ PER_STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step"
 def alignment_on_cuda(repeats: int = 50) -> dict:
     """The gradient-alignment signal on the GPU: its cost per optimizer step on BERT-base shapes
     (CUDA-synchronised medians, against a plain in-place SGD update of the same parameters), and
-    whether the same gradients and updates give the same readings on the CPU and on the GPU."""
+    whether the same gradients and updates give the same readings on the CPU and on the GPU (with a
+    gradient missing at every fourth step, which the GPU's one-launch read must read as zeros)."""
     import torch
 
     from hf_metalr.controller.alignment import GradientAlignment
@@ -210,12 +263,15 @@ def alignment_on_cuda(repeats: int = 50) -> dict:
         generator = torch.Generator().manual_seed(1)
         small = [torch.nn.Parameter(torch.randn(s, generator=generator).to(device)) for s in ((300, 200), (200,), (50, 300))]
         signal = GradientAlignment(small, sketch_size=1024)
-        for _ in range(20):
+        for step in range(20):
             for p in small:
                 p.grad = torch.randn(p.shape, generator=generator).to(device) + 0.5 * p.detach()
+            if step % 4 == 3:
+                small[0].grad = None  # a parameter without a gradient this step (LayerDrop): read as zeros
             signal.before_step()
             with torch.no_grad():
-                torch._foreach_add_(small, [p.grad for p in small], alpha=-0.05)
+                stepped = [p for p in small if p.grad is not None]
+                torch._foreach_add_(stepped, [p.grad for p in stepped], alpha=-0.05)
             signal.after_step()
         window = signal.take()
         values = [window.ratio, window.mean, window.t, signal.drift()]
@@ -261,6 +317,8 @@ def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps:
         "callback_calls": dict(timer.calls),
         "callback_s_per_event": dict(timer.per_event),
         "decision_parts_s": dict(timer.parts),
+        "sketch_reads": dict(timer.reads),  # "all", and "kernel": those that took the one-launch read
+        "sketch_read_refusals": list(timer.refusals),
         # the median call of each per-step handler, summed: free of the one-off work of the first steps
         "callback_ms_per_step_median": 1000 * sum(statistics.median(timer.durations[n]) for n in PER_STEP_EVENTS if n in timer.durations),
     }
@@ -348,7 +406,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{o['callback_ms_per_decision']:>15.1f} {o['callback_setup_ms']:>12.1f} {100 * o['callback_share_of_training']:>8.2f}%")
     for name, runs in report["recipes"].items():
         parts = runs["overhead"]["decision_parts_ms"]
-        print(f"{name:<12} per decision: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
+        reads = runs["metalr"].get("sketch_reads", {})
+        print(f"{name:<12} per decision: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items())
+              + f"; sketch reads by the kernel: {reads.get('kernel', 0)} of {reads.get('all', 0)} "
+              + "; ".join(runs["metalr"].get("sketch_read_refusals", [])))
     a = report["alignment"]
     print(f"alignment signal on BERT-base shapes ({a['parameters'] / 1e6:.1f}M parameters, {a['coordinates']} coordinates): "
           f"{a['signal_ms_per_step']:.3f} ms/step vs {a['plain_update_ms']:.3f} ms for a plain SGD update; "

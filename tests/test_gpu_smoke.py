@@ -70,6 +70,28 @@ def test_the_timer_times_a_decisions_pieces_apart_and_puts_every_method_back(gpu
         assert set(timer.parts) == {"observe", "online_update"}  # nothing replayed: no iterate average here
         assert timer.parts["observe"] >= timer.parts["online_update"] > 0
         assert timer.seconds == 0.0 and timer.calls == {}  # the pieces are not callback handlers
+        from hf_metalr.controller.alignment import GradientAlignment
+
+        params = [torch.nn.Parameter(torch.randn(40, 30)), torch.nn.Parameter(torch.randn(30))]
+        alignment = GradientAlignment(params, sketch_size=64)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            alignment.before_step()
+            alignment.after_step()
+        assert timer.reads == {"all": 6, "kernel": 0}  # no one-launch read on the CPU
     finally:
         timer.restore()
     assert (MetaLRController.observe, ActorCriticLearner.update, MetaLRCallback.on_log) == originals
+
+
+def test_a_refused_sketch_read_names_the_tensor_and_the_reason(gpu_smoke):
+    from types import SimpleNamespace
+
+    gather = SimpleNamespace(_sizes=[4, 4, 4], device=torch.device("cpu"))
+    fine = torch.zeros(8)
+    assert gpu_smoke._first_refused(gather, [fine, None, fine]) == "owner 1: None"
+    assert gpu_smoke._first_refused(gather, [fine, fine, torch.zeros(8, dtype=torch.bfloat16)]) == "owner 2: torch.bfloat16 on cpu"
+    assert gpu_smoke._first_refused(gather, [torch.zeros(4, 4).t(), fine, fine]) == "owner 0: strides (1, 4) for shape (4, 4)"
+    assert gpu_smoke._first_refused(gather, [fine, torch.zeros(3), fine]) == "owner 1: 3 elements, 4 needed"
+    assert gpu_smoke._first_refused(gather, [fine, fine, fine]) == "none refused"

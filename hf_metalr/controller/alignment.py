@@ -122,9 +122,10 @@ class GradientAlignment:
             self._gather = self._checked_gather()
 
     def _checked_gather(self) -> PointerGather | None:
-        """The one-launch read if it reads the parameters as the index_select reads do, bit for bit
-        (once, at the start: it builds the kernel); None, with a warning, if it fails or differs, and
-        None when the parameters are not float32 (it would never be used)."""
+        """The one-launch read if it reads the parameters as the index_select reads do, bit for bit,
+        and a missing first tensor as zeros (once, at the start: it builds the kernel); None, with a
+        warning, if it fails or differs, and None when the parameters are not float32 (it would never
+        be used)."""
         gather, self._gather = self._gather, None
         owned = [self.params[i] for i, _ in self._owners]
         if not gather.accepts(owned):
@@ -132,6 +133,9 @@ class GradientAlignment:
         expected = self._read(self.params, _INITIAL).clone()  # free until the first read
         try:
             same = torch.equal(gather(owned, self._buffers[_INITIAL]), expected)
+            if same:  # and a missing tensor (no gradient this step) reads as zeros, as index_select's read does
+                expected[: len(self._owners[0][1])] = 0
+                same = torch.equal(gather([None, *owned[1:]], self._buffers[_INITIAL]), expected)
             problem = "it read other values than index_select"
         except Exception as exc:  # a Triton that cannot build or launch the kernel
             same, problem = False, f"{type(exc).__name__}: {exc}"

@@ -10,8 +10,9 @@ Trainer waits for every step's loss, so that host time adds to the wall time.
 writes the tensors' addresses into a pinned host buffer, copies them to the device asynchronously
 (a ring of buffers, each reused only once the read that last used it has finished) and launches one Triton kernel that
 loads every coordinate through its tensor's address: the same float32 values as the
-``index_select`` reads, bit for bit, with no host synchronisation. It takes float32 contiguous
-tensors on its device only; :meth:`PointerGather.accepts` says whether a list qualifies, and the
+``index_select`` reads, bit for bit, with no host synchronisation; a missing tensor (None: a
+parameter that got no gradient this step, as under wav2vec2's LayerDrop) reads as zeros, as there.
+It takes float32 contiguous tensors on its device only; :meth:`PointerGather.accepts` says whether a list qualifies, and the
 caller falls back to ``index_select`` otherwise. :func:`pointer_gather_available` is False without
 CUDA or Triton (a CPU machine): the fallback is then the only path.
 """
@@ -51,7 +52,8 @@ def _gather_kernel():
             inside = i < n
             base = tl.load(table + tl.load(slot + i, mask=inside, other=0), mask=inside, other=0)
             source = base.to(tl.pointer_type(tl.float32)) + tl.load(offset + i, mask=inside, other=0)
-            tl.store(out + i, tl.load(source, mask=inside, other=0.0), mask=inside)
+            present = inside & (base != 0)  # address 0: a missing tensor, read as zeros
+            tl.store(out + i, tl.load(source, mask=present, other=0.0), mask=inside)
 
         _kernel = gather
     return _kernel
@@ -82,20 +84,23 @@ class PointerGather:
         self._turn = 0
 
     def accepts(self, tensors) -> bool:
-        """Whether every tensor is float32, contiguous, on this gather's device and large enough to
-        hold its coordinates (the kernel does not check bounds; ``index_select`` would raise)."""
+        """Whether every tensor is None (read as zeros) or float32, contiguous, on this gather's device
+        and large enough to hold its coordinates (the kernel does not check bounds; ``index_select``
+        would raise)."""
         device = self.device
-        return all(t is not None and t.dtype == torch.float32 and t.device == device and t.is_contiguous()
-                   and t.numel() >= size for t, size in zip(tensors, self._sizes))
+        return all(t is None or (t.dtype == torch.float32 and t.device == device and t.is_contiguous()
+                                 and t.numel() >= size) for t, size in zip(tensors, self._sizes))
 
     def __call__(self, tensors, out: torch.Tensor) -> torch.Tensor:
-        """``out[c] = tensors[slot[c]].flatten()[offset[c]]`` for every coordinate ``c``; ``tensors``
-        must pass :meth:`accepts` and stay alive until the kernel has run (stream order sees to it)."""
+        """``out[c] = tensors[slot[c]].flatten()[offset[c]]`` for every coordinate ``c``, 0 where that
+        tensor is None (a parameter without a gradient this step: LayerDrop, an unused branch);
+        ``tensors`` must pass :meth:`accepts` and stay alive until the kernel has run (stream order
+        sees to it)."""
         k = self._turn
         self._turn = (k + 1) % _RING
         if self._copied[k] is not None:
             self._copied[k].synchronize()  # the read that used these buffers _RING reads ago: long finished
-        self._host_view[k][:] = [t.data_ptr() for t in tensors]
+        self._host_view[k][:] = [0 if t is None else t.data_ptr() for t in tensors]
         with torch.cuda.device(self.device):  # the tensors' device, whichever is current (one stream, in order)
             table = self._table[k].copy_(self._host[k], non_blocking=True)
             grid = ((self.coordinates + _BLOCK - 1) // _BLOCK,)
