@@ -243,11 +243,10 @@ PER_STEP_EVENTS = ("on_step_begin", "on_pre_optimizer_step", "on_optimizer_step"
 def alignment_on_cuda(repeats: int = 50) -> dict:
     """The gradient-alignment signal on the GPU: its cost per optimizer step on BERT-base shapes
     (CUDA-synchronised medians, against a plain in-place SGD update of the same parameters), and
-    whether the same gradients and updates give the same readings on the CPU and on the GPU (with a
-    gradient missing at every fourth step, which the GPU's one-launch read must read as zeros)."""
+    whether the same gradients and updates give the same readings on the CPU and on the GPU, with
+    float32 parameters and with mixed ones (bfloat16, float32, float16), the GPU's through the
+    one-launch read (:func:`_alignment_readings`)."""
     import torch
-
-    from hf_metalr.controller.alignment import GradientAlignment
 
     if str(ROOT / "benchmarks") not in sys.path:
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -258,29 +257,47 @@ def alignment_on_cuda(repeats: int = 50) -> dict:
               "plain_update_ms": update_ms}
     torch.cuda.empty_cache()
 
-    readings = {}
-    for device in ("cpu", "cuda"):
-        generator = torch.Generator().manual_seed(1)
-        small = [torch.nn.Parameter(torch.randn(s, generator=generator).to(device)) for s in ((300, 200), (200,), (50, 300))]
-        signal = GradientAlignment(small, sketch_size=1024)
-        for step in range(20):
-            for p in small:
-                p.grad = torch.randn(p.shape, generator=generator).to(device) + 0.5 * p.detach()
-            if step % 4 == 3:
-                small[0].grad = None  # a parameter without a gradient this step (LayerDrop): read as zeros
-            signal.before_step()
-            with torch.no_grad():
-                stepped = [p for p in small if p.grad is not None]
-                torch._foreach_add_(stepped, [p.grad for p in stepped], alpha=-0.05)
-            signal.after_step()
-        window = signal.take()
-        values = [window.ratio, window.mean, window.t, signal.drift()]
-        readings[device] = values
-    result["readings"] = readings
-    result["max_cpu_cuda_difference"] = max(abs(a - b) for a, b in zip(readings["cpu"], readings["cuda"]))
-    if not all(math.isfinite(v) for v in readings["cuda"]) or result["max_cpu_cuda_difference"] > 1e-4:
-        raise RuntimeError(f"alignment readings differ between CPU and CUDA: {readings}")
+    for label, dtypes in (("float32", (torch.float32,) * 3),
+                          ("mixed", (torch.bfloat16, torch.float32, torch.float16))):  # a bf16 model, its norms in float32
+        readings = {device: _alignment_readings(device, dtypes) for device in ("cpu", "cuda")}
+        kernel = readings["cuda"].pop()
+        readings["cpu"].pop()
+        difference = max(abs(a - b) for a, b in zip(readings["cpu"], readings["cuda"]))
+        result[label] = {"readings": readings, "max_cpu_cuda_difference": difference, "one_launch_read": kernel}
+        if not all(math.isfinite(v) for v in readings["cuda"]) or difference > 1e-4:
+            raise RuntimeError(f"alignment readings ({label}) differ between CPU and CUDA: {readings}")
+        if not kernel:
+            raise RuntimeError(f"the one-launch sketch read fell back to index_select ({label} parameters)")
+    result["readings"] = result["float32"]["readings"]
+    result["max_cpu_cuda_difference"] = max(result[label]["max_cpu_cuda_difference"] for label in ("float32", "mixed"))
     return result
+
+
+def _alignment_readings(device: str, dtypes) -> list:
+    """The alignment's readings (ratio, mean, t, drift) over 20 seeded SGD steps of three parameters of
+    ``dtypes`` on ``device``, a gradient missing at every fourth step (which the GPU's one-launch read
+    must read as zeros), then whether the one-launch read was used."""
+    import torch
+
+    from hf_metalr.controller.alignment import GradientAlignment
+
+    generator = torch.Generator().manual_seed(1)
+    small = [torch.nn.Parameter(torch.randn(shape, generator=generator).to(device, dtype))
+             for shape, dtype in zip(((300, 200), (200,), (50, 300)), dtypes)]
+    signal = GradientAlignment(small, sketch_size=1024)
+    for step in range(20):
+        for p in small:
+            p.grad = (torch.randn(p.shape, generator=generator) + 0.5 * p.detach().float().cpu()).to(device, p.dtype)
+        if step % 4 == 3:
+            small[0].grad = None  # a parameter without a gradient this step (LayerDrop): read as zeros
+        signal.before_step()
+        with torch.no_grad():
+            for p in small:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-0.05)
+        signal.after_step()
+    window = signal.take()
+    return [window.ratio, window.mean, window.t, signal.drift(), signal._gather is not None]
 
 
 def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps: int, eval_every: int, timer: CallbackTimer,

@@ -12,6 +12,9 @@ one. This times, on parameters shaped like BERT-base (110M, 199 tensors) on ``--
 - ``iterate average``: ``IterateAverage.after_step`` (a ``_foreach_lerp_`` of the parameters);
 - ``fused AdamW step``: ``torch.optim.AdamW(fused=True)`` on a GPU, ``foreach`` on the CPU, for scale.
 
+``--dtype bfloat16`` (or ``float16``) makes the parameters and gradients that dtype, as in a model
+trained in pure bf16: the one-launch read widens them to float32 itself.
+
 Each is the median host time of ``--repeats`` calls, the device queue drained before each call
 (the launch cost, not the kernels'), and the median with a device synchronisation after the call.
 Nothing is asserted; it prints a table and writes ``--out`` (JSON) when given.
@@ -49,6 +52,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="the parameters' and gradients' dtype (bfloat16: a model trained in pure bf16)")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     from hf_metalr.controller.alignment import GradientAlignment
@@ -57,9 +62,10 @@ def main(argv=None) -> int:
     device = torch.device(a.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     generator = torch.Generator().manual_seed(0)
-    params = [torch.nn.Parameter((torch.randn(s, generator=generator) * 0.02).to(device)) for s in bert_base_shapes()]
+    dtype = getattr(torch, a.dtype)
+    params = [torch.nn.Parameter((torch.randn(s, generator=generator) * 0.02).to(device, dtype)) for s in bert_base_shapes()]
     for param in params:
-        param.grad = torch.randn(param.shape, generator=generator).to(device)
+        param.grad = torch.randn(param.shape, generator=generator).to(device, dtype)
     alignment = GradientAlignment(params)
     average = IterateAverage(params)
     fallback = GradientAlignment(params)
@@ -84,7 +90,7 @@ def main(argv=None) -> int:
         f"AdamW step ({next(iter(fused))})": timed(optimizer.step, a.repeats, sync),
     }
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{name}, BERT-base shapes ({sum(q.numel() for q in params) / 1e6:.1f}M parameters, {len(params)} tensors; "
+    print(f"{name}, BERT-base shapes ({sum(q.numel() for q in params) / 1e6:.1f}M {a.dtype} parameters, {len(params)} tensors; "
           f"sketch of {alignment.coordinates} coordinates in {len(alignment._owners)} tensors)")
     print(f"{'per-step piece':<40} {'host ms':>8} {'with sync ms':>13}")
     for label, (host, whole) in rows.items():

@@ -566,7 +566,7 @@ def test_a_one_launch_read_that_fails_its_first_check_falls_back_with_a_warning(
     import hf_metalr.controller.alignment as alignment_module
 
     class Faulty:
-        def __init__(self, indices, device):
+        def __init__(self, indices, device, dtypes=None):
             pass
 
         def accepts(self, tensors):
@@ -596,7 +596,7 @@ def test_the_one_launch_read_is_kept_only_if_it_reads_a_missing_gradient_as_zero
     from hf_metalr.controller.pointer_gather import PointerGather, gather_tables
 
     class Emulated:
-        def __init__(self, indices, device):
+        def __init__(self, indices, device, dtypes=None):
             self.slot, self.offset = gather_tables(indices)
             self.calls = 0
 
@@ -630,9 +630,46 @@ def test_the_one_launch_read_is_kept_only_if_it_reads_a_missing_gradient_as_zero
     assert torch.equal(read, alignment._read(grads, 0))
     # the real gather's own test: a missing tensor qualifies, a wrong one does not
     gather = PointerGather.__new__(PointerGather)
-    gather.device, gather._sizes = torch.device("cpu"), [4, 4]
+    gather.device, gather._sizes, gather.dtypes = torch.device("cpu"), [4, 4], [torch.float32] * 2
     assert gather.accepts([None, torch.zeros(4)])
     assert not gather.accepts([None, torch.zeros(4, dtype=torch.float64)])
+
+
+def test_the_one_launch_read_is_built_for_each_owners_dtype_and_only_for_those_it_reads(monkeypatch):
+    """The GPU's one-launch read takes float32, bfloat16 and float16 tensors, mixed (a bf16 model that
+    keeps its norms in float32), widening to float32 as the index_select read's copy does: it is built
+    with each owning parameter's dtype and accepts a tensor only of that dtype. A parameter of another
+    dtype (float64) leaves the index_select read. The kernel itself runs in ``make gpu-smoke``."""
+    import hf_metalr.controller.alignment as alignment_module
+    from hf_metalr.controller.pointer_gather import PointerGather
+
+    built = []
+
+    class Recorded:
+        def __init__(self, indices, device, dtypes=None):
+            built.append(list(dtypes))
+
+        def accepts(self, tensors):
+            return False  # the index_select read then: the check below compares nothing
+
+    monkeypatch.setattr(alignment_module, "pointer_gather_available", lambda device: True)
+    monkeypatch.setattr(alignment_module, "PointerGather", Recorded)
+    generator = torch.Generator().manual_seed(4)
+    params = [torch.nn.Parameter(torch.randn(300, 40, generator=generator).to(torch.bfloat16)),
+              torch.nn.Parameter(torch.randn(9000, generator=generator)),
+              torch.nn.Parameter(torch.randn(64, 64, generator=generator).to(torch.float16))]
+    alignment = GradientAlignment(params, sketch_size=1024, seed=2)
+    assert built == [[params[i].dtype for i, _ in alignment._owners]]
+    assert set(built[0]) == {torch.bfloat16, torch.float32, torch.float16}
+    built.clear()
+    GradientAlignment([*params, torch.nn.Parameter(torch.randn(2000, dtype=torch.float64))], sketch_size=1024, seed=2)
+    assert built == []  # a float64 owner: no one-launch read is built
+    with pytest.raises(ValueError, match="float64"):
+        PointerGather([torch.arange(4)], torch.device("cpu"), [torch.float64])
+    gather = PointerGather.__new__(PointerGather)
+    gather.device, gather._sizes, gather.dtypes = torch.device("cpu"), [4, 4], [torch.bfloat16, torch.float32]
+    assert gather.accepts([torch.zeros(4, dtype=torch.bfloat16), torch.zeros(4)])
+    assert not gather.accepts([torch.zeros(4), torch.zeros(4)])  # float32 where the owner is bfloat16
 
 
 def test_the_undo_of_a_punished_raise_survives_a_resume():

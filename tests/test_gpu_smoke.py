@@ -4,6 +4,7 @@ timing, interleaves the pairs with the order swapped, and reports each pair's wa
 runs themselves need a CUDA GPU (measured on an H200: docs/controller.md, "On a GPU")."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -95,3 +96,15 @@ def test_a_refused_sketch_read_names_the_tensor_and_the_reason(gpu_smoke):
     assert gpu_smoke._first_refused(gather, [torch.zeros(4, 4).t(), fine, fine]) == "owner 0: strides (1, 4) for shape (4, 4)"
     assert gpu_smoke._first_refused(gather, [fine, torch.zeros(3), fine]) == "owner 1: 3 elements, 4 needed"
     assert gpu_smoke._first_refused(gather, [fine, fine, fine]) == "none refused"
+
+
+def test_the_cpu_side_of_the_cpu_gpu_agreement_check_reads_mixed_dtypes(gpu_smoke):
+    """``alignment_on_cuda`` compares these readings with the GPU's: on the CPU they come from the
+    index_select read (no one-launch read there), finite, and the bfloat16/float16 parameters read
+    close to the float32 ones (the same seeded steps, rounded)."""
+    float32 = gpu_smoke._alignment_readings("cpu", (torch.float32,) * 3)
+    mixed = gpu_smoke._alignment_readings("cpu", (torch.bfloat16, torch.float32, torch.float16))
+    assert float32[-1] is False and mixed[-1] is False
+    assert all(math.isfinite(v) for v in float32[:-1] + mixed[:-1])
+    assert mixed[:-1] != float32[:-1]  # the narrower dtypes did change the steps
+    assert mixed[:-1] == pytest.approx(float32[:-1], rel=0.05, abs=0.02)

@@ -19,7 +19,8 @@ current parameters, the last descent step and the parameters at the start, and t
 coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192); a step reads the sketch
 of the gradients and of the parameters with one ``index_select`` per parameter that holds a window
 (at most 256), written in place into those vectors; on a CUDA device with Triton, one kernel launch
-reads them all through a table of the tensors' addresses (:mod:`.pointer_gather`, the same values).
+reads them all through a table of the tensors' addresses (:mod:`.pointer_gather`, the same values;
+float32, bfloat16 and float16 parameters, mixed too).
 Every rank draws the same sketch.
 
 Call :meth:`GradientAlignment.before_step` once per optimizer step, after the gradients are final
@@ -37,7 +38,7 @@ import warnings
 
 import torch
 
-from .pointer_gather import PointerGather, pointer_gather_available
+from .pointer_gather import GATHERED_DTYPES, PointerGather, pointer_gather_available
 from .serialization import tensors_to_text, text_to_tensors
 
 __all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignment"]
@@ -106,8 +107,9 @@ class GradientAlignment:
         self._device = self.params[0].device
         self._owners = self._index_owners()
         # on a GPU, one launch reads every owner's part (the same values as the index_select reads)
-        self._gather = (PointerGather([index for _, index in self._owners], self._device)
-                        if pointer_gather_available(self._device) else None)
+        dtypes = [self.params[i].dtype for i, _ in self._owners]
+        self._gather = (PointerGather([index for _, index in self._owners], self._device, dtypes)
+                        if pointer_gather_available(self._device) and set(dtypes) <= set(GATHERED_DTYPES) else None)
         # Preallocated float32 sketches, written in place at every step (no allocation, no cat), by index:
         # _GRAD, two parameter sketches taking turns as "the last" and "the current" (_PARAMS_A, _PARAMS_B),
         # _DESCENT, and _INITIAL, the parameters at the first read (for ``drift``).
@@ -124,8 +126,8 @@ class GradientAlignment:
     def _checked_gather(self) -> PointerGather | None:
         """The one-launch read if it reads the parameters as the index_select reads do, bit for bit,
         and a missing first tensor as zeros (once, at the start: it builds the kernel); None, with a
-        warning, if it fails or differs, and None when the parameters are not float32 (it would never
-        be used)."""
+        warning, if it fails or differs, and None when the parameters would never pass ``accepts``
+        (not contiguous, say)."""
         gather, self._gather = self._gather, None
         owned = [self.params[i] for i, _ in self._owners]
         if not gather.accepts(owned):

@@ -12,7 +12,8 @@ writes the tensors' addresses into a pinned host buffer, copies them to the devi
 loads every coordinate through its tensor's address: the same float32 values as the
 ``index_select`` reads, bit for bit, with no host synchronisation; a missing tensor (None: a
 parameter that got no gradient this step, as under wav2vec2's LayerDrop) reads as zeros, as there.
-It takes float32 contiguous tensors on its device only; :meth:`PointerGather.accepts` says whether a list qualifies, and the
+It takes contiguous float32, bfloat16 or float16 tensors on its device only (the last two widened
+to float32 exactly, as the ``index_select`` read's copy does), each of the dtype it was built for; :meth:`PointerGather.accepts` says whether a list qualifies, and the
 caller falls back to ``index_select`` otherwise. :func:`pointer_gather_available` is False without
 CUDA or Triton (a CPU machine): the fallback is then the only path.
 """
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PointerGather", "pointer_gather_available"]
+__all__ = ["PointerGather", "pointer_gather_available", "GATHERED_DTYPES"]
 
 _RING = 4  # pinned address buffers taking turns
 _BLOCK = 1024
 _kernel = None
+GATHERED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # the kernel's codes 0, 1, 2 for a tensor's dtype
 
 
 def pointer_gather_available(device: torch.device) -> bool:
@@ -47,13 +49,19 @@ def _gather_kernel():
         import triton.language as tl
 
         @triton.jit
-        def gather(table, slot, offset, out, n, BLOCK: tl.constexpr):
+        def gather(table, kinds, slot, offset, out, n, BLOCK: tl.constexpr):
             i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
             inside = i < n
-            base = tl.load(table + tl.load(slot + i, mask=inside, other=0), mask=inside, other=0)
-            source = base.to(tl.pointer_type(tl.float32)) + tl.load(offset + i, mask=inside, other=0)
+            owner = tl.load(slot + i, mask=inside, other=0)
+            base = tl.load(table + owner, mask=inside, other=0)
+            kind = tl.load(kinds + owner, mask=inside, other=0)
+            at = tl.load(offset + i, mask=inside, other=0)
             present = inside & (base != 0)  # address 0: a missing tensor, read as zeros
-            tl.store(out + i, tl.load(source, mask=present, other=0.0), mask=inside)
+            single = tl.load(base.to(tl.pointer_type(tl.float32)) + at, mask=present & (kind == 0), other=0.0)
+            brain = tl.load(base.to(tl.pointer_type(tl.bfloat16)) + at, mask=present & (kind == 1), other=0.0)
+            half = tl.load(base.to(tl.pointer_type(tl.float16)) + at, mask=present & (kind == 2), other=0.0)
+            value = tl.where(kind == 0, single, tl.where(kind == 1, brain.to(tl.float32), half.to(tl.float32)))
+            tl.store(out + i, value, mask=inside)
 
         _kernel = gather
     return _kernel
@@ -68,15 +76,23 @@ def gather_tables(indices: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 
 
 class PointerGather:
-    """Reads ``indices[k]`` of the ``k``-th of a list of tensors into one float32 vector, in one launch."""
+    """Reads ``indices[k]`` of the ``k``-th of a list of tensors into one float32 vector, in one launch.
+    ``dtypes[k]`` is the ``k``-th tensor's dtype, one of ``GATHERED_DTYPES`` (default: all float32);
+    bfloat16 and float16 values are widened to float32 exactly, as ``index_select`` then ``copy_`` do."""
 
-    def __init__(self, indices: list[torch.Tensor], device: torch.device):
+    def __init__(self, indices: list[torch.Tensor], device: torch.device, dtypes: list[torch.dtype] | None = None):
         self.device = torch.device(device)
         self.owners = len(indices)
+        self.dtypes = list(dtypes) if dtypes is not None else [torch.float32] * self.owners
+        unknown = sorted({str(d) for d in self.dtypes} - {str(d) for d in GATHERED_DTYPES})
+        if unknown or len(self.dtypes) != self.owners:
+            raise ValueError(f"PointerGather reads {[str(d) for d in GATHERED_DTYPES]}, one dtype per tensor; "
+                             f"got {unknown or len(self.dtypes)}")
+        kinds = torch.tensor([GATHERED_DTYPES.index(d) for d in self.dtypes], dtype=torch.int32)
         slot, offset = gather_tables(indices)
         self.coordinates = len(slot)
         self._sizes = [int(index.max()) + 1 for index in indices]  # the least numel each owner needs
-        self._slot, self._offset = slot.to(self.device), offset.to(self.device)
+        self._slot, self._offset, self._kinds = slot.to(self.device), offset.to(self.device), kinds.to(self.device)
         self._host = [torch.empty(self.owners, dtype=torch.int64).pin_memory() for _ in range(_RING)]
         self._host_view = [host.numpy() for host in self._host]  # written in place: no tensor built per read
         self._table = [torch.empty(self.owners, dtype=torch.int64, device=self.device) for _ in range(_RING)]
@@ -84,12 +100,12 @@ class PointerGather:
         self._turn = 0
 
     def accepts(self, tensors) -> bool:
-        """Whether every tensor is None (read as zeros) or float32, contiguous, on this gather's device
-        and large enough to hold its coordinates (the kernel does not check bounds; ``index_select``
-        would raise)."""
+        """Whether every tensor is None (read as zeros) or of its dtype (``dtypes``), contiguous, on this
+        gather's device and large enough to hold its coordinates (the kernel does not check bounds;
+        ``index_select`` would raise)."""
         device = self.device
-        return all(t is None or (t.dtype == torch.float32 and t.device == device and t.is_contiguous()
-                                 and t.numel() >= size) for t, size in zip(tensors, self._sizes))
+        return all(t is None or (t.dtype == dtype and t.device == device and t.is_contiguous() and t.numel() >= size)
+                   for t, dtype, size in zip(tensors, self.dtypes, self._sizes))
 
     def __call__(self, tensors, out: torch.Tensor) -> torch.Tensor:
         """``out[c] = tensors[slot[c]].flatten()[offset[c]]`` for every coordinate ``c``, 0 where that
@@ -104,7 +120,7 @@ class PointerGather:
         with torch.cuda.device(self.device):  # the tensors' device, whichever is current (one stream, in order)
             table = self._table[k].copy_(self._host[k], non_blocking=True)
             grid = ((self.coordinates + _BLOCK - 1) // _BLOCK,)
-            _gather_kernel()[grid](table, self._slot, self._offset, out, self.coordinates, BLOCK=_BLOCK)
+            _gather_kernel()[grid](table, self._kinds, self._slot, self._offset, out, self.coordinates, BLOCK=_BLOCK)
             event = self._copied[k] = torch.cuda.Event()
             event.record()  # after the kernel: both buffers of this turn are free once it has passed
         return out
