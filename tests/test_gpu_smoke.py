@@ -43,7 +43,8 @@ def test_warm_ups_then_interleaved_pairs_and_their_ratios(gpu_smoke, tmp_path, m
     monkeypatch.setattr(gpu_smoke, "DATA", {"sst2": lambda root, n_train, n_test, rng: []})
     monkeypatch.setattr(gpu_smoke, "alignment_on_cuda", lambda: {"parameters": 1e8, "coordinates": 8192,
                                                                  "signal_ms_per_step": 0.3, "plain_update_ms": 0.4,
-                                                                 "max_cpu_cuda_difference": 0.0})
+                                                                 "max_cpu_cuda_difference": 0.0,
+                                                                 "mixed": {"max_difference": 0.0}})
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "stand-in")
     assert gpu_smoke.main(["--out", str(tmp_path), "--recipes", "sst2", "--pairs", "3"]) == 0
     assert runs == [("constant", 25, "_warmup"), ("metalr", 25, "_warmup"),
@@ -98,13 +99,15 @@ def test_a_refused_sketch_read_names_the_tensor_and_the_reason(gpu_smoke):
     assert gpu_smoke._first_refused(gather, [fine, fine, fine]) == "none refused"
 
 
-def test_the_cpu_side_of_the_cpu_gpu_agreement_check_reads_mixed_dtypes(gpu_smoke):
-    """``alignment_on_cuda`` compares these readings with the GPU's: on the CPU they come from the
-    index_select read (no one-launch read there), finite, and the bfloat16/float16 parameters read
-    close to the float32 ones (the same seeded steps, rounded)."""
-    float32 = gpu_smoke._alignment_readings("cpu", (torch.float32,) * 3)
-    mixed = gpu_smoke._alignment_readings("cpu", (torch.bfloat16, torch.float32, torch.float16))
-    assert float32[-1] is False and mixed[-1] is False
-    assert all(math.isfinite(v) for v in float32[:-1] + mixed[:-1])
-    assert mixed[:-1] != float32[:-1]  # the narrower dtypes did change the steps
-    assert mixed[:-1] == pytest.approx(float32[:-1], rel=0.05, abs=0.02)
+def test_the_readings_the_gpu_checks_compare_run_on_the_cpu_with_mixed_dtypes(gpu_smoke):
+    """``alignment_on_cuda`` compares these readings across devices (float32) and across the two reads
+    (mixed dtypes): on the CPU they come from the index_select read, finite, the same when asked
+    twice, and the bfloat16/float16 parameters read close to the float32 ones (the same seeded steps,
+    rounded)."""
+    float32, used = gpu_smoke._alignment_readings("cpu", True, (torch.float32,) * 3)
+    mixed, mixed_used = gpu_smoke._alignment_readings("cpu", True, (torch.bfloat16, torch.float32, torch.float16))
+    assert used is False and mixed_used is False  # no one-launch read on the CPU
+    assert all(math.isfinite(v) for v in float32 + mixed)
+    assert gpu_smoke._alignment_readings("cpu", False, (torch.bfloat16, torch.float32, torch.float16))[0] == mixed
+    assert mixed != float32  # the narrower dtypes did change the steps
+    assert mixed == pytest.approx(float32, rel=0.05, abs=0.02)
