@@ -14,7 +14,8 @@ by them, and a smaller LR pays at once; while a run still gains more than that, 
 
 :class:`IterateAverage` keeps the uniform running average of the parameters after each optimizer
 step since the last decision: one float32 copy of the trainable parameters, on their device (the
-memory of one more copy of the model's trainable weights). :meth:`IterateAverage.gain` evaluates a
+memory of one more copy of the model's trainable weights), and, for bfloat16 or float16 ones, a
+float32 scratch buffer of at most ``WIDENING_SCRATCH`` elements (128 MiB) per device to widen them in. :meth:`IterateAverage.gain` evaluates a
 loss twice, at the current parameters and with the average swapped in, puts the parameters back
 exactly, and starts the next interval (:meth:`IterateAverage.restart` starts it without reading
 the average, at the first evaluation). :meth:`IterateAverage.state_dict` holds the average of the
@@ -31,6 +32,9 @@ from typing import Callable
 import torch
 
 __all__ = ["IterateAverage"]
+
+WIDENING_SCRATCH = 1 << 25  # float32 elements (128 MiB) of the buffer that bfloat16/float16 parameters are widened
+# into, a chunk of them at a time, for one _foreach_lerp_ per chunk; a larger tensor is widened on its own
 
 
 class IterateAverage:
@@ -56,36 +60,62 @@ class IterateAverage:
             weight = 1.0 / self.steps
             if self._full[0]:  # in place, no temporary of the weights' size
                 torch._foreach_lerp_(*self._full, weight)
-            for average, p in self._other:  # one tensor's float32 copy at a time (bf16, fp16)
+            for averages, params, widened in self._chunks:  # bf16, fp16: widened exactly, a chunk at a time
+                torch._foreach_copy_(widened, params)
+                torch._foreach_lerp_(averages, widened, weight)
+            for average, p in self._other:  # larger than the scratch: its own float32 copy
                 average.lerp_(p.detach().float(), weight)
 
     def _drop_average(self) -> None:
         """No average and no step in it; the fold's lists let go of the average's tensors too, so that
         the next interval's copy is not allocated while the last one's is still held."""
         self._average, self.steps = None, 0
-        self._full, self._other = ([], []), []
+        self._full, self._chunks, self._other = ([], []), [], []
 
     def _split(self) -> None:
-        """The average's tensors and their parameters as two lists for one ``_foreach_lerp_`` (float32
-        parameters), and the pairs folded one at a time (other dtypes): made once per interval, not
-        at every step (the host time of a list over every parameter shows on a GPU)."""
+        """The fold's lists, made once per interval, not at every step (the host time of a list over
+        every parameter shows on a GPU): the float32 parameters and their averages for one
+        ``_foreach_lerp_``; the others (bf16, fp16) in chunks of one dtype that fit a float32 scratch
+        buffer of at most ``WIDENING_SCRATCH`` elements per device, each widened into it with one ``_foreach_copy_``
+        and folded with one ``_foreach_lerp_`` (the same values as a ``float()`` copy each); a tensor
+        larger than that buffer, one at a time."""
         pairs = list(zip(self._average, self.params))
         self._full = ([a for a, p in pairs if p.dtype == torch.float32], [p for a, p in pairs if p.dtype == torch.float32])
-        self._other = [(a, p) for a, p in pairs if p.dtype != torch.float32]
+        narrow = [(a, p) for a, p in pairs if p.dtype != torch.float32]
+        self._other = [(a, p) for a, p in narrow if p.numel() > WIDENING_SCRATCH]
+        by_device: dict[torch.device, list] = {}
+        for a, p in narrow:
+            if p.numel() <= WIDENING_SCRATCH:
+                by_device.setdefault(p.device, []).append((a, p))
+        self._chunks = []
+        for device, group in by_device.items():
+            scratch = torch.empty(min(WIDENING_SCRATCH, sum(p.numel() for _, p in group)), dtype=torch.float32, device=device)
+            group.sort(key=lambda pair: str(pair[1].dtype))  # one source dtype per chunk (stable: in order within it)
+            chunk, used = [], 0
+            for a, p in group + [(None, None)]:  # the sentinel closes the last chunk
+                if p is None or used + p.numel() > scratch.numel() or (chunk and p.dtype != chunk[0][1].dtype):
+                    if chunk:
+                        self._chunks.append(([a for a, _, _ in chunk], [p for _, p, _ in chunk], [w for *_, w in chunk]))
+                    chunk, used = [], 0
+                    if p is None:
+                        break
+                chunk.append((a, p, scratch[used:used + p.numel()].view(p.shape)))
+                used += p.numel()
 
     @contextmanager
     def swapped_in(self):
-        """The average in the parameters for the duration; the exact parameters back after."""
-        saved = [p.detach().clone() for p in self.params]
+        """The average in the parameters for the duration; the exact parameters back after (each copy
+        one ``_foreach_copy_`` over every parameter)."""
+        with torch.no_grad():
+            saved = [torch.empty_like(p) for p in self.params]
+            torch._foreach_copy_(saved, self.params)
         try:
             with torch.no_grad():
-                for p, average in zip(self.params, self._average):
-                    p.copy_(average)
+                torch._foreach_copy_(self.params, self._average)
             yield
         finally:
             with torch.no_grad():
-                for p, s in zip(self.params, saved):
-                    p.copy_(s)
+                torch._foreach_copy_(self.params, saved)
 
     def gain(self, loss: Callable[[], float], *, current: float | None = None) -> float | None:
         """``log(loss() at the current parameters / loss() with the average swapped in)``, then a new
