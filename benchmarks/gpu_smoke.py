@@ -142,14 +142,13 @@ def _decision_parts():
 
 
 def _first_refused(gather, tensors) -> str:
-    """Which of ``tensors`` the one-launch read refused, and why (``PointerGather.accepts``'s tests)."""
-    import torch
-
-    for k, (t, size) in enumerate(zip(tensors, gather._sizes)):
+    """Which of ``tensors`` the one-launch read refused, and why (``PointerGather.accepts``'s tests;
+    a missing tensor, None, is read as zeros, not refused)."""
+    for k, (t, dtype, size) in enumerate(zip(tensors, gather.dtypes, gather._sizes)):
         if t is None:
-            return f"owner {k}: None"
-        if t.dtype != torch.float32 or t.device != gather.device:
-            return f"owner {k}: {t.dtype} on {t.device}"
+            continue
+        if t.dtype != dtype or t.device != gather.device:
+            return f"owner {k}: {t.dtype} on {t.device}, {dtype} on {gather.device} expected"
         if not t.is_contiguous():
             return f"owner {k}: strides {t.stride()} for shape {tuple(t.shape)}"
         if t.numel() < size:
@@ -171,41 +170,7 @@ class CallbackTimer:
                 self._wrap(MetaLRCallback, name, name, method, handler=True)
         for label, cls, name in _decision_parts():
             self._wrap(cls, name, label, vars(cls)[name], handler=False)
-        self._count_sketch_reads()
-
-    def _count_sketch_reads(self):
-        """Counts the alignment's sketch reads and those that took the one-launch kernel, and keeps
-        why the first few were refused it (the tensor that failed ``PointerGather.accepts``)."""
-        from hf_metalr.controller.alignment import GradientAlignment
-        from hf_metalr.controller.pointer_gather import PointerGather
-
-        read, launch, accepts = GradientAlignment._read, PointerGather.__call__, PointerGather.accepts
-        self.saved += [(GradientAlignment, "_read", read), (PointerGather, "__call__", launch),
-                       (PointerGather, "accepts", accepts)]
-        timer = self
-
-        launches = [0]  # the start-up check's launch is not a read: count those inside _read only
-
-        def counted_read(alignment, tensors, buffer):
-            before = launches[0]
-            try:
-                return read(alignment, tensors, buffer)
-            finally:
-                timer.reads["all"] = timer.reads.get("all", 0) + 1
-                timer.reads["kernel"] = timer.reads.get("kernel", 0) + (launches[0] > before)
-
-        def counted_launch(gather, tensors, out):
-            launches[0] += 1
-            return launch(gather, tensors, out)
-
-        def explained_accepts(gather, tensors):
-            tensors = list(tensors)
-            ok = accepts(gather, tensors)
-            if not ok and len(timer.refusals) < 5:
-                timer.refusals.append(_first_refused(gather, tensors))
-            return ok
-
-        GradientAlignment._read, PointerGather.__call__, PointerGather.accepts = counted_read, counted_launch, explained_accepts
+        self.sketch_reads = SketchReadCounter()
 
     def _wrap(self, cls, name, label, method, *, handler: bool):
         self.saved.append((cls, name, method))
@@ -229,6 +194,61 @@ class CallbackTimer:
 
     def reset(self):
         self.seconds, self.calls, self.per_event, self.durations, self.parts = 0.0, {}, {}, {}, {}
+        if hasattr(self, "sketch_reads"):
+            self.sketch_reads.reset()
+
+    @property
+    def reads(self) -> dict:
+        return self.sketch_reads.reads
+
+    @property
+    def refusals(self) -> list:
+        return self.sketch_reads.refusals
+
+    def restore(self):
+        for cls, name, method in self.saved:
+            setattr(cls, name, method)
+        self.sketch_reads.restore()
+
+
+class SketchReadCounter:
+    """Counts the alignment's sketch reads (``reads["all"]``) and those that took the one-launch
+    kernel (``reads["kernel"]``; the start-up check's own launch is not a read), and keeps why the
+    first few were refused it (the tensor that failed ``PointerGather.accepts``), until
+    :meth:`restore`."""
+
+    def __init__(self):
+        from hf_metalr.controller.alignment import GradientAlignment
+        from hf_metalr.controller.pointer_gather import PointerGather
+
+        read, launch, accepts = GradientAlignment._read, PointerGather.__call__, PointerGather.accepts
+        self.saved = [(GradientAlignment, "_read", read), (PointerGather, "__call__", launch),
+                      (PointerGather, "accepts", accepts)]
+        self.reset()
+        counter, launches = self, [0]
+
+        def counted_read(alignment, tensors, buffer):
+            before = launches[0]
+            try:
+                return read(alignment, tensors, buffer)
+            finally:
+                counter.reads["all"] = counter.reads.get("all", 0) + 1
+                counter.reads["kernel"] = counter.reads.get("kernel", 0) + (launches[0] > before)
+
+        def counted_launch(gather, tensors, out):
+            launches[0] += 1
+            return launch(gather, tensors, out)
+
+        def explained_accepts(gather, tensors):
+            tensors = list(tensors)
+            ok = accepts(gather, tensors)
+            if not ok and len(counter.refusals) < 5:
+                counter.refusals.append(_first_refused(gather, tensors))
+            return ok
+
+        GradientAlignment._read, PointerGather.__call__, PointerGather.accepts = counted_read, counted_launch, explained_accepts
+
+    def reset(self):
         self.reads, self.refusals = {}, []
 
     def restore(self):
@@ -280,7 +300,8 @@ def alignment_on_cuda(repeats: int = 50) -> dict:
 def _alignment_readings(device: str, one_launch: bool, dtypes) -> tuple[list[float], bool]:
     """The alignment's readings (ratio, mean, t, drift) over 20 seeded SGD steps of three parameters of
     ``dtypes`` on ``device``, a gradient missing at every fourth step (which the GPU's one-launch read
-    must read as zeros), and whether the one-launch read was used (``one_launch=False``: never)."""
+    must read as zeros), and whether every one of the steps' sketch reads took the one-launch read
+    (``one_launch=False``: none does)."""
     import torch
 
     from hf_metalr.controller.alignment import GradientAlignment
@@ -291,6 +312,18 @@ def _alignment_readings(device: str, one_launch: bool, dtypes) -> tuple[list[flo
     signal = GradientAlignment(small, sketch_size=1024)
     if not one_launch:
         signal._gather = None
+    counter = SketchReadCounter()
+    try:
+        readings = _stepped_readings(signal, small, generator, device)
+    finally:
+        counter.restore()
+    return readings, counter.reads.get("kernel", 0) == counter.reads.get("all", 0) > 0
+
+
+def _stepped_readings(signal, small, generator, device) -> list[float]:
+    """The 20 steps of :func:`_alignment_readings` and the readings they leave."""
+    import torch
+
     for step in range(20):
         for p in small:
             p.grad = (torch.randn(p.shape, generator=generator) + 0.5 * p.detach().float().cpu()).to(device, p.dtype)
@@ -303,7 +336,7 @@ def _alignment_readings(device: str, one_launch: bool, dtypes) -> tuple[list[flo
                     p.add_(p.grad, alpha=-0.05)
         signal.after_step()
     window = signal.take()
-    return [window.ratio, window.mean, window.t, signal.drift()], signal._gather is not None
+    return [window.ratio, window.mean, window.t, signal.drift()]
 
 
 def run_recipe(name: str, data_args: list[str], out: Path, schedule: str, steps: int, eval_every: int, timer: CallbackTimer,

@@ -590,7 +590,7 @@ def test_the_one_launch_read_is_kept_only_if_it_reads_a_missing_gradient_as_zero
     """A parameter without a gradient this step (wav2vec2's LayerDrop drops a layer) must read as zeros
     on the one-launch path too, or that read would fall back to index_select at every such step (a
     third of the reads on wav2vec2-base on an H200). Emulated here with the real tables: the start-up
-    check keeps a read that gives zeros for a missing first tensor, and sends one that does not back
+    check keeps a read that gives zeros for a missing tensor, and sends one that does not back
     to index_select with a warning; a kept read takes the steps with a missing gradient."""
     import hf_metalr.controller.alignment as alignment_module
     from hf_metalr.controller.pointer_gather import PointerGather, gather_tables

@@ -125,7 +125,7 @@ class GradientAlignment:
 
     def _checked_gather(self) -> PointerGather | None:
         """The one-launch read if it reads the parameters as the index_select reads do, bit for bit,
-        and a missing first tensor as zeros (once, at the start: it builds the kernel); None, with a
+        and a missing tensor as zeros (once, at the start: it builds the kernel); None, with a
         warning, if it fails or differs, and None when the parameters would never pass ``accepts``
         (not contiguous, say)."""
         gather, self._gather = self._gather, None
@@ -135,9 +135,13 @@ class GradientAlignment:
         expected = self._read(self.params, _INITIAL).clone()  # free until the first read
         try:
             same = torch.equal(gather(owned, self._buffers[_INITIAL]), expected)
-            if same:  # and a missing tensor (no gradient this step) reads as zeros, as index_select's read does
-                expected[: len(self._owners[0][1])] = 0
-                same = torch.equal(gather([None, *owned[1:]], self._buffers[_INITIAL]), expected)
+            parts = expected.split([len(index) for _, index in self._owners])
+            missing = next((k for k, part in enumerate(parts) if bool(part.any())), None)
+            if same and missing is not None:  # and a missing tensor (no gradient this step) reads as zeros, as
+                # index_select's read does: one whose sketched values are not all zero, or the test says nothing
+                parts[missing].zero_()
+                tensors = [None if k == missing else t for k, t in enumerate(owned)]
+                same = torch.equal(gather(tensors, self._buffers[_INITIAL]), expected)
             problem = "it read other values than index_select"
         except Exception as exc:  # a Triton that cannot build or launch the kernel
             same, problem = False, f"{type(exc).__name__}: {exc}"

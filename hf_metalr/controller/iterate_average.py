@@ -15,8 +15,9 @@ by them, and a smaller LR pays at once; while a run still gains more than that, 
 :class:`IterateAverage` keeps the uniform running average of the parameters after each optimizer
 step since the last decision: one float32 copy of the trainable parameters, on their device (the
 memory of one more copy of the model's trainable weights), and, for bfloat16 or float16 ones, a
-float32 scratch buffer of at most ``WIDENING_SCRATCH`` elements (128 MiB) per device to widen them in. :meth:`IterateAverage.gain` evaluates a
-loss twice, at the current parameters and with the average swapped in, puts the parameters back
+float32 scratch buffer of at most ``WIDENING_SCRATCH`` elements (128 MiB) per device to widen them
+in. :meth:`IterateAverage.gain` evaluates a loss twice, at the current parameters and with the
+average swapped in, puts the parameters back
 exactly, and starts the next interval (:meth:`IterateAverage.restart` starts it without reading
 the average, at the first evaluation). :meth:`IterateAverage.state_dict` holds the average of the
 interval in progress (tensors, for a checkpoint's own file: it is as large as the trainable
@@ -60,7 +61,7 @@ class IterateAverage:
             weight = 1.0 / self.steps
             if self._full[0]:  # in place, no temporary of the weights' size
                 torch._foreach_lerp_(*self._full, weight)
-            for averages, params, widened in self._chunks:  # bf16, fp16: widened exactly, a chunk at a time
+            for averages, params, widened in self._chunks:  # other dtypes (bf16, fp16): a chunk at a time
                 torch._foreach_copy_(widened, params)
                 torch._foreach_lerp_(averages, widened, weight)
             for average, p in self._other:  # larger than the scratch: its own float32 copy
@@ -75,7 +76,7 @@ class IterateAverage:
     def _split(self) -> None:
         """The fold's lists, made once per interval, not at every step (the host time of a list over
         every parameter shows on a GPU): the float32 parameters and their averages for one
-        ``_foreach_lerp_``; the others (bf16, fp16) in chunks of one dtype that fit a float32 scratch
+        ``_foreach_lerp_``; the others (bf16, fp16: widened exactly) in chunks of one dtype that fit a float32 scratch
         buffer of at most ``WIDENING_SCRATCH`` elements per device, each widened into it with one ``_foreach_copy_``
         and folded with one ``_foreach_lerp_`` (the same values as a ``float()`` copy each); a tensor
         larger than that buffer, one at a time."""
@@ -89,7 +90,8 @@ class IterateAverage:
                 by_device.setdefault(p.device, []).append((a, p))
         self._chunks = []
         for device, group in by_device.items():
-            scratch = torch.empty(min(WIDENING_SCRATCH, sum(p.numel() for _, p in group)), dtype=torch.float32, device=device)
+            size = min(WIDENING_SCRATCH, sum(p.numel() for _, p in group))
+            scratch = torch.empty(size, dtype=torch.float32, device=device)
             group.sort(key=lambda pair: str(pair[1].dtype))  # one source dtype per chunk (stable: in order within it)
             chunk, used = [], 0
             for a, p in group + [(None, None)]:  # the sentinel closes the last chunk
@@ -105,17 +107,26 @@ class IterateAverage:
     @contextmanager
     def swapped_in(self):
         """The average in the parameters for the duration; the exact parameters back after (each copy
-        one ``_foreach_copy_`` over every parameter)."""
+        one ``_foreach_copy_`` per dtype and device of the parameters: some torch releases' CUDA fast
+        path took every destination for the first one's dtype)."""
+        groups: dict[tuple, tuple[list, list]] = {}
+        for p, average in zip(self.params, self._average):
+            group = groups.setdefault((p.dtype, p.device), ([], []))
+            group[0].append(p)
+            group[1].append(average)
         with torch.no_grad():
-            saved = [torch.empty_like(p) for p in self.params]
-            torch._foreach_copy_(saved, self.params)
+            saved = [[torch.empty_like(p) for p in params] for params, _ in groups.values()]
+            for copies, (params, _) in zip(saved, groups.values()):
+                torch._foreach_copy_(copies, params)
         try:
             with torch.no_grad():
-                torch._foreach_copy_(self.params, self._average)
+                for params, averages in groups.values():
+                    torch._foreach_copy_(params, averages)
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(self.params, saved)
+                for copies, (params, _) in zip(saved, groups.values()):
+                    torch._foreach_copy_(params, copies)
 
     def gain(self, loss: Callable[[], float], *, current: float | None = None) -> float | None:
         """``log(loss() at the current parameters / loss() with the average swapped in)``, then a new

@@ -13,8 +13,9 @@ loads every coordinate through its tensor's address: the same float32 values as 
 ``index_select`` reads, bit for bit, with no host synchronisation; a missing tensor (None: a
 parameter that got no gradient this step, as under wav2vec2's LayerDrop) reads as zeros, as there.
 It takes contiguous float32, bfloat16 or float16 tensors on its device only (the last two widened
-to float32 exactly, as the ``index_select`` read's copy does), each of the dtype it was built for; :meth:`PointerGather.accepts` says whether a list qualifies, and the
-caller falls back to ``index_select`` otherwise. :func:`pointer_gather_available` is False without
+to float32 exactly, as the ``index_select`` read's copy does), each of the dtype it was built for;
+:meth:`PointerGather.accepts` says whether a list qualifies, and the caller falls back to
+``index_select`` otherwise. :func:`pointer_gather_available` is False without
 CUDA or Triton (a CPU machine): the fallback is then the only path.
 """
 
