@@ -45,6 +45,9 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # GPU check of the three recipes (full-size models, synthetic data, bf16, < 8 min); fails at once without CUDA.
+# Then the host time of the callback's per-step pieces on BERT-base shapes, float32 and pure bf16 parameters.
 .PHONY: gpu-smoke
 gpu-smoke: $(STAMP)
 	$(OFFLINE) $(PY) benchmarks/gpu_smoke.py --out runs/gpu_smoke
+	$(OFFLINE) $(PY) benchmarks/gpu_step_cost.py --out runs/gpu_smoke/step_cost_float32.json
+	$(OFFLINE) $(PY) benchmarks/gpu_step_cost.py --dtype bfloat16 --out runs/gpu_smoke/step_cost_bfloat16.json
