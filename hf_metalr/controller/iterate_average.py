@@ -76,10 +76,10 @@ class IterateAverage:
     def _split(self) -> None:
         """The fold's lists, made once per interval, not at every step (the host time of a list over
         every parameter shows on a GPU): the float32 parameters and their averages for one
-        ``_foreach_lerp_``; the others (bf16, fp16: widened exactly) in chunks of one dtype that fit a float32 scratch
-        buffer of at most ``WIDENING_SCRATCH`` elements per device, each widened into it with one ``_foreach_copy_``
-        and folded with one ``_foreach_lerp_`` (the same values as a ``float()`` copy each); a tensor
-        larger than that buffer, one at a time."""
+        ``_foreach_lerp_``; the others (bf16, fp16: widened exactly) in chunks of one dtype that fit
+        a float32 scratch buffer of at most ``WIDENING_SCRATCH`` elements per device, each widened
+        into it with one ``_foreach_copy_`` and folded with one ``_foreach_lerp_`` (the same values
+        as a ``float()`` copy each); a tensor larger than that buffer, one at a time."""
         pairs = list(zip(self._average, self.params))
         self._full = ([a for a, p in pairs if p.dtype == torch.float32], [p for a, p in pairs if p.dtype == torch.float32])
         narrow = [(a, p) for a, p in pairs if p.dtype != torch.float32]
