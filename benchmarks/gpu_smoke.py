@@ -141,21 +141,6 @@ def _decision_parts():
     )
 
 
-def _first_refused(gather, tensors) -> str:
-    """Which of ``tensors`` the one-launch read refused, and why (``PointerGather.accepts``'s tests;
-    a missing tensor, None, is read as zeros, not refused)."""
-    for k, (t, dtype, size) in enumerate(zip(tensors, gather.dtypes, gather._sizes)):
-        if t is None:
-            continue
-        if t.dtype != dtype or t.device != gather.device:
-            return f"owner {k}: {t.dtype} on {t.device}, {dtype} on {gather.device} expected"
-        if not t.is_contiguous():
-            return f"owner {k}: strides {t.stride()} for shape {tuple(t.shape)}"
-        if t.numel() < size:
-            return f"owner {k}: {t.numel()} elements, {size} needed"
-    return "none refused"
-
-
 class CallbackTimer:
     """Wraps every event handler of ``MetaLRCallback`` with a wall-clock timer, and the pieces of a
     decision (:func:`_decision_parts`) with timers of their own that do not add to ``seconds``."""
@@ -214,7 +199,7 @@ class CallbackTimer:
 class SketchReadCounter:
     """Counts the alignment's sketch reads (``reads["all"]``) and those that took the one-launch
     kernel (``reads["kernel"]``; the start-up check's own launch is not a read), and keeps why the
-    first few were refused it (the tensor that failed ``PointerGather.accepts``), until
+    first few were refused it (``PointerGather.refusal``), until
     :meth:`restore`."""
 
     def __init__(self):
@@ -243,7 +228,7 @@ class SketchReadCounter:
             tensors = list(tensors)
             ok = accepts(gather, tensors)
             if not ok and len(counter.refusals) < 5:
-                counter.refusals.append(_first_refused(gather, tensors))
+                counter.refusals.append(gather.refusal(tensors))
             return ok
 
         GradientAlignment._read, PointerGather.__call__, PointerGather.accepts = counted_read, counted_launch, explained_accepts

@@ -672,6 +672,23 @@ def test_the_one_launch_read_is_built_for_each_owners_dtype_and_only_for_those_i
     assert not gather.accepts([torch.zeros(4), torch.zeros(4)])  # float32 where the owner is bfloat16
 
 
+def test_a_refused_sketch_read_names_the_tensor_and_the_reason():
+    """``PointerGather.refusal``: the first tensor ``accepts`` refuses, in words (``make gpu-smoke``
+    reports them); a missing tensor is read as zeros, not refused."""
+    from hf_metalr.controller.pointer_gather import PointerGather
+
+    gather = PointerGather.__new__(PointerGather)
+    gather.device, gather._sizes = torch.device("cpu"), [4, 4, 4]
+    gather.dtypes = [torch.float32, torch.bfloat16, torch.float32]
+    fine, narrow = torch.zeros(8), torch.zeros(8, dtype=torch.bfloat16)
+    assert gather.refusal([None, narrow, fine]) is None and gather.accepts([None, narrow, fine])
+    cases = {"owner 1: torch.float32 on cpu, torch.bfloat16 on cpu expected": [fine, fine, fine],
+             "owner 0: strides (1, 4) for shape (4, 4)": [torch.zeros(4, 4).t(), narrow, fine],
+             "owner 2: 3 elements, 4 needed": [fine, narrow, torch.zeros(3)]}
+    for reason, tensors in cases.items():
+        assert gather.refusal(tensors) == reason and not gather.accepts(tensors)
+
+
 def test_the_undo_of_a_punished_raise_survives_a_resume():
     ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
     theta = torch.nn.Parameter(torch.ones(8))

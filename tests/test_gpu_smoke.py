@@ -87,19 +87,6 @@ def test_the_timer_times_a_decisions_pieces_apart_and_puts_every_method_back(gpu
     assert (MetaLRController.observe, ActorCriticLearner.update, MetaLRCallback.on_log) == originals
 
 
-def test_a_refused_sketch_read_names_the_tensor_and_the_reason(gpu_smoke):
-    from types import SimpleNamespace
-
-    gather = SimpleNamespace(_sizes=[4, 4, 4], device=torch.device("cpu"),
-                             dtypes=[torch.float32, torch.bfloat16, torch.float32])
-    fine, narrow = torch.zeros(8), torch.zeros(8, dtype=torch.bfloat16)
-    assert gpu_smoke._first_refused(gather, [None, narrow, fine]) == "none refused"  # a missing one reads as zeros
-    assert gpu_smoke._first_refused(gather, [fine, fine, fine]) == \
-        "owner 1: torch.float32 on cpu, torch.bfloat16 on cpu expected"
-    assert gpu_smoke._first_refused(gather, [torch.zeros(4, 4).t(), narrow, fine]) == "owner 0: strides (1, 4) for shape (4, 4)"
-    assert gpu_smoke._first_refused(gather, [fine, narrow, torch.zeros(3)]) == "owner 2: 3 elements, 4 needed"
-
-
 def test_the_readings_the_gpu_checks_compare_run_on_the_cpu_with_mixed_dtypes(gpu_smoke):
     """``alignment_on_cuda`` compares these readings across devices (float32) and across the two reads
     (mixed dtypes): on the CPU they come from the index_select read, finite, the same when asked

@@ -103,10 +103,21 @@ class PointerGather:
     def accepts(self, tensors) -> bool:
         """Whether every tensor is None (read as zeros) or of its dtype (``dtypes``), contiguous, on this
         gather's device and large enough to hold its coordinates (the kernel does not check bounds;
-        ``index_select`` would raise)."""
-        device = self.device
-        return all(t is None or (t.dtype == dtype and t.device == device and t.is_contiguous() and t.numel() >= size)
-                   for t, dtype, size in zip(tensors, self.dtypes, self._sizes))
+        ``index_select`` would raise): :meth:`refusal` finds none to refuse."""
+        return self.refusal(tensors) is None
+
+    def refusal(self, tensors) -> str | None:
+        """The first tensor that :meth:`accepts` refuses and why, in words; None when there is none."""
+        for k, (t, dtype, size) in enumerate(zip(tensors, self.dtypes, self._sizes)):
+            if t is None:
+                continue
+            if t.dtype != dtype or t.device != self.device:
+                return f"owner {k}: {t.dtype} on {t.device}, {dtype} on {self.device} expected"
+            if not t.is_contiguous():
+                return f"owner {k}: strides {t.stride()} for shape {tuple(t.shape)}"
+            if t.numel() < size:
+                return f"owner {k}: {t.numel()} elements, {size} needed"
+        return None
 
     def __call__(self, tensors, out: torch.Tensor) -> torch.Tensor:
         """``out[c] = tensors[slot[c]].flatten()[offset[c]]`` for every coordinate ``c``, 0 where that
