@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -217,6 +218,33 @@ def test_dict_of_eval_datasets_acts_on_the_named_one_only(tmp_path):
         trainer.train()
 
 
+@pytest.mark.parametrize("max_steps", [10, 5])  # refused at the next step, or at train end after the last evaluation
+def test_a_metric_that_no_eval_dataset_of_a_dict_returns_is_refused_after_the_evaluation_step(tmp_path, max_steps):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="c_loss")], max_steps=max_steps)
+    trainer.eval_dataset = {"a": trainer.eval_dataset, "b": trainer.eval_dataset}
+    with pytest.raises(ValueError, match=r"'eval_c_loss', but none of the eval datasets returned it at step 5\. "
+                                         r"Available: \['eval_a_accuracy', 'eval_a_loss', 'eval_b_accuracy', 'eval_b_loss'\]"):
+        trainer.train()
+    assert trainer.state.global_step == 5
+    assert not (tmp_path / "metalr_trace.jsonl").exists() or read_trace(tmp_path / "metalr_trace.jsonl") == []
+
+
+def test_an_evaluation_before_the_first_step_is_no_decision_and_keeps_the_early_guard(tmp_path):
+    """eval_on_start evaluates the initial weights: no step to judge, so no decision; the guard,
+    which reads every step's loss until the first decision, stays on, and nothing warns that the
+    model's outputs carry no loss."""
+    cb = MetaLRCallback()
+    trainer = make_trainer(tmp_path, callbacks=[cb], max_steps=10, eval_on_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        trainer.train()
+    assert [h["step"] for h in trainer.state.log_history if "eval_loss" in h] == [0, 5, 10]
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert [e["global_step"] for e in trace] == [5, 10] and trace[0]["reward"] is None
+    assert cb.controller.decision_index == 2
+    assert not any("metalr/lr" in h for h in trainer.state.log_history if h.get("step") == 0)
+
+
 def _interval_noise(losses):
     logs = np.log(np.asarray(losses))
     return float(np.abs(np.diff(logs)).mean())
@@ -296,7 +324,6 @@ def test_sharded_parameters_switch_the_signal_off_with_one_warning(tmp_path):
         assert _watchable(SimpleNamespace(fsdp=["full_shard"], deepspeed=None)) is False
     with pytest.warns(RuntimeWarning, match="sharded \\(deepspeed\\)"):
         assert _watchable(SimpleNamespace(fsdp=[], deepspeed={"zero_optimization": {"stage": 3}})) is False
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -109,6 +109,11 @@ def test_the_callback_cuts_a_diverging_trainer_run_before_the_first_evaluation(t
     assert applied[cuts[0]["step"]] == 3.0 and math.isclose(applied[cuts[0]["step"] + 1], 3.0 * EARLY_CUT)
     assert math.isclose(applied[5], cuts[-1]["lr"]) and math.isclose(trace[0]["lr"], cuts[-1]["lr"])
 
+    early = make_trainer(tmp_path / "eval_on_start", callbacks=[MetaLRCallback(policy=keep)], learning_rate=3.0,
+                         max_steps=10, logging_steps=1, eval_on_start=True)
+    early.train()  # the evaluation of the initial weights is no decision: the guard still reads the first steps
+    assert read_trace(tmp_path / "eval_on_start" / "metalr_trace.jsonl")[0]["early_cuts"] == cuts
+
     calm = make_trainer(tmp_path / "calm", callbacks=[MetaLRCallback(policy=keep)], max_steps=10)
     calm.train()
     calm_trace = read_trace(tmp_path / "calm" / "metalr_trace.jsonl")

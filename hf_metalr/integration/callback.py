@@ -28,6 +28,11 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   hook (see ``check_batches``); only the average's forward passes are the check's own. A checkpoint saved
   between two evaluations holds that average in its own ``metalr_iterate_average.safetensors``
   (written by the main process), which a resume reads back.
+- **Decisions:** one at every evaluation during training of the monitored metric, except an
+  evaluation before the first optimizer step (``eval_on_start``), which has no step to judge: the
+  LR stays, and the early-divergence guard goes on reading the first steps. With a dict of eval
+  datasets, each is a log of its own; the monitored one decides, and a step whose datasets all
+  lack the monitored key is refused once they have all been evaluated.
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
   world's main process only.
 - **Saved:** the whole controller state (policy, meta-optimizer, run history, decision index that
@@ -158,6 +163,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._warned_no_step_losses = False
         self._step_losses_everywhere = False  # see _step_losses_on_every_rank
         self._skip_average_check = False  # a resume that could not find the interval's iterate average
+        # (global step, keys) of the evaluations of other eval datasets (a dict of them) at the last evaluation step,
+        # and the step of the last evaluation that returned the monitored key: see _refuse_an_unmonitored_evaluation
+        self._other_evaluations: tuple[int, list[str]] | None = None
+        self._monitored_at: int | None = None
 
     # -- ExportableState -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -254,6 +263,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         self._in_training = True
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._in_training:
+            self._refuse_an_unmonitored_evaluation()
+
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self._in_training:
             self.controller.before_optimizer_step()
@@ -279,15 +292,21 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if not any(k.startswith("eval_") for k in logs):
             return
         if self.metric_key not in logs:
-            self._check_missing_metric(logs)
+            self._check_missing_metric(logs, state.global_step)
             if self.controller.iterate_average is not None:  # another eval dataset's: the check reads the monitored one's
                 self._eval_batches.arm()
             return
+        self._monitored_at = state.global_step
         try:
             value = real_number(logs[self.metric_key], f"MetaLRCallback: the monitored metric {self.metric_key!r}")
         except TypeError as exc:
             raise TypeError(f"{exc}. Make compute_metrics return a number for this key, or pass "
                             "MetaLRCallback(metric=...) to monitor another one.") from None
+        if state.global_step == 0:  # eval_on_start: the initial weights, before any step there is to judge
+            self._eval_batches.release()  # armed again at the first step's end
+            logger.info("MetaLRCallback: the evaluation before the first optimizer step (eval_on_start) is not a "
+                        "decision; the LR stays as it is until the first evaluation after training steps")
+            return
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
         check, current = None, None
@@ -367,6 +386,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                           metadata={"steps": str(saved["steps"]), "global_step": str(state.global_step)})
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self._in_training:
+            self._refuse_an_unmonitored_evaluation()
         self._in_training = False
         self._tap.detach()
         self._eval_batches.detach()
@@ -398,7 +419,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     )
         return key, greater
 
-    def _check_missing_metric(self, logs: dict) -> None:
+    def _check_missing_metric(self, logs: dict, step: int) -> None:
+        """Refuse an evaluation without the monitored key when the key is this evaluation's to return;
+        otherwise (the evaluation of another dataset of a dict of eval datasets) remember its keys, for
+        ``_refuse_an_unmonitored_evaluation`` once every dataset of the step has been evaluated."""
         runtime_keys = [k for k in logs if k.endswith("_runtime")]
         prefix = runtime_keys[0][: -len("runtime")] if runtime_keys else "eval_"
         available = sorted(k for k in logs if k.startswith("eval_") and not k.endswith(_NON_METRIC_SUFFIXES))
@@ -408,7 +432,22 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 f"MetaLRCallback monitors {self.metric_key!r}, but the evaluation returned no such key. "
                 f"Available: {available}. Pass MetaLRCallback(metric=...) or set metric_for_best_model to one of them."
             )
-        # else: an evaluation of another eval dataset (a dict of eval datasets); not ours to act on.
+        earlier = self._other_evaluations[1] if self._other_evaluations and self._other_evaluations[0] == step else []
+        self._other_evaluations = (step, sorted(set(earlier) | set(available)))
+
+    def _refuse_an_unmonitored_evaluation(self) -> None:
+        """After an evaluation step (at the next step's begin, or at train end): when its eval datasets
+        (a dict of them) were all evaluated and none returned the monitored key, a ValueError that lists
+        the keys they did return. Each dataset's evaluation is a log of its own, so only then is the
+        key known to be missing."""
+        other, self._other_evaluations = self._other_evaluations, None
+        if other is not None and other[0] != self._monitored_at:
+            raise ValueError(
+                f"MetaLRCallback monitors {self.metric_key!r}, but none of the eval datasets returned it at step "
+                f"{other[0]}. Available: {other[1]}. With a dict of eval datasets the Trainer names each one's "
+                "metrics eval_<name>_<metric>: pass MetaLRCallback(metric=...) or set metric_for_best_model to one "
+                "of them."
+            )
 
     def _hand_over_train_losses(self) -> None:
         """Give the controller the training losses since the last decision: every step's from the
