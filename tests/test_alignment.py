@@ -374,6 +374,13 @@ def test_gate_lets_a_raise_through_at_a_too_low_lr():
     assert decisions[-1].scale == 64.0
     assert decisions[-1].features["grad_alignment_t"] >= EVIDENCE_T
 
+    capped = controlled_quadratic(always(4), 0.01, decisions=3, max_lr=0.03)  # the gate lets x2 through, max_lr caps it
+    assert [d.applied for d in capped] == [2.0, pytest.approx(1.5), 1.0] and capped[-1].gate is None
+    assert capped[1].evidence.startswith("raise: the gradient keeps pointing along the previous steps")
+    assert capped[1].evidence.endswith("; capped by max_lr=0.03: x1.5 applied instead of x2")
+    assert capped[0].evidence.startswith("raise:") and "capped" not in capped[0].evidence
+    assert capped[2].evidence.endswith("; capped by max_lr=0.03: x1 applied instead of x2")  # at the bound: no move
+
 
 def test_gate_holds_a_raise_at_an_overshooting_lr_and_a_blind_cut_at_a_too_low_one(monkeypatch):
     # SGD at 3.5 on this quadratic grows the loss 4-fold within the first interval, which the early-divergence guard

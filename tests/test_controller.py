@@ -259,6 +259,19 @@ def test_lr_stays_finite_positive_and_within_bounds(stream, seed, greater):
             assert math.isfinite(d.lr) and d.lr > 0
             assert 1e-5 * (1 - 1e-12) <= d.lr <= 1e-2 * (1 + 1e-12)
             assert all(math.isfinite(x) for x in (d.features or {}).values())
+            cut_short = d.multiplier != 1 and not math.isclose(d.applied, d.multiplier, rel_tol=1e-9)
+            assert ("capped by" in (d.evidence or "")) == cut_short  # no gate here: what is asked is what is moved
+
+
+def test_a_move_that_a_bound_cuts_short_says_so_in_its_evidence():
+    from test_alignment import always
+
+    ctrl = MetaLRController(1e-3, policy=always(4), max_lr=1.5e-3, gate=False)
+    assert ctrl.multipliers[4] == 2.0
+    first, second, third = (ctrl.observe(v, progress=0.1 * i) for i, v in enumerate([1.0, 0.9, 0.8]))
+    assert first.applied == 1.0 and first.evidence is None  # the first evaluation keeps the LR without a gate
+    assert second.applied == pytest.approx(1.5) and second.evidence == "capped by max_lr=0.0015: x1.5 applied instead of x2"
+    assert third.applied == 1.0 and third.evidence == "capped by max_lr=0.0015: x1 applied instead of x2"
 
 
 def test_default_bounds_are_relative_to_initial_lr():

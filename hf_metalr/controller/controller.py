@@ -195,6 +195,12 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     return False, None
 
 
+def _joined(*parts: str | None) -> str | None:
+    """The parts that are not None, joined by '; ' (None when there are none)."""
+    present = [part for part in parts if part]
+    return "; ".join(present) if present else None
+
+
 def _made_progress(features: dict[str, float]) -> bool:
     """Whether the objective is at least ``PROGRESS`` below the first evaluation's (absent: no progress)."""
     return features.get("objective_vs_first", 0.0) <= -PROGRESS
@@ -310,7 +316,8 @@ class Decision:
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
     gate: str | None = None  # why the direction gate kept the LR instead of ``multiplier`` (None: not held)
     evidence: str | None = None  # what let a raise or a cut through the gate, what made the fixed cut at a clear
-    # overshoot, or what took back a punished raise (None: a keep, held, or no gate)
+    # overshoot, or what took back a punished raise, and how min_lr or max_lr capped the move if one did (None: a
+    # keep, held, or no gate and no cap)
 
     @property
     def action(self) -> float:
@@ -555,8 +562,9 @@ class MetaLRController:
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
+        evidence = None if held else _joined(why, self._bound_note(multiplier, applied))
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
-                            why if held else None, None if held else why)
+                            why if held else None, evidence)
 
     def _stuck_evaluations(self, features: dict[str, float], *, first: bool) -> int:
         """How many evaluations in a row, this one included, the run has been stuck after moving far
@@ -585,13 +593,21 @@ class MetaLRController:
         applied = self._rescale(multiplier)
         self.pending = None
         self.previous_multiplier = multiplier
-        return self._record(index, None, None, multiplier, None, False, False, True, None, applied)
+        return self._record(index, None, None, multiplier, None, False, False, True, None, applied,
+                            evidence=self._bound_note(multiplier, applied))
 
     def _rescale(self, multiplier: float) -> float:
         """Apply ``multiplier`` within the bounds; returns the multiplier that took effect."""
         before = self.scale
         self.scale = apply_multiplier(self.scale, multiplier, self.min_scale, self.max_scale)
         return multiplier if self.scale == before * multiplier else self.scale / before
+
+    def _bound_note(self, multiplier: float, applied: float) -> str | None:
+        """In words, how ``min_lr`` or ``max_lr`` cut short a move (None when it took effect as asked)."""
+        if multiplier == 1 or math.isclose(applied, multiplier, rel_tol=1e-9):
+            return None
+        name, bound = ("max_lr", self.max_lr) if multiplier > 1 else ("min_lr", self.min_lr)
+        return f"capped by {name}={bound:g}: x{applied:.3g} applied instead of x{multiplier:g}"
 
     def _select(self, obs: list[float], index: int) -> int:
         with torch.no_grad():
