@@ -25,7 +25,7 @@ def test_no_argument_callback_runs_and_traces_every_decision(tmp_path):
     assert [e["global_step"] for e in trace] == list(range(5, 41, 5))
     for e in trace:
         assert TRACE_FIELDS <= set(e)
-        assert e["metric"] == "eval_loss" and math.isfinite(e["value"]) and e["lr"] > 0
+        assert e["metric"] == "eval_loss" and e["greater_is_better"] is False and math.isfinite(e["value"]) and e["lr"] > 0
     assert trace[0]["reward"] is None and all(isinstance(e["reward"], float) for e in trace[1:])
     # the callback watches the gradients, so the policy decides from the first evaluation on, each move
     # held by the gate or let through on stated evidence
@@ -76,7 +76,7 @@ def test_metric_defaults_to_metric_for_best_model(tmp_path):
     trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], metric_for_best_model="accuracy", max_steps=10)
     trainer.train()
     trace = read_trace(tmp_path / "metalr_trace.jsonl")
-    assert {e["metric"] for e in trace} == {"eval_accuracy"}
+    assert {e["metric"] for e in trace} == {"eval_accuracy"} and all(e["greater_is_better"] is True for e in trace)
     cb = next(c for c in trainer.callback_handler.callbacks if isinstance(c, MetaLRCallback))
     assert cb.controller.tracker.greater_is_better is True and cb.controller.tracker.mode == "error"
 

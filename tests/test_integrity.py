@@ -127,7 +127,9 @@ def test_a_scheduler_passed_to_the_trainer_is_refused_when_it_is_built(tmp_path)
 @pytest.mark.parametrize("name, greater", [
     ("eval_loss", False), ("eval_wer", False), ("cer", False), ("eval_perplexity", False), ("eval_error", False),
     ("eval_word_error_rate", False), ("eval_mse", False), ("eval_mae", False), ("test_rmse", False),
-    ("eval_bits_per_char", False), ("eval_bpc", False),
+    ("eval_bits_per_char", False), ("eval_bpc", False), ("eval_rmsle", False), ("eval_msle", False),
+    ("eval_top1_err", False), ("eval_smape", False), ("eval_neg_log_likelihood", False),
+    ("eval_negative_log_likelihood", False), ("eval_log_likelihood", True), ("eval_errand", True),
     ("eval_accuracy", True), ("eval_f1", True), ("eval_bleu", True), ("eval_answer_f1", True), ("eval_cersei", True),
 ])
 def test_direction_is_inferred_from_the_name(name, greater):

@@ -11,12 +11,15 @@ import re
 
 __all__ = ["LOWER_IS_BETTER_WORDS", "greater_is_better_by_name"]
 
-LOWER_IS_BETTER_WORDS = ("loss", "nll", "error", "wer", "cer", "mer", "wil", "perplexity", "ppl", "mse", "mae", "rmse",
-                         "mape", "bits", "bpc", "bpb")
+LOWER_IS_BETTER_WORDS = ("loss", "nll", "error", "err", "wer", "cer", "mer", "wil", "perplexity", "ppl", "mse", "mae",
+                         "rmse", "msle", "rmsle", "mape", "smape", "bits", "bpc", "bpb")
 
 
 def greater_is_better_by_name(metric: str) -> bool:
     """False when a part of ``metric`` between ``_ - . /`` is one of ``LOWER_IS_BETTER_WORDS``
-    (``eval_loss``, ``eval_wer``, ``word_error_rate``, ``test_rmse``) or it ends in ``loss``; else True."""
+    (``eval_loss``, ``eval_wer``, ``word_error_rate``, ``test_rmse``, ``top1_err``), it ends in
+    ``loss``, or it is a negative log-likelihood spelled out (``neg_log_likelihood``); else True."""
     words = re.split(r"[_\-./\s]+", metric.lower())
-    return not (metric.lower().endswith("loss") or any(word in LOWER_IS_BETTER_WORDS for word in words))
+    negated_likelihood = "likelihood" in words and ("neg" in words or "negative" in words)  # an NLL spelled out
+    return not (metric.lower().endswith("loss") or negated_likelihood
+                or any(word in LOWER_IS_BETTER_WORDS for word in words))

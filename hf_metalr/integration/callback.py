@@ -354,6 +354,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "global_step": state.global_step,
                     "epoch": state.epoch,
                     "metric": self.metric_key,
+                    "greater_is_better": self.controller.tracker.greater_is_better,
                     "value": value,
                     "action": decision.multiplier,
                     "applied": decision.applied,

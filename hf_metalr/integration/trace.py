@@ -51,7 +51,7 @@ def read_trace(path: str | Path) -> list[dict]:
     """The decisions in ``path`` (a ``metalr_trace.jsonl``), one dict per decision, in order.
 
     Each dict holds: ``global_step`` and ``epoch`` of the evaluation; ``metric`` (the monitored
-    key) and its ``value``; ``action`` (the multiplier asked for), ``applied`` (the one that took
+    key), ``greater_is_better`` (its direction in use) and its ``value``; ``action`` (the multiplier asked for), ``applied`` (the one that took
     effect: 1 when the direction gate held the action, 0.5 where a clear overshoot cut it whatever
     the policy asked, nearer 1 when a bound capped it) and ``gate`` (why the gate held it, or None);
     ``evidence`` (what let a raise or a cut through the gate, what made the fixed cut at a clear
