@@ -366,6 +366,8 @@ def test_wrong_shape_named_in_error(tmp_path):
 def test_missing_policy_file(tmp_path):
     with pytest.raises(PolicyLoadError, match="nope.safetensors does not exist"):
         MetaLRCallback(policy=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(PolicyLoadError, match="defualt.safetensors does not exist.*policy='default' for the shipped one"):
+        MetaLRCallback(policy="defualt")  # a typo of the shipped policy's name reads as a path
 
 
 def test_bad_callback_arguments_fail_fast():

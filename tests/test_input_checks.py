@@ -161,7 +161,7 @@ def test_bounds_that_exclude_the_scripts_lr_stop_the_launch_naming_the_flag(tmp_
     code = launch.main(["--metalr_min_lr", "0.05", str(script), "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert ("error: bad meta-LR setting: the initial learning rate 0.01 must lie within [min_lr, max_lr] = [0.05, None] "
+    assert ("error: bad meta-LR setting: the initial learning rate 0.01 must lie within [min_lr, max_lr] = [0.05, 1 (default)] "
             "(0.05 from flag --metalr_min_lr)") in err
     assert not (tmp_path / "out" / "metalr_trace.jsonl").exists(), "stopped before training"
 

@@ -291,7 +291,9 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
                                                          ("max_lr", max_lr, max_lr is not None and max_lr < initial_lr)) if wrong]
     if outside:
         named = " and ".join(f"{bound} from {(origins or {}).get(name, name)}" for name, bound in outside)
-        raise ValueError(f"the initial learning rate {initial_lr} must lie within [min_lr, max_lr] = [{min_lr}, {max_lr}] "
+        low = min_lr if min_lr is not None else f"{initial_lr * DEFAULT_MIN_LR_RATIO:g} (default)"
+        high = max_lr if max_lr is not None else f"{initial_lr * DEFAULT_MAX_LR_RATIO:g} (default)"
+        raise ValueError(f"the initial learning rate {initial_lr} must lie within [min_lr, max_lr] = [{low}, {high}] "
                          f"({named}); widen the bounds or change the initial learning rate")
 
 

@@ -132,7 +132,8 @@ def load_policy(path: str | Path) -> PolicyNetwork:
         if not p.is_file():
             raise PolicyLoadError(
                 f"policy file {p} does not exist. A policy is a pair NAME.safetensors + NAME.json written by "
-                "hf_metalr.save_policy; pass the path of either, or policy='random' for a fresh one."
+                "hf_metalr.save_policy; pass the path of either, policy='default' for the shipped one, or "
+                "policy='random' for a fresh one."
             )
     try:
         raw = json.loads(config_path.read_text())
