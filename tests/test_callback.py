@@ -245,6 +245,19 @@ def test_an_evaluation_before_the_first_step_is_no_decision_and_keeps_the_early_
     assert not any("metalr/lr" in h for h in trainer.state.log_history if h.get("step") == 0)
 
 
+def test_a_run_resumed_with_eval_on_start_repeats_the_uninterrupted_trace(tmp_path):
+    """On a resume, eval_on_start evaluates the checkpoint's weights before any new step: the
+    decision at that step was made before the save, so this evaluation is none."""
+    options = dict(max_steps=15, save_strategy="steps", save_steps=5)
+    make_trainer(tmp_path, callbacks=[MetaLRCallback()], **options).train()
+    whole = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert [e["global_step"] for e in whole] == [5, 10, 15]
+    resumed = make_trainer(tmp_path, callbacks=[MetaLRCallback()], eval_on_start=True, **options)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-10"))
+    assert [h["step"] for h in resumed.state.log_history if "eval_loss" in h][-2:] == [10, 15]  # it did evaluate at 10
+    assert read_trace(tmp_path / "metalr_trace.jsonl") == whole
+
+
 def _interval_noise(losses):
     logs = np.log(np.asarray(losses))
     return float(np.abs(np.diff(logs)).mean())

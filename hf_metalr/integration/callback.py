@@ -29,8 +29,9 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   between two evaluations holds that average in its own ``metalr_iterate_average.safetensors``
   (written by the main process), which a resume reads back.
 - **Decisions:** one at every evaluation during training of the monitored metric, except an
-  evaluation before the first optimizer step (``eval_on_start``), which has no step to judge: the
-  LR stays, and the early-divergence guard goes on reading the first steps. With a dict of eval
+  evaluation with no optimizer step before it in this ``train()`` (``eval_on_start``, also on a
+  resume), which has no step to judge: the LR stays, and the early-divergence guard goes on
+  reading the first steps. With a dict of eval
   datasets, each is a log of its own; the monitored one decides, and a step whose datasets all
   lack the monitored key is refused once they have all been evaluated.
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
@@ -167,6 +168,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         # and the step of the last evaluation that returned the monitored key: see _refuse_an_unmonitored_evaluation
         self._other_evaluations: tuple[int, list[str]] | None = None
         self._monitored_at: int | None = None
+        self._stepped = False  # an optimizer step since the last decision (or since train begin)
 
     # -- ExportableState -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -261,6 +263,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self._trace is not None:
             self._trace.start(resume_step=state.global_step if resuming else None)
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        self._stepped = False
         self._in_training = True
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -274,6 +277,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self._in_training:
             self.controller.after_optimizer_step()
+            self._stepped = True
 
     def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         if not self._in_training:
@@ -302,11 +306,12 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         except TypeError as exc:
             raise TypeError(f"{exc}. Make compute_metrics return a number for this key, or pass "
                             "MetaLRCallback(metric=...) to monitor another one.") from None
-        if state.global_step == 0:  # eval_on_start: the initial weights, before any step there is to judge
-            self._eval_batches.release()  # armed again at the first step's end
-            logger.info("MetaLRCallback: the evaluation before the first optimizer step (eval_on_start) is not a "
-                        "decision; the LR stays as it is until the first evaluation after training steps")
+        if not self._stepped:  # eval_on_start, also on a resume: no step since the last decision to judge
+            self._eval_batches.release()  # armed again at the next step's end
+            logger.info("MetaLRCallback: the evaluation at step %d comes before any optimizer step of this train() "
+                        "(eval_on_start) and is not a decision; the LR stays as it is", state.global_step)
             return
+        self._stepped = False
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
         self._hand_over_train_losses()
         check, current = None, None
@@ -387,13 +392,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                           metadata={"steps": str(saved["steps"]), "global_step": str(state.global_step)})
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._in_training:
-            self._refuse_an_unmonitored_evaluation()
-        self._in_training = False
+        was_training, self._in_training = self._in_training, False
         self._tap.detach()
         self._eval_batches.detach()
         if state.is_world_process_zero and self.controller is not None:
             save_policy(self.controller.policy, Path(args.output_dir) / "metalr_policy")
+        if was_training:  # the last evaluation step's datasets, when none returned the monitored key
+            self._refuse_an_unmonitored_evaluation()
 
     # -- helpers --------------------------------------------------------------------------------
     def _resolve_metric(self, args) -> tuple[str, bool]:
