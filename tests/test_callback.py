@@ -745,3 +745,28 @@ def test_the_iterate_average_is_on_by_default_up_to_the_size_bar_and_can_be_forc
         assert callback_module._average_iterates(None, model) is False
     assert callback_module._average_iterates(True, model) is True
     assert callback_module._average_iterates(False, torch.nn.Linear(1, 1)) is False
+
+
+def test_a_checkpoint_from_before_the_controller_kept_the_checks_last_loss_still_resumes_exactly(tmp_path):
+    """Older checkpoints hold the iterate-average check's last loss beside the controller state, in
+    the callback's own attributes; a resume reads it from there when the controller state lacks it."""
+    options = dict(max_steps=15, save_strategy="steps", save_steps=7)
+    make_trainer(tmp_path, callbacks=[MetaLRCallback()], **options).train()
+    whole = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert "iterate_average_progress" in whole[1]["features"]  # at step 10, against the check at step 5
+    state_file = tmp_path / "checkpoint-7" / "trainer_state.json"
+    saved = json.loads(state_file.read_text())
+    attributes = saved["stateful_callbacks"]["MetaLRCallback"]["attributes"]
+    last_loss = attributes["controller_state"].pop("iterate_average")["last_loss"]
+    assert last_loss > 0
+
+    def resumed_trace(old_attribute):
+        attributes.pop("iterate_average_last_loss", None)
+        if old_attribute:
+            attributes["iterate_average_last_loss"] = last_loss
+        state_file.write_text(json.dumps(saved))
+        make_trainer(tmp_path, callbacks=[MetaLRCallback()], **options).train(resume_from_checkpoint=str(tmp_path / "checkpoint-7"))
+        return read_trace(tmp_path / "metalr_trace.jsonl")
+
+    assert resumed_trace(old_attribute=True) == whole
+    assert "iterate_average_progress" not in resumed_trace(old_attribute=False)[1]["features"]  # lost without either

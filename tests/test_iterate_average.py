@@ -296,3 +296,44 @@ def test_a_current_loss_the_caller_has_is_used_and_the_loss_runs_once():
         return _bowl(theta)()
 
     assert average.gain(loss, current=3.0) == pytest.approx(math.log(3.0 / 1.0)) and len(calls) == 1
+
+
+@pytest.mark.parametrize("watch_first", [True, False])
+def test_a_plain_loop_resumed_from_the_state_at_a_decision_decides_as_the_uninterrupted_one(watch_first):
+    """The controller state holds the last check's loss (the next check's progress reads it) and the
+    alignment's sketches, and they reach the resumed controller whether ``watch`` comes before
+    ``load_state_dict`` or after."""
+    import json
+
+    from hf_metalr.controller.policy import random_policy
+
+    intervals = [[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [0.5, -0.5, 0.4], [0.3, 0.2, 0.1]]
+
+    def fresh():
+        controller = MetaLRController(1e-3, policy=random_policy(seed=0), seed=0, learn_online=False, greedy=True)
+        controller._select = lambda obs, index: controller.keep_index  # the policy keeps; the check acts alone
+        return controller
+
+    def run(controller, theta, points):
+        _steps(controller, theta, points)
+        return controller.observe(1.0 - 0.1 * len(controller.history), validation_loss=_bowl(theta)).as_dict()
+
+    whole, theta = fresh(), torch.nn.Parameter(torch.ones(4))
+    whole.watch([theta], average_iterates=True)
+    expected = [run(whole, theta, points) for points in intervals]
+    assert "iterate_average_progress" in expected[2]["features"]
+
+    first, theta = fresh(), torch.nn.Parameter(torch.ones(4))
+    first.watch([theta], average_iterates=True)
+    got = [run(first, theta, points) for points in intervals[:2]]
+    state = json.loads(json.dumps(first.state_dict()))  # plain JSON, as a user would write it
+    assert state["iterate_average"] == {"last_loss": first.iterate_average.last_loss} and state["iterate_average"]["last_loss"]
+    resumed = fresh()
+    if watch_first:
+        resumed.watch([theta], average_iterates=True)
+        resumed.load_state_dict(state)
+    else:
+        resumed.load_state_dict(state)
+        resumed.watch([theta], average_iterates=True)
+    got += [run(resumed, theta, points) for points in intervals[2:]]
+    assert got == expected

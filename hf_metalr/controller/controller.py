@@ -349,9 +349,18 @@ def resolve_policy(policy: str | Path | PolicyNetwork | None, seed: int) -> Poli
 class MetaLRController:
     """Decides the LR at each evaluation from the validation metric.
 
-    ``state_dict()`` is JSON-serializable and holds everything needed to continue exactly:
-    policy weights, meta-optimizer state, run history (tracker, scale, previous action, the
-    pending transition) and the decision index that seeds the action RNG.
+    Args:
+        initial_lr: the LR the run starts at (param group 0's); the scale multiplies it.
+        policy, seed, min_lr, max_lr, learn_online, meta_lr, greedy, gate: as ``MetaLRCallback``'s.
+        greater_is_better: the direction of the values ``observe`` is given; False (a loss) by
+            default. The callback infers it from the metric's name; here it is stated.
+
+    ``state_dict()`` is JSON-serializable and holds everything needed to continue exactly from a
+    decision: policy weights, meta-optimizer state, run history (tracker, scale, previous action,
+    the pending transition), the decision index that seeds the action RNG, the gradient
+    alignment's sketches and sums, and the iterate-average check's last loss. ``watch`` and
+    ``load_state_dict`` may come in either order. The iterate average of an interval in progress
+    is not in it (it is as large as the weights): ``iterate_average.state_dict()`` holds it.
     """
 
     def __init__(
@@ -395,6 +404,7 @@ class MetaLRController:
         self.history: list[dict] = []
         self.early_guard = EarlyDivergenceGuard()
         self.early_cuts: list[dict] = []
+        self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
 
     # -- the LR -------------------------------------------------------------------------------
     @property
@@ -424,6 +434,7 @@ class MetaLRController:
         params = list(params)
         self.alignment = GradientAlignment(params, sketch_size=sketch_size, seed=self.seed)
         self.iterate_average = IterateAverage(params) if average_iterates else None
+        self._restore_watched()
         return self.alignment
 
     def before_optimizer_step(self) -> None:
@@ -655,6 +666,10 @@ class MetaLRController:
             "policy": tensors_to_text(self.policy.state_dict()),
             "meta_optimizer": optimizer_state_to_json(self.learner.state_dict()) if self.learner else None,
             "alignment": self.alignment.state_dict() if self.alignment is not None else None,
+            # the last check's loss, for the next one's progress; the interval's average itself (as large as the
+            # weights) is in iterate_average.state_dict(), which a checkpoint keeps in a file of its own
+            "iterate_average": ({"last_loss": self.iterate_average.last_loss} if self.iterate_average is not None
+                                else None),
             "early_guard": self.early_guard.to_dict(),
             "early_cuts": list(self.early_cuts),
         }
@@ -682,8 +697,21 @@ class MetaLRController:
         load_policy_weights(self.policy, text_to_tensors(state["policy"]), source)
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
-        if self.alignment is not None and state.get("alignment"):
+        self._watched_state = {"alignment": state.get("alignment"), "iterate_average": state.get("iterate_average")}
+        self._restore_watched()
+
+    def _restore_watched(self) -> None:
+        """Hand the loaded state of the gradient alignment and of the iterate average to them: at
+        ``load_state_dict`` when the parameters are watched already, else at ``watch``, so the two
+        calls may come in either order."""
+        saved = self._watched_state
+        if saved is None or self.alignment is None:
+            return
+        self._watched_state = None
+        if saved["alignment"]:
             if self.alignment.seed != self.seed:  # the sketch is drawn from the seed the state was saved with
                 self.alignment = GradientAlignment(self.alignment.params, sketch_size=self.alignment.sketch_size,
                                                    seed=self.seed)
-            self.alignment.load_state_dict(state["alignment"])
+            self.alignment.load_state_dict(saved["alignment"])
+        if self.iterate_average is not None and saved["iterate_average"]:
+            self.iterate_average.last_loss = saved["iterate_average"].get("last_loss")

@@ -180,9 +180,6 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 "pending_train_losses": self._tap.pending(),
                 "pending_logged_losses": list(self._logged_losses),
                 "iterate_average_steps": self._average_steps(),
-                "iterate_average_last_loss": (self.controller.iterate_average.last_loss
-                                              if self.controller is not None and self.controller.iterate_average is not None
-                                              else None),
             },
         }
 
@@ -245,9 +242,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 source=f"the policy in the checkpoint's MetaLRCallback state (resumed with policy={a['policy']!r})",
             )
             if self.controller.iterate_average is not None:
+                if "iterate_average" not in saved["controller_state"]:  # a checkpoint from before the controller kept it
+                    self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
                 if saved.get("iterate_average_steps", 0):
                     self._restore_iterate_average(args, state, int(saved["iterate_average_steps"]))
-                self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
@@ -530,7 +528,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     if (int(meta.get("steps", -1)), int(meta.get("global_step", -1))) != (steps, state.global_step):
                         continue
                     average = [f.get_tensor(f"average.{i}") for i in range(len(list(f.keys())))]
-                self.controller.iterate_average.load_state_dict({"steps": steps, "average": average})
+                average_state = {"steps": steps, "average": average, "last_loss": self.controller.iterate_average.last_loss}
+                self.controller.iterate_average.load_state_dict(average_state)  # last_loss: the controller state's
                 return
             except (OSError, ValueError, KeyError, RuntimeError, TypeError):
                 continue
