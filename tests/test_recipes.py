@@ -294,7 +294,7 @@ def _training_args(tmp_path, **kwargs):
     return TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", **kwargs)
 
 
-def test_schedule_flag_rules(tmp_path):
+def test_schedule_flag_rules(tmp_path, monkeypatch):
     common = common_module()
     configure_schedule = common.configure_schedule
 
@@ -314,6 +314,17 @@ def test_schedule_flag_rules(tmp_path):
         configure_schedule(
             ScheduleArguments(), _training_args(tmp_path, lr_scheduler_type="reduce_lr_on_plateau", eval_strategy="steps")
         )
+
+    # a warmup that the schedule would silently ignore is named
+    warned = []
+    monkeypatch.setattr(common.schedule.logger, "warning", lambda message, *args: warned.append(message % args))
+    for schedule, scheduler_type, ignored in [("step", "constant", True), ("constant", "constant", True),
+                                              ("cosine", "constant", False), ("metalr", "constant", True),
+                                              ("metalr", "constant_with_warmup", False), ("metalr", "linear", False)]:
+        warned.clear()
+        configure_schedule(ScheduleArguments(lr_schedule=schedule),
+                           _training_args(tmp_path, lr_scheduler_type=scheduler_type, warmup_steps=4))
+        assert any("--warmup_steps 4 has no effect" in w for w in warned) == ignored, (schedule, scheduler_type, warned)
     with pytest.raises(ValueError, match="within"):
         configure_schedule(ScheduleArguments(metalr_min_lr=1e-2), _training_args(tmp_path, learning_rate=1e-3))
     with pytest.raises(ValueError, match="metric_for_best_model"):

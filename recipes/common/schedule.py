@@ -25,6 +25,9 @@ from .arguments import ScheduleArguments
 logger = logging.getLogger("recipes")
 
 
+WITHOUT_WARMUP = ("constant", "reduce_lr_on_plateau", "greedy")  # the Trainer's scheduler types that ignore warmup_steps
+
+
 def _value(x):
     return getattr(x, "value", x)
 
@@ -33,10 +36,11 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
     """Make ``training_args`` run ``--lr_schedule``; return the ``MetaLRCallback`` kwargs (None for a baseline).
 
     - ``metalr`` (and ``metalr-*`` variants): ``--lr_scheduler_type`` (the recipes' default: ``constant``) and ``--warmup_steps``
-      are kept: the controller multiplies that schedule. A metric-driven type (plateau, greedy) would
+      are kept: the controller multiplies that schedule (a warning when the type has no warmup to apply it to). A metric-driven type (plateau, greedy) would
       fight the controller and is refused.
     - a baseline: it sets ``--lr_scheduler_type`` (with a warning if you asked for another); your
-      ``--warmup_steps`` (default 0, as in the comparison tool) is kept. ``plateau``/``greedy`` need
+      ``--warmup_steps`` (default 0, as in the comparison tool) is kept, which ``cosine`` and ``linear``
+      apply and the others ignore, with a warning. ``plateau``/``greedy`` need
       ``--metric_for_best_model`` (every recipe sets one).
     """
     name = schedule_args.lr_schedule
@@ -48,6 +52,10 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
                 "validation metric. Use a time-based --lr_scheduler_type (constant, linear, cosine, ...), or "
                 f"--lr_schedule {'plateau' if requested == 'reduce_lr_on_plateau' else 'greedy'} without the controller."
             )
+        if training_args.warmup_steps and requested in WITHOUT_WARMUP:
+            logger.warning("--warmup_steps %g has no effect with --lr_scheduler_type %s, which has no warmup: use "
+                           "--lr_scheduler_type constant_with_warmup (or linear, cosine, ...) for one",
+                           training_args.warmup_steps, requested)
         try:
             return check_metalr_options(schedule_args, learning_rate=training_args.learning_rate)
         except MetaLROptionError as err:
@@ -61,6 +69,9 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
     if requested not in (wanted, "constant"):
         logger.warning("--lr_schedule %s sets lr_scheduler_type=%s; your --lr_scheduler_type %s is ignored", name, wanted, requested)
     training_args.lr_scheduler_type = SchedulerType(wanted)
+    if training_args.warmup_steps and (wanted in WITHOUT_WARMUP or name == "step"):  # step: MultiStepLR, no warmup
+        logger.warning("--lr_schedule %s has no warmup: --warmup_steps %g has no effect (cosine and linear warm up)",
+                       name, training_args.warmup_steps)
     if "optim" in overrides:
         training_args.optim = OptimizerNames(overrides["optim"])
     if name == "prodigy":
