@@ -43,6 +43,7 @@ from .alignment import AlignmentWindow
 __all__ = ["DIVERGENCE_REWARD", "FEATURE_NAMES", "RunTracker", "is_finite", "log_objective", "objective_mode", "select",
            "unknown_features"]
 
+# Every feature RunTracker.features computes, in the policy's input order (a policy file lists the ones it reads)
 FEATURE_NAMES: tuple[str, ...] = (
     "objective_vs_best",  # log(obj / best obj): >= 0, how far above the best so far
     "objective_trend",  # log(obj / previous obj): < 0 means improving

@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["TRACE_NAME", "TraceWriter", "read_trace"]
 
-TRACE_NAME = "metalr_trace.jsonl"
+TRACE_NAME = "metalr_trace.jsonl"  # the decision trace's file name in the Trainer's output_dir (see read_trace)
 
 
 def _json_safe(value):
