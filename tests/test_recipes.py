@@ -331,6 +331,22 @@ def test_schedule_flag_rules(tmp_path, monkeypatch):
         configure_schedule(ScheduleArguments(lr_schedule="plateau"), _training_args(tmp_path))
 
 
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_a_metric_driven_scheduler_type_is_refused_with_the_recipes_reason_before_the_trainers(name, tmp_path):
+    """TrainingArguments itself refuses reduce_lr_on_plateau without an eval strategy, a message that
+    leads nowhere here: the recipe names the conflict with the controller first."""
+    module, common = recipe_module(name), common_module()
+    base = ["--output_dir", str(tmp_path)]
+    for argv, scheduler_type in [(base + ["--lr_scheduler_type", "reduce_lr_on_plateau"], "reduce_lr_on_plateau"),
+                                 (base + ["--lr_schedule", "metalr-random", "--lr_scheduler_type", "greedy"], "greedy")]:
+        with pytest.raises(ValueError, match=f"cannot run with --lr_scheduler_type {scheduler_type}: both set the LR"):
+            common.parse_args(module.get_parser(), argv)
+    *_, training_args = common.parse_args(module.get_parser(), base + ["--lr_schedule", "plateau",
+                                                                       "--lr_scheduler_type", "reduce_lr_on_plateau",
+                                                                       "--eval_strategy", "steps"])
+    assert training_args.lr_scheduler_type == "reduce_lr_on_plateau", "a baseline may ask for it"
+
+
 def test_derived_eval_steps(tmp_path):
     from transformers import TrainerControl, TrainerState
 

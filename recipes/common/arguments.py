@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -16,6 +17,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from hf_metalr.baselines import SCHEDULES
 from hf_metalr.integration import MetaLRArguments
+from hf_metalr.integration.lr_binding import METRIC_DRIVEN_TYPES
 
 logger = logging.getLogger("recipes")
 
@@ -47,6 +49,16 @@ class ScheduleArguments(MetaLRArguments):
     def uses_controller(self) -> bool:
         """``metalr`` and its variants (e.g. ``metalr-random``) run ``MetaLRCallback``."""
         return self.lr_schedule.startswith("metalr")
+
+    def metric_driven_conflict(self, scheduler_type: str | None) -> str | None:
+        """Why the controller cannot run with ``--lr_scheduler_type scheduler_type`` (None when it can):
+        a metric-driven type sets the LR from the validation metric too."""
+        if not (self.uses_controller and scheduler_type in METRIC_DRIVEN_TYPES):
+            return None
+        return (f"--lr_schedule {self.lr_schedule} cannot run with --lr_scheduler_type {scheduler_type}: both set the LR "
+                "from the validation metric. Use a time-based --lr_scheduler_type (constant, linear, cosine, ...), or "
+                f"--lr_schedule {'plateau' if scheduler_type == 'reduce_lr_on_plateau' else 'greedy'} without the "
+                "controller.")
 
     def callback_kwargs(self) -> dict:
         """``MetaLRCallback``'s keyword arguments from the ``--metalr_*`` flags (``metalr-random``: a fresh policy)."""
@@ -165,7 +177,21 @@ def parse_args(parser: HfArgumentParser, argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith(".json"):
         argv = _json_to_argv(argv[0]) + argv[1:]
+    _refuse_a_metric_driven_scheduler(parser, argv)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _refuse_a_metric_driven_scheduler(parser: HfArgumentParser, argv: list[str]) -> None:
+    """The controller with a metric-driven ``--lr_scheduler_type``, refused before the full parse:
+    there ``TrainingArguments`` would first ask for an eval strategy, which would not help."""
+    scan = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    scan.add_argument("--lr_schedule", default=parser.get_default("lr_schedule"))
+    scan.add_argument("--lr_scheduler_type")
+    known, _ = scan.parse_known_args(argv)
+    if known.lr_schedule in SCHEDULES:  # another value: the full parse names the choices
+        conflict = ScheduleArguments(lr_schedule=known.lr_schedule).metric_driven_conflict(known.lr_scheduler_type)
+        if conflict:
+            raise ValueError(conflict)
 
 
 def setup_logging(training_args: TrainingArguments) -> None:

@@ -18,7 +18,6 @@ from transformers.training_args import OptimizerNames
 
 from hf_metalr.baselines import MissingPeerError, require_schedule, schedule_training_overrides
 from hf_metalr.integration.arguments import MetaLROptionError, check_metalr_options
-from hf_metalr.integration.lr_binding import METRIC_DRIVEN_TYPES
 
 from .arguments import ScheduleArguments
 
@@ -46,12 +45,9 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
     name = schedule_args.lr_schedule
     requested = _value(training_args.lr_scheduler_type)
     if schedule_args.uses_controller:
-        if requested in METRIC_DRIVEN_TYPES:
-            raise ValueError(
-                f"--lr_schedule {name} cannot run with --lr_scheduler_type {requested}: both set the LR from the "
-                "validation metric. Use a time-based --lr_scheduler_type (constant, linear, cosine, ...), or "
-                f"--lr_schedule {'plateau' if requested == 'reduce_lr_on_plateau' else 'greedy'} without the controller."
-            )
+        conflict = schedule_args.metric_driven_conflict(requested)
+        if conflict:
+            raise ValueError(conflict)
         if training_args.warmup_steps and requested in WITHOUT_WARMUP:
             logger.warning("--warmup_steps %g has no effect with --lr_scheduler_type %s, which has no warmup: use "
                            "--lr_scheduler_type constant_with_warmup (or linear, cosine, ...) for one",
