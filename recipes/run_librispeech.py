@@ -50,6 +50,7 @@ from common import (
     build_parser,
     configure_evaluation,
     configure_schedule,
+    from_the_hub,
     load_config,
     load_model,
     load_splits,
@@ -125,7 +126,9 @@ def build_char_vocab(texts) -> dict[str, int]:
 
 def build_tokenizer(model_args, train_texts) -> Wav2Vec2CTCTokenizer:
     if model_args.tokenizer_name:
-        return AutoTokenizer.from_pretrained(model_args.tokenizer_name, cache_dir=model_args.cache_dir)
+        with from_the_hub("tokenizer", model_args.tokenizer_name, "a local folder as --tokenizer_name, or leave it "
+                          "out to build a character vocabulary from the training text"):
+            return AutoTokenizer.from_pretrained(model_args.tokenizer_name, cache_dir=model_args.cache_dir)
     vocab = build_char_vocab(train_texts)
     with tempfile.TemporaryDirectory() as tmp:  # every rank builds the same vocab; nothing shared on disk
         path = Path(tmp) / "vocab.json"
@@ -138,7 +141,9 @@ def build_tokenizer(model_args, train_texts) -> Wav2Vec2CTCTokenizer:
 def build_feature_extractor(model_args, config_norm: str | None):
     name = model_args.feature_extractor_name or (None if model_args.model_type else model_args.model_name_or_path)
     if name:
-        return AutoFeatureExtractor.from_pretrained(name, cache_dir=model_args.cache_dir)
+        with from_the_hub("feature extractor", name, "a local folder as --feature_extractor_name or "
+                          "--model_name_or_path, or --model_type to build one"):
+            return AutoFeatureExtractor.from_pretrained(name, cache_dir=model_args.cache_dir)
     return Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=SAMPLING_RATE,

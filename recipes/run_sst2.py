@@ -37,6 +37,7 @@ from common import (
     build_parser,
     configure_evaluation,
     configure_schedule,
+    from_the_hub,
     load_config,
     load_model,
     load_splits,
@@ -91,9 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     cadence = configure_evaluation(training_args, schedule_args.num_evaluations)
     set_seed(training_args.seed)
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
-    )
+    tokenizer_name = model_args.tokenizer_name or model_args.model_name_or_path
+    with from_the_hub("tokenizer", tokenizer_name, "a local folder as --tokenizer_name or --model_name_or_path"):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, cache_dir=model_args.cache_dir)
 
     def tokenize(batch):
         return tokenizer(batch["sentence"], truncation=True, max_length=data_args.max_seq_length)

@@ -347,6 +347,16 @@ def test_a_metric_driven_scheduler_type_is_refused_with_the_recipes_reason_befor
     assert training_args.lr_scheduler_type == "reduce_lr_on_plateau", "a baseline may ask for it"
 
 
+def test_a_hub_load_that_fails_offline_names_what_it_loaded_and_the_local_flags(tmp_path):
+    common = common_module()
+    with pytest.raises(OSError, match=r"(?s)could not load the model config 'no-such-org/no-such-model'.*HF_HUB_OFFLINE.*"
+                                      r"--model_type to train from scratch"):
+        common.load_config(common.BaseModelArguments(model_name_or_path="no-such-org/no-such-model"))
+    data_args = common.BaseDataArguments(dataset_name="no-such-org/no-such-dataset")
+    with pytest.raises(OSError, match=r"(?s)could not load the dataset 'no-such-org/no-such-dataset'.*--train_file"):
+        common.load_splits(data_args, _training_args(tmp_path), columns=("text",))
+
+
 def test_derived_eval_steps(tmp_path):
     from transformers import TrainerControl, TrainerState
 

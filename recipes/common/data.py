@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from hf_metalr.media import open_media
 
 from .arguments import BaseDataArguments
+from .models import from_the_hub
 
 logger = logging.getLogger("recipes")
 
@@ -82,7 +83,9 @@ def load_splits(data_args: BaseDataArguments, training_args: TrainingArguments, 
             raise ValueError("give --dataset_name (hub) or --train_file (local)")
         for role, split in (("train", data_args.train_split_name), ("validation", data_args.validation_split_name), ("test", data_args.test_split_name)):
             if split:
-                ds = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=split)
+                with from_the_hub("dataset", data_args.dataset_name,
+                                  "local files as --train_file (with --validation_file, --test_file)"):
+                    ds = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=split)
                 splits[role] = _undecoded(ds)
     for role, ds in splits.items():
         _check_columns(ds, columns, role)

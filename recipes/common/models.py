@@ -1,15 +1,31 @@
 """The recipes' models: :func:`load_config` (``--model_type`` builds a config from scratch,
-``--config_overrides`` applies last) and :func:`load_model` (random init or pretrained weights)."""
+``--config_overrides`` applies last) and :func:`load_model` (random init or pretrained weights);
+:func:`from_the_hub`, which names what a failed hub load was for and the flags that take local files."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+from contextlib import contextmanager
 
 from .arguments import BaseModelArguments
 
 logger = logging.getLogger("recipes")
+
+LOCAL_MODEL = "a local folder as --model_name_or_path, or --model_type to train from scratch"
+
+
+@contextmanager
+def from_the_hub(what: str, name: str, instead: str):
+    """Loads of ``what`` (a model, a tokenizer, a dataset) named ``name``: an ``OSError`` raised in
+    them (offline, no network, no such repository) comes out naming both and ``instead``, the
+    flags that take local files."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(f"could not load the {what} {name!r}: {exc}\nWithout the Hugging Face Hub (HF_HUB_OFFLINE=1, no "
+                      f"network), pass {instead}.") from exc
 
 
 def _split_overrides(text: str) -> list[str]:
@@ -54,9 +70,10 @@ def load_config(model_args: BaseModelArguments, **updates):
     if model_args.model_type:
         config = AutoConfig.for_model(model_args.model_type, **updates)
     else:
-        config = AutoConfig.from_pretrained(
-            model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision, **updates
-        )
+        with from_the_hub("model config", model_args.model_name_or_path, LOCAL_MODEL):
+            config = AutoConfig.from_pretrained(
+                model_args.model_name_or_path, cache_dir=model_args.cache_dir, revision=model_args.model_revision, **updates
+            )
     unknown = sorted(k for k in overrides if not hasattr(config, k))
     if unknown:
         raise ValueError(f"--config_overrides: {type(config).__name__} has no attribute(s) {unknown}")
@@ -72,10 +89,11 @@ def load_model(auto_class, model_args: BaseModelArguments, config, **from_pretra
     if model_args.model_type:
         logger.info("training %s from scratch (random init)", type(config).__name__)
         return auto_class.from_config(config)
-    return auto_class.from_pretrained(
-        model_args.model_name_or_path,
-        config=config,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        **from_pretrained_kwargs,
-    )
+    with from_the_hub("model", model_args.model_name_or_path, LOCAL_MODEL):
+        return auto_class.from_pretrained(
+            model_args.model_name_or_path,
+            config=config,
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            **from_pretrained_kwargs,
+        )
