@@ -51,7 +51,7 @@ def summarize(traces: list[list[dict]]) -> dict:
         "asked_raise": sum(d["action"] > 1 for d in decisions) / n,
         "cuts": sum(d["applied"] < 1 for d in decisions),
         "raises": sum(d["applied"] > 1 for d in decisions),
-        "held_cuts": sum(d["action"] < 1 and d["applied"] == 1 for d in decisions),
+        "held_cuts": sum(d["action"] < 1 and d["gate"] is not None for d in decisions),  # not a cut min_lr stopped
         "alignment": quartiles([d["features"]["grad_alignment"] for d in decisions]),
         "gain": quartiles(gains),
     }

@@ -205,13 +205,18 @@ def test_evaluate_outside_training_changes_nothing(tmp_path):
     assert list(trainer.lr_scheduler.base_lrs) == base_before
 
 
-def test_dict_of_eval_datasets_acts_on_the_named_one_only(tmp_path):
-    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="eval_b_loss")], max_steps=10)
-    trainer.eval_dataset = {"a": trainer.eval_dataset, "b": trainer.eval_dataset}
+@pytest.mark.parametrize("monitored", ["eval_b_loss", "eval_a_loss", "eval_a_b_loss"])  # last, first, a name with
+# another's as its prefix
+def test_dict_of_eval_datasets_acts_on_the_named_one_only(tmp_path, monitored):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric=monitored)], max_steps=10)
+    names = ("a", "a_b") if monitored == "eval_a_b_loss" else ("a", "b")
+    trainer.eval_dataset = {name: trainer.eval_dataset for name in names}
     trainer.train()
     trace = read_trace(tmp_path / "metalr_trace.jsonl")
-    assert [e["metric"] for e in trace] == ["eval_b_loss", "eval_b_loss"]
+    assert [e["metric"] for e in trace] == [monitored, monitored]
 
+
+def test_with_a_dict_of_eval_datasets_the_default_eval_loss_is_refused(tmp_path):
     trainer = make_trainer(tmp_path / "default", callbacks=[MetaLRCallback()], max_steps=10)
     trainer.eval_dataset = {"a": trainer.eval_dataset, "b": trainer.eval_dataset}
     with pytest.raises(ValueError, match=r"'eval_loss'.*eval_a_loss"):
@@ -229,6 +234,21 @@ def test_a_metric_that_no_eval_dataset_of_a_dict_returns_is_refused_after_the_ev
     assert not (tmp_path / "metalr_trace.jsonl").exists() or read_trace(tmp_path / "metalr_trace.jsonl") == []
 
 
+def test_an_extra_evaluation_from_another_callback_is_not_the_controllers(tmp_path):
+    """A callback that evaluates another set (``metric_key_prefix="eval_ood"``) off the Trainer's
+    cadence neither stops the run nor makes a decision."""
+
+    class ExtraEvaluation(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (3, 7):  # off the cadence: an evaluate() here at step 5 would take the Trainer's
+                trainer.evaluate(metric_key_prefix="eval_ood")  # own (the handler clears should_evaluate after it)
+
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="accuracy"), ExtraEvaluation()], max_steps=10)
+    trainer.train()
+    assert [h["step"] for h in trainer.state.log_history if "eval_ood_accuracy" in h] == [3, 7]
+    assert [e["global_step"] for e in read_trace(tmp_path / "metalr_trace.jsonl")] == [5, 10]
+
+
 def test_an_evaluation_before_the_first_step_is_no_decision_and_keeps_the_early_guard(tmp_path):
     """eval_on_start evaluates the initial weights: no step to judge, so no decision; the guard,
     which reads every step's loss until the first decision, stays on, and nothing warns that the
@@ -243,6 +263,8 @@ def test_an_evaluation_before_the_first_step_is_no_decision_and_keeps_the_early_
     assert [e["global_step"] for e in trace] == [5, 10] and trace[0]["reward"] is None
     assert cb.controller.decision_index == 2
     assert not any("metalr/lr" in h for h in trainer.state.log_history if h.get("step") == 0)
+    make_trainer(tmp_path / "without", callbacks=[MetaLRCallback()], max_steps=10).train()
+    assert trace == read_trace(tmp_path / "without" / "metalr_trace.jsonl"), "the same decisions, the check's included"
 
 
 def test_a_run_resumed_with_eval_on_start_repeats_the_uninterrupted_trace(tmp_path):
@@ -770,3 +792,12 @@ def test_a_checkpoint_from_before_the_controller_kept_the_checks_last_loss_still
 
     assert resumed_trace(old_attribute=True) == whole
     assert "iterate_average_progress" not in resumed_trace(old_attribute=False)[1]["features"]  # lost without either
+
+
+def test_a_resume_with_the_other_direction_keeps_the_checkpoints_and_says_so(tmp_path):
+    options = dict(max_steps=10, save_strategy="steps", save_steps=5, metric_for_best_model="accuracy")
+    make_trainer(tmp_path, callbacks=[MetaLRCallback()], **options).train()
+    resumed = make_trainer(tmp_path, callbacks=[MetaLRCallback(greater_is_better=False)], **options)
+    with pytest.warns(UserWarning, match="reads 'eval_accuracy' as greater is better.*this run's settings say lower"):
+        resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-5"))
+    assert [e["greater_is_better"] for e in read_trace(tmp_path / "metalr_trace.jsonl")] == [True, True]

@@ -7,10 +7,13 @@ from benchmark_scripts import load_benchmark
 
 
 def decision(action, applied, alignment, gain=None, diverged=False):
+    """A trace line; a move asked for and not applied was held by the gate."""
     features = {"grad_alignment": alignment}
     if gain is not None:
         features["iterate_average_gain"] = gain
-    return {"action": action, "applied": applied, "diverged": diverged, "features": None if diverged else features}
+    gate = "held: ..." if action != 1 and applied == 1 else None
+    return {"action": action, "applied": applied, "diverged": diverged, "gate": gate,
+            "features": None if diverged else features}
 
 
 def test_summarize_counts_requests_applied_moves_and_held_cuts():
@@ -21,6 +24,8 @@ def test_summarize_counts_requests_applied_moves_and_held_cuts():
     assert s["decisions"] == 5  # the fixed cut at a divergence is no request of the policy's
     assert s["asked_cut"] == pytest.approx(3 / 5) and s["asked_raise"] == pytest.approx(1 / 5)
     assert (s["cuts"], s["raises"], s["held_cuts"]) == (1, 1, 2)
+    at_the_floor = {**decision(0.5, 1.0, -0.1), "gate": None}  # let through by the gate, stopped by min_lr
+    assert module.summarize([[at_the_floor]])["held_cuts"] == 0
     assert s["gain"] == "+0.125 / +0.250 / +0.375"  # the four decisions that measured one
     assert s["alignment"].count("/") == 2 and module.summarize([traces[1][:2]])["alignment"] == "–"
 

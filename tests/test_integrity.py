@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,15 @@ def test_a_scheduler_passed_to_the_trainer_is_refused_when_it_is_built(tmp_path)
 ])
 def test_direction_is_inferred_from_the_name(name, greater):
     assert greater_is_better_by_name(name) is greater
+
+
+def test_the_readme_lists_every_lower_is_better_word():
+    from hf_metalr.controller.direction import LOWER_IS_BETTER_WORDS
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    row = next(line for line in readme.read_text().splitlines() if line.startswith("| `greater_is_better` |"))
+    listed = row.split("(", 2)[-1].split(")")[0]
+    assert [w.strip() for w in listed.split(",")] == list(LOWER_IS_BETTER_WORDS)
 
 
 def _with_wer(eval_pred):

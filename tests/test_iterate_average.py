@@ -328,6 +328,9 @@ def test_a_plain_loop_resumed_from_the_state_at_a_decision_decides_as_the_uninte
     got = [run(first, theta, points) for points in intervals[:2]]
     state = json.loads(json.dumps(first.state_dict()))  # plain JSON, as a user would write it
     assert state["iterate_average"] == {"last_loss": first.iterate_average.last_loss} and state["iterate_average"]["last_loss"]
+    unwatched = fresh()
+    unwatched.load_state_dict(state)
+    assert json.loads(json.dumps(unwatched.state_dict())) == state, "saved again before watch(): nothing lost"
     resumed = fresh()
     if watch_first:
         resumed.watch([theta], average_iterates=True)

@@ -320,7 +320,8 @@ def test_schedule_flag_rules(tmp_path, monkeypatch):
     monkeypatch.setattr(common.schedule.logger, "warning", lambda message, *args: warned.append(message % args))
     for schedule, scheduler_type, ignored in [("step", "constant", True), ("constant", "constant", True),
                                               ("cosine", "constant", False), ("metalr", "constant", True),
-                                              ("metalr", "constant_with_warmup", False), ("metalr", "linear", False)]:
+                                              ("metalr", "constant_with_warmup", False), ("metalr", "linear", False),
+                                              ("schedule-free", "constant", False), ("prodigy", "constant", True)]:
         warned.clear()
         configure_schedule(ScheduleArguments(lr_schedule=schedule),
                            _training_args(tmp_path, lr_scheduler_type=scheduler_type, warmup_steps=4))
@@ -338,7 +339,8 @@ def test_a_metric_driven_scheduler_type_is_refused_with_the_recipes_reason_befor
     module, common = recipe_module(name), common_module()
     base = ["--output_dir", str(tmp_path)]
     for argv, scheduler_type in [(base + ["--lr_scheduler_type", "reduce_lr_on_plateau"], "reduce_lr_on_plateau"),
-                                 (base + ["--lr_schedule", "metalr-random", "--lr_scheduler_type", "greedy"], "greedy")]:
+                                 (base + ["--lr_schedule", "metalr-random", "--lr_scheduler_type", "greedy"], "greedy"),
+                                 (base + ["--lr-scheduler-type", "reduce_lr_on_plateau"], "reduce_lr_on_plateau")]:
         with pytest.raises(ValueError, match=f"cannot run with --lr_scheduler_type {scheduler_type}: both set the LR"):
             common.parse_args(module.get_parser(), argv)
     *_, training_args = common.parse_args(module.get_parser(), base + ["--lr_schedule", "plateau",

@@ -665,11 +665,13 @@ class MetaLRController:
             "history": self.history,
             "policy": tensors_to_text(self.policy.state_dict()),
             "meta_optimizer": optimizer_state_to_json(self.learner.state_dict()) if self.learner else None,
-            "alignment": self.alignment.state_dict() if self.alignment is not None else None,
+            # before watch(), a loaded state still waiting for it (see _restore_watched) is saved as it came
+            "alignment": (self.alignment.state_dict() if self.alignment is not None
+                          else (self._watched_state or {}).get("alignment")),
             # the last check's loss, for the next one's progress; the interval's average itself (as large as the
             # weights) is in iterate_average.state_dict(), which a checkpoint keeps in a file of its own
             "iterate_average": ({"last_loss": self.iterate_average.last_loss} if self.iterate_average is not None
-                                else None),
+                                else (self._watched_state or {}).get("iterate_average")),
             "early_guard": self.early_guard.to_dict(),
             "early_cuts": list(self.early_cuts),
         }

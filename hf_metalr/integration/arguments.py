@@ -32,7 +32,7 @@ class MetaLRArguments:
     metalr_greater_is_better: bool | None = field(
         default=None,
         metadata={"help": "Whether a larger metric is better. Default: greater_is_better for metric_for_best_model when set, else "
-                          "from the name: lower for losses, error rates (wer, cer, error), perplexity, mse, mae, rmse; greater otherwise."},
+                          "from the name: lower for losses, error rates (wer, cer, error, err), perplexity, regression errors (mse, mae, rmse, msle, mape), bits per character; greater otherwise (hf_metalr.controller.direction)."},
     )
     metalr_policy: str | None = field(
         default=None,

@@ -91,9 +91,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         metric: metric to monitor; defaults to ``args.metric_for_best_model``, else ``eval_loss``.
             The ``eval_`` prefix is added when missing, as the Trainer does.
         greater_is_better: defaults to ``args.greater_is_better`` for ``metric_for_best_model`` when it
-            was set explicitly, else inferred from the name: lower is better for losses, error rates
-            (WER, CER, ``error``), perplexity and MSE/MAE/RMSE, greater otherwise. The direction in use
-            is logged at train begin.
+            was set explicitly, else inferred from the name (``controller.direction``: lower is better
+            for losses, error rates, perplexity, regression errors and bits per character, greater
+            otherwise). The direction in use is in every trace line and logged at train begin; on a
+            resume the checkpoint's is kept (with a warning if this one's differs).
         policy: ``"default"`` for the shipped meta-trained policy, ``"random"`` for a fresh seeded
             policy (it learns online only), or the path of a saved policy.
         seed: seed of the policy init and the action sampling; defaults to ``args.seed``.
@@ -164,11 +165,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._warned_no_step_losses = False
         self._step_losses_everywhere = False  # see _step_losses_on_every_rank
         self._skip_average_check = False  # a resume that could not find the interval's iterate average
-        # (global step, keys) of the evaluations of other eval datasets (a dict of them) at the last evaluation step,
-        # and the step of the last evaluation that returned the monitored key: see _refuse_an_unmonitored_evaluation
-        self._other_evaluations: tuple[int, list[str]] | None = None
-        self._monitored_at: int | None = None
-        self._stepped = False  # an optimizer step since the last decision (or since train begin)
+        self._forget_evaluations()
 
     # -- ExportableState -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -230,7 +227,6 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if model is not None and _watchable(args):
             average = a.get("gate", True) and _average_iterates(a.get("average_iterates"), model)
             self.controller.watch(model.parameters(), average_iterates=average)
-        logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key, "greater" if greater_is_better else "lower")
 
         saved = self._saved_attributes(state)
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
@@ -241,6 +237,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 saved["controller_state"],
                 source=f"the policy in the checkpoint's MetaLRCallback state (resumed with policy={a['policy']!r})",
             )
+            if self.controller.tracker.greater_is_better != greater_is_better:
+                warnings.warn(
+                    f"MetaLRCallback: the checkpoint's controller reads {self.metric_key!r} as "
+                    f"{'greater' if not greater_is_better else 'lower'} is better, and this run's settings say "
+                    f"{'greater' if greater_is_better else 'lower'}: the checkpoint's direction is kept, as its history "
+                    "was recorded in it. Resume with the same greater_is_better, or start afresh to change it.",
+                    UserWarning, stacklevel=2)
             if self.controller.iterate_average is not None:
                 if "iterate_average" not in saved["controller_state"]:  # a checkpoint from before the controller kept it
                     self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
@@ -249,6 +252,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
+        logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key,
+                    "greater" if self.controller.tracker.greater_is_better else "lower")
         if not isinstance((state.stateful_callbacks or {}).get(type(self).__name__), dict):
             state.stateful_callbacks = {**(state.stateful_callbacks or {}), type(self).__name__: self.state()}
         if model is not None:
@@ -261,7 +266,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self._trace is not None:
             self._trace.start(resume_step=state.global_step if resuming else None)
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
-        self._stepped = False
+        self._forget_evaluations()
         self._in_training = True
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -293,6 +298,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             self._logged_losses.append(logs["loss"])
         if not any(k.startswith("eval_") for k in logs):
             return
+        if control is not None and control.should_evaluate:  # the first log of the Trainer's own evaluation at this
+            # step (the handler clears the flag after each dataset's evaluation): the step whose datasets are checked
+            self._scheduled_at = state.global_step
         if self.metric_key not in logs:
             self._check_missing_metric(logs, state.global_step)
             if self.controller.iterate_average is not None:  # another eval dataset's: the check reads the monitored one's
@@ -306,8 +314,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                             "MetaLRCallback(metric=...) to monitor another one.") from None
         if not self._stepped:  # eval_on_start, also on a resume: no step since the last decision to judge
             self._eval_batches.release()  # armed again at the next step's end
-            logger.info("MetaLRCallback: the evaluation at step %d comes before any optimizer step of this train() "
-                        "(eval_on_start) and is not a decision; the LR stays as it is", state.global_step)
+            logger.info("MetaLRCallback: the evaluation at step %d comes with no optimizer step since the last decision "
+                        "(eval_on_start, say) and is not a decision; the LR stays as it is", state.global_step)
             return
         self._stepped = False
         progress = state.global_step / state.max_steps if state.max_steps else 0.0
@@ -423,15 +431,25 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     )
         return key, greater
 
+    def _forget_evaluations(self) -> None:
+        """What the evaluations of the last step said, for each train() afresh."""
+        self._scheduled_at: int | None = None  # the step of the Trainer's own last evaluation (not a user's extra one)
+        self._monitored_at: int | None = None  # the step of the last evaluation that returned the monitored key
+        # (step, keys) of that step's evaluations without it (a dict of eval datasets): see _refuse_an_unmonitored_evaluation
+        self._other_evaluations: tuple[int, list[str]] | None = None
+        self._stepped = False  # an optimizer step since the last decision (or since train begin)
+
     def _check_missing_metric(self, logs: dict, step: int) -> None:
-        """Refuse an evaluation without the monitored key when the key is this evaluation's to return;
-        otherwise (the evaluation of another dataset of a dict of eval datasets) remember its keys, for
-        ``_refuse_an_unmonitored_evaluation`` once every dataset of the step has been evaluated."""
+        """In the Trainer's own evaluation, refuse a log without the monitored key when it is the one
+        eval dataset's; when it is one dataset's of a dict, remember its keys, for
+        ``_refuse_an_unmonitored_evaluation`` once every dataset of the step has been evaluated. Another
+        evaluation (``trainer.evaluate(metric_key_prefix=...)`` from a callback) is not the controller's."""
+        if step != self._scheduled_at:
+            return
         runtime_keys = [k for k in logs if k.endswith("_runtime")]
         prefix = runtime_keys[0][: -len("runtime")] if runtime_keys else "eval_"
         available = sorted(k for k in logs if k.startswith("eval_") and not k.endswith(_NON_METRIC_SUFFIXES))
-        is_default_loss = self.metric_key == "eval_loss" and self._init_args["metric"] is None
-        if self.metric_key.startswith(prefix) or is_default_loss:
+        if prefix == "eval_":  # the one eval dataset's evaluation
             raise ValueError(
                 f"MetaLRCallback monitors {self.metric_key!r}, but the evaluation returned no such key. "
                 f"Available: {available}. Pass MetaLRCallback(metric=...) or set metric_for_best_model to one of them."

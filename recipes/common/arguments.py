@@ -185,8 +185,8 @@ def _refuse_a_metric_driven_scheduler(parser: HfArgumentParser, argv: list[str])
     """The controller with a metric-driven ``--lr_scheduler_type``, refused before the full parse:
     there ``TrainingArguments`` would first ask for an eval strategy, which would not help."""
     scan = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    scan.add_argument("--lr_schedule", default=parser.get_default("lr_schedule"))
-    scan.add_argument("--lr_scheduler_type")
+    scan.add_argument("--lr_schedule", "--lr-schedule", default=parser.get_default("lr_schedule"))
+    scan.add_argument("--lr_scheduler_type", "--lr-scheduler-type")  # HfArgumentParser takes both spellings
     known, _ = scan.parse_known_args(argv)
     if known.lr_schedule in SCHEDULES:  # another value: the full parse names the choices
         conflict = ScheduleArguments(lr_schedule=known.lr_schedule).metric_driven_conflict(known.lr_scheduler_type)

@@ -38,8 +38,8 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
       are kept: the controller multiplies that schedule (a warning when the type has no warmup to apply it to). A metric-driven type (plateau, greedy) would
       fight the controller and is refused.
     - a baseline: it sets ``--lr_scheduler_type`` (with a warning if you asked for another); your
-      ``--warmup_steps`` (default 0, as in the comparison tool) is kept, which ``cosine`` and ``linear``
-      apply and the others ignore, with a warning. ``plateau``/``greedy`` need
+      ``--warmup_steps`` (default 0, as in the comparison tool) is kept, which ``cosine``, ``linear``
+      and ``schedule-free`` (its optimizer's own warmup) apply and the others ignore, with a warning. ``plateau``/``greedy`` need
       ``--metric_for_best_model`` (every recipe sets one).
     """
     name = schedule_args.lr_schedule
@@ -65,8 +65,10 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
     if requested not in (wanted, "constant"):
         logger.warning("--lr_schedule %s sets lr_scheduler_type=%s; your --lr_scheduler_type %s is ignored", name, wanted, requested)
     training_args.lr_scheduler_type = SchedulerType(wanted)
-    if training_args.warmup_steps and (wanted in WITHOUT_WARMUP or name == "step"):  # step: MultiStepLR, no warmup
-        logger.warning("--lr_schedule %s has no warmup: --warmup_steps %g has no effect (cosine and linear warm up)",
+    if training_args.warmup_steps and wanted in WITHOUT_WARMUP and name != "schedule-free":  # (step: a MultiStepLR
+        # on the constant type; schedule-free: transformers hands warmup_steps to AdamWScheduleFree itself)
+        logger.warning("--lr_schedule %s has no warmup: --warmup_steps %g has no effect (cosine, linear and "
+                       "schedule-free warm up)",
                        name, training_args.warmup_steps)
     if "optim" in overrides:
         training_args.optim = OptimizerNames(overrides["optim"])
