@@ -33,7 +33,8 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   resume), which has no step to judge: the LR stays, and the early-divergence guard goes on
   reading the first steps. With a dict of eval
   datasets, each is a log of its own; the monitored one decides, and a step whose datasets all
-  lack the monitored key is refused once they have all been evaluated.
+  lack the monitored key is refused once they have all been evaluated (a warning when that was
+  the run's last evaluation).
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
   world's main process only.
 - **Saved:** the whole controller state (policy, meta-optimizer, run history, decision index that
@@ -404,7 +405,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if state.is_world_process_zero and self.controller is not None:
             save_policy(self.controller.policy, Path(args.output_dir) / "metalr_policy")
         if was_training:  # the last evaluation step's datasets, when none returned the monitored key
-            self._refuse_an_unmonitored_evaluation()
+            self._refuse_an_unmonitored_evaluation(at_train_end=True)
 
     # -- helpers --------------------------------------------------------------------------------
     def _resolve_metric(self, args) -> tuple[str, bool]:
@@ -457,19 +458,22 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         earlier = self._other_evaluations[1] if self._other_evaluations and self._other_evaluations[0] == step else []
         self._other_evaluations = (step, sorted(set(earlier) | set(available)))
 
-    def _refuse_an_unmonitored_evaluation(self) -> None:
+    def _refuse_an_unmonitored_evaluation(self, *, at_train_end: bool = False) -> None:
         """After an evaluation step (at the next step's begin, or at train end): when its eval datasets
         (a dict of them) were all evaluated and none returned the monitored key, a ValueError that lists
         the keys they did return. Each dataset's evaluation is a log of its own, so only then is the
-        key known to be missing."""
+        key known to be missing. At train end the run is over, and raising would only skip the other
+        callbacks' ``on_train_end`` (the reporters' finish) and the script's saving: a warning instead."""
         other, self._other_evaluations = self._other_evaluations, None
-        if other is not None and other[0] != self._monitored_at:
-            raise ValueError(
-                f"MetaLRCallback monitors {self.metric_key!r}, but none of the eval datasets returned it at step "
-                f"{other[0]}. Available: {other[1]}. With a dict of eval datasets the Trainer names each one's "
-                "metrics eval_<name>_<metric>: pass MetaLRCallback(metric=...) or set metric_for_best_model to one "
-                "of them."
-            )
+        if other is None or other[0] == self._monitored_at:
+            return
+        problem = (f"MetaLRCallback monitors {self.metric_key!r}, but none of the eval datasets returned it at step "
+                   f"{other[0]}. Available: {other[1]}. With a dict of eval datasets the Trainer names each one's "
+                   "metrics eval_<name>_<metric>: pass MetaLRCallback(metric=...) or set metric_for_best_model to one "
+                   "of them.")
+        if not at_train_end:
+            raise ValueError(problem)
+        warnings.warn(f"{problem} That evaluation made no decision.", RuntimeWarning, stacklevel=3)
 
     def _hand_over_train_losses(self) -> None:
         """Give the controller the training losses since the last decision: every step's from the
