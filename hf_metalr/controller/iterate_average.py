@@ -71,16 +71,22 @@ class IterateAverage:
         """No average and no step in it; the fold's lists let go of the average's tensors too, so that
         the next interval's copy is not allocated while the last one's is still held."""
         self._average, self.steps = None, 0
-        self._full, self._chunks, self._other = ([], []), [], []
+        self._full, self._chunks, self._other, self._swap_groups = ([], []), [], [], []
 
     def _split(self) -> None:
-        """The fold's lists, made once per interval, not at every step (the host time of a list over
-        every parameter shows on a GPU): the float32 parameters and their averages for one
+        """The fold's lists and the swap's groups, made once per interval, not at every step or decision
+        (the host time of a list over every parameter shows on a GPU): the float32 parameters and their averages for one
         ``_foreach_lerp_``; the others (bf16, fp16: widened exactly) in chunks of one dtype that fit
         a float32 scratch buffer of at most ``WIDENING_SCRATCH`` elements per device, each widened
         into it with one ``_foreach_copy_`` and folded with one ``_foreach_lerp_`` (the same values
         as a ``float()`` copy each); a tensor larger than that buffer, one at a time."""
         pairs = list(zip(self._average, self.params))
+        swap_groups: dict[tuple, tuple[list, list]] = {}  # for swapped_in: the parameters by dtype and device
+        for a, p in pairs:
+            group = swap_groups.setdefault((p.dtype, p.device), ([], []))
+            group[0].append(p)
+            group[1].append(a)
+        self._swap_groups = list(swap_groups.values())
         self._full = ([a for a, p in pairs if p.dtype == torch.float32], [p for a, p in pairs if p.dtype == torch.float32])
         narrow = [(a, p) for a, p in pairs if p.dtype != torch.float32]
         self._other = [(a, p) for a, p in narrow if p.numel() > WIDENING_SCRATCH]
@@ -108,24 +114,20 @@ class IterateAverage:
     def swapped_in(self):
         """The average in the parameters for the duration; the exact parameters back after (each copy
         one ``_foreach_copy_`` per dtype and device of the parameters: some torch releases' CUDA fast
-        path took every destination for the first one's dtype)."""
-        groups: dict[tuple, tuple[list, list]] = {}
-        for p, average in zip(self.params, self._average):
-            group = groups.setdefault((p.dtype, p.device), ([], []))
-            group[0].append(p)
-            group[1].append(average)
+        path took every destination for the first one's dtype; the groups are made by ``_split``)."""
+        groups = self._swap_groups
         with torch.no_grad():
-            saved = [[torch.empty_like(p) for p in params] for params, _ in groups.values()]
-            for copies, (params, _) in zip(saved, groups.values()):
+            saved = [[torch.empty_like(p) for p in params] for params, _ in groups]
+            for copies, (params, _) in zip(saved, groups):
                 torch._foreach_copy_(copies, params)
         try:
             with torch.no_grad():
-                for params, averages in groups.values():
+                for params, averages in groups:
                     torch._foreach_copy_(params, averages)
             yield
         finally:
             with torch.no_grad():
-                for copies, (params, _) in zip(saved, groups.values()):
+                for copies, (params, _) in zip(saved, groups):
                     torch._foreach_copy_(params, copies)
 
     def gain(self, loss: Callable[[], float], *, current: float | None = None) -> float | None:

@@ -29,10 +29,9 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   between two evaluations holds that average in its own ``metalr_iterate_average.safetensors``
   (written by the main process), which a resume reads back.
 - **Decisions:** one at every evaluation during training of the monitored metric, except an
-  evaluation with no optimizer step before it in this ``train()`` (``eval_on_start``, also on a
-  resume), which has no step to judge: the LR stays, and the early-divergence guard goes on
-  reading the first steps. With a dict of eval
-  datasets, each is a log of its own; the monitored one decides, and a step whose datasets all
+  evaluation with no optimizer step since the last decision (``eval_on_start``, also on a resume),
+  which has no step to judge: the LR stays, and the early-divergence guard goes on reading the
+  first steps. With a dict of eval datasets, each is a log of its own; the monitored one decides, and a step whose datasets all
   lack the monitored key is refused once they have all been evaluated (a warning when that was
   the run's last evaluation).
 - **Traced:** one JSON line per decision in ``<output_dir>/metalr_trace.jsonl``, written by the
@@ -238,10 +237,11 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 saved["controller_state"],
                 source=f"the policy in the checkpoint's MetaLRCallback state (resumed with policy={a['policy']!r})",
             )
-            if self.controller.tracker.greater_is_better != greater_is_better:
+            kept = self.controller.tracker.greater_is_better
+            if kept != greater_is_better:
                 warnings.warn(
                     f"MetaLRCallback: the checkpoint's controller reads {self.metric_key!r} as "
-                    f"{'greater' if not greater_is_better else 'lower'} is better, and this run's settings say "
+                    f"{'greater' if kept else 'lower'} is better, and this run's settings say "
                     f"{'greater' if greater_is_better else 'lower'}: the checkpoint's direction is kept, as its history "
                     "was recorded in it. Resume with the same greater_is_better, or start afresh to change it.",
                     UserWarning, stacklevel=2)
