@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("hf_metalr.compare.cli", "main", "run one task under several LR schedules and seeds, and report"),
     "report": ("hf_metalr.reporting.cli", "main", "rebuild report.md and the plots from a results.json"),
+    "trace": ("hf_metalr.reporting.trace_view", "main", "print a run's decision trace as a table, with why the LR moved"),
     "run": ("hf_metalr.launch", "run_command", "run an unmodified Trainer script with MetaLRCallback added"),
     "meta-train": ("hf_metalr.meta.cli", "main", "meta-train the controller across many training runs"),
 }

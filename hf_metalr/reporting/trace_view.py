@@ -1,0 +1,212 @@
+"""``hf-metalr trace PATH``: a run's decision trace as a table a person reads, a summary, and a plot.
+
+``PATH`` is a Trainer ``output_dir`` holding ``metalr_trace.jsonl``, or the trace file itself. One
+row per decision: the step and epoch of the evaluation, the monitored metric's value, the
+multiplier the policy asked for and the one applied, param group 0's LR from then on, and why (the
+gate's reason when it held a move, the evidence when one went through, the early-divergence
+guard's cuts before the first decision). Then a summary: how many moves went through or were held,
+and the LR from start to end. ``--plot FILE`` draws the LR and the metric against the step
+(matplotlib's Agg canvas). Reads the file only; writes nothing but the plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+from pathlib import Path
+
+from ..integration.trace import TRACE_NAME, read_trace
+
+__all__ = ["decision_kind", "format_trace", "main", "plot_trace", "summarize_trace", "trace_path"]
+
+
+def trace_path(path: str | Path) -> Path:
+    """The trace file for ``path`` (a directory holding ``metalr_trace.jsonl``, or the file); a
+    ``FileNotFoundError`` saying what is missing and where the trace is written otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        found = path / TRACE_NAME
+        if not found.is_file():
+            raise FileNotFoundError(f"{path} holds no {TRACE_NAME}: give the output_dir of a run trained with "
+                                    "MetaLRCallback (the main process writes the trace there at each decision), "
+                                    "or the trace file itself")
+        return found
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file or directory: {path}")
+    return path
+
+
+def _number(value) -> float:
+    """A trace number as a float; the strings "nan"/"inf" the trace writes for non-finite ones too."""
+    if value is None:
+        return math.nan
+    return float(value)
+
+
+def _multiplier(value) -> str:
+    if value is None:
+        return "-"
+    return f"x{_number(value):g}"
+
+
+def _why(entry: dict) -> str:
+    if entry.get("diverged"):
+        return "divergence: the metric is not finite, the LR is halved"
+    if entry.get("gate"):
+        return entry["gate"]
+    if entry.get("evidence"):
+        return entry["evidence"]
+    return ""
+
+
+def _early_cut_rows(entry: dict) -> list[str]:
+    rows = []
+    for cut in entry.get("early_cuts") or []:
+        rows.append(f"  early-divergence guard at step {cut['step']}: training loss {_number(cut['loss']):.4g} against "
+                    f"at most {_number(cut['reference']):.4g} before it, LR x{_number(cut['applied']):g} -> "
+                    f"{_number(cut['lr']):.3g}")
+    return rows
+
+
+def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> str:
+    """The decisions as a fixed-width table, one row each; ``full=False`` cuts the reason to ``width``."""
+    if not entries:
+        return "no decisions yet"
+    metric = entries[0].get("metric", "metric")
+    direction = entries[0].get("greater_is_better")
+    header = f"{'step':>7} {'epoch':>6} {metric:>12} {'asked':>6} {'applied':>7} {'lr':>9}  why"
+    lines = [f"{metric}: {'higher' if direction else 'lower'} is better" if direction is not None else metric, header]
+    for entry in entries:
+        lines += _early_cut_rows(entry)
+        epoch = entry.get("epoch")
+        row = (f"{entry['global_step']:>7} {'' if epoch is None else f'{_number(epoch):.2f}':>6} "
+               f"{_number(entry.get('value')):>12.4g} {_multiplier(entry.get('action')):>6} "
+               f"{_multiplier(entry.get('applied')):>7} {_number(entry.get('lr')):>9.3g}  ")
+        why = _why(entry)
+        if not full and len(row) + len(why) > width:
+            why = why[: max(width - len(row) - 3, 10)] + "..."
+        lines.append(row + why)
+    return "\n".join(lines)
+
+
+def decision_kind(entry: dict) -> str:
+    """What happened at one decision: ``"divergence"`` (a non-finite metric: the fixed cut);
+    ``"held"`` (the gate kept the LR against the policy's move); ``"capped"`` (``min_lr``/``max_lr``
+    cut the move short); ``"fixed"`` (a move the policy did not ask for: a clear overshoot's or a
+    bounce's halving, a punished raise taken back); ``"policy"`` (the policy's move, or keep, as asked)."""
+    if entry.get("diverged"):
+        return "divergence"
+    asked, applied = _number(entry.get("action")), _number(entry.get("applied"))
+    if entry.get("gate") and applied == 1 and asked != 1:
+        return "held"
+    if "capped by" in (entry.get("evidence") or ""):
+        return "capped"
+    if applied != asked:
+        return "fixed"
+    return "policy"
+
+
+def summarize_trace(entries: list[dict]) -> dict:
+    """Counts and LRs of a trace: ``decisions``; ``raised`` / ``cut`` (decisions whose applied
+    multiplier moved the LR up / down, whoever made the move); ``held``, ``fixed``, ``capped`` and
+    ``divergences`` (decisions of that :func:`decision_kind`); ``early_cuts`` (the early-divergence
+    guard's, before the first decision); ``initial_lr`` (the user's, param group 0), ``final_lr``;
+    ``best`` (the best metric value, by its direction) and ``best_step``."""
+    if not entries:
+        return {"decisions": 0}
+    applied = [_number(e.get("applied")) for e in entries]
+    kinds = [decision_kind(e) for e in entries]
+    first = entries[0]
+    scale = _number(first.get("scale", first.get("lr_scale")))
+    finite = [(_number(e.get("value")), e["global_step"]) for e in entries if math.isfinite(_number(e.get("value")))]
+    sign = -1.0 if first.get("greater_is_better") else 1.0
+    best = min(finite, key=lambda vs: sign * vs[0]) if finite else (math.nan, None)
+    return {
+        "decisions": len(entries),
+        "raised": sum(a > 1 for a in applied),
+        "cut": sum(a < 1 for a in applied),
+        "held": kinds.count("held"),
+        "fixed": kinds.count("fixed"),
+        "capped": kinds.count("capped"),
+        "divergences": kinds.count("divergence"),
+        "early_cuts": len(first.get("early_cuts") or []),
+        "initial_lr": _number(first.get("lr")) / scale if scale > 0 else math.nan,
+        "final_lr": _number(entries[-1].get("lr")),
+        "best": best[0],
+        "best_step": best[1],
+    }
+
+
+def _summary_text(summary: dict, metric: str) -> str:
+    if not summary["decisions"]:
+        return ""
+    ratio = summary["final_lr"] / summary["initial_lr"] if summary["initial_lr"] > 0 else math.nan
+    counts = [f"{summary['decisions']} decisions: {summary['raised']} raised the LR, {summary['cut']} cut it",
+              f"{summary['held']} of the policy's moves held by the gate"]
+    for key, words in (("fixed", "moves the policy did not ask for (a safeguard's)"),
+                       ("capped", "moves cut short by min_lr/max_lr"), ("divergences", "divergences (LR halved)"),
+                       ("early_cuts", "early-divergence cuts before the first decision")):
+        if summary[key]:
+            counts.append(f"{summary[key]} {words}")
+    parts = [", ".join(counts)]
+    parts.append(f"LR {summary['initial_lr']:.3g} -> {summary['final_lr']:.3g} (x{ratio:.3g}); best {metric} "
+                 f"{summary['best']:.4g} at step {summary['best_step']}")
+    return "\n".join(parts)
+
+
+def plot_trace(entries: list[dict], path: str | Path) -> Path:
+    """Draw the controller's LR of param group 0 (log scale; a Trainer schedule's warmup and decay
+    multiply it) and the metric against the global step into ``path``."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(9, 6), dpi=100, layout="constrained")
+    ax_lr, ax_metric = fig.subplots(2, 1, sharex=True)
+    steps = [e["global_step"] for e in entries]
+    lrs = [_number(e.get("lr")) for e in entries]
+    summary = summarize_trace(entries)
+    if entries:
+        # From the run's start at the initial LR, through the early-divergence guard's cuts, to each decision's LR.
+        early = [(cut["step"], _number(cut["lr"])) for cut in entries[0].get("early_cuts") or []]
+        xs = [0] + [s for s, _ in early] + steps
+        ys = [summary["initial_lr"]] + [lr for _, lr in early] + lrs
+        ax_lr.step(xs, ys, where="post", color="black")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("controller's LR (group 0)")
+    ax_lr.grid(True, alpha=0.3)
+    metric = entries[0].get("metric", "metric") if entries else "metric"
+    ax_metric.plot(steps, [_number(e.get("value")) for e in entries], marker="o", color="C0")
+    ax_metric.set_ylabel(metric)
+    ax_metric.set_xlabel("global step")
+    ax_metric.grid(True, alpha=0.3)
+    fig.suptitle("MetaLR decisions")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hf-metalr trace", description="Print a run's MetaLR decisions as a table, "
+                                "with why each move went through or was held, and a summary.")
+    p.add_argument("path", type=Path, help=f"a Trainer output_dir holding {TRACE_NAME}, or the trace file")
+    p.add_argument("--full", action="store_true", help="print every reason whole instead of cutting it to the terminal")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the LR and the metric against the step")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        entries = read_trace(trace_path(args.path))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"hf-metalr trace: error: {e}", file=sys.stderr)
+        return 2
+    print(format_trace(entries, full=args.full, width=shutil.get_terminal_size((120, 24)).columns))
+    if entries:
+        print()
+        print(_summary_text(summarize_trace(entries), entries[0].get("metric", "metric")))
+    if args.plot:
+        print(f"plot: {plot_trace(entries, args.plot)}")
+    return 0

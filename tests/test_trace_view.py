@@ -1,0 +1,93 @@
+"""``hf-metalr trace``: a run's decision trace as a table, a summary and a plot."""
+
+import math
+
+from matplotlib.image import imread
+
+from hf_metalr import MetaLRCallback, read_trace, save_policy
+from hf_metalr.cli import main as cli_main
+from hf_metalr.reporting.trace_view import decision_kind, format_trace, summarize_trace
+
+from test_alignment import always
+from tiny_job import make_trainer
+
+
+def _entry(step, value, action, applied, lr, gate=None, evidence=None, diverged=False, **extra):
+    return {"global_step": step, "epoch": step / 10, "metric": "eval_accuracy", "greater_is_better": True,
+            "value": value, "action": action, "applied": applied, "gate": gate, "evidence": evidence, "lr": lr,
+            "scale": lr / 1e-3, "diverged": diverged, "early_cuts": [], **extra}
+
+
+SYNTHETIC = [
+    _entry(10, 0.50, 2.0, 1.0, 1e-3, gate="raise held: at the first evaluation no metric trend backs the alignment"),
+    _entry(20, 0.70, 2.0, 2.0, 2e-3, evidence="raise: the gradient keeps pointing along the previous steps (t=+5.0)"),
+    _entry(30, 0.60, 1.0, 0.5, 1e-3, evidence="cut: the previous raise was punished; taken back"),
+    _entry(40, 0.80, 2.0, 1.5, 1.5e-3, evidence="raise: ...; capped by max_lr=0.0015: x1.5 applied instead of x2"),
+    _entry(50, "nan", 0.5, 0.5, 7.5e-4, diverged=True),
+    _entry(60, 0.75, 0.8, 0.8, 6e-4, evidence="cut: the metric got worse and the gradient opposes the steps"),
+    _entry(70, 0.78, 1.0, 1.0, 6e-4),
+]
+
+
+def test_each_decision_is_classified_and_counted():
+    assert [decision_kind(e) for e in SYNTHETIC] == ["held", "policy", "fixed", "capped", "divergence", "policy", "policy"]
+    summary = summarize_trace(SYNTHETIC)
+    assert summary["decisions"] == 7 and summary["raised"] == 2 and summary["cut"] == 3
+    assert (summary["held"], summary["fixed"], summary["capped"], summary["divergences"]) == (1, 1, 1, 1)
+    assert math.isclose(summary["initial_lr"], 1e-3) and summary["final_lr"] == 6e-4
+    # greater is better: the best is the highest accuracy, and the NaN is not a candidate
+    assert (summary["best"], summary["best_step"]) == (0.80, 40)
+    lower = [dict(e, greater_is_better=False) for e in SYNTHETIC]
+    assert (summarize_trace(lower)["best"], summarize_trace(lower)["best_step"]) == (0.50, 10)
+
+
+def test_the_table_has_one_row_a_decision_and_cuts_the_reasons_unless_asked():
+    short = format_trace(SYNTHETIC, width=80).splitlines()
+    assert short[0] == "eval_accuracy: higher is better" and short[1].split()[:3] == ["step", "epoch", "eval_accuracy"]
+    rows = short[2:]
+    assert [int(r.split()[0]) for r in rows] == [e["global_step"] for e in SYNTHETIC]
+    assert all(len(r) <= 80 for r in rows) and rows[0].endswith("...")
+    assert "divergence: the metric is not finite" in format_trace(SYNTHETIC, full=True)
+    full = format_trace(SYNTHETIC, full=True, width=80).splitlines()[2:]
+    assert full[0].endswith(SYNTHETIC[0]["gate"]) and full[3].endswith("x1.5 applied instead of x2")
+    assert format_trace([]) == "no decisions yet"
+
+
+def test_the_command_reads_a_real_runs_trace_with_its_early_cuts(tmp_path, capsys):
+    keep = tmp_path / "keep"
+    save_policy(always(2), keep)
+    out = tmp_path / "high"
+    trainer = make_trainer(out, callbacks=[MetaLRCallback(policy=str(keep) + ".safetensors")], learning_rate=3.0,
+                           max_steps=10, logging_steps=1)
+    trainer.train()
+    capsys.readouterr()  # the Trainer's own log lines
+    trace = read_trace(out / "metalr_trace.jsonl")
+    cuts = trace[0]["early_cuts"]
+    assert cuts, "the run at LR 3.0 needs the early-divergence guard's cuts for this test"
+
+    assert cli_main(["trace", str(out), "--plot", str(tmp_path / "plot.png")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    guard = [line for line in printed if "early-divergence guard at step" in line]
+    assert [int(line.split("step ")[1].split(":")[0]) for line in guard] == [c["step"] for c in cuts]
+    rows = [line for line in printed[:printed.index("")] if line.split()[0].isdigit()]
+    assert [int(r.split()[0]) for r in rows] == [e["global_step"] for e in trace]
+    assert [float(r.split()[5]) for r in rows] == [float(f"{e['lr']:.3g}") for e in trace]
+    summary = next(line for line in printed if line.startswith("LR "))
+    assert summary.startswith(f"LR 3 -> {trace[-1]['lr']:.3g}")
+    assert f"{len(cuts)} early-divergence cuts before the first decision" in "\n".join(printed)
+    assert imread(tmp_path / "plot.png").shape[:2] == (600, 900)
+
+    # the trace file itself works as well as its folder
+    assert cli_main(["trace", str(out / "metalr_trace.jsonl")]) == 0
+    assert capsys.readouterr().out.splitlines() == printed[:-1], "the same, without the plot's line"
+
+
+def test_a_folder_without_a_trace_or_a_corrupt_trace_is_an_error_that_says_so(tmp_path, capsys):
+    assert cli_main(["trace", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no metalr_trace.jsonl" in err and "MetaLRCallback" in err
+    assert cli_main(["trace", str(tmp_path / "missing")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    (tmp_path / "metalr_trace.jsonl").write_text("{not json\n{}\n")
+    assert cli_main(["trace", str(tmp_path)]) == 2
+    assert "line 1, is not a JSON object" in capsys.readouterr().err
