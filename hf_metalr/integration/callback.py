@@ -39,7 +39,9 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 - **Saved:** the whole controller state (policy, meta-optimizer, run history, decision index that
   seeds the RNG) and the training losses seen since the last decision ride in every checkpoint's
   ``trainer_state.json`` as an ``ExportableState`` (written by the main process, so with several
-  processes those pending losses are the main process's own),
+  processes those pending losses are the main process's own; the mean over the processes, which a
+  resume must go on from, is then written after it by the main process into the checkpoint's
+  ``metalr_train_losses.json``, and read back instead),
   and is restored on ``resume_from_checkpoint`` whether or not
   ``restore_callback_states_from_checkpoint`` is set. The scale itself also lives in the
   scheduler's ``base_lrs`` and so in ``scheduler.pt``.
@@ -56,6 +58,7 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import sys
 import warnings
@@ -80,6 +83,7 @@ __all__ = ["MetaLRCallback"]
 logger = logging.getLogger(__name__)
 
 ITERATE_AVERAGE_FILE = "metalr_iterate_average.safetensors"  # in a checkpoint saved between two evaluations
+TRAIN_LOSSES_FILE = "metalr_train_losses.json"  # with several processes: the rank-averaged pending training losses
 _NON_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 _HANDLER_FRAMES = 8  # how far up the stack the CallbackHandler may be (subclasses calling super() add frames)
 
@@ -230,7 +234,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
 
         saved = self._saved_attributes(state)
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
-        self._tap.restore(saved.get("pending_train_losses", []) if resuming else [])
+        folders = self._checkpoint_folders(args, state) if resuming else []
+        self._tap.restore(_shared_train_losses(folders, state.global_step, saved.get("pending_train_losses", []))
+                          if resuming else [])
         self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
         if resuming:
             self.controller.load_state_dict(
@@ -249,7 +255,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 if "iterate_average" not in saved["controller_state"]:  # a checkpoint from before the controller kept it
                     self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
                 if saved.get("iterate_average_steps", 0):
-                    self._restore_iterate_average(args, state, int(saved["iterate_average_steps"]))
+                    self._restore_iterate_average(folders, state, int(saved["iterate_average_steps"]))
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
@@ -387,11 +393,17 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             )
 
     def on_save(self, args, state, control, **kwargs):
-        average = self.controller.iterate_average if self.controller is not None else None
-        if self._in_training and args.should_save and average is not None and average.steps:
+        if not self._in_training:
+            return
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if _world_size() > 1:  # every process is here: the collective of share() is safe
+            losses = self._tap.share()
+            if args.should_save and losses and folder.is_dir():
+                (folder / TRAIN_LOSSES_FILE).write_text(json.dumps({"global_step": state.global_step, "losses": losses}))
+        average = self.controller.iterate_average
+        if args.should_save and average is not None and average.steps:
             from safetensors.torch import save_file
 
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if folder.is_dir():
                 saved = average.state_dict()
                 save_file({f"average.{i}": t.contiguous() for i, t in enumerate(saved["average"])},
@@ -528,18 +540,23 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average = self.controller.iterate_average if self.controller is not None else None
         return average.steps if average is not None else 0
 
-    def _restore_iterate_average(self, args, state, steps: int) -> None:
-        """Load the iterate average of the interval in progress (``steps`` optimizer steps, as the
-        checkpoint's state says) from the resumed checkpoint's ``ITERATE_AVERAGE_FILE``: the folder
+    @staticmethod
+    def _checkpoint_folders(args, state) -> list[Path]:
+        """Where the resumed checkpoint's side files may be, in order: the folder
         ``Trainer.train(resume_from_checkpoint=...)`` resumed from (found on the call stack, as the
-        handler is), else ``args.resume_from_checkpoint``, else ``<output_dir>/checkpoint-<step>``. A
+        handler is), ``args.resume_from_checkpoint``, ``<output_dir>/checkpoint-<step>``."""
+        candidates = [Path(folder) for folder in (_resumed_folder(), getattr(args, "resume_from_checkpoint", None))
+                      if isinstance(folder, (str, Path))]
+        return candidates + [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"]
+
+    def _restore_iterate_average(self, candidates: list[Path], state, steps: int) -> None:
+        """Load the iterate average of the interval in progress (``steps`` optimizer steps, as the
+        checkpoint's state says) from the resumed checkpoint's ``ITERATE_AVERAGE_FILE``, in the first
+        of ``candidates`` (see ``_checkpoint_folders``) that holds one of that step and interval. A
         file that is missing, unreadable, or of another step or interval is not used: warn, and skip
         the check at the next evaluation."""
         from safetensors import safe_open
 
-        candidates = [Path(folder) for folder in (_resumed_folder(), getattr(args, "resume_from_checkpoint", None))
-                      if isinstance(folder, (str, Path))]
-        candidates.append(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         for folder in candidates:
             path = folder / ITERATE_AVERAGE_FILE
             if not path.is_file():
@@ -658,6 +675,26 @@ def _average_iterates(wanted: bool | None, model) -> bool:
         "Pass MetaLRCallback(average_iterates=True) or --metalr_average_iterates to turn it on.",
         RuntimeWarning, stacklevel=3)
     return False
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _shared_train_losses(folders: list[Path], global_step: int, fallback: list) -> list:
+    """The pending training losses a resume goes on from: the rank-averaged ones in the first of
+    ``folders`` whose ``TRAIN_LOSSES_FILE`` is of ``global_step``, else ``fallback`` (the
+    checkpoint state's: the main process's own, all there is with one process)."""
+    for folder in folders:
+        try:
+            saved = json.loads((folder / TRAIN_LOSSES_FILE).read_text())
+            if saved.get("global_step") == global_step and isinstance(saved.get("losses"), list):
+                return [float(v) for v in saved["losses"]]
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return fallback
 
 
 def _on_every_rank(flag: bool) -> bool:

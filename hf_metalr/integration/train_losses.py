@@ -11,6 +11,8 @@ forward (the model is in eval mode during evaluation, and those are skipped).
   guard).
 - With several processes, ``take`` averages the processes' losses step by step (every process
   runs the same steps), so every rank sees the loss of the global batch, as with one process.
+  :meth:`TrainLossTap.share` does it ahead of time, at a checkpoint, so that what the checkpoint
+  keeps is that mean, not the main process's own losses.
 - A model whose outputs carry no ``loss`` (a custom ``compute_loss``) gives nothing; the callback
   then falls back to the logged losses.
 """
@@ -38,7 +40,8 @@ class TrainLossTap:
     def __init__(self):
         self._micro: list[torch.Tensor] = []  # the micro-batches of the step in progress
         self._steps: list[torch.Tensor] = []  # one loss per finished step, on the device
-        self._restored: list[float] = []  # steps taken over from a checkpoint, not yet taken
+        self._restored: list[float] = []  # steps already the same on every process (a checkpoint's, or averaged by
+        # share), not yet taken
         self._handle = None
         self.seen_any = False  # whether any training forward returned a loss
 
@@ -69,23 +72,33 @@ class TrainLossTap:
         self._micro = []
 
     def pending(self) -> list[float]:
-        """This process's finished steps not taken yet (what a checkpoint keeps)."""
+        """The finished steps not taken yet (what a checkpoint keeps): with several processes, this
+        process's own losses for the steps since the last :meth:`share`."""
         return self._restored + (torch.stack(self._steps).tolist() if self._steps else [])
 
     def restore(self, losses: list[float]) -> None:
-        """Take over the pending steps saved in a checkpoint; they come first at the next ``take``."""
+        """Take over the pending steps saved in a checkpoint (the same on every process); they come
+        first at the next ``take``."""
         self._restored = [float(v) for v in losses]
         self._steps, self._micro = [], []
 
     def take(self) -> list[float]:
-        """The steps' losses since the last call, averaged across processes, and empty the tap."""
-        local = self.pending()
-        self._steps, self._restored = [], []
+        """The steps' losses since the last call, averaged across processes, and empty the tap (a
+        collective with several processes: every process calls it)."""
+        local = torch.stack(self._steps).tolist() if self._steps else []
+        restored, self._steps, self._restored = self._restored, [], []
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             local = _mean_across_processes(local, dist)
-        return local
+        return restored + local
+
+    def share(self) -> list[float]:
+        """Average the pending steps across processes now, keep them pending, and return them: the
+        losses a checkpoint must hold so that a resume on any rank goes on as the uninterrupted run
+        (a collective with several processes: every process calls it)."""
+        self._restored = self.take()
+        return list(self._restored)
 
 
 def collective_device(dist) -> torch.device:
