@@ -112,7 +112,27 @@ def test_diverged_run_is_recorded_and_the_compare_goes_on(tmp_path, monkeypatch)
     data = compare("diverging", ["constant", "metalr"], [0], tmp_path, log=lambda *_: None)
     assert [r["status"] for r in data["runs"]] == ["diverged", "diverged"]
     assert all(len(r["lr_curve"]) < 32 for r in data["runs"]), "training stops at the divergence"
+    # the training loss turns NaN at step 7: the log at step 8 records it as it is (transformers' default would log
+    # the running average instead), and the run stops there
+    for run in data["runs"]:
+        assert run["train_loss"][-1][0] == 8 and np.isnan(run["train_loss"][-1][2])
+    # results.json is strict JSON: the NaNs are nulls
+    text = (tmp_path / "results.json").read_text()
+    assert "NaN" not in text and json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
+    assert json.loads(text)["runs"][0]["train_loss"][-1][2] is None
     assert write_report(tmp_path).exists()
+
+
+def test_lr_stability_counts_the_move_from_the_first_steps_lr():
+    from hf_metalr.compare.measures import lr_stability
+
+    evals = [{"step": 4}, {"step": 8}]
+    doubled_at_the_first_evaluation = [[s, s / 8, 1e-3 if s <= 4 else 2e-3] for s in range(1, 9)]
+    cosine = [[s, s / 8, 1e-3 * (1 + np.cos(np.pi * (s - 1) / 8)) / 2] for s in range(1, 9)]
+    constant = [[s, s / 8, 1e-3] for s in range(1, 9)]
+    # x2 then x1: Δlog LR (log 2, 0), std log(2) / 2; before, with two evaluations, there was no move to count
+    assert lr_stability(doubled_at_the_first_evaluation, evals)["std_dlog_lr"] == pytest.approx(np.log(2) / 2)
+    assert lr_stability(cosine, evals)["std_dlog_lr"] > 0.1 and lr_stability(constant, evals)["std_dlog_lr"] == 0
 
 
 @pytest.mark.slow

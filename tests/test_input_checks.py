@@ -58,6 +58,9 @@ def _without(argv, *flags):
     (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
     (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
     (["--schedules", "constant,metalr", "--metalr-policy", "{tmp}/missing"], "missing.safetensors does not exist"),
+    # stored in the config, so checked whichever schedules run now
+    (["--schedules", "constant", "--metalr-policy", "{tmp}/missing"], "missing.safetensors does not exist"),
+    (["--seeds", "0,4294967296"], "--seeds: each seed must be at most 4294967295 (2**32 - 1"),
 ])
 def test_compare_refuses_bad_arguments_before_the_first_run(tmp_path, flags, message):
     flags = [f.format(tmp=tmp_path) for f in flags]

@@ -213,6 +213,13 @@ def test_compare_resume_refuses_other_metalr_settings(tmp_path):
     with pytest.raises(ValueError, match="metalr_options"):
         compare("digits", ["constant"], [0], tmp_path, epochs=1, resume=True, metalr_options={"max_lr": 1.0})
 
+    # another hf_metalr version may run metalr differently: its runs are not mixed into this comparison
+    data = json.loads((tmp_path / "results.json").read_text())
+    data["config"]["hf_metalr_version"] = "0.0.1"
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r"made with hf_metalr 0\.0\.1, and this is .*Use another --out"):
+        compare_main(base + ["--resume"])
+
 
 # -- 10. every train() starts from the configured policy -------------------------------------------------
 def test_a_second_train_starts_from_the_configured_policy_not_the_learned_one(tmp_path):

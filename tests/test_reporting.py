@@ -239,20 +239,20 @@ def test_report_md_has_title_config_table_rows_and_plot_links(report_dir):
 
 def test_findings_state_the_fixture_numbers(results):
     first, versus, lost, stability = findings(aggregate(results))
-    # first to the threshold: cosine (3 evals, epoch 1.50, 4.2 s, 1/2 runs); next constant (4 evals, 5.6 s, 1/2):
-    # 1 eval fewer, 0.75x the evals and the seconds; metalr 4 evals (6.0 s) in 2/2 runs, 1.33x cosine's evals
-    assert bold(first) == ["cosine", "constant"] and names(first, "metalr", "eval_accuracy")
-    assert quotes(first, "0.9 3 1.50 4.2 1/2 4 5.6 1/2 1 0.75 0.75 4 6.0 2/2 1.33")
-    # against the best baseline, cosine: 1.33x the evals (4 vs 3), 1.43x the seconds (6.0 vs 4.2), 2/2 vs 1/2 runs;
+    # a run that never reached the threshold counts as never: cosine (3 evals, seed 1 diverged) and constant (4,
+    # seed 1 never) have medians of never over their 2 runs; metalr's are 4 evals (3, 5), epoch 2.00, 6.0 s, 2/2 runs
+    assert bold(first) == ["metalr"] and names(first, "eval_accuracy", "never")
+    assert quotes(first, "0.9 4 2.00 6.0 2/2 1/2 1/2") and names(first, "constant 1/2", "cosine 1/2")
+    # against the best baseline, cosine (no baseline's median run reached the threshold: the highest test accuracy):
     # test accuracy 0.940 vs 0.960 (-0.020), macro_f1 0.930 vs 0.955 (-0.025)
-    assert bold(versus) == ["cosine"] and names(versus, "metalr", "accuracy", "macro_f1")
-    assert quotes(versus, "1.33 4 3 1.43 6.0 4.2 2/2 1/2 0.940 0.960 -0.020 0.930 0.955 -0.025")
-    # behind on 5 of 8 measures (each against cosine), best or tied best on the other 3
-    assert quotes(lost, "5 8 4 3 2.00 1.50 6.0 4.2 0.940 0.960 0.930 0.955 2/2 0.230 0/2")
-    assert names(lost, "metalr", "cosine", "evals to threshold", "epochs to threshold", "seconds to threshold",
-                 "test accuracy", "test macro_f1", "runs reaching the threshold", "best val loss", "diverged runs")
+    assert bold(versus) == ["cosine"] and names(versus, "metalr", "highest test accuracy", "macro_f1")
+    assert quotes(versus, "2/2 4 0.940 0.960 -0.020 0.930 0.955 -0.025")
+    # behind on the 2 test metrics (against cosine), best or tied best on the other 6 of 8
+    assert quotes(lost, "2 8 0.940 0.960 0.930 0.955 2/2 4 2.00 6.0 0.230 0/2")
     behind, _, best = lost.partition("best or tied best")
-    assert names(behind, "test macro_f1") and names(best, "best val loss", "diverged runs")
+    assert names(behind, "test accuracy", "test macro_f1", "cosine")
+    assert names(best, "evals to threshold", "epochs to threshold", "seconds to threshold", "runs reaching the threshold",
+                 "best val loss", "diverged runs")
     # the LR stability of metalr (3 schedules; std 0.400, 4 changes, LR 3.75e-04 to 3.00e-03, 8.00x cosine's std),
     # then cosine (0.050) and the steadiest, constant (0.000, 0 changes), ranked most to least variable
     assert quotes(stability, "3 0.400 4 3.75e-04 3.00e-03 8.00 0.050 0.000 0")
@@ -265,10 +265,14 @@ def test_findings_are_honest_when_metalr_never_reaches_the_threshold(results):
             run["threshold"] = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
             run["test"] = {"accuracy": 0.80, "macro_f1": None}
     first, versus, lost, _ = findings(aggregate(results))
-    assert bold(first) == ["cosine", "constant"] and quotes(first, "0/2") and "metalr never reached" in first
-    assert bold(versus) == ["cosine"] and quotes(versus, "0/2 1/2 3 0.800 0.960 -0.160 0.955")
+    # no schedule's median run reached it; those with some runs that did are named, metalr (0/2) is not
+    assert not bold(first) and names(first, "No schedule's median run", "constant 1/2", "cosine 1/2")
+    assert "metalr" not in first
+    assert bold(versus) == ["cosine"] and quotes(versus, "0.800 0.960 -0.160 0.955") and names(versus, "neither")
     assert "n/a" in versus, "metalr's missing macro_f1 is said to be missing, not made up"
-    assert quotes(lost, "0/2 1/2 3 0.800 0.960 0.955") and names(lost, "never reached", "n/a", "worst of 3")
+    # the threshold measures are not judged when no median run reached it: 3 of the other 5 are lost
+    assert quotes(lost, "3 5 0/2 1/2 0.800 0.960 0.955") and names(lost, "n/a", "worst of 3")
+    assert not names(lost, "evals to threshold")
 
 
 def test_findings_when_metalr_wins_everything(results):
@@ -278,10 +282,66 @@ def test_findings_when_metalr_wins_everything(results):
             run["test"] = {"accuracy": 0.99, "macro_f1": 0.99}
             run["best_val_loss"] = 0.1
     first, versus, lost, _ = findings(aggregate(results))
-    assert bold(first) == ["metalr", "cosine"] and quotes(first, "2 1.00 3.0 3 4.2 1/2 1 0.67")
-    assert bold(versus) == ["cosine"] and quotes(versus, "0.67 2 3 +0.030")
+    assert bold(first) == ["metalr"] and quotes(first, "2 1.00 3.0 2/2 1/2 1/2")
+    assert bold(versus) == ["cosine"] and quotes(versus, "2/2 2 0.990 0.960 +0.030 0.990 0.955 +0.035")
     # behind on none of the 8 judged measures: no other schedule is named as ahead of it
     assert quotes(lost, "8") and not bold(lost) and not names(lost, "cosine") and not names(lost, "constant")
+
+
+def _reach(run, evals, seconds):
+    run["threshold"] = {"reached": True, "evals": evals, "epoch": evals * EVAL_EVERY / STEPS_PER_EPOCH,
+                        "seconds": seconds, "step": evals * EVAL_EVERY}
+
+
+def _miss(run):
+    run["threshold"] = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
+
+
+def test_the_ranking_counts_a_run_that_never_reached_as_never(results):
+    runs = {(r["schedule"], r["seed"]): r for r in results["runs"]}
+    # constant seed 1 now reaches at eval 6 (8.4 s): constant's medians over its 2 runs are 5 evals (4, 6), epoch
+    # 2.50, 7.0 s (5.6, 8.4); metalr's 4 (3, 5), 2.00, 6.0 s: metalr first, 1 eval fewer, 0.80x the evals, 0.86x
+    # the seconds; cosine (1/2, its seed 1 diverged) is not ranked
+    _reach(runs["constant", 1], 6, 8.4)
+    first, versus, lost, _ = findings(aggregate(results))
+    assert bold(first) == ["metalr", "constant"] and quotes(first, "4 2.00 6.0 2/2 5 7.0 2/2 1 0.80 0.86")
+    # the best baseline is the fastest, constant; test accuracy 0.940 vs 0.915 (0.94, 0.89), macro_f1 0.930 vs 0.905
+    assert bold(versus) == ["constant"] and quotes(versus, "0.80 4 5 0.86 6.0 7.0 2/2 2/2 0.940 0.915 +0.025")
+
+    # metalr reaches in 1 of 2 runs, at eval 3, sooner than anyone: its median run never reached it, and constant,
+    # which reached it in both, is first (the helper's case: 1/3 at eval 3 had been called first against 3/3 at 5)
+    _miss(runs["metalr", 1])
+    first, versus, lost, _ = findings(aggregate(results))
+    assert bold(first) == ["constant"] and names(first, "No other schedule's median run", "metalr 1/2")
+    assert quotes(first, "5 2.50 7.0 2/2")
+    assert bold(versus) == ["constant"] and names(versus, "metalr's median run never reached the threshold")
+    assert names(lost, "evals to threshold (never reached vs 5 for constant")
+
+    # numbers that print alike are a tie: metalr at evals (4, 6) in 5.6 and 8.48 s has medians 5 evals and 7.04 s,
+    # which prints as constant's 7.0; the LR's std of 0.0001 against 0 prints as 0.000 too
+    _reach(runs["metalr", 0], 4, 5.6)
+    _reach(runs["metalr", 1], 6, 8.48)
+    for run in results["runs"]:
+        run["lr_stability"]["std_dlog_lr"] = 0.0001 if run["schedule"] == "metalr" else 0.0
+    first, versus, lost, stability = findings(aggregate(results))
+    assert bold(first) == ["metalr", "constant"] and names(first, "tied with it on both evals and seconds")
+    behind, _, best = lost.partition("best or tied best")
+    assert names(versus, "1.00× the evals", "1.00× the seconds") and names(best, "seconds to threshold (7.0)")
+    assert not names(behind, "seconds to threshold")
+    assert stability.startswith("LR stability: all 3 schedules had the same median std Δlog LR (0.000)")
+    assert "most variable" not in stability and "steadiest" not in stability
+
+
+def test_metalr_random_is_an_ablation_not_the_best_baseline(results):
+    for run in results["runs"]:
+        if run["schedule"] == "cosine":
+            run["schedule"] = "metalr-random"
+    results["config"]["schedules"] = ["metalr", "constant", "metalr-random"]
+    versus = findings(aggregate(results))[1]
+    assert bold(versus) == ["constant"]  # metalr-random has the higher test accuracy (0.960), but is metalr itself
+    results["config"]["schedules"] = ["metalr", "metalr-random"]
+    results["runs"] = [r for r in results["runs"] if r["schedule"] != "constant"]
+    assert bold(findings(aggregate(results))[1]) == ["metalr-random"], "with no other schedule it is compared with"
 
 
 def test_findings_without_metalr_and_with_one_schedule(results):
@@ -289,7 +349,7 @@ def test_findings_without_metalr_and_with_one_schedule(results):
     no_metalr["config"]["schedules"].remove("metalr")
     no_metalr["runs"] = [r for r in no_metalr["runs"] if r["schedule"] != "metalr"]
     texts = findings(aggregate(no_metalr))
-    assert bold(texts[0])[0] == "cosine" and "metalr" not in texts[0]
+    assert not bold(texts[0]) and names(texts[0], "constant 1/2", "cosine 1/2") and "metalr" not in texts[0]
     assert "no metalr runs" in texts[1] and not _NUMBER.findall(texts[1])
     assert texts[2].startswith("LR stability") and texts[2].index("cosine") < texts[2].index("constant")
 

@@ -6,7 +6,7 @@ from matplotlib.image import imread
 
 from hf_metalr import MetaLRCallback, read_trace, save_policy
 from hf_metalr.cli import main as cli_main
-from hf_metalr.reporting.trace_view import decision_kind, format_trace, summarize_trace
+from hf_metalr.reporting.trace_view import _summary_text, decision_kind, format_trace, summarize_trace
 
 from test_alignment import always
 from tiny_job import make_trainer
@@ -51,6 +51,9 @@ def test_the_table_has_one_row_a_decision_and_cuts_the_reasons_unless_asked():
     full = format_trace(SYNTHETIC, full=True, width=80).splitlines()[2:]
     assert full[0].endswith(SYNTHETIC[0]["gate"]) and full[3].endswith("x1.5 applied instead of x2")
     assert format_trace([]) == "no decisions yet"
+    diverged = [dict(e, value="nan") for e in SYNTHETIC[:2]]
+    assert summarize_trace(diverged)["best_step"] is None
+    assert "no finite eval_accuracy" in _summary_text(summarize_trace(diverged), "eval_accuracy")
 
 
 def test_the_command_reads_a_real_runs_trace_with_its_early_cuts(tmp_path, capsys):
@@ -88,6 +91,13 @@ def test_a_folder_without_a_trace_or_a_corrupt_trace_is_an_error_that_says_so(tm
     assert "holds no metalr_trace.jsonl" in err and "MetaLRCallback" in err
     assert cli_main(["trace", str(tmp_path / "missing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+    compare_folder = tmp_path / "cmp"
+    for run in ("metalr-seed0", "metalr-seed1"):
+        (compare_folder / "runs" / run).mkdir(parents=True)
+        (compare_folder / "runs" / run / "metalr_trace.jsonl").write_text("")
+    assert cli_main(["trace", str(compare_folder)]) == 2
+    assert f"a compare folder: each metalr run has its own, e.g. {compare_folder / 'runs' / 'metalr-seed0'}" in \
+        capsys.readouterr().err
     (tmp_path / "metalr_trace.jsonl").write_text("{not json\n{}\n")
     assert cli_main(["trace", str(tmp_path)]) == 2
     assert "line 1, is not a JSON object" in capsys.readouterr().err

@@ -56,6 +56,18 @@ def parse_seeds(value: str) -> list[int]:
     return list(range(n))
 
 
+def _partial_report(out: Path) -> str:
+    """Rebuild the report of the runs finished so far; the sentence that says where it is, or nothing."""
+    from ..reporting import ResultsError, write_report
+
+    if not (out / "results.json").is_file():
+        return ""
+    try:
+        return f"; the report of the finished runs: {write_report(out)}"
+    except (ResultsError, OSError, ValueError):
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.task not in TASKS:
@@ -96,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         compare(args.task, schedules, seeds, args.out, lr=args.lr, epochs=args.epochs, resume=args.resume,
                 metalr_options=metalr_options or None, skipped=skipped)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished runs are kept in {args.out / 'results.json'}; rerun with --resume to continue",
-              file=sys.stderr)
+        print(f"\ninterrupted: finished runs are kept in {args.out / 'results.json'}; rerun with --resume to continue"
+              f"{_partial_report(args.out)}", file=sys.stderr)
         return 130
     except (FileExistsError, ValueError) as exc:
         raise SystemExit(f"hf-metalr compare: {exc}")

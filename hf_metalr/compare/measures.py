@@ -30,8 +30,13 @@ def lr_at_decisions(lr_curve: list[list[float]], evals: list[dict]) -> list[floa
 
 
 def lr_stability(lr_curve: list[list[float]], evals: list[dict]) -> dict:
-    """Std of delta-log(LR) between decisions, direction changes, and the LR's range over the run."""
-    lrs = [lr for lr in lr_at_decisions(lr_curve, evals) if lr > 0 and math.isfinite(lr)]
+    """How the LR moved from evaluation to evaluation: ``std_dlog_lr``, the standard deviation of the
+    change in log LR from the first optimizer step's LR to the LR in force after the first evaluation,
+    and from each evaluation's to the next's (so a move at the first evaluation, a cut before it, or
+    Prodigy's ramp from its tiny start counts); ``direction_changes``, how often those moves switch
+    between up and down; and ``lr_min`` / ``lr_max`` over every optimizer step."""
+    first = [lr_curve[0][2]] if lr_curve else []
+    lrs = [lr for lr in first + lr_at_decisions(lr_curve, evals) if lr > 0 and math.isfinite(lr)]
     all_lrs = [lr for _, _, lr in lr_curve if math.isfinite(lr)]
     deltas = [math.log(b) - math.log(a) for a, b in zip(lrs, lrs[1:])]
     if deltas:

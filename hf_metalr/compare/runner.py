@@ -46,6 +46,8 @@ def training_arguments(task: Task, schedule: str, seed: int, output_dir: Path, *
         disable_tqdm=True,
         log_level="error",
         dataloader_num_workers=0,
+        logging_nan_inf_filter=False,  # a non-finite training loss is logged as it is, so the recorder sees a
+        # divergence (the default logs the running average in its place)
     )
     kwargs.update(schedule_training_overrides(schedule))
     kwargs.update(overrides)

@@ -12,6 +12,7 @@ session, so a second compare into it fails at once instead of overwriting this o
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -28,10 +29,23 @@ from .runner import run_one
 __all__ = ["check_settings", "compare", "save_results"]
 
 
+def _strict(value):
+    """``value`` with every NaN or infinite float as None (null), so that results.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def save_results(out_dir: Path, data: dict) -> Path:
+    """Write ``data`` to ``out_dir/results.json`` atomically, as strict JSON (a NaN or an infinity,
+    a diverged run's, is written as null, which the report reads as missing, as it reads NaN)."""
     path = Path(out_dir) / RESULTS_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json.dumps(_strict(data), indent=1, allow_nan=False))
     os.replace(tmp, path)
     return path
 
@@ -59,8 +73,10 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict
 
 
 _SAME_EXPERIMENT = ("task", "lr", "epochs", "batch_size", "evals_per_epoch", "threshold", "metalr_policy",
-                    "metalr_learn_online", "metalr_options")
-_BEFORE_STORED = {"metalr_learn_online": True, "metalr_options": {}}  # results.json written before these were stored
+                    "metalr_learn_online", "metalr_options", "hf_metalr_version")
+MAX_SEED = 2**32 - 1
+# results.json written before these were stored
+_BEFORE_STORED = {"metalr_learn_online": True, "metalr_options": {}, "hf_metalr_version": __version__}
 
 
 def check_settings(task_name: str, schedules: list[str], seeds: list[int], *, lr: float | None = None,
@@ -79,11 +95,15 @@ def check_settings(task_name: str, schedules: list[str], seeds: list[int], *, lr
         check_schedule(name)
     for seed in seeds:
         whole_number(seed, "--seeds: each seed", at_least=0)
+        if seed > MAX_SEED:
+            raise ValueError(f"--seeds: each seed must be at most {MAX_SEED} (2**32 - 1, what numpy's and torch's "
+                             f"seeding take), got {seed}")
     if lr is not None:
         finite_number(lr, "--lr", above=0)
     if epochs is not None:
         whole_number(epochs, "--epochs", at_least=1)
-    if any(name.startswith("metalr") for name in schedules):
+    if metalr_options or any(name.startswith("metalr") for name in schedules):  # stored in the config even when no
+        # metalr schedule runs now (a resume may add one)
         from ..integration.callback import MetaLRCallback
         from ..controller.policy import PolicyLoadError
 
@@ -134,6 +154,13 @@ def _compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pa
         data = load_results(out_dir / RESULTS_NAME)
         stored = {**_BEFORE_STORED, **data["config"]}
         differing = [k for k in _SAME_EXPERIMENT if stored.get(k) != config[k]]
+        if differing == ["hf_metalr_version"]:
+            raise ValueError(
+                f"--resume: {out_dir} holds a comparison made with hf_metalr {stored.get('hf_metalr_version')}, and "
+                f"this is {__version__}: another version may run metalr differently, so the new runs would not be "
+                f"comparable with the stored ones. Use another --out, or install hf_metalr "
+                f"{stored.get('hf_metalr_version')} to continue this one"
+            )
         if differing:
             raise ValueError(
                 f"--resume: {out_dir} holds a comparison with other settings ({', '.join(differing)}: "

@@ -8,7 +8,10 @@ runs (sorted by seed), the counts ``n`` / ``reached`` / ``diverged``, and one :c
 Rules:
 
 - a value that is ``null``, NaN, infinite or not a number is missing and left out of the statistics;
-- the ``*_to_threshold`` measures are taken over the runs that reached the threshold only;
+- the ``*_to_threshold`` measures are taken over the runs that reached the threshold only (the
+  table's cells, beside its "reached k/n"); :meth:`ScheduleSummary.median_counting_misses` gives
+  their median over all runs, a run that never reached the threshold counting as never (infinity),
+  which is what the findings rank by, as ``make meta-eval`` does;
   every other measure over all runs of the schedule, diverged ones included (their NaNs drop out);
 - a schedule's runs are the ones present: a seed missing from an interrupted compare just lowers
   ``n`` and shows up in :attr:`ScheduleSummary.missing_seeds`; a repeated (schedule, seed) keeps
@@ -86,6 +89,10 @@ class Measure:
     def format(self, x: float) -> str:
         return "–" if math.isnan(x) else self.fmt.format(x)
 
+    def rounded(self, x: float) -> float:
+        """``x`` at the precision the report prints it, so that numbers printed alike compare equal."""
+        return float(self.fmt.format(x)) if math.isfinite(x) else x
+
 
 def measures(config: dict) -> list[Measure]:
     """The measures of a results file, in table order (one ``test_<name>`` per config test metric)."""
@@ -138,9 +145,15 @@ class ScheduleSummary:
     diverged: int
     stats: dict[str, Stat]
     missing_seeds: list = field(default_factory=list)
+    medians_counting_misses: dict[str, float] = field(default_factory=dict)
 
     def median(self, key: str) -> float:
         return self.stats[key].median
+
+    def median_counting_misses(self, key: str) -> float:
+        """The median of a ``*_to_threshold`` measure over all runs, a run that never reached the
+        threshold counting as infinity: ``inf`` when the median run never reached it, NaN without runs."""
+        return self.medians_counting_misses.get(key, math.nan)
 
 
 @dataclass
@@ -176,6 +189,8 @@ def aggregate(results: dict) -> Summary:
         runs = sorted(by_seed.values(), key=_seed_key)
         reached = [r for r in runs if _reached(r)]
         stats = {m.key: stat(m.value(r) for r in (reached if m.reached_only else runs)) for m in ms}
+        counting_misses = {m.key: float(np.median([m.value(r) if _reached(r) else math.inf for r in runs]))
+                           for m in ms if m.reached_only and runs}
         schedules.append(
             ScheduleSummary(
                 schedule=name,
@@ -185,6 +200,7 @@ def aggregate(results: dict) -> Summary:
                 diverged=sum(r.get("status") == "diverged" for r in runs),
                 stats=stats,
                 missing_seeds=[s for s in config.get("seeds") or [] if s not in by_seed],
+                medians_counting_misses=counting_misses,
             )
         )
     return Summary(config=config, threshold_metric=threshold_metric(config), measures=ms, schedules=schedules)

@@ -3,15 +3,19 @@ on diverged and missing runs, and the plots embedded by relative link.
 
 The findings (:func:`findings`) are sentences built only from the aggregates:
 
-1. which schedule reached the threshold first (lowest median evals to threshold, ties broken by
-   median seconds, then by config order), and by how much against the next one and ``metalr``;
-2. ``metalr`` against the best baseline (the fastest non-``metalr`` schedule; if none reached the
-   threshold, the best by the first test metric, else by best val loss): evals/seconds ratio and
-   test metric differences (best val loss when there are no test metrics);
+1. which schedule reached the threshold first: the lowest median evals to threshold over all its
+   runs, a run that never reached it counting as never (so a schedule whose median run never
+   reached it is not ranked), ties broken by median seconds at the printed 0.1 s, then by config
+   order; and by how much against the next one and ``metalr``;
+2. ``metalr`` against the best baseline (the fastest schedule other than ``metalr`` and its
+   random-init ablation ``metalr-random``; if none's median run reached the threshold, the best by
+   the first test metric, else by best val loss): evals/seconds ratio and test metric differences
+   (best val loss when there are no test metrics);
 3. the measures on which ``metalr`` was behind the best schedule, and where it was worst;
 4. the LR stability contrast (median std of Δlog LR, direction changes, LR range).
 
-They read sensibly with one schedule, without ``metalr``, and when nothing reached the threshold.
+Numbers are compared at the precision they are printed, so two that print alike are a tie. The
+findings read sensibly with one schedule, without ``metalr``, and when nothing reached the threshold.
 """
 
 from __future__ import annotations
@@ -81,35 +85,56 @@ def _better(a: float, b: float, lower: bool) -> bool:
 # ---------------------------------------------------------------- 1. who reached first
 
 
-def _by_speed(schedules: list[ScheduleSummary]) -> list[ScheduleSummary]:
-    """The schedules with a median evals to threshold, fastest first (stable: config order breaks ties)."""
-    def key(s: ScheduleSummary):
-        seconds = s.median("seconds_to_threshold")
-        return (s.median("evals_to_threshold"), math.inf if math.isnan(seconds) else seconds)
+def _to_threshold(s: ScheduleSummary, key: str) -> float:
+    """The median of a ``*_to_threshold`` measure over all of ``s``'s runs, a miss counting as never
+    (``inf``), at the precision the report prints it."""
+    value = s.median_counting_misses(key)
+    return round(value, 1) if key == "seconds_to_threshold" and math.isfinite(value) else value
 
-    return sorted((s for s in schedules if s.stats["evals_to_threshold"].n), key=key)
+
+def _median_run_reached(s: ScheduleSummary) -> bool:
+    return math.isfinite(_to_threshold(s, "evals_to_threshold"))
+
+
+def _by_speed(schedules: list[ScheduleSummary]) -> list[ScheduleSummary]:
+    """The schedules whose median run reached the threshold, fastest first (stable: config order breaks ties)."""
+    def key(s: ScheduleSummary):
+        seconds = _to_threshold(s, "seconds_to_threshold")
+        return (_to_threshold(s, "evals_to_threshold"), math.inf if math.isnan(seconds) else seconds)
+
+    return sorted((s for s in schedules if _median_run_reached(s)), key=key)
 
 
 def _speed(s: ScheduleSummary) -> str:
-    return f"{_evals(s.median('evals_to_threshold'))} ({s.median('seconds_to_threshold'):.1f} s)"
+    return f"{_evals(_to_threshold(s, 'evals_to_threshold'))} ({_to_threshold(s, 'seconds_to_threshold'):.1f} s)"
+
+
+def _partly_reached(schedules: list[ScheduleSummary]) -> str:
+    """``a 1/3, b 2/5``: the schedules some of whose runs reached the threshold, but not the median run."""
+    return ", ".join(f"{s.schedule} {s.reached}/{s.n}" for s in schedules if s.reached and not _median_run_reached(s))
 
 
 def _first_sentence(summary: Summary, threshold: str) -> str:
     present = summary.present
     ranked = _by_speed(present)
+    partly = _partly_reached(present)
     if not ranked:
+        if partly:
+            return (f"No schedule's median run reached the threshold ({threshold}); some runs did: {partly} "
+                    "(reached / runs).")
         return f"No schedule reached the threshold ({threshold}) in any run."
     first = ranked[0]
-    fe, fs = first.median("evals_to_threshold"), first.median("seconds_to_threshold")
+    fe, fs = _to_threshold(first, "evals_to_threshold"), _to_threshold(first, "seconds_to_threshold")
     out = [
         f"**{first.schedule}** reached the threshold ({threshold}) first: median {_evals(fe)} "
-        f"(epoch {first.median('epochs_to_threshold'):.2f}, {fs:.1f} s), in {first.reached}/{first.n} runs."
+        f"(epoch {_to_threshold(first, 'epochs_to_threshold'):.2f}, {fs:.1f} s) over its runs, a run that never "
+        f"reached it counting as never; {first.reached}/{first.n} runs reached it."
     ]
     compared = {first.schedule}
     if len(ranked) > 1:
         nxt = ranked[1]
         compared.add(nxt.schedule)
-        ne, ns = nxt.median("evals_to_threshold"), nxt.median("seconds_to_threshold")
+        ne, ns = _to_threshold(nxt, "evals_to_threshold"), _to_threshold(nxt, "seconds_to_threshold")
         if ne == fe:
             out.append(
                 f"The next one, **{nxt.schedule}**, tied at {_evals(ne)} but took longer ({ns:.1f} s vs {fs:.1f} s)."
@@ -123,14 +148,18 @@ def _first_sentence(summary: Summary, threshold: str) -> str:
                 f"({_ratio(fe, ne)} the evals, {_ratio(fs, ns)} the seconds)."
             )
     elif len(present) > 1:
-        out.append("No other schedule reached it.")
+        out.append("No other schedule's median run reached it" + (f" (some runs did: {partly})." if partly else "."))
     metalr = summary.get(METALR)
     if metalr is not None and metalr.n and metalr.schedule not in compared:
-        if metalr.stats["evals_to_threshold"].n:
+        if _median_run_reached(metalr):
             out.append(
                 f"metalr needed {_speed(metalr)} in {metalr.reached}/{metalr.n} runs, "
-                f"{_ratio(metalr.median('evals_to_threshold'), fe)} {first.schedule}'s evals."
+                f"{_ratio(_to_threshold(metalr, 'evals_to_threshold'), fe)} {first.schedule}'s evals."
             )
+        elif metalr.reached and len(ranked) < 2:
+            pass  # named among the partly reached above
+        elif metalr.reached:
+            out.append(f"metalr's median run never reached it ({metalr.reached}/{metalr.n} runs did).")
         else:
             out.append(f"metalr never reached it (0/{metalr.n} runs).")
     return " ".join(out)
@@ -159,7 +188,7 @@ def _quality_comparison(summary: Summary, a: ScheduleSummary, b: ScheduleSummary
     """``Final test accuracy 0.940 vs 0.960 (-0.020, worse); ...`` (``a`` first)."""
     parts = []
     for m in _quality_measures(summary):
-        x, y = a.median(m.key), b.median(m.key)
+        x, y = m.rounded(a.median(m.key)), m.rounded(b.median(m.key))
         if math.isnan(x) or math.isnan(y):
             parts.append(f"{m.label} {m.format(x) if not math.isnan(x) else 'n/a'} vs {m.format(y) if not math.isnan(y) else 'n/a'}")
             continue
@@ -176,15 +205,16 @@ def _metalr_sentence(summary: Summary) -> str | None:
     present = summary.present
     if metalr is None or metalr.n == 0:
         return "There are no metalr runs in these results, so metalr is not compared." if present else None
-    baselines = [s for s in present if s.schedule != METALR]
-    if not baselines:
+    others = [s for s in present if s.schedule != METALR]
+    if not others:
         return "Only metalr was run, so there is no baseline to compare it with."
+    baselines = [s for s in others if not s.schedule.startswith(METALR)] or others  # metalr-random: an ablation
     best, how = _best_baseline(summary, baselines)
     head = f"Against the best baseline, **{best.schedule}** ({how}),"
-    m_reached, b_reached = metalr.stats["evals_to_threshold"].n > 0, best.stats["evals_to_threshold"].n > 0
+    m_reached, b_reached = _median_run_reached(metalr), _median_run_reached(best)
     if m_reached and b_reached:
-        me, be = metalr.median("evals_to_threshold"), best.median("evals_to_threshold")
-        ms, bs = metalr.median("seconds_to_threshold"), best.median("seconds_to_threshold")
+        me, be = _to_threshold(metalr, "evals_to_threshold"), _to_threshold(best, "evals_to_threshold")
+        ms, bs = _to_threshold(metalr, "seconds_to_threshold"), _to_threshold(best, "seconds_to_threshold")
         speed = (
             f"{head} metalr needed {_ratio(me, be)} the evals to threshold (median {me:g} vs {be:g}) "
             f"and {_ratio(ms, bs)} the seconds ({ms:.1f} vs {bs:.1f}); "
@@ -192,16 +222,16 @@ def _metalr_sentence(summary: Summary) -> str | None:
         )
     elif b_reached:
         speed = (
-            f"{head} metalr never reached the threshold (0/{metalr.n} runs), while {best.schedule} did in "
-            f"{best.reached}/{best.n} runs (median {_evals(best.median('evals_to_threshold'))})."
+            f"{head} metalr's median run never reached the threshold ({metalr.reached}/{metalr.n} runs did), while "
+            f"{best.schedule}'s did ({best.reached}/{best.n} runs, median {_evals(_to_threshold(best, 'evals_to_threshold'))})."
         )
     elif m_reached:
         speed = (
             f"{head} metalr reached the threshold in {metalr.reached}/{metalr.n} runs "
-            f"(median {_evals(metalr.median('evals_to_threshold'))}); no baseline did."
+            f"(median {_evals(_to_threshold(metalr, 'evals_to_threshold'))}); no baseline's median run did."
         )
     elif _threshold_phrase(summary) is not None:
-        speed = f"{head} neither metalr nor any baseline reached the threshold."
+        speed = f"{head} neither metalr's median run nor any baseline's reached the threshold."
     else:
         speed = f"Comparing metalr with the best baseline, **{best.schedule}** ({how}):"
     return f"{speed} {_quality_comparison(summary, metalr, best)}".strip()
@@ -220,15 +250,13 @@ def _judged(summary: Summary) -> list[_Judged]:
     for m in summary.measures:
         if m.lower_is_better is None:
             continue
-        missing = "never reached" if m.reached_only else "n/a"
-        items.append(
-            (
-                m.label,
-                lambda s, k=m.key: s.median(k),
-                m.lower_is_better,
-                lambda s, m=m, missing=missing: m.format(s.median(m.key)) if s.stats[m.key].n else missing,
-            )
-        )
+        if m.reached_only:  # over all runs, a miss counting as never: "never reached" when the median run missed
+            value = lambda s, k=m.key: _to_threshold(s, k)  # noqa: E731
+            show = lambda s, m=m: m.format(_to_threshold(s, m.key)) if _median_run_reached(s) else "never reached"  # noqa: E731
+        else:
+            value = lambda s, m=m: m.rounded(s.median(m.key))  # noqa: E731
+            show = lambda s, m=m: m.format(s.median(m.key)) if s.stats[m.key].n else "n/a"  # noqa: E731
+        items.append((m.label, value, m.lower_is_better, show))
     items.append(("diverged runs", lambda s: s.diverged / s.n, True, lambda s: f"{s.diverged}/{s.n}"))
     return items
 
@@ -242,7 +270,7 @@ def _lost_sentence(summary: Summary) -> str | None:
     judged = 0
     for label, value, lower, show in _judged(summary):
         values = {s.schedule: value(s) for s in present}
-        if all(math.isnan(v) for v in values.values()):
+        if all(not math.isfinite(v) for v in values.values()):  # no value, or no median run reached the threshold
             continue
         judged += 1
         best_value = next(v for v in values.values() if not any(_better(w, v, lower) for w in values.values()))
@@ -273,24 +301,40 @@ def _lr_profile(s: ScheduleSummary) -> str:
     return f"median std Δlog LR {s.median('std_dlog_lr'):.3f}, {s.median('direction_changes'):g} direction changes, {lr_range}"
 
 
+def _variability(s: ScheduleSummary) -> float:
+    """The median std Δlog LR at the printed precision (3 decimals)."""
+    return round(s.median("std_dlog_lr"), 3)
+
+
 def _stability_sentence(summary: Summary) -> str | None:
-    scored = sorted((s for s in summary.present if s.stats["std_dlog_lr"].n), key=lambda s: -s.median("std_dlog_lr"))
+    scored = sorted((s for s in summary.present if s.stats["std_dlog_lr"].n), key=lambda s: -_variability(s))
     if not scored:
         return None
     if len(scored) == 1:
         return f"LR stability of {scored[0].schedule}: {_lr_profile(scored[0])}."
+    if len({_variability(s) for s in scored}) == 1:
+        return (f"LR stability: all {len(scored)} schedules had the same median std Δlog LR "
+                f"({scored[0].median('std_dlog_lr'):.3f}); " + "; ".join(f"{s.schedule}: {_lr_profile(s)}" for s in scored)
+                + ".")
     metalr = next((s for s in scored if s.schedule == METALR), None)
     others = [s for s in scored if s.schedule != METALR]
-    extremes = f"the most variable {'baseline' if metalr else 'schedule'} was {others[0].schedule} ({_lr_profile(others[0])})"
-    if len(others) > 1:
-        extremes += f" and the steadiest {others[-1].schedule} ({_lr_profile(others[-1])})"
+
+    def tied(s: ScheduleSummary, among: list[ScheduleSummary]) -> str:
+        return "" if sum(_variability(o) == _variability(s) for o in among) == 1 else "tied "
+
+    extremes = (f"the {tied(others[0], others)}most variable {'baseline' if metalr else 'schedule'} was "
+                f"{others[0].schedule} ({_lr_profile(others[0])})")
+    if len(others) > 1 and _variability(others[-1]) != _variability(others[0]):
+        extremes += f" and the {tied(others[-1], others)}steadiest {others[-1].schedule} ({_lr_profile(others[-1])})"
     if metalr is None:
         return f"LR stability: {extremes}."
-    rank = scored.index(metalr)
+    mine = _variability(metalr)
+    above = sum(_variability(o) > mine for o in others)
+    level = sum(_variability(o) == mine for o in others)
     where = (
-        f"the most variable of {len(scored)} schedules" if rank == 0
-        else f"the steadiest of {len(scored)} schedules" if rank == len(scored) - 1
-        else f"number {rank + 1} of {len(scored)} from most to least variable"
+        f"{'tied ' if level else ''}the most variable of {len(scored)} schedules" if above == 0
+        else f"{'tied ' if level else ''}the steadiest of {len(scored)} schedules" if above + level == len(others)
+        else f"number {above + 1} of {len(scored)} from most to least variable" + (" (tied)" if level else "")
     )
     contrast = f", {_ratio(metalr.median('std_dlog_lr'), others[0].median('std_dlog_lr'))} the std Δlog LR of {others[0].schedule}"
     return f"LR stability: metalr's LR was {where} ({_lr_profile(metalr)}{contrast if 'n/a' not in contrast else ''}); {extremes}."
@@ -329,6 +373,8 @@ def _config_lines(summary: Summary) -> list[str]:
                            ("hf_metalr_version", "hf_metalr"), ("metalr_policy", "metalr policy"))
         if c.get(key) is not None
     ]
+    if c.get("metalr_learn_online") is False:
+        extra.append("metalr learns online: no (--metalr-no-learn-online)")
     lines = [" · ".join(items)]
     if extra:
         lines += ["", ", ".join(extra) + "."]
@@ -346,8 +392,14 @@ def _table(summary: Summary) -> list[str]:
 
 def _notes(summary: Summary) -> list[str]:
     notes = [
-        "Cells are `median [min–max]` over seeds; the threshold columns only over the runs that reached it; "
-        "null/NaN values are left out; `Reached` is runs that reached the threshold / runs present."
+        "Cells are `median [min–max]` over seeds; the threshold columns only over the runs that reached it "
+        "(the findings rank by the median over all runs, a run that never reached it counting as never); "
+        "null/NaN values are left out; `Reached` is runs that reached the threshold / runs present.",
+        "Evals, epochs and seconds to threshold: at the first evaluation whose validation metric reaches the "
+        "threshold, counted from 1; seconds from the start of training, evaluations included.",
+        "Std Δlog LR: the standard deviation of the change in log LR from the first step's LR to the LR after the "
+        "first evaluation, then from evaluation to evaluation; LR direction changes: how often those changes switch "
+        "between up and down; LR min and max: over every optimizer step (param group 0).",
     ]
     diverged = [f"{s.schedule} seed {r.get('seed')}" for s in summary.schedules for r in s.runs if r.get("status") == "diverged"]
     if diverged:

@@ -135,7 +135,7 @@ def plot_time_to_threshold(summary: Summary, path: str | Path) -> Path:
                     bbox={"facecolor": "white", "edgecolor": "lightgray", "boxstyle": "round"})
     ax.set_axisbelow(True)
     ax.grid(False, axis="x")
-    ax.set_xticks(x, [s.schedule for s in present])
+    ax.set_xticks(x, [s.schedule for s in present], rotation=30, ha="right")  # ten names do not fit side by side
     ax.set_ylim(0, top * 1.25)
     ax.set_ylabel("seconds")
     if not any(st.n for st in stats):

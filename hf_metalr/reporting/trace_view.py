@@ -29,9 +29,12 @@ def trace_path(path: str | Path) -> Path:
     if path.is_dir():
         found = path / TRACE_NAME
         if not found.is_file():
+            runs = sorted(str(t.parent) for t in path.glob(f"runs/*/{TRACE_NAME}"))  # a compare folder
+            hint = (f"; it is a compare folder: each metalr run has its own, e.g. {', '.join(runs[:3])}"
+                    + (f" ({len(runs)} in all)" if len(runs) > 3 else "") if runs else "")
             raise FileNotFoundError(f"{path} holds no {TRACE_NAME}: give the output_dir of a run trained with "
                                     "MetaLRCallback (the main process writes the trace there at each decision), "
-                                    "or the trace file itself")
+                                    f"or the trace file itself{hint}")
         return found
     if not path.is_file():
         raise FileNotFoundError(f"no such file or directory: {path}")
@@ -151,8 +154,9 @@ def _summary_text(summary: dict, metric: str) -> str:
         if summary[key]:
             counts.append(f"{summary[key]} {words}")
     parts = [", ".join(counts)]
-    parts.append(f"LR {summary['initial_lr']:.3g} -> {summary['final_lr']:.3g} (x{ratio:.3g}); best {metric} "
-                 f"{summary['best']:.4g} at step {summary['best_step']}")
+    best = (f"best {metric} {summary['best']:.4g} at step {summary['best_step']}" if summary["best_step"] is not None
+            else f"no finite {metric}")
+    parts.append(f"LR {summary['initial_lr']:.3g} -> {summary['final_lr']:.3g} (x{ratio:.3g}); {best}")
     return "\n".join(parts)
 
 
