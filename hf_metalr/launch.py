@@ -136,7 +136,8 @@ def _take_flag(tokens: list[str], i: int) -> tuple[str, object, str, int]:
         return action.dest, _convert(action, raw, source), source, i + 1
     nxt = tokens[i + 1] if i + 1 < len(tokens) else None
     if action.type is string_to_bool:  # a bare boolean flag means true; a true/false word after it is its value
-        if nxt is not None and _is_bool_word(nxt):
+        clears = _FIELDS[action.dest].default is None and nxt is not None and nxt.strip().lower() in ("none", "null")
+        if nxt is not None and (_is_bool_word(nxt) or clears):
             return action.dest, _convert(action, nxt, source), source, i + 2
         if nxt is not None and not nxt.startswith("-") and not Path(nxt).exists():
             raise LaunchError(f"{source}: expected true or false, got {nxt!r}; if {nxt!r} is the script's own argument, "
@@ -195,7 +196,7 @@ def parse_launch_argv(argv: list[str], environ=None) -> tuple[MetaLRArguments, d
 
 
 # -- the Trainer patch ------------------------------------------------------------------------
-_state = {"original_init": None, "kwargs": None, "sources": None, "trainers": []}
+_state = {"original_init": None, "kwargs": None, "sources": None, "trainers": [], "own": []}
 
 
 def _has_metalr(trainer) -> bool:
@@ -222,14 +223,25 @@ def install(callback_kwargs: dict, sources: dict[str, str] | None = None) -> Non
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        if not _has_metalr(self):  # a script that adds its own MetaLRCallback keeps just that one
-            groups = self.optimizer.param_groups if self.optimizer is not None else [{"lr": self.args.learning_rate}]
-            check_lr_bounds(_state["kwargs"], groups[0].get("initial_lr", groups[0]["lr"]), _state["sources"])
-            callback = MetaLRCallback(**_state["kwargs"])
-            callback._added_by_launcher = True
-            self.add_callback(callback)
-            callback.on_init_end(self.args, self.state, self.control, lr_scheduler=self.lr_scheduler)  # fail fast on a conflicting schedule
-            _state["trainers"].append(str(self.args.output_dir))
+        if _has_metalr(self):  # a script that passes its own MetaLRCallback keeps just that one, with its settings
+            if _state["sources"]:
+                raise LaunchError(
+                    f"the script passes its own MetaLRCallback to the Trainer of output_dir {self.args.output_dir}, so "
+                    f"the launcher's {', '.join(sorted(set(_state['sources'].values())))} would not apply to it: give "
+                    "those settings to the script's callback and run the script without the launcher, or drop the "
+                    "script's callback")
+            _state["own"].append(str(self.args.output_dir))
+            return
+        groups = self.optimizer.param_groups if self.optimizer is not None else [{"lr": self.args.learning_rate}]
+        check_lr_bounds(_state["kwargs"], groups[0].get("initial_lr", groups[0]["lr"]), _state["sources"])
+        callback = MetaLRCallback(**_state["kwargs"])
+        callback._added_by_launcher = True
+        self.add_callback(callback)
+        try:  # fail fast on a conflicting schedule
+            callback.on_init_end(self.args, self.state, self.control, lr_scheduler=self.lr_scheduler)
+        except ValueError as err:
+            raise LaunchError(str(err)) from None
+        _state["trainers"].append(str(self.args.output_dir))
 
     trainer_module.Trainer.__init__ = __init__
     _state["original_init"] = original
@@ -240,7 +252,7 @@ def uninstall() -> None:
 
     if _state["original_init"] is not None:
         trainer_module.Trainer.__init__ = _state["original_init"]
-    _state.update(original_init=None, kwargs=None, sources=None, trainers=[])
+    _state.update(original_init=None, kwargs=None, sources=None, trainers=[], own=[])
 
 
 @contextlib.contextmanager
@@ -319,18 +331,32 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
         with patched(kwargs, sources) as trainers:
             code = _run(target, script_args)
-            built = list(trainers)
+            built, own = list(trainers), list(_state["own"])  # (own: the Trainers that had the script's callback)
     except LaunchError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     if main_process:
-        if built:
-            print(f"{prog}: MetaLRCallback was added to {len(built)} Trainer(s); decision trace(s): "
-                  + ", ".join(str(Path(d) / "metalr_trace.jsonl") for d in built), file=sys.stderr)
-        else:
-            print(f"{prog}: warning: the script built no transformers.Trainer (or each one had its own "
-                  "MetaLRCallback already); the launcher added nothing", file=sys.stderr)
+        _summarize(prog, built, own)
     return code
+
+
+def _summarize(prog: str, built: list[str], own: list[str]) -> None:
+    """Say on stderr which Trainers got the callback and where their traces are, once per file."""
+    if built:
+        traces = {}
+        for output_dir in built:
+            path = str(Path(output_dir) / "metalr_trace.jsonl")
+            traces[path] = traces.get(path, 0) + 1
+        print(f"{prog}: MetaLRCallback was added to {len(built)} Trainer(s); decision trace(s): "
+              + ", ".join(path + (f" (shared by {n} Trainers: each train() starts it afresh, so it holds the last "
+                                  "one's decisions; give each Trainer its own output_dir to keep them all)"
+                                  if n > 1 else "")
+                          for path, n in traces.items()), file=sys.stderr)
+    if own:
+        print(f"{prog}: {len(own)} Trainer(s) had the script's own MetaLRCallback, with the script's settings "
+              f"(output_dir {', '.join(own)}); the launcher added none to them", file=sys.stderr)
+    if not built and not own:
+        print(f"{prog}: warning: the script built no transformers.Trainer; the launcher added nothing", file=sys.stderr)
 
 
 def _show_info_logs() -> None:

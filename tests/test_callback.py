@@ -737,27 +737,27 @@ def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one
     assert saving.state()["attributes"]["iterate_average_steps"] == 2
 
     resumed = callback_watching(torch.nn.Parameter(theta.detach().clone()))
-    resumed._restore_iterate_average(args, state, 2)
+    resumed._restore_iterate_average(MetaLRCallback._checkpoint_folders(args, state), state, 2)
     assert resumed.controller.iterate_average.steps == 2 and not resumed._skip_average_check
     with resumed.controller.iterate_average.swapped_in():
         assert resumed.controller.iterate_average.params[0].tolist() == [2.0, 2.0, 2.0]
 
     elsewhere = callback_watching(torch.nn.Parameter(torch.zeros(3)))
     with pytest.warns(RuntimeWarning, match="no metalr_iterate_average.safetensors of that step.*skips the next evaluation"):
-        elsewhere._restore_iterate_average(SimpleNamespace(output_dir=str(tmp_path / "other"), resume_from_checkpoint=None),
-                                           state, 2)
+        other_folder = SimpleNamespace(output_dir=str(tmp_path / "other"), resume_from_checkpoint=None)
+        elsewhere._restore_iterate_average(MetaLRCallback._checkpoint_folders(other_folder, state), state, 2)
     assert elsewhere._skip_average_check and elsewhere.controller.iterate_average.steps == 0
     # a file of another interval (another run's checkpoint at the same step) is not used
     other_run = callback_watching(torch.nn.Parameter(torch.zeros(3)))
     with pytest.warns(RuntimeWarning, match="skips the next evaluation"):
-        other_run._restore_iterate_average(args, state, 3)
+        other_run._restore_iterate_average(MetaLRCallback._checkpoint_folders(args, state), state, 3)
     assert other_run._skip_average_check and other_run.controller.iterate_average.steps == 0
     # the folder Trainer.train(resume_from_checkpoint=...) resumed from comes first, found on the call stack
     (tmp_path / "checkpoint-14").rename(tmp_path / "moved")
 
     def train(resume_from_checkpoint):
         found = callback_watching(torch.nn.Parameter(torch.zeros(3)))
-        found._restore_iterate_average(args, state, 2)
+        found._restore_iterate_average(MetaLRCallback._checkpoint_folders(args, state), state, 2)
         return found
 
     assert train(str(tmp_path / "moved")).controller.iterate_average.steps == 2

@@ -156,6 +156,12 @@ def test_a_boolean_flag_with_a_word_that_is_not_a_boolean_is_refused(tmp_path):
     config.write_text("{}")
     options, _, _, _, script_args = launch.parse_launch_argv([str(script), "--metalr_greedy", str(config)], environ={})
     assert options.metalr_greedy is True and script_args == [str(config)], "an existing file is the script's argument"
+    # an optional boolean takes "none" (back to its default) with a space as with "=", as its variable does
+    for argv in (["--metalr_greater_is_better", "none"], ["--metalr_greater_is_better=none"]):
+        options, _, _, _, script_args = launch.parse_launch_argv([str(script), *argv], environ={})
+        assert options.metalr_greater_is_better is None and script_args == []
+    with pytest.raises(launch.LaunchError, match="expected true or false, got 'none'"):
+        launch.parse_launch_argv([str(script), "--metalr_learn_online", "none"], environ={})  # not optional
 
 
 def test_bounds_that_exclude_the_scripts_lr_stop_the_launch_naming_the_flag(tmp_path, capsys):

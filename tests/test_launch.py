@@ -213,3 +213,57 @@ def test_conflicting_schedule_fails_when_the_trainer_is_built(tmp_path):
 
     with launch.patched({"policy": "random"}), pytest.raises(ValueError, match="reduce_lr_on_plateau"):
         make_trainer(tmp_path, lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy")
+
+
+SCRIPT_OF_MODES = '''
+import sys
+from tiny_job import make_trainer
+mode, out = sys.argv[1], sys.argv[2]
+if mode == "own":
+    from hf_metalr import MetaLRCallback
+    make_trainer(out, callbacks=[MetaLRCallback(policy="random", max_lr=5e-3)])
+elif mode == "two":
+    make_trainer(out)
+    make_trainer(out)
+elif mode == "plateau":
+    make_trainer(out, lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy")
+elif mode == "train":
+    make_trainer(out, max_steps=5).train()
+'''
+
+
+@pytest.fixture()
+def modes(tmp_path, monkeypatch) -> Path:
+    for name in [k for k in os.environ if k.startswith(launch.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    path = tmp_path / "modes.py"
+    path.write_text(SCRIPT_OF_MODES)
+    return path
+
+
+def test_launcher_settings_for_a_trainer_with_the_scripts_own_callback_are_refused(modes, tmp_path, capsys):
+    # the script's MetaLRCallback(max_lr=5e-3) is the one that runs: the launcher's max_lr would be silently ignored
+    assert launch.main(["--metalr_max_lr", "2e-2", str(modes), "own", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "the script passes its own MetaLRCallback" in err and "flag --metalr_max_lr would not apply" in err
+    # without launcher settings the script's callback runs, and the summary says so instead of "no Trainer"
+    assert launch.main([str(modes), "own", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "1 Trainer(s) had the script's own MetaLRCallback" in err and "built no transformers.Trainer" not in err
+
+
+def test_a_conflicting_schedule_under_the_launcher_names_the_launcher(modes, tmp_path, capsys):
+    assert launch.main([str(modes), "plateau", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "reduce_lr_on_plateau" in err and "run the script without the launcher" in err
+
+
+def test_two_trainers_in_one_output_dir_share_one_trace_and_are_told_so(modes, tmp_path, capsys):
+    assert launch.main([str(modes), "two", str(tmp_path / "t")]) == 0
+    err = capsys.readouterr().err
+    assert err.count(str(tmp_path / "t" / "metalr_trace.jsonl")) == 1 and "shared by 2 Trainers" in err
+
+
+def test_a_missing_metric_under_the_launcher_names_its_flag(modes, tmp_path):
+    with pytest.raises(ValueError, match=r"Pass --metalr_metric NAME \(or HF_METALR_METRIC=NAME\) to the launcher"):
+        launch.main(["--metalr_metric", "nonexistent", str(modes), "train", str(tmp_path / "m")])

@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..controller.controller import check_options
+from ..controller.direction import LOWER_IS_BETTER_WORDS
 
 __all__ = ["FLAG_PREFIX", "MetaLRArguments", "MetaLROptionError", "check_lr_bounds", "check_metalr_options"]
 
@@ -32,11 +33,13 @@ class MetaLRArguments:
     metalr_greater_is_better: bool | None = field(
         default=None,
         metadata={"help": "Whether a larger metric is better. Default: greater_is_better for metric_for_best_model when set, else "
-                          "from the name: lower for losses, error rates (wer, cer, error, err), perplexity, regression errors (mse, mae, rmse, msle, mape), bits per character; greater otherwise (hf_metalr.controller.direction)."},
+                          "from the name: lower for a name that ends in loss or has one of the words "
+                          f"{', '.join(LOWER_IS_BETTER_WORDS)}; greater otherwise."},
     )
     metalr_policy: str | None = field(
         default=None,
-        metadata={"help": "'random' for a fresh seeded policy, or the path of a saved policy (metalr_policy.safetensors). Default: MetaLRCallback's own."},
+        metadata={"help": "'default' for the shipped meta-trained policy, 'random' for a fresh seeded one, or the path of a saved "
+                          "policy (metalr_policy.safetensors). Default: 'default'."},
     )
     metalr_seed: int | None = field(
         default=None, metadata={"help": "Seed of the policy init and of the action sampling. Default: the Trainer's --seed."}

@@ -186,11 +186,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
 
     # -- events ---------------------------------------------------------------------------------
     def on_init_end(self, args, state, control, lr_scheduler=None, **kwargs):
-        check_training_args(args)
-        check_scheduler_supported(lr_scheduler)  # one passed in Trainer(optimizers=...) fails at once
+        self._check_lr_control(args, lr_scheduler)  # a scheduler passed in Trainer(optimizers=...) fails at once
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
-        check_training_args(args)  # again: a callback added with trainer.add_callback() missed on_init_end
+        self._check_lr_control(args, None)  # again: a callback added with trainer.add_callback() missed on_init_end
         strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
         if strategy == "no":
             raise ValueError(
@@ -200,7 +199,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             )
         if optimizer is None:
             raise ValueError("MetaLRCallback needs the optimizer, which the Trainer passes at train begin")
-        check_scheduler_supported(lr_scheduler)
+        self._check_lr_control(None, lr_scheduler)
         handler = self._handler()
         self._refuse_a_second_controller(handler)
         self._move_ahead_of_reporters(handler)
@@ -420,6 +419,24 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             self._refuse_an_unmonitored_evaluation(at_train_end=True)
 
     # -- helpers --------------------------------------------------------------------------------
+    def _check_lr_control(self, args, lr_scheduler) -> None:
+        """Refuse LR control that fights the controller (``lr_binding``); the fix named for a callback
+        the launcher added is to run the script without the launcher."""
+        try:
+            if args is not None:
+                check_training_args(args)
+            check_scheduler_supported(lr_scheduler)
+        except ValueError as err:
+            if not getattr(self, "_added_by_launcher", False):
+                raise
+            raise ValueError(f"{err} Here the launcher (hf-metalr run, hf_metalr.launch) added the callback: to keep "
+                             "the script's scheduler, run the script without the launcher.") from None
+
+    def _how_to_choose_the_metric(self) -> str:
+        if getattr(self, "_added_by_launcher", False):
+            return "Pass --metalr_metric NAME (or HF_METALR_METRIC=NAME) to the launcher, or set the script's metric_for_best_model"
+        return "Pass MetaLRCallback(metric=...) or set metric_for_best_model"
+
     def _resolve_metric(self, args) -> tuple[str, bool]:
         """The monitored key and its direction. ``args.greater_is_better`` counts only when it differs
         from the Trainer's own guess (``not name.endswith('loss')``), which it fills in when unset."""
@@ -465,7 +482,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if prefix == "eval_":  # the one eval dataset's evaluation
             raise ValueError(
                 f"MetaLRCallback monitors {self.metric_key!r}, but the evaluation returned no such key. "
-                f"Available: {available}. Pass MetaLRCallback(metric=...) or set metric_for_best_model to one of them."
+                f"Available: {available}. {self._how_to_choose_the_metric()} to one of them."
             )
         earlier = self._other_evaluations[1] if self._other_evaluations and self._other_evaluations[0] == step else []
         self._other_evaluations = (step, sorted(set(earlier) | set(available)))
@@ -479,10 +496,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         other, self._other_evaluations = self._other_evaluations, None
         if other is None or other[0] == self._monitored_at:
             return
+        how = self._how_to_choose_the_metric()
         problem = (f"MetaLRCallback monitors {self.metric_key!r}, but none of the eval datasets returned it at step "
                    f"{other[0]}. Available: {other[1]}. With a dict of eval datasets the Trainer names each one's "
-                   "metrics eval_<name>_<metric>: pass MetaLRCallback(metric=...) or set metric_for_best_model to one "
-                   "of them.")
+                   f"metrics eval_<name>_<metric>: {how[0].lower()}{how[1:]} to one of them.")
         if not at_train_end:
             raise ValueError(problem)
         warnings.warn(f"{problem} That evaluation made no decision.", RuntimeWarning, stacklevel=3)
