@@ -319,13 +319,14 @@ def _stability_sentence(summary: Summary) -> str | None:
     metalr = next((s for s in scored if s.schedule == METALR), None)
     others = [s for s in scored if s.schedule != METALR]
 
-    def tied(s: ScheduleSummary, among: list[ScheduleSummary]) -> str:
-        return "" if sum(_variability(o) == _variability(s) for o in among) == 1 else "tied "
+    def level_with(s: ScheduleSummary) -> str:
+        """``s``'s name, or the names of every baseline at its printed value (``a/b/c``)."""
+        return _names([o for o in others if _variability(o) == _variability(s)])
 
-    extremes = (f"the {tied(others[0], others)}most variable {'baseline' if metalr else 'schedule'} was "
-                f"{others[0].schedule} ({_lr_profile(others[0])})")
+    kind = "baseline" if metalr else "schedule"
+    extremes = f"the most variable {kind} was {level_with(others[0])} ({_lr_profile(others[0])})"
     if len(others) > 1 and _variability(others[-1]) != _variability(others[0]):
-        extremes += f" and the {tied(others[-1], others)}steadiest {others[-1].schedule} ({_lr_profile(others[-1])})"
+        extremes += f" and the steadiest {level_with(others[-1])} ({_lr_profile(others[-1])})"
     if metalr is None:
         return f"LR stability: {extremes}."
     mine = _variability(metalr)

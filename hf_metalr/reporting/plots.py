@@ -4,7 +4,7 @@
 - ``val_metric.png``: the threshold metric against epoch, median line and min–max band over seeds,
   threshold as a dashed line;
 - ``time_to_threshold.png``: median seconds to threshold per schedule, min–max error bars, labelled
-  with "k/n reached"; a hatched full-height "not reached" column for schedules none of whose runs reached it.
+  with the median and "k/n" (runs that reached it / runs); a hatched full-height "not reached" column for schedules none of whose runs reached it.
 
 Each file is 900 x 500 pixels. Missing values (null/NaN) are left out; non-positive LRs too (log scale).
 """
@@ -114,7 +114,7 @@ def plot_val_metric(summary: Summary, path: str | Path) -> Path:
 
 
 def plot_time_to_threshold(summary: Summary, path: str | Path) -> Path:
-    fig, ax = _figure("Seconds to reach the threshold: median, min–max over the runs that reached it")
+    fig, ax = _figure("Seconds to the threshold: median, min–max over the runs that reached it (k/n: runs that did)")
     present = summary.present
     if not present:
         _no_data(ax)
@@ -127,7 +127,8 @@ def plot_time_to_threshold(summary: Summary, path: str | Path) -> Path:
         if st.n:
             err = [[st.median - st.min], [st.max - st.median]]
             ax.bar(i, st.median, color=color, alpha=0.85, yerr=err, capsize=6, ecolor="dimgray")
-            ax.text(i, st.max + 0.02 * top, f"{st.median:.1f} s\n{s.reached}/{s.n} reached", ha="center", va="bottom", fontsize=9)
+            ax.text(i, st.max + 0.02 * top, f"{st.median:.1f} s\n{s.reached}/{s.n}", ha="center", va="bottom",
+                    fontsize=9 if len(present) <= 6 else 8)
         else:
             # a full-height hatched column: "off the chart", not a number of seconds
             ax.bar(i, 1.25 * top, facecolor="none", edgecolor="lightgray", hatch="//", linewidth=0)
