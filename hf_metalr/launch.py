@@ -351,7 +351,8 @@ def _summarize(prog: str, built: list[str], own: list[str]) -> None:
               + ", ".join(path + (f" (shared by {n} Trainers: each train() starts it afresh, so it holds the last "
                                   "one's decisions; give each Trainer its own output_dir to keep them all)"
                                   if n > 1 else "")
-                          for path, n in traces.items()), file=sys.stderr)
+                          for path, n in traces.items())
+              + f" (read one with: hf-metalr trace {built[0]})", file=sys.stderr)
     if own:
         print(f"{prog}: {len(own)} Trainer(s) had the script's own MetaLRCallback, with the script's settings "
               f"(output_dir {', '.join(own)}); the launcher added none to them", file=sys.stderr)

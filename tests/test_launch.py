@@ -262,6 +262,7 @@ def test_two_trainers_in_one_output_dir_share_one_trace_and_are_told_so(modes, t
     assert launch.main([str(modes), "two", str(tmp_path / "t")]) == 0
     err = capsys.readouterr().err
     assert err.count(str(tmp_path / "t" / "metalr_trace.jsonl")) == 1 and "shared by 2 Trainers" in err
+    assert f"read one with: hf-metalr trace {tmp_path / 't'}" in err
 
 
 def test_a_missing_metric_under_the_launcher_names_its_flag(modes, tmp_path):
