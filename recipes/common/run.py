@@ -25,6 +25,7 @@ def train_evaluate_test(trainer, splits) -> dict:
     with_controller = any(isinstance(cb, MetaLRCallback) for cb in trainer.callback_handler.callbacks)
     if with_controller and trainer.is_world_process_zero() and trace.exists():
         metrics["train_metalr_decisions"] = len(read_trace(trace))
+        logger.info("the controller's decisions: %s (as a table: hf-metalr trace %s)", trace, args.output_dir)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
