@@ -380,6 +380,15 @@ def test_bad_callback_arguments_fail_fast():
     for not_a_bool in (0, 1, "yes"):  # 0 == False in Python, but a 0 is a typo, not a choice
         with pytest.raises(ValueError, match="greedy"):
             MetaLRCallback(greedy=not_a_bool)
+    # "False" and "no" would read as true: every switch takes a bool, and the seed a whole number
+    for option, bad in (("gate", "False"), ("learn_online", "no"), ("average_iterates", "off"), ("seed", "a"),
+                        ("seed", 1.5), ("seed", -1), ("seed", True)):
+        with pytest.raises(ValueError, match=rf"MetaLRCallback\({option}="):
+            MetaLRCallback(**{option: bad})
+    with pytest.raises(ValueError, match=r"MetaLRController\(seed=None\): must be a whole number >= 0"):
+        MetaLRController(1e-3, seed=None)
+    with pytest.warns(UserWarning, match="with the gate off it is off too"):
+        MetaLRCallback(average_iterates=True, gate=False)
 
 
 def test_shipped_default_policy_is_small_carded_and_the_default():

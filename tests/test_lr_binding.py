@@ -61,6 +61,56 @@ def test_apply_scale_composes_with_the_schedule(name):
     assert sched.state_dict()["base_lrs"] == pytest.approx([1e-2 * scale, 1e-3 * scale])
 
 
+TORCH_SCHEDULERS = {
+    "LambdaLR": lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5) * 0.97 ** s),
+    "StepLR": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.5),
+    "ExponentialLR": lambda opt: torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.95),
+    "CosineAnnealingLR, eta_min": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40, eta_min=1e-3),
+    "CosineAnnealingWarmRestarts, eta_min": lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        opt, T_0=9, eta_min=1e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(TORCH_SCHEDULERS))
+def test_a_plain_loops_scheduler_keeps_the_controllers_scale(name):
+    """MetaLRController.scale_param_groups(optimizer, scheduler) in a plain loop: the LR the optimizer
+    uses is the schedule's times the scale, from the decision on, at every later step (a cosine's
+    eta_min floor included: it used to pull the LR back to the unscaled curve)."""
+    from hf_metalr import MetaLRController
+
+    def optimizer():
+        params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+        return torch.optim.SGD([{"params": [params[0]]}, {"params": [params[1]], "lr": 2e-3}], lr=1e-2)
+
+    ref_opt = optimizer()
+    ref_sched = TORCH_SCHEDULERS[name](ref_opt)
+    opt = optimizer()
+    sched = TORCH_SCHEDULERS[name](opt)
+    ctrl = MetaLRController(initial_lr=1e-2, policy="random", seed=0)
+    for step in range(1, 41):
+        if step in (4, 13, 26):
+            ctrl.scale *= {4: 2.0, 13: 0.25, 26: 4.0}[step]  # what a decision does to the scale
+            assert ctrl.scale_param_groups(opt, sched) == [g["lr"] for g in opt.param_groups]
+        for group, ref in zip(opt.param_groups, ref_opt.param_groups):
+            assert group["lr"] == pytest.approx(ref["lr"] * ctrl.scale, rel=1e-9), f"step {step}"
+        for o, sc in ((opt, sched), (ref_opt, ref_sched)):
+            o.step()
+            sc.step()
+
+
+def test_a_resume_with_tighter_bounds_brings_the_lr_inside_them_at_once():
+    from hf_metalr import MetaLRController
+
+    first = MetaLRController(initial_lr=1e-3, policy="random", seed=0)
+    first.scale = 8.0
+    state = first.state_dict()
+    tighter = MetaLRController(initial_lr=1e-3, policy="random", seed=0, max_lr=2e-3)
+    with pytest.warns(UserWarning, match=r"holds the LR 0.008, outside .* \[min_lr, max_lr\] = \[1e-06, 0.002\]: the run "
+                                         r"goes on at 0.002"):
+        tighter.load_state_dict(state)
+    assert tighter.scale == 2.0 and tighter.lr == 2e-3
+
+
 def read_applied(output_dir):
     return {d["step"]: d["lrs"] for d in map(json.loads, (output_dir / "applied_lrs.rank0.jsonl").read_text().splitlines())}
 

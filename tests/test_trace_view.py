@@ -101,3 +101,16 @@ def test_a_folder_without_a_trace_or_a_corrupt_trace_is_an_error_that_says_so(tm
     (tmp_path / "metalr_trace.jsonl").write_text("{not json\n{}\n")
     assert cli_main(["trace", str(tmp_path)]) == 2
     assert "line 1, is not a JSON object" in capsys.readouterr().err
+
+
+def test_a_cut_reason_keeps_the_caps_note_and_read_trace_takes_the_folder(tmp_path):
+    capped = _entry(10, 0.5, 2.0, 1.25, 1.25e-3, evidence="raise: the gradient keeps pointing along the previous steps "
+                    "(t=+5.0), the steps are too short; capped by max_lr=0.00125: x1.25 applied instead of x2")
+    row = format_trace([capped], width=130).splitlines()[-1]
+    assert len(row) <= 130 and row.endswith("...; capped by max_lr=0.00125: x1.25 applied instead of x2")
+    assert row.split("  ")[-1].startswith("raise: the gradien")
+    narrow = format_trace([capped], width=90).splitlines()[-1]  # no room for the note: the reason's start, cut
+    assert len(narrow) <= 90 and narrow.endswith("...") and "raise: the gradient" in narrow
+
+    (tmp_path / "metalr_trace.jsonl").write_text('{"global_step": 5}\n')
+    assert read_trace(tmp_path) == read_trace(tmp_path / "metalr_trace.jsonl") == [{"global_step": 5}]

@@ -79,6 +79,7 @@ first evaluation keeps the LR.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,7 @@ from .early_guard import EARLY_SPIKE, EarlyDivergenceGuard
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
+from .scheduler_binding import apply_scale
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -259,13 +261,15 @@ def direction_gate(multiplier: float, features: dict[str, float], *, first: bool
 
 
 def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy="default", initial_lr=None,
+                  learn_online=True, gate=True, seed=None,
                   owner: str = "MetaLRController", text_policy: bool = False, origins: dict[str, str] | None = None) -> None:
     """The one check of the controller's options, for ``MetaLRController``, ``MetaLRCallback``, the
     launcher and the recipes. Raises ``ValueError`` (``TypeError`` for a policy of the wrong kind)
     naming ``owner`` and the option.
 
     - ``min_lr``, ``max_lr``: None or a finite number > 0, with ``min_lr <= max_lr``;
-    - ``meta_lr``: a finite number > 0; ``greedy``: None, True or False;
+    - ``meta_lr``: a finite number > 0; ``greedy``: None, True or False; ``learn_online``, ``gate``:
+      True or False; ``seed``: None or a whole number >= 0;
     - ``policy``: ``"default"``, ``"random"`` or a path; also None or a ``PolicyNetwork`` unless
       ``text_policy`` (``MetaLRCallback`` saves its arguments in checkpoints as JSON);
     - with ``initial_lr``: a finite number > 0 within ``[min_lr, max_lr]``; ``origins`` says where
@@ -280,6 +284,11 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
         raise ValueError(f"{owner}(meta_lr={meta_lr!r}): must be a finite number > 0")
     if not (greedy is None or isinstance(greedy, bool)):
         raise ValueError(f"{owner}(greedy={greedy!r}): must be True, False or None (the policy's own default)")
+    for name, value in (("learn_online", learn_online), ("gate", gate)):
+        if not isinstance(value, bool):  # "False" or "no" would read as true
+            raise ValueError(f"{owner}({name}={value!r}): must be True or False")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"{owner}(seed={seed!r}): must be a whole number >= 0, or None")
     if not (isinstance(policy, (str, Path)) or (not text_policy and (policy is None or isinstance(policy, PolicyNetwork)))):
         raise TypeError(f"{owner}(policy=...) takes 'default', 'random'{'' if text_policy else ', None, a PolicyNetwork'} or a "
                         f"file path, got {type(policy).__name__}")
@@ -377,7 +386,10 @@ class MetaLRController:
         greedy: bool | None = None,
         gate: bool = True,
     ):
-        check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, initial_lr=initial_lr)
+        check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, initial_lr=initial_lr,
+                      learn_online=learn_online, gate=gate, seed=seed)
+        if seed is None:  # (the callback's None means the Trainer's seed; a controller has no Trainer)
+            raise ValueError("MetaLRController(seed=None): must be a whole number >= 0")
         self.initial_lr = float(initial_lr)
         self.min_lr = float(min_lr) if min_lr is not None else self.initial_lr * DEFAULT_MIN_LR_RATIO
         self.max_lr = float(max_lr) if max_lr is not None else self.initial_lr * DEFAULT_MAX_LR_RATIO
@@ -419,11 +431,12 @@ class MetaLRController:
     def max_scale(self) -> float:
         return self.max_lr / self.initial_lr
 
-    def scale_param_groups(self, optimizer: torch.optim.Optimizer) -> None:
-        """For a plain loop with no scheduler: set each group's LR to its initial LR x scale."""
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * self.scale
+    def scale_param_groups(self, optimizer: torch.optim.Optimizer, scheduler=None) -> list[float]:
+        """For a plain loop: make the controller's scale the optimizer's, each group at its initial LR
+        x scale, times the ``scheduler``'s factor when there is one (its ``base_lrs`` carry the
+        scale, so its next ``step()`` keeps it: see ``scheduler_binding``). Returns each group's LR
+        for the next step. Call after every decision (and after ``load_state_dict``)."""
+        return apply_scale(optimizer, scheduler, self.scale)
 
     # -- gradient alignment --------------------------------------------------------------------
     def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, average_iterates: bool = False) -> GradientAlignment:
@@ -688,7 +701,11 @@ class MetaLRController:
                              f"{self.initial_lr}: its LR scale would apply to another LR. Continue with the learning rate "
                              "the state was saved with, or start the controller fresh.")
         self.seed = state["seed"]
-        self.scale = state["scale"]
+        self.scale = min(max(state["scale"], self.min_scale), self.max_scale)
+        if self.scale != state["scale"]:
+            warnings.warn(f"{source} holds the LR {self.initial_lr * state['scale']:.4g}, outside this controller's "
+                          f"[min_lr, max_lr] = [{self.min_lr:.4g}, {self.max_lr:.4g}]: the run goes on at "
+                          f"{self.lr:.4g}", UserWarning, stacklevel=2)
         self.decision_index = state["decision_index"]
         self.previous_multiplier = state["previous_multiplier"]
         self.pending = state["pending"]

@@ -143,7 +143,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average_iterates: bool | None = None,
     ):
         check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, owner="MetaLRCallback",
-                      text_policy=True)
+                      text_policy=True, learn_online=learn_online, gate=gate, seed=seed)
+        if not (average_iterates is None or isinstance(average_iterates, bool)):
+            raise ValueError(f"MetaLRCallback(average_iterates={average_iterates!r}): must be True, False or None (on up "
+                             "to 500M trainable parameters)")
+        if average_iterates and not gate:
+            warnings.warn("MetaLRCallback(average_iterates=True, gate=False): the iterate-average check works through the "
+                          "direction gate, so with the gate off it is off too", UserWarning, stacklevel=2)
         self._init_args = {
             "metric": metric,
             "greater_is_better": greater_is_better,

@@ -1,11 +1,8 @@
-"""Make a decided LR the LR the optimizer uses, whatever schedule the user picked.
+"""What LR control the callback composes with, and how a decided LR reaches the optimizer.
 
-Every Hugging Face schedule is a ``LambdaLR``, which recomputes ``group['lr'] = base_lr *
-lambda(step)`` at each ``step()``: a plain write to ``group['lr']`` is gone one step later. So the
-controller's scale goes into the scheduler's ``base_lrs`` instead: the schedule's shape (warmup,
-decay) is kept, and the controller multiplies it. ``base_lrs`` is part of the scheduler's own
-``state_dict``, so ``scheduler.pt`` carries the scale across a resume. Each group's reference is
-its ``initial_lr``, so several param groups keep their ratios.
+The binding itself, :func:`apply_scale` (the scale goes into the scheduler's ``base_lrs``, so
+``scheduler.pt`` carries it across a resume), is torch-only and lives in
+``hf_metalr.controller.scheduler_binding``, shared with plain loops; it is re-exported here.
 
 Schedulers that set the LR from bounds of their own (``OneCycleLR``, ``CyclicLR``) would undo the
 controller's change at their next step, and composites (``SequentialLR``, ``ChainedScheduler``)
@@ -16,8 +13,9 @@ from __future__ import annotations
 
 import json
 
-import torch
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from ..controller.scheduler_binding import apply_scale, unwrap_scheduler
 
 __all__ = ["apply_scale", "check_scheduler_supported", "check_training_args", "unwrap_scheduler"]
 
@@ -39,15 +37,6 @@ def _conflict(what: str) -> ValueError:
         "metric and overwrite each other. Use a time-based schedule with the callback (lr_scheduler_type="
         "'constant', 'linear', 'cosine', ...), or drop the callback to keep the other scheduler."
     )
-
-
-def unwrap_scheduler(scheduler):
-    """The torch scheduler under accelerate's ``AcceleratedScheduler`` wrapper, if any."""
-    while scheduler is not None and not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)) and hasattr(
-        scheduler, "scheduler"
-    ):
-        scheduler = scheduler.scheduler
-    return scheduler
 
 
 def check_training_args(args) -> None:
@@ -94,29 +83,3 @@ def check_scheduler_supported(scheduler) -> None:
         if why is not None:
             raise ValueError(f"MetaLRCallback cannot drive the LR through {type(scheduler).__name__}: {why}, while the "
                              f"trace and the logs would report the controller's LR. {_USE_INSTEAD}")
-
-
-def apply_scale(optimizer: torch.optim.Optimizer, scheduler, scale: float) -> list[float]:
-    """Set every group's base LR to ``initial_lr * scale`` and its current LR accordingly.
-
-    Returns the LR of each group for the next optimizer step. The scheduler's ``_last_lr`` is
-    updated too, so the Trainer logs the LR the optimizer really uses.
-    """
-    scheduler = unwrap_scheduler(scheduler)
-    for i, group in enumerate(optimizer.param_groups):
-        group.setdefault("initial_lr", group["lr"])
-        base = group["initial_lr"] * scale
-        if isinstance(scheduler, LambdaLR):
-            scheduler.base_lrs[i] = base
-            group["lr"] = base * scheduler.lr_lambdas[i](scheduler.last_epoch)
-        elif isinstance(scheduler, LRScheduler):
-            # chainable torch schedulers derive the next LR from the current one
-            ratio = base / scheduler.base_lrs[i] if scheduler.base_lrs[i] else 1.0
-            scheduler.base_lrs[i] = base
-            group["lr"] = group["lr"] * ratio
-        else:
-            group["lr"] = base
-    lrs = [group["lr"] for group in optimizer.param_groups]
-    if isinstance(scheduler, LRScheduler):
-        scheduler._last_lr = list(lrs)
-    return lrs

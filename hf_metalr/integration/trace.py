@@ -70,9 +70,12 @@ def read_trace(path: str | Path) -> list[dict]:
     and ``lr`` after it; empty on the other lines). Non-finite numbers
     are the strings ``"nan"`` and ``"inf"``.
 
-    A torn last line (a kill during a write) is dropped with a ``RuntimeWarning``; an unreadable
-    line before it is a ``ValueError`` naming the file and line."""
+    ``path`` may also be the Trainer's ``output_dir`` that holds the trace. A torn last line (a kill
+    during a write) is dropped with a ``RuntimeWarning``; an unreadable line before it is a
+    ``ValueError`` naming the file and line."""
     path = Path(path)
+    if path.is_dir():
+        path = path / TRACE_NAME
     lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
     entries = []
     for i, (n, line) in enumerate(lines):

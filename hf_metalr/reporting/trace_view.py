@@ -88,8 +88,13 @@ def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> s
                f"{_number(entry.get('value')):>12.4g} {_multiplier(entry.get('action')):>6} "
                f"{_multiplier(entry.get('applied')):>7} {_number(entry.get('lr')):>9.3g}  ")
         why = _why(entry)
-        if not full and len(row) + len(why) > width:
-            why = why[: max(width - len(row) - 3, 10)] + "..."
+        room = width - len(row)
+        if not full and len(why) > room:
+            head, capped, tail = why.partition("; capped by ")  # the cap's note explains the applied multiplier:
+            tail = f"; capped by {tail}" if capped else ""  # kept whole where it fits beside a start of the reason
+            if not tail or len(tail) + 13 > room:
+                head, tail = why, ""
+            why = head[: max(room - len(tail) - 3, 10)] + "..." + tail
         lines.append(row + why)
     return "\n".join(lines)
 

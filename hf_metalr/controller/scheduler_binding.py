@@ -1,0 +1,62 @@
+"""Make the controller's LR scale the LR the optimizer uses, under any schedule (torch only).
+
+Every Hugging Face schedule is a ``LambdaLR``, which recomputes ``group['lr'] = base_lr *
+lambda(step)`` at each ``step()``: a plain write to ``group['lr']`` is gone one step later. So the
+scale goes into the scheduler's ``base_lrs`` instead: the schedule's shape (warmup, decay) is
+kept, and the controller multiplies it. A chainable torch scheduler (``StepLR``,
+``ExponentialLR``, ``CosineAnnealingLR``, ...) derives the next LR from the current one, so the
+current LR is rescaled with it, and so is a floor it adds (``eta_min``), so that the whole curve is
+multiplied. ``base_lrs`` (and ``eta_min``) are part of the scheduler's own ``state_dict``, so a
+saved scheduler carries the scale across a resume. Each group's reference is its ``initial_lr``,
+so several param groups keep their ratios. Used by ``MetaLRCallback`` and by
+``MetaLRController.scale_param_groups`` in a plain loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
+
+__all__ = ["apply_scale", "unwrap_scheduler"]
+
+
+def unwrap_scheduler(scheduler):
+    """The torch scheduler under accelerate's ``AcceleratedScheduler`` wrapper, if any."""
+    while scheduler is not None and not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)) and hasattr(
+        scheduler, "scheduler"
+    ):
+        scheduler = scheduler.scheduler
+    return scheduler
+
+
+def apply_scale(optimizer: torch.optim.Optimizer, scheduler, scale: float) -> list[float]:
+    """Set every group's base LR to ``initial_lr * scale`` and its current LR accordingly.
+
+    Returns the LR of each group for the next optimizer step. The scheduler's ``_last_lr`` is
+    updated too, so the Trainer logs the LR the optimizer really uses.
+    """
+    scheduler = unwrap_scheduler(scheduler)
+    floor_ratio = None
+    for i, group in enumerate(optimizer.param_groups):
+        group.setdefault("initial_lr", group["lr"])
+        base = group["initial_lr"] * scale
+        if isinstance(scheduler, LambdaLR):
+            scheduler.base_lrs[i] = base
+            group["lr"] = base * scheduler.lr_lambdas[i](scheduler.last_epoch)
+        elif isinstance(scheduler, LRScheduler):
+            # chainable torch schedulers derive the next LR from the current one
+            ratio = base / scheduler.base_lrs[i] if scheduler.base_lrs[i] else 1.0
+            scheduler.base_lrs[i] = base
+            group["lr"] = group["lr"] * ratio
+            floor_ratio = ratio if floor_ratio is None else floor_ratio
+        else:
+            group["lr"] = base
+    eta_min = getattr(scheduler, "eta_min", None)
+    if floor_ratio is not None and isinstance(eta_min, (int, float)) and not isinstance(eta_min, bool):
+        # CosineAnnealingLR, CosineAnnealingWarmRestarts: LR = eta_min + (...), so the floor scales with the curve (the
+        # same ratio for every group, whose base LRs all move from one scale to the next)
+        scheduler.eta_min = eta_min * floor_ratio
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    if isinstance(scheduler, LRScheduler):
+        scheduler._last_lr = list(lrs)
+    return lrs
