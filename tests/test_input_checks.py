@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hf_metalr import MetaLRCallback, PolicyLoadError, launch, random_policy, save_policy
+from hf_metalr import MetaLRCallback, PolicyLoadError, launch, load_policy, random_policy, save_policy
 from hf_metalr.cli import main as hf_metalr_main
 from hf_metalr.controller import PolicyConfig
 from hf_metalr.compare.cli import main as compare_main
@@ -81,6 +81,9 @@ def test_compare_refuses_bad_arguments_before_the_first_run(tmp_path, flags, mes
     (["--held-out-per-family", "0"], "--held-out-per-family must be a whole number >= 1, got 0"),
     (["--ppo-lr", "inf"], "--ppo-lr must be a finite number >= 0, got inf"),
     (["--seed", "-1"], "--seed must be a whole number >= 0, got -1"),
+    (["--seed", "4294967296"], "--seed must be at most 4294967295, got 4294967296"),  # torch's generator seed would overflow later
+    (["--keep-prior", "1e39"], "--keep-prior must lie within [-50, 50]"),
+    (["--init-policy", "random"], "--init-policy random: a fresh seeded policy is what meta-training starts from"),
 ])
 def test_meta_train_refuses_bad_arguments_at_once(tmp_path, flags, message):
     argv = _without(TINY_META, *flags[::2]) + flags
@@ -94,8 +97,25 @@ def test_meta_train_refuses_bad_arguments_at_once(tmp_path, flags, message):
     ('{"format": 2, "config": {"seed": 0}, "iteration": 3, "cur', "is not readable JSON (truncated?)"),
     ('{"format": 2}', "lacks or garbles config, iteration, curve"),
     ('[1, 2]', "has checkpoint format 'list'"),
+    # inside a checkpoint of the right shape (a whole one, below, with one thing broken)
+    ("iteration=99", "lacks or garbles iteration"),
+    ("curve=[]", "lacks or garbles curve"),
+    ("best={}", "lacks or garbles best"),
+    ("optimizer={}", "lacks or garbles optimizer"),
+    ("optimizer.tensors=AAAA", "its PPO optimizer state is damaged"),
 ])
 def test_a_damaged_meta_checkpoint_is_named(tmp_path, content, message):
+    if "=" in content and not content.startswith("{"):  # break one field of a real checkpoint
+        meta_train(MetaTrainConfig(out=str(tmp_path), iterations=1, episodes_per_iteration=1, eval_every=1,
+                                   held_out_per_family=1, backend="serial", workers=1), log=lambda *_: None)
+        state = json.loads((tmp_path / CHECKPOINT_NAME).read_text())
+        key, value = content.split("=", 1)
+        if "." in key:
+            outer, inner = key.split(".")
+            state[outer][inner] = value
+        else:
+            state[key] = json.loads(value)
+        content = json.dumps(state)
     (tmp_path / CHECKPOINT_NAME).write_text(content)
     config = MetaTrainConfig(out=str(tmp_path), iterations=1, episodes_per_iteration=1, eval_every=1, held_out_per_family=1,
                              backend="serial", workers=1, resume=True)
@@ -104,6 +124,50 @@ def test_a_damaged_meta_checkpoint_is_named(tmp_path, content, message):
 
 
 # -- 13. policy files ------------------------------------------------------------------------------
+def test_a_dot_in_a_policy_name_is_part_of_the_name(tmp_path):
+    from hf_metalr.policies import default_policy_path
+
+    save_policy(load_policy(default_policy_path()), tmp_path / "pol")
+    save_policy(random_policy(3), tmp_path / "pol.v2")  # a second policy whose name starts like the first's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pol.json", "pol.safetensors", "pol.v2.json", "pol.v2.safetensors"]
+    for given in ("pol.v2", "pol.v2.safetensors", "pol.v2.json"):
+        loaded = load_policy(tmp_path / given)
+        assert all(torch.equal(v, random_policy(3).state_dict()[k]) for k, v in loaded.state_dict().items()), given
+    save_policy(random_policy(4), tmp_path / "run_lr1.5e-3")
+    assert (tmp_path / "run_lr1.5e-3.safetensors").is_file() and not (tmp_path / "run_lr1.safetensors").exists()
+
+
+def test_a_policy_folder_or_a_newer_policy_format_is_named(tmp_path):
+    save_policy(random_policy(0), tmp_path / "policy")
+    with pytest.raises(PolicyLoadError, match=rf"policy {tmp_path} is a folder; pass the path of a policy in it: "
+                                              rf"{tmp_path / 'policy.safetensors'}"):
+        load_policy(tmp_path)
+    config = json.loads((tmp_path / "policy.json").read_text())
+    (tmp_path / "policy.json").write_text(json.dumps({**config, "format_version": 2, "activation": "gelu"}))
+    with pytest.raises(PolicyLoadError, match="has format version 2, but this hf_metalr reads version 1"):
+        load_policy(tmp_path / "policy")
+
+
+def test_meta_training_starts_from_the_shipped_policy_by_name(tmp_path):
+    from hf_metalr.meta.train import _initial_policy
+    from hf_metalr.policies import default_policy_path
+
+    shipped = load_policy(default_policy_path()).state_dict()
+    started = _initial_policy(MetaTrainConfig(out=str(tmp_path), init_policy="default")).state_dict()
+    assert all(torch.equal(v, shipped[k]) for k, v in started.items())
+
+
+def test_compare_resume_refuses_a_replaced_policy_file(tmp_path):
+    from hf_metalr.compare import compare
+
+    policy = tmp_path / "mine"
+    save_policy(random_policy(0), policy)
+    compare("digits", ["constant"], [0], tmp_path / "out", epochs=1, metalr_options={"policy": str(policy)},
+            log=lambda *_: None)
+    save_policy(random_policy(1), policy)  # another policy under the same name
+    with pytest.raises(ValueError, match=r"the policy file .*mine is not the one .*'s metalr runs were made with"):
+        compare("digits", ["constant"], [1], tmp_path / "out", epochs=1, resume=True,
+                metalr_options={"policy": str(policy)}, log=lambda *_: None)
 def _saved_policy(tmp_path):
     save_policy(random_policy(0), tmp_path / "p")
     return tmp_path / "p.safetensors", tmp_path / "p.json"

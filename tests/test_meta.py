@@ -328,3 +328,33 @@ def test_a_nan_held_out_ratio_never_displaces_a_real_one():
     nan = float("nan")
     assert _improves(1.2, None) and _improves(0.8, {"evals_ratio": 0.9}) and not _improves(0.9, {"evals_ratio": 0.9})
     assert _improves(1.5, {"evals_ratio": nan}) and not _improves(nan, {"evals_ratio": 0.9})
+
+
+def test_the_ray_backend_joins_the_cluster_ray_address_names(monkeypatch):
+    """With RAY_ADDRESS set, ray.init gets no num_cpus (ray refuses it for a running cluster); without
+    it, a local instance of --workers CPUs starts."""
+    import ray
+
+    from hf_metalr.meta.train import EpisodeRunner
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(ray, "remote", lambda **kwargs: (lambda f: f))
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    EpisodeRunner("ray", 3)
+    monkeypatch.delenv("RAY_ADDRESS")
+    EpisodeRunner("ray", 3)
+    assert "num_cpus" not in calls[0] and calls[1]["num_cpus"] == 3
+
+
+def test_ctrl_c_in_meta_train_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    from hf_metalr.meta import cli
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "meta_train", interrupted)
+    assert cli.main(["--out", str(tmp_path / "m"), "--iterations", "1"]) == 130
+    err = capsys.readouterr().err
+    assert f"every finished iteration is kept in {tmp_path / 'm' / 'meta_checkpoint.json'}" in err and "--resume" in err

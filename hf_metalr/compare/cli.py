@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads per run (default 1: the embedded models are tiny, and more threads "
                         "than free cores slow a run down several times)")
-    p.add_argument("--metalr-policy", default=None, help="policy for the metalr schedule: 'random' or a file path")
+    p.add_argument("--metalr-policy", default=None, help="policy for the metalr schedule: 'default' (the shipped one, the default), 'random' or a file path")
     p.add_argument("--metalr-no-learn-online", action="store_true", help="freeze the metalr policy during runs")
     return p
 

@@ -50,6 +50,16 @@ def save_results(out_dir: Path, data: dict) -> Path:
     return path
 
 
+def _fingerprint(policy: str) -> str | None:
+    """The sha256 of a policy file's pair, so that a resume can tell a replaced file; None for the
+    shipped or a random policy (the version check covers the shipped one)."""
+    if policy in ("default", "random"):
+        return None
+    from ..controller.policy import policy_fingerprint
+
+    return policy_fingerprint(policy)
+
+
 def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict:
     return {
         "task": task.name,
@@ -66,6 +76,7 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict
         "evals_per_epoch": task.evals_per_epoch,
         "hf_metalr_version": __version__,
         "metalr_policy": (metalr_options or {}).get("policy", "default"),
+        "metalr_policy_sha256": _fingerprint((metalr_options or {}).get("policy", "default")),
         "skipped_schedules": dict(skipped or {}),
         "metalr_learn_online": (metalr_options or {}).get("learn_online", True),
         "metalr_options": {k: v for k, v in sorted((metalr_options or {}).items()) if k not in ("policy", "learn_online")},
@@ -110,7 +121,8 @@ def check_settings(task_name: str, schedules: list[str], seeds: list[int], *, lr
         try:
             MetaLRCallback(**(metalr_options or {}))
         except (TypeError, ValueError, PolicyLoadError) as exc:
-            raise ValueError(f"the metalr settings (--metalr-policy, --metalr-no-learn-online) do not work: {exc}") from None
+            raise ValueError(f"--metalr-policy does not load: {exc}" if "policy" in (metalr_options or {})
+                             else f"the metalr settings do not work: {exc}") from None
 
 
 def _describe(run: dict, task) -> str:
@@ -154,6 +166,12 @@ def _compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pa
         data = load_results(out_dir / RESULTS_NAME)
         stored = {**_BEFORE_STORED, **data["config"]}
         differing = [k for k in _SAME_EXPERIMENT if stored.get(k) != config[k]]
+        if "metalr_policy" not in differing and stored.get("metalr_policy_sha256", config["metalr_policy_sha256"]) != \
+                config["metalr_policy_sha256"]:  # (a results.json from before the fingerprint was stored has none)
+            raise ValueError(
+                f"--resume: the policy file {config['metalr_policy']} is not the one {out_dir}'s metalr runs were made "
+                "with (its files changed since): restore that policy, or use another --out"
+            )
         if differing == ["hf_metalr_version"]:
             raise ValueError(
                 f"--resume: {out_dir} holds a comparison made with hf_metalr {stored.get('hf_metalr_version')}, and "

@@ -34,6 +34,7 @@ from .features import FEATURE_NAMES, unknown_features
 from .threads import single_threaded
 
 __all__ = ["FORMAT_VERSION", "PolicyConfig", "PolicyLoadError", "PolicyNetwork", "load_policy", "load_policy_weights",
+           "policy_files", "policy_fingerprint",
            "save_policy", "random_policy"]
 
 FORMAT_VERSION = 1
@@ -101,18 +102,33 @@ def random_policy(seed: int = 0, config: PolicyConfig | None = None) -> PolicyNe
     return net
 
 
-def _paths(path: str | Path) -> tuple[Path, Path]:
+def policy_files(path: str | Path) -> tuple[Path, Path]:
+    """``NAME.safetensors`` and ``NAME.json`` for ``NAME``, ``NAME.safetensors`` or ``NAME.json``; a
+    dot inside NAME (``pol.v2``, ``run_lr1.5e-3``) is part of it."""
     path = Path(path)
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
-    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def policy_fingerprint(path: str | Path) -> str:
+    """The sha256 of a saved policy's two files (weights, then config), to tell whether a policy
+    file was replaced; a missing file is a :class:`PolicyLoadError` (see :func:`load_policy`)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in policy_files(path):
+        if not p.is_file():
+            load_policy(path)  # raises, naming the file and the fix
+        digest.update(p.read_bytes())
+    return digest.hexdigest()
 
 
 def save_policy(net: PolicyNetwork, path: str | Path, card: dict | None = None) -> Path:
     """Write ``path.safetensors`` and ``path.json``; returns the weights path."""
     from safetensors.torch import save_file
 
-    weights, config_path = _paths(path)
+    weights, config_path = policy_files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     config = asdict(net.config)
     if card is not None:
@@ -127,7 +143,13 @@ def load_policy(path: str | Path) -> PolicyNetwork:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    weights, config_path = _paths(path)
+    weights, config_path = policy_files(path)
+    if Path(path).is_dir():
+        inside = sorted(p.name for p in Path(path).glob("*.safetensors") if p.with_suffix(".json").is_file())
+        raise PolicyLoadError(
+            f"policy {path} is a folder; pass the path of a policy in it"
+            + (f": {', '.join(str(Path(path) / name) for name in inside)}" if inside else
+               " (a pair NAME.safetensors + NAME.json; hf-metalr meta-train writes policy.safetensors)"))
     for p in (weights, config_path):
         if not p.is_file():
             raise PolicyLoadError(
@@ -137,6 +159,12 @@ def load_policy(path: str | Path) -> PolicyNetwork:
             )
     try:
         raw = json.loads(config_path.read_text())
+        version = raw.get("format_version") if isinstance(raw, dict) else None
+        if version is not None and version != FORMAT_VERSION:  # before its fields: another version may have others
+            raise PolicyLoadError(
+                f"policy {config_path} has format version {version}, but this hf_metalr reads version "
+                f"{FORMAT_VERSION}. Use the hf_metalr version that wrote it, re-export it with the matching version, "
+                "or retrain it (hf-metalr meta-train).")
         config = PolicyConfig(**raw)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise PolicyLoadError(f"policy config {config_path} is corrupt or not a hf_metalr policy config: {exc}") from exc

@@ -5,9 +5,13 @@ Each flag takes both spellings, ``--episodes-per-iteration`` and ``--episodes_pe
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 from transformers import HfArgumentParser
 
-from .train import MetaTrainConfig, meta_train
+from .train import CHECKPOINT_NAME, MetaTrainConfig, meta_train
 
 PROG = "hf-metalr meta-train"
 
@@ -20,9 +24,18 @@ def build_parser() -> HfArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         (config,) = build_parser().parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-        path = meta_train(config)
-    except (FileExistsError, ValueError, ImportError) as exc:  # MetaTrainConfig's checks name the flag
+    except ValueError as exc:  # MetaTrainConfig's checks name the flag
         raise SystemExit(f"{PROG}: {exc}")
-    print(f"policy: {path}")
+    try:
+        path = meta_train(config)
+    except (FileExistsError, ValueError, ImportError) as exc:
+        raise SystemExit(f"{PROG}: {exc}")
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted: every finished iteration is kept in {Path(config.out) / CHECKPOINT_NAME}; rerun "
+              "the same command with --resume to continue", file=sys.stderr)
+        return 130
+    card = json.loads(path.with_suffix(".json").read_text()).get("card", {})
+    print(f"policy: {path} (iteration {card.get('selected_iteration')}, the lowest held-out evals ratio: "
+          f"{card.get('held_out_evals_ratio_selected')})")
     print(f"learning curve: {path.parent / 'learning_curve.png'}")
     return 0

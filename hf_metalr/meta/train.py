@@ -69,8 +69,8 @@ class MetaTrainConfig:
     eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations"})
     held_out_per_family: int = field(default=20, metadata={"help": "held-out problems per held-out family"})
     keep_prior: float = field(default=1.0, metadata={"help": "initial logit bonus of the 'keep the LR' action (a fresh policy only)"})
-    init_policy: str = field(default="", metadata={"help": "start from this saved policy instead of a fresh one, e.g. "
-                                                        "hf_metalr/policies/default.safetensors to fine-tune the shipped policy"})
+    init_policy: str = field(default="", metadata={"help": "start from this saved policy instead of a fresh one: a path, "
+                                                        "or 'default' to fine-tune the shipped policy"})
     ppo_lr: float = field(default=PPOConfig.lr, metadata={"help": "Adam LR of the PPO update"})
     ppo_epochs: int = field(default=PPOConfig.epochs, metadata={"help": "passes over each iteration's transitions"})
     ppo_minibatch: int = field(default=PPOConfig.minibatch_size, metadata={"help": "transitions per PPO minibatch"})
@@ -83,12 +83,20 @@ class MetaTrainConfig:
                      "ppo_minibatch"):
             _as_value_error(whole_number, getattr(self, name), flag[name], at_least=1)
         _as_value_error(whole_number, self.seed, flag["seed"], at_least=0)
+        if self.seed > MAX_SEED:  # it seeds torch generators with seed * 100_003 + iteration
+            raise ValueError(f"--seed must be at most {MAX_SEED}, got {self.seed}")
         _as_value_error(finite_number, self.keep_prior, flag["keep_prior"])
+        if abs(self.keep_prior) > MAX_KEEP_PRIOR:
+            raise ValueError(f"--keep-prior must lie within [-{MAX_KEEP_PRIOR:g}, {MAX_KEEP_PRIOR:g}] (a logit bonus: "
+                             f"{MAX_KEEP_PRIOR:g} already makes 'keep' all but certain), got {self.keep_prior}")
         _as_value_error(finite_number, self.ppo_lr, flag["ppo_lr"], at_least=0)
         if self.backend not in BACKENDS:
             raise ValueError(f"--backend {self.backend!r} is unknown; choose from: {', '.join(BACKENDS)}")
         if not str(self.out):
             raise ValueError("--out is empty; name an output folder")
+        if self.init_policy == "random":
+            raise ValueError("--init-policy random: a fresh seeded policy is what meta-training starts from without "
+                             "--init-policy; leave the flag out")
 
 
 def _as_value_error(check, value, what, **bounds):
@@ -98,6 +106,8 @@ def _as_value_error(check, value, what, **bounds):
         raise ValueError(str(exc)) from None
 
 
+MAX_SEED = 2**32 - 1  # as compare's; seed * 100_003 + iteration seeds a torch generator, which takes an int64
+MAX_KEEP_PRIOR = 50.0
 _SAME_RUN = ("iterations", "episodes_per_iteration", "seed", "eval_every", "held_out_per_family", "keep_prior", "ppo_lr",
              "ppo_epochs", "ppo_minibatch", "init_policy")
 
@@ -148,7 +158,10 @@ class EpisodeRunner:
             except ImportError as exc:
                 raise ImportError("backend 'ray' needs the ray extra: pip install 'hf_metalr[ray]'") from exc
             if not ray.is_initialized():
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                if os.environ.get("RAY_ADDRESS"):  # a running cluster: its resources are its own
+                    ray.init(include_dashboard=False, log_to_driver=False)
+                else:  # a local instance of --workers CPUs
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
                 self._ray_started = True
             self._remote = ray.remote(num_cpus=1)(_collect)
 
@@ -175,12 +188,26 @@ class EpisodeRunner:
 
 
 def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
+    if config.init_policy == "default":  # the shipped policy, by name
+        from ..policies import default_policy_path
+
+        return load_policy(default_policy_path())
     if config.init_policy:
         return load_policy(config.init_policy)  # its own checks name a missing, corrupt or incompatible file
     policy = random_policy(config.seed)
     with torch.no_grad():
         policy.actor[-1].bias[KEEP_INDEX] += config.keep_prior
     return policy
+
+
+def _same_policy_path(stored, given) -> bool:
+    """Whether two --init-policy values name the same policy (a relative and an absolute path, the
+    .safetensors or the .json, or the name without either)."""
+    if not stored or not given or stored in ("default", "random") or given in ("default", "random"):
+        return (stored or "") == (given or "")
+    from ..controller.policy import policy_files
+
+    return policy_files(Path(stored).resolve()) == policy_files(Path(given).resolve())
 
 
 def _sha256(policy_text: str) -> str:
@@ -277,6 +304,18 @@ def _read_checkpoint(path: Path) -> dict:
     shape = {"config": dict, "iteration": int, "curve": list, "baseline_held_out": (list, type(None)),
              "best": (dict, type(None)), "policy": str, "optimizer": dict}
     wrong = [key for key, kind in shape.items() if not isinstance(state.get(key), kind)]
+    if not wrong:  # inside them: what the resume and the closing plot and card read
+        iterations = state["config"].get("iterations")
+        checks = {
+            "iteration": isinstance(iterations, int) and 0 <= state["iteration"] <= iterations,
+            "curve": len(state["curve"]) == state["iteration"] and all(
+                isinstance(c, dict) and isinstance(c.get("iteration"), int) for c in state["curve"]),
+            "best": state["best"] is None or (isinstance(state["best"].get("policy"), str) and isinstance(
+                state["best"].get("evals_ratio"), (int, float)) and isinstance(state["best"].get("iteration"), int)),
+            "optimizer": isinstance(state["optimizer"].get("tensors"), str)
+            and isinstance(state["optimizer"].get("param_groups"), list),
+        }
+        wrong = [key for key, ok in checks.items() if not ok]
     if wrong:
         raise ValueError(f"--resume: {path} lacks or garbles {', '.join(wrong)}: it is not a whole meta-training "
                          f"checkpoint; {fix}")
@@ -304,14 +343,25 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
              "best": None}
 
     checkpoint = out / CHECKPOINT_NAME
+    if config.resume and not checkpoint.exists():
+        log(f"--resume: {out} holds no {CHECKPOINT_NAME} yet; starting a fresh meta-training there")
+    if config.ppo_lr == 0:
+        log("--ppo-lr 0: the policy is scored on the held-out problems, not trained")
     if checkpoint.exists():
         if not config.resume:
             raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out")
         state = _read_checkpoint(checkpoint)
         defaults = {f.name: f.default for f in fields(MetaTrainConfig)}
-        differing = [k for k in _SAME_RUN if state["config"].get(k, defaults[k]) != getattr(config, k)]
+        differing = [k for k in _SAME_RUN if k != "init_policy" and state["config"].get(k, defaults[k]) != getattr(config, k)]
+        stored_init = state["config"].get("init_policy")
+        if not _same_policy_path(stored_init, config.init_policy):
+            differing.append("init_policy")
         if differing:
-            raise ValueError(f"--resume: {checkpoint} was made with other settings ({', '.join(differing)}); use another --out")
+            raise ValueError(
+                f"--resume: {checkpoint} was made with other settings ("
+                + "; ".join(f"{k}: {state['config'].get(k, defaults[k])!r} stored, {getattr(config, k)!r} given"
+                            for k in differing)
+                + "); rerun with the stored settings, or use another --out")
         started_from = state.get("start", {}).get("sha256")
         if config.init_policy and started_from not in (None, _sha256(tensors_to_text(policy.state_dict()))):
             raise ValueError(f"--resume: {config.init_policy} is not the policy this run started from (its weights "
@@ -323,7 +373,11 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
                              "again with another --out") from None
         load_policy_weights(policy, saved, f"--resume: the policy weights in {checkpoint}",
                             "the policy this hf_metalr builds (another feature set or size)")
-        optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
+        try:
+            optimizer.load_state_dict(optimizer_state_from_json(state["optimizer"]))
+        except Exception as exc:  # base64, safetensors or torch's own checks: the blob is damaged
+            raise ValueError(f"--resume: {checkpoint}: its PPO optimizer state is damaged ({exc}); restore the file "
+                             "or start again with another --out") from None
         log(f"resuming meta-training at iteration {state['iteration']} of {config.iterations}")
 
     runner = EpisodeRunner(config.backend, config.workers)
@@ -409,6 +463,8 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
         "held_out_evals_ratio_definition": f"geometric mean over held-out problems of evals to {TARGET_FRACTION} x the best "
                                            "validation accuracy (policy / constant LR); < 1 is faster",
         "held_out_score_final": scored[-1]["held_out_score"] if scored else None,
+        "held_out_score_selected": next((c["held_out_score"] for c in scored if c["iteration"] == state["best"]["iteration"]),
+                                        None),
         "held_out_scores": {str(c["iteration"]): round(c["held_out_score"], 4) for c in scored},
         "held_out_score_definition": "mean over held-out problems of (constant-LR mean log val loss - policy's); > 0 is better",
         "lr_span": "initial LR = family's good LR x 10**U(-0.3, 0.3), x 10**-U(0.3, 1.7) or x 10**U(0.3, 1.7), a third each",
