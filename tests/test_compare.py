@@ -151,8 +151,9 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path):
     output = proc.communicate(timeout=120)[0]
     first = json.loads((out / "results.json").read_text())["runs"]
     assert len(first) >= 1
-    if proc.returncode != 0:  # interrupted before the second run finished
-        assert proc.returncode == 130 and "--resume" in output
+    if proc.returncode != 0:  # interrupted before the second run finished: the finished run's report is rebuilt
+        assert proc.returncode == 130 and "--resume" in output and "the report of the finished runs" in output
+        assert "| constant |" in (out / "report.md").read_text() and "constant seed 1" in (out / "report.md").read_text()
 
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode != 0 and "pass --resume" in again.stderr
