@@ -164,3 +164,16 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path):
     assert [(r["schedule"], r["seed"]) for r in runs] == [("constant", 0), ("constant", 1)]
     assert runs[0] == first[0], "the finished run was kept, not redone"
     assert resumed.stdout.strip().endswith("report.md")
+
+
+def test_a_resume_remeasures_runs_stored_by_an_older_measure(tmp_path):
+    compare("digits", ["cosine"], [0], tmp_path, epochs=1, log=lambda *_: None)
+    data = json.loads((tmp_path / "results.json").read_text())
+    right = dict(data["runs"][0]["lr_stability"])
+    assert right["std_dlog_lr"] > 0.1  # the cosine's decay, faster in the second half
+    del data["config"]["measures_version"]  # a results.json from before the measure counted the first step's LR
+    data["runs"][0]["lr_stability"]["std_dlog_lr"] = 9.0
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    compare("digits", ["cosine"], [0], tmp_path, epochs=1, resume=True, log=lambda *_: None)  # nothing left to run
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["runs"][0]["lr_stability"] == right and again["config"]["measures_version"] == 2

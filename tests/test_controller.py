@@ -389,6 +389,12 @@ def test_bad_callback_arguments_fail_fast():
         MetaLRController(1e-3, seed=None)
     with pytest.warns(UserWarning, match="with the gate off it is off too"):
         MetaLRCallback(average_iterates=True, gate=False)
+    # numpy's bools and ints are fine, and stored as Python's (the checkpoint's state is JSON)
+    import numpy as np
+
+    numpy_args = MetaLRCallback(gate=np.True_, learn_online=np.False_, greedy=np.True_, seed=np.int64(3),
+                                max_lr=np.float64(1.0)).state()["args"]
+    assert json.loads(json.dumps(numpy_args))["seed"] == 3 and numpy_args["learn_online"] is False
 
 
 def test_shipped_default_policy_is_small_carded_and_the_default():

@@ -137,6 +137,16 @@ def test_a_dot_in_a_policy_name_is_part_of_the_name(tmp_path):
     assert (tmp_path / "run_lr1.5e-3.safetensors").is_file() and not (tmp_path / "run_lr1.safetensors").exists()
 
 
+def test_a_pair_beside_a_folder_of_its_name_loads_and_an_old_dotted_name_is_named(tmp_path):
+    save_policy(random_policy(5), tmp_path / "runs" / "x")
+    (tmp_path / "runs" / "x").mkdir()  # a run's folder beside its policy pair
+    assert load_policy(tmp_path / "runs" / "x").config.hidden == random_policy(5).config.hidden
+    save_policy(random_policy(6), tmp_path / "run_lr1")  # where an older hf_metalr put "run_lr1.5e-3"'s pair
+    with pytest.raises(PolicyLoadError, match=r"run_lr1.safetensors exists: hf_metalr before 2026-12-04 cut a saved "
+                                              r"policy's name at its last dot; rename that pair to run_lr1.5e-3.safetensors"):
+        load_policy(tmp_path / "run_lr1.5e-3")
+
+
 def test_a_policy_folder_or_a_newer_policy_format_is_named(tmp_path):
     save_policy(random_policy(0), tmp_path / "policy")
     with pytest.raises(PolicyLoadError, match=rf"policy {tmp_path} is a folder; pass the path of a policy in it: "
@@ -149,8 +159,12 @@ def test_a_policy_folder_or_a_newer_policy_format_is_named(tmp_path):
 
 
 def test_meta_training_starts_from_the_shipped_policy_by_name(tmp_path):
-    from hf_metalr.meta.train import _initial_policy
+    from hf_metalr.meta.train import _initial_policy, _same_policy_path
     from hf_metalr.policies import default_policy_path
+
+    # one policy, however it is named: its name, its path, either file of its pair, relative or not
+    assert _same_policy_path("default", str(default_policy_path().with_suffix(".json")))
+    assert not _same_policy_path("default", "") and _same_policy_path("", None)
 
     shipped = load_policy(default_policy_path()).state_dict()
     started = _initial_policy(MetaTrainConfig(out=str(tmp_path), init_policy="default")).state_dict()

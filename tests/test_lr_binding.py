@@ -98,6 +98,15 @@ def test_a_plain_loops_scheduler_keeps_the_controllers_scale(name):
             sc.step()
 
 
+def test_a_plain_loop_with_a_scheduler_that_cannot_carry_the_scale_is_refused():
+    from hf_metalr import MetaLRController
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=10)
+    with pytest.raises(ValueError, match="cannot drive the LR through OneCycleLR"):
+        MetaLRController(initial_lr=1e-2, policy="random").scale_param_groups(opt, one_cycle)
+
+
 def test_a_resume_with_tighter_bounds_brings_the_lr_inside_them_at_once():
     from hf_metalr import MetaLRController
 

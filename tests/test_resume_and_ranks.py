@@ -73,6 +73,9 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     # the average of the iterates of steps 11-14 rides in the checkpoint's own file (the weights' size)
     assert attributes["iterate_average_steps"] == 4
     assert (tmp_path / "checkpoint-14" / "metalr_iterate_average.safetensors").is_file()
+    # one process writes no rank-averaged losses file, and one left in the folder by another run is not read
+    assert attributes["train_losses_file"] is False
+    (tmp_path / "checkpoint-14" / "metalr_train_losses.json").write_text(json.dumps({"global_step": 14, "losses": [99.0] * 4}))
     run_job("--output_dir", tmp_path, "--save_steps", 7, "--resume", tmp_path / "checkpoint-14")
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)

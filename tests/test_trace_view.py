@@ -34,7 +34,11 @@ def test_each_decision_is_classified_and_counted():
     summary = summarize_trace(SYNTHETIC)
     assert summary["decisions"] == 7 and summary["raised"] == 2 and summary["cut"] == 3
     assert (summary["held"], summary["fixed"], summary["capped"], summary["divergences"]) == (1, 1, 1, 1)
-    assert math.isclose(summary["initial_lr"], 1e-3) and summary["final_lr"] == 6e-4
+    assert math.isclose(summary["initial_lr"], 1e-3) and math.isclose(summary["final_lr"], 6e-4)
+    # under a decaying schedule the trace's lr carries the schedule's factor: the controller's LR is initial x scale
+    decayed = [dict(e, initial_lr=1e-3, lr=e["lr"] * 0.25) for e in SYNTHETIC]
+    assert math.isclose(summarize_trace(decayed)["final_lr"], 6e-4) and math.isclose(summarize_trace(decayed)["final_scale"], 0.6)
+    assert "LR 0.001 -> 0.0006 (the controller's scale x0.6" in _summary_text(summarize_trace(decayed), "eval_accuracy")
     # greater is better: the best is the highest accuracy, and the NaN is not a candidate
     assert (summary["best"], summary["best_step"]) == (0.80, 40)
     lower = [dict(e, greater_is_better=False) for e in SYNTHETIC]

@@ -75,6 +75,7 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict
         "batch_size": task.batch_size,
         "evals_per_epoch": task.evals_per_epoch,
         "hf_metalr_version": __version__,
+        "measures_version": MEASURES_VERSION,
         "metalr_policy": (metalr_options or {}).get("policy", "default"),
         "metalr_policy_sha256": _fingerprint((metalr_options or {}).get("policy", "default")),
         "skipped_schedules": dict(skipped or {}),
@@ -86,6 +87,9 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict
 _SAME_EXPERIMENT = ("task", "lr", "epochs", "batch_size", "evals_per_epoch", "threshold", "metalr_policy",
                     "metalr_learn_online", "metalr_options", "hf_metalr_version")
 MAX_SEED = 2**32 - 1
+# 2: the LR stability counts the move from the first step's LR (2026-12-04); a resume recomputes older runs' from their
+# stored curves, so that one report judges all its runs alike
+MEASURES_VERSION = 2
 # results.json written before these were stored
 _BEFORE_STORED = {"metalr_learn_online": True, "metalr_options": {}, "hf_metalr_version": __version__}
 
@@ -120,9 +124,22 @@ def check_settings(task_name: str, schedules: list[str], seeds: list[int], *, lr
 
         try:
             MetaLRCallback(**(metalr_options or {}))
-        except (TypeError, ValueError, PolicyLoadError) as exc:
-            raise ValueError(f"--metalr-policy does not load: {exc}" if "policy" in (metalr_options or {})
-                             else f"the metalr settings do not work: {exc}") from None
+        except PolicyLoadError as exc:
+            raise ValueError(f"--metalr-policy does not load: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the metalr settings do not work: {exc}") from None
+
+
+def _remeasured(run: dict) -> dict:
+    """``run`` with the per-run measures recomputed from its stored curves (as stored when they are
+    malformed: the report reads those as missing)."""
+    from .measures import lr_stability
+
+    try:
+        curve = [[p[0], p[1], p[2] if p[2] is not None else math.nan] for p in run["lr_curve"]]
+        return {**run, "lr_stability": lr_stability(curve, run["evals"])}
+    except (TypeError, KeyError, IndexError):
+        return run
 
 
 def _describe(run: dict, task) -> str:
@@ -185,6 +202,8 @@ def _compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pa
                 f"{[stored.get(k) for k in differing]} vs {[config[k] for k in differing]}); rerun with the stored "
                 "settings, or use another --out"
             )
+        if stored.get("measures_version", 1) != MEASURES_VERSION:
+            data["runs"] = [_remeasured(run) for run in data["runs"]]
         config["schedules"] = list(dict.fromkeys(list(stored.get("schedules") or []) + list(schedules)))
         config["seeds"] = sorted(set(stored.get("seeds") or []) | set(seeds))
         config["skipped_schedules"] = {k: v for k, v in config["skipped_schedules"].items() if k not in config["schedules"]}

@@ -96,7 +96,7 @@ from .early_guard import EARLY_SPIKE, EarlyDivergenceGuard
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
-from .scheduler_binding import apply_scale
+from .scheduler_binding import apply_scale, check_scheduler_supported
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -260,6 +260,13 @@ def direction_gate(multiplier: float, features: dict[str, float], *, first: bool
     return why if held else None
 
 
+def _is_bool(value) -> bool:
+    """A Python or a numpy bool (not 0 or 1, which are more often a typo than a choice)."""
+    import numpy as np
+
+    return isinstance(value, (bool, np.bool_))
+
+
 def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy="default", initial_lr=None,
                   learn_online=True, gate=True, seed=None,
                   owner: str = "MetaLRController", text_policy: bool = False, origins: dict[str, str] | None = None) -> None:
@@ -282,10 +289,10 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
         raise ValueError(f"{owner}: min_lr={min_lr} is above max_lr={max_lr}; swap them")
     if not is_positive_finite(meta_lr):
         raise ValueError(f"{owner}(meta_lr={meta_lr!r}): must be a finite number > 0")
-    if not (greedy is None or isinstance(greedy, bool)):
+    if not (greedy is None or _is_bool(greedy)):
         raise ValueError(f"{owner}(greedy={greedy!r}): must be True, False or None (the policy's own default)")
     for name, value in (("learn_online", learn_online), ("gate", gate)):
-        if not isinstance(value, bool):  # "False" or "no" would read as true
+        if not _is_bool(value):  # "False" or "no" would read as true
             raise ValueError(f"{owner}({name}={value!r}): must be True or False")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
         raise ValueError(f"{owner}(seed={seed!r}): must be a whole number >= 0, or None")
@@ -395,8 +402,8 @@ class MetaLRController:
         self.max_lr = float(max_lr) if max_lr is not None else self.initial_lr * DEFAULT_MAX_LR_RATIO
         self.seed = int(seed)
         # a trained policy is exploited; a fresh one has to explore to learn anything
-        self.greedy = (policy not in (None, "random")) if greedy is None else greedy
-        self.learn_online = learn_online
+        self.greedy = (policy not in (None, "random")) if greedy is None else bool(greedy)
+        self.learn_online = bool(learn_online)
         with single_threaded():
             self.policy = resolve_policy(policy, self.seed)
         self.multipliers = tuple(self.policy.config.multipliers)
@@ -435,7 +442,10 @@ class MetaLRController:
         """For a plain loop: make the controller's scale the optimizer's, each group at its initial LR
         x scale, times the ``scheduler``'s factor when there is one (its ``base_lrs`` carry the
         scale, so its next ``step()`` keeps it: see ``scheduler_binding``). Returns each group's LR
-        for the next step. Call after every decision (and after ``load_state_dict``)."""
+        for the next step. Call after every decision (and after ``load_state_dict``). A scheduler
+        that cannot carry the scale (``OneCycleLR``, ``CyclicLR``, a composite, a metric-driven one)
+        is a ``ValueError`` saying what to use."""
+        check_scheduler_supported(scheduler)
         return apply_scale(optimizer, scheduler, self.scale)
 
     # -- gradient alignment --------------------------------------------------------------------
@@ -703,9 +713,9 @@ class MetaLRController:
         self.seed = state["seed"]
         self.scale = min(max(state["scale"], self.min_scale), self.max_scale)
         if self.scale != state["scale"]:
-            warnings.warn(f"{source} holds the LR {self.initial_lr * state['scale']:.4g}, outside this controller's "
-                          f"[min_lr, max_lr] = [{self.min_lr:.4g}, {self.max_lr:.4g}]: the run goes on at "
-                          f"{self.lr:.4g}", UserWarning, stacklevel=2)
+            warnings.warn(f"the resumed controller state holds the LR {self.initial_lr * state['scale']:.4g}, outside "
+                          f"this controller's [min_lr, max_lr] = [{self.min_lr:.4g}, {self.max_lr:.4g}]: the run goes "
+                          f"on at {self.lr:.4g}. Resume with the earlier bounds to keep its LR", UserWarning, stacklevel=2)
         self.decision_index = state["decision_index"]
         self.previous_multiplier = state["previous_multiplier"]
         self.pending = state["pending"]

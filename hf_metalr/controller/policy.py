@@ -144,19 +144,23 @@ def load_policy(path: str | Path) -> PolicyNetwork:
     from safetensors.torch import load_file
 
     weights, config_path = policy_files(path)
-    if Path(path).is_dir():
+    missing = [p for p in (weights, config_path) if not p.is_file()]
+    if missing and Path(path).is_dir():
         inside = sorted(p.name for p in Path(path).glob("*.safetensors") if p.with_suffix(".json").is_file())
         raise PolicyLoadError(
             f"policy {path} is a folder; pass the path of a policy in it"
             + (f": {', '.join(str(Path(path) / name) for name in inside)}" if inside else
                " (a pair NAME.safetensors + NAME.json; hf-metalr meta-train writes policy.safetensors)"))
-    for p in (weights, config_path):
-        if not p.is_file():
-            raise PolicyLoadError(
-                f"policy file {p} does not exist. A policy is a pair NAME.safetensors + NAME.json written by "
-                "hf_metalr.save_policy; pass the path of either, policy='default' for the shipped one, or "
-                "policy='random' for a fresh one."
-            )
+    if missing:
+        stem = weights.with_name(weights.name[: -len(".safetensors")])
+        legacy = stem.with_suffix(".safetensors")  # where hf_metalr before 2026-12-04 wrote a dotted name's pair
+        hint = (f" ({legacy} exists: hf_metalr before 2026-12-04 cut a saved policy's name at its last dot; rename "
+                f"that pair to {weights.name} + {config_path.name})" if "." in stem.name and legacy.is_file() else "")
+        raise PolicyLoadError(
+            f"policy file {missing[0]} does not exist{hint}. A policy is a pair NAME.safetensors + NAME.json written by "
+            "hf_metalr.save_policy; pass the path of either, policy='default' for the shipped one, or "
+            "policy='random' for a fresh one."
+        )
     try:
         raw = json.loads(config_path.read_text())
         version = raw.get("format_version") if isinstance(raw, dict) else None

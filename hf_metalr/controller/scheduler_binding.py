@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
-__all__ = ["apply_scale", "unwrap_scheduler"]
+__all__ = ["apply_scale", "check_scheduler_supported", "conflict", "unwrap_scheduler"]
 
 
 def unwrap_scheduler(scheduler):
@@ -60,3 +60,49 @@ def apply_scale(optimizer: torch.optim.Optimizer, scheduler, scale: float) -> li
     if isinstance(scheduler, LRScheduler):
         scheduler._last_lr = list(lrs)
     return lrs
+
+
+def _metric_driven_classes() -> tuple[type, ...]:
+    try:
+        from transformers.optimization import GreedyLR
+
+        return (ReduceLROnPlateau, GreedyLR)
+    except ImportError:  # pragma: no cover - older transformers without GreedyLR
+        return (ReduceLROnPlateau,)
+
+
+def conflict(what: str) -> ValueError:
+    """The error for LR control driven by the metric too: two controllers would fight."""
+    return ValueError(
+        f"MetaLRCallback cannot run together with {what}: both would set the learning rate from the validation "
+        "metric and overwrite each other. Use a time-based schedule with the callback (lr_scheduler_type="
+        "'constant', 'linear', 'cosine', ...), or drop the callback to keep the other scheduler."
+    )
+
+
+_ABSOLUTE = {
+    "OneCycleLR": "it sets the LR at every step from its own max_lr, so the controller's change would last one step",
+    "CyclicLR": "it sets the LR at every step between its own base_lr and max_lr, so the controller's change would "
+                "last one step",
+    "SequentialLR": "it hands the LR from one scheduler to the next, which the controller cannot scale as one",
+    "ChainedScheduler": "it combines several schedulers, which the controller cannot scale as one",
+}
+_USE_INSTEAD = ("Use a Trainer schedule (lr_scheduler_type='constant', 'linear', 'cosine', 'cosine_with_restarts', "
+                "'warmup_stable_decay', ...: the controller scales it, warmup and decay included), a LambdaLR, or a "
+                "single torch scheduler such as StepLR, MultiStepLR, ExponentialLR or CosineAnnealingLR; or drop "
+                "the callback to keep this scheduler.")
+
+
+def check_scheduler_supported(scheduler) -> None:
+    """Fail on a scheduler the controller cannot compose with: metric-driven ones (two controllers),
+    and those that set the LR absolutely or combine several schedulers."""
+    scheduler = unwrap_scheduler(scheduler)
+    if isinstance(scheduler, _metric_driven_classes()):
+        raise conflict(f"a metric-driven scheduler ({type(scheduler).__name__})")
+    if isinstance(scheduler, LRScheduler):
+        why = next((w for cls in type(scheduler).__mro__ for name, w in _ABSOLUTE.items() if cls.__name__ == name), None)
+        if why is None and not isinstance(getattr(scheduler, "base_lrs", None), list):
+            why = "it keeps no base_lrs, which is where the controller puts its scale"
+        if why is not None:
+            raise ValueError(f"MetaLRCallback cannot drive the LR through {type(scheduler).__name__}: {why}, while the "
+                             f"trace and the logs would report the controller's LR. {_USE_INSTEAD}")

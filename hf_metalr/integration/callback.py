@@ -41,7 +41,8 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   ``trainer_state.json`` as an ``ExportableState`` (written by the main process, so with several
   processes those pending losses are the main process's own; the mean over the processes, which a
   resume must go on from, is then written after it by the main process into the checkpoint's
-  ``metalr_train_losses.json``, and read back instead),
+  ``metalr_train_losses.json``, and read back instead: ``on_save`` averages them with a collective,
+  so every process must save together, as the Trainer does),
   and is restored on ``resume_from_checkpoint`` whether or not
   ``restore_callback_states_from_checkpoint`` is set. The scale itself also lives in the
   scheduler's ``base_lrs`` and so in ``scheduler.pt``.
@@ -65,6 +66,7 @@ import warnings
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -144,7 +146,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
     ):
         check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, owner="MetaLRCallback",
                       text_policy=True, learn_online=learn_online, gate=gate, seed=seed)
-        if not (average_iterates is None or isinstance(average_iterates, bool)):
+        if not (average_iterates is None or isinstance(average_iterates, (bool, np.bool_))):
             raise ValueError(f"MetaLRCallback(average_iterates={average_iterates!r}): must be True, False or None (on up "
                              "to 500M trainable parameters)")
         if average_iterates and not gate:
@@ -154,12 +156,12 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             "metric": metric,
             "greater_is_better": greater_is_better,
             "policy": str(policy),
-            "seed": seed,
-            "min_lr": min_lr,
-            "max_lr": max_lr,
-            "learn_online": learn_online,
-            "meta_lr": meta_lr,
-            "greedy": greedy,
+            "seed": None if seed is None else int(seed),  # (a numpy int would not go into trainer_state.json)
+            "min_lr": None if min_lr is None else float(min_lr),
+            "max_lr": None if max_lr is None else float(max_lr),
+            "learn_online": bool(learn_online),
+            "meta_lr": float(meta_lr),
+            "greedy": None if greedy is None else bool(greedy),
             "gate": bool(gate),
             "average_iterates": None if average_iterates is None else bool(average_iterates),
         }
@@ -185,6 +187,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             "attributes": {
                 "controller_state": controller_state,
                 "pending_train_losses": self._tap.pending(),
+                # with several processes on_save writes their mean beside this state: a resume reads it from there
+                "train_losses_file": _world_size() > 1,
                 "pending_logged_losses": list(self._logged_losses),
                 "iterate_average_steps": self._average_steps(),
             },
@@ -240,8 +244,10 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         saved = self._saved_attributes(state)
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
         folders = self._checkpoint_folders(args, state) if resuming else []
-        self._tap.restore(_shared_train_losses(folders, state.global_step, saved.get("pending_train_losses", []))
-                          if resuming else [])
+        pending = saved.get("pending_train_losses", [])
+        if resuming and saved.get("train_losses_file"):
+            pending = _shared_train_losses(folders, state.global_step, pending)
+        self._tap.restore(pending if resuming else [])
         self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
         if resuming:
             self.controller.load_state_dict(
@@ -388,6 +394,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "reward": decision.reward,
                     "lr": lrs[0],
                     "lrs": lrs,
+                    "initial_lr": self.controller.initial_lr,
                     "scale": self.controller.scale,
                     "lr_scale": self.controller.scale,  # the same as "scale", kept for readers of older traces
                     "learned": decision.learned,
@@ -401,9 +408,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if not self._in_training:
             return
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if _world_size() > 1:  # every process is here: the collective of share() is safe
+        if _world_size() > 1:  # every process is here (the Trainer saves on all together): share()'s collective is safe
             losses = self._tap.share()
-            if args.should_save and losses and folder.is_dir():
+            if args.should_save and folder.is_dir():  # written at every save, empty too: never another run's left over
                 (folder / TRAIN_LOSSES_FILE).write_text(json.dumps({"global_step": state.global_step, "losses": losses}))
         average = self.controller.iterate_average
         if args.should_save and average is not None and average.steps:
@@ -707,16 +714,22 @@ def _world_size() -> int:
 
 
 def _shared_train_losses(folders: list[Path], global_step: int, fallback: list) -> list:
-    """The pending training losses a resume goes on from: the rank-averaged ones in the first of
-    ``folders`` whose ``TRAIN_LOSSES_FILE`` is of ``global_step``, else ``fallback`` (the
-    checkpoint state's: the main process's own, all there is with one process)."""
-    for folder in folders:
+    """The pending training losses a resume from a checkpoint of several processes goes on from:
+    the rank-averaged ones in the resumed checkpoint's ``TRAIN_LOSSES_FILE`` (the first of
+    ``folders`` that holds a ``trainer_state.json``), when it is of ``global_step``; else
+    ``fallback`` (the checkpoint state's: the main process's own), with a warning."""
+    resumed = next((folder for folder in folders if (folder / "trainer_state.json").is_file()), None)
+    if resumed is not None:
         try:
-            saved = json.loads((folder / TRAIN_LOSSES_FILE).read_text())
+            saved = json.loads((resumed / TRAIN_LOSSES_FILE).read_text())
             if saved.get("global_step") == global_step and isinstance(saved.get("losses"), list):
                 return [float(v) for v in saved["losses"]]
         except (OSError, ValueError, TypeError, AttributeError):
-            continue
+            pass
+    warnings.warn(f"MetaLRCallback: the checkpoint at step {global_step} was saved by several processes, but its "
+                  f"{TRAIN_LOSSES_FILE} could not be read; the training losses since the last decision are the main "
+                  "process's own, so the next decision's training-loss features may differ slightly from an "
+                  "uninterrupted run's", RuntimeWarning, stacklevel=3)
     return fallback
 
 

@@ -59,8 +59,9 @@ def read_trace(path: str | Path) -> list[dict]:
     ``min_lr``) when a bound cut the move short, or None); ``action_index`` (the policy's choice; None for
     the fixed response to a divergence) and ``by_policy`` (False for the cut at a divergence, and
     for the fixed keep at the first evaluation when the direction gate is off); ``reward`` (None at
-    the first decision); ``lr`` (param group 0's LR from now on), ``lrs`` (every group's) and
-    ``scale`` (the controller's LR scale: its LR over the initial LR, also logged as
+    the first decision); ``lr`` (param group 0's LR from now on, a schedule's factor included),
+    ``lrs`` (every group's), ``initial_lr`` (param group 0's initial LR, which the scale multiplies;
+    absent from traces before 2026-12-04) and ``scale`` (the controller's LR scale, also logged as
     ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces);
     ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name; None at a divergence); ``early_cuts``

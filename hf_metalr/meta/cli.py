@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from ..controller.policy import policy_files
 from .train import CHECKPOINT_NAME, MetaTrainConfig, meta_train
 
 PROG = "hf-metalr meta-train"
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{PROG}: interrupted: every finished iteration is kept in {Path(config.out) / CHECKPOINT_NAME}; rerun "
               "the same command with --resume to continue", file=sys.stderr)
         return 130
-    card = json.loads(path.with_suffix(".json").read_text()).get("card", {})
+    card = json.loads(policy_files(path)[1].read_text()).get("card", {})
     print(f"policy: {path} (iteration {card.get('selected_iteration')}, the lowest held-out evals ratio: "
           f"{card.get('held_out_evals_ratio_selected')})")
     print(f"learning curve: {path.parent / 'learning_curve.png'}")

@@ -203,11 +203,15 @@ def _initial_policy(config: MetaTrainConfig) -> PolicyNetwork:
 def _same_policy_path(stored, given) -> bool:
     """Whether two --init-policy values name the same policy (a relative and an absolute path, the
     .safetensors or the .json, or the name without either)."""
-    if not stored or not given or stored in ("default", "random") or given in ("default", "random"):
-        return (stored or "") == (given or "")
     from ..controller.policy import policy_files
+    from ..policies import default_policy_path
 
-    return policy_files(Path(stored).resolve()) == policy_files(Path(given).resolve())
+    def files(value):
+        if not value:
+            return None
+        return policy_files(default_policy_path() if value == "default" else Path(value).resolve())
+
+    return files(stored) == files(given)
 
 
 def _sha256(policy_text: str) -> str:
@@ -471,7 +475,8 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     }
     save_policy(policy, out / "final_policy", card={**card, "selected_iteration": config.iterations,
                                                    "selection": "the last iteration (not the selected policy)",
-                                                   "held_out_evals_ratio_selected": round(scored[-1]["held_out_evals_ratio"], 4)})
+                                                   "held_out_evals_ratio_selected": round(scored[-1]["held_out_evals_ratio"], 4),
+                                                   "held_out_score_selected": scored[-1]["held_out_score"]})
     policy.load_state_dict(text_to_tensors(state["best"]["policy"]))
     return save_policy(policy, out / "policy", card=card)
 

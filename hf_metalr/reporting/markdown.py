@@ -89,7 +89,8 @@ def _to_threshold(s: ScheduleSummary, key: str) -> float:
     """The median of a ``*_to_threshold`` measure over all of ``s``'s runs, a miss counting as never
     (``inf``), at the precision the report prints it."""
     value = s.median_counting_misses(key)
-    return round(value, 1) if key == "seconds_to_threshold" and math.isfinite(value) else value
+    digits = {"seconds_to_threshold": 1, "epochs_to_threshold": 2}.get(key)  # as the report prints them
+    return round(value, digits) if digits is not None and math.isfinite(value) else value
 
 
 def _median_run_reached(s: ScheduleSummary) -> bool:
@@ -178,7 +179,7 @@ def _best_baseline(summary: Summary, baselines: list[ScheduleSummary]) -> tuple[
         if scored:
             best = scored[0]
             for s in scored[1:]:
-                if _better(s.median(m.key), best.median(m.key), m.lower_is_better):
+                if _better(m.rounded(s.median(m.key)), m.rounded(best.median(m.key)), m.lower_is_better):
                     best = s
             return best, f"{'lowest' if m.lower_is_better else 'highest'} {m.label}"
     return baselines[0], "the only candidate" if len(baselines) == 1 else "first listed"

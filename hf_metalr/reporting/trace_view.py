@@ -120,7 +120,9 @@ def summarize_trace(entries: list[dict]) -> dict:
     """Counts and LRs of a trace: ``decisions``; ``raised`` / ``cut`` (decisions whose applied
     multiplier moved the LR up / down, whoever made the move); ``held``, ``fixed``, ``capped`` and
     ``divergences`` (decisions of that :func:`decision_kind`); ``early_cuts`` (the early-divergence
-    guard's, before the first decision); ``initial_lr`` (the user's, param group 0), ``final_lr``;
+    guard's, before the first decision); ``initial_lr`` (the user's, param group 0), ``final_scale``
+    (the controller's scale at the end) and ``final_lr`` (the controller's LR then, initial x scale,
+    without a schedule's factor);
     ``best`` (the best metric value, by its direction) and ``best_step``."""
     if not entries:
         return {"decisions": 0}
@@ -128,6 +130,10 @@ def summarize_trace(entries: list[dict]) -> dict:
     kinds = [decision_kind(e) for e in entries]
     first = entries[0]
     scale = _number(first.get("scale", first.get("lr_scale")))
+    final_scale = _number(entries[-1].get("scale", entries[-1].get("lr_scale")))
+    # older traces lack initial_lr: their lr over their scale is it under a constant schedule
+    initial_lr = _number(first["initial_lr"]) if "initial_lr" in first else (
+        _number(first.get("lr")) / scale if scale > 0 else math.nan)
     finite = [(_number(e.get("value")), e["global_step"]) for e in entries if math.isfinite(_number(e.get("value")))]
     sign = -1.0 if first.get("greater_is_better") else 1.0
     best = min(finite, key=lambda vs: sign * vs[0]) if finite else (math.nan, None)
@@ -140,8 +146,9 @@ def summarize_trace(entries: list[dict]) -> dict:
         "capped": kinds.count("capped"),
         "divergences": kinds.count("divergence"),
         "early_cuts": len(first.get("early_cuts") or []),
-        "initial_lr": _number(first.get("lr")) / scale if scale > 0 else math.nan,
-        "final_lr": _number(entries[-1].get("lr")),
+        "initial_lr": initial_lr,
+        "final_scale": final_scale,
+        "final_lr": initial_lr * final_scale,
         "best": best[0],
         "best_step": best[1],
     }
@@ -150,7 +157,7 @@ def summarize_trace(entries: list[dict]) -> dict:
 def _summary_text(summary: dict, metric: str) -> str:
     if not summary["decisions"]:
         return ""
-    ratio = summary["final_lr"] / summary["initial_lr"] if summary["initial_lr"] > 0 else math.nan
+
     counts = [f"{summary['decisions']} decisions: {summary['raised']} raised the LR, {summary['cut']} cut it",
               f"{summary['held']} of the policy's moves held by the gate"]
     for key, words in (("fixed", "moves the policy did not ask for (a safeguard's)"),
@@ -161,7 +168,8 @@ def _summary_text(summary: dict, metric: str) -> str:
     parts = [", ".join(counts)]
     best = (f"best {metric} {summary['best']:.4g} at step {summary['best_step']}" if summary["best_step"] is not None
             else f"no finite {metric}")
-    parts.append(f"LR {summary['initial_lr']:.3g} -> {summary['final_lr']:.3g} (x{ratio:.3g}); {best}")
+    parts.append(f"LR {summary['initial_lr']:.3g} -> {summary['final_lr']:.3g} (the controller's scale "
+                 f"x{summary['final_scale']:.3g}; a schedule's warmup and decay multiply it); {best}")
     return "\n".join(parts)
 
 
@@ -174,11 +182,11 @@ def plot_trace(entries: list[dict], path: str | Path) -> Path:
     fig = Figure(figsize=(9, 6), dpi=100, layout="constrained")
     ax_lr, ax_metric = fig.subplots(2, 1, sharex=True)
     steps = [e["global_step"] for e in entries]
-    lrs = [_number(e.get("lr")) for e in entries]
     summary = summarize_trace(entries)
+    lrs = [summary["initial_lr"] * _number(e.get("scale", e.get("lr_scale"))) for e in entries]
     if entries:
         # From the run's start at the initial LR, through the early-divergence guard's cuts, to each decision's LR.
-        early = [(cut["step"], _number(cut["lr"])) for cut in entries[0].get("early_cuts") or []]
+        early = [(cut["step"], summary["initial_lr"] * _number(cut["scale"])) for cut in entries[0].get("early_cuts") or []]
         xs = [0] + [s for s, _ in early] + steps
         ys = [summary["initial_lr"]] + [lr for _, lr in early] + lrs
         ax_lr.step(xs, ys, where="post", color="black")
