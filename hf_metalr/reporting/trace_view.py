@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -220,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"hf-metalr trace: error: {e}", file=sys.stderr)
         return 2
-    print(format_trace(entries, full=args.full, width=shutil.get_terminal_size((120, 24)).columns))
-    if entries:
-        print()
-        print(_summary_text(summarize_trace(entries), entries[0].get("metric", "metric")))
-    if args.plot:
-        print(f"plot: {plot_trace(entries, args.plot)}")
+    try:
+        print(format_trace(entries, full=args.full, width=shutil.get_terminal_size((120, 24)).columns))
+        if entries:
+            print()
+            print(_summary_text(summarize_trace(entries), entries[0].get("metric", "metric")))
+        if args.plot:
+            print(f"plot: {plot_trace(entries, args.plot)}")
+    except BrokenPipeError:  # | head: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (so the interpreter's flush at exit stays quiet)
     return 0
