@@ -103,7 +103,7 @@ def test_a_plain_loop_with_a_scheduler_that_cannot_carry_the_scale_is_refused():
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
     one_cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=10)
-    with pytest.raises(ValueError, match="cannot drive the LR through OneCycleLR"):
+    with pytest.raises(ValueError, match="cannot carry its scale through OneCycleLR: it sets the LR at every step"):
         MetaLRController(initial_lr=1e-2, policy="random").scale_param_groups(opt, one_cycle)
 
 
@@ -161,3 +161,15 @@ def test_several_param_groups_keep_their_ratios(tmp_path):
     assert len({round(lrs[0], 12) for lrs in applied.values()}) > 1
     for lrs in applied.values():
         assert lrs[1] / lrs[0] == pytest.approx(0.1)
+
+
+def test_the_plain_loops_refusals_name_the_plain_loops_fix():
+    from hf_metalr import MetaLRController
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    ctrl = MetaLRController(initial_lr=1e-2, policy="random")
+    for scheduler in (torch.optim.lr_scheduler.CyclicLR(opt, base_lr=1e-3, max_lr=1e-2),
+                      torch.optim.lr_scheduler.ReduceLROnPlateau(opt)):
+        with pytest.raises(ValueError, match=r"MetaLRController.scale_param_groups") as info:
+            ctrl.scale_param_groups(opt, scheduler)
+        assert "callback" not in str(info.value) and "lr_scheduler_type" not in str(info.value)

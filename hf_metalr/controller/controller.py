@@ -301,7 +301,7 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
                         f"file path, got {type(policy).__name__}")
     if initial_lr is None:
         return
-    if not (is_finite(initial_lr) and initial_lr > 0):
+    if not is_positive_finite(initial_lr):
         raise ValueError(f"initial_lr must be a finite number > 0, got {initial_lr!r}")
     outside = [(name, bound) for name, bound, wrong in (("min_lr", min_lr, min_lr is not None and min_lr > initial_lr),
                                                          ("max_lr", max_lr, max_lr is not None and max_lr < initial_lr)) if wrong]
@@ -445,7 +445,7 @@ class MetaLRController:
         for the next step. Call after every decision (and after ``load_state_dict``). A scheduler
         that cannot carry the scale (``OneCycleLR``, ``CyclicLR``, a composite, a metric-driven one)
         is a ``ValueError`` saying what to use."""
-        check_scheduler_supported(scheduler)
+        check_scheduler_supported(scheduler, plain_loop=True)
         return apply_scale(optimizer, scheduler, self.scale)
 
     # -- gradient alignment --------------------------------------------------------------------

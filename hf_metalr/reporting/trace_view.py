@@ -221,13 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"hf-metalr trace: error: {e}", file=sys.stderr)
         return 2
-    try:
+    plot = plot_trace(entries, args.plot) if args.plot else None  # drawn first: a reader that stops early (| head)
+    try:  # does not cost the file
         print(format_trace(entries, full=args.full, width=shutil.get_terminal_size((120, 24)).columns))
         if entries:
             print()
             print(_summary_text(summarize_trace(entries), entries[0].get("metric", "metric")))
-        if args.plot:
-            print(f"plot: {plot_trace(entries, args.plot)}")
+        if plot is not None:
+            print(f"plot: {plot}")
     except BrokenPipeError:  # | head: the reader has what it wanted
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (so the interpreter's flush at exit stays quiet)
     return 0
