@@ -76,12 +76,14 @@ def build_trainer(task: Task, schedule: str, seed: int, output_dir: Path, *, met
 
 
 def run_one(task: Task, schedule: str, seed: int, output_dir: Path, *, lr: float | None = None,
-            epochs: int | None = None, metalr_options: dict | None = None) -> dict:
-    """Train, evaluate on test, and return the run's record (the ``runs`` entry of results.json)."""
+            epochs: int | None = None, metalr_options: dict | None = None, extra_callbacks=(), **arg_overrides) -> dict:
+    """Train, evaluate on test, and return the run's record (the ``runs`` entry of results.json).
+    ``extra_callbacks`` and ``arg_overrides`` (``TrainingArguments`` fields) are for studies beyond
+    the named schedules, e.g. ``MetaLRCallback`` on the ``linear`` schedule with warmup."""
     start = time.perf_counter()
     recorder = CurveRecorder()
-    trainer = build_trainer(task, schedule, seed, output_dir, metalr_options=metalr_options, callbacks=[recorder],
-                            lr=lr, epochs=epochs)
+    trainer = build_trainer(task, schedule, seed, output_dir, metalr_options=metalr_options,
+                            callbacks=[recorder, *extra_callbacks], lr=lr, epochs=epochs, **arg_overrides)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a divergence is recorded, not shouted
         trainer.train()
