@@ -138,11 +138,14 @@ STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: tra
 READABLE_STATE_FORMATS = (2, 3, 4, 5)
 
 
-def direction_verdict(multiplier: float, features: dict[str, float], *, first: bool = False) -> tuple[bool, str | None]:
+def direction_verdict(multiplier: float, features: dict[str, float], *, first: bool = False,
+                      schedule_anneals: bool = False) -> tuple[bool, str | None]:
     """Whether the gate holds ``multiplier`` given the evidence in ``features``, and why, in words:
     ``(True, why it is held)`` or ``(False, the evidence that lets it through)``; a keep is
     ``(False, None)``. ``first``: this is the run's first evaluation, with no earlier metric to
-    compare with."""
+    compare with. ``schedule_anneals``: the user's schedule decays the LR by itself, so the two
+    cuts that anneal (a bounce around a valley floor, the after-progress one) are not the
+    controller's to make; the cuts that answer an overshoot stay."""
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1:
@@ -167,7 +170,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         progress = _made_progress(features)
         bar = _cut_evidence_t(features)
         opposed = t <= -bar
-        if not first and bouncing(features):
+        if not first and bouncing(features) and not schedule_anneals:
             return False, (f"cut: the average of the iterates since the last decision has a validation loss "
                            f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
                            "steps bounce around a valley floor")
@@ -187,6 +190,10 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         if opposed:
             return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
                            "overshoot")
+        if progress and ratio <= 0 and schedule_anneals:
+            return True, ("cut held: the metric got worse after progress and the gradient no longer points along the "
+                          f"previous steps, but the schedule anneals by itself; a cut needs the gradient to oppose the "
+                          f"steps (t <= -{bar:g}, here {t:+.1f})")
         if progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
             return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
                            "steps, the run is bouncing on a valley floor")
@@ -424,6 +431,9 @@ class MetaLRController:
         self.early_guard = EarlyDivergenceGuard()
         self.early_cuts: list[dict] = []
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
+        # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
+        # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
+        self.schedule_anneals = False
 
     # -- the LR -------------------------------------------------------------------------------
     @property
@@ -583,11 +593,13 @@ class MetaLRController:
         by_policy = reward is not None or gated
         action = self._select(obs, index) if by_policy else self.keep_index
         requested = self.multipliers[action]
-        held, why = direction_verdict(requested, features, first=reward is None) if gated else (False, None)
+        held, why = (direction_verdict(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals)
+                     if gated else (False, None))
         multiplier = 1.0 if held else requested
-        fixed_cut = clear_overshoot(features) or (reward is not None and bouncing(features))
+        fixed_cut = clear_overshoot(features) or (reward is not None and bouncing(features) and not self.schedule_anneals)
         if gated and multiplier >= 1 and fixed_cut and self.scale > self.min_scale:
-            _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=reward is None)  # the cut's own words
+            _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=reward is None,  # the cut's own words
+                                            schedule_anneals=self.schedule_anneals)
             multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
                 f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
         undo = self._undo_punished_raise(features) if gated else None

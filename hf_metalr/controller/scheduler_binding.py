@@ -17,7 +17,23 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
-__all__ = ["apply_scale", "check_scheduler_supported", "conflict", "unwrap_scheduler"]
+__all__ = ["apply_scale", "check_scheduler_supported", "conflict", "schedule_anneals", "unwrap_scheduler"]
+
+# torch schedulers that only ever lower the LR (the ones that raise it or cycle are refused, or are warmups)
+_DECAYING = ("StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "PolynomialLR")
+
+
+def schedule_anneals(scheduler, total_steps: int) -> bool:
+    """Whether ``scheduler`` decays the LR by itself over ``total_steps``: a ``LambdaLR`` (every
+    Hugging Face schedule) whose factor at the last step is at most half its peak (``linear``,
+    ``cosine``, ``warmup_stable_decay``; not ``constant`` or ``constant_with_warmup``), or a torch
+    scheduler that only lowers the LR (``StepLR``, ``ExponentialLR``, ``CosineAnnealingLR``, ...)."""
+    scheduler = unwrap_scheduler(scheduler)
+    if isinstance(scheduler, LambdaLR):
+        steps = max(int(total_steps), 1)
+        factors = [scheduler.lr_lambdas[0](round(i * steps / 100)) for i in range(101)]
+        return max(factors) > 0 and factors[-1] <= 0.5 * max(factors)
+    return type(scheduler).__name__ in _DECAYING
 
 
 def unwrap_scheduler(scheduler):

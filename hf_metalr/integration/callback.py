@@ -28,6 +28,9 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   hook (see ``check_batches``); only the average's forward passes are the check's own. A checkpoint saved
   between two evaluations holds that average in its own ``metalr_iterate_average.safetensors``
   (written by the main process), which a resume reads back.
+- **Schedule:** when the Trainer's schedule decays the LR by itself (``scheduler_binding.schedule_anneals``:
+  ``linear``, ``cosine``, ...), read at train begin and logged, the controller's gate cuts only on
+  an overshoot, not to anneal (see ``controller.direction_verdict``).
 - **Decisions:** one at every evaluation during training of the monitored metric, except an
   evaluation with no optimizer step since the last decision (``eval_on_start``, also on a resume),
   which has no step to judge: the LR stays, and the early-divergence guard goes on reading the
@@ -76,6 +79,7 @@ from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .check_batches import EvalBatchCapture, first_batches
+from ..controller.scheduler_binding import schedule_anneals
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device
@@ -237,6 +241,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             greedy=a["greedy"],  # None: greedy for a trained policy, sampling for "random" (the controller's rule)
             gate=a.get("gate", True),
         )
+        self.controller.schedule_anneals = schedule_anneals(lr_scheduler, state.max_steps)
         if model is not None and _watchable(args):
             average = a.get("gate", True) and _average_iterates(a.get("average_iterates"), model)
             self.controller.watch(model.parameters(), average_iterates=average)
@@ -272,6 +277,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                         "the callback); the controller starts fresh from this step", state.global_step)
         logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key,
                     "greater" if self.controller.tracker.greater_is_better else "lower")
+        if self.controller.schedule_anneals:
+            logger.info("MetaLRCallback: the schedule decays the LR by itself, so the controller cuts only on an "
+                        "overshoot (not to anneal: no cut for a bounce around a valley floor)")
         if not isinstance((state.stateful_callbacks or {}).get(type(self).__name__), dict):
             state.stateful_callbacks = {**(state.stateful_callbacks or {}), type(self).__name__: self.state()}
         if model is not None:
