@@ -340,3 +340,15 @@ def test_a_plain_loop_resumed_from_the_state_at_a_decision_decides_as_the_uninte
         resumed.watch([theta], average_iterates=True)
     got += [run(resumed, theta, points) for points in intervals[2:]]
     assert got == expected
+
+
+def test_under_a_schedule_that_anneals_the_bounce_makes_no_fixed_cut_and_the_trace_says_why():
+    controller, theta = _controller()
+    controller.schedule_anneals = True
+    _steps(controller, theta, [1.0, -1.0, 1.0])
+    controller.observe(1.0, progress=0.1, validation_loss=_bowl(theta))
+    _steps(controller, theta, [-1.0, 1.0, -1.0])
+    second = controller.observe(0.9, progress=0.2, validation_loss=_bowl(theta))
+    assert second.features["iterate_average_gain"] >= AVERAGE_GAIN  # the same bounce as above, where it halved the LR
+    assert second.applied == 1.0 and second.evidence.startswith("no fixed cut") and \
+        "the schedule anneals by itself" in second.evidence

@@ -167,41 +167,53 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                           f"a clear one (alignment >= {UNDERSHOOT_ALIGNMENT:g}, here {ratio:+.2f})")
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
-        progress = _made_progress(features)
-        bar = _cut_evidence_t(features)
-        opposed = t <= -bar
-        if not first and bouncing(features) and not schedule_anneals:
-            return False, (f"cut: the average of the iterates since the last decision has a validation loss "
-                           f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
-                           "steps bounce around a valley floor")
-        if clear_overshoot(features):
-            return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
-                           "the steps overshoot")
-        if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
-                and features.get("log10_lr_scale", 0.0) > -1e-6):  # at or above the initial LR only: the drift,
-            # cumulative, says nothing about the LR after a cut below it
-            return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
-                           f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
-                           "evaluations in a row): the steps go far and gain nothing")
-        if not worse:
-            return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient "
-                          f"does not clearly oppose the previous steps (a cut then needs alignment <= "
-                          f"-{OVERSHOOT_ALIGNMENT:g} and t <= -{bar:g})")
-        if opposed:
-            return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
-                           "overshoot")
-        if progress and ratio <= 0 and schedule_anneals:
-            return True, ("cut held: the metric got worse after progress and the gradient no longer points along the "
-                          f"previous steps, but the schedule anneals by itself; a cut needs the gradient to oppose the "
-                          f"steps (t <= -{bar:g}, here {t:+.1f})")
-        if progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
-            return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
-                           "steps, the run is bouncing on a valley floor")
-        if progress:
-            return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
-        return True, (f"cut held: the metric got worse, but before any progress a cut needs the gradient to oppose the "
-                      f"previous steps (t <= -{bar:g}, here {t:+.1f})")
+        held, why = _cut_verdict(features, t, ratio, worse, first=first, schedule_anneals=schedule_anneals)
+        if held and schedule_anneals and not first and bouncing(features):  # say which rule held it
+            why = (f"cut held: the average of the iterates since the last decision has a validation loss "
+                   f"{_average_below(features):.0%} below the current one's (a bounce around a valley floor), but the "
+                   f"schedule anneals by itself, so a cut needs the gradient to oppose the steps (t <= "
+                   f"-{_cut_evidence_t(features):g}, here {t:+.1f})")
+        return held, why
     return False, None
+
+
+def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool, *, first: bool,
+                 schedule_anneals: bool) -> tuple[bool, str]:
+    """``direction_verdict`` for a cut (see there)."""
+    progress = _made_progress(features)
+    bar = _cut_evidence_t(features)
+    opposed = t <= -bar
+    if not first and bouncing(features) and not schedule_anneals:
+        return False, (f"cut: the average of the iterates since the last decision has a validation loss "
+                       f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
+                       "steps bounce around a valley floor")
+    if clear_overshoot(features):
+        return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
+                       "the steps overshoot")
+    if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
+            and features.get("log10_lr_scale", 0.0) > -1e-6):  # at or above the initial LR only: the drift,
+        # cumulative, says nothing about the LR after a cut below it
+        return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
+                       f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
+                       "evaluations in a row): the steps go far and gain nothing")
+    if not worse:
+        return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient "
+                      f"does not clearly oppose the previous steps (a cut then needs alignment <= "
+                      f"-{OVERSHOOT_ALIGNMENT:g} and t <= -{bar:g})")
+    if opposed:
+        return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
+                       "overshoot")
+    if progress and ratio <= 0 and schedule_anneals:
+        return True, ("cut held: the metric got worse after progress and the gradient no longer points along the "
+                      f"previous steps, but the schedule anneals by itself; a cut needs the gradient to oppose the "
+                      f"steps (t <= -{bar:g}, here {t:+.1f})")
+    if progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
+        return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
+                       "steps, the run is bouncing on a valley floor")
+    if progress:
+        return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
+    return True, (f"cut held: the metric got worse, but before any progress a cut needs the gradient to oppose the "
+                  f"previous steps (t <= -{bar:g}, here {t:+.1f})")
 
 
 def _joined(*parts: str | None) -> str | None:
@@ -261,9 +273,10 @@ def _average_below(features: dict[str, float]) -> float:
     return 1.0 - math.exp(-features.get("iterate_average_gain", 0.0))
 
 
-def direction_gate(multiplier: float, features: dict[str, float], *, first: bool = False) -> str | None:
+def direction_gate(multiplier: float, features: dict[str, float], *, first: bool = False,
+                   schedule_anneals: bool = False) -> str | None:
     """Why ``multiplier`` must not be applied given the evidence in ``features``; None: apply it."""
-    held, why = direction_verdict(multiplier, features, first=first)
+    held, why = direction_verdict(multiplier, features, first=first, schedule_anneals=schedule_anneals)
     return why if held else None
 
 
@@ -602,6 +615,10 @@ class MetaLRController:
                                             schedule_anneals=self.schedule_anneals)
             multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
                 f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
+        elif (gated and multiplier >= 1 and self.schedule_anneals and reward is not None and bouncing(features)
+              and why is None):  # the fixed halving the rule left out: say so
+            why = (f"no fixed cut: the average of the iterates has a validation loss {_average_below(features):.0%} "
+                   "below the current one's (a bounce around a valley floor), but the schedule anneals by itself")
         undo = self._undo_punished_raise(features) if gated else None
         if undo is not None and multiplier > undo:
             multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "

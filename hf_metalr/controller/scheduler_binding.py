@@ -19,19 +19,22 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 __all__ = ["apply_scale", "check_scheduler_supported", "conflict", "schedule_anneals", "unwrap_scheduler"]
 
-# torch schedulers that only ever lower the LR (the ones that raise it or cycle are refused, or are warmups)
+# torch schedulers that decay the LR (CosineAnnealingWarmRestarts decays within each cycle); OneCycleLR and CyclicLR
+# are refused, LinearLR and ConstantLR are mostly warmups: they count as not annealing
 _DECAYING = ("StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "PolynomialLR")
 
 
 def schedule_anneals(scheduler, total_steps: int) -> bool:
-    """Whether ``scheduler`` decays the LR by itself over ``total_steps``: a ``LambdaLR`` (every
-    Hugging Face schedule) whose factor at the last step is at most half its peak (``linear``,
+    """Whether ``scheduler`` decays the LR by itself over ``total_steps`` optimizer steps: a
+    ``LambdaLR`` (every Hugging Face schedule) whose factor for param group 0 (the group the
+    controller's scale is read against) at the last step is at most half its peak (``linear``,
     ``cosine``, ``warmup_stable_decay``; not ``constant`` or ``constant_with_warmup``), or a torch
-    scheduler that only lowers the LR (``StepLR``, ``ExponentialLR``, ``CosineAnnealingLR``, ...)."""
+    scheduler that decays the LR (``StepLR``, ``ExponentialLR``, ``CosineAnnealingLR``, ...,
+    matched by class)."""
     scheduler = unwrap_scheduler(scheduler)
     if isinstance(scheduler, LambdaLR):
-        steps = max(int(total_steps), 1)
-        factors = [scheduler.lr_lambdas[0](round(i * steps / 100)) for i in range(101)]
+        last = max(int(total_steps), 1) - 1  # the last step's factor: steps 0 .. total_steps - 1 are the ones taken
+        factors = [scheduler.lr_lambdas[0](round(i * last / 100)) for i in range(101)]
         return max(factors) > 0 and factors[-1] <= 0.5 * max(factors)
     return type(scheduler).__name__ in _DECAYING
 

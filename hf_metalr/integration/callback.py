@@ -277,7 +277,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                         "the callback); the controller starts fresh from this step", state.global_step)
         logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key,
                     "greater" if self.controller.tracker.greater_is_better else "lower")
-        if self.controller.schedule_anneals:
+        if self.controller.schedule_anneals and self.controller.gate and self.controller.alignment is not None:
             logger.info("MetaLRCallback: the schedule decays the LR by itself, so the controller cuts only on an "
                         "overshoot (not to anneal: no cut for a bounce around a valley floor)")
         if not isinstance((state.stateful_callbacks or {}).get(type(self).__name__), dict):
