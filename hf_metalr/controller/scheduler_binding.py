@@ -112,30 +112,34 @@ _USE_INSTEAD = ("Use a Trainer schedule (lr_scheduler_type='constant', 'linear',
                 "the callback to keep this scheduler.")
 
 
+def _unsupported_reason(scheduler) -> str | None:
+    """Why a (non metric-driven) torch scheduler cannot carry the controller's scale, or None."""
+    if not isinstance(scheduler, LRScheduler):
+        return None
+    why = next((w for cls in type(scheduler).__mro__ for name, w in _ABSOLUTE.items() if cls.__name__ == name), None)
+    if why is None and not isinstance(getattr(scheduler, "base_lrs", None), list):
+        why = "it keeps no base_lrs, which is where the controller puts its scale"
+    return why
+
+
 def check_scheduler_supported(scheduler, *, plain_loop: bool = False) -> None:
     """Fail on a scheduler the controller cannot compose with: metric-driven ones (two controllers),
     and those that set the LR absolutely or combine several schedulers. ``plain_loop``: the
     message is for ``MetaLRController.scale_param_groups``, not for the Trainer's callback."""
     scheduler = unwrap_scheduler(scheduler)
-    if plain_loop and scheduler is not None and not isinstance(scheduler, _metric_driven_classes()):
-        try:
-            check_scheduler_supported(scheduler)
-        except ValueError as err:
-            why = str(err).split(": ", 1)[1].split(", while the trace")[0]
-            raise ValueError(f"MetaLRController.scale_param_groups cannot carry its scale through "
-                             f"{type(scheduler).__name__}: {why}. Use a LambdaLR or a single torch scheduler such as "
-                             "StepLR, ExponentialLR or CosineAnnealingLR, or none (scheduler=None).") from None
-        return
+    name = type(scheduler).__name__
     if isinstance(scheduler, _metric_driven_classes()):
         if plain_loop:
-            raise ValueError(f"MetaLRController.scale_param_groups cannot run beside {type(scheduler).__name__}: both "
-                             "would set the LR from the validation metric and overwrite each other. Drop that scheduler, "
-                             "or use a time-based one (a LambdaLR, StepLR, CosineAnnealingLR, ...).")
-        raise conflict(f"a metric-driven scheduler ({type(scheduler).__name__})")
-    if isinstance(scheduler, LRScheduler):
-        why = next((w for cls in type(scheduler).__mro__ for name, w in _ABSOLUTE.items() if cls.__name__ == name), None)
-        if why is None and not isinstance(getattr(scheduler, "base_lrs", None), list):
-            why = "it keeps no base_lrs, which is where the controller puts its scale"
-        if why is not None:
-            raise ValueError(f"MetaLRCallback cannot drive the LR through {type(scheduler).__name__}: {why}, while the "
-                             f"trace and the logs would report the controller's LR. {_USE_INSTEAD}")
+            raise ValueError(f"MetaLRController.scale_param_groups cannot run beside {name}: both would set the LR "
+                             "from the validation metric and overwrite each other. Drop that scheduler, or use a "
+                             "time-based one (a LambdaLR, StepLR, CosineAnnealingLR, ...).")
+        raise conflict(f"a metric-driven scheduler ({name})")
+    why = _unsupported_reason(scheduler)
+    if why is None:
+        return
+    if plain_loop:
+        raise ValueError(f"MetaLRController.scale_param_groups cannot carry its scale through {name}: {why}. Use a "
+                         "LambdaLR or a single torch scheduler such as StepLR, ExponentialLR or CosineAnnealingLR, or "
+                         "none (scheduler=None).")
+    raise ValueError(f"MetaLRCallback cannot drive the LR through {name}: {why}, while the trace and the logs would "
+                     f"report the controller's LR. {_USE_INSTEAD}")

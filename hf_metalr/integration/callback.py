@@ -82,7 +82,7 @@ from .check_batches import EvalBatchCapture, first_batches
 from ..controller.scheduler_binding import schedule_anneals
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
-from .train_losses import TrainLossTap, collective_device
+from .train_losses import TrainLossTap, collective_device, world_size
 
 __all__ = ["MetaLRCallback"]
 
@@ -192,7 +192,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 "controller_state": controller_state,
                 "pending_train_losses": self._tap.pending(),
                 # with several processes on_save writes their mean beside this state: a resume reads it from there
-                "train_losses_file": _world_size() > 1,
+                "train_losses_file": world_size() > 1,
                 "pending_logged_losses": list(self._logged_losses),
                 "iterate_average_steps": self._average_steps(),
             },
@@ -416,7 +416,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if not self._in_training:
             return
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if _world_size() > 1:  # every process is here (the Trainer saves on all together): share()'s collective is safe
+        if world_size() > 1:  # every process is here (the Trainer saves on all together): share()'s collective is safe
             losses = self._tap.share()
             if args.should_save and folder.is_dir():  # written at every save, empty too: never another run's left over
                 (folder / TRAIN_LOSSES_FILE).write_text(json.dumps({"global_step": state.global_step, "losses": losses}))
@@ -626,9 +626,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         return entry.get("attributes") or {}
 
     def _agree_across_ranks(self) -> None:
-        import torch.distributed as dist
+        if world_size() > 1:
+            import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             shared = [self.controller.scale]
             dist.broadcast_object_list(shared, src=0)
             self.controller.scale = shared[0]
@@ -713,12 +713,6 @@ def _average_iterates(wanted: bool | None, model) -> bool:
         "Pass MetaLRCallback(average_iterates=True) or --metalr_average_iterates to turn it on.",
         RuntimeWarning, stacklevel=3)
     return False
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _shared_train_losses(folders: list[Path], global_step: int, fallback: list) -> list:

@@ -25,7 +25,7 @@ import torch
 
 from .model_hooks import register_forward_hook
 
-__all__ = ["TrainLossTap", "output_loss", "collective_device"]
+__all__ = ["TrainLossTap", "output_loss", "collective_device", "world_size"]
 
 
 def output_loss(output) -> torch.Tensor | None:
@@ -87,9 +87,9 @@ class TrainLossTap:
         collective with several processes: every process calls it)."""
         local = torch.stack(self._steps).tolist() if self._steps else []
         restored, self._steps, self._restored = self._restored, [], []
-        import torch.distributed as dist
+        if world_size() > 1:
+            import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             local = _mean_across_processes(local, dist)
         return restored + local
 
@@ -99,6 +99,13 @@ class TrainLossTap:
         (a collective with several processes: every process calls it)."""
         self._restored = self.take()
         return list(self._restored)
+
+
+def world_size() -> int:
+    """The number of processes of the initialised process group; 1 without one."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def collective_device(dist) -> torch.device:
