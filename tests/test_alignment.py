@@ -806,3 +806,47 @@ def test_a_stuck_run_whose_parameters_went_far_gets_no_raise():
         elif d.index > 0:
             assert d.applied == 1.25, d.gate
     assert any(d.features["param_drift"] >= MOVED for d in decisions)
+
+
+def test_a_step_that_a_warmup_lengthens_adds_nothing_and_the_factor_rides_in_the_state():
+    """Under a warmup the previous step was shorter by the schedule's doing, so its gradient reads "too short"
+    about an LR already gone: a step whose schedule factor is above the last one's adds nothing. Flat and
+    falling factors count, and so does every step when no factor is given (a constant schedule, meta-training)."""
+    import json
+
+    def stepper(alignment, theta):
+        def step(factor, sign=1.0):
+            theta.grad = torch.full_like(theta, sign)
+            alignment.before_step(factor)
+            with torch.no_grad():
+                theta.sub_(0.1 * (factor or 1.0) * theta.grad)
+            alignment.after_step()
+        return step
+
+    theta = torch.nn.Parameter(torch.ones(8))
+    alignment = GradientAlignment([theta])
+    step = stepper(alignment, theta)
+    for factor in (0.25, 0.5, 0.75, 1.0):
+        step(factor)
+    assert alignment.take().steps == 0
+    for factor in (1.0, 1.0, 0.9, 0.8):
+        step(factor)
+    window = alignment.take()
+    assert window.steps == 4 and window.mean == pytest.approx(1.0)
+    for _ in range(4):
+        step(None)
+    assert alignment.take().steps == 4
+
+    # resumed in the middle of a warmup: the saved factor of the last step keeps the next one out, as in the whole run
+    step(0.5)
+    alignment.take()
+    state = json.loads(json.dumps(alignment.state_dict()))
+    assert state["descent_factor"] == 0.5
+    resumed = GradientAlignment([theta])
+    resumed.load_state_dict(state)
+    stepper(resumed, theta)(0.75)
+    assert resumed.take().steps == 0
+    older = GradientAlignment([theta])  # a checkpoint from before the factor was kept counts the step
+    older.load_state_dict({k: v for k, v in state.items() if k != "descent_factor"})
+    stepper(older, theta)(0.75)
+    assert older.take().steps == 1

@@ -341,9 +341,9 @@ def test_alignment_reads_each_optimizer_step_once_and_is_traced(tmp_path):
     calls = []
     original = MetaLRController.before_optimizer_step
 
-    def counting(self):
+    def counting(self, schedule_factor=None):
         calls.append(self.alignment is not None)
-        original(self)
+        original(self, schedule_factor)
 
     MetaLRController.before_optimizer_step = counting
     try:

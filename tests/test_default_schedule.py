@@ -26,3 +26,30 @@ def test_default_schedule_pairs_the_callback_with_the_plain_linear_schedule(tmp_
     assert module.main(["--tasks", "regression", "--multipliers", "1", "--warmups", "0.06", "--seeds", "2",
                         "--epochs", "1", "--out", str(out)]) == 0
     assert len((out / "runs.jsonl").read_text().splitlines()) == 4
+
+
+def test_default_schedule_runs_the_trainer_schedule_it_is_given(tmp_path):
+    """--schedule cosine: both variants run the Trainer's cosine schedule, and the callback's LR is its
+    scale times the cosine factor at the step (the linear factor would differ)."""
+    import math
+
+    from hf_metalr.tasks import get_task
+
+    module = load_benchmark("default_schedule")
+    out = tmp_path / "cos"
+    assert module.main(["--schedule", "cosine", "--tasks", "regression", "--multipliers", "1", "--warmups", "0",
+                        "--seeds", "1", "--epochs", "2", "--out", str(out)]) == 0
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["variant"] for r in runs) == ["cosine", "cosine+metalr"]
+    task = get_task("regression")
+    total = 2 * math.ceil(len(task.load().train) / task.batch_size)
+    (folder,) = [Path(r["folder"]) for r in runs if r["variant"] == "cosine+metalr"]
+    records = [json.loads(line) for line in (folder / "metalr_trace.jsonl").read_text().splitlines()]
+    decisions = [r for r in records if "global_step" in r and "scale" in r and "initial_lr" in r]
+    assert decisions
+    for r in decisions:
+        cosine = 0.5 * (1 + math.cos(math.pi * r["global_step"] / total))
+        assert math.isclose(r["lr"], r["initial_lr"] * r["scale"] * cosine, rel_tol=1e-6), r
+    # at least one decision where the two curves part (they meet at the start and half way)
+    assert any(abs(r["lr"] / (r["initial_lr"] * r["scale"]) - (1 - r["global_step"] / total)) > 0.01 for r in decisions)
+    assert "the Trainer's cosine schedule" in (out / "default_schedule.md").read_text()

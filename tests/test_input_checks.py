@@ -305,3 +305,30 @@ def test_param_group_0_at_lr_0_is_named(tmp_path):
     trainer.optimizer.param_groups[0]["lr"] = 0.0
     with pytest.raises(ValueError, match="relative to param group 0, whose LR is 0.0. Put a group with a finite LR > 0 first"):
         trainer.train()
+
+
+def test_an_optimizer_that_ignores_or_tensors_its_lr_is_named(tmp_path):
+    """Adafactor in relative-step mode computes its own step size; a tensor LR is not a float the callback can
+    scale: each is refused with its own reason and fix, not as "LR 0"."""
+    from transformers.optimization import Adafactor, AdafactorSchedule
+
+    trainer = make_trainer(tmp_path / "a", callbacks=[MetaLRCallback()], max_steps=5)
+    optimizer = Adafactor(trainer.model.parameters(), lr=None, relative_step=True, warmup_init=True,
+                          scale_parameter=True)
+    trainer.optimizer, trainer.lr_scheduler = optimizer, AdafactorSchedule(optimizer)
+    with pytest.raises(ValueError, match=r"Adafactor with relative_step=True: it computes its own step size.*"
+                                         r"relative_step=False"):
+        trainer.train()
+
+    trainer = make_trainer(tmp_path / "t", callbacks=[MetaLRCallback()], max_steps=5)
+    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=torch.tensor(3e-4))
+    with pytest.raises(ValueError, match=r"param group 0's LR is a tensor .*Pass the optimizer a float lr \(lr=0.0003\)"):
+        trainer.train()
+
+
+def test_bounds_that_exclude_param_group_0s_lr_say_it_is_group_0s(tmp_path):
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(max_lr=1e-3)], two_groups=True, learning_rate=3e-3,
+                           max_steps=5)
+    with pytest.raises(ValueError, match=r"the initial learning rate 0.003 \(param group 0's, of 2 groups; the bounds "
+                                         r"apply to it.*must lie within \[min_lr, max_lr\]"):
+        trainer.train()

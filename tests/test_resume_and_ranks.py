@@ -85,7 +85,8 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     # starting sketch rides along) and its count of stuck evaluations (0 throughout in this job, whose drift stays
     # under 0.7: that a resume counts on is tested in test_alignment.py)
     assert len(resumed) == len(expected) == 8
-    checked = ("iterate_average_gain", "iterate_average_progress")
+    checked = ("iterate_average_gain", "iterate_average_progress", "previous_grad_alignment_t")  # the last read
+    # back from the history, which rides in the checkpoint
     assert set(resumed[0]) == set(traced) and all(set(f) == {*traced, *checked} for f in resumed[1:])
     assert [f[n] for f in resumed for n in traced] == pytest.approx([f[n] for f in expected for n in traced], rel=1e-6)
     assert [f[n] for f in resumed[1:] for n in checked] == pytest.approx(

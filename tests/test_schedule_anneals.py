@@ -45,3 +45,99 @@ def test_the_callback_reads_the_trainers_schedule(tmp_path, schedule, anneals):
     callback = MetaLRCallback(policy="random")
     make_trainer(tmp_path, callbacks=[callback], lr_scheduler_type=schedule, max_steps=5).train()
     assert callback.controller.schedule_anneals is anneals
+
+
+def test_under_an_annealing_schedule_an_overshoot_cut_waits_for_a_second_reading_in_a_row():
+    # the gradient opposing the steps (t <= -bar) and the metric worse, once: a constant schedule cuts at once
+    overshoot = {**CALM, "objective_trend": 0.05, "grad_alignment": -0.2, "grad_alignment_t": -4.0}
+    once, twice = {**overshoot, "previous_grad_alignment_t": -0.8}, {**overshoot, "previous_grad_alignment_t": -2.5}
+    held, why = direction_verdict(0.5, once, schedule_anneals=True)
+    assert held and "second reading in a row" in why and "t=-0.8" in why
+    assert direction_verdict(0.5, twice, schedule_anneals=True)[0] is False
+    assert direction_verdict(0.5, once)[0] is False, "a constant schedule: the cut at once, as before"
+    assert direction_verdict(0.5, once, first=True, schedule_anneals=True)[0] is False, "the first evaluation: no previous"
+    opposed = {**CALM, "objective_trend": 0.05, "grad_alignment": -0.05, "grad_alignment_t": -2.5}  # not a clear one
+    assert direction_verdict(0.5, {**opposed, "previous_grad_alignment_t": -1.0}, schedule_anneals=True)[0] is True
+    assert direction_verdict(0.5, {**opposed, "previous_grad_alignment_t": -2.1}, schedule_anneals=True)[0] is False
+    # a clear overshoot with the metric still improving: held under the rule, in the rule's words
+    held, why = direction_verdict(0.5, {**once, "objective_trend": -0.05}, schedule_anneals=True)
+    assert held and "second reading in a row" in why
+
+
+def _interval(controller, theta, signs):
+    """Optimizer steps of a plain loop: gradient ``sign`` (all coordinates), then a step of -0.1 x gradient."""
+    for sign in signs:
+        theta.grad = torch.full_like(theta, float(sign))
+        controller.before_optimizer_step()
+        with torch.no_grad():
+            theta.sub_(0.1 * theta.grad)
+        controller.after_optimizer_step()
+
+
+@pytest.mark.parametrize("anneals", [False, True])
+def test_the_fixed_cut_at_a_clear_overshoot_waits_under_an_annealing_schedule(anneals):
+    """A plain loop whose steps flip the gradient's sign (a clear overshoot, the policy asking to keep):
+    on a constant schedule the first such evaluation halves the LR; under an annealing one the
+    fixed cut waits for the second, and the trace says why."""
+    from hf_metalr import MetaLRController
+    from hf_metalr.controller.policy import random_policy
+
+    controller = MetaLRController(1e-3, policy=random_policy(seed=0), seed=0, learn_online=False, greedy=True)
+    controller._select = lambda obs, index: controller.keep_index
+    controller.schedule_anneals = anneals
+    theta = torch.nn.Parameter(torch.ones(8))
+    controller.watch([theta])
+    _interval(controller, theta, [1] * 10)  # steps along the gradient: no overshoot at the first evaluation
+    first = controller.observe(1.0, progress=0.1)
+    assert first.applied == 1.0
+    _interval(controller, theta, [-1, 1] * 5)
+    second = controller.observe(0.5, progress=0.2)
+    assert second.features["grad_alignment_t"] <= -2 and second.features["previous_grad_alignment_t"] > 0
+    _interval(controller, theta, [-1, 1] * 5)
+    third = controller.observe(0.4, progress=0.3)
+    if anneals:
+        assert second.applied == 1.0 and second.evidence.startswith("no fixed cut") and "second reading" in second.evidence
+        assert third.applied == 0.5 and third.evidence.startswith("cut: the gradient clearly opposes")
+    else:
+        assert second.applied == 0.5 and third.applied == 0.5
+
+
+def test_the_callback_gives_the_alignment_the_factor_of_the_trainers_schedule(tmp_path, monkeypatch):
+    """A warmup's steps reach the alignment with the schedule's factor (the LR over the controller's), so the
+    pairs it lengthens are left out; a raise of the controller's own does not count as the schedule's."""
+    from hf_metalr.controller.alignment import GradientAlignment
+
+    factors, counted = [], []
+    before = GradientAlignment.before_step
+
+    def recorded(self, schedule_factor=None):
+        factors.append(schedule_factor)
+        pending = len(self._pending)
+        before(self, schedule_factor)
+        counted.append(len(self._pending) > pending)
+
+    monkeypatch.setattr(GradientAlignment, "before_step", recorded)
+    callback = MetaLRCallback(policy="random", gate=False)  # without the gate the random policy moves the LR
+    make_trainer(tmp_path, callbacks=[callback], lr_scheduler_type="constant_with_warmup", warmup_steps=4,
+                 max_steps=20).train()
+    assert factors[:6] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
+    assert factors[4:] == pytest.approx([1.0] * 16), "the controller's moves leave the factor at 1"
+    assert any(r["applied"] != 1.0 for r in callback.controller.history), "the controller moved the LR"
+    assert counted[:5] == [False] * 5 and all(counted[5:]), "the warmup's pairs are left out, the rest counted"
+
+
+def test_the_callback_watches_the_parameters_the_optimizer_updates(tmp_path):
+    callback = MetaLRCallback(policy="random")
+    trainer = make_trainer(tmp_path, callbacks=[callback], max_steps=5)
+    model = trainer.model  # the body is left trainable but only the head is optimized: a linear probe's slip
+    trainer.optimizer = torch.optim.AdamW(model.head.parameters(), lr=3e-3)
+    with pytest.warns(UserWarning, match=r"2 parameter tensors of the model \(2,080 values\) require grad but are not "
+                                         r"in the optimizer"):
+        trainer.train()
+    assert [id(p) for p in callback.controller.alignment.params] == [id(p) for p in model.head.parameters()]
+    assert [id(p) for p in callback.controller.iterate_average.params] == [id(p) for p in model.head.parameters()]
+
+    callback = MetaLRCallback(policy="random")
+    trainer = make_trainer(tmp_path / "all", callbacks=[callback], max_steps=5)
+    trainer.train()
+    assert [id(p) for p in callback.controller.alignment.params] == [id(p) for p in trainer.model.parameters()]

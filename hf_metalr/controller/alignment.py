@@ -120,6 +120,8 @@ class GradientAlignment:
         self._initial: torch.Tensor | None = None  # the sketch at the first read (the run's start)
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
         self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
+        self._step_factor: float | None = None  # the schedule's factor of the step under way (before_step)
+        self._descent_factor: float | None = None  # and of the step that made the last descent
         if self._gather is not None:
             self._gather = self._checked_gather()
 
@@ -215,12 +217,20 @@ class GradientAlignment:
     def coordinates(self) -> int:
         return sum(stop - begin for _, begin, stop in self._runs)
 
-    def before_step(self) -> None:
-        """Read the step's final gradient (call after clipping, before ``optimizer.step()``)."""
+    def before_step(self, schedule_factor: float | None = None) -> None:
+        """Read the step's final gradient (call after clipping, before ``optimizer.step()``).
+
+        ``schedule_factor``: the factor the user's schedule gives this step's LR (its warmup ramp,
+        say), if known. A step whose factor is above the one of the step before (a warmup) adds
+        nothing: the previous step was shorter than this one by the schedule's doing, so its
+        gradient reads "too short" about an LR that is already gone."""
         grads = [p.grad for p in self.params]
+        rising = (schedule_factor is not None and self._descent_factor is not None
+                  and schedule_factor > self._descent_factor * (1 + 1e-9))
+        self._step_factor = schedule_factor
         if self._last_params is None:
             self._last_params = self._current_params()
-        if self._descent is None or all(grads[i] is None for i, _ in self._owners):
+        if self._descent is None or rising or all(grads[i] is None for i, _ in self._owners):
             return
         g, descent = self._read(grads, _GRAD), self._descent
         self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
@@ -249,6 +259,7 @@ class GradientAlignment:
         if self._last_params is not None:
             # a non-finite or zero one is skipped in before_step
             self._descent = torch.sub(self._last_params, current, out=self._buffers[_DESCENT])
+            self._descent_factor = self._step_factor
         self._last_params = current
 
     def drift(self) -> float:
@@ -273,7 +284,8 @@ class GradientAlignment:
         tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", update),
                                             ("initial_params", self._initial)) if t is not None}
         return {"sketch_size": self.sketch_size, "seed": self.seed, "coordinates": self.coordinates,
-                "sums": self._sums.tolist(), "tensors": tensors_to_text(tensors) if tensors else None}
+                "sums": self._sums.tolist(), "tensors": tensors_to_text(tensors) if tensors else None,
+                "descent_factor": self._descent_factor}
 
     def load_state_dict(self, state: dict) -> None:
         if (state["coordinates"], state["seed"], state["sketch_size"]) != (self.coordinates, self.seed, self.sketch_size):
@@ -284,6 +296,7 @@ class GradientAlignment:
             )
         self._sums = torch.tensor(state["sums"], dtype=torch.float32, device=self._device)
         self._pending = []
+        self._descent_factor = state.get("descent_factor")  # absent from checkpoints before it was kept
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
         self._last_params = self._buffers[_PARAMS_A].copy_(tensors["last_params"]) if "last_params" in tensors else None
         # a checkpoint from before drift was kept has none: the next after_step starts it at the resumed parameters

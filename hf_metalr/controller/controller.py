@@ -103,7 +103,8 @@ from .serialization import optimizer_state_from_json, optimizer_state_to_json, t
 __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "direction_gate", "direction_verdict",
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
-           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing"]
+           "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
+           "unconfirmed_overshoot"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -183,13 +184,17 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     progress = _made_progress(features)
     bar = _cut_evidence_t(features)
     opposed = t <= -bar
+    waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
     if not first and bouncing(features) and not schedule_anneals:
         return False, (f"cut: the average of the iterates since the last decision has a validation loss "
                        f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
                        "steps bounce around a valley floor")
-    if clear_overshoot(features):
+    if clear_overshoot(features) and waiting is None:
         return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                        "the steps overshoot")
+    wait = (f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but the schedule anneals by itself, so a "
+            f"cut waits for a second reading in a row (the previous evaluation read t={waiting:+.1f}, a cut needs t <= "
+            f"-{bar:g} at both)") if waiting is not None else None
     if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
             and features.get("log10_lr_scale", 0.0) > -1e-6):  # at or above the initial LR only: the drift,
         # cumulative, says nothing about the LR after a cut below it
@@ -197,10 +202,13 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
                        "evaluations in a row): the steps go far and gain nothing")
     if not worse:
-        return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient "
-                      f"does not clearly oppose the previous steps (a cut then needs alignment <= "
-                      f"-{OVERSHOOT_ALIGNMENT:g} and t <= -{bar:g})")
+        return True, wait if wait and clear_overshoot(features) else (
+            "cut held: the metric did not get worse (or this is the first evaluation), and the gradient does not "
+            f"clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and t <= "
+            f"-{bar:g})")
     if opposed:
+        if wait:
+            return True, wait
         return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
                        "overshoot")
     if progress and ratio <= 0 and schedule_anneals:
@@ -253,6 +261,19 @@ def _cut_evidence_t(features: dict[str, float]) -> float:
     return EVIDENCE_T if _made_progress(features) else PLATEAU_EVIDENCE_T
 
 
+def unconfirmed_overshoot(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> float | None:
+    """Under a schedule that anneals by itself, an overshoot cut (``clear_overshoot``, or the metric
+    worse with the gradient opposing the steps) waits for a second reading in a row: the schedule
+    lowers the LR anyway until the next evaluation, while a cut lasts the rest of the run (at a
+    good LR a bounce can read as an overshoot once). Returns the previous evaluation's
+    ``grad_alignment_t`` when it did not read one too (above minus the cut's bar), None when the
+    cut need not wait: a constant schedule, the first evaluation, or no previous reading."""
+    previous = features.get("previous_grad_alignment_t")
+    if not schedule_anneals or first or previous is None or previous <= -_cut_evidence_t(features):
+        return None
+    return previous
+
+
 def clear_overshoot(features: dict[str, float]) -> bool:
     """Whether the gradient clearly opposes the previous steps: ``grad_alignment <= -OVERSHOOT_ALIGNMENT``
     with ``grad_alignment_t`` at or below minus the cut's bar (``_cut_evidence_t``)."""
@@ -300,7 +321,8 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
     - ``policy``: ``"default"``, ``"random"`` or a path; also None or a ``PolicyNetwork`` unless
       ``text_policy`` (``MetaLRCallback`` saves its arguments in checkpoints as JSON);
     - with ``initial_lr``: a finite number > 0 within ``[min_lr, max_lr]``; ``origins`` says where
-      each bound came from (``{"min_lr": "flag --metalr_min_lr"}``), for the message.
+      each bound came from (``{"min_lr": "flag --metalr_min_lr"}``), and the initial LR
+      (``{"initial_lr": "param group 0's"}``), for the message.
     """
     for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
         if value is not None and not is_positive_finite(value):
@@ -329,7 +351,9 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
         named = " and ".join(f"{bound} from {(origins or {}).get(name, name)}" for name, bound in outside)
         low = min_lr if min_lr is not None else f"{initial_lr * DEFAULT_MIN_LR_RATIO:g} (default)"
         high = max_lr if max_lr is not None else f"{initial_lr * DEFAULT_MAX_LR_RATIO:g} (default)"
-        raise ValueError(f"the initial learning rate {initial_lr} must lie within [min_lr, max_lr] = [{low}, {high}] "
+        what = (origins or {}).get("initial_lr")
+        raise ValueError(f"the initial learning rate {initial_lr}{f' ({what})' if what else ''} must lie within "
+                         f"[min_lr, max_lr] = [{low}, {high}] "
                          f"({named}); widen the bounds or change the initial learning rate")
 
 
@@ -483,10 +507,13 @@ class MetaLRController:
         self._restore_watched()
         return self.alignment
 
-    def before_optimizer_step(self) -> None:
-        """Call once per optimizer step, with the final gradients, before ``optimizer.step()``."""
+    def before_optimizer_step(self, schedule_factor: float | None = None) -> None:
+        """Call once per optimizer step, with the final gradients, before ``optimizer.step()``.
+        ``schedule_factor``: the factor a schedule of yours gives this step's LR (the LR over
+        ``self.lr``), if any; the alignment leaves out the steps a warmup lengthens
+        (``GradientAlignment.before_step``)."""
         if self.alignment is not None:
-            self.alignment.before_step()
+            self.alignment.before_step(schedule_factor)
 
     def after_optimizer_step(self) -> None:
         """Call right after ``optimizer.step()``."""
@@ -591,6 +618,9 @@ class MetaLRController:
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
+            previous = (self.history[-1].get("features") or {}) if self.history else {}  # a divergence has none
+            if "grad_alignment_t" in previous:
+                features["previous_grad_alignment_t"] = float(previous["grad_alignment_t"])
         if average_gain is not None:  # measured by observe, which also set the average's progress
             features["iterate_average_gain"] = float(average_gain)
             if self.iterate_average.progress is not None:
@@ -609,12 +639,18 @@ class MetaLRController:
         held, why = (direction_verdict(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals)
                      if gated else (False, None))
         multiplier = 1.0 if held else requested
-        fixed_cut = clear_overshoot(features) or (reward is not None and bouncing(features) and not self.schedule_anneals)
+        waiting = unconfirmed_overshoot(features, first=reward is None, schedule_anneals=self.schedule_anneals)
+        fixed_cut = ((clear_overshoot(features) and waiting is None)
+                     or (reward is not None and bouncing(features) and not self.schedule_anneals))
         if gated and multiplier >= 1 and fixed_cut and self.scale > self.min_scale:
             _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=reward is None,  # the cut's own words
                                             schedule_anneals=self.schedule_anneals)
             multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
                 f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
+        elif gated and multiplier >= 1 and why is None and clear_overshoot(features) and waiting is not None:
+            why = (f"no fixed cut: the gradient clearly opposes the previous steps (t={features['grad_alignment_t']:+.1f}), "
+                   "but the schedule anneals by itself, so a cut waits for a second reading in a row (the previous "
+                   f"evaluation read t={waiting:+.1f})")
         elif (gated and multiplier >= 1 and self.schedule_anneals and reward is not None and bouncing(features)
               and why is None):  # the fixed halving the rule left out: say so
             why = (f"no fixed cut: the average of the iterates has a validation loss {_average_below(features):.0%} "

@@ -70,6 +70,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -221,14 +222,11 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self.metric_key, greater_is_better = self._resolve_metric(args)
         a = self._init_args
         seed = args.seed if a["seed"] is None else a["seed"]
-        first_group = optimizer.param_groups[0]
-        initial_lr = first_group.get("initial_lr", first_group["lr"])
-        if not is_positive_finite(initial_lr):
-            raise ValueError(
-                f"MetaLRCallback scales every param group relative to param group 0, whose LR is {initial_lr!r}. "
-                "Put a group with a finite LR > 0 first in the optimizer's param_groups (freeze parameters with "
-                "requires_grad=False rather than lr=0)."
-            )
+        initial_lr = _reference_lr(optimizer)
+        if len(optimizer.param_groups) > 1:  # say which group's LR the bounds were checked against
+            check_options(min_lr=a["min_lr"], max_lr=a["max_lr"], initial_lr=initial_lr, owner="MetaLRCallback",
+                          origins={"initial_lr": f"param group 0's, of {len(optimizer.param_groups)} groups; the "
+                                                 "bounds apply to it, and the other groups keep their ratio to it"})
         self.controller = MetaLRController(
             initial_lr=initial_lr,
             policy=copy.deepcopy(self._policy) if self._policy is not None else "random",
@@ -244,7 +242,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self.controller.schedule_anneals = schedule_anneals(lr_scheduler, state.max_steps)
         if model is not None and _watchable(args):
             average = a.get("gate", True) and _average_iterates(a.get("average_iterates"), model)
-            self.controller.watch(model.parameters(), average_iterates=average)
+            self.controller.watch(_trained_parameters(model, optimizer), average_iterates=average)
 
         saved = self._saved_attributes(state)
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
@@ -299,9 +297,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self._in_training:
             self._refuse_an_unmonitored_evaluation()
 
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if self._in_training:
-            self.controller.before_optimizer_step()
+            self.controller.before_optimizer_step(schedule_factor=self._schedule_factor(optimizer))
+
+    def _schedule_factor(self, optimizer) -> float | None:
+        """The factor the Trainer's schedule gives this step's LR: param group 0's LR over the controller's."""
+        lr = optimizer.param_groups[0].get("lr") if optimizer is not None and optimizer.param_groups else None
+        return lr / self.controller.lr if isinstance(lr, (int, float)) and self.controller.lr > 0 else None
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self._in_training:
@@ -745,6 +748,50 @@ def _on_every_rank(flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], device=collective_device(dist))
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def _reference_lr(optimizer) -> float:
+    """Param group 0's initial LR, against which the controller scales every group; a clear error
+    for an optimizer that ignores the groups' ``lr`` or keeps it as a tensor."""
+    first_group = optimizer.param_groups[0]
+    initial_lr = first_group.get("initial_lr", first_group["lr"])
+    if first_group.get("relative_step"):
+        raise ValueError(
+            f"MetaLRCallback cannot drive {type(getattr(optimizer, 'optimizer', optimizer)).__name__} with "
+            "relative_step=True: it computes its own "
+            "step size and ignores the param groups' lr, so the controller's LR would have no effect. Build it with "
+            "relative_step=False, scale_parameter=False, warmup_init=False and an lr (what TrainingArguments("
+            "optim='adafactor') does), or drop the callback.")
+    if isinstance(initial_lr, torch.Tensor):
+        raise ValueError(
+            f"MetaLRCallback writes plain float LRs into the param groups, and param group 0's LR is a tensor "
+            f"({initial_lr!r}). Pass the optimizer a float lr (lr={float(initial_lr):g}), or drop the callback.")
+    if not is_positive_finite(initial_lr):
+        raise ValueError(
+            f"MetaLRCallback scales every param group relative to param group 0, whose LR is {initial_lr!r}. "
+            "Put a group with a finite LR > 0 first in the optimizer's param_groups (freeze parameters with "
+            "requires_grad=False rather than lr=0).")
+    return initial_lr
+
+
+def _trained_parameters(model, optimizer) -> list:
+    """The model's parameters that the optimizer updates, in the model's order: a parameter left
+    trainable (``requires_grad``) but outside the optimizer never moves, and would dilute the
+    alignment and the drift, so it is left out with a warning. When none of the model's parameters
+    is in the optimizer's groups (a wrapper that holds copies of them), all the trainable ones."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trained = [p for p in trainable if id(p) in in_optimizer]
+    if not trained:
+        return trainable
+    if len(trained) < len(trainable):
+        left_out = [p for p in trainable if id(p) not in in_optimizer]
+        warnings.warn(
+            f"MetaLRCallback: {len(left_out)} parameter tensors of the model ({sum(p.numel() for p in left_out):,} "
+            "values) require grad but are not in the optimizer, so they never move; the controller watches only "
+            "the optimizer's. Set requires_grad=False on them to freeze them (their gradients are then not "
+            "computed either), or add them to the optimizer.", UserWarning, stacklevel=3)
+    return trained
 
 
 def _watchable(args) -> bool:
