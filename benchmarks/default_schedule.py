@@ -80,7 +80,7 @@ def summarize(runs: list[dict], schedule: str = "linear") -> list[dict]:
         by = {v: {r["seed"]: r["test"].get(metric) for r in runs if (r["task"], r["warmup"], r["multiplier"]) == cell
                   and r["variant"] == v} for v in (plain, with_callback)}
         seeds = sorted(set(by[plain]) & set(by[with_callback]))
-        diffs = [sign * (by[with_callback][s] - by[plain][s]) for s in seeds
+        diffs = [sign * (by[with_callback][s] - by[plain][s]) + 0.0 for s in seeds  # + 0.0: no -0.0 when level
                  if by[with_callback][s] is not None and by[plain][s] is not None]
         medians = {v: statistics.median([x for x in by[v].values() if x is not None]) if any(
             x is not None for x in by[v].values()) else None for v in (plain, with_callback)}
