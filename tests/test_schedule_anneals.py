@@ -124,6 +124,10 @@ def test_the_callback_gives_the_alignment_the_factor_of_the_trainers_schedule(tm
     assert factors[4:] == pytest.approx([1.0] * 16), "the controller's moves leave the factor at 1"
     assert any(r["applied"] != 1.0 for r in callback.controller.history), "the controller moved the LR"
     assert counted[:5] == [False] * 5 and all(counted[5:]), "the warmup's pairs are left out, the rest counted"
+    steps = [r["features"]["alignment_steps"] for r in callback.controller.history]
+    assert steps == [0, 5, 5, 5], "the first interval (steps 1-5) lies in the warmup: nothing measured"
+    held, why = direction_verdict(2.0, {**CALM, "grad_alignment": 0.0, "grad_alignment_t": 0.0, "alignment_steps": 0})
+    assert held and "no step since the last decision was measured" in why and "warmup" in why
 
 
 def test_the_callback_watches_the_parameters_the_optimizer_updates(tmp_path):
@@ -141,3 +145,51 @@ def test_the_callback_watches_the_parameters_the_optimizer_updates(tmp_path):
     trainer = make_trainer(tmp_path / "all", callbacks=[callback], max_steps=5)
     trainer.train()
     assert [id(p) for p in callback.controller.alignment.params] == [id(p) for p in trainer.model.parameters()]
+
+
+def test_an_interval_that_measured_nothing_does_not_make_an_overshoot_cut_wait():
+    """A warmup that covers a whole interval leaves its alignment empty (t reads 0): that is no reading, so the
+    next evaluation's overshoot is not held for want of a second one."""
+    from hf_metalr import MetaLRController
+    from hf_metalr.controller.policy import random_policy
+
+    controller = MetaLRController(1e-3, policy=random_policy(seed=0), seed=0, learn_online=False, greedy=True)
+    controller._select = lambda obs, index: controller.keep_index
+    controller.schedule_anneals = True
+    theta = torch.nn.Parameter(torch.ones(8))
+    controller.watch([theta])
+    for factor in (0.1, 0.2, 0.3, 0.4, 0.5):  # all warmup: nothing counted
+        theta.grad = torch.ones_like(theta)
+        controller.before_optimizer_step(schedule_factor=factor)
+        with torch.no_grad():
+            theta.sub_(0.1 * theta.grad)
+        controller.after_optimizer_step()
+    first = controller.observe(1.0, progress=0.1)
+    assert first.features["alignment_steps"] == 0 and first.features["grad_alignment_t"] == 0
+    _interval(controller, theta, [-1, 1] * 5)
+    second = controller.observe(0.5, progress=0.2)
+    assert "previous_grad_alignment_t" not in second.features
+    assert second.applied == 0.5 and second.evidence.startswith("cut: the gradient clearly opposes")
+
+
+def test_a_held_overshoot_that_also_bounces_says_it_waits_for_a_second_reading():
+    features = {**CALM, "objective_trend": 0.05, "grad_alignment": -0.2, "grad_alignment_t": -2.5,
+                "previous_grad_alignment_t": -0.5, "iterate_average_gain": 0.4, "iterate_average_progress": 0.01}
+    held, why = direction_verdict(0.5, features, schedule_anneals=True)
+    assert held and "second reading in a row" in why and "a cut needs the gradient to oppose" not in why
+    held, why = direction_verdict(0.5, {**features, "grad_alignment_t": -1.0}, schedule_anneals=True)
+    assert held and why.startswith("cut held: the average of the iterates")
+
+
+def test_the_callback_watches_every_trainable_parameter_when_none_is_in_the_optimizer(tmp_path):
+    """An optimizer that holds copies of the parameters (a wrapper's flat buffers): nothing matches, so the
+    controller watches the trainable parameters, without a warning."""
+    import warnings as warnings_module
+
+    from hf_metalr.integration.callback import _trained_parameters
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    copies = torch.optim.SGD([torch.nn.Parameter(p.detach().clone()) for p in model.parameters()], lr=0.1)
+    with warnings_module.catch_warnings():
+        warnings_module.simplefilter("error")
+        assert _trained_parameters(model, copies) == list(model.parameters())

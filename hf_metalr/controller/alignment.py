@@ -220,10 +220,10 @@ class GradientAlignment:
     def before_step(self, schedule_factor: float | None = None) -> None:
         """Read the step's final gradient (call after clipping, before ``optimizer.step()``).
 
-        ``schedule_factor``: the factor the user's schedule gives this step's LR (its warmup ramp,
-        say), if known. A step whose factor is above the one of the step before (a warmup) adds
-        nothing: the previous step was shorter than this one by the schedule's doing, so its
-        gradient reads "too short" about an LR that is already gone."""
+        ``schedule_factor``: the factor the user's schedule gives this step's LR, if known. A step
+        whose factor is above the one of the step before (a warmup, the rising half of a cyclic
+        schedule) adds nothing: the previous step was shorter than this one by the schedule's doing,
+        so its gradient reads "too short" about an LR that is already gone."""
         grads = [p.grad for p in self.params]
         rising = (schedule_factor is not None and self._descent_factor is not None
                   and schedule_factor > self._descent_factor * (1 + 1e-9))

@@ -146,7 +146,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     ``(False, None)``. ``first``: this is the run's first evaluation, with no earlier metric to
     compare with. ``schedule_anneals``: the user's schedule decays the LR by itself, so the two
     cuts that anneal (a bounce around a valley floor, the after-progress one) are not the
-    controller's to make; the cuts that answer an overshoot stay."""
+    controller's to make, and a cut that answers an overshoot waits for a second reading in a row
+    (``unconfirmed_overshoot``)."""
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1:
@@ -162,6 +163,10 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                           "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
                           "the LR is wrong")
         if not (t >= EVIDENCE_T and ratio > 0):
+            if features.get("alignment_steps") == 0:
+                return True, ("raise held: no evidence that the LR is too low: no step since the last decision was "
+                              "measured (the alignment leaves out a warmup's steps, and steps without a finite, "
+                              "nonzero gradient and update)")
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
         if first and ratio < UNDERSHOOT_ALIGNMENT:
             return True, (f"raise held: at the first evaluation no metric trend backs the alignment, and a raise then needs "
@@ -169,7 +174,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
         held, why = _cut_verdict(features, t, ratio, worse, first=first, schedule_anneals=schedule_anneals)
-        if held and schedule_anneals and not first and bouncing(features):  # say which rule held it
+        if held and schedule_anneals and not first and bouncing(features) and t > -_cut_evidence_t(features):
+            # say which rule held it (a gradient that does oppose the steps was held for want of a second reading)
             why = (f"cut held: the average of the iterates since the last decision has a validation loss "
                    f"{_average_below(features):.0%} below the current one's (a bounce around a valley floor), but the "
                    f"schedule anneals by itself, so a cut needs the gradient to oppose the steps (t <= "
@@ -185,6 +191,8 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     bar = _cut_evidence_t(features)
     opposed = t <= -bar
     waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
+    wait = f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but {_waits(features, waiting)}" if (
+        waiting is not None) else None
     if not first and bouncing(features) and not schedule_anneals:
         return False, (f"cut: the average of the iterates since the last decision has a validation loss "
                        f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
@@ -192,9 +200,6 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     if clear_overshoot(features) and waiting is None:
         return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                        "the steps overshoot")
-    wait = (f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but the schedule anneals by itself, so a "
-            f"cut waits for a second reading in a row (the previous evaluation read t={waiting:+.1f}, a cut needs t <= "
-            f"-{bar:g} at both)") if waiting is not None else None
     if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
             and features.get("log10_lr_scale", 0.0) > -1e-6):  # at or above the initial LR only: the drift,
         # cumulative, says nothing about the LR after a cut below it
@@ -267,11 +272,18 @@ def unconfirmed_overshoot(features: dict[str, float], *, first: bool, schedule_a
     lowers the LR anyway until the next evaluation, while a cut lasts the rest of the run (at a
     good LR a bounce can read as an overshoot once). Returns the previous evaluation's
     ``grad_alignment_t`` when it did not read one too (above minus the cut's bar), None when the
-    cut need not wait: a constant schedule, the first evaluation, or no previous reading."""
+    cut need not wait: a constant schedule, the first evaluation, or no previous reading (a
+    divergence before, or an interval whose alignment counted fewer than 2 steps, a warmup's)."""
     previous = features.get("previous_grad_alignment_t")
     if not schedule_anneals or first or previous is None or previous <= -_cut_evidence_t(features):
         return None
     return previous
+
+
+def _waits(features: dict[str, float], previous_t: float) -> str:
+    """Why an overshoot cut waits (``unconfirmed_overshoot``), in words."""
+    return (f"the schedule anneals by itself, so a cut waits for a second reading in a row (the previous evaluation "
+            f"read t={previous_t:+.1f}, a cut needs t <= -{_cut_evidence_t(features):g} at both)")
 
 
 def clear_overshoot(features: dict[str, float]) -> bool:
@@ -507,11 +519,17 @@ class MetaLRController:
         self._restore_watched()
         return self.alignment
 
+    def schedule_factor(self, optimizer) -> float | None:
+        """The factor a schedule gives the LR of the step about to be taken: param group 0's LR over
+        the controller's (``lr``), read before ``optimizer.step()``; None when that LR is not a number."""
+        lr = optimizer.param_groups[0].get("lr") if optimizer is not None and optimizer.param_groups else None
+        return lr / self.lr if isinstance(lr, (int, float)) and not isinstance(lr, bool) and self.lr > 0 else None
+
     def before_optimizer_step(self, schedule_factor: float | None = None) -> None:
         """Call once per optimizer step, with the final gradients, before ``optimizer.step()``.
-        ``schedule_factor``: the factor a schedule of yours gives this step's LR (the LR over
-        ``self.lr``), if any; the alignment leaves out the steps a warmup lengthens
-        (``GradientAlignment.before_step``)."""
+        ``schedule_factor``: the factor a schedule of yours gives this step's LR
+        (``schedule_factor(optimizer)``), if any; the alignment leaves out the steps that a rise of
+        the schedule (a warmup) lengthens (``GradientAlignment.before_step``)."""
         if self.alignment is not None:
             self.alignment.before_step(schedule_factor)
 
@@ -612,14 +630,16 @@ class MetaLRController:
             return self._diverged(index, value)
 
         if self.alignment is not None:
-            self.tracker.observe_alignment(self.alignment.take())
+            window = self.alignment.take()
+            self.tracker.observe_alignment(window)
         _, reward = self.tracker.observe(float(value))
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
-            previous = (self.history[-1].get("features") or {}) if self.history else {}  # a divergence has none
-            if "grad_alignment_t" in previous:
+            features["alignment_steps"] = window.steps  # the steps the alignment counted since the last decision
+            previous = self._last_features()
+            if "grad_alignment_t" in previous and previous.get("alignment_steps", 2) >= 2:  # a reading (t needs 2)
                 features["previous_grad_alignment_t"] = float(previous["grad_alignment_t"])
         if average_gain is not None:  # measured by observe, which also set the average's progress
             features["iterate_average_gain"] = float(average_gain)
@@ -649,8 +669,7 @@ class MetaLRController:
                 f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
         elif gated and multiplier >= 1 and why is None and clear_overshoot(features) and waiting is not None:
             why = (f"no fixed cut: the gradient clearly opposes the previous steps (t={features['grad_alignment_t']:+.1f}), "
-                   "but the schedule anneals by itself, so a cut waits for a second reading in a row (the previous "
-                   f"evaluation read t={waiting:+.1f})")
+                   f"but {_waits(features, waiting)}")
         elif (gated and multiplier >= 1 and self.schedule_anneals and reward is not None and bouncing(features)
               and why is None):  # the fixed halving the rule left out: say so
             why = (f"no fixed cut: the average of the iterates has a validation loss {_average_below(features):.0%} "
@@ -673,8 +692,11 @@ class MetaLRController:
         ``history``, so a resumed run counts on (a history saved before it counts from 0)."""
         if first or not _moved_but_stuck(features):
             return 0
-        last = (self.history[-1].get("features") or {}) if self.history else {}
-        return int(last.get("stuck_evaluations", 0)) + 1
+        return int(self._last_features().get("stuck_evaluations", 0)) + 1
+
+    def _last_features(self) -> dict:
+        """The features of the last decision in ``history`` (none after a divergence, or at the start)."""
+        return (self.history[-1].get("features") or {}) if self.history else {}
 
     def _undo_punished_raise(self, features: dict[str, float]) -> float | None:
         """The multiplier that takes back the last decision's raise (1 / what it applied) when the

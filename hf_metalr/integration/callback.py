@@ -299,12 +299,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         if self._in_training:
-            self.controller.before_optimizer_step(schedule_factor=self._schedule_factor(optimizer))
-
-    def _schedule_factor(self, optimizer) -> float | None:
-        """The factor the Trainer's schedule gives this step's LR: param group 0's LR over the controller's."""
-        lr = optimizer.param_groups[0].get("lr") if optimizer is not None and optimizer.param_groups else None
-        return lr / self.controller.lr if isinstance(lr, (int, float)) and self.controller.lr > 0 else None
+            self.controller.before_optimizer_step(schedule_factor=self.controller.schedule_factor(optimizer))
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self._in_training:
