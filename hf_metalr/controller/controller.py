@@ -164,9 +164,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                           "the LR is wrong")
         if not (t >= EVIDENCE_T and ratio > 0):
             if features.get("alignment_steps") == 0:
-                return True, ("raise held: no evidence that the LR is too low: no step since the last decision was "
-                              "measured (the alignment leaves out a warmup's steps, and steps without a finite, "
-                              "nonzero gradient and update)")
+                return True, f"raise held: no evidence that the LR is too low: {_NOTHING_MEASURED}"
             return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
         if first and ratio < UNDERSHOOT_ALIGNMENT:
             return True, (f"raise held: at the first evaluation no metric trend backs the alignment, and a raise then needs "
@@ -180,8 +178,14 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                    f"{_average_below(features):.0%} below the current one's (a bounce around a valley floor), but the "
                    f"schedule anneals by itself, so a cut needs the gradient to oppose the steps (t <= "
                    f"-{_cut_evidence_t(features):g}, here {t:+.1f})")
+        if held and features.get("alignment_steps") == 0:  # the reasons that quote the gradient would be moot
+            why = f"cut held: no evidence that the steps overshoot: {_NOTHING_MEASURED}"
         return held, why
     return False, None
+
+
+_NOTHING_MEASURED = ("no step since the last decision was measured (the alignment leaves out a warmup's steps, and "
+                     "steps without a finite, nonzero gradient and update)")
 
 
 def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool, *, first: bool,
