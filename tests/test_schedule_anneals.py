@@ -127,10 +127,10 @@ def test_the_callback_gives_the_alignment_the_factor_of_the_trainers_schedule(tm
     steps = [r["features"]["alignment_steps"] for r in callback.controller.history]
     assert steps == [0, 5, 5, 5], "the first interval (steps 1-5) lies in the warmup: nothing measured"
     held, why = direction_verdict(2.0, {**CALM, "grad_alignment": 0.0, "grad_alignment_t": 0.0, "alignment_steps": 0})
-    assert held and "no step since the last decision was measured" in why and "warmup" in why
+    assert held and "no step of this evaluation interval was measured" in why and "warmup" in why
     held, why = direction_verdict(0.5, {**CALM, "objective_trend": 0.0, "grad_alignment": 0.0, "grad_alignment_t": 0.0,
                                         "alignment_steps": 0}, first=True)
-    assert held and why.startswith("cut held: no evidence that the steps overshoot: no step since the last decision")
+    assert held and why.startswith("cut held: no evidence that the steps overshoot: no step of this evaluation interval")
 
 
 def test_the_callback_watches_the_parameters_the_optimizer_updates(tmp_path):

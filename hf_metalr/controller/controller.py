@@ -184,7 +184,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     return False, None
 
 
-_NOTHING_MEASURED = ("no step since the last decision was measured (the alignment leaves out a warmup's steps, and "
+_NOTHING_MEASURED = ("no step of this evaluation interval was measured (the alignment leaves out a warmup's steps, and "
                      "steps without a finite, nonzero gradient and update)")
 
 
