@@ -41,7 +41,7 @@ import torch
 from .pointer_gather import GATHERED_DTYPES, PointerGather, pointer_gather_available
 from .serialization import tensors_to_text, text_to_tensors
 
-__all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignment"]
+__all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignment", "draw_sketch"]
 
 DEFAULT_SKETCH_SIZE = 8192
 WINDOW = 32  # 256 windows at the default size: short windows land in more of a model's tensors, whose
@@ -49,6 +49,32 @@ WINDOW = 32  # 256 windows at the default size: short windows land in more of a 
 _SUMS = ("dot", "norms", "cos", "cos_sq", "steps")  # the accumulator's slots
 _FOLD_EVERY = 256  # steps kept on the device before they are added to the sums
 _GRAD, _PARAMS_A, _PARAMS_B, _DESCENT, _INITIAL = range(5)  # the sketch buffers, by role
+
+
+def draw_sketch(sizes: list[int], sketch_size: int, seed: int) -> list[tuple[int, int, int]]:
+    """The sketch of parameters of ``sizes`` as runs of consecutive coordinates ``(parameter
+    index, start, stop)``, in parameter order and, within a parameter, in coordinate order
+    (overlapping windows merged); the whole of every parameter when they hold ``sketch_size`` or
+    fewer. ``GradientAlignment`` draws it from its parameters, its ``sketch_size`` and its ``seed``."""
+    if sum(sizes) <= sketch_size:
+        return [(i, 0, n) for i, n in enumerate(sizes)]
+    generator = torch.Generator().manual_seed(seed * 7919 + 17)
+    windows = max(1, sketch_size // WINDOW)
+    owners = torch.multinomial(torch.tensor(sizes, dtype=torch.float64), windows, replacement=True, generator=generator)
+    starts = torch.rand(windows, generator=generator, dtype=torch.float64)
+    chosen: dict[int, list[tuple[int, int]]] = {}
+    for owner, start in zip(owners.tolist(), starts.tolist()):
+        length = min(WINDOW, sketch_size, sizes[owner])
+        offset = int(start * (sizes[owner] - length + 1))
+        chosen.setdefault(owner, []).append((offset, offset + length))
+    runs = []
+    for i in sorted(chosen):
+        for begin, stop in sorted(chosen[i]):
+            if runs and runs[-1][0] == i and begin <= runs[-1][2]:
+                runs[-1] = (i, runs[-1][1], max(stop, runs[-1][2]))
+            else:
+                runs.append((i, begin, stop))
+    return runs
 
 
 class AlignmentWindow:
@@ -155,28 +181,7 @@ class GradientAlignment:
         return gather
 
     def _draw_sketch(self) -> list[tuple[int, int, int]]:
-        """The sketch as runs of consecutive coordinates ``(parameter index, start, stop)``, in
-        parameter order and, within a parameter, in coordinate order (overlapping windows merged)."""
-        sizes = [p.numel() for p in self.params]
-        if sum(sizes) <= self.sketch_size:
-            return [(i, 0, n) for i, n in enumerate(sizes)]
-        generator = torch.Generator().manual_seed(self.seed * 7919 + 17)
-        windows = max(1, self.sketch_size // WINDOW)
-        owners = torch.multinomial(torch.tensor(sizes, dtype=torch.float64), windows, replacement=True, generator=generator)
-        starts = torch.rand(windows, generator=generator, dtype=torch.float64)
-        chosen: dict[int, list[tuple[int, int]]] = {}
-        for owner, start in zip(owners.tolist(), starts.tolist()):
-            length = min(WINDOW, self.sketch_size, sizes[owner])
-            offset = int(start * (sizes[owner] - length + 1))
-            chosen.setdefault(owner, []).append((offset, offset + length))
-        runs = []
-        for i in sorted(chosen):
-            for begin, stop in sorted(chosen[i]):
-                if runs and runs[-1][0] == i and begin <= runs[-1][2]:
-                    runs[-1] = (i, runs[-1][1], max(stop, runs[-1][2]))
-                else:
-                    runs.append((i, begin, stop))
-        return runs
+        return draw_sketch([p.numel() for p in self.params], self.sketch_size, self.seed)
 
     def _index_owners(self) -> list[tuple[int, torch.Tensor]]:
         """The sketch as ``(parameter index, flat coordinate indices)`` per parameter that holds

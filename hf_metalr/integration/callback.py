@@ -76,6 +76,7 @@ from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checks import is_positive_finite, real_number
+from ..controller.alignment import draw_sketch
 from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
@@ -240,11 +241,12 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             gate=a.get("gate", True),
         )
         self.controller.schedule_anneals = schedule_anneals(lr_scheduler, state.max_steps)
+        saved = self._saved_attributes(state)
         if model is not None and _watchable(args):
             average = a.get("gate", True) and _average_iterates(a.get("average_iterates"), model)
-            self.controller.watch(_trained_parameters(model, optimizer), average_iterates=average)
+            saved_sketch = ((saved.get("controller_state") or {}).get("alignment") or {}) if state.global_step else {}
+            self.controller.watch(_watched_parameters(model, optimizer, saved_sketch), average_iterates=average)
 
-        saved = self._saved_attributes(state)
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
         folders = self._checkpoint_folders(args, state) if resuming else []
         pending = saved.get("pending_train_losses", [])
@@ -772,20 +774,40 @@ def _reference_lr(optimizer) -> float:
 def _trained_parameters(model, optimizer) -> list:
     """The model's parameters that the optimizer updates, in the model's order: a parameter left
     trainable (``requires_grad``) but outside the optimizer never moves, and would dilute the
-    alignment and the drift, so it is left out with a warning. When none of the model's parameters
-    is in the optimizer's groups (a wrapper that holds copies of them), all the trainable ones."""
+    alignment and the drift. When none of the model's parameters is in the optimizer's groups (a
+    wrapper that holds copies of them), all the trainable ones."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    trained = [p for p in trainable if id(p) in in_optimizer]
-    if not trained:
+    return [p for p in trainable if id(p) in in_optimizer] or trainable
+
+
+def _watched_parameters(model, optimizer, saved_sketch: dict) -> list:
+    """The parameters the controller watches: ``_trained_parameters``, with a warning naming the
+    trainable ones it leaves out; or, on a resume from a checkpoint whose gradient sketch was drawn
+    over every trainable parameter (hf_metalr before it left those out), all of them, with a
+    warning, so that the run goes on from its checkpoint instead of failing on the sketch."""
+    trained = _trained_parameters(model, optimizer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if len(trained) == len(trainable):
+        return trained
+
+    def coordinates(params):
+        runs = draw_sketch([p.numel() for p in params], saved_sketch["sketch_size"], saved_sketch["seed"])
+        return sum(stop - begin for _, begin, stop in runs)
+
+    if saved_sketch.get("coordinates") and coordinates(trained) != saved_sketch["coordinates"] and (
+            coordinates(trainable) == saved_sketch["coordinates"]):
+        warnings.warn("MetaLRCallback: the checkpoint's gradient sketch was drawn over every trainable parameter, "
+                      "those outside the optimizer included (an earlier hf_metalr); the resumed run keeps watching "
+                      "them all, to go on from its checkpoint.", UserWarning, stacklevel=3)
         return trainable
-    if len(trained) < len(trainable):
-        left_out = [p for p in trainable if id(p) not in in_optimizer]
-        warnings.warn(
-            f"MetaLRCallback: {len(left_out)} parameter tensors of the model ({sum(p.numel() for p in left_out):,} "
-            "values) require grad but are not in the optimizer, so they never move; the controller watches only "
-            "the optimizer's. Set requires_grad=False on them to freeze them (their gradients are then not "
-            "computed either), or add them to the optimizer.", UserWarning, stacklevel=3)
+    kept = {id(p) for p in trained}
+    left_out = [p for p in trainable if id(p) not in kept]
+    warnings.warn(
+        f"MetaLRCallback: {len(left_out)} parameter tensors of the model ({sum(p.numel() for p in left_out):,} "
+        "values) require grad but are not in the optimizer, so they never move; the controller watches only "
+        "the optimizer's. Set requires_grad=False on them to freeze them (their gradients are then not "
+        "computed either), or add them to the optimizer.", UserWarning, stacklevel=3)
     return trained
 
 
