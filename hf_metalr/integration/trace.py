@@ -64,7 +64,11 @@ def read_trace(path: str | Path) -> list[dict]:
     absent from traces before 2026-12-04) and ``scale`` (the controller's LR scale, also logged as
     ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces);
     ``learned`` (whether the policy was updated);
-    ``diverged``; ``features`` (every feature, by name; None at a divergence); ``early_cuts``
+    ``diverged``; ``features`` (every feature, by name, and the gate's own readings beside them:
+    ``param_drift``, ``stuck_evaluations``, ``alignment_steps`` (the steps the alignment counted in
+    the interval), ``previous_grad_alignment_t`` (the last interval's reading, when it had one) and
+    the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
+    divergence); ``early_cuts``
     (on the first decision's line: the early-divergence guard's cuts before it, each with the
     optimizer ``step`` (counted from the run's start), its training ``loss`` (text when not
     finite), the highest loss before it as ``reference``, and the ``applied`` multiplier, ``scale``
