@@ -41,7 +41,7 @@ import torch
 from .pointer_gather import GATHERED_DTYPES, PointerGather, pointer_gather_available
 from .serialization import tensors_to_text, text_to_tensors
 
-__all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignment", "draw_sketch"]
+__all__ = ["DEFAULT_SKETCH_SIZE", "WINDOW", "AlignmentWindow", "GradientAlignment", "draw_sketch", "sketch_coordinates"]
 
 DEFAULT_SKETCH_SIZE = 8192
 WINDOW = 32  # 256 windows at the default size: short windows land in more of a model's tensors, whose
@@ -75,6 +75,11 @@ def draw_sketch(sizes: list[int], sketch_size: int, seed: int) -> list[tuple[int
             else:
                 runs.append((i, begin, stop))
     return runs
+
+
+def sketch_coordinates(runs: list[tuple[int, int, int]]) -> int:
+    """How many coordinates a sketch's runs (``draw_sketch``) hold."""
+    return sum(stop - begin for _, begin, stop in runs)
 
 
 class AlignmentWindow:
@@ -220,7 +225,7 @@ class GradientAlignment:
 
     @property
     def coordinates(self) -> int:
-        return sum(stop - begin for _, begin, stop in self._runs)
+        return sketch_coordinates(self._runs)
 
     def before_step(self, schedule_factor: float | None = None) -> None:
         """Read the step's final gradient (call after clipping, before ``optimizer.step()``).

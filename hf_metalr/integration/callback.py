@@ -76,7 +76,7 @@ from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checks import is_positive_finite, real_number
-from ..controller.alignment import draw_sketch
+from ..controller.alignment import draw_sketch, sketch_coordinates
 from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
@@ -792,8 +792,7 @@ def _watched_parameters(model, optimizer, saved_sketch: dict) -> list:
         return trained
 
     def coordinates(params):
-        runs = draw_sketch([p.numel() for p in params], saved_sketch["sketch_size"], saved_sketch["seed"])
-        return sum(stop - begin for _, begin, stop in runs)
+        return sketch_coordinates(draw_sketch([p.numel() for p in params], saved_sketch["sketch_size"], saved_sketch["seed"]))
 
     if saved_sketch.get("coordinates") and coordinates(trained) != saved_sketch["coordinates"] and (
             coordinates(trainable) == saved_sketch["coordinates"]):
