@@ -1,0 +1,248 @@
+"""The promise on two model families that no rule, bar or policy choice was ever looked at on.
+
+Every task under ``hf_metalr/tasks`` has been read by someone tuning the controller: the three
+held-out ones by the sweeps that report on them, the three fresh ones by the rules found on them
+since. This defines two more, here and nowhere else, and runs them as a user would, once:
+
+- ``mlm``: a tiny ``BertForMaskedLM`` (2 layers, 64 wide, from ``BertConfig``) on the sentiment
+  task's generated sentences, 15% of the tokens masked once per row from a fixed seed (so every run
+  and every evaluation sees the same masks). Metric: the masked tokens' cross-entropy (lower is better).
+- ``gru-series``: a GRU (1 -> 64) forecasting the next 8 values of a noisy sum of two sines from
+  the 48 before them, a plain ``nn.Module`` returning ``{"loss", "logits"}``. Metric: R^2 of the
+  forecast (higher is better).
+
+Per family, a good LR is picked first (the best final validation loss of the constant LR over a
+fixed grid, seed 0). Then, at 0.1x, 1x and 10x of it and on the same seeds, through the ``compare``
+harness's Trainer: the constant LR and ``metalr`` (the controller on a constant schedule); the
+Trainer's default ``linear`` schedule with and without ``MetaLRCallback()`` (the one line a user
+adds); and the LR-free peers, Schedule-Free AdamW at the cell's LR and Prodigy (which ignores it,
+so it runs once per seed). It prints per cell the median final test metric of each, and for the
+two promises the paired per-seed count (the callback better / same / worse) and the median
+difference (> 0 when the callback is better). Finished runs are reused from ``--out``/runs.jsonl.
+
+    python benchmarks/unseen_families.py --out benchmarks/results/unseen_families
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hf_metalr import MetaLRCallback
+from hf_metalr.compare.runner import run_one
+from hf_metalr.tasks.base import ArrayDataset, Task, TaskData, seeded
+
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+MASK_SEED, SERIES_SEED = 97, 31
+MASK_SHARE = 0.15
+
+
+def _r2(eval_pred) -> dict[str, float]:
+    predictions = np.asarray(eval_pred.predictions, dtype=np.float64)
+    labels = np.asarray(eval_pred.label_ids, dtype=np.float64)
+    mse = float(np.mean((predictions - labels) ** 2))
+    return {"r2": 1.0 - mse / float(np.var(labels)), "mse": mse}
+
+
+@functools.lru_cache(maxsize=1)
+def _mlm_split() -> TaskData:
+    from hf_metalr.tasks import sentiment
+
+    tokenizer = sentiment.build_tokenizer()
+    texts = sentiment._texts()
+    generator = torch.Generator().manual_seed(MASK_SEED)
+    special = torch.tensor(tokenizer.all_special_ids)
+
+    def encode(split: str) -> ArrayDataset:
+        encoded = tokenizer(texts[split][0], padding="max_length", max_length=sentiment.MAX_LENGTH, return_tensors="pt")
+        ids = encoded["input_ids"]
+        maskable = ~torch.isin(ids, special)
+        chosen = maskable & (torch.rand(ids.shape, generator=generator) < MASK_SHARE)
+        chosen[:, 1] |= maskable[:, 1] & ~chosen.any(1)  # at least one masked token per row
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        inputs = torch.where(chosen, torch.full_like(ids, tokenizer.mask_token_id), ids)
+        return ArrayDataset(input_ids=inputs, attention_mask=encoded["attention_mask"], labels=labels)
+
+    return TaskData(encode("train"), encode("validation"), encode("test"))
+
+
+class MaskedLMTask(Task):
+    name = "mlm"
+    description = "masked LM on generated sentences, BertForMaskedLM (2 layers, 64 wide) from BertConfig"
+    metric = "masked_loss"
+    greater_is_better = False
+    threshold = 1.0
+    test_metrics = ("masked_loss", "masked_accuracy")
+    learning_rate = 1e-3  # replaced by the grid's pick
+    epochs = 10
+    batch_size = 32
+    evals_per_epoch = 2
+
+    def load(self) -> TaskData:
+        return _mlm_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import BertConfig, BertForMaskedLM
+
+        from hf_metalr.tasks import sentiment
+
+        tokenizer = sentiment.build_tokenizer()
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=128, max_position_embeddings=sentiment.MAX_LENGTH, type_vocab_size=1,
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                            pad_token_id=tokenizer.pad_token_id)
+        return seeded(seed, lambda: BertForMaskedLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        logits = torch.as_tensor(np.asarray(eval_pred.predictions), dtype=torch.float32)
+        labels = torch.as_tensor(np.asarray(eval_pred.label_ids), dtype=torch.long)
+        masked = labels != -100
+        loss = nn.functional.cross_entropy(logits[masked], labels[masked]).item()
+        accuracy = (logits[masked].argmax(-1) == labels[masked]).float().mean().item()
+        return {"masked_loss": loss, "masked_accuracy": accuracy}
+
+
+SERIES_IN, SERIES_OUT = 48, 8
+
+
+@functools.lru_cache(maxsize=1)
+def _series_split() -> TaskData:
+    rng = np.random.default_rng(SERIES_SEED)
+    n = 3000
+    t = np.arange(SERIES_IN + SERIES_OUT)[None, :]
+    frequency = rng.uniform(0.05, 0.35, size=(n, 2))
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 2))
+    amplitude = rng.uniform(0.5, 1.5, size=(n, 2))
+    series = (amplitude[:, :1] * np.sin(frequency[:, :1] * t + phase[:, :1])
+              + amplitude[:, 1:] * np.sin(frequency[:, 1:] * t + phase[:, 1:])
+              + rng.normal(0, 0.1, size=(n, SERIES_IN + SERIES_OUT)))
+    x = torch.tensor(series[:, :SERIES_IN, None], dtype=torch.float32)
+    y = torch.tensor(series[:, SERIES_IN:], dtype=torch.float32)
+    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
+    return TaskData(*(ArrayDataset(series=x[part], labels=y[part]) for part in cuts))
+
+
+class SeriesGRU(nn.Module):
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.gru = nn.GRU(1, width, batch_first=True)
+        self.head = nn.Linear(width, SERIES_OUT)
+
+    def forward(self, series, labels=None):
+        _, hidden = self.gru(series)
+        prediction = self.head(hidden[-1])
+        out = {"logits": prediction}
+        if labels is not None:
+            out["loss"] = nn.functional.mse_loss(prediction, labels)
+        return out
+
+
+class SeriesTask(Task):
+    name = "gru-series"
+    description = "forecast 8 steps of a noisy sum of two sines from 48, a GRU (64 wide) as a plain nn.Module"
+    metric = "r2"
+    greater_is_better = True
+    threshold = 0.9
+    test_metrics = ("r2", "mse")
+    learning_rate = 1e-3  # replaced by the grid's pick
+    epochs = 10
+    batch_size = 32
+    evals_per_epoch = 2
+
+    def load(self) -> TaskData:
+        return _series_split()
+
+    def model(self, seed: int) -> nn.Module:
+        return seeded(seed, SeriesGRU)
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return _r2(eval_pred)
+
+
+TASKS = {task.name: task for task in (MaskedLMTask(), SeriesTask())}
+
+
+def _runs(path: Path) -> dict[tuple, dict]:
+    return {(r["task"], r["lr"], r["seed"], r["schedule"]): r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+
+
+def run(task: Task, lr: float, seed: int, schedule: str, out: Path, done: dict, epochs: int | None = None, log=print) -> dict:
+    key = (task.name, lr, seed, schedule)
+    if key in done:
+        return done[key]
+    plain, _, callback = schedule.partition("+")  # "linear+metalr": the linear schedule with MetaLRCallback()
+    record = run_one(task, plain, seed, out / "runs" / task.name / f"lr{lr:g}-seed{seed}-{schedule}", lr=lr,
+                     epochs=epochs, extra_callbacks=[MetaLRCallback()] if callback else ())
+    row = {"task": task.name, "lr": lr, "seed": seed, "schedule": schedule, "status": record["status"],
+           "test": record["test"], "best_val_loss": record["best_val_loss"],
+           "final_val_loss": next((e["eval_loss"] for e in reversed(record["evals"]) if "eval_loss" in e), None),
+           "wall_seconds": record["wall_seconds"]}
+    done[key] = row
+    with (out / "runs.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    log(f"{task.name} lr {lr:g} seed {seed} {schedule}: {row['test']} ({row['wall_seconds']:.1f}s)")
+    return row
+
+
+def good_lr(task: Task, out: Path, done: dict, grid=LR_GRID, epochs: int | None = None) -> float:
+    """The grid's LR with the lowest final validation loss of the constant LR, seed 0."""
+    finals = {lr: run(task, lr, 0, "constant", out, done, epochs)["final_val_loss"] for lr in grid}
+    return min((loss, lr) for lr, loss in finals.items() if loss is not None and np.isfinite(loss))[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--multipliers", default="0.1,1,10")
+    p.add_argument("--lr-grid", default=",".join(f"{lr:g}" for lr in LR_GRID), help="the constant LRs the good one is picked from")
+    p.add_argument("--epochs", type=int, default=None, help="per run (default: the task's, 10)")
+    p.add_argument("--out", type=Path, default=Path("runs/unseen_families"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    a.out.mkdir(parents=True, exist_ok=True)
+    done = _runs(a.out / "runs.jsonl")
+    promise = ["| task (test metric) | LR | plain | with the callback | seeds better/same/worse | median diff |",
+               "|---|---|---|---|---|---|"]
+    rescue = ["| task (test metric) | LR | constant | metalr | schedule-free | prodigy |", "|---|---|---|---|---|---|"]
+    for name in a.tasks.split(","):
+        task = TASKS[name]
+        base = good_lr(task, a.out, done, [float(x) for x in a.lr_grid.split(",")], a.epochs)
+        metric, sign = task.test_metrics[0], (1 if task.greater_is_better else -1)
+        seeds = range(a.seeds)
+        prodigy = statistics.median(run(task, base, s, "prodigy", a.out, done, a.epochs)["test"][metric] for s in seeds)
+        for multiplier in map(float, a.multipliers.split(",")):
+            lr = base * multiplier
+            medians = {}
+            for plain in ("constant", "linear"):
+                with_callback = "metalr" if plain == "constant" else "linear+metalr"
+                pairs = [(run(task, lr, s, plain, a.out, done, a.epochs)["test"][metric],
+                          run(task, lr, s, with_callback, a.out, done, a.epochs)["test"][metric]) for s in seeds]
+                diffs = [sign * (m - c) for c, m in pairs]
+                count = "/".join(str(sum(f(d) for d in diffs))
+                                 for f in (lambda d: d > 1e-9, lambda d: abs(d) <= 1e-9, lambda d: d < -1e-9))
+                medians[plain] = statistics.median(c for c, _ in pairs)
+                medians[with_callback] = statistics.median(m for _, m in pairs)
+                promise.append(f"| {name} ({metric}) | x{multiplier:g} ({lr:.3g}) | {plain} {medians[plain]:.4f} | "
+                               f"{with_callback} {medians[with_callback]:.4f} | {count} | {statistics.median(diffs):+.4f} |")
+            free = statistics.median(run(task, lr, s, "schedule-free", a.out, done, a.epochs)["test"][metric] for s in seeds)
+            rescue.append(f"| {name} ({metric}) | x{multiplier:g} ({lr:.3g}) | {medians['constant']:.4f} | "
+                          f"{medians['metalr']:.4f} | {free:.4f} | {prodigy:.4f} |")
+    lines = ["The promise: each plain schedule against the same with the callback (median final test metric)", "",
+             *promise, "", "Against the LR-free peers (median final test metric; Prodigy ignores the LR)", "", *rescue]
+    table = "\n".join(lines)
+    (a.out / "unseen_families.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
