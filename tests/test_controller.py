@@ -309,6 +309,21 @@ def test_policy_roundtrip(tmp_path):
     assert torch.equal(net.actor(obs), loaded.actor(obs))
 
 
+def test_saved_policy_is_as_readable_as_any_new_file(tmp_path):
+    """The weights get the mode the umask gives a new file, as the card does (safetensors 0.8 alone
+    leaves 0600: a policy another user of a shared machine could not load)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        weights = save_policy(random_policy(0), tmp_path / "shared")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(weights.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o644
+
+
 def _saved(tmp_path):
     save_policy(random_policy(0), tmp_path / "p")
     return tmp_path / "p.safetensors", tmp_path / "p.json"

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,7 +127,9 @@ def policy_fingerprint(path: str | Path) -> str:
 
 
 def save_policy(net: PolicyNetwork, path: str | Path, card: dict | None = None) -> Path:
-    """Write ``path.safetensors`` and ``path.json``; returns the weights path."""
+    """Write ``path.safetensors`` and ``path.json``; returns the weights path. Both get the mode the
+    process's umask gives a new file (safetensors 0.8 writes through a temporary file of mode 0600,
+    which would leave a policy meant for others readable by its owner only)."""
     from safetensors.torch import save_file
 
     weights, config_path = policy_files(path)
@@ -133,8 +137,9 @@ def save_policy(net: PolicyNetwork, path: str | Path, card: dict | None = None) 
     config = asdict(net.config)
     if card is not None:
         config["card"] = card
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
     config_path.write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
+    os.chmod(weights, stat.S_IMODE(config_path.stat().st_mode))  # the mode open() gave the card
     return weights
 
 
