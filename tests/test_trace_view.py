@@ -45,6 +45,17 @@ def test_each_decision_is_classified_and_counted():
     assert (summarize_trace(lower)["best"], summarize_trace(lower)["best_step"]) == (0.50, 10)
 
 
+def test_a_move_at_the_runs_final_step_is_named_as_one_no_step_used():
+    ended = [dict(e, features={"progress": e["global_step"] / 60}) for e in SYNTHETIC[:6]]  # the cut at step 60 ends it
+    summary = summarize_trace(ended)
+    assert summary["moved_at_end"] == 1 and summary["cut"] == 3
+    assert "(the last move, at the run's final step, applied to no step)" in _summary_text(summary, "eval_accuracy")
+    # a keep there, or a move before the end, is not named
+    assert summarize_trace([dict(e, features={"progress": e["global_step"] / 70}) for e in SYNTHETIC])["moved_at_end"] == 0
+    assert summarize_trace([dict(e, features={"progress": e["global_step"] / 100}) for e in SYNTHETIC[:6]])["moved_at_end"] == 0
+    assert "applied to no step" not in _summary_text(summarize_trace(SYNTHETIC), "eval_accuracy")
+
+
 def test_the_table_has_one_row_a_decision_and_cuts_the_reasons_unless_asked():
     short = format_trace(SYNTHETIC, width=80).splitlines()
     assert short[0] == "eval_accuracy: higher is better" and short[1].split()[:3] == ["step", "epoch", "eval_accuracy"]

@@ -123,8 +123,9 @@ def summarize_trace(entries: list[dict]) -> dict:
     ``divergences`` (decisions of that :func:`decision_kind`); ``early_cuts`` (the early-divergence
     guard's, before the first decision); ``initial_lr`` (the user's, param group 0), ``final_scale``
     (the controller's scale at the end) and ``final_lr`` (the controller's LR then, initial x scale,
-    without a schedule's factor);
-    ``best`` (the best metric value, by its direction) and ``best_step``."""
+    without a schedule's factor); ``moved_at_end`` (1 when the last decision, made at the run's final
+    step, ``progress`` 1, moved the LR, which no step then used; it is counted in ``raised``/``cut``
+    and in ``final_scale``); ``best`` (the best metric value, by its direction) and ``best_step``."""
     if not entries:
         return {"decisions": 0}
     applied = [_number(e.get("applied")) for e in entries]
@@ -150,6 +151,7 @@ def summarize_trace(entries: list[dict]) -> dict:
         "initial_lr": initial_lr,
         "final_scale": final_scale,
         "final_lr": initial_lr * final_scale,
+        "moved_at_end": int(applied[-1] != 1 and _number((entries[-1].get("features") or {}).get("progress")) >= 1),
         "best": best[0],
         "best_step": best[1],
     }
@@ -167,6 +169,8 @@ def _summary_text(summary: dict, metric: str) -> str:
         if summary[key]:
             counts.append(f"{summary[key]} {words}")
     parts = [", ".join(counts)]
+    if summary.get("moved_at_end"):
+        parts[0] += " (the last move, at the run's final step, applied to no step)"
     best = (f"best {metric} {summary['best']:.4g} at step {summary['best_step']}" if summary["best_step"] is not None
             else f"no finite {metric}")
     parts.append(f"LR {summary['initial_lr']:.3g} -> {summary['final_lr']:.3g} (the controller's scale "
