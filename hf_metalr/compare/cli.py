@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 from ..baselines import SCHEDULES, MissingPeerError, available_schedules, require_schedule
-from ..tasks import TASKS
+from ..tasks import TASK_SPEC_HELP, TASKS, get_task
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hf-metalr compare",
-        description="Train one embedded task under several LR schedules and seeds through the standard Trainer, "
+        description="Train one task, embedded or your own, under several LR schedules and seeds through the standard Trainer, "
         "then write results.json, summary.csv, report.md and plots into --out.",
     )
-    p.add_argument("--task", required=True, help=f"embedded task: {', '.join(TASKS)}")
+    p.add_argument("--task", required=True, help=f"embedded task ({', '.join(TASKS)}), or {TASK_SPEC_HELP}")
     p.add_argument("--schedules", default="all",
                    help=f"comma-separated schedules, or 'all' ({','.join(SCHEDULES)}; 'all' skips an LR-free peer "
                         "whose package is missing, and the report says so)")
@@ -70,8 +70,10 @@ def _partial_report(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.task not in TASKS:
-        raise SystemExit(f"hf-metalr compare: unknown task {args.task!r}; choose from: {', '.join(TASKS)}")
+    try:
+        get_task(args.task)
+    except ValueError as exc:
+        raise SystemExit(f"hf-metalr compare: {exc}")
     schedules = parse_list(args.schedules, SCHEDULES, "schedule")
     skipped = {}
     if args.schedules == "all":

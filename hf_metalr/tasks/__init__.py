@@ -1,13 +1,27 @@
-"""Embedded benchmark tasks that run offline on a laptop CPU."""
+"""Embedded benchmark tasks that run offline on a laptop CPU, and a user's own, named by where it is.
+
+``get_task`` takes an embedded task's name, or ``MODULE:NAME`` / ``path/to/file.py:NAME`` for a
+:class:`~hf_metalr.tasks.base.Task` of your own (a subclass, or an instance), so that
+``hf-metalr compare`` runs the same comparison on it.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Callable
 
 from .base import Task, TaskData
 
-__all__ = ["TASKS", "Task", "TaskData", "get_task"]
+__all__ = ["TASKS", "Task", "TaskData", "get_task", "TASK_SPEC_HELP"]
+
+TASK_SPEC_HELP = ("MODULE:NAME or path/to/file.py:NAME, a hf_metalr.tasks.Task subclass (or instance) of your own "
+                  "(README, \"Compare schedules on your own task\")")
+_REQUIRED = ("name", "description", "metric", "greater_is_better", "threshold", "test_metrics")
 
 
 def _lazy(module: str, cls: str) -> Callable[[], Task]:
@@ -31,6 +45,59 @@ TASKS = {
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from: {', '.join(TASKS)}")
-    return TASKS[name]()
+    """An embedded task by name, or a user's own by ``MODULE:NAME`` / ``path/to/file.py:NAME``.
+    ``ValueError`` naming the problem and the fix when it cannot be found or is not a complete Task."""
+    if name in TASKS:
+        return TASKS[name]()
+    if ":" not in name:
+        raise ValueError(f"unknown task {name!r}; choose from: {', '.join(TASKS)}, or give {TASK_SPEC_HELP}")
+    where, _, attribute = name.rpartition(":")
+    if not where or not attribute.isidentifier():
+        raise ValueError(f"task {name!r}: expected {TASK_SPEC_HELP}")
+    found = getattr(_task_module(where), attribute, None)
+    if found is None:
+        raise ValueError(f"task {name!r}: {where} defines no {attribute!r}; name a Task subclass it defines")
+    if isinstance(found, type) and issubclass(found, Task):
+        try:
+            task = found()
+        except TypeError as exc:  # an abstract method left out, or an __init__ that needs arguments
+            raise ValueError(f"task {name!r}: {attribute} cannot be built with no arguments ({exc}); implement "
+                             "load, model and compute_metrics, and give __init__ defaults") from None
+    elif isinstance(found, Task):
+        task = found
+    else:
+        raise ValueError(f"task {name!r}: {attribute} is of type {type(found).__name__}, not a hf_metalr.tasks.Task "
+                         "subclass; subclass hf_metalr.tasks.Task (see hf_metalr/tasks/regression.py for one)")
+    missing = [a for a in _REQUIRED if not hasattr(task, a)]
+    if missing:
+        raise ValueError(f"task {name!r}: {attribute} does not set {', '.join(missing)}; set them as class attributes "
+                         "(the Task docstring says what each means)")
+    return task
+
+
+@functools.lru_cache(maxsize=None)
+def _task_module(where: str):
+    """The module at ``where``: a ``.py`` file's path (imported once, its folder on ``sys.path`` while
+    it runs, so it can import its neighbours), or an importable module name."""
+    if where.endswith(".py"):
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"task file {where} does not exist; give the path of the .py file that defines the task")
+        module_name = f"hf_metalr_user_task_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+        sys.path.insert(0, str(path.parent))
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        finally:
+            sys.path.remove(str(path.parent))
+        return module
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"task module {where!r} cannot be imported ({exc}); install it, run from the folder that "
+                         "holds it, or give the .py file's path instead") from None

@@ -1,0 +1,133 @@
+"""``hf-metalr compare --task path/to/file.py:NAME``: the comparison on a Task of the user's own."""
+
+import json
+import textwrap
+
+import pytest
+
+from hf_metalr.compare.cli import main as compare_main
+from hf_metalr.tasks import get_task
+from hf_metalr.tasks.regression import RegressionTask
+
+OWN_TASK = textwrap.dedent('''
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from hf_metalr.tasks import Task, TaskData
+    from hf_metalr.tasks.base import ArrayDataset, seeded
+    from helper_rows import rows  # a neighbour of this file: its folder is importable while it loads
+
+
+    class LineFit(Task):
+        name = "line-fit"
+        description = "y = 3x - 1 plus noise, one linear layer"
+        metric = "mse"
+        greater_is_better = False
+        threshold = 0.05
+        test_metrics = ("mse",)
+        learning_rate = 0.05
+        epochs = 2
+        batch_size = 16
+        evals_per_epoch = 2
+
+        def load(self):
+            return TaskData(*(rows(n, seed) for n, seed in ((96, 0), (32, 1), (32, 2))))
+
+        def model(self, seed):
+            class Line(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.linear = nn.Linear(1, 1)
+
+                def forward(self, x, labels=None):
+                    y = self.linear(x).squeeze(-1)
+                    return {"logits": y, **({"loss": nn.functional.mse_loss(y, labels)} if labels is not None else {})}
+
+            return seeded(seed, Line)
+
+        def compute_metrics(self, eval_pred):
+            return {"mse": float(np.mean((eval_pred.predictions - eval_pred.label_ids) ** 2))}
+
+
+    not_a_task = 3
+
+
+    class Unfinished(Task):
+        name = "unfinished"
+
+
+    class NoMetric(Task):
+        name = "no-metric"
+        description = "every method, but no metric set"
+        greater_is_better = False
+        threshold = 0.05
+        test_metrics = ("mse",)
+        load, model, compute_metrics = LineFit.load, LineFit.model, LineFit.compute_metrics
+''')
+
+HELPER = textwrap.dedent('''
+    import torch
+    from hf_metalr.tasks.base import ArrayDataset
+
+
+    def rows(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand(n, 1, generator=g)
+        return ArrayDataset(x=x, labels=3 * x[:, 0] - 1 + 0.05 * torch.randn(n, generator=g))
+''')
+
+
+@pytest.fixture()
+def own_task_file(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "helper_rows.py").write_text(HELPER)
+    path = folder / "line_task.py"
+    path.write_text(OWN_TASK)
+    return path
+
+
+def test_compare_runs_a_task_of_ones_own_from_its_file(own_task_file, tmp_path):
+    out = tmp_path / "cmp"
+    assert compare_main(["--task", f"{own_task_file}:LineFit", "--schedules", "constant,metalr", "--seeds", "1",
+                         "--out", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["task"] == "line-fit" and saved["config"]["threshold"] == 0.05
+    assert sorted(r["schedule"] for r in saved["runs"]) == ["constant", "metalr"]
+    assert all(len(r["evals"]) == 4 and r["test"]["mse"] is not None for r in saved["runs"])  # 2 epochs x 2 evals
+    assert (out / "runs" / "metalr-seed0" / "metalr_trace.jsonl").is_file()
+    assert "line-fit" in (out / "report.md").read_text()
+    # a resume finds the same task again by the same spec
+    assert compare_main(["--task", f"{own_task_file}:LineFit", "--schedules", "constant,metalr,linear", "--seeds", "1",
+                         "--out", str(out), "--resume"]) == 0
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 3
+
+
+def test_a_module_name_works_as_well_as_a_file():
+    assert isinstance(get_task("hf_metalr.tasks.regression:RegressionTask"), RegressionTask)
+    instance = RegressionTask()
+    import hf_metalr.tasks.regression as module
+
+    module.A_READY_TASK = instance
+    try:
+        assert get_task("hf_metalr.tasks.regression:A_READY_TASK") is instance
+    finally:
+        del module.A_READY_TASK
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("{file}:Missing", "defines no 'Missing'; name a Task subclass it defines"),
+    ("{file}:not_a_task", "not_a_task is of type int, not a hf_metalr.tasks.Task subclass"),
+    ("{file}:Unfinished", "Unfinished cannot be built with no arguments"),
+    ("{file}:NoMetric", "NoMetric does not set metric; set them as class attributes"),
+    ("{folder}/nowhere.py:LineFit", "nowhere.py does not exist; give the path of the .py file"),
+    ("no_such_module_here:LineFit", "task module 'no_such_module_here' cannot be imported"),
+    ("{file}:", "expected MODULE:NAME or path/to/file.py:NAME"),
+    ("mnist", "unknown task 'mnist'; choose from: digits"),
+])
+def test_a_task_that_cannot_be_found_or_built_is_named_with_the_fix(own_task_file, spec, message):
+    spec = spec.format(file=own_task_file, folder=own_task_file.parent)
+    with pytest.raises(SystemExit) as info:
+        compare_main(["--task", spec, "--out", "unused"])
+    assert message in str(info.value)
