@@ -36,6 +36,10 @@ Derived here, per task:
   never reaches the threshold counts as the task's evaluation budget + 1), with the best LR-free
   peer and the best peer taken per task, and metalr's ratio to them and to the random-init policy.
 
+``--tasks`` also takes a Task of your own, ``path/to/file.py:NAME`` or ``module:NAME`` (as
+``hf-metalr compare --task`` does), so the whole protocol runs on it; its folders and rows carry
+the task's ``name``.
+
 Writes ``<out>/meta_eval.json`` and ``<out>/meta_eval.md``, and prints the markdown.
 """
 
@@ -139,7 +143,7 @@ def summarize(task_name: str, by_lr: dict[float, dict]) -> dict:
             row[f"metalr_vs_{name}"] = ev["metalr"] / ev[row[name]] if ev[row[name]] < NOT_REACHED else None
         row["metalr_vs_oracle"] = ev["metalr"] / oracle_evals if oracle_evals < NOT_REACHED else None
     return {
-        "task": task_name,
+        "task": task.name,
         "test_metric": metric,
         "threshold": f"eval_{task.metric} {'>=' if task.greater_is_better else '<='} {task.threshold}",
         "good_lr": task.learning_rate,
@@ -293,7 +297,8 @@ def parse_task_seeds(text: str, tasks: str) -> dict[str, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", default="digits,sentiment,spoken-digits")
+    p.add_argument("--tasks", default="digits,sentiment,spoken-digits",
+                   help="comma-separated embedded tasks, or Tasks of your own as path/to/file.py:NAME or module:NAME")
     p.add_argument("--seeds", type=int, default=5, help="seeds per task (0..N-1)")
     p.add_argument("--task-seeds", default="", help="per-task overrides of --seeds, e.g. digits=10")
     p.add_argument("--multipliers", default=",".join(map(str, MULTIPLIERS)))
@@ -323,7 +328,7 @@ def main(argv=None) -> int:
         task = get_task(task_name)
         by_lr = {}
         for mult in (float(m) for m in a.multipliers.split(",")):
-            out = a.out / f"{task_name}-lr_x{mult:g}"
+            out = a.out / f"{task.name}-lr_x{mult:g}"  # the task's name: a spec of one's own (file.py:NAME) is a path
             print(f"== {task_name} at LR x{mult:g} ({task.learning_rate * mult:g}) -> {out}", flush=True)
             if rerun:
                 print(f"   dropped {drop_runs(out, rerun)} finished runs of {', '.join(rerun)}", flush=True)

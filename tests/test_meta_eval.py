@@ -101,6 +101,23 @@ def test_task_seeds_give_one_task_more_seeds(meta_eval, tmp_path, monkeypatch):
     assert [s["seeds"] for s in summaries] == [[0, 1, 2, 3], [0, 1]]
 
 
+def test_a_task_of_ones_own_runs_the_protocol_in_folders_named_by_its_name(meta_eval, tmp_path, monkeypatch):
+    outs = []
+
+    def fake_compare(task_name, schedules, seeds, out, **kwargs):
+        outs.append((task_name, out))
+        return {"runs": [_run(s, seed, 5, 0.9) for s in schedules for seed in seeds],
+                "config": {"epochs": 3, "evals_per_epoch": 2}}
+
+    monkeypatch.setattr(meta_eval, "compare", fake_compare)
+    monkeypatch.setattr(meta_eval, "write_report", lambda out: None)
+    spec = "hf_metalr.tasks.regression:RegressionTask"
+    meta_eval.main(["--tasks", spec, "--seeds", "1", "--multipliers", "1", "--task-seeds", f"{spec}=2", "--out", str(tmp_path)])
+    assert outs == [(spec, tmp_path / "regression-lr_x1")]  # the spec for the harness, the name for the folder
+    (summary,) = json.loads((tmp_path / "meta_eval.json").read_text())
+    assert summary["task"] == "regression" and summary["seeds"] == [0, 1]
+
+
 @pytest.mark.parametrize("bad, message", [("digit=10", "is not one of --tasks"), ("digits=0", "is not TASK=N"),
                                           ("digits=10,digits=3", "given twice")])
 def test_bad_task_seeds_are_refused_before_any_run(meta_eval, tmp_path, capsys, bad, message):
