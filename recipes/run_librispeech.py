@@ -55,6 +55,7 @@ from common import (
     load_model,
     load_splits,
     parse_args,
+    require_examples,
     setup_logging,
     train_evaluate_test,
 )
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
         splits["train"] = splits["train"].filter(
             lambda n: low <= n <= high, input_columns=[training_args.length_column_name], desc="duration filter"
         )
+        require_examples(splits["train"], "train", f"--min_duration_in_seconds {data_args.min_duration_in_seconds:g} and "
+                         f"--max_duration_in_seconds {data_args.max_duration_in_seconds:g} (every clip was outside them)")
 
     tokenizer = build_tokenizer(model_args, splits["train"]["text"])
     config = load_config(

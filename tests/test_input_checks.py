@@ -303,7 +303,7 @@ def test_results_of_the_wrong_shape_are_named_by_report_and_resume(tmp_path, cap
 def test_param_group_0_at_lr_0_is_named(tmp_path):
     trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], two_groups=True, max_steps=5)
     trainer.optimizer.param_groups[0]["lr"] = 0.0
-    with pytest.raises(ValueError, match="relative to param group 0, whose LR is 0.0. Put a group with a finite LR > 0 first"):
+    with pytest.raises(ValueError, match=r"relative to param group 0, whose LR is 0.0. Give the Trainer a learning_rate > 0 \(--learning_rate\), and with an optimizer of your own put a group with a finite LR > 0 first"):
         trainer.train()
 
 

@@ -390,3 +390,79 @@ def test_local_file_schema_errors(tmp_path):
     config_args = common.BaseModelArguments(model_type="bert", config_overrides="hidden_sise=8")
     with pytest.raises(ValueError, match="hidden_sise"):
         common.load_config(config_args)
+
+
+def test_local_data_that_cannot_train_is_refused_before_any_work(tmp_path):
+    """A data file that does not exist, a file column pointing at files that do not exist, and a split
+    left empty by the sample caps: each refused while loading, naming the flag or the file."""
+    common = common_module()
+    with pytest.raises(ValueError, match=r"--train_file .*nowhere.csv does not exist"):
+        common.load_splits(common.BaseDataArguments(train_file=str(tmp_path / "nowhere.csv")), _training_args(tmp_path),
+                           columns=())
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "0.png").write_bytes(b"")
+    (tmp_path / "rows.csv").write_text("img,label\nimages/0.png,1\nimages/1.png,0\nimages/2.png,1\n")
+    with pytest.raises(ValueError, match=r"rows.csv: 2 of the files in column 'img' do not exist, the first .*images/1.png"):
+        common.load_splits(common.BaseDataArguments(train_file=str(tmp_path / "rows.csv")), _training_args(tmp_path),
+                           columns=("img", "label"), path_columns=("img",))
+    (tmp_path / "text.csv").write_text("sentence,label\n" + "".join(f"s{i},{i % 2}\n" for i in range(20)))
+    data_args = common.BaseDataArguments(train_file=str(tmp_path / "text.csv"), validation_split_size=5, max_train_samples=0)
+    with pytest.raises(ValueError, match="the train split has no examples left; check the data and --max_train_samples"):
+        common.load_splits(data_args, _training_args(tmp_path), columns=("sentence", "label"))
+
+
+def test_a_local_model_path_that_does_not_exist_is_named_as_such(tmp_path):
+    common = common_module()
+    with pytest.raises(OSError, match=r"could not load the model config '.*nomodel': there is no such file or folder"):
+        common.load_config(common.BaseModelArguments(model_name_or_path=str(tmp_path / "nomodel")))
+
+
+def test_a_learning_rate_that_is_not_positive_is_refused_naming_the_flag(tmp_path):
+    common = common_module()
+    for lr in (-1e-3, 0.0):
+        for schedule in ("metalr", "constant"):
+            with pytest.raises(ValueError, match=r"--learning_rate must be a finite number > 0"):
+                common.configure_schedule(common.ScheduleArguments(lr_schedule=schedule), _training_args(tmp_path, learning_rate=lr))
+
+
+def test_the_cadence_warning_counts_epoch_evaluations_and_names_the_real_cause(tmp_path, caplog):
+    from transformers import TrainerControl, TrainerState
+
+    common = common_module()
+    # eval_strategy left unset (derived), but the run has fewer steps than --num_evaluations
+    args = _training_args(tmp_path, max_steps=6)
+    cadence = common.configure_evaluation(args, 10)
+    state = TrainerState(max_steps=6)
+    state.compute_steps(args, state.max_steps)
+    with caplog.at_level("WARNING", logger="recipes"):
+        cadence.on_train_begin(args, state, TrainerControl())
+    assert cadence.expected == 6 and "the run has only 6 optimizer steps: raise --max_steps" in caplog.text
+    assert "leave --eval_strategy unset" not in caplog.text
+    # eval_strategy epoch with max_steps: one evaluation per epoch the Trainer runs (3 here), not 0
+    caplog.clear()
+    args = _training_args(tmp_path, eval_strategy="epoch", max_steps=24)
+    cadence = common.configure_evaluation(args, 10)
+    state = TrainerState(max_steps=24, num_train_epochs=3)  # the Trainer's count: 24 steps of 8 an epoch
+    state.compute_steps(args, state.max_steps)
+    with caplog.at_level("WARNING", logger="recipes"):
+        cadence.on_train_begin(args, state, TrainerControl())
+    assert cadence.expected == 3 and "only 3 evaluations" in caplog.text and "leave --eval_strategy unset" in caplog.text
+
+
+def test_setup_logging_lets_the_callbacks_info_lines_through(tmp_path):
+    import logging
+
+    common = common_module()
+    logging.getLogger("hf_metalr").setLevel(logging.WARNING)
+    common.setup_logging(_training_args(tmp_path, log_level="info"))
+    assert logging.getLogger("hf_metalr").getEffectiveLevel() == logging.INFO
+
+
+def test_librispeech_refuses_a_duration_window_that_leaves_no_clip(librispeech_files, tmp_path):
+    root, _ = librispeech_files
+    main = recipe_module("librispeech").main
+    with pytest.raises(ValueError, match=r"the train split has no examples left; check --min_duration_in_seconds 0 and "
+                                         r"--max_duration_in_seconds 0.01"):
+        main(["--model_type", "wav2vec2", "--config_overrides", TINY_WAV2VEC2, "--train_file", str(root / "train.csv"),
+              "--validation_file", str(root / "validation.json"), "--output_dir", str(tmp_path / "out"),
+              "--max_duration_in_seconds", "0.01", "--max_steps", "2", *COMMON])

@@ -456,7 +456,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
     def _how_to_choose_the_metric(self) -> str:
         if getattr(self, "_added_by_launcher", False):
             return "Pass --metalr_metric NAME (or HF_METALR_METRIC=NAME) to the launcher, or set the script's metric_for_best_model"
-        return "Pass MetaLRCallback(metric=...) or set metric_for_best_model"
+        return ("Pass MetaLRCallback(metric=...) or set metric_for_best_model (in the bundled recipes: --metalr_metric NAME "
+                "or --metric_for_best_model NAME)")
 
     def _resolve_metric(self, args) -> tuple[str, bool]:
         """The monitored key and its direction. ``args.greater_is_better`` counts only when it differs
@@ -766,8 +767,9 @@ def _reference_lr(optimizer) -> float:
     if not is_positive_finite(initial_lr):
         raise ValueError(
             f"MetaLRCallback scales every param group relative to param group 0, whose LR is {initial_lr!r}. "
-            "Put a group with a finite LR > 0 first in the optimizer's param_groups (freeze parameters with "
-            "requires_grad=False rather than lr=0).")
+            "Give the Trainer a learning_rate > 0 (--learning_rate), and with an optimizer of your own put a group "
+            "with a finite LR > 0 first in its param_groups (freeze parameters with requires_grad=False rather "
+            "than lr=0).")
     return initial_lr
 
 

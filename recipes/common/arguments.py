@@ -198,6 +198,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)])
     level = training_args.get_process_log_level()
     logger.setLevel(level)
+    logging.getLogger("hf_metalr").setLevel(level)  # the callback's own lines (the metric and its direction at train start)
     transformers.utils.logging.set_verbosity(level)
     import datasets
 

@@ -27,8 +27,9 @@ def _local_format(path: str) -> str:
     return LOCAL_FORMATS[suffix]
 
 
-def _resolve_paths(dataset, path_columns, base_dir: Path):
-    """Make relative file paths in ``path_columns`` relative to the data file's directory."""
+def _resolve_paths(dataset, path_columns, base_dir: Path, data_file: str):
+    """Make relative file paths in ``path_columns`` relative to the data file's directory, and check
+    that every one of them exists (before any training, not at the batch that reads it)."""
     present = [
         c for c in path_columns
         if c in dataset.column_names and getattr(dataset.features[c], "dtype", None) in ("string", "large_string")
@@ -39,7 +40,13 @@ def _resolve_paths(dataset, path_columns, base_dir: Path):
     def resolve(batch):
         return {c: [p if p is None or Path(p).is_absolute() else str(base_dir / p) for p in batch[c]] for c in present}
 
-    return dataset.map(resolve, batched=True, desc="resolving file paths")
+    dataset = dataset.map(resolve, batched=True, desc="resolving file paths")
+    for column in present:
+        missing = [p for p in dataset[column] if p is not None and not Path(p).is_file()]
+        if missing:
+            raise ValueError(f"{data_file}: {len(missing)} of the files in column {column!r} do not exist, the first "
+                             f"{missing[0]} (relative paths are taken from the data file's folder); fix or drop those rows")
+    return dataset
 
 
 def _undecoded(dataset):
@@ -74,8 +81,11 @@ def load_splits(data_args: BaseDataArguments, training_args: TrainingArguments, 
     if data_args.train_file:
         for role, path in (("train", data_args.train_file), ("validation", data_args.validation_file), ("test", data_args.test_file)):
             if path:
+                if not Path(path).is_file():
+                    raise ValueError(f"--{role}_file {path} does not exist; give the path of a local "
+                                     f"{'/'.join(sorted(LOCAL_FORMATS))} file in the hub dataset's schema")
                 ds = load_dataset(_local_format(path), data_files={role: path}, split=role)
-                splits[role] = _resolve_paths(ds, path_columns, Path(path).resolve().parent)
+                splits[role] = _resolve_paths(ds, path_columns, Path(path).resolve().parent, path)
     else:
         if data_args.validation_file or data_args.test_file:
             raise ValueError("--validation_file / --test_file need --train_file too (local files replace the hub dataset)")
@@ -99,8 +109,16 @@ def load_splits(data_args: BaseDataArguments, training_args: TrainingArguments, 
     splits["validation"] = _pick(splits["validation"], data_args.max_eval_samples, training_args.seed)
     if "test" in splits:
         splits["test"] = _pick(splits["test"], data_args.max_test_samples, training_args.seed)
+    for role, flag in (("train", "--max_train_samples"), ("validation", "--max_eval_samples"), ("test", "--max_test_samples")):
+        require_examples(splits.get(role), role, f"the data and {flag}")
     logger.info("splits: %s", {k: len(v) for k, v in splits.items()})
     return DatasetDict(splits)
+
+
+def require_examples(dataset, role: str, after: str) -> None:
+    """``ValueError`` naming ``after`` (what left the split empty) when ``dataset`` has no row."""
+    if dataset is not None and len(dataset) == 0:
+        raise ValueError(f"the {role} split has no examples left; check {after}")
 
 
 def _check_columns(dataset, columns, role: str) -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from contextlib import contextmanager
+from pathlib import Path
 
 from .arguments import BaseModelArguments
 
@@ -21,6 +22,10 @@ def from_the_hub(what: str, name: str, instead: str):
     """Loads of ``what`` (a model, a tokenizer, a dataset) named ``name``: an ``OSError`` raised in
     them (offline, no network, no such repository) comes out naming both and ``instead``, the
     flags that take local files."""
+    local = name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()  # no hub id starts so
+    if local and not Path(name).expanduser().exists():
+        raise OSError(f"could not load the {what} {name!r}: there is no such file or folder. Give the path of an "
+                      f"existing one, or pass {instead}.")
     try:
         yield
     except OSError as exc:

@@ -17,6 +17,7 @@ from transformers.trainer_utils import IntervalStrategy, SchedulerType
 from transformers.training_args import OptimizerNames
 
 from hf_metalr.baselines import MissingPeerError, require_schedule, schedule_training_overrides
+from hf_metalr.checks import is_positive_finite
 from hf_metalr.integration.arguments import MetaLROptionError, check_metalr_options
 
 from .arguments import ScheduleArguments
@@ -43,6 +44,8 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
       ``--metric_for_best_model`` (every recipe sets one).
     """
     name = schedule_args.lr_schedule
+    if not is_positive_finite(training_args.learning_rate):
+        raise ValueError(f"--learning_rate must be a finite number > 0, got {training_args.learning_rate!r}")
     requested = _value(training_args.lr_scheduler_type)
     if schedule_args.uses_controller:
         conflict = schedule_args.metric_driven_conflict(requested)
@@ -102,13 +105,18 @@ class EvaluationCadence(TrainerCallback):
             logger.info("evaluating every %d of %d optimizer steps", state.eval_steps, state.max_steps)
         if _value(args.eval_strategy) == "steps":
             self.expected = state.max_steps // state.eval_steps
-        else:  # epoch
-            self.expected = int(args.num_train_epochs) if args.max_steps <= 0 else 0
+        else:  # epoch: one at the end of each epoch the Trainer runs, a last partial one (max_steps) too
+            self.expected = int(state.num_train_epochs)
         if self.expected < self.num_evaluations:
-            logger.warning(
-                "only %d evaluations (controller decisions) in this run, fewer than --num_evaluations %d; "
-                "leave --eval_strategy unset or lower --eval_steps", self.expected, self.num_evaluations
-            )
+            if state.max_steps < self.num_evaluations:
+                fix = (f"the run has only {state.max_steps} optimizer steps: raise --max_steps (or --num_train_epochs) "
+                       "or lower --num_evaluations")
+            elif self.derive:
+                fix = "lower --num_evaluations"
+            else:
+                fix = "leave --eval_strategy unset, or lower --eval_steps"
+            logger.warning("only %d evaluations (controller decisions) in this run, fewer than --num_evaluations %d; %s",
+                           self.expected, self.num_evaluations, fix)
 
 
 def configure_evaluation(training_args: TrainingArguments, num_evaluations: int) -> EvaluationCadence:
