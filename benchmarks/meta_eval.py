@@ -316,6 +316,14 @@ def main(argv=None) -> int:
         task_seeds = parse_task_seeds(a.task_seeds, a.tasks)
     except ValueError as exc:
         p.error(str(exc))
+    try:
+        names = [get_task(t).name for t in a.tasks.split(",")]
+    except ValueError as exc:
+        p.error(f"--tasks: {exc}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        p.error(f"--tasks: more than one task is named {', '.join(repeated)}, and each task's runs are kept in a folder "
+                "named after it: give each task its own name")
     rerun = [s for s in a.rerun.split(",") if s]
     for name in rerun:
         if name not in ALL:

@@ -197,7 +197,7 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0,
                "stuck_evaluations": 2}, None),
         (0.5, {"param_drift": 0.5, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0},
-         "cut held: the metric got worse, but before the run has made progress (the metric 26% below its first"),
+         "cut held: the metric got worse, but before the run has made progress (the objective, the loss or 1 - the score, 26% below"),
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
         # worse and overshooting: a cut goes through
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_trend": 0.05}, None),
@@ -213,7 +213,7 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "grad_alignment": -0.3, "objective_vs_first": 0.0}, None),
         # before any progress (a plateau at the initial loss) a cut needs the stricter evidence: one by chance traps the run
         (0.5, {"grad_alignment_t": -EVIDENCE_T, "grad_alignment": -0.05, "objective_vs_first": 0.0, "objective_trend": 0.05},
-         "cut held: the metric got worse, but before the run has made progress (the metric 26% below its first"),
+         "cut held: the metric got worse, but before the run has made progress (the objective, the loss or 1 - the score, 26% below"),
         (0.5, {"grad_alignment_t": -PLATEAU_EVIDENCE_T, "grad_alignment": -0.05, "objective_vs_first": 0.0,
                "objective_trend": 0.05}, None),
         # worse by noise on a plateau at the first level: no cut

@@ -131,3 +131,69 @@ def test_a_task_that_cannot_be_found_or_built_is_named_with_the_fix(own_task_fil
     with pytest.raises(SystemExit) as info:
         compare_main(["--task", spec, "--out", "unused"])
     assert message in str(info.value)
+
+
+def test_a_resume_with_another_task_of_the_same_name_or_an_edited_one_is_refused(own_task_file, tmp_path):
+    out = tmp_path / "cmp"
+    spec = f"{own_task_file}:LineFit"
+    assert compare_main(["--task", spec, "--schedules", "constant", "--seeds", "1", "--epochs", "1", "--out", str(out)]) == 0
+    saved = json.loads((out / "results.json").read_text())["config"]["task_source"]
+    assert saved["spec"] == f"{own_task_file.resolve()}:LineFit" and len(saved["sha256"]) == 64
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "helper_rows.py").write_text(HELPER)
+    (other / "line_task.py").write_text(OWN_TASK.replace("one linear layer", "another model"))  # the same name, line-fit
+    with pytest.raises(SystemExit, match=r"is not the one .* were made with \(that comparison's task 'line-fit' came from"):
+        compare_main(["--task", f"{other / 'line_task.py'}:LineFit", "--schedules", "constant", "--seeds", "1",
+                      "--epochs", "1", "--out", str(out), "--resume"])
+    with pytest.raises(SystemExit, match=r"came from .*line_task.py:LineFit"):  # an embedded task of another name too
+        compare_main(["--task", "digits", "--schedules", "constant", "--seeds", "1", "--out", str(out), "--resume"])
+
+
+def test_an_edited_task_file_is_refused_on_resume(tmp_path):
+    folder = tmp_path / "edit"
+    folder.mkdir()
+    (folder / "helper_rows.py").write_text(HELPER)
+    path = folder / "line_task.py"
+    path.write_text(OWN_TASK)
+    out = tmp_path / "cmp"
+    argv = ["--task", f"{path}:LineFit", "--schedules", "constant", "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    assert compare_main(argv) == 0
+    path.write_text(OWN_TASK.replace("learning_rate = 0.05", "learning_rate = 0.05  # edited"))
+    from hf_metalr.tasks import _module_from_file
+
+    _module_from_file.cache_clear()  # a new process would read the file again
+    with pytest.raises(SystemExit, match="its source changed since"):
+        compare_main(argv + ["--resume"])
+
+
+def test_two_task_files_each_get_their_own_neighbour_and_a_module_name_is_found_from_the_working_folder(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "shared_helper.py").write_text(f"WHICH = {name!r}\n")
+        (folder / "task.py").write_text(OWN_TASK.replace("from helper_rows import rows", "from shared_helper import WHICH\nfrom hf_metalr.tasks.base import ArrayDataset as rows")
+                                        .replace('name = "line-fit"', f'name = "line-fit-" + WHICH'))
+    assert get_task(f"{tmp_path / 'a' / 'task.py'}:LineFit").name == "line-fit-a"
+    assert get_task(f"{tmp_path / 'b' / 'task.py'}:LineFit").name == "line-fit-b"
+    # package.module:NAME from the folder one runs in, as python -m finds it
+    (tmp_path / "mytasks").mkdir()
+    (tmp_path / "mytasks" / "__init__.py").write_text("")
+    (tmp_path / "mytasks" / "lines.py").write_text(OWN_TASK.replace("from helper_rows import rows", "rows = None"))
+    monkeypatch.chdir(tmp_path)
+    assert get_task("mytasks.lines:LineFit").name == "line-fit"
+    # a module that the task's module imports is missing: its own error, not "cannot be imported"
+    (tmp_path / "mytasks" / "broken.py").write_text("import no_such_dependency_here\n")
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_here"):
+        get_task("mytasks.broken:LineFit")
+    with pytest.raises(ValueError, match="is not a module name; give the .py file's path"):
+        get_task("./mytasks/lines:LineFit")
+
+
+def test_meta_eval_refuses_two_tasks_of_one_name(own_task_file, capsys):
+    from benchmark_scripts import load_benchmark
+
+    meta_eval = load_benchmark("meta_eval")
+    with pytest.raises(SystemExit):
+        meta_eval.main(["--tasks", "regression,hf_metalr.tasks.regression:RegressionTask", "--out", "unused"])
+    assert "more than one task is named regression" in capsys.readouterr().err

@@ -402,9 +402,26 @@ def test_local_data_that_cannot_train_is_refused_before_any_work(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "0.png").write_bytes(b"")
     (tmp_path / "rows.csv").write_text("img,label\nimages/0.png,1\nimages/1.png,0\nimages/2.png,1\n")
-    with pytest.raises(ValueError, match=r"rows.csv: 2 of the files in column 'img' do not exist, the first .*images/1.png"):
-        common.load_splits(common.BaseDataArguments(train_file=str(tmp_path / "rows.csv")), _training_args(tmp_path),
-                           columns=("img", "label"), path_columns=("img",))
+    (tmp_path / "dev.csv").write_text("img,label\nimages/0.png,1\n")
+    both = dict(train_file=str(tmp_path / "rows.csv"), validation_file=str(tmp_path / "dev.csv"))
+    with pytest.raises(ValueError, match=r"rows.csv: 2 of the files in column 'img' do not exist, the first .*images/[12].png"):
+        common.load_splits(common.BaseDataArguments(**both), _training_args(tmp_path), columns=("img", "label"),
+                           path_columns=("img",))
+    # only the rows kept after the sample caps are read, and so checked; and only the column the recipe reads
+    (tmp_path / "images" / "1.png").write_bytes(b"")  # only 2.png is missing now
+    outcomes = []
+    for seed in range(6):
+        try:
+            kept = common.load_splits(common.BaseDataArguments(**both, max_train_samples=1), _training_args(tmp_path, seed=seed),
+                                      columns=("img", "label"), path_columns=("img",))
+            outcomes.append(kept["train"]["img"][0])
+        except ValueError as exc:
+            assert "1 of the files in column 'img' do not exist, the first" in str(exc) and "2.png" in str(exc)
+            outcomes.append("refused")
+    assert any(o.endswith(("0.png", "1.png")) for o in outcomes), outcomes  # a cap that leaves out 2.png runs
+    (tmp_path / "audio.csv").write_text("audio,file,label\nimages/0.png,/gone/a.flac,1\n")
+    common.load_splits(common.BaseDataArguments(train_file=str(tmp_path / "audio.csv"), validation_file=str(tmp_path / "audio.csv")),
+                       _training_args(tmp_path), columns=("label",), path_columns=("audio", "file"))
     (tmp_path / "text.csv").write_text("sentence,label\n" + "".join(f"s{i},{i % 2}\n" for i in range(20)))
     data_args = common.BaseDataArguments(train_file=str(tmp_path / "text.csv"), validation_split_size=5, max_train_samples=0)
     with pytest.raises(ValueError, match="the train split has no examples left; check the data and --max_train_samples"):
@@ -446,7 +463,7 @@ def test_the_cadence_warning_counts_epoch_evaluations_and_names_the_real_cause(t
     state.compute_steps(args, state.max_steps)
     with caplog.at_level("WARNING", logger="recipes"):
         cadence.on_train_begin(args, state, TrainerControl())
-    assert cadence.expected == 3 and "only 3 evaluations" in caplog.text and "leave --eval_strategy unset" in caplog.text
+    assert cadence.expected == 3 and "only 3 evaluations" in caplog.text and "raise --num_train_epochs" in caplog.text
 
 
 def test_setup_logging_lets_the_callbacks_info_lines_through(tmp_path):
@@ -466,3 +483,12 @@ def test_librispeech_refuses_a_duration_window_that_leaves_no_clip(librispeech_f
         main(["--model_type", "wav2vec2", "--config_overrides", TINY_WAV2VEC2, "--train_file", str(root / "train.csv"),
               "--validation_file", str(root / "validation.json"), "--output_dir", str(tmp_path / "out"),
               "--max_duration_in_seconds", "0.01", "--max_steps", "2", *COMMON])
+
+
+def test_a_home_path_the_shell_did_not_expand_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    common = common_module()
+    parser = recipe_module("sst2").get_parser()
+    parsed = common.parse_args(parser, ["--model_name_or_path=~/m", "--train_file=~/t.csv", "--output_dir", str(tmp_path / "o")])
+    values = {f: getattr(a, f) for a in parsed for f in ("model_name_or_path", "train_file") if hasattr(a, f)}
+    assert values == {"model_name_or_path": str(tmp_path / "m"), "train_file": str(tmp_path / "t.csv")}

@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: two model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: three model families defined only there, run as a user would."""
 
 import json
 from pathlib import Path

@@ -23,7 +23,7 @@ from ..baselines import check_schedule, require_schedule
 from ..checks import finite_number, whole_number
 from ..output_dir import locked_output_dir
 from ..reporting.report import FORMAT, RESULTS_NAME, load_results
-from ..tasks import get_task
+from ..tasks import get_task, task_source
 from .runner import run_one
 
 __all__ = ["check_settings", "compare", "save_results"]
@@ -60,9 +60,10 @@ def _fingerprint(policy: str) -> str | None:
     return policy_fingerprint(policy)
 
 
-def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped) -> dict:
+def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped, task_name: str) -> dict:
     return {
         "task": task.name,
+        "task_source": task_source(task_name),
         "task_description": task.description,
         "metric": task.metric,
         "greater_is_better": task.greater_is_better,
@@ -174,14 +175,20 @@ def _compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pa
     task = get_task(task_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = _config(task, schedules, seeds, lr, epochs, metalr_options, skipped)
+    config = _config(task, schedules, seeds, lr, epochs, metalr_options, skipped, task_name)
     if (out_dir / RESULTS_NAME).exists():
         if not resume:
             raise FileExistsError(
                 f"{out_dir / RESULTS_NAME} exists; pass --resume to continue that comparison, or choose another --out"
             )
         data = load_results(out_dir / RESULTS_NAME)
-        stored = {**_BEFORE_STORED, **data["config"]}
+        stored = {**_BEFORE_STORED, "task_source": {"spec": data["config"].get("task"), "sha256": None}, **data["config"]}
+        if stored["task_source"] != config["task_source"]:
+            was, now = stored["task_source"], config["task_source"]
+            why = ("its source changed since" if was["spec"] == now["spec"] else
+                   f"that comparison's task {stored['task']!r} came from {was['spec']}")
+            raise ValueError(f"--resume: the task {task_name} is not the one {out_dir}'s runs were made with ({why}); "
+                             "resume with that task, or use another --out")
         differing = [k for k in _SAME_EXPERIMENT if stored.get(k) != config[k]]
         if "metalr_policy" not in differing and stored.get("metalr_policy_sha256", config["metalr_policy_sha256"]) != \
                 config["metalr_policy_sha256"]:  # (a results.json from before the fingerprint was stored has none)

@@ -229,8 +229,8 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        "steps, the run is bouncing on a valley floor")
     if progress:
         return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
-    return True, (f"cut held: the metric got worse, but before the run has made progress (the metric "
-                  f"{1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})")
+    return True, (f"cut held: the metric got worse, but before the run has made progress (the objective, the "
+                  f"loss or 1 - the score, {1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})")
 
 
 def _joined(*parts: str | None) -> str | None:

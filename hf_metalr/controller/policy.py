@@ -139,7 +139,10 @@ def save_policy(net: PolicyNetwork, path: str | Path, card: dict | None = None) 
         config["card"] = card
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
-    os.chmod(weights, stat.S_IMODE(config_path.stat().st_mode))  # the mode open() gave the card
+    try:
+        os.chmod(weights, stat.S_IMODE(config_path.stat().st_mode))  # the mode open() gave the card
+    except OSError:  # a filesystem without modes: the weights are written all the same
+        pass
     return weights
 
 

@@ -151,7 +151,8 @@ def summarize_trace(entries: list[dict]) -> dict:
         "initial_lr": initial_lr,
         "final_scale": final_scale,
         "final_lr": initial_lr * final_scale,
-        "moved_at_end": int(applied[-1] != 1 and _number((entries[-1].get("features") or {}).get("progress")) >= 1),
+        "moved_at_end": int(math.isfinite(applied[-1]) and applied[-1] != 1
+                            and _number((entries[-1].get("features") or {}).get("progress")) >= 1),
         "best": best[0],
         "best_step": best[1],
     }

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -178,7 +179,15 @@ def parse_args(parser: HfArgumentParser, argv: list[str] | None = None):
     if argv and argv[0].endswith(".json"):
         argv = _json_to_argv(argv[0]) + argv[1:]
     _refuse_a_metric_driven_scheduler(parser, argv)
-    return parser.parse_args_into_dataclasses(args=argv)
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    for arguments in parsed:  # a "~/..." path the shell did not expand (--flag=~/x, a .json preset): the recipe's
+        # own model and data paths; TrainingArguments' are the Trainer's to read
+        if dataclasses.is_dataclass(arguments) and not isinstance(arguments, TrainingArguments):
+            for field_ in dataclasses.fields(arguments):
+                value = getattr(arguments, field_.name)
+                if isinstance(value, str) and value.startswith("~"):
+                    setattr(arguments, field_.name, os.path.expanduser(value))
+    return parsed
 
 
 def _refuse_a_metric_driven_scheduler(parser: HfArgumentParser, argv: list[str]) -> None:

@@ -27,26 +27,35 @@ def _local_format(path: str) -> str:
     return LOCAL_FORMATS[suffix]
 
 
-def _resolve_paths(dataset, path_columns, base_dir: Path, data_file: str):
-    """Make relative file paths in ``path_columns`` relative to the data file's directory, and check
-    that every one of them exists (before any training, not at the batch that reads it)."""
-    present = [
-        c for c in path_columns
-        if c in dataset.column_names and getattr(dataset.features[c], "dtype", None) in ("string", "large_string")
-    ]
+def _path_columns(dataset, path_columns) -> list[str]:
+    """The columns of ``path_columns`` that ``dataset`` holds as strings (file paths, not bytes)."""
+    return [c for c in path_columns
+            if c in dataset.column_names and getattr(dataset.features[c], "dtype", None) in ("string", "large_string")]
+
+
+def _resolve_paths(dataset, path_columns, base_dir: Path):
+    """Make relative file paths in ``path_columns`` relative to the data file's directory."""
+    present = _path_columns(dataset, path_columns)
     if not present:
         return dataset
 
     def resolve(batch):
         return {c: [p if p is None or Path(p).is_absolute() else str(base_dir / p) for p in batch[c]] for c in present}
 
-    dataset = dataset.map(resolve, batched=True, desc="resolving file paths")
-    for column in present:
-        missing = [p for p in dataset[column] if p is not None and not Path(p).is_file()]
-        if missing:
-            raise ValueError(f"{data_file}: {len(missing)} of the files in column {column!r} do not exist, the first "
-                             f"{missing[0]} (relative paths are taken from the data file's folder); fix or drop those rows")
-    return dataset
+    return dataset.map(resolve, batched=True, desc="resolving file paths")
+
+
+def _check_files(dataset, path_columns, data_file: str) -> None:
+    """Every file that the recipe will read exists: those of the first of ``path_columns`` the split
+    holds (the one the recipe reads), when it holds paths, checked on the rows kept after the sample
+    caps, before any training rather than at the batch that reads one."""
+    held = [c for c in path_columns if c in dataset.column_names]
+    if not held or held[0] not in _path_columns(dataset, path_columns):
+        return
+    missing = [p for p in dataset[held[0]] if p is not None and not Path(p).is_file()]
+    if missing:
+        raise ValueError(f"{data_file}: {len(missing)} of the files in column {held[0]!r} do not exist, the first "
+                         f"{missing[0]} (relative paths are taken from the data file's folder); fix or drop those rows")
 
 
 def _undecoded(dataset):
@@ -85,7 +94,7 @@ def load_splits(data_args: BaseDataArguments, training_args: TrainingArguments, 
                     raise ValueError(f"--{role}_file {path} does not exist; give the path of a local "
                                      f"{'/'.join(sorted(LOCAL_FORMATS))} file in the hub dataset's schema")
                 ds = load_dataset(_local_format(path), data_files={role: path}, split=role)
-                splits[role] = _resolve_paths(ds, path_columns, Path(path).resolve().parent, path)
+                splits[role] = _resolve_paths(ds, path_columns, Path(path).resolve().parent)
     else:
         if data_args.validation_file or data_args.test_file:
             raise ValueError("--validation_file / --test_file need --train_file too (local files replace the hub dataset)")
@@ -111,6 +120,11 @@ def load_splits(data_args: BaseDataArguments, training_args: TrainingArguments, 
         splits["test"] = _pick(splits["test"], data_args.max_test_samples, training_args.seed)
     for role, flag in (("train", "--max_train_samples"), ("validation", "--max_eval_samples"), ("test", "--max_test_samples")):
         require_examples(splits.get(role), role, f"the data and {flag}")
+    if data_args.train_file:
+        files = {"train": data_args.train_file, "validation": data_args.validation_file or data_args.train_file,
+                 "test": data_args.test_file}
+        for role, ds in splits.items():
+            _check_files(ds, path_columns, files[role])
     logger.info("splits: %s", {k: len(v) for k, v in splits.items()})
     return DatasetDict(splits)
 

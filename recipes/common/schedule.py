@@ -111,8 +111,8 @@ class EvaluationCadence(TrainerCallback):
             if state.max_steps < self.num_evaluations:
                 fix = (f"the run has only {state.max_steps} optimizer steps: raise --max_steps (or --num_train_epochs) "
                        "or lower --num_evaluations")
-            elif self.derive:
-                fix = "lower --num_evaluations"
+            elif _value(args.eval_strategy) == "epoch":
+                fix = "raise --num_train_epochs, or leave --eval_strategy unset (the recipe then evaluates often enough)"
             else:
                 fix = "leave --eval_strategy unset, or lower --eval_steps"
             logger.warning("only %d evaluations (controller decisions) in this run, fewer than --num_evaluations %d; %s",
