@@ -440,3 +440,72 @@ def test_old_controller_state_and_keepless_policy_are_refused_clearly():
     keepless = PolicyNetwork(PolicyConfig(multipliers=(0.5, 2.0)))
     with pytest.raises(ValueError, match="lack 1.0"):
         MetaLRController(1e-3, policy=keepless)
+
+
+def _plain_loop(controller, *, calls=("before", "after"), before_backward=False, steps=4, decisions=2):
+    """A tiny regression trained in a plain loop that makes some of the controller's calls."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=controller.initial_lr)
+    controller.watch(model.parameters())
+    x, y = torch.randn(32, 3), torch.randn(32, 1)
+    for decision in range(decisions):
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            if before_backward and "before" in calls:
+                controller.before_optimizer_step()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            if not before_backward and "before" in calls:
+                controller.before_optimizer_step()
+            optimizer.step()
+            if "after" in calls:
+                controller.after_optimizer_step()
+        controller.observe(loss.item(), progress=(decision + 1) / decisions)
+        controller.scale_param_groups(optimizer)
+
+
+@pytest.mark.parametrize("calls, before_backward, message", [
+    (("after",), False, "before_optimizer_step() was never called since watch()"),
+    (("before",), False, "after_optimizer_step() was never called since watch()"),
+    ((), False, "before_optimizer_step() and after_optimizer_step() were never called"),
+    (("before", "after"), True, "found no gradient at any step: it was called before loss.backward()"),
+])
+def test_a_plain_loop_that_misses_a_call_is_told_which(calls, before_backward, message):
+    with pytest.warns(RuntimeWarning, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _plain_loop(MetaLRController(1e-2, policy="random", seed=0), calls=calls, before_backward=before_backward)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the loop the docs show: no warning
+        _plain_loop(MetaLRController(1e-2, policy="random", seed=0))
+
+
+def test_plain_loop_arguments_that_would_mislead_are_refused():
+    with pytest.raises(ValueError, match=r"greater_is_better='False'\): must be True \(a score\) or False"):
+        MetaLRController(1e-3, greater_is_better="False")
+    with pytest.raises(ValueError, match=r"MetaLRCallback\(greater_is_better='yes'\)"):
+        MetaLRCallback(greater_is_better="yes")
+    controller = MetaLRController(1e-3, policy="random")
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    with pytest.raises(ValueError, match=r"initial_lr=0.001\) drives an optimizer whose param group 0 starts at lr=0.01"):
+        controller.scale_param_groups(optimizer)
+    mine = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    other = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with pytest.raises(ValueError, match="the scheduler belongs to another optimizer"):
+        controller.scale_param_groups(mine, torch.optim.lr_scheduler.StepLR(other, 5))
+    assert other.param_groups[0]["lr"] == 1e-3 and mine.param_groups[0]["lr"] == 1e-3  # neither was touched
+    with pytest.raises(ValueError, match=r"observe\(progress=nan\): must be the fraction of the run done"):
+        controller.observe(1.0, progress=float("nan"))
+    with pytest.raises(TypeError, match=r"MetaLRController.observe\(progress\) must be a real number"):
+        controller.observe(1.0, progress=None)
+
+
+def test_a_loss_below_zero_is_warned_about_once():
+    tracker = RunTracker(greater_is_better=False)
+    tracker.observe(0.5)
+    tracker.observe(0.0)  # a perfect score of 0 (a WER) is not a problem
+    with pytest.warns(RuntimeWarning, match=r"lower-is-better metric is -0.5, below 0"):
+        tracker.observe(-0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tracker.observe(-1.0)

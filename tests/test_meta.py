@@ -355,6 +355,12 @@ def test_ctrl_c_in_meta_train_says_how_to_continue(tmp_path, monkeypatch, capsys
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "meta_train", interrupted)
+    # before the first iteration is finished there is no checkpoint, and nothing to resume
+    assert cli.main(["--out", str(tmp_path / "m"), "--iterations", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before the first iteration was finished: nothing was kept" in err and "--resume" not in err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "meta_checkpoint.json").write_text("{}")
     assert cli.main(["--out", str(tmp_path / "m"), "--iterations", "1"]) == 130
     err = capsys.readouterr().err
     assert f"every finished iteration is kept in {tmp_path / 'm' / 'meta_checkpoint.json'}" in err and "--resume" in err

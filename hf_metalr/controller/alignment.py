@@ -151,6 +151,8 @@ class GradientAlignment:
         self._initial: torch.Tensor | None = None  # the sketch at the first read (the run's start)
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
         self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
+        self.calls = {"before": 0, "after": 0, "without_gradient": 0}  # since construction, for the controller's
+        # warning about a loop that misses a call (not saved: a resumed run counts again)
         self._step_factor: float | None = None  # the schedule's factor of the step under way (before_step)
         self._descent_factor: float | None = None  # and of the step that made the last descent
         if self._gather is not None:
@@ -234,13 +236,17 @@ class GradientAlignment:
         whose factor is above the one of the step before (a warmup, the rising half of a cyclic
         schedule) adds nothing: the previous step was shorter than this one by the schedule's doing,
         so its gradient reads "too short" about an LR that is already gone."""
+        self.calls["before"] += 1
         grads = [p.grad for p in self.params]
         rising = (schedule_factor is not None and self._descent_factor is not None
                   and schedule_factor > self._descent_factor * (1 + 1e-9))
         self._step_factor = schedule_factor
         if self._last_params is None:
             self._last_params = self._current_params()
-        if self._descent is None or rising or all(grads[i] is None for i, _ in self._owners):
+        if all(grads[i] is None for i, _ in self._owners):
+            self.calls["without_gradient"] += 1
+            return
+        if self._descent is None or rising:
             return
         g, descent = self._read(grads, _GRAD), self._descent
         self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
@@ -263,6 +269,7 @@ class GradientAlignment:
 
     def after_step(self) -> None:
         """Read the parameters after ``optimizer.step()``: the step's update is the difference."""
+        self.calls["after"] += 1
         current = self._current_params()
         if self._initial is None:  # the run's start: the parameters before the first step read
             self._initial = self._buffers[_INITIAL].copy_(self._last_params if self._last_params is not None else current)

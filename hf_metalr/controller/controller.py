@@ -96,7 +96,7 @@ from .early_guard import EARLY_SPIKE, EarlyDivergenceGuard
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
-from .scheduler_binding import apply_scale, check_scheduler_supported
+from .scheduler_binding import apply_scale, check_scheduler_supported, unwrap_scheduler
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -325,15 +325,15 @@ def _is_bool(value) -> bool:
 
 
 def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy="default", initial_lr=None,
-                  learn_online=True, gate=True, seed=None,
+                  learn_online=True, gate=True, seed=None, greater_is_better=None,
                   owner: str = "MetaLRController", text_policy: bool = False, origins: dict[str, str] | None = None) -> None:
     """The one check of the controller's options, for ``MetaLRController``, ``MetaLRCallback``, the
     launcher and the recipes. Raises ``ValueError`` (``TypeError`` for a policy of the wrong kind)
     naming ``owner`` and the option.
 
     - ``min_lr``, ``max_lr``: None or a finite number > 0, with ``min_lr <= max_lr``;
-    - ``meta_lr``: a finite number > 0; ``greedy``: None, True or False; ``learn_online``, ``gate``:
-      True or False; ``seed``: None or a whole number >= 0;
+    - ``meta_lr``: a finite number > 0; ``greedy``, ``greater_is_better``: None, True or False;
+      ``learn_online``, ``gate``: True or False; ``seed``: None or a whole number >= 0;
     - ``policy``: ``"default"``, ``"random"`` or a path; also None or a ``PolicyNetwork`` unless
       ``text_policy`` (``MetaLRCallback`` saves its arguments in checkpoints as JSON);
     - with ``initial_lr``: a finite number > 0 within ``[min_lr, max_lr]``; ``origins`` says where
@@ -349,6 +349,9 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
         raise ValueError(f"{owner}(meta_lr={meta_lr!r}): must be a finite number > 0")
     if not (greedy is None or _is_bool(greedy)):
         raise ValueError(f"{owner}(greedy={greedy!r}): must be True, False or None (the policy's own default)")
+    if not (greater_is_better is None or _is_bool(greater_is_better)):  # "False" would read as true
+        raise ValueError(f"{owner}(greater_is_better={greater_is_better!r}): must be True (a score) or False (a loss)"
+                         f"{'' if owner == 'MetaLRController' else ', or None (from the metric)'}")
     for name, value in (("learn_online", learn_online), ("gate", gate)):
         if not _is_bool(value):  # "False" or "no" would read as true
             raise ValueError(f"{owner}({name}={value!r}): must be True or False")
@@ -454,7 +457,9 @@ class MetaLRController:
         gate: bool = True,
     ):
         check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, initial_lr=initial_lr,
-                      learn_online=learn_online, gate=gate, seed=seed)
+                      learn_online=learn_online, gate=gate, seed=seed, greater_is_better=greater_is_better)
+        if greater_is_better is None:
+            raise ValueError("MetaLRController(greater_is_better=None): must be True (a score) or False (a loss)")
         if seed is None:  # (the callback's None means the Trainer's seed; a controller has no Trainer)
             raise ValueError("MetaLRController(seed=None): must be a whole number >= 0")
         self.initial_lr = float(initial_lr)
@@ -509,6 +514,17 @@ class MetaLRController:
         that cannot carry the scale (``OneCycleLR``, ``CyclicLR``, a composite, a metric-driven one)
         is a ``ValueError`` saying what to use."""
         check_scheduler_supported(scheduler, plain_loop=True)
+        inner = unwrap_scheduler(scheduler)
+        if inner is not None and getattr(inner, "optimizer", None) not in (None, optimizer, getattr(optimizer, "optimizer", None)):
+            raise ValueError("MetaLRController.scale_param_groups(optimizer, scheduler): the scheduler belongs to another "
+                             "optimizer; pass the scheduler built on this optimizer (or none)")
+        first = optimizer.param_groups[0]
+        base = first.get("initial_lr", first.get("lr"))
+        if isinstance(base, (int, float)) and not math.isclose(base, self.initial_lr, rel_tol=1e-6):
+            raise ValueError(f"MetaLRController(initial_lr={self.initial_lr:g}) drives an optimizer whose param group 0 "
+                             f"starts at lr={base:g}: the scale multiplies the group's own LR, so bounds, trace and "
+                             "schedule factor would all be off. Build the controller with "
+                             "initial_lr=optimizer.param_groups[0]['lr'] (before any scheduler step)")
         return apply_scale(optimizer, scheduler, self.scale)
 
     # -- gradient alignment --------------------------------------------------------------------
@@ -522,6 +538,28 @@ class MetaLRController:
         self.iterate_average = IterateAverage(params) if average_iterates else None
         self._restore_watched()
         return self.alignment
+
+    def _warn_unmeasured_loop(self) -> None:
+        """Once, from the second decision on: a warning when the loop has never called
+        ``before_optimizer_step`` or ``after_optimizer_step`` since ``watch``, or called the first only
+        while there was no gradient (before ``backward()``): the alignment then measures nothing, and
+        the gate holds every move for lack of evidence."""
+        calls = self.alignment.calls
+        if getattr(self, "_warned_loop", False):
+            return
+        if calls["before"] == 0 or calls["after"] == 0:
+            missing = " and ".join(name for name, key in (("before_optimizer_step()", "before"),
+                                                         ("after_optimizer_step()", "after")) if calls[key] == 0)
+            problem = f"{missing} {'was' if ' and ' not in missing else 'were'} never called since watch()"
+        elif calls["without_gradient"] == calls["before"]:
+            problem = "before_optimizer_step() found no gradient at any step: it was called before loss.backward()"
+        else:
+            return
+        self._warned_loop = True
+        warnings.warn(f"MetaLRController: {problem}, so the gradient alignment measured no step and the gate keeps the "
+                      "LR for lack of evidence. At every optimizer step call before_optimizer_step() after "
+                      "loss.backward() (and any clipping), then optimizer.step(), then after_optimizer_step().",
+                      RuntimeWarning, stacklevel=4)
 
     def schedule_factor(self, optimizer) -> float | None:
         """The factor a schedule gives the LR of the step about to be taken: param group 0's LR over
@@ -613,6 +651,10 @@ class MetaLRController:
         ``value`` is any real scalar (a float, a numpy number, a 0-d tensor); NaN or infinite is a
         divergence. Anything else (None, a string) is a ``TypeError``, not a divergence."""
         value = real_number(value, "MetaLRController.observe(value)")
+        progress = real_number(progress, "MetaLRController.observe(progress)")
+        if not math.isfinite(progress):
+            raise ValueError(f"MetaLRController.observe(progress={progress!r}): must be the fraction of the run done, "
+                             "a finite number in [0, 1] (values outside are clipped)")
         average_gain = None
         if self.iterate_average is not None:  # the forward passes keep the caller's threads
             if validation_loss is None:
@@ -636,6 +678,8 @@ class MetaLRController:
         if self.alignment is not None:
             window = self.alignment.take()
             self.tracker.observe_alignment(window)
+            if index >= 1:
+                self._warn_unmeasured_loop()
         _, reward = self.tracker.observe(float(value))
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file

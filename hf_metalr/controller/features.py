@@ -131,6 +131,7 @@ class RunTracker:
     previous_trend: float = 0.0  # the trend at the decision before
     improving_streak: int = 0
     warned_unbounded: bool = False  # the one warning that a metric read as bounded by 1 went above it
+    warned_nonpositive: bool = False  # the one warning that a lower-is-better metric went below 0
     alignment: list[float] | None = None  # the gradient-alignment sums since the last decision (AlignmentWindow)
 
     def observe_alignment(self, window: AlignmentWindow) -> None:
@@ -171,6 +172,13 @@ class RunTracker:
                 f"(accuracy, F1, a correlation) and mapped to 1 - value; it is now {value!r}, above 1, where that "
                 "mapping saturates and the controller no longer sees it improve. Monitor eval_loss (the default) or a "
                 "metric bounded by 1 instead (MetaLRCallback(metric=...)).", RuntimeWarning, stacklevel=3)
+        if self.mode == "loss" and value < 0 and not self.warned_nonpositive:
+            self.warned_nonpositive = True
+            warnings.warn(
+                f"hf_metalr: the lower-is-better metric is {value!r}, below 0; the controller reads a loss through "
+                "its log, which stops at a floor there, so it no longer sees the metric change. Monitor a positive loss "
+                "(eval_loss of a classifier or an LM, an MSE), or shift a metric that can be negative (a Gaussian "
+                "negative log-likelihood) by a constant.", RuntimeWarning, stacklevel=3)
         current = log_objective(value, self.mode)
         reward = None if self.previous is None else _clip(self.previous - current, -REWARD_CLIP, REWARD_CLIP)
         if self.previous is not None:

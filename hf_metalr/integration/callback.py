@@ -151,7 +151,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average_iterates: bool | None = None,
     ):
         check_options(min_lr=min_lr, max_lr=max_lr, meta_lr=meta_lr, greedy=greedy, policy=policy, owner="MetaLRCallback",
-                      text_policy=True, learn_online=learn_online, gate=gate, seed=seed)
+                      text_policy=True, learn_online=learn_online, gate=gate, seed=seed, greater_is_better=greater_is_better)
         if not (average_iterates is None or isinstance(average_iterates, (bool, np.bool_))):
             raise ValueError(f"MetaLRCallback(average_iterates={average_iterates!r}): must be True, False or None (on up "
                              "to 500M trainable parameters)")

@@ -32,8 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileExistsError, ValueError, ImportError) as exc:
         raise SystemExit(f"{PROG}: {exc}")
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted: every finished iteration is kept in {Path(config.out) / CHECKPOINT_NAME}; rerun "
-              "the same command with --resume to continue", file=sys.stderr)
+        checkpoint = Path(config.out) / CHECKPOINT_NAME
+        if checkpoint.is_file():
+            print(f"\n{PROG}: interrupted: every finished iteration is kept in {checkpoint}; rerun the same command "
+                  "with --resume to continue", file=sys.stderr)
+        else:
+            print(f"\n{PROG}: interrupted before the first iteration was finished: nothing was kept; rerun the same "
+                  "command to start again", file=sys.stderr)
         return 130
     card = json.loads(policy_files(path)[1].read_text()).get("card", {})
     print(f"policy: {path} (iteration {card.get('selected_iteration')}, the lowest held-out evals ratio: "
