@@ -78,14 +78,18 @@ HELPER = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture()
-def own_task_file(tmp_path):
-    folder = tmp_path / "mine"
+def write_task_folder(folder, task_text=OWN_TASK):
+    """``folder``/line_task.py (``task_text``) beside the helper_rows.py it imports; returns the task file."""
     folder.mkdir()
     (folder / "helper_rows.py").write_text(HELPER)
     path = folder / "line_task.py"
-    path.write_text(OWN_TASK)
+    path.write_text(task_text)
     return path
+
+
+@pytest.fixture()
+def own_task_file(tmp_path):
+    return write_task_folder(tmp_path / "mine")
 
 
 def test_compare_runs_a_task_of_ones_own_from_its_file(own_task_file, tmp_path):
@@ -139,23 +143,16 @@ def test_a_resume_with_another_task_of_the_same_name_or_an_edited_one_is_refused
     assert compare_main(["--task", spec, "--schedules", "constant", "--seeds", "1", "--epochs", "1", "--out", str(out)]) == 0
     saved = json.loads((out / "results.json").read_text())["config"]["task_source"]
     assert saved["spec"] == f"{own_task_file.resolve()}:LineFit" and len(saved["sha256"]) == 64
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "helper_rows.py").write_text(HELPER)
-    (other / "line_task.py").write_text(OWN_TASK.replace("one linear layer", "another model"))  # the same name, line-fit
+    other = write_task_folder(tmp_path / "other", OWN_TASK.replace("one linear layer", "another model"))  # also line-fit
     with pytest.raises(SystemExit, match=r"is not the one .* were made with \(that comparison's task 'line-fit' came from"):
-        compare_main(["--task", f"{other / 'line_task.py'}:LineFit", "--schedules", "constant", "--seeds", "1",
+        compare_main(["--task", f"{other}:LineFit", "--schedules", "constant", "--seeds", "1",
                       "--epochs", "1", "--out", str(out), "--resume"])
     with pytest.raises(SystemExit, match=r"came from .*line_task.py:LineFit"):  # an embedded task of another name too
         compare_main(["--task", "digits", "--schedules", "constant", "--seeds", "1", "--out", str(out), "--resume"])
 
 
 def test_an_edited_task_file_is_refused_on_resume(tmp_path):
-    folder = tmp_path / "edit"
-    folder.mkdir()
-    (folder / "helper_rows.py").write_text(HELPER)
-    path = folder / "line_task.py"
-    path.write_text(OWN_TASK)
+    path = write_task_folder(tmp_path / "edit")
     out = tmp_path / "cmp"
     argv = ["--task", f"{path}:LineFit", "--schedules", "constant", "--seeds", "1", "--epochs", "1", "--out", str(out)]
     assert compare_main(argv) == 0
