@@ -71,6 +71,13 @@ class DataArguments(BaseDataArguments):
     )
     horizontal_flip: bool = field(default=True, metadata={"help": "Training augmentation: random horizontal flip."})
 
+    def __post_init__(self):
+        if self.image_size < 1:
+            raise ValueError(f"--image_size must be at least 1 (pixels a side; 224 for an ImageNet-pretrained ResNet), "
+                             f"got {self.image_size}")
+        if self.random_crop_padding < 0:
+            raise ValueError(f"--random_crop_padding must be 0 (off) or more pixels, got {self.random_crop_padding}")
+
 
 DEFAULTS = dict(
     model_name_or_path="microsoft/resnet-50",

@@ -492,3 +492,12 @@ def test_a_home_path_the_shell_did_not_expand_is_expanded(tmp_path, monkeypatch)
     parsed = common.parse_args(parser, ["--model_name_or_path=~/m", "--train_file=~/t.csv", "--output_dir", str(tmp_path / "o")])
     values = {f: getattr(a, f) for a in parsed for f in ("model_name_or_path", "train_file") if hasattr(a, f)}
     assert values == {"model_name_or_path": str(tmp_path / "m"), "train_file": str(tmp_path / "t.csv")}
+
+
+def test_cifar10_refuses_an_image_size_or_padding_that_cannot_work(tmp_path):
+    common = common_module()
+    parser = recipe_module("cifar10").get_parser()
+    with pytest.raises(ValueError, match="--image_size must be at least 1"):
+        common.parse_args(parser, ["--image_size", "0", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--random_crop_padding must be 0"):
+        common.parse_args(parser, ["--random_crop_padding", "-2", "--output_dir", str(tmp_path)])
