@@ -229,8 +229,9 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        "steps, the run is bouncing on a valley floor")
     if progress:
         return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
-    return True, (f"cut held: the metric got worse, but before the run has made progress (the objective, the "
-                  f"loss or 1 - the score, {1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})")
+    return True, (f"cut held: the metric got worse, but before the run has made progress (the objective, the loss or "
+                  f"1 - the score, {1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient "
+                  f"to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})")
 
 
 def _joined(*parts: str | None) -> str | None:
@@ -489,6 +490,7 @@ class MetaLRController:
         self.early_guard = EarlyDivergenceGuard()
         self.early_cuts: list[dict] = []
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
+        self._warned_loop = False  # the one warning about a loop that misses a step call (_warn_unmeasured_loop)
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
         self.schedule_anneals = False
@@ -545,7 +547,7 @@ class MetaLRController:
         while there was no gradient (before ``backward()``): the alignment then measures nothing, and
         the gate holds every move for lack of evidence."""
         calls = self.alignment.calls
-        if getattr(self, "_warned_loop", False):
+        if self._warned_loop:
             return
         if calls["before"] == 0 or calls["after"] == 0:
             missing = " and ".join(name for name, key in (("before_optimizer_step()", "before"),
