@@ -194,3 +194,19 @@ def test_meta_eval_refuses_two_tasks_of_one_name(own_task_file, capsys):
     with pytest.raises(SystemExit):
         meta_eval.main(["--tasks", "regression,hf_metalr.tasks.regression:RegressionTask", "--out", "unused"])
     assert "more than one task is named regression" in capsys.readouterr().err
+
+
+def test_a_package_beside_the_task_file_is_imported_once(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "projpkg_s18").mkdir()
+    (folder / "projpkg_s18" / "__init__.py").write_text("class Marker:\n    pass\n")
+    (folder / "task.py").write_text(OWN_TASK.replace("from helper_rows import rows",
+                                                     "from projpkg_s18 import Marker\nrows = None"))
+    import sys
+
+    try:
+        module = sys.modules[type(get_task(f"{folder / 'task.py'}:LineFit")).__module__]
+        assert sys.modules["projpkg_s18"].Marker is module.Marker  # one copy of the project's classes
+    finally:
+        sys.modules.pop("projpkg_s18", None)

@@ -105,9 +105,9 @@ def _task_module(where: str):
 @functools.lru_cache(maxsize=None)
 def _module_from_file(path: Path):
     """``path`` imported once (the cache is keyed on the resolved path) under a name of its own. Its
-    folder is on ``sys.path`` while it runs, so it can import its neighbours; the neighbours it
-    imported are then dropped from ``sys.modules``, so that another task file's neighbour of the same
-    name is its own."""
+    folder is on ``sys.path`` while it runs, so it can import its neighbours; the single-file
+    neighbours it imported are then dropped from ``sys.modules``, so that another task file's
+    neighbour of the same name is its own (a package beside it stays imported)."""
     module_name = f"hf_metalr_user_task_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -121,9 +121,10 @@ def _module_from_file(path: Path):
         raise
     finally:
         sys.path.remove(str(path.parent))
-        for name in set(sys.modules) - before - {module_name}:
+        for name in set(sys.modules) - before - {module_name}:  # the single-file neighbours only: a package beside
+            # it (the project's own) stays, so that it is not imported twice, with two copies of its classes
             file = getattr(sys.modules[name], "__file__", None)
-            if file and Path(file).resolve().is_relative_to(path.parent):
+            if "." not in name and file and Path(file).resolve().parent == path.parent and Path(file).name != "__init__.py":
                 del sys.modules[name]
     return module
 
