@@ -54,7 +54,7 @@ def run_all(tasks, multipliers, warmups, seeds, out: Path, epochs=None, log=prin
                         key = (name, multiplier, warmup, seed, variant)
                         if key in done:
                             continue
-                        folder = out / "runs" / name / f"warmup{warmup:g}-lr_x{multiplier:g}-seed{seed}-{variant}"
+                        folder = out / "runs" / task.name / f"warmup{warmup:g}-lr_x{multiplier:g}-seed{seed}-{variant}"
                         record = run_one(task, "linear", seed, folder, lr=task.learning_rate * multiplier, epochs=epochs,
                                          extra_callbacks=[MetaLRCallback()] if variant == with_callback else (),
                                          warmup_steps=warmup, lr_scheduler_type=schedule)
@@ -84,7 +84,7 @@ def summarize(runs: list[dict], schedule: str = "linear") -> list[dict]:
                  if by[with_callback][s] is not None and by[plain][s] is not None]
         medians = {v: statistics.median([x for x in by[v].values() if x is not None]) if any(
             x is not None for x in by[v].values()) else None for v in (plain, with_callback)}
-        rows.append({"task": cell[0], "warmup": cell[1], "multiplier": cell[2], "metric": metric, "median": medians,
+        rows.append({"task": task.name, "warmup": cell[1], "multiplier": cell[2], "metric": metric, "median": medians,
                      "better": sum(d > 1e-9 for d in diffs), "same": sum(abs(d) <= 1e-9 for d in diffs),
                      "worse": sum(d < -1e-9 for d in diffs),
                      "median_difference": statistics.median(diffs) if diffs else None})

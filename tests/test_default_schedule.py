@@ -53,3 +53,15 @@ def test_default_schedule_runs_the_trainer_schedule_it_is_given(tmp_path):
     # at least one decision where the two curves part (they meet at the start and half way)
     assert any(abs(r["lr"] / (r["initial_lr"] * r["scale"]) - (1 - r["global_step"] / total)) > 0.01 for r in decisions)
     assert "the Trainer's cosine schedule" in (out / "default_schedule.md").read_text()
+
+
+def test_a_task_of_ones_own_runs_in_a_folder_named_after_it(tmp_path):
+    module = load_benchmark("default_schedule")
+    out = tmp_path / "own"
+    spec = "hf_metalr.tasks.regression:RegressionTask"
+    assert module.main(["--tasks", spec, "--multipliers", "1", "--warmups", "0", "--seeds", "1", "--epochs", "1",
+                        "--out", str(out)]) == 0
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in runs} == {spec}  # the spec, to find the task again on a rerun
+    assert all(Path(r["folder"]).parent == out / "runs" / "regression" for r in runs)
+    assert "| regression (r2) | 0 | x1 |" in (out / "default_schedule.md").read_text()
