@@ -14,6 +14,8 @@ since. This defines three more, here and nowhere else, and runs them as a user w
   ``GPT2Config``) telling which of two marker tokens occurs more often in a row of 24 random
   tokens. Metric: accuracy.
 
+Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
+
 Per family, a good LR is picked first (the best final validation loss of the constant LR over a
 fixed grid, seed 0). Then, at 0.1x, 1x and 10x of it and on the same seeds, through the ``compare``
 harness's Trainer: the constant LR and ``metalr`` (the controller on a constant schedule); the
@@ -41,18 +43,12 @@ from torch import nn
 
 from hf_metalr import MetaLRCallback
 from hf_metalr.compare.runner import run_one
+from hf_metalr.metrics import regression_metrics
 from hf_metalr.tasks.base import ArrayDataset, Task, TaskData, classification_metrics, seeded
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 MASK_SEED, SERIES_SEED = 97, 31
 MASK_SHARE = 0.15
-
-
-def _r2(eval_pred) -> dict[str, float]:
-    predictions = np.asarray(eval_pred.predictions, dtype=np.float64)
-    labels = np.asarray(eval_pred.label_ids, dtype=np.float64)
-    mse = float(np.mean((predictions - labels) ** 2))
-    return {"r2": 1.0 - mse / float(np.var(labels)), "mse": mse}
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,9 +81,6 @@ class MaskedLMTask(Task):
     threshold = 1.0
     test_metrics = ("masked_loss", "masked_accuracy")
     learning_rate = 3e-3  # the grid's pick (the sweep picks it again); what compare --task uses
-    epochs = 10
-    batch_size = 32
-    evals_per_epoch = 2
 
     def load(self) -> TaskData:
         return _mlm_split()
@@ -156,9 +149,6 @@ class SeriesTask(Task):
     threshold = 0.9
     test_metrics = ("r2", "mse")
     learning_rate = 3e-3  # the grid's pick (the sweep picks it again); what compare --task uses
-    epochs = 10
-    batch_size = 32
-    evals_per_epoch = 2
 
     def load(self) -> TaskData:
         return _series_split()
@@ -167,7 +157,7 @@ class SeriesTask(Task):
         return seeded(seed, SeriesGRU)
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        return _r2(eval_pred)
+        return regression_metrics(eval_pred)
 
 
 COUNT_VOCABULARY, COUNT_LENGTH, COUNT_SEED = 24, 24, 53
@@ -201,9 +191,6 @@ class CountTask(Task):
     threshold = 0.9
     test_metrics = ("accuracy", "macro_f1")
     learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
-    epochs = 10
-    batch_size = 32
-    evals_per_epoch = 2
 
     def load(self) -> TaskData:
         return _count_split()

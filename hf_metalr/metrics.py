@@ -1,10 +1,10 @@
-"""``compute_metrics`` functions shared by the embedded tasks and the recipes (scikit-learn, offline)."""
+"""``compute_metrics`` functions shared by the embedded tasks, the benchmarks and the recipes (scikit-learn, offline)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["classification_metrics"]
+__all__ = ["classification_metrics", "regression_metrics"]
 
 
 def classification_metrics(eval_pred) -> dict[str, float]:
@@ -35,3 +35,12 @@ def classification_metrics(eval_pred) -> dict[str, float]:
         "f1": float(f1_score(labels, predictions, average="binary", zero_division=0)) if logits.shape[-1] == 2 else macro,
         "macro_f1": macro,
     }
+
+
+def regression_metrics(eval_pred) -> dict[str, float]:
+    """R^2 (1 - MSE / the labels' variance, over every predicted value) and the MSE of a regressor's
+    predictions, usable as the Trainer's ``compute_metrics``."""
+    predictions = np.asarray(eval_pred.predictions, dtype=np.float64)
+    labels = np.asarray(eval_pred.label_ids, dtype=np.float64)
+    mse = float(np.mean((predictions - labels) ** 2))
+    return {"r2": 1.0 - mse / float(np.var(labels)), "mse": mse}

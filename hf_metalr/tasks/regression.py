@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..metrics import regression_metrics
 from .base import ArrayDataset, Task, TaskData, seeded
 
 __all__ = ["RegressionTask", "RegressionMLP"]
@@ -78,6 +78,4 @@ class RegressionTask(Task):
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
         """R^2 (1 - MSE / the labels' variance) and the MSE of the predictions."""
-        predictions, labels = np.asarray(eval_pred.predictions, dtype=np.float64), np.asarray(eval_pred.label_ids, dtype=np.float64)
-        mse = float(np.mean((predictions - labels) ** 2))
-        return {"r2": 1.0 - mse / float(np.var(labels)), "mse": mse}
+        return regression_metrics(eval_pred)
