@@ -494,6 +494,18 @@ def test_plain_loop_arguments_that_would_mislead_are_refused():
     with pytest.raises(ValueError, match="the scheduler belongs to another optimizer"):
         controller.scale_param_groups(mine, torch.optim.lr_scheduler.StepLR(other, 5))
     assert other.param_groups[0]["lr"] == 1e-3 and mine.param_groups[0]["lr"] == 1e-3  # neither was touched
+    with pytest.raises(ValueError, match=r"param group 0's LR is a tensor .*Pass the optimizer a float lr \(lr=0.001\)"):
+        controller.scale_param_groups(torch.optim.AdamW(model.parameters(), lr=torch.tensor(1e-3)))
+    frozen_first = torch.optim.AdamW([{"params": [model.bias], "lr": 0.0}, {"params": [model.weight]}], lr=1e-3)
+    with pytest.raises(ValueError, match=r"relative to param group 0, whose LR is 0.0\. Put a group with a finite LR > 0 "
+                                         r"first .*requires_grad=False"):
+        controller.scale_param_groups(frozen_first)
+    from transformers.optimization import Adafactor
+
+    with pytest.raises(ValueError, match=r"scale_param_groups cannot drive Adafactor with relative_step=True: .*"
+                                         r"relative_step=False, scale_parameter=False, warmup_init=False and an lr, or drop "
+                                         r"the controller"):
+        controller.scale_param_groups(Adafactor(model.parameters(), lr=None, relative_step=True, warmup_init=True))
     with pytest.raises(ValueError, match=r"observe\(progress=nan\): must be the fraction of the run done"):
         controller.observe(1.0, progress=float("nan"))
     with pytest.raises(TypeError, match=r"MetaLRController.observe\(progress\) must be a real number"):

@@ -96,7 +96,7 @@ from .early_guard import EARLY_SPIKE, EarlyDivergenceGuard
 from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
-from .scheduler_binding import apply_scale, check_scheduler_supported, unwrap_scheduler
+from .scheduler_binding import apply_scale, check_scheduler_supported, reference_lr, unwrap_scheduler
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -513,16 +513,17 @@ class MetaLRController:
         x scale, times the ``scheduler``'s factor when there is one (its ``base_lrs`` carry the
         scale, so its next ``step()`` keeps it: see ``scheduler_binding``). Returns each group's LR
         for the next step. Call after every decision (and after ``load_state_dict``). A scheduler
-        that cannot carry the scale (``OneCycleLR``, ``CyclicLR``, a composite, a metric-driven one)
-        is a ``ValueError`` saying what to use."""
+        that cannot carry the scale (``OneCycleLR``, ``CyclicLR``, a composite, a metric-driven one),
+        param group 0 at an LR that is a tensor, not > 0 or not this controller's ``initial_lr``, and
+        an optimizer that ignores the groups' ``lr`` (Adafactor's ``relative_step``) are each a
+        ``ValueError`` saying what to use."""
         check_scheduler_supported(scheduler, plain_loop=True)
         inner = unwrap_scheduler(scheduler)
         if inner is not None and getattr(inner, "optimizer", None) not in (None, optimizer, getattr(optimizer, "optimizer", None)):
             raise ValueError("MetaLRController.scale_param_groups(optimizer, scheduler): the scheduler belongs to another "
                              "optimizer; pass the scheduler built on this optimizer (or none)")
-        first = optimizer.param_groups[0]
-        base = first.get("initial_lr", first.get("lr"))
-        if isinstance(base, (int, float)) and not math.isclose(base, self.initial_lr, rel_tol=1e-6):
+        base = reference_lr(optimizer, owner="MetaLRController.scale_param_groups")
+        if not math.isclose(base, self.initial_lr, rel_tol=1e-6):
             raise ValueError(f"MetaLRController(initial_lr={self.initial_lr:g}) drives an optimizer whose param group 0 "
                              f"starts at lr={base:g}: the scale multiplies the group's own LR, so bounds, trace and "
                              "schedule factor would all be off. Build the controller with "

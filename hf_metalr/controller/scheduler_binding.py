@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
-__all__ = ["apply_scale", "check_scheduler_supported", "conflict", "schedule_anneals", "unwrap_scheduler"]
+from ..checks import is_positive_finite
+
+__all__ = ["apply_scale", "check_scheduler_supported", "conflict", "reference_lr", "schedule_anneals", "unwrap_scheduler"]
 
 # torch schedulers that decay the LR (CosineAnnealingWarmRestarts decays within each cycle); OneCycleLR and CyclicLR
 # are refused, LinearLR and ConstantLR are mostly warmups: they count as not annealing
@@ -37,6 +39,36 @@ def schedule_anneals(scheduler, total_steps: int) -> bool:
         factors = [scheduler.lr_lambdas[0](round(i * last / 100)) for i in range(101)]
         return max(factors) > 0 and factors[-1] <= 0.5 * max(factors)
     return type(scheduler).__name__ in _DECAYING
+
+
+def reference_lr(optimizer, *, owner: str = "MetaLRCallback") -> float:
+    """Param group 0's initial LR (``initial_lr``, else ``lr``), against which the controller scales
+    every group. A ``ValueError`` naming the fix, in ``owner``'s name, for an optimizer that ignores
+    the groups' ``lr`` (Adafactor's ``relative_step``), keeps it as a tensor, or starts group 0 at an
+    LR that is not a finite number > 0."""
+    first_group = optimizer.param_groups[0]
+    initial_lr = first_group.get("initial_lr", first_group.get("lr"))
+    trainer = owner == "MetaLRCallback"
+    if first_group.get("relative_step"):
+        raise ValueError(
+            f"{owner} cannot drive {type(getattr(optimizer, 'optimizer', optimizer)).__name__} with "
+            "relative_step=True: it computes its own step size and ignores the param groups' lr, so the controller's "
+            "LR would have no effect. Build it with relative_step=False, scale_parameter=False, warmup_init=False and "
+            "an lr" + (" (what TrainingArguments(optim='adafactor') does)" if trainer else "")
+            + (", or drop the callback." if trainer else ", or drop the controller."))
+    if isinstance(initial_lr, torch.Tensor):
+        raise ValueError(
+            f"{owner} writes plain float LRs into the param groups, and param group 0's LR is a tensor "
+            f"({initial_lr!r}). Pass the optimizer a float lr (lr={float(initial_lr):g})"
+            + (", or drop the callback." if trainer else "."))
+    if not is_positive_finite(initial_lr):
+        raise ValueError(
+            f"{owner} scales every param group relative to param group 0, whose LR is {initial_lr!r}. "
+            + ("Give the Trainer a learning_rate > 0 (--learning_rate), and with an optimizer of your own put a group "
+               if trainer else "Put a group ")
+            + "with a finite LR > 0 first in the optimizer's param_groups (freeze parameters with requires_grad=False "
+            "rather than lr=0).")
+    return initial_lr
 
 
 def unwrap_scheduler(scheduler):

@@ -75,13 +75,13 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..checks import is_positive_finite, real_number
+from ..checks import real_number
 from ..controller.alignment import draw_sketch, sketch_coordinates
 from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .check_batches import EvalBatchCapture, first_batches
-from ..controller.scheduler_binding import schedule_anneals
+from ..controller.scheduler_binding import reference_lr, schedule_anneals
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
@@ -223,7 +223,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self.metric_key, greater_is_better = self._resolve_metric(args)
         a = self._init_args
         seed = args.seed if a["seed"] is None else a["seed"]
-        initial_lr = _reference_lr(optimizer)
+        initial_lr = reference_lr(optimizer)
         if len(optimizer.param_groups) > 1:  # say which group's LR the bounds were checked against
             check_options(min_lr=a["min_lr"], max_lr=a["max_lr"], initial_lr=initial_lr, owner="MetaLRCallback",
                           origins={"initial_lr": f"param group 0's, of {len(optimizer.param_groups)} groups; the "
@@ -746,31 +746,6 @@ def _on_every_rank(flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], device=collective_device(dist))
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
-
-
-def _reference_lr(optimizer) -> float:
-    """Param group 0's initial LR, against which the controller scales every group; a clear error
-    for an optimizer that ignores the groups' ``lr`` or keeps it as a tensor."""
-    first_group = optimizer.param_groups[0]
-    initial_lr = first_group.get("initial_lr", first_group["lr"])
-    if first_group.get("relative_step"):
-        raise ValueError(
-            f"MetaLRCallback cannot drive {type(getattr(optimizer, 'optimizer', optimizer)).__name__} with "
-            "relative_step=True: it computes its own "
-            "step size and ignores the param groups' lr, so the controller's LR would have no effect. Build it with "
-            "relative_step=False, scale_parameter=False, warmup_init=False and an lr (what TrainingArguments("
-            "optim='adafactor') does), or drop the callback.")
-    if isinstance(initial_lr, torch.Tensor):
-        raise ValueError(
-            f"MetaLRCallback writes plain float LRs into the param groups, and param group 0's LR is a tensor "
-            f"({initial_lr!r}). Pass the optimizer a float lr (lr={float(initial_lr):g}), or drop the callback.")
-    if not is_positive_finite(initial_lr):
-        raise ValueError(
-            f"MetaLRCallback scales every param group relative to param group 0, whose LR is {initial_lr!r}. "
-            "Give the Trainer a learning_rate > 0 (--learning_rate), and with an optimizer of your own put a group "
-            "with a finite LR > 0 first in its param_groups (freeze parameters with requires_grad=False rather "
-            "than lr=0).")
-    return initial_lr
 
 
 def _trained_parameters(model, optimizer) -> list:
