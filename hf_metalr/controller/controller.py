@@ -197,11 +197,11 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
     wait = f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but {_waits(features, waiting)}" if (
         waiting is not None) else None
-    if not first and bouncing(features) and not schedule_anneals:
+    if _bounce_cut(features, first=first, schedule_anneals=schedule_anneals):
         return False, (f"cut: the average of the iterates since the last decision has a validation loss "
                        f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
                        "steps bounce around a valley floor")
-    if clear_overshoot(features) and waiting is None:
+    if _overshoot_cut(features, waiting):
         return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                        "the steps overshoot")
     if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
@@ -232,6 +232,18 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     return True, (f"cut held: the metric got worse, but before the run has made progress (the objective, the loss or "
                   f"1 - the score, {1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient "
                   f"to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})")
+
+
+def _overshoot_cut(features: dict[str, float], waiting: float | None) -> bool:
+    """Whether a clear overshoot cuts now, whatever the policy asks: ``clear_overshoot`` and no wait
+    for a second reading (``waiting``: ``unconfirmed_overshoot``'s answer)."""
+    return clear_overshoot(features) and waiting is None
+
+
+def _bounce_cut(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> bool:
+    """Whether the iterate-average check cuts now, whatever the policy asks: the steps bounce
+    (``bouncing``), after the first evaluation, under a schedule that does not anneal by itself."""
+    return not first and bouncing(features) and not schedule_anneals
 
 
 def _joined(*parts: str | None) -> str | None:
@@ -711,8 +723,8 @@ class MetaLRController:
                      if gated else (False, None))
         multiplier = 1.0 if held else requested
         waiting = unconfirmed_overshoot(features, first=reward is None, schedule_anneals=self.schedule_anneals)
-        fixed_cut = ((clear_overshoot(features) and waiting is None)
-                     or (reward is not None and bouncing(features) and not self.schedule_anneals))
+        fixed_cut = (_overshoot_cut(features, waiting)
+                     or _bounce_cut(features, first=reward is None, schedule_anneals=self.schedule_anneals))
         if gated and multiplier >= 1 and fixed_cut and self.scale > self.min_scale:
             _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=reward is None,  # the cut's own words
                                             schedule_anneals=self.schedule_anneals)
