@@ -100,7 +100,9 @@ def _unknown(option: str) -> LaunchError:
     flags = [FLAG_PREFIX + name[len("metalr_") :] for name in _FIELDS]
     close = difflib.get_close_matches(option.replace("-", "_").replace("__", "--", 1), flags, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    return LaunchError(f"unknown meta-LR option {option}{hint} (known: {', '.join(flags)})")
+    return LaunchError(f"unknown meta-LR option {option}{hint} (known: {', '.join(flags)}). The launcher takes every "
+                       f"{FLAG_PREFIX}* flag, wherever it stands: a flag of the script's own with that prefix needs "
+                       "another name")
 
 
 def _from_environ(environ) -> tuple[dict, dict, list[str]]:
@@ -196,7 +198,7 @@ def parse_launch_argv(argv: list[str], environ=None) -> tuple[MetaLRArguments, d
 
 
 # -- the Trainer patch ------------------------------------------------------------------------
-_state = {"original_init": None, "kwargs": None, "sources": None, "trainers": [], "own": []}
+_state = {"original_init": None, "kwargs": None, "sources": None, "trainers": [], "own": [], "prog": None}
 
 
 def _has_metalr(trainer) -> bool:
@@ -205,17 +207,18 @@ def _has_metalr(trainer) -> bool:
     return any(isinstance(cb, MetaLRCallback) for cb in trainer.callback_handler.callbacks)
 
 
-def install(callback_kwargs: dict, sources: dict[str, str] | None = None) -> None:
+def install(callback_kwargs: dict, sources: dict[str, str] | None = None, prog: str | None = None) -> None:
     """Wrap ``transformers.Trainer.__init__`` so each new Trainer gets ``MetaLRCallback(**callback_kwargs)``.
 
     The LR bounds are checked against the Trainer's initial LR as it is built (``LaunchError``,
-    naming the flag or variable from ``sources``).
+    naming the flag or variable from ``sources``). A Trainer that does not evaluate gets a warning
+    on stderr (the main process's, under ``prog``'s name), as its ``train()`` will be refused.
     """
     from transformers import trainer as trainer_module
 
     from .integration.callback import MetaLRCallback
 
-    _state["kwargs"], _state["sources"] = dict(callback_kwargs), dict(sources or {})
+    _state["kwargs"], _state["sources"], _state["prog"] = dict(callback_kwargs), dict(sources or {}), prog or PROG
     if _state["original_init"] is not None:
         return
     original = trainer_module.Trainer.__init__
@@ -242,6 +245,11 @@ def install(callback_kwargs: dict, sources: dict[str, str] | None = None) -> Non
         except ValueError as err:
             raise LaunchError(str(err)) from None
         _state["trainers"].append(str(self.args.output_dir))
+        if getattr(self.args.eval_strategy, "value", self.args.eval_strategy) == "no" and _is_main_process():
+            # not refused here: a Trainer built only to predict never trains; its train() is refused
+            print(f"{_state['prog']}: warning: the Trainer of output_dir {self.args.output_dir} does not evaluate "
+                  "during training (eval_strategy='no'), and MetaLRCallback decides at evaluations: its train() will "
+                  "be refused. Pass --eval_strategy steps --eval_steps N (or epoch) to the script", file=sys.stderr)
 
     trainer_module.Trainer.__init__ = __init__
     _state["original_init"] = original
@@ -252,13 +260,13 @@ def uninstall() -> None:
 
     if _state["original_init"] is not None:
         trainer_module.Trainer.__init__ = _state["original_init"]
-    _state.update(original_init=None, kwargs=None, sources=None, trainers=[], own=[])
+    _state.update(original_init=None, kwargs=None, sources=None, trainers=[], own=[], prog=None)
 
 
 @contextlib.contextmanager
-def patched(callback_kwargs: dict, sources: dict[str, str] | None = None):
+def patched(callback_kwargs: dict, sources: dict[str, str] | None = None, prog: str | None = None):
     """``install`` for the duration of a ``with`` block."""
-    install(callback_kwargs, sources)
+    install(callback_kwargs, sources, prog)
     try:
         yield _state["trainers"]
     finally:
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         print(f"{prog}: every Trainer gets MetaLRCallback({shown}); {_direction(kwargs)}", file=sys.stderr)
         _show_info_logs()
     try:
-        with patched(kwargs, sources) as trainers:
+        with patched(kwargs, sources, prog) as trainers:
             code = _run(target, script_args)
             built, own = list(trainers), list(_state["own"])  # (own: the Trainers that had the script's callback)
     except LaunchError as err:

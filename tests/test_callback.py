@@ -142,6 +142,27 @@ def test_evaluation_switched_off_is_an_error_at_train_begin(tmp_path):
         trainer.train()
 
 
+@pytest.mark.parametrize("overrides, warned", [
+    (dict(max_steps=8, eval_steps=10), True),  # the only evaluation is the Trainer's at the last step
+    (dict(max_steps=10, eval_steps=10), True),
+    (dict(max_steps=11, eval_steps=10), False),  # step 10's decision trains step 11
+    (dict(max_steps=None, num_train_epochs=1, eval_strategy="epoch"), True),
+    (dict(max_steps=None, num_train_epochs=2, eval_strategy="epoch"), False),
+])
+def test_a_run_whose_decisions_cannot_act_is_warned_about_at_train_begin(tmp_path, overrides, warned):
+    overrides = {k: v for k, v in overrides.items() if v is not None} | (
+        {"max_steps": -1} if overrides.get("max_steps", 0) is None else {})
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(policy="random")], **overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    said = [str(w.message) for w in caught if "no evaluation comes before the run's last step" in str(w.message)]
+    assert len(said) == (1 if warned else 0), said
+    if warned:
+        assert "so no decision can change the LR of any step" in said[0]
+    assert read_trace(tmp_path / "metalr_trace.jsonl"), "the run still trains and traces its decision"
+
+
 def test_absent_metric_names_the_key_and_lists_the_available_ones(tmp_path):
     trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback(metric="f1")])
     with pytest.raises(ValueError, match=r"'eval_f1'.*Available: \['eval_accuracy', 'eval_loss'\]"):

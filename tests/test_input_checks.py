@@ -253,10 +253,25 @@ def test_bounds_that_exclude_the_scripts_lr_stop_the_launch_naming_the_flag(tmp_
     assert not (tmp_path / "out" / "metalr_trace.jsonl").exists(), "stopped before training"
 
 
+def test_a_bound_past_the_other_default_bound_says_so():
+    from hf_metalr.controller.controller import check_options
+
+    with pytest.raises(ValueError, match=r"\[min_lr, max_lr\] = \[1.0, 0.2 \(default\)\] \(1.0 from min_lr\); min_lr is "
+                                         r"above even the default max_lr, 100x the initial learning rate"):
+        check_options(min_lr=1.0, initial_lr=2e-3)
+    with pytest.raises(ValueError, match=r"max_lr is below even the default min_lr, 0.001x the initial"):
+        check_options(max_lr=1e-7, initial_lr=2e-3)
+    with pytest.raises(ValueError) as within_defaults:
+        check_options(min_lr=0.1, initial_lr=2e-3)  # above the initial LR, below the default max_lr: no such note
+    assert "even the default" not in str(within_defaults.value)
+
+
 def test_hf_metalr_run_speaks_under_its_own_name(tmp_path, capsys):
     assert hf_metalr_main(["run", "--metalr_bogus", "1", str(tmp_path / "x.py")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hf-metalr run: error: unknown meta-LR option") and "hf_metalr.launch" not in err
+    assert "The launcher takes every --metalr_* flag, wherever it stands: a flag of the script's own with that " \
+           "prefix needs another name" in err
 
 
 # -- 16. messages instead of tracebacks -----------------------------------------------------------------

@@ -215,6 +215,21 @@ def test_conflicting_schedule_fails_when_the_trainer_is_built(tmp_path):
         make_trainer(tmp_path, lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy")
 
 
+def test_a_trainer_that_does_not_evaluate_is_warned_about_when_built_and_refused_at_train(tmp_path, capsys):
+    from tiny_job import make_trainer
+
+    with launch.patched({"policy": "random"}, prog="hf-metalr run"):
+        predict_only = make_trainer(tmp_path / "p", eval_strategy="no")  # built: a Trainer may only predict
+        err = capsys.readouterr().err
+        assert f"hf-metalr run: warning: the Trainer of output_dir {tmp_path / 'p'} does not evaluate during training " \
+               "(eval_strategy='no')" in err and "Pass --eval_strategy steps --eval_steps N" in err
+        make_trainer(tmp_path / "e")
+        assert "warning" not in capsys.readouterr().err, "a Trainer that evaluates gets no warning"
+        with pytest.raises(ValueError, match=r"evaluation is switched off \(eval_strategy='no'\).*--eval_strategy "
+                                             r"steps --eval_steps N"):
+            predict_only.train()
+
+
 SCRIPT_OF_MODES = '''
 import sys
 from tiny_job import make_trainer

@@ -6,7 +6,7 @@ from matplotlib.image import imread
 
 from hf_metalr import MetaLRCallback, read_trace, save_policy
 from hf_metalr.cli import main as cli_main
-from hf_metalr.reporting.trace_view import _summary_text, decision_kind, format_trace, summarize_trace
+from hf_metalr.reporting.trace_view import _summary_text, decision_kind, format_trace, lr_series, summarize_trace
 
 from test_alignment import always
 from tiny_job import make_trainer
@@ -43,6 +43,24 @@ def test_each_decision_is_classified_and_counted():
     assert (summary["best"], summary["best_step"]) == (0.80, 40)
     lower = [dict(e, greater_is_better=False) for e in SYNTHETIC]
     assert (summarize_trace(lower)["best"], summarize_trace(lower)["best_step"]) == (0.50, 10)
+
+
+def test_the_plot_draws_the_tables_lr_beside_the_controllers_under_a_schedule():
+    base_xs, base_ys = lr_series(SYNTHETIC)["base"]
+    assert base_xs == [0] + [e["global_step"] for e in SYNTHETIC]
+    assert all(math.isclose(y, lr) for y, lr in zip(base_ys, [1e-3] + [e["lr"] for e in SYNTHETIC]))
+    assert "scheduled" not in lr_series(SYNTHETIC), "a constant schedule: one curve"
+    decayed = [dict(e, initial_lr=1e-3, lr=e["lr"] * (1 - i / len(SYNTHETIC))) for i, e in enumerate(SYNTHETIC)]
+    series = lr_series(decayed)
+    assert all(math.isclose(a, b) for a, b in zip(series["base"][1], base_ys)), "the controller's LR is initial x scale"
+    steps, lrs = series["scheduled"]
+    assert steps == [e["global_step"] for e in decayed] and lrs == [e["lr"] for e in decayed], "the table's lr column"
+    assert lr_series([]) == {"base": ([], [])}
+    summary = _summary_text(summarize_trace(SYNTHETIC[:1]), "eval_accuracy")
+    assert summary.startswith("1 decision: 0 raised the LR") and "2 decisions" in _summary_text(
+        summarize_trace(SYNTHETIC[:2]), "eval_accuracy")
+    assert "1 move the policy did not ask for (a safeguard's), 1 move cut short by min_lr/max_lr, 1 divergence (LR " \
+           "halved)" in _summary_text(summarize_trace(SYNTHETIC), "eval_accuracy")
 
 
 def test_a_move_at_the_runs_final_step_is_named_as_one_no_step_used():
@@ -92,7 +110,7 @@ def test_the_command_reads_a_real_runs_trace_with_its_early_cuts(tmp_path, capsy
     assert [float(r.split()[5]) for r in rows] == [float(f"{e['lr']:.3g}") for e in trace]
     summary = next(line for line in printed if line.startswith("LR "))
     assert summary.startswith(f"LR 3 -> {trace[-1]['lr']:.3g}")
-    assert f"{len(cuts)} early-divergence cuts before the first decision" in "\n".join(printed)
+    assert f"{len(cuts)} early-divergence cut{'s' if len(cuts) > 1 else ''} before the first decision" in "\n".join(printed)
     assert imread(tmp_path / "plot.png").shape[:2] == (600, 900)
 
     # the trace file itself works as well as its folder

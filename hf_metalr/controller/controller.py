@@ -384,9 +384,14 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
         low = min_lr if min_lr is not None else f"{initial_lr * DEFAULT_MIN_LR_RATIO:g} (default)"
         high = max_lr if max_lr is not None else f"{initial_lr * DEFAULT_MAX_LR_RATIO:g} (default)"
         what = (origins or {}).get("initial_lr")
+        crossed = ""  # a bound given past the other, default, one: the defaults follow the initial LR
+        if min_lr is not None and max_lr is None and min_lr > initial_lr * DEFAULT_MAX_LR_RATIO:
+            crossed = f"; min_lr is above even the default max_lr, {DEFAULT_MAX_LR_RATIO:g}x the initial learning rate"
+        elif max_lr is not None and min_lr is None and max_lr < initial_lr * DEFAULT_MIN_LR_RATIO:
+            crossed = f"; max_lr is below even the default min_lr, {DEFAULT_MIN_LR_RATIO:g}x the initial learning rate"
         raise ValueError(f"the initial learning rate {initial_lr}{f' ({what})' if what else ''} must lie within "
                          f"[min_lr, max_lr] = [{low}, {high}] "
-                         f"({named}); widen the bounds or change the initial learning rate")
+                         f"({named}){crossed}; widen the bounds or change the initial learning rate")
 
 
 @dataclass

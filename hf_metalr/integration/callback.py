@@ -210,8 +210,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if strategy == "no":
             raise ValueError(
                 "MetaLRCallback decides the LR at each evaluation, but evaluation is switched off "
-                "(eval_strategy='no'). Set eval_strategy='steps' with eval_steps=N, or eval_strategy='epoch', "
-                "and pass an eval_dataset."
+                "(eval_strategy='no'). Set eval_strategy='steps' with eval_steps=N, or eval_strategy='epoch' "
+                "(--eval_strategy steps --eval_steps N on a script's command line), and pass an eval_dataset."
             )
         if optimizer is None:
             raise ValueError("MetaLRCallback needs the optimizer, which the Trainer passes at train begin")
@@ -277,6 +277,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                         "the callback); the controller starts fresh from this step", state.global_step)
         logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key,
                     "greater" if self.controller.tracker.greater_is_better else "lower")
+        if state.is_world_process_zero and not _decisions_before_the_end(args, state):
+            warnings.warn(
+                f"MetaLRCallback: no evaluation comes before the run's last step ({state.max_steps}; "
+                f"eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)!r}"
+                + (f", eval_steps={state.eval_steps}" if getattr(args.eval_strategy, "value", args.eval_strategy) == "steps"
+                   else "") + "), so no decision can change the LR of any step: the run trains at the LR it has. "
+                "Evaluate more often (eval_steps below max_steps, or eval_strategy='steps' for a run of one epoch), or "
+                "train longer.", UserWarning, stacklevel=2)
         if self.controller.schedule_anneals and self.controller.gate and self.controller.alignment is not None:
             logger.info("MetaLRCallback: the schedule decays the LR by itself, so the controller cuts only on an "
                         "overshoot (not to anneal: no cut for a bounce around a valley floor)")
@@ -746,6 +754,23 @@ def _on_every_rank(flag: bool) -> bool:
     value = torch.tensor([1 if flag else 0], device=collective_device(dist))
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def _decisions_before_the_end(args, state) -> bool:
+    """Whether an evaluation (a decision) comes after the run's current step and before its last one,
+    where the LR it decides still trains steps: with ``eval_strategy="steps"``, a multiple of
+    ``eval_steps`` in between; with ``"epoch"``, an epoch's end before the last step (a run of more
+    than one epoch)."""
+    strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+    if strategy == "steps":
+        every = int(state.eval_steps or 0)
+        if every < 1:
+            return True  # the Trainer's own check refuses such a cadence
+        next_evaluation = (state.global_step // every + 1) * every
+        return next_evaluation < state.max_steps
+    if strategy == "epoch":
+        return float(state.num_train_epochs or 0) > 1 and state.global_step < state.max_steps - 1
+    return True
 
 
 def _trained_parameters(model, optimizer) -> list:

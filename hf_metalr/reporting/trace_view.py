@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..integration.trace import TRACE_NAME, read_trace
 
-__all__ = ["decision_kind", "format_trace", "main", "plot_trace", "summarize_trace", "trace_path"]
+__all__ = ["decision_kind", "format_trace", "lr_series", "main", "plot_trace", "summarize_trace", "trace_path"]
 
 
 def trace_path(path: str | Path) -> Path:
@@ -162,13 +162,16 @@ def _summary_text(summary: dict, metric: str) -> str:
     if not summary["decisions"]:
         return ""
 
-    counts = [f"{summary['decisions']} decisions: {summary['raised']} raised the LR, {summary['cut']} cut it",
+    decisions = f"{summary['decisions']} decision{'s' if summary['decisions'] != 1 else ''}"
+    counts = [f"{decisions}: {summary['raised']} raised the LR, {summary['cut']} cut it",
               f"{summary['held']} of the policy's moves held by the gate"]
-    for key, words in (("fixed", "moves the policy did not ask for (a safeguard's)"),
-                       ("capped", "moves cut short by min_lr/max_lr"), ("divergences", "divergences (LR halved)"),
-                       ("early_cuts", "early-divergence cuts before the first decision")):
+    for key, one, many in (("fixed", "move the policy did not ask for", "moves the policy did not ask for"),
+                           ("capped", "move cut short by min_lr/max_lr", "moves cut short by min_lr/max_lr"),
+                           ("divergences", "divergence", "divergences"),
+                           ("early_cuts", "early-divergence cut", "early-divergence cuts")):
         if summary[key]:
-            counts.append(f"{summary[key]} {words}")
+            why = {"fixed": " (a safeguard's)", "divergences": " (LR halved)", "early_cuts": " before the first decision"}
+            counts.append(f"{summary[key]} {one if summary[key] == 1 else many}{why.get(key, '')}")
     parts = [", ".join(counts)]
     if summary.get("moved_at_end"):
         parts[0] += " (the last move, at the run's final step, applied to no step)"
@@ -179,28 +182,49 @@ def _summary_text(summary: dict, metric: str) -> str:
     return "\n".join(parts)
 
 
+def lr_series(entries: list[dict]) -> dict[str, tuple[list, list]]:
+    """The LR curves ``plot_trace`` draws, each as (steps, LRs) of param group 0: ``"base"``, the
+    controller's LR (the initial LR x its scale) from the run's start through the early-divergence
+    guard's cuts to each decision, a step curve; and ``"scheduled"``, the trace's ``lr`` at each
+    decision (the base times a Trainer schedule's warmup or decay factor, the LR the table shows),
+    only when it differs from the base somewhere (under a schedule)."""
+    if not entries:
+        return {"base": ([], [])}
+    summary = summarize_trace(entries)
+    steps = [e["global_step"] for e in entries]
+    base = [summary["initial_lr"] * _number(e.get("scale", e.get("lr_scale"))) for e in entries]
+    early = [(cut["step"], summary["initial_lr"] * _number(cut["scale"])) for cut in entries[0].get("early_cuts") or []]
+    series = {"base": ([0] + [s for s, _ in early] + steps, [summary["initial_lr"]] + [lr for _, lr in early] + base)}
+    scheduled = [_number(e.get("lr")) for e in entries]
+    if any(not math.isclose(lr, b, rel_tol=1e-6) for lr, b in zip(scheduled, base) if math.isfinite(lr)):
+        series["scheduled"] = (steps, scheduled)
+    return series
+
+
 def plot_trace(entries: list[dict], path: str | Path) -> Path:
-    """Draw the controller's LR of param group 0 (log scale; a Trainer schedule's warmup and decay
-    multiply it) and the metric against the global step into ``path``."""
+    """Draw param group 0's LR (log scale) and the metric against the global step into ``path``:
+    the controller's LR (initial x scale) as a step curve and, under a schedule that moves the LR
+    (warmup, decay), the trace's ``lr`` at each decision as points (``lr_series``)."""
     from matplotlib.figure import Figure
 
     path = Path(path)
     fig = Figure(figsize=(9, 6), dpi=100, layout="constrained")
     ax_lr, ax_metric = fig.subplots(2, 1, sharex=True)
-    steps = [e["global_step"] for e in entries]
-    summary = summarize_trace(entries)
-    lrs = [summary["initial_lr"] * _number(e.get("scale", e.get("lr_scale"))) for e in entries]
-    if entries:
-        # From the run's start at the initial LR, through the early-divergence guard's cuts, to each decision's LR.
-        early = [(cut["step"], summary["initial_lr"] * _number(cut["scale"])) for cut in entries[0].get("early_cuts") or []]
-        xs = [0] + [s for s, _ in early] + steps
-        ys = [summary["initial_lr"]] + [lr for _, lr in early] + lrs
-        ax_lr.step(xs, ys, where="post", color="black")
+    series = lr_series(entries)
+    scheduled = "scheduled" in series
+    ax_lr.step(*series["base"], where="post", color="black",
+               label="controller's LR (initial x scale)" if scheduled else None)
+    if scheduled:
+        xs, ys = series["scheduled"]
+        positive = [(x, y) for x, y in zip(xs, ys) if y > 0]  # a decay's last LR of 0 has no place on a log axis
+        ax_lr.plot([x for x, _ in positive], [y for _, y in positive], "o", color="C1", markersize=4,
+                   label="LR at the decision (x the schedule's factor)")
+        ax_lr.legend(loc="best", fontsize="small")
     ax_lr.set_yscale("log")
-    ax_lr.set_ylabel("controller's LR (group 0)")
+    ax_lr.set_ylabel("LR (param group 0)")
     ax_lr.grid(True, alpha=0.3)
     metric = entries[0].get("metric", "metric") if entries else "metric"
-    ax_metric.plot(steps, [_number(e.get("value")) for e in entries], marker="o", color="C0")
+    ax_metric.plot([e["global_step"] for e in entries], [_number(e.get("value")) for e in entries], marker="o", color="C0")
     ax_metric.set_ylabel(metric)
     ax_metric.set_xlabel("global step")
     ax_metric.grid(True, alpha=0.3)
