@@ -473,7 +473,7 @@ def test_gate_lets_a_cut_through_when_the_metric_worsens_after_progress(values, 
     ctrl = MetaLRController(1e-3, policy=always(0), learn_online=False)  # 0: x0.5
     ctrl.watch([torch.nn.Parameter(torch.zeros(4))])  # watched, but no steps: alignment 0, no evidence either way
     with pytest.warns(RuntimeWarning, match="were never called since watch"):  # (which a real loop is told)
-        decisions = [ctrl.observe(v) for v in values]
+        decisions = [ctrl.observe(v, stepped=True) for v in values]  # (stepped: no step is made here)
     assert [d.applied for d in decisions] == applied
     assert [d.gate is None for d in decisions[1:]] == [a != 1.0 for a in applied[1:]]
     assert [d.evidence is not None for d in decisions] == [a != 1.0 for a in applied]
@@ -709,7 +709,7 @@ def test_the_undo_of_a_punished_raise_survives_a_resume():
     ctrl.tracker.observe(1.0)  # a previous value for both, so the next one has a trend
     resumed.tracker.observe(1.0)
     ctrl.tracker.commit(), resumed.tracker.commit()
-    a, b = ctrl.observe(1.2), resumed.observe(1.2)  # worse right after the raise
+    a, b = ctrl.observe(1.2, stepped=True), resumed.observe(1.2, stepped=True)  # worse right after the raise
     assert a.applied == b.applied == 0.5 and a.scale == b.scale == 1.0
     assert a.evidence == b.evidence and a.evidence.startswith("undo")
 

@@ -741,7 +741,7 @@ def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one
         cb = MetaLRCallback()
         cb.controller = MetaLRController(1e-3, policy="random", seed=0)
         cb.controller.watch([theta], average_iterates=True)
-        cb.controller.observe(0.5)  # past the first evaluation, before which the steps are not folded
+        cb.controller.observe(0.5, stepped=True)  # past the first evaluation, before which the steps are not folded
         return cb
 
     theta = torch.nn.Parameter(torch.zeros(3))

@@ -80,6 +80,60 @@ def test_the_guard_stops_at_the_first_decision_and_needs_the_gate():
     assert stretch.early_cuts == [] and stretch.scale == 1.0
 
 
+def _loop_at_a_far_too_high_lr(evaluate_at_start: bool):
+    """A plain loop on a regression with Adam at LR 1.0 (far too high): the docs' calls at every
+    step, an evaluation every 8 steps and, when asked, one before the first step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    ctrl = MetaLRController(1.0, policy=always(2), learn_online=False, seed=0)  # 2: keep
+    ctrl.watch(model.parameters())
+    loss_now = lambda: float(torch.nn.functional.mse_loss(model(x), y).detach())  # noqa: E731
+    decisions = [ctrl.observe(loss_now(), progress=0.0)] if evaluate_at_start else []
+    for step in range(1, 17):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        ctrl.before_optimizer_step()
+        optimizer.step()
+        ctrl.after_optimizer_step()
+        if ctrl.observe_train_loss(loss.item()):
+            ctrl.scale_param_groups(optimizer)
+        if step % 8 == 0:
+            decisions.append(ctrl.observe(loss_now(), progress=step / 16))
+            ctrl.scale_param_groups(optimizer)
+    return ctrl, decisions
+
+
+def test_an_evaluation_before_the_first_step_of_a_plain_loop_is_no_decision_and_keeps_the_guard():
+    plain, plain_decisions = _loop_at_a_far_too_high_lr(evaluate_at_start=False)
+    assert plain.early_cuts, "the run at LR 1.0 needs the guard's cut for this test"
+    ctrl, decisions = _loop_at_a_far_too_high_lr(evaluate_at_start=True)
+    start = decisions[0]
+    assert start.gate.startswith("no decision: no optimizer step since the last decision")
+    assert (start.index, start.applied, start.by_policy, start.features) == (0, 1.0, False, None)
+    assert ctrl.early_cuts == plain.early_cuts, "the guard still cuts as without the evaluation at the start"
+    assert [d.as_dict() for d in decisions[1:]] == [d.as_dict() for d in plain_decisions]
+    assert ctrl.history == plain.history and ctrl.decision_index == 2
+    # an evaluation right after a decision, with no step between, is none either; the next one after steps is
+    again = ctrl.observe(1.0, progress=1.0)
+    assert again.gate.startswith("no decision") and again.index == 2 and len(ctrl.history) == 2
+
+
+def test_a_loop_that_never_reports_a_step_is_told_once_its_evaluations_decide_nothing():
+    ctrl = MetaLRController(1e-3, policy=always(4), learn_online=False)
+    ctrl.watch([torch.nn.Parameter(torch.zeros(4))])
+    with pytest.warns(RuntimeWarning, match=r"before_optimizer_step\(\) and after_optimizer_step\(\) were never called "
+                                            r"since watch\(\), so the controller saw no optimizer step, and no "
+                                            r"evaluation since was a decision"):
+        decisions = [ctrl.observe(v) for v in (1.0, 0.9, 0.8)]
+    assert all(d.gate.startswith("no decision") for d in decisions) and ctrl.history == []
+    ctrl.observe_train_loss(0.7)  # a step's loss says a step was made: the next evaluation decides
+    decided = ctrl.observe(0.7)
+    assert decided.index == 0 and not decided.gate.startswith("no decision") and len(ctrl.history) == 1
+
+
 def test_the_guard_state_rides_in_the_controller_state():
     losses = [2.0, 3.0, 13.0, 60.0, 10.0, 300.0, 1.0, 1300.0, 6000.0]
     whole = watched_controller()

@@ -3,13 +3,20 @@
 Use it from any training loop::
 
     ctrl = MetaLRController(initial_lr=1e-3, seed=0)
+    ctrl.watch(model.parameters())               # the direction signal, the gate and the early-divergence guard
     for epoch in range(epochs):
         for batch in loader:
-            loss = train_step(model, optimizer, batch)
+            loss = loss_of(model, batch)
+            optimizer.zero_grad(); loss.backward()
+            ctrl.before_optimizer_step()              # reads the final gradient
+            optimizer.step()
+            ctrl.after_optimizer_step()               # reads the update
             if ctrl.observe_train_loss(loss.item()):   # every step's loss: the trend and noise features, and
                 ctrl.scale_param_groups(optimizer)      # True when the early-divergence guard cut the LR
         decision = ctrl.observe(evaluate(model), progress=(epoch + 1) / epochs)
         ctrl.scale_param_groups(optimizer)      # every group: its initial LR x decision.scale
+
+(the whole recipe, with a scheduler and the iterate average: docs/controller.md).
 
 The controller's LR is ``initial_lr * scale``; ``scale`` starts at 1 and is moved by the policy's
 multiplicative actions, clipped to ``[min_lr, max_lr] / initial_lr``. Randomness is derived from
@@ -508,6 +515,8 @@ class MetaLRController:
         self.early_cuts: list[dict] = []
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
         self._warned_loop = False  # the one warning about a loop that misses a step call (_warn_unmeasured_loop)
+        self._train_losses_since_decision = 0  # observe_train_loss(es) calls since the last decision: steps were made
+        self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
         self.schedule_anneals = False
@@ -544,7 +553,8 @@ class MetaLRController:
             raise ValueError(f"MetaLRController(initial_lr={self.initial_lr:g}) drives an optimizer whose param group 0 "
                              f"starts at lr={base:g}: the scale multiplies the group's own LR, so bounds, trace and "
                              "schedule factor would all be off. Build the controller with "
-                             "initial_lr=optimizer.param_groups[0]['lr'] (before any scheduler step)")
+                             "initial_lr=optimizer.param_groups[0].get('initial_lr', optimizer.param_groups[0]['lr']) "
+                             "(a scheduler's first step, at its construction, may already have moved 'lr')")
         return apply_scale(optimizer, scheduler, self.scale)
 
     # -- gradient alignment --------------------------------------------------------------------
@@ -559,11 +569,11 @@ class MetaLRController:
         self._restore_watched()
         return self.alignment
 
-    def _warn_unmeasured_loop(self) -> None:
+    def _warn_unmeasured_loop(self, consequence: str | None = None) -> None:
         """Once, from the second decision on: a warning when the loop has never called
         ``before_optimizer_step`` or ``after_optimizer_step`` since ``watch``, or called the first only
         while there was no gradient (before ``backward()``): the alignment then measures nothing, and
-        the gate holds every move for lack of evidence."""
+        the gate holds every move for lack of evidence (``consequence``: another one, in words)."""
         calls = self.alignment.calls
         if self._warned_loop:
             return
@@ -576,8 +586,8 @@ class MetaLRController:
         else:
             return
         self._warned_loop = True
-        warnings.warn(f"MetaLRController: {problem}, so the gradient alignment measured no step and the gate keeps the "
-                      "LR for lack of evidence. At every optimizer step call before_optimizer_step() after "
+        consequence = consequence or "so the gradient alignment measured no step and the gate keeps the LR for lack of evidence"
+        warnings.warn(f"MetaLRController: {problem}, {consequence}. At every optimizer step call before_optimizer_step() after "
                       "loss.backward() (and any clipping), then optimizer.step(), then after_optimizer_step().",
                       RuntimeWarning, stacklevel=4)
 
@@ -611,6 +621,7 @@ class MetaLRController:
         Returns True when the early-divergence guard cut the LR (before the first evaluation, with
         the gate on): apply it now, with ``scale_param_groups`` or the callback's binding."""
         loss = real_number(loss, "MetaLRController.observe_train_loss(loss)")
+        self._train_losses_since_decision += 1
         self.tracker.observe_train_loss(loss)
         return self._guard_early_divergence(loss)
 
@@ -618,7 +629,9 @@ class MetaLRController:
         """A stretch of consecutive steps' training losses, such as one process's since the last
         decision, or logged means. The early-divergence guard reads only ``observe_train_loss``,
         one optimizer step at a time as they come."""
-        self.tracker.observe_train_losses([real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses])
+        losses = [real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses]
+        self._train_losses_since_decision += len(losses)
+        self.tracker.observe_train_losses(losses)
 
     @property
     def guards_early_divergence(self) -> bool:
@@ -653,9 +666,17 @@ class MetaLRController:
         return self.iterate_average is not None and (self.tracker.previous is None or self.iterate_average.steps >= 2)
 
     def observe(self, value: float, *, progress: float = 0.0, train_loss: float | None = None,
-                validation_loss: Callable[[], float] | None = None, current_loss: float | None = None) -> Decision:
+                validation_loss: Callable[[], float] | None = None, current_loss: float | None = None,
+                stepped: bool | None = None) -> Decision:
         """Take one validation metric value and decide the next LR. ``train_loss``, if given, is
         one more training loss (a mean over the interval, say), added on its own stretch.
+
+        An evaluation with no optimizer step since the last decision (one before the first step, or
+        right after a resume) is no decision, as in the callback: the returned ``Decision`` keeps the
+        LR, says so in ``gate``, is not in ``history``, and the next decision takes its ``index``; the
+        early-divergence guard goes on. The controller knows of steps from the watched parameters'
+        ``before_optimizer_step`` / ``after_optimizer_step`` and from ``observe_train_loss``; with
+        nothing watched every call decides. ``stepped``: the caller's own answer (the callback's).
 
         ``validation_loss``: with the iterates averaged (``watch(..., average_iterates=True)``), a
         function returning the loss (a float) at the model's parameters as they are when it is
@@ -675,6 +696,11 @@ class MetaLRController:
         if not math.isfinite(progress):
             raise ValueError(f"MetaLRController.observe(progress={progress!r}): must be the fraction of the run done, "
                              "a finite number in [0, 1] (values outside are clipped)")
+        if stepped is None:
+            stepped = self.alignment is None or self.alignment.stepped_since_take or self._train_losses_since_decision > 0
+        if not stepped:
+            return self._no_step(value)
+        self._train_losses_since_decision = 0
         average_gain = None
         if self.iterate_average is not None:  # the forward passes keep the caller's threads
             if validation_loss is None:
@@ -753,6 +779,22 @@ class MetaLRController:
         evidence = None if held else _joined(why, self._bound_note(multiplier, applied))
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
                             why if held else None, evidence)
+
+    def _no_step(self, value: float) -> Decision:
+        """The answer to an evaluation with no optimizer step since the last decision: no decision (see
+        ``observe``). Warns once when it happens a second time with no step ever measured since
+        ``watch``: a loop that calls neither ``before_optimizer_step`` / ``after_optimizer_step`` nor
+        ``observe_train_loss`` would never be decided on."""
+        self._evaluations_without_steps += 1
+        calls = self.alignment.calls
+        if self._evaluations_without_steps >= 2 and calls["before"] == calls["after"] == 0:
+            self._warn_unmeasured_loop(consequence="so the controller saw no optimizer step, and no evaluation since "
+                                                   "was a decision: the LR stays")
+        return Decision(index=self.decision_index, value=value, reward=None, multiplier=1.0, applied=1.0,
+                        action_index=None, by_policy=False, lr=self.lr, scale=self.scale, learned=False,
+                        diverged=False, features=None,
+                        gate="no decision: no optimizer step since the last decision (or since watch(), or the resume); "
+                             "the LR stays")
 
     def _stuck_evaluations(self, features: dict[str, float], *, first: bool) -> int:
         """How many evaluations in a row, this one included, the run has been stuck after moving far

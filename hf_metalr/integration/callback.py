@@ -370,7 +370,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 check = partial(self._eval_batches.replayed_loss, model)
             self._skip_average_check = False
         try:
-            decision = self.controller.observe(value, progress=progress, validation_loss=check, current_loss=current)
+            decision = self.controller.observe(value, progress=progress, validation_loss=check, current_loss=current,
+                                               stepped=True)  # the callback leaves out evaluations without a step
         finally:
             self._eval_batches.release()  # the kept eval batches are not needed past the decision
         self._agree_across_ranks()
