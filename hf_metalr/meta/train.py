@@ -3,7 +3,7 @@
 Each iteration samples ``episodes_per_iteration`` problems from the training families, runs one
 episode per problem (the current policy acting, in a plain PyTorch loop) and one constant-LR run
 of the same problem and data order (the counterfactual baseline of the PPO advantage), and makes
-one PPO update. Every ``eval_every`` iterations the greedy policy is scored against a constant LR
+one PPO update. Every ``eval_every`` iterations (and at the last) the greedy policy is scored against a constant LR
 on a fixed set of problems from the held-out families (see ``held_out``): evaluations to an
 accuracy target (``held_out_evals_ratio``, < 1 is faster) and the validation loss
 (``held_out_score``, > 0 is better). The policy kept at the end is the one of the scored iteration
@@ -66,7 +66,7 @@ class MetaTrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of everything random; the same seed gives the same policy"})
     workers: int = field(default=2, metadata={"help": "parallel episode workers"})
     backend: str = field(default="process", metadata={"help": f"where episodes run: {', '.join(BACKENDS)}"})
-    eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations"})
+    eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations, and at the last"})
     held_out_per_family: int = field(default=20, metadata={"help": "held-out problems per held-out family"})
     keep_prior: float = field(default=1.0, metadata={"help": "initial logit bonus of the 'keep the LR' action (a fresh policy only)"})
     init_policy: str = field(default="", metadata={"help": "start from this saved policy instead of a fresh one: a path, "
