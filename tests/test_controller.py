@@ -510,6 +510,19 @@ def test_plain_loop_arguments_that_would_mislead_are_refused():
         controller.observe(1.0, progress=float("nan"))
     with pytest.raises(TypeError, match=r"MetaLRController.observe\(progress\) must be a real number"):
         controller.observe(1.0, progress=None)
+    with pytest.warns(UserWarning, match=r"observe\(progress=50.0\): .* pass step / total_steps \(not an epoch number"):
+        controller.observe(1.0, progress=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        controller.observe(1.0, progress=70)  # once
+        MetaLRController(1e-3, policy="random").observe(1.0, progress=1.0)  # the end of the run: no warning
+    state = controller.state_dict()
+    with pytest.raises(TypeError, match=r"takes the dict that state_dict\(\) returned, got str \(the JSON text: pass "
+                                        r"json.loads\(text\)\)"):
+        MetaLRController(1e-3, policy="random").load_state_dict(json.dumps(state))
+    with pytest.raises(ValueError, match=r"the controller state lacks initial_lr, tracker: it is not a whole state_dict"):
+        MetaLRController(1e-3, policy="random").load_state_dict({k: v for k, v in state.items()
+                                                                 if k not in ("initial_lr", "tracker")})
 
 
 def test_a_loss_below_zero_is_warned_about_once():

@@ -144,6 +144,8 @@ PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% 
 STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
 # last logged one. 2 to 4 still load (without a guard state, the guard starts afresh)
 READABLE_STATE_FORMATS = (2, 3, 4, 5)
+_STATE_KEYS = ("seed", "initial_lr", "scale", "decision_index", "previous_multiplier", "pending", "tracker", "history",
+               "policy")  # in every readable format; the others are read with a default
 
 
 def direction_verdict(multiplier: float, features: dict[str, float], *, first: bool = False,
@@ -516,6 +518,7 @@ class MetaLRController:
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
         self._warned_loop = False  # the one warning about a loop that misses a step call (_warn_unmeasured_loop)
         self._train_losses_since_decision = 0  # observe_train_loss(es) calls since the last decision: steps were made
+        self._warned_progress = False  # the one warning about a progress outside [0, 1]
         self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
@@ -696,6 +699,11 @@ class MetaLRController:
         if not math.isfinite(progress):
             raise ValueError(f"MetaLRController.observe(progress={progress!r}): must be the fraction of the run done, "
                              "a finite number in [0, 1] (values outside are clipped)")
+        if not -1e-6 <= progress <= 1 + 1e-6 and not self._warned_progress:
+            self._warned_progress = True
+            warnings.warn(f"MetaLRController.observe(progress={progress!r}): the policy reads the fraction of the run "
+                          "done, in [0, 1], and this value is clipped to it; pass step / total_steps (not an epoch "
+                          "number or a percentage)", UserWarning, stacklevel=2)
         if stepped is None:
             stepped = self.alignment is None or self.alignment.stepped_since_take or self._train_losses_since_decision > 0
         if not stepped:
@@ -899,10 +907,20 @@ class MetaLRController:
     def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:
         """Continue from ``state_dict()``. A state saved for another initial LR is a ``ValueError``
         naming both (its ``scale`` multiplies that LR, not this one); a policy of another shape than
-        this controller's is a ``PolicyLoadError``; both name ``source`` (where the state came from)."""
+        this controller's is a ``PolicyLoadError``; both name ``source`` (where the state came from).
+        Anything but a dict is a ``TypeError``, a dict without the keys of a state a ``ValueError``
+        naming them."""
+        if not isinstance(state, dict):
+            hint = " (the JSON text: pass json.loads(text))" if isinstance(state, (str, bytes)) else ""
+            raise TypeError(f"MetaLRController.load_state_dict takes the dict that state_dict() returned, got "
+                            f"{type(state).__name__}{hint}")
         if state.get("format") not in READABLE_STATE_FORMATS:
             raise ValueError(f"controller state has format {state.get('format')!r}; this hf_metalr reads formats "
                              f"{', '.join(map(str, READABLE_STATE_FORMATS))}")
+        missing = [key for key in _STATE_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"{source} lacks {', '.join(missing)}: it is not a whole state_dict() of a MetaLRController "
+                             "(truncated or edited?); restore it, or start the controller fresh")
         if not math.isclose(state["initial_lr"], self.initial_lr, rel_tol=1e-9):
             raise ValueError(f"{source} was saved with initial_lr={state['initial_lr']}, and this controller's initial_lr is "
                              f"{self.initial_lr}: its LR scale would apply to another LR. Continue with the learning rate "
