@@ -45,7 +45,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
-from .integration.arguments import FLAG_PREFIX, MetaLRArguments, MetaLROptionError, check_lr_bounds, check_metalr_options
+from .integration.arguments import (FLAG_PREFIX, MetaLRArguments, MetaLROptionError, check_lr_bounds, check_metalr_options,
+                                   tidy_negative_flags)
 
 __all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_lr_bounds", "check_metalr_options", "install", "main",
            "patched", "run_command"]
@@ -65,7 +66,7 @@ _KIND = {int: "an integer", float: "a number", string_to_bool: "true or false"}
 
 def metalr_parser(prog: str = PROG) -> HfArgumentParser:
     """The launcher's ``HfArgumentParser``: the ``--metalr_*`` flags of :class:`MetaLRArguments`."""
-    return HfArgumentParser(
+    return tidy_negative_flags(HfArgumentParser(
         MetaLRArguments,
         prog=prog,
         usage=f"{prog} [--metalr_OPTION VALUE ...] (SCRIPT.py | -m MODULE) [SCRIPT ARGS ...]",
@@ -74,7 +75,7 @@ def metalr_parser(prog: str = PROG) -> HfArgumentParser:
         epilog=f"Each option can also come from the environment variable {ENV_PREFIX}<OPTION>, e.g. {ENV_PREFIX}SEED=1 or "
                f"{ENV_PREFIX}MAX_LR=1e-2 (flags win). Also: hf-metalr run ..., accelerate launch [--multi_gpu "
                "--num_processes N] -m hf_metalr.launch ...",
-    )
+    ))
 
 
 _PARSER = metalr_parser()

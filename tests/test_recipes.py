@@ -267,6 +267,14 @@ def test_help_documents_every_flag(name, capsys):
                 assert f.metadata.get("help", "").strip(), f"{dtype.__name__}.{f.name} has no help text"
     for flag in ("--lr_schedule", "--metalr_meta_lr", "--train_file", "--max_eval_samples", "--config_overrides", "--model_type"):
         assert flag in text
+    # a True-default bool's --no_ twin says what it does, with no second, opposite default
+    twin = text[text.index("  --no_metalr_gate"):].split("\n  --")[0]
+    assert "The same as --metalr_gate false." in twin and "default" not in twin
+    parsed = {type(obj).__name__: obj for obj in module.parse_args(parser, ["--output_dir", "x"])}
+    assert parsed["ScheduleArguments"].metalr_gate is True
+    assert parsed["TrainingArguments"].average_tokens_across_devices is False, "the recipes' default kept"
+    parsed = {type(obj).__name__: obj for obj in module.parse_args(parser, ["--output_dir", "x", "--no_metalr_gate"])}
+    assert parsed["ScheduleArguments"].metalr_gate is False
 
 
 PLAN = {"learning_rate": 1e-3, "per_device_train_batch_size": 32, "num_train_epochs": 50, "weight_decay": 1e-5}

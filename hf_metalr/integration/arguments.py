@@ -11,13 +11,15 @@ script's parser and build the callback from it::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
 from ..controller.controller import check_options
 from ..controller.direction import LOWER_IS_BETTER_WORDS
 
-__all__ = ["FLAG_PREFIX", "MetaLRArguments", "MetaLROptionError", "check_lr_bounds", "check_metalr_options"]
+__all__ = ["FLAG_PREFIX", "MetaLRArguments", "MetaLROptionError", "check_lr_bounds", "check_metalr_options",
+           "tidy_negative_flags"]
 
 FLAG_PREFIX = "--metalr_"
 
@@ -121,3 +123,17 @@ def check_lr_bounds(kwargs: dict, learning_rate: float, sources: dict[str, str] 
         check_options(min_lr=kwargs.get("min_lr"), max_lr=kwargs.get("max_lr"), initial_lr=learning_rate, origins=origins)
     except ValueError as err:
         raise MetaLROptionError(f"bad meta-LR setting: {err}") from None
+
+
+def tidy_negative_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``HfArgumentParser`` gives each bool option that defaults to True a ``--no_<name>`` twin
+    that repeats its help and shows the opposite default (``--no_metalr_gate ... (default: False)``).
+    Make each twin's help say what it does instead, without a default (the option's own shows it).
+    Call after ``set_defaults``; returns ``parser``."""
+    positive = {a.dest: a.option_strings[0] for a in parser._actions
+                if a.option_strings and not isinstance(a, argparse._StoreFalseAction)}
+    for action in parser._actions:
+        if isinstance(action, argparse._StoreFalseAction) and action.dest in positive:
+            action.help = f"The same as {positive[action.dest]} false."
+            action.default = argparse.SUPPRESS  # the option's own action, added first, sets the default
+    return parser

@@ -18,6 +18,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from hf_metalr.baselines import SCHEDULES
 from hf_metalr.integration import MetaLRArguments
+from hf_metalr.integration.arguments import tidy_negative_flags
 from hf_metalr.integration.lr_binding import METRIC_DRIVEN_TYPES
 
 logger = logging.getLogger("recipes")
@@ -151,7 +152,7 @@ def build_parser(recipe_doc: str, dataclass_types, **defaults) -> HfArgumentPars
         raise TypeError(f"build_parser: no such flags {unknown}")
     parser.set_defaults(**{**COMMON_DEFAULTS, **defaults})
     parser.epilog = "A .json file as the first argument is read as flags (its keys are flag names); flags after it override it."
-    return parser
+    return tidy_negative_flags(parser)
 
 
 def _json_to_argv(path: str) -> list[str]:
