@@ -44,7 +44,7 @@ class MetaLRArguments:
                           "policy (metalr_policy.safetensors). Default: 'default'."},
     )
     metalr_seed: int | None = field(
-        default=None, metadata={"help": "Seed of the policy init and of the action sampling. Default: the Trainer's --seed."}
+        default=None, metadata={"help": "Seed of the policy init, the action sampling and the gradient sketch. Default: the Trainer's --seed."}
     )
     metalr_min_lr: float | None = field(
         default=None, metadata={"help": "Lowest LR the controller may set. Default: 1e-3 x the initial learning rate."}

@@ -109,7 +109,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             resume the checkpoint's is kept (with a warning if this one's differs).
         policy: ``"default"`` for the shipped meta-trained policy, ``"random"`` for a fresh seeded
             policy (it learns online only), or the path of a saved policy.
-        seed: seed of the policy init and the action sampling; defaults to ``args.seed``.
+        seed: seed of the policy init, the action sampling and the gradient sketch; defaults to ``args.seed``.
         min_lr, max_lr: bounds of the controller's LR; default to 1e-3x and 100x the initial LR.
         learn_online: update the policy at every evaluation (one-step actor-critic).
         meta_lr: learning rate of the meta-learner's Adam.
