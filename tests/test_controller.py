@@ -536,15 +536,26 @@ def test_a_loss_below_zero_is_warned_about_once():
         tracker.observe(-1.0)
 
 
-def test_the_plain_loop_of_the_docs_runs_as_written():
-    """docs/controller.md, "Use it from a plain PyTorch loop": its code block, run as written on a
-    small regression with a cosine schedule, decides at every epoch and keeps the schedule's shape."""
+def _plain_loop_blocks() -> list[str]:
     import re
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "controller.md").read_text()
     section = text[text.index("## Use it from a plain PyTorch loop"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_plain_loop_section_shows_the_calls_by_hand_and_with_attach():
+    blocks = _plain_loop_blocks()
+    assert len(blocks) == 2 and "before_optimizer_step" in blocks[0] and "attach(" in blocks[1]
+
+
+@pytest.mark.parametrize("block", [0, 1], ids=["by hand", "attach"])
+def test_the_plain_loop_of_the_docs_runs_as_written(block):
+    """docs/controller.md, "Use it from a plain PyTorch loop": each code block, run as written on a
+    small regression with a cosine schedule, decides at every epoch and keeps the schedule's shape."""
+    code = _plain_loop_blocks()[block]
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -570,3 +581,92 @@ def test_the_plain_loop_of_the_docs_runs_as_written():
     assert all(d["features"]["alignment_steps"] >= 2 for d in ctrl.history), "every step was measured"
     assert "iterate_average_gain" in ctrl.history[-1]["features"], "the iterate-average check read its batches"
     assert math.isclose(scheduler.base_lrs[0], 1e-3 * ctrl.scale), "the scale rides in the schedule"
+
+
+def _regression_loop(ctrl, *, attach: bool, steps=48, every=12, lr=1e-3):
+    """A small regression with AdamW and a cosine schedule, the controller driven either by attach()
+    or by the calls the docs list, made by hand."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    if attach:
+        assert ctrl.attach(optimizer, scheduler) is ctrl
+    else:
+        ctrl.watch([p for group in optimizer.param_groups for p in group["params"]])
+        ctrl.schedule_anneals = True
+    x, y = torch.randn(256, 4), torch.randn(256, 1)
+    used = []
+    for step in range(1, steps + 1):
+        i = (step * 32) % 256
+        loss = torch.nn.functional.mse_loss(model(x[i:i + 32]), y[i:i + 32])
+        optimizer.zero_grad()
+        loss.backward()
+        if not attach:
+            ctrl.before_optimizer_step(schedule_factor=ctrl.schedule_factor(optimizer))
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if not attach:
+            ctrl.after_optimizer_step()
+        scheduler.step()
+        if ctrl.observe_train_loss(loss.item()) and not attach:
+            ctrl.scale_param_groups(optimizer, scheduler)
+        if step % every == 0:
+            with torch.no_grad():
+                ctrl.observe(float(torch.nn.functional.mse_loss(model(x), y)), progress=step / steps)
+            if not attach:
+                ctrl.scale_param_groups(optimizer, scheduler)
+    return optimizer, used
+
+
+def test_attach_makes_the_step_calls_and_applies_each_decision_as_the_manual_loop_does():
+    by_hand = MetaLRController(1e-3, policy="random", seed=3)
+    _, used_by_hand = _regression_loop(by_hand, attach=False)
+    attached = MetaLRController(1e-3, policy="random", seed=3)
+    optimizer, used = _regression_loop(attached, attach=True)
+    assert attached.schedule_anneals, "a CosineAnnealingLR decays: read from the scheduler"
+    assert [d["features"] for d in attached.history] == [d["features"] for d in by_hand.history]
+    assert [d["applied"] for d in attached.history] == [d["applied"] for d in by_hand.history]
+    assert any(d["applied"] != 1.0 for d in attached.history), "a move, so that applying it is tested"
+    assert used == used_by_hand, "every step ran at the same LR"
+    assert all(d["features"]["alignment_steps"] >= 2 for d in attached.history), "the hooks read every step"
+    resumed = MetaLRController(1e-3, policy="random", seed=3)
+    same_model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    fresh_optimizer = torch.optim.AdamW(same_model.parameters(), lr=1e-3)
+    resumed.attach(fresh_optimizer)
+    resumed.load_state_dict(json.loads(json.dumps(attached.state_dict())))
+    assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * attached.scale), "the loaded scale applied"
+    attached.detach()
+    before = dict(attached.alignment.calls)
+    optimizer.zero_grad()
+    optimizer.step()
+    assert attached.alignment.calls == before, "detached: the optimizer's steps are no longer read"
+
+
+def test_attach_applies_the_early_divergence_cut_and_refuses_what_it_cannot_read():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    ctrl = MetaLRController(1e-2, policy="random").attach(optimizer)
+    ctrl.observe_train_loss(1.0)
+    assert ctrl.observe_train_loss(1e4) and optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * ctrl.scale)
+    assert ctrl.scale < 1, "the guard's cut is in the optimizer at once"
+    with pytest.raises(ValueError, match=r"already attached to an optimizer; detach\(\) first"):
+        ctrl.attach(optimizer)
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=1e-2), lambda s: 1.0)
+    with pytest.raises(ValueError, match=r"the scheduler is a LambdaLR, .*pass total_steps="):
+        MetaLRController(1e-2, policy="random").attach(lambda_lr.optimizer, lambda_lr)
+    linear = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=1e-2), lambda s: 1 - s / 100)
+    assert MetaLRController(1e-2, policy="random").attach(linear.optimizer, linear, total_steps=100).schedule_anneals
+    with pytest.raises(ValueError, match=r"drives an optimizer whose param group 0 starts at lr=0.01"):
+        MetaLRController(1e-3, policy="random").attach(torch.optim.SGD(model.parameters(), lr=1e-2))
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_observe_inside_an_evaluations_no_grad_still_learns_online(context):
+    ctrl = MetaLRController(1e-3, policy="random", seed=0)
+    decisions = []
+    for value in (1.0, 0.9, 0.85):
+        with context():
+            decisions.append(ctrl.observe(value, progress=0.5))
+    assert [d.learned for d in decisions] == [False, False, True], "the online update ran (it needs autograd)"

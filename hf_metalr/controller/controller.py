@@ -104,6 +104,7 @@ from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
 from .scheduler_binding import apply_scale, check_scheduler_supported, reference_lr, unwrap_scheduler
+from .scheduler_binding import schedule_anneals as decays_by_itself
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -519,6 +520,7 @@ class MetaLRController:
         self._warned_loop = False  # the one warning about a loop that misses a step call (_warn_unmeasured_loop)
         self._train_losses_since_decision = 0  # observe_train_loss(es) calls since the last decision: steps were made
         self._warned_progress = False  # the one warning about a progress outside [0, 1]
+        self._attached: dict | None = None  # attach(): the optimizer, its scheduler and the step hooks
         self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
@@ -559,6 +561,46 @@ class MetaLRController:
                              "initial_lr=optimizer.param_groups[0].get('initial_lr', optimizer.param_groups[0]['lr']) "
                              "(a scheduler's first step, at its construction, may already have moved 'lr')")
         return apply_scale(optimizer, scheduler, self.scale)
+
+    def attach(self, optimizer: torch.optim.Optimizer, scheduler=None, *, total_steps: int | None = None,
+               average_iterates: bool = False) -> MetaLRController:
+        """For a plain loop, the calls a step needs, made for you: watch the parameters ``optimizer``
+        updates, read every ``optimizer.step()`` through the optimizer's own step hooks
+        (``before_optimizer_step`` with the schedule's factor, then ``after_optimizer_step``: after
+        any clipping, an accumulation's last micro-batch or a ``GradScaler``'s unscaling, and not at
+        a step a scaler skips), and write every decision, and every early-divergence cut, into the
+        optimizer and ``scheduler`` at once (``scale_param_groups``, also checked here, before any
+        work). ``total_steps``: the run's optimizer steps, which a ``LambdaLR`` (every Hugging Face
+        schedule) needs for ``schedule_anneals``; a torch scheduler is read by its class. Left to
+        you: ``observe_train_loss`` after each step and ``observe`` at each evaluation. Returns
+        ``self``; ``detach`` undoes the hooks."""
+        if self._attached is not None:
+            raise ValueError("MetaLRController.attach: already attached to an optimizer; detach() first")
+        self.scale_param_groups(optimizer, scheduler)
+        inner = unwrap_scheduler(scheduler)
+        if isinstance(inner, torch.optim.lr_scheduler.LambdaLR) and total_steps is None:
+            raise ValueError("MetaLRController.attach(optimizer, scheduler): the scheduler is a LambdaLR, whose decay "
+                             "is known only over the run's length: pass total_steps= (the run's optimizer steps)")
+        if scheduler is not None:
+            self.schedule_anneals = decays_by_itself(scheduler, total_steps or 1)
+        target = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+        self.watch([p for group in target.param_groups for p in group["params"]], average_iterates=average_iterates)
+        handles = (target.register_step_pre_hook(lambda opt, args, kwargs: self.before_optimizer_step(
+                       schedule_factor=self.schedule_factor(opt))),
+                   target.register_step_post_hook(lambda opt, args, kwargs: self.after_optimizer_step()))
+        self._attached = {"optimizer": optimizer, "scheduler": scheduler, "handles": handles}
+        return self
+
+    def detach(self) -> None:
+        """Remove ``attach``'s step hooks; decisions are no longer written into the optimizer."""
+        if self._attached is not None:
+            for handle in self._attached["handles"]:
+                handle.remove()
+            self._attached = None
+
+    def _apply_if_attached(self) -> None:
+        if self._attached is not None:
+            self.scale_param_groups(self._attached["optimizer"], self._attached["scheduler"])
 
     # -- gradient alignment --------------------------------------------------------------------
     def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, average_iterates: bool = False) -> GradientAlignment:
@@ -626,7 +668,10 @@ class MetaLRController:
         loss = real_number(loss, "MetaLRController.observe_train_loss(loss)")
         self._train_losses_since_decision += 1
         self.tracker.observe_train_loss(loss)
-        return self._guard_early_divergence(loss)
+        cut = self._guard_early_divergence(loss)
+        if cut:
+            self._apply_if_attached()
+        return cut
 
     def observe_train_losses(self, losses) -> None:
         """A stretch of consecutive steps' training losses, such as one process's since the last
@@ -719,7 +764,9 @@ class MetaLRController:
             else:
                 average_gain = self.iterate_average.gain(validation_loss, current=current_loss)
         with single_threaded():
-            return self._observe(value, progress, train_loss, average_gain)
+            decision = self._observe(value, progress, train_loss, average_gain)
+        self._apply_if_attached()
+        return decision
 
     def _observe(self, value, progress, train_loss, average_gain=None) -> Decision:
         if train_loss is not None:
@@ -943,6 +990,7 @@ class MetaLRController:
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
         self._watched_state = {"alignment": state.get("alignment"), "iterate_average": state.get("iterate_average")}
         self._restore_watched()
+        self._apply_if_attached()
 
     def _restore_watched(self) -> None:
         """Hand the loaded state of the gradient alignment and of the iterate average to them: at

@@ -40,6 +40,12 @@ class ActorCriticLearner:
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.config.lr, eps=1e-5, fused=True)
 
     def update(self, obs: list[float], action: int, reward: float, next_obs: list[float]) -> dict[str, float]:
+        """One actor-critic step on the transition; it needs autograd, so it turns it back on inside a
+        caller's ``torch.no_grad()`` or ``torch.inference_mode()`` (an evaluation's, say)."""
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._update(obs, action, reward, next_obs)
+
+    def _update(self, obs: list[float], action: int, reward: float, next_obs: list[float]) -> dict[str, float]:
         c = self.config
         obs_t = torch.tensor([obs], dtype=torch.float32)
         next_t = torch.tensor([next_obs], dtype=torch.float32)
