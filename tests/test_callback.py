@@ -148,6 +148,8 @@ def test_evaluation_switched_off_is_an_error_at_train_begin(tmp_path):
     (dict(max_steps=11, eval_steps=10), False),  # step 10's decision trains step 11
     (dict(max_steps=None, num_train_epochs=1, eval_strategy="epoch"), True),
     (dict(max_steps=None, num_train_epochs=2, eval_strategy="epoch"), False),
+    (dict(max_steps=20, eval_steps=5, eval_delay=20), True),  # the Trainer's eval_delay holds every one before
+    (dict(max_steps=20, eval_steps=5, eval_delay=12), False),  # step 15's
 ])
 def test_a_run_whose_decisions_cannot_act_is_warned_about_at_train_begin(tmp_path, overrides, warned):
     overrides = {k: v for k, v in overrides.items() if v is not None} | (

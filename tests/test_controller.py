@@ -670,3 +670,42 @@ def test_observe_inside_an_evaluations_no_grad_still_learns_online(context):
         with context():
             decisions.append(ctrl.observe(value, progress=0.5))
     assert [d.learned for d in decisions] == [False, False, True], "the online update ran (it needs autograd)"
+
+
+def test_attach_keeps_a_watch_of_the_same_parameters_and_refuses_what_would_fight():
+    import gc
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ctrl = MetaLRController(1e-3, policy="random")
+    ctrl.watch(model.parameters(), average_iterates=True)  # the docs' resume order: load_state_dict, watch, then attach
+    alignment, average = ctrl.alignment, ctrl.iterate_average
+    ctrl.attach(optimizer, average_iterates=True)
+    assert ctrl.alignment is alignment and ctrl.iterate_average is average, "the watch (and its loaded state) is kept"
+    with pytest.raises(ValueError, match="another MetaLRController is attached to this optimizer"):
+        MetaLRController(1e-3, policy="random").attach(optimizer)
+    other = MetaLRController(1e-3, policy="random")
+    other.watch(torch.nn.Linear(2, 2).parameters())
+    with pytest.raises(ValueError, match=r"already watches others \(watch\(\)\): drop the watch\(\) call"):
+        other.attach(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    ctrl.detach()
+    MetaLRController(1e-3, policy="random").attach(optimizer).detach()  # free again once detached
+
+    loaded = MetaLRController(1e-3, policy="random")
+    loaded.scale = 2.0
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=1e-3), lambda s: 1.0)
+    with pytest.raises(ValueError, match="pass total_steps="):
+        loaded.attach(lambda_lr.optimizer, lambda_lr)
+    assert lambda_lr.optimizer.param_groups[0]["lr"] == 1e-3 and lambda_lr.base_lrs == [1e-3], "refused before any write"
+
+    dropped = MetaLRController(1e-3, policy="random").attach(torch.optim.SGD(model.parameters(), lr=1e-3))
+    hooked = dropped._attached["target"]
+    import weakref
+
+    alive = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert alive() is None, "nothing but weak references held the controller"
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    hooked.step()  # the hooks held the controller weakly: it is gone, and the step runs without it

@@ -121,17 +121,32 @@ def test_an_evaluation_before_the_first_step_of_a_plain_loop_is_no_decision_and_
     assert again.gate.startswith("no decision") and again.index == 2 and len(ctrl.history) == 2
 
 
-def test_a_loop_that_never_reports_a_step_is_told_once_its_evaluations_decide_nothing():
+def test_a_loop_that_never_reports_a_step_is_told_and_decides_from_its_second_evaluation():
     ctrl = MetaLRController(1e-3, policy=always(4), learn_online=False)
     ctrl.watch([torch.nn.Parameter(torch.zeros(4))])
+    first = ctrl.observe(1.0)  # as an evaluation before the first step
     with pytest.warns(RuntimeWarning, match=r"before_optimizer_step\(\) and after_optimizer_step\(\) were never called "
-                                            r"since watch\(\), so the controller saw no optimizer step, and no "
-                                            r"evaluation since was a decision"):
-        decisions = [ctrl.observe(v) for v in (1.0, 0.9, 0.8)]
-    assert all(d.gate.startswith("no decision") for d in decisions) and ctrl.history == []
-    ctrl.observe_train_loss(0.7)  # a step's loss says a step was made: the next evaluation decides
-    decided = ctrl.observe(0.7)
-    assert decided.index == 0 and not decided.gate.startswith("no decision") and len(ctrl.history) == 1
+                                            r"since watch\(\), so the controller sees no optimizer step: the first "
+                                            r"evaluation was no decision, and each one since decides"):
+        decisions = [ctrl.observe(v) for v in (0.9, 0.8)]
+    assert first.gate.startswith("no decision") and [d.index for d in decisions] == [0, 1]
+    assert len(ctrl.history) == 2 and not any((d.gate or "").startswith("no decision") for d in decisions)
+
+
+def test_what_counts_as_a_step_and_what_is_decided_whatever_the_steps():
+    ctrl = MetaLRController(1e-3, policy=always(2), learn_online=False)  # 2: keep
+    ctrl.watch([torch.nn.Parameter(torch.zeros(4))])
+    ctrl.observe_train_loss(1.0)
+    assert ctrl.observe(1.0, train_loss=1.0).index == 0, "a step's loss: a decision"
+    assert ctrl.observe(0.9).gate.startswith("no decision"), "observe's own train_loss is not a step after it"
+    assert ctrl.observe(0.9, train_loss=0.9).index == 1, "a train_loss given with the evaluation says steps were made"
+    with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
+        diverged = ctrl.observe(float("nan"))  # no step, but a NaN is a divergence whenever it comes
+    assert diverged.diverged and diverged.index == 2
+    assert ctrl.observe(0.9).gate.startswith("no decision"), "none after the divergence's decision either"
+    unwatched = MetaLRController(1e-3, policy=always(2), learn_online=False)
+    assert unwatched.observe(1.0).index == 0 and unwatched.observe(1.0).index == 1, "nothing watched: every call decides"
+    assert unwatched.observe(1.0, stepped=False).gate.startswith("no decision"), "the caller's own answer"
 
 
 def test_the_guard_state_rides_in_the_controller_state():

@@ -283,3 +283,19 @@ def test_two_trainers_in_one_output_dir_share_one_trace_and_are_told_so(modes, t
 def test_a_missing_metric_under_the_launcher_names_its_flag(modes, tmp_path):
     with pytest.raises(ValueError, match=r"Pass --metalr_metric NAME \(or HF_METALR_METRIC=NAME\) to the launcher"):
         launch.main(["--metalr_metric", "nonexistent", str(modes), "train", str(tmp_path / "m")])
+
+
+def test_only_hfargumentparser_bool_twins_get_the_short_help():
+    import argparse
+
+    from hf_metalr.integration.arguments import tidy_negative_flags
+
+    plain = argparse.ArgumentParser()
+    plain.add_argument("--verbose", action="store_true")
+    plain.add_argument("--quiet", action="store_false", dest="verbose", help="be quiet")
+    tidy_negative_flags(plain)
+    assert plain._actions[-1].help == "be quiet" and plain.parse_args([]).verbose is False
+    hf = tidy_negative_flags(launch.metalr_parser())
+    twin = next(a for a in hf._actions if "--no_metalr_gate" in a.option_strings)
+    assert twin.help == "The same as --metalr_gate false."
+    assert hf.parse_args([]).metalr_gate is True and hf.parse_args(["--no_metalr_gate"]).metalr_gate is False

@@ -153,7 +153,7 @@ class GradientAlignment:
         self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
         self.calls = {"before": 0, "after": 0, "without_gradient": 0}  # since construction, for the controller's
         # warning about a loop that misses a call (not saved: a resumed run counts again)
-        self._calls_at_take = dict(self.calls)
+        self._calls_at_mark = dict(self.calls)
         self._step_factor: float | None = None  # the schedule's factor of the step under way (before_step)
         self._descent_factor: float | None = None  # and of the step that made the last descent
         if self._gather is not None:
@@ -289,15 +289,24 @@ class GradientAlignment:
         start = float(self._initial.norm())
         return float((self._last_params - self._initial).norm()) / start if start > 0 else 0.0
 
+    def mark(self) -> None:
+        """Note the calls so far: ``stepped_since_mark`` then asks about the ones after (the controller
+        marks each decision)."""
+        self._calls_at_mark = dict(self.calls)
+
     @property
-    def stepped_since_take(self) -> bool:
-        """Whether ``before_step`` or ``after_step`` was called since the last ``take`` (or since this
+    def stepped_since_mark(self) -> bool:
+        """Whether ``before_step`` or ``after_step`` was called since the last ``mark`` (or since this
         object was built: at the run's start, or at a resume, whose saved sums hold steps of before)."""
-        return any(self.calls[key] > self._calls_at_take[key] for key in ("before", "after"))
+        return any(self.calls[key] > self._calls_at_mark[key] for key in ("before", "after"))
+
+    @property
+    def ever_stepped(self) -> bool:
+        """Whether ``before_step`` or ``after_step`` was ever called on this object."""
+        return self.calls["before"] > 0 or self.calls["after"] > 0
 
     def take(self) -> AlignmentWindow:
         """The sums since the last call, as plain numbers; the accumulator starts again at zero."""
-        self._calls_at_take = dict(self.calls)
         self._fold()
         window = AlignmentWindow(*self._sums.tolist())
         self._sums.zero_()

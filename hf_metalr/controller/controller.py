@@ -88,6 +88,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -519,6 +520,7 @@ class MetaLRController:
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
         self._warned_loop = False  # the one warning about a loop that misses a step call (_warn_unmeasured_loop)
         self._train_losses_since_decision = 0  # observe_train_loss(es) calls since the last decision: steps were made
+        self._train_losses_seen = False  # any training loss at all (a loop that reports its steps)
         self._warned_progress = False  # the one warning about a progress outside [0, 1]
         self._attached: dict | None = None  # attach(): the optimizer, its scheduler and the step hooks
         self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
@@ -568,34 +570,58 @@ class MetaLRController:
         updates, read every ``optimizer.step()`` through the optimizer's own step hooks
         (``before_optimizer_step`` with the schedule's factor, then ``after_optimizer_step``: after
         any clipping, an accumulation's last micro-batch or a ``GradScaler``'s unscaling, and not at
-        a step a scaler skips), and write every decision, and every early-divergence cut, into the
-        optimizer and ``scheduler`` at once (``scale_param_groups``, also checked here, before any
-        work). ``total_steps``: the run's optimizer steps, which a ``LambdaLR`` (every Hugging Face
-        schedule) needs for ``schedule_anneals``; a torch scheduler is read by its class. Left to
-        you: ``observe_train_loss`` after each step and ``observe`` at each evaluation. Returns
-        ``self``; ``detach`` undoes the hooks."""
+        a step a scaler skips), and write every decision, every early-divergence cut and a loaded
+        state into the optimizer and ``scheduler`` at once (``scale_param_groups``, whose checks run
+        here, before any work). ``total_steps``: the run's optimizer steps, which a ``LambdaLR``
+        (every Hugging Face schedule) needs for ``schedule_anneals``; a torch scheduler is read by
+        its class. Left to you: ``observe_train_loss`` after each step and ``observe`` at each
+        evaluation. Refused: a second attach (``detach`` first), an optimizer another controller is
+        attached to, and parameters watched already by ``watch`` (``attach`` watches them itself).
+        The hooks hold the controller weakly. Returns ``self``."""
         if self._attached is not None:
             raise ValueError("MetaLRController.attach: already attached to an optimizer; detach() first")
-        self.scale_param_groups(optimizer, scheduler)
-        inner = unwrap_scheduler(scheduler)
-        if isinstance(inner, torch.optim.lr_scheduler.LambdaLR) and total_steps is None:
+        target = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+        other = getattr(target, "_metalr_attached", lambda: None)()
+        if other is not None and other is not self:
+            raise ValueError("MetaLRController.attach: another MetaLRController is attached to this optimizer (two "
+                             "would fight over its LR); detach() that one first")
+        params = [p for group in target.param_groups for p in group["params"]]
+        if self.alignment is not None and [id(p) for p in self.alignment.params] != [id(p) for p in params if p.requires_grad]:
+            raise ValueError("MetaLRController.attach watches the parameters the optimizer updates itself, and this "
+                             "controller already watches others (watch()): drop the watch() call")
+        if isinstance(unwrap_scheduler(scheduler), torch.optim.lr_scheduler.LambdaLR) and total_steps is None:
             raise ValueError("MetaLRController.attach(optimizer, scheduler): the scheduler is a LambdaLR, whose decay "
                              "is known only over the run's length: pass total_steps= (the run's optimizer steps)")
+        if self.alignment is not None and average_iterates != (self.iterate_average is not None):
+            raise ValueError(f"MetaLRController.attach(average_iterates={average_iterates}): the parameters are watched "
+                             f"already, with average_iterates={not average_iterates}; pass that, or drop the watch() call")
+        self.scale_param_groups(optimizer, scheduler)  # its checks first, then the scale (a loaded one, say)
         if scheduler is not None:
             self.schedule_anneals = decays_by_itself(scheduler, total_steps or 1)
-        target = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
-        self.watch([p for group in target.param_groups for p in group["params"]], average_iterates=average_iterates)
-        handles = (target.register_step_pre_hook(lambda opt, args, kwargs: self.before_optimizer_step(
-                       schedule_factor=self.schedule_factor(opt))),
-                   target.register_step_post_hook(lambda opt, args, kwargs: self.after_optimizer_step()))
-        self._attached = {"optimizer": optimizer, "scheduler": scheduler, "handles": handles}
+        if self.alignment is None:
+            self.watch(params, average_iterates=average_iterates)
+        controller = weakref.ref(self)
+
+        def before(opt, args, kwargs):
+            if (ctrl := controller()) is not None:
+                ctrl.before_optimizer_step(schedule_factor=ctrl.schedule_factor(opt))
+
+        def after(opt, args, kwargs):
+            if (ctrl := controller()) is not None:
+                ctrl.after_optimizer_step()
+
+        handles = (target.register_step_pre_hook(before), target.register_step_post_hook(after))
+        target._metalr_attached = controller
+        self._attached = {"optimizer": optimizer, "scheduler": scheduler, "handles": handles, "target": target}
         return self
 
     def detach(self) -> None:
-        """Remove ``attach``'s step hooks; decisions are no longer written into the optimizer."""
+        """Remove ``attach``'s step hooks; decisions are no longer written into the optimizer (the
+        parameters stay watched)."""
         if self._attached is not None:
             for handle in self._attached["handles"]:
                 handle.remove()
+            self._attached["target"]._metalr_attached = lambda: None
             self._attached = None
 
     def _apply_if_attached(self) -> None:
@@ -614,7 +640,7 @@ class MetaLRController:
         self._restore_watched()
         return self.alignment
 
-    def _warn_unmeasured_loop(self, consequence: str | None = None) -> None:
+    def _warn_unmeasured_loop(self, consequence: str | None = None, stacklevel: int = 4) -> None:
         """Once, from the second decision on: a warning when the loop has never called
         ``before_optimizer_step`` or ``after_optimizer_step`` since ``watch``, or called the first only
         while there was no gradient (before ``backward()``): the alignment then measures nothing, and
@@ -634,7 +660,7 @@ class MetaLRController:
         consequence = consequence or "so the gradient alignment measured no step and the gate keeps the LR for lack of evidence"
         warnings.warn(f"MetaLRController: {problem}, {consequence}. At every optimizer step call before_optimizer_step() after "
                       "loss.backward() (and any clipping), then optimizer.step(), then after_optimizer_step().",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=stacklevel)
 
     def schedule_factor(self, optimizer) -> float | None:
         """The factor a schedule gives the LR of the step about to be taken: param group 0's LR over
@@ -667,6 +693,7 @@ class MetaLRController:
         the gate on): apply it now, with ``scale_param_groups`` or the callback's binding."""
         loss = real_number(loss, "MetaLRController.observe_train_loss(loss)")
         self._train_losses_since_decision += 1
+        self._train_losses_seen = True
         self.tracker.observe_train_loss(loss)
         cut = self._guard_early_divergence(loss)
         if cut:
@@ -679,6 +706,7 @@ class MetaLRController:
         one optimizer step at a time as they come."""
         losses = [real_number(x, "MetaLRController.observe_train_losses(losses)") for x in losses]
         self._train_losses_since_decision += len(losses)
+        self._train_losses_seen = self._train_losses_seen or bool(losses)
         self.tracker.observe_train_losses(losses)
 
     @property
@@ -750,10 +778,9 @@ class MetaLRController:
                           "done, in [0, 1], and this value is clipped to it; pass step / total_steps (not an epoch "
                           "number or a percentage)", UserWarning, stacklevel=2)
         if stepped is None:
-            stepped = self.alignment is None or self.alignment.stepped_since_take or self._train_losses_since_decision > 0
-        if not stepped:
+            stepped = self._stepped_since_decision(train_loss)
+        if not stepped and is_finite(value):  # (a NaN is a divergence, whenever it comes)
             return self._no_step(value)
-        self._train_losses_since_decision = 0
         average_gain = None
         if self.iterate_average is not None:  # the forward passes keep the caller's threads
             if validation_loss is None:
@@ -765,6 +792,7 @@ class MetaLRController:
                 average_gain = self.iterate_average.gain(validation_loss, current=current_loss)
         with single_threaded():
             decision = self._observe(value, progress, train_loss, average_gain)
+        self._mark_decision()
         self._apply_if_attached()
         return decision
 
@@ -835,16 +863,33 @@ class MetaLRController:
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
                             why if held else None, evidence)
 
+    def _stepped_since_decision(self, train_loss) -> bool:
+        """Whether the loop made an optimizer step since the last decision, as far as the controller
+        can tell: a step call on the watched parameters, a training loss (``observe_train_loss``, or
+        ``train_loss`` given to this ``observe``). True with nothing watched, and for a loop that has
+        never reported a step, past its first evaluation: such a loop decides at every evaluation, as
+        before this rule, with the missing-call warning."""
+        if self.alignment is None or train_loss is not None or self._train_losses_since_decision > 0:
+            return True
+        if self.alignment.stepped_since_mark:
+            return True
+        if self.alignment.ever_stepped or self._train_losses_seen or not self._evaluations_without_steps:
+            return False
+        self._warn_unmeasured_loop(consequence="so the controller sees no optimizer step: the first evaluation was "
+                                               "no decision, and each one since decides without the alignment's "
+                                               "evidence", stacklevel=5)
+        return True
+
+    def _mark_decision(self) -> None:
+        """A decision is made: the next one asks about the steps from here."""
+        self._train_losses_since_decision = 0
+        if self.alignment is not None:
+            self.alignment.mark()
+
     def _no_step(self, value: float) -> Decision:
         """The answer to an evaluation with no optimizer step since the last decision: no decision (see
-        ``observe``). Warns once when it happens a second time with no step ever measured since
-        ``watch``: a loop that calls neither ``before_optimizer_step`` / ``after_optimizer_step`` nor
-        ``observe_train_loss`` would never be decided on."""
+        ``observe``)."""
         self._evaluations_without_steps += 1
-        calls = self.alignment.calls
-        if self._evaluations_without_steps >= 2 and calls["before"] == calls["after"] == 0:
-            self._warn_unmeasured_loop(consequence="so the controller saw no optimizer step, and no evaluation since "
-                                                   "was a decision: the LR stays")
         return Decision(index=self.decision_index, value=value, reward=None, multiplier=1.0, applied=1.0,
                         action_index=None, by_policy=False, lr=self.lr, scale=self.scale, learned=False,
                         diverged=False, features=None,

@@ -128,10 +128,13 @@ def check_lr_bounds(kwargs: dict, learning_rate: float, sources: dict[str, str] 
 def tidy_negative_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``HfArgumentParser`` gives each bool option that defaults to True a ``--no_<name>`` twin
     that repeats its help and shows the opposite default (``--no_metalr_gate ... (default: False)``).
-    Make each twin's help say what it does instead, without a default (the option's own shows it).
-    Call after ``set_defaults``; returns ``parser``."""
-    positive = {a.dest: a.option_strings[0] for a in parser._actions
-                if a.option_strings and not isinstance(a, argparse._StoreFalseAction)}
+    Make each twin's help say what it does instead, without a default (the option's own, added
+    first, shows and sets it). Other ``store_false`` flags are left alone. Call after
+    ``set_defaults``; returns ``parser``."""
+    from transformers.hf_argparser import string_to_bool
+
+    positive = {a.dest: a.option_strings[0] for a in parser._actions  # HfArgumentParser's bool options only
+                if a.option_strings and getattr(a, "type", None) is string_to_bool}
     for action in parser._actions:
         if isinstance(action, argparse._StoreFalseAction) and action.dest in positive:
             action.help = f"The same as {positive[action.dest]} false."

@@ -64,6 +64,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import sys
 import warnings
 from functools import partial
@@ -759,18 +760,25 @@ def _on_every_rank(flag: bool) -> bool:
 
 def _decisions_before_the_end(args, state) -> bool:
     """Whether an evaluation (a decision) comes after the run's current step and before its last one,
-    where the LR it decides still trains steps: with ``eval_strategy="steps"``, a multiple of
-    ``eval_steps`` in between; with ``"epoch"``, an epoch's end before the last step (a run of more
-    than one epoch)."""
+    where the LR it decides still trains steps, by the Trainer's own rule (``DefaultFlowCallback``):
+    with ``eval_strategy="steps"``, a multiple of ``eval_steps`` in between, not before ``eval_delay``;
+    with ``"epoch"``, an epoch's end in between (epochs of ``max_steps / num_train_epochs`` steps),
+    not before epoch ``eval_delay``."""
     strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+    delay = float(getattr(args, "eval_delay", 0) or 0)
     if strategy == "steps":
         every = int(state.eval_steps or 0)
         if every < 1:
             return True  # the Trainer's own check refuses such a cadence
-        next_evaluation = (state.global_step // every + 1) * every
+        next_evaluation = max((state.global_step // every + 1) * every, math.ceil(delay / every) * every)
         return next_evaluation < state.max_steps
     if strategy == "epoch":
-        return float(state.num_train_epochs or 0) > 1 and state.global_step < state.max_steps - 1
+        epochs = float(state.num_train_epochs or 0)
+        if epochs <= 0 or state.max_steps <= 0:
+            return True
+        per_epoch = state.max_steps / epochs
+        next_end = max(math.floor(state.global_step / per_epoch) + 1, math.ceil(delay))
+        return next_end * per_epoch < state.max_steps - 0.5
     return True
 
 
