@@ -297,6 +297,21 @@ def _miss(run):
     run["threshold"] = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
 
 
+def test_seconds_ratios_use_the_unrounded_medians_and_level_baselines_are_not_ranked(results):
+    runs = {(r["schedule"], r["seed"]): r for r in results["runs"]}
+    # sub-second runs, as on digits: metalr 0.3094 s against constant 0.2298 s print as 0.3 and 0.2
+    for seed in (0, 1):
+        _reach(runs["metalr", seed], 4, 0.3094)
+        _reach(runs["constant", seed], 5, 0.2298)
+    for run in results["runs"]:
+        run["lr_stability"]["std_dlog_lr"] = 0.3 if run["schedule"] == "metalr" else 0.0
+        run["lr_stability"]["direction_changes"] = 1 if run["schedule"] == "metalr" else 0
+    _, versus, _, stability = findings(aggregate(results))
+    assert names(versus, "1.35× the seconds (0.3 vs 0.2)"), "not 0.3 / 0.2 = 1.50"
+    assert "the most variable baseline" not in stability, "no baseline moved its LR: none is the most variable"
+    assert names(stability, "the baselines were level (", "1 direction change,")
+
+
 def test_the_ranking_counts_a_run_that_never_reached_as_never(results):
     runs = {(r["schedule"], r["seed"]): r for r in results["runs"]}
     # constant seed 1 now reaches at eval 6 (8.4 s): constant's medians over its 2 runs are 5 evals (4, 6), epoch
@@ -326,7 +341,8 @@ def test_the_ranking_counts_a_run_that_never_reached_as_never(results):
     first, versus, lost, stability = findings(aggregate(results))
     assert bold(first) == ["metalr", "constant"] and names(first, "tied with it on both evals and seconds")
     behind, _, best = lost.partition("best or tied best")
-    assert names(versus, "1.00× the evals", "1.00× the seconds") and names(best, "seconds to threshold (7.0)")
+    assert names(versus, "1.00× the evals", "1.01× the seconds (7.0 vs 7.0)"), "the ratio of the unrounded seconds"
+    assert names(best, "seconds to threshold (7.0)")
     assert not names(behind, "seconds to threshold")
     assert stability.startswith("LR stability: all 3 schedules had the same median std Δlog LR (0.000)")
     assert "most variable" not in stability and "steadiest" not in stability

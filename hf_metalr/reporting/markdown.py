@@ -93,6 +93,11 @@ def _to_threshold(s: ScheduleSummary, key: str) -> float:
     return round(value, digits) if digits is not None and math.isfinite(value) else value
 
 
+def _unrounded(s: ScheduleSummary, key: str) -> float:
+    """``_to_threshold`` before rounding, for ratios: seconds under 1 would otherwise be ratios of tenths."""
+    return s.median_counting_misses(key)
+
+
 def _median_run_reached(s: ScheduleSummary) -> bool:
     return math.isfinite(_to_threshold(s, "evals_to_threshold"))
 
@@ -146,7 +151,7 @@ def _first_sentence(summary: Summary, threshold: str) -> str:
             out.append(
                 f"The next best, **{nxt.schedule}**, needed {_speed(nxt)} in {nxt.reached}/{nxt.n} runs: "
                 f"{first.schedule} needed {_evals(ne - fe)} fewer "
-                f"({_ratio(fe, ne)} the evals, {_ratio(fs, ns)} the seconds)."
+                f"({_ratio(fe, ne)} the evals, {_ratio(_unrounded(first, 'seconds_to_threshold'), _unrounded(nxt, 'seconds_to_threshold'))} the seconds)."
             )
     elif len(present) > 1:
         out.append("No other schedule's median run reached it" + (f" (some runs did: {partly})." if partly else "."))
@@ -218,7 +223,8 @@ def _metalr_sentence(summary: Summary) -> str | None:
         ms, bs = _to_threshold(metalr, "seconds_to_threshold"), _to_threshold(best, "seconds_to_threshold")
         speed = (
             f"{head} metalr needed {_ratio(me, be)} the evals to threshold (median {me:g} vs {be:g}) "
-            f"and {_ratio(ms, bs)} the seconds ({ms:.1f} vs {bs:.1f}); "
+            f"and {_ratio(_unrounded(metalr, 'seconds_to_threshold'), _unrounded(best, 'seconds_to_threshold'))} the "
+            f"seconds ({ms:.1f} vs {bs:.1f}); "
             f"it reached the threshold in {metalr.reached}/{metalr.n} runs vs {best.reached}/{best.n}."
         )
     elif b_reached:
@@ -299,7 +305,9 @@ def _lost_sentence(summary: Summary) -> str | None:
 def _lr_profile(s: ScheduleSummary) -> str:
     lo, hi = s.median("lr_min"), s.median("lr_max")
     lr_range = f"LR {lo:.2e}" if lo == hi else f"LR {lo:.2e}–{hi:.2e}"
-    return f"median std Δlog LR {s.median('std_dlog_lr'):.3f}, {s.median('direction_changes'):g} direction changes, {lr_range}"
+    changes = s.median("direction_changes")
+    return (f"median std Δlog LR {s.median('std_dlog_lr'):.3f}, {changes:g} direction change{'' if changes == 1 else 's'}, "
+            f"{lr_range}")
 
 
 def _variability(s: ScheduleSummary) -> float:
@@ -325,9 +333,13 @@ def _stability_sentence(summary: Summary) -> str | None:
         return _names([o for o in others if _variability(o) == _variability(s)])
 
     kind = "baseline" if metalr else "schedule"
-    extremes = f"the most variable {kind} was {level_with(others[0])} ({_lr_profile(others[0])})"
-    if len(others) > 1 and _variability(others[-1]) != _variability(others[0]):
-        extremes += f" and the steadiest {level_with(others[-1])} ({_lr_profile(others[-1])})"
+    if len(others) == 1:
+        extremes = f"the {kind}, {others[0].schedule}: {_lr_profile(others[0])}"
+    elif _variability(others[-1]) == _variability(others[0]):  # no most variable one to name
+        extremes = f"the {kind}s were level ({level_with(others[0])}: {_lr_profile(others[0])})"
+    else:
+        extremes = (f"the most variable {kind} was {level_with(others[0])} ({_lr_profile(others[0])}) and the "
+                    f"steadiest {level_with(others[-1])} ({_lr_profile(others[-1])})")
     if metalr is None:
         return f"LR stability: {extremes}."
     mine = _variability(metalr)
