@@ -473,3 +473,13 @@ if __name__ == "__main__":
     FIXTURE.parent.mkdir(exist_ok=True)
     FIXTURE.write_text(_fixture_text())
     print(f"wrote {FIXTURE}")
+
+
+def test_the_validation_plot_cuts_its_axis_only_for_far_outliers():
+    from hf_metalr.reporting.plots import robust_ylim
+
+    bulk = [0.2, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95] * 2
+    assert robust_ylim(bulk, 0.9) is None, "an ordinary set of curves keeps matplotlib's own limits"
+    lo, hi = robust_ylim(bulk + [-1e7, -2e4, -1.9e4, -1200], 0.9)  # the first R2s of runs at a far too high LR
+    assert -2 < lo < 0.2 and 0.95 <= hi < 1.2
+    assert robust_ylim([0.5, float("nan")]) is None and robust_ylim([]) is None

@@ -2,7 +2,8 @@
 
 - ``lr_curve.png``: LR of param group 0 against epoch, one line per schedule (its first seed), log y;
 - ``val_metric.png``: the threshold metric against epoch, median line and min–max band over seeds,
-  threshold as a dashed line;
+  threshold as a dashed line (the axis cut to the bulk of the curves when a few points lie far
+  outside it, with a note saying so);
 - ``time_to_threshold.png``: median seconds to threshold per schedule, min–max error bars, labelled
   with the median and "k/n" (runs that reached it / runs); a hatched full-height "not reached" column for schedules none of whose runs reached it.
 
@@ -19,7 +20,8 @@ from matplotlib.figure import Figure
 
 from .aggregate import ScheduleSummary, Summary, number
 
-__all__ = ["PLOT_FILES", "plot_lr_curve", "plot_time_to_threshold", "plot_val_metric", "schedule_style", "write_plots"]
+__all__ = ["PLOT_FILES", "plot_lr_curve", "plot_time_to_threshold", "plot_val_metric", "robust_ylim", "schedule_style",
+           "write_plots"]
 
 PLOT_FILES = {"lr_curve": "lr_curve.png", "val_metric": "val_metric.png", "time_to_threshold": "time_to_threshold.png"}
 FIGSIZE = (9, 5)
@@ -88,15 +90,37 @@ def _val_bands(s: ScheduleSummary, key: str) -> np.ndarray:
     return np.array(rows, dtype=float).reshape(-1, 4)
 
 
+def robust_ylim(values, threshold: float = math.nan) -> tuple[float, float] | None:
+    """Y limits that keep the bulk of ``values`` (the median curves' points) and the threshold
+    readable when some points lie far outside it (a run at a far too high LR whose first R² is
+    -1e7 would flatten every other curve): the quartiles widened by 3 interquartile ranges; None
+    when no point lies beyond those (matplotlib's own limits then)."""
+    values = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if values.size < 4:
+        return None
+    q1, q3 = np.percentile(values, [25, 75])
+    spread = q3 - q1
+    if spread <= 0:
+        return None
+    lo, hi = max(values.min(), q1 - 3 * spread), min(values.max(), q3 + 3 * spread)
+    if math.isfinite(threshold):
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if lo <= values.min() and hi >= values.max():
+        return None
+    pad = 0.05 * (hi - lo)
+    return float(lo - pad), float(hi + pad)
+
+
 def plot_val_metric(summary: Summary, path: str | Path) -> Path:
     key = summary.threshold_metric
     n_seeds = max((s.n for s in summary.present), default=0)
     fig, ax = _figure(f"Validation {key[len('eval_'):]}: median and min–max over seeds (up to {n_seeds})")
-    drawn = 0
+    drawn, medians = 0, []
     for s in summary.present:
         rows = _val_bands(s, key)
         if rows.size == 0:
             continue
+        medians.extend(rows[:, 1])
         style = schedule_style(summary, s.schedule)
         ax.plot(rows[:, 0], rows[:, 1], marker="o", markersize=3, label=s.schedule, **style)
         ax.fill_between(rows[:, 0], rows[:, 2], rows[:, 3], color=style["color"], alpha=0.12, linewidth=0)
@@ -108,6 +132,11 @@ def plot_val_metric(summary: Summary, path: str | Path) -> Path:
         ax.legend(loc="best", fontsize=9)
     else:
         _no_data(ax)
+    limits = robust_ylim(medians, threshold)
+    if limits is not None:
+        ax.set_ylim(*limits)
+        ax.text(0.01, 0.01, "axis cut to the bulk of the curves: some points lie beyond it", transform=ax.transAxes,
+                fontsize=8, color="gray", va="bottom")
     ax.set_xlabel("epoch")
     ax.set_ylabel(key)
     return _save(fig, Path(path))
