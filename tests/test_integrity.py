@@ -203,14 +203,15 @@ def test_compare_resume_refuses_other_metalr_settings(tmp_path):
     assert compare_main(base) == 0
     stored = json.loads((tmp_path / "results.json").read_text())["config"]
     assert stored["metalr_learn_online"] is True and stored["metalr_options"] == {}
-    with pytest.raises(SystemExit, match=r"other settings \(metalr_learn_online: \[True\] vs \[False\]\)"):
+    with pytest.raises(SystemExit, match=r"other settings \(online learning \(--metalr-no-learn-online turns it off\): "
+                                         r"True stored, False given\)"):
         compare_main(base + ["--resume", "--metalr-no-learn-online"])
 
     data = json.loads((tmp_path / "results.json").read_text())  # a results.json from before these were stored
     del data["config"]["metalr_learn_online"], data["config"]["metalr_options"]
     (tmp_path / "results.json").write_text(json.dumps(data))
     assert compare_main(base + ["--resume"]) == 0
-    with pytest.raises(ValueError, match="metalr_options"):
+    with pytest.raises(ValueError, match=r"the metalr options: \{\} stored, \{.max_lr.: 1.0\} given"):
         compare("digits", ["constant"], [0], tmp_path, epochs=1, resume=True, metalr_options={"max_lr": 1.0})
 
     # another hf_metalr version may run metalr differently: its runs are not mixed into this comparison

@@ -410,6 +410,15 @@ def test_missing_seeds_are_reported(results):
     missing = next(line for line in md.splitlines() if "Missing runs" in line)
     assert re.findall(r"(\w+) seed (\d+)", missing) == [("metalr", "2"), ("constant", "2"), ("cosine", "2")]
     assert "| metalr | 2/2 |" in md
+    # a schedule whose package was missing at a later call: its seeds are noted as such, not as interrupted
+    results["config"]["skipped_schedules"] = {"cosine": "somepkg", "prodigy": "prodigyopt"}
+    md = render_markdown(aggregate(results), {})
+    assert "Not run, their package missing (pip install 'hf_metalr[peers]'): cosine (somepkg; seeds 2), prodigy " \
+           "(prodigyopt)." in md
+    missing = next(line for line in md.splitlines() if "Missing runs" in line)
+    assert re.findall(r"(\w+) seed (\d+)", missing) == [("metalr", "2"), ("constant", "2")]
+    results["config"]["seeds"] = [0, 1]  # cosine ran in full after all: no longer noted
+    assert "cosine (somepkg" not in render_markdown(aggregate(results), {})
 
 
 # ------------------------------------------------------------------ plots

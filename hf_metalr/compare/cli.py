@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", default="all",
                    help=f"comma-separated schedules, or 'all' ({','.join(SCHEDULES)}; 'all' skips an LR-free peer "
                         "whose package is missing, and the report says so)")
-    p.add_argument("--seeds", default="3", help="number of seeds (3 -> 0,1,2) or a comma-separated list (0,5,9)")
+    p.add_argument("--seeds", default="3", help="number of seeds (3 -> 0,1,2) or a comma-separated list (0,5,9; one seed alone: 7,)")
     p.add_argument("--lr", type=float, default=None, help="one initial LR for every schedule (default: the task's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the task's)")
     p.add_argument("--out", required=True, type=Path, help="output directory")

@@ -87,6 +87,11 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped, task_na
 
 _SAME_EXPERIMENT = ("task", "lr", "epochs", "batch_size", "evals_per_epoch", "threshold", "metalr_policy",
                     "metalr_learn_online", "metalr_options", "hf_metalr_version")
+# the flag each stored setting comes from, for the resume's refusal (the others come from the task's file)
+_SETTING_FLAGS = {"task": "--task", "lr": "--lr", "epochs": "--epochs", "metalr_policy": "--metalr-policy",
+                  "metalr_learn_online": "online learning (--metalr-no-learn-online turns it off)",
+                  "metalr_options": "the metalr options", "batch_size": "the task's batch_size",
+                  "evals_per_epoch": "the task's evals_per_epoch", "threshold": "the task's threshold"}
 MAX_SEED = 2**32 - 1
 # 2: the LR stability counts the move from the first step's LR (2026-12-04); a resume recomputes older runs' from their
 # stored curves, so that one report judges all its runs alike
@@ -204,16 +209,16 @@ def _compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pa
                 f"{stored.get('hf_metalr_version')} to continue this one"
             )
         if differing:
-            raise ValueError(
-                f"--resume: {out_dir} holds a comparison with other settings ({', '.join(differing)}: "
-                f"{[stored.get(k) for k in differing]} vs {[config[k] for k in differing]}); rerun with the stored "
-                "settings, or use another --out"
-            )
+            named = "; ".join(f"{_SETTING_FLAGS.get(k, k)}: {stored.get(k)!r} stored, {config[k]!r} given" for k in differing)
+            raise ValueError(f"--resume: {out_dir} holds a comparison with other settings ({named}); rerun with the "
+                             "stored settings, or use another --out")
         if stored.get("measures_version", 1) != MEASURES_VERSION:
             data["runs"] = [_remeasured(run) for run in data["runs"]]
         config["schedules"] = list(dict.fromkeys(list(stored.get("schedules") or []) + list(schedules)))
         config["seeds"] = sorted(set(stored.get("seeds") or []) | set(seeds))
-        config["skipped_schedules"] = {k: v for k, v in config["skipped_schedules"].items() if k not in config["schedules"]}
+        # what an earlier call could not run stays noted, unless this call runs that schedule
+        earlier = {k: v for k, v in (stored.get("skipped_schedules") or {}).items() if k not in schedules}
+        config["skipped_schedules"] = {**earlier, **config["skipped_schedules"]}
         data["config"] = config
     else:
         data = {"format": FORMAT, "config": config, "runs": []}

@@ -423,11 +423,15 @@ def _notes(summary: Summary) -> list[str]:
             f"prodigy runs Prodigy at lr=1.0 and estimates its own step size, so its results do not depend on the "
             f"configured LR ({number(summary.config.get('lr')):g}); its LR curve is the step size it applies, lr × d."
         )
-    skipped = summary.config.get("skipped_schedules") or {}
+    ran = {s.schedule: s for s in summary.schedules if s.n}
+    skipped = {name: package for name, package in (summary.config.get("skipped_schedules") or {}).items()
+               if name not in ran or ran[name].missing_seeds}  # a schedule a later call ran in full is no longer
     if skipped:
-        notes.append("Not run, their package missing (pip install 'hf_metalr[peers]'): "
-                     + ", ".join(f"{name} ({package})" for name, package in skipped.items()) + ".")
-    missing = [f"{s.schedule} seed {seed}" for s in summary.schedules for seed in s.missing_seeds]
+        notes.append("Not run, their package missing (pip install 'hf_metalr[peers]'): " + ", ".join(
+            f"{name} ({package}" + (f"; seeds {', '.join(map(str, ran[name].missing_seeds))})" if name in ran else ")")
+            for name, package in skipped.items()) + ".")
+    missing = [f"{s.schedule} seed {seed}" for s in summary.schedules if s.schedule not in skipped
+               for seed in s.missing_seeds]
     if missing:
         notes.append("Missing runs (interrupted compare?): " + ", ".join(missing) + ".")
     return [f"- {n}" for n in notes]
