@@ -137,8 +137,6 @@ def test_recipes_refuse_a_missing_peer(peers_missing, tmp_path):
 
 
 def test_a_resume_keeps_the_note_of_a_schedule_an_earlier_call_could_not_run(tmp_path):
-    from hf_metalr.compare.session import compare
-
     compare("digits", ["constant"], [0], tmp_path, epochs=1, skipped={"prodigy": "prodigyopt"}, log=lambda *a: None)
     compare("digits", ["constant"], [1], tmp_path, epochs=1, resume=True, skipped={}, log=lambda *a: None)
     assert json.loads((tmp_path / "results.json").read_text())["config"]["skipped_schedules"] == {"prodigy": "prodigyopt"}
