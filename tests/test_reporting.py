@@ -492,3 +492,11 @@ def test_the_validation_plot_cuts_its_axis_only_for_far_outliers():
     lo, hi = robust_ylim(bulk + [-1e7, -2e4, -1.9e4, -1200], 0.9)  # the first R2s of runs at a far too high LR
     assert -2 < lo < 0.2 and 0.95 <= hi < 1.2
     assert robust_ylim([0.5, float("nan")]) is None and robust_ylim([]) is None
+
+
+def test_the_report_reads_the_threshold_it_names_from_the_runs_evaluations(tmp_path, results):
+    write_report(_write(tmp_path / "as_run", results))
+    assert "| metalr | 2/2 | 4 [3–5] |" in (tmp_path / "as_run" / "report.md").read_text()
+    results["config"]["threshold"] = 0.97  # edited by hand: no run's accuracy reached it
+    md = write_report(_write(tmp_path / "edited", results)).read_text()
+    assert "| metalr | 0/2 | – |" in md and "≥ 0.97" in md, "the crossings follow the threshold the report names"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .aggregate import aggregate
+from .aggregate import aggregate, threshold_metric
 from .summary_csv import write_summary_csv
 from .markdown import render_markdown
 from .plots import write_plots
@@ -68,10 +68,32 @@ def _shape_problem(results: dict) -> str | None:
     return None
 
 
+def crossings_at_threshold(results: dict) -> dict:
+    """``results`` with each run's ``threshold`` (when it first reached the config's threshold)
+    recomputed from its stored evaluations, so that the report always reads the threshold it names
+    (one edited into ``results.json`` by hand, say); a run whose evaluations are malformed keeps its
+    stored crossing."""
+    from ..compare.measures import time_to_threshold
+
+    config = results["config"]
+    threshold = config.get("threshold")
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or threshold != threshold:
+        return results
+    key, greater = threshold_metric(config), bool(config.get("greater_is_better", True))
+    runs = []
+    for run in results["runs"]:
+        try:
+            runs.append({**run, "threshold": time_to_threshold(run["evals"], key, threshold, greater)})
+        except (KeyError, TypeError, ValueError):
+            runs.append(run)
+    return {**results, "runs": runs}
+
+
 def write_report(out_dir: str | Path) -> Path:
-    """Rebuild the report of ``out_dir`` from its ``results.json``; returns the ``report.md`` path."""
+    """Rebuild the report of ``out_dir`` from its ``results.json`` (the crossings of its threshold
+    recomputed from the runs' evaluations); returns the ``report.md`` path."""
     out_dir = Path(out_dir)
-    summary = aggregate(load_results(out_dir / RESULTS_NAME))
+    summary = aggregate(crossings_at_threshold(load_results(out_dir / RESULTS_NAME)))
     write_summary_csv(summary, out_dir / SUMMARY_NAME)
     plots = write_plots(summary, out_dir)
     report = out_dir / REPORT_NAME
