@@ -751,8 +751,10 @@ class MetaLRController:
         right after a resume) is no decision, as in the callback: the returned ``Decision`` keeps the
         LR, says so in ``gate``, is not in ``history``, and the next decision takes its ``index``; the
         early-divergence guard goes on. The controller knows of steps from the watched parameters'
-        ``before_optimizer_step`` / ``after_optimizer_step`` and from ``observe_train_loss``; with
-        nothing watched every call decides. ``stepped``: the caller's own answer (the callback's).
+        ``before_optimizer_step`` / ``after_optimizer_step``, from ``observe_train_loss`` and from a
+        ``train_loss`` given here; with nothing watched every call decides, and so does a NaN or
+        infinite ``value``, and a loop that has reported no step at all from its second evaluation on
+        (with a warning). ``stepped``: the caller's own answer (the callback's).
 
         ``validation_loss``: with the iterates averaged (``watch(..., average_iterates=True)``), a
         function returning the loss (a float) at the model's parameters as they are when it is
