@@ -191,8 +191,15 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
 
     half = dict(TINY)
     meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}), log=lambda *_: None)
-    with pytest.raises(ValueError, match="other settings"):
-        meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **half, resume=True), log=lambda *_: None)
+    with pytest.raises(ValueError, match=r"other settings \(seed: 0 stored, 1 given\)"):
+        meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "seed": 1}, resume=True), log=lambda *_: None)
+    # a finished run goes on with more --iterations, as the run started with them (every iteration scored here)
+    extended = meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **half, resume=True), log=lambda *_: None)
+    for k, v in _weights(a).items():
+        assert torch.equal(v, _weights(extended)[k])
+    assert json.loads(extended.with_suffix(".json").read_text())["card"]["episodes"] == 6
+    with pytest.raises(ValueError, match=r"has run 2 iterations already, more than --iterations 1; give at least 2"):
+        meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}, resume=True), log=lambda *_: None)
     old = json.loads((tmp_path / "c" / CHECKPOINT_NAME).read_text())
     (tmp_path / "c" / CHECKPOINT_NAME).write_text(json.dumps({**old, "format": 1}))
     with pytest.raises(ValueError, match="checkpoint format 1"):

@@ -356,6 +356,12 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
             raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out")
         state = _read_checkpoint(checkpoint)
         defaults = {f.name: f.default for f in fields(MetaTrainConfig)}
+        if config.iterations < state["iteration"]:
+            raise ValueError(f"--resume: {checkpoint} has run {state['iteration']} iterations already, more than "
+                             f"--iterations {config.iterations}; give at least {state['iteration']}")
+        if config.iterations != state["config"].get("iterations"):  # more iterations: the run goes on, as seeded
+            log(f"--resume: --iterations {state['config'].get('iterations')} -> {config.iterations}")
+            state["config"]["iterations"] = config.iterations
         differing = [k for k in _SAME_RUN if k != "init_policy" and state["config"].get(k, defaults[k]) != getattr(config, k)]
         stored_init = state["config"].get("init_policy")
         if not _same_policy_path(stored_init, config.init_policy):
