@@ -198,12 +198,18 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
     for k, v in _weights(a).items():
         assert torch.equal(v, _weights(extended)[k])
     assert json.loads(extended.with_suffix(".json").read_text())["card"]["episodes"] == 6
-    with pytest.raises(ValueError, match=r"has run 2 iterations already, more than --iterations 1; give at least 2"):
+    with pytest.raises(ValueError, match=r"other settings \(iterations: 2 stored, 1 given\)"):  # more only
         meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}, resume=True), log=lambda *_: None)
+    said = []
+    unchanged = meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": None}, resume=True),
+                           log=said.append)  # no --iterations on resume: the stored count, nothing more to run
+    assert not any("extending" in line for line in said) and json.loads(unchanged.with_suffix(".json").read_text())[
+        "card"]["iterations"] == 2
+    assert MetaTrainConfig(out="x").iterations is None and "default 30; with --resume the stored count" in _fresh_default_note()
     old = json.loads((tmp_path / "c" / CHECKPOINT_NAME).read_text())
     (tmp_path / "c" / CHECKPOINT_NAME).write_text(json.dumps({**old, "format": 1}))
     with pytest.raises(ValueError, match="checkpoint format 1"):
-        meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 1}, resume=True), log=lambda *_: None)
+        meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 2}, resume=True), log=lambda *_: None)
 
 
 def test_meta_training_can_start_from_the_shipped_policy(tmp_path):
@@ -371,3 +377,10 @@ def test_ctrl_c_in_meta_train_says_how_to_continue(tmp_path, monkeypatch, capsys
     assert cli.main(["--out", str(tmp_path / "m"), "--iterations", "1"]) == 130
     err = capsys.readouterr().err
     assert f"every finished iteration is kept in {tmp_path / 'm' / 'meta_checkpoint.json'}" in err and "--resume" in err
+
+
+def _fresh_default_note() -> str:
+    """The meta-train --help text of --iterations."""
+    from hf_metalr.meta.cli import build_parser
+
+    return next(a.help for a in build_parser()._actions if "--iterations" in a.option_strings)

@@ -33,7 +33,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +58,15 @@ CHECKPOINT_FORMAT = 2  # 2: held-out accuracies, the selected policy
 BACKENDS = ("process", "serial", "ray")
 
 
+DEFAULT_ITERATIONS = 30  # meta-iterations of a fresh run without --iterations
+
+
 @dataclass
 class MetaTrainConfig:
     out: str = field(metadata={"help": "output directory (checkpoint, plot, policy)"})
-    iterations: int = field(default=30, metadata={"help": "PPO iterations"})
+    iterations: int | None = field(default=None, metadata={"help": f"PPO iterations (default {DEFAULT_ITERATIONS}; with "
+                                                             "--resume the stored count, and a larger one extends "
+                                                             "the run)"})
     episodes_per_iteration: int = field(default=32, metadata={"help": "training runs per iteration"})
     seed: int = field(default=0, metadata={"help": "seed of everything random; the same seed gives the same policy"})
     workers: int = field(default=2, metadata={"help": "parallel episode workers"})
@@ -81,7 +86,8 @@ class MetaTrainConfig:
         flag = {f.name: "--" + f.name.replace("_", "-") for f in fields(self)}
         for name in ("iterations", "episodes_per_iteration", "workers", "eval_every", "held_out_per_family", "ppo_epochs",
                      "ppo_minibatch"):
-            _as_value_error(whole_number, getattr(self, name), flag[name], at_least=1)
+            if not (name == "iterations" and self.iterations is None):  # None: the default, or the stored count
+                _as_value_error(whole_number, getattr(self, name), flag[name], at_least=1)
         _as_value_error(whole_number, self.seed, flag["seed"], at_least=0)
         if self.seed > MAX_SEED:  # it seeds torch generators with seed * 100_003 + iteration
             raise ValueError(f"--seed must be at most {MAX_SEED}, got {self.seed}")
@@ -338,6 +344,10 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
 def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.iterations is None:  # a resume goes on to the stored count, a fresh run to the default
+        stored = (_read_checkpoint(out / CHECKPOINT_NAME)["config"].get("iterations")
+                  if config.resume and (out / CHECKPOINT_NAME).exists() else None)
+        config = replace(config, iterations=stored if isinstance(stored, int) else DEFAULT_ITERATIONS)
     policy = _initial_policy(config)
     policy_config = asdict(policy.config)
     ppo = PPOConfig(lr=config.ppo_lr, epochs=config.ppo_epochs, minibatch_size=config.ppo_minibatch)
@@ -356,13 +366,10 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
             raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out")
         state = _read_checkpoint(checkpoint)
         defaults = {f.name: f.default for f in fields(MetaTrainConfig)}
-        if config.iterations < state["iteration"]:
-            raise ValueError(f"--resume: {checkpoint} has run {state['iteration']} iterations already, more than "
-                             f"--iterations {config.iterations}; give at least {state['iteration']}")
-        if config.iterations != state["config"].get("iterations"):  # more iterations: the run goes on, as seeded
-            log(f"--resume: --iterations {state['config'].get('iterations')} -> {config.iterations}")
-            state["config"]["iterations"] = config.iterations
-        differing = [k for k in _SAME_RUN if k != "init_policy" and state["config"].get(k, defaults[k]) != getattr(config, k)]
+        stored_iterations = state["config"].get("iterations")
+        extended = isinstance(stored_iterations, int) and config.iterations > stored_iterations  # goes on, as seeded
+        differing = [k for k in _SAME_RUN if k != "init_policy" and not (k == "iterations" and extended)
+                     and state["config"].get(k, defaults[k]) != getattr(config, k)]
         stored_init = state["config"].get("init_policy")
         if not _same_policy_path(stored_init, config.init_policy):
             differing.append("init_policy")
@@ -372,6 +379,9 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
                 + "; ".join(f"{k}: {state['config'].get(k, defaults[k])!r} stored, {getattr(config, k)!r} given"
                             for k in differing)
                 + "); rerun with the stored settings, or use another --out")
+        if extended:
+            log(f"--resume: extending the run from {stored_iterations} to {config.iterations} iterations")
+            state["config"]["iterations"] = config.iterations
         started_from = state.get("start", {}).get("sha256")
         if config.init_policy and started_from not in (None, _sha256(tensors_to_text(policy.state_dict()))):
             raise ValueError(f"--resume: {config.init_policy} is not the policy this run started from (its weights "
