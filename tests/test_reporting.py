@@ -478,19 +478,14 @@ def test_top_level_cli_dispatches_to_report(tmp_path, capsys):
     assert "hf-metalr report: error: no such directory" in capsys.readouterr().err
 
 
-if __name__ == "__main__":
-    FIXTURE.parent.mkdir(exist_ok=True)
-    FIXTURE.write_text(_fixture_text())
-    print(f"wrote {FIXTURE}")
-
-
-def test_the_validation_plot_cuts_its_axis_only_for_far_outliers():
+def test_the_validation_plot_cuts_its_axis_only_for_gross_outliers():
     from hf_metalr.reporting.plots import robust_ylim
 
-    bulk = [0.2, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95] * 2
-    assert robust_ylim(bulk, 0.9) is None, "an ordinary set of curves keeps matplotlib's own limits"
-    lo, hi = robust_ylim(bulk + [-1e7, -2e4, -1.9e4, -1200], 0.9)  # the first R2s of runs at a far too high LR
-    assert -2 < lo < 0.2 and 0.95 <= hi < 1.2
+    digits_like = [0.08, 0.1, 0.3, 0.6, 0.8, 0.9] + [0.95, 0.97, 0.98, 0.985, 0.99, 0.99] * 6  # early points, a plateau
+    assert robust_ylim(digits_like, 0.95) is None, "an accuracy curve's early points are no outliers"
+    regression = [-0.6, -0.3, -0.1, 0.0, 0.2, 0.4, 0.5, 0.6, 0.65, 0.7] * 3 + [-1e7, -2e4, -1.9e4, -1200]
+    lo, hi = robust_ylim(regression, 0.9)  # the first R2s of runs at a far too high LR
+    assert -3 < lo < -0.6 and 0.9 < hi < 1.3, (lo, hi)  # the bulk and the threshold's line in view
     assert robust_ylim([0.5, float("nan")]) is None and robust_ylim([]) is None
 
 
@@ -500,3 +495,9 @@ def test_the_report_reads_the_threshold_it_names_from_the_runs_evaluations(tmp_p
     results["config"]["threshold"] = 0.97  # edited by hand: no run's accuracy reached it
     md = write_report(_write(tmp_path / "edited", results)).read_text()
     assert "| metalr | 0/2 | – |" in md and "≥ 0.97" in md, "the crossings follow the threshold the report names"
+
+
+if __name__ == "__main__":
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(_fixture_text())
+    print(f"wrote {FIXTURE}")

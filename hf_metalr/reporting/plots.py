@@ -2,7 +2,7 @@
 
 - ``lr_curve.png``: LR of param group 0 against epoch, one line per schedule (its first seed), log y;
 - ``val_metric.png``: the threshold metric against epoch, median line and min–max band over seeds,
-  threshold as a dashed line (the axis cut to the bulk of the curves when a few points lie far
+  threshold as a dashed line (the axis cut to the bulk of the curves when some points lie grossly
   outside it, with a note saying so);
 - ``time_to_threshold.png``: median seconds to threshold per schedule, min–max error bars, labelled
   with the median and "k/n" (runs that reached it / runs); a hatched full-height "not reached" column for schedules none of whose runs reached it.
@@ -90,25 +90,28 @@ def _val_bands(s: ScheduleSummary, key: str) -> np.ndarray:
     return np.array(rows, dtype=float).reshape(-1, 4)
 
 
+BULK_SHARE = 0.01  # the y range is cut when the central half of the points would fill less than this share of it
+
+
 def robust_ylim(values, threshold: float = math.nan) -> tuple[float, float] | None:
-    """Y limits that keep the bulk of ``values`` (the median curves' points) and the threshold
-    readable when some points lie far outside it (a run at a far too high LR whose first R² is
-    -1e7 would flatten every other curve): the quartiles widened by 3 interquartile ranges; None
-    when no point lies beyond those (matplotlib's own limits then)."""
+    """Y limits for curves with gross outliers (a run at a far too high LR whose first R² is -2e4
+    would flatten every other curve to a line): when the central half of ``values`` (every point
+    drawn, the bands' too) spans less than ``BULK_SHARE`` of their whole range, that central span
+    widened by half of it on each side, and the threshold; None otherwise (matplotlib's own
+    limits: an accuracy curve's early points, far below its plateau, do not squeeze the rest)."""
     values = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if values.size < 4:
         return None
-    q1, q3 = np.percentile(values, [25, 75])
-    spread = q3 - q1
-    if spread <= 0:
-        return None
-    lo, hi = max(values.min(), q1 - 3 * spread), min(values.max(), q3 + 3 * spread)
+    lo, hi = np.percentile(values, [25, 75])
     if math.isfinite(threshold):
         lo, hi = min(lo, threshold), max(hi, threshold)
-    if lo <= values.min() and hi >= values.max():
+    span, whole = hi - lo, values.max() - values.min()
+    if span <= 0 or span >= BULK_SHARE * whole:
         return None
-    pad = 0.05 * (hi - lo)
-    return float(lo - pad), float(hi + pad)
+    low = max(min(values.min(), lo), lo - span / 2)  # (lo and hi hold the threshold: its line stays in view)
+    high = min(max(values.max(), hi), hi + span / 2)
+    pad = 0.05 * (high - low)
+    return float(low - pad), float(high + pad)
 
 
 def plot_val_metric(summary: Summary, path: str | Path) -> Path:
@@ -120,7 +123,7 @@ def plot_val_metric(summary: Summary, path: str | Path) -> Path:
         rows = _val_bands(s, key)
         if rows.size == 0:
             continue
-        medians.extend(rows[:, 1])
+        medians.extend(rows[:, 1:].ravel())  # the medians and the bands: every point drawn
         style = schedule_style(summary, s.schedule)
         ax.plot(rows[:, 0], rows[:, 1], marker="o", markersize=3, label=s.schedule, **style)
         ax.fill_between(rows[:, 0], rows[:, 2], rows[:, 3], color=style["color"], alpha=0.12, linewidth=0)
@@ -135,7 +138,7 @@ def plot_val_metric(summary: Summary, path: str | Path) -> Path:
     limits = robust_ylim(medians, threshold)
     if limits is not None:
         ax.set_ylim(*limits)
-        ax.text(0.01, 0.01, "axis cut to the bulk of the curves: some points lie beyond it", transform=ax.transAxes,
+        ax.text(0.01, 0.01, "axis cut to the bulk of the curves: some points lie far beyond it", transform=ax.transAxes,
                 fontsize=8, color="gray", va="bottom")
     ax.set_xlabel("epoch")
     ax.set_ylabel(key)
