@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from .aggregate import aggregate, threshold_metric
+from .aggregate import aggregate, number, threshold_metric
 from .summary_csv import write_summary_csv
 from .markdown import render_markdown
 from .plots import write_plots
 
-__all__ = ["FORMAT", "REPORT_NAME", "RESULTS_NAME", "SUMMARY_NAME", "ResultsError", "load_results", "write_report"]
+__all__ = ["FORMAT", "REPORT_NAME", "RESULTS_NAME", "SUMMARY_NAME", "ResultsError", "crossings_at_threshold", "load_results",
+           "write_report"]
 
 FORMAT = 1
 RESULTS_NAME = "results.json"
@@ -71,21 +73,22 @@ def _shape_problem(results: dict) -> str | None:
 def crossings_at_threshold(results: dict) -> dict:
     """``results`` with each run's ``threshold`` (when it first reached the config's threshold)
     recomputed from its stored evaluations, so that the report always reads the threshold it names
-    (one edited into ``results.json`` by hand, say); a run whose evaluations are malformed keeps its
-    stored crossing."""
+    (one edited into ``results.json`` by hand, say); a run whose evaluations cannot be read counts as
+    not reaching it. Unchanged without a threshold."""
     from ..compare.measures import time_to_threshold
 
     config = results["config"]
-    threshold = config.get("threshold")
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or threshold != threshold:
+    threshold = number(config.get("threshold"))
+    if math.isnan(threshold):  # no threshold: the report names none and counts no crossing
         return results
     key, greater = threshold_metric(config), bool(config.get("greater_is_better", True))
     runs = []
     for run in results["runs"]:
         try:
-            runs.append({**run, "threshold": time_to_threshold(run["evals"], key, threshold, greater)})
-        except (KeyError, TypeError, ValueError):
-            runs.append(run)
+            crossing = time_to_threshold(run["evals"], key, threshold, greater)
+        except (KeyError, TypeError, ValueError):  # evaluations that cannot be read: no crossing of this threshold
+            crossing = {"reached": False, "evals": None, "epoch": None, "seconds": None, "step": None}
+        runs.append({**run, "threshold": crossing})
     return {**results, "runs": runs}
 
 
