@@ -179,13 +179,13 @@ def test_a_resume_remeasures_runs_stored_by_an_older_measure(tmp_path):
     assert again["runs"][0]["lr_stability"] == right and again["config"]["measures_version"] == 2
 
 
-def test_a_threshold_set_in_results_json_is_kept_by_a_resume_and_read_by_the_report(tmp_path):
+def test_a_threshold_set_in_results_json_is_read_by_the_report_and_named_by_a_refused_resume(tmp_path):
     compare("digits", ["constant"], [0], tmp_path, epochs=1, log=lambda *_: None)
     data = json.loads((tmp_path / "results.json").read_text())
     data["config"]["threshold"] = 0.999  # another cut of the same runs, set by hand
     (tmp_path / "results.json").write_text(json.dumps(data))
-    compare("digits", ["constant"], [1], tmp_path, epochs=1, resume=True, log=lambda *_: None)
-    again = json.loads((tmp_path / "results.json").read_text())
-    assert again["config"]["threshold"] == 0.999 and [r["seed"] for r in again["runs"]] == [0, 1]
     report = write_report(tmp_path).read_text()
-    assert "≥ 0.999" in report and "| constant | 0/2 |" in report
+    assert "≥ 0.999" in report and "| constant | 0/1 |" in report
+    with pytest.raises(ValueError, match=r"the threshold \(one set in results.json to see another cut: restore the "
+                                         r"task's to resume\): 0.999 stored, 0.95 given"):
+        compare("digits", ["constant"], [1], tmp_path, epochs=1, resume=True, log=lambda *_: None)

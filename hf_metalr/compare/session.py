@@ -85,13 +85,14 @@ def _config(task, schedules, seeds, lr, epochs, metalr_options, skipped, task_na
     }
 
 
-_SAME_EXPERIMENT = ("task", "lr", "epochs", "batch_size", "evals_per_epoch", "metalr_policy",
-                    "metalr_learn_online", "metalr_options", "hf_metalr_version")  # not the threshold: see _compare
+_SAME_EXPERIMENT = ("task", "lr", "epochs", "batch_size", "evals_per_epoch", "threshold", "metalr_policy",
+                    "metalr_learn_online", "metalr_options", "hf_metalr_version")
 # the flag each stored setting comes from, for the resume's refusal (the others come from the task's file)
 _SETTING_FLAGS = {"task": "--task", "lr": "--lr", "epochs": "--epochs", "metalr_policy": "--metalr-policy",
                   "metalr_learn_online": "online learning (--metalr-no-learn-online turns it off)",
                   "metalr_options": "the metalr options", "batch_size": "the task's batch_size",
-                  "evals_per_epoch": "the task's evals_per_epoch", "hf_metalr_version": "the hf_metalr version"}
+                  "evals_per_epoch": "the task's evals_per_epoch", "hf_metalr_version": "the hf_metalr version",
+                  "threshold": "the threshold (one set in results.json to see another cut: restore the task's to resume)"}
 MAX_SEED = 2**32 - 1
 # 2: the LR stability counts the move from the first step's LR (2026-12-04); a resume recomputes older runs' from their
 # stored curves, so that one report judges all its runs alike
@@ -214,9 +215,6 @@ def _compare(task_name: str, schedules: list[str], seeds: list[int], out_dir: Pa
                              "stored settings, or use another --out")
         if stored.get("measures_version", 1) != MEASURES_VERSION:
             data["runs"] = [_remeasured(run) for run in data["runs"]]
-        # the threshold changes no run, and the report reads the crossings from the curves: one set in results.json
-        # (by hand, to see another cut of the same runs) is kept
-        config["threshold"] = stored.get("threshold", config["threshold"])
         config["schedules"] = list(dict.fromkeys(list(stored.get("schedules") or []) + list(schedules)))
         config["seeds"] = sorted(set(stored.get("seeds") or []) | set(seeds))
         # what an earlier call could not run stays noted, unless this call runs that schedule
