@@ -79,7 +79,7 @@ def crossings_at_threshold(results: dict) -> dict:
 
     config = results["config"]
     threshold = number(config.get("threshold"))
-    if math.isnan(threshold):  # no threshold: the report names none and counts no crossing
+    if math.isnan(threshold):  # no threshold to recompute against: the stored crossings stand
         return results
     key, greater = threshold_metric(config), bool(config.get("greater_is_better", True))
     runs = []
