@@ -709,3 +709,65 @@ def test_attach_keeps_a_watch_of_the_same_parameters_and_refuses_what_would_figh
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     hooked.step()  # the hooks held the controller weakly: it is gone, and the step runs without it
+
+
+def test_attach_refuses_or_warns_about_the_mistakes_that_would_spoil_it_silently():
+    from transformers import get_linear_schedule_with_warmup
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+
+    def step(optimizer, scheduler=None):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ctrl = MetaLRController(1e-3, policy="random").attach(optimizer)
+    with pytest.raises(ValueError, match=r"before_optimizer_step\(\): this controller is attached .*drop the call"):
+        ctrl.before_optimizer_step()
+    with pytest.raises(ValueError, match=r"after_optimizer_step\(\): this controller is attached"):
+        ctrl.after_optimizer_step()
+    ctrl.detach()
+    ctrl.after_optimizer_step()  # detached: the calls are the loop's again
+    ctrl.attach(optimizer, average_iterates=True)  # attach's own watch follows the new setting
+    assert ctrl.iterate_average is not None
+    ctrl.detach()
+
+    # a scheduler that attach was not given rewrites the LR at its every step: said once
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    schedule = get_linear_schedule_with_warmup(optimizer, 2, 20)
+    ctrl = MetaLRController(1e-3, policy="random").attach(optimizer)
+    with pytest.warns(UserWarning, match=r"attach\(\) was given no scheduler: .*Pass it: attach\(optimizer, scheduler\)"):
+        for _ in range(3):
+            step(optimizer, schedule)
+    ctrl.detach()
+    for bad in (0, -5, "100", 100.5, True):
+        with pytest.raises(ValueError, match=r"attach\(total_steps=.*\): the run's optimizer steps, a whole number >= 1"):
+            MetaLRController(1e-3, policy="random").attach(torch.optim.AdamW(model.parameters(), lr=1e-3),
+                                                           total_steps=bad)
+    # a scheduler restored from a checkpoint carries the old scale; a fresh controller without its state says so
+    restored = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(restored, T_max=10)
+    cosine.base_lrs = [4e-3]
+    with pytest.warns(UserWarning, match=r"the scheduler's base LR is 0.004 \(a scale of 4.*load the controller's state"):
+        MetaLRController(1e-3, policy="random").attach(restored, cosine)
+
+    # evaluations with no step under attach name the optimizer, not calls the loop must not make
+    quiet = MetaLRController(1e-3, policy="random").attach(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    quiet.observe(1.0)
+    with pytest.warns(RuntimeWarning, match=r"the attached optimizer has made no step since attach\(\)"):
+        quiet.observe(1.0)
+
+
+def test_observe_refuses_a_validation_loss_that_is_no_function_and_warns_without_one():
+    ctrl = MetaLRController(1e-3, policy="random")
+    model = torch.nn.Linear(2, 1)
+    ctrl.watch(model.parameters(), average_iterates=True)
+    with pytest.raises(TypeError, match=r"validation_loss=...\) takes a function .* got float"):
+        ctrl.observe(1.0, validation_loss=0.5)
+    ctrl.observe_train_loss(1.0)
+    with pytest.warns(UserWarning, match=r"no validation_loss= was given, so the iterate-average check is off"):
+        ctrl.observe(1.0)

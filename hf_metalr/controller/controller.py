@@ -523,6 +523,9 @@ class MetaLRController:
         self._train_losses_seen = False  # any training loss at all (a loop that reports its steps)
         self._warned_progress = False  # the one warning about a progress outside [0, 1]
         self._attached: dict | None = None  # attach(): the optimizer, its scheduler and the step hooks
+        self._watched_by_attach = False  # the watch is attach's own (not a watch() call)
+        self._warned_schedule = False  # the one warning about a schedule that attach was not given
+        self._warned_average = False  # the one warning about an iterate average without a validation_loss
         self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
@@ -592,6 +595,19 @@ class MetaLRController:
         if isinstance(unwrap_scheduler(scheduler), torch.optim.lr_scheduler.LambdaLR) and total_steps is None:
             raise ValueError("MetaLRController.attach(optimizer, scheduler): the scheduler is a LambdaLR, whose decay "
                              "is known only over the run's length: pass total_steps= (the run's optimizer steps)")
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral)
+                                        or total_steps < 1):
+            raise ValueError(f"MetaLRController.attach(total_steps={total_steps!r}): the run's optimizer steps, a whole "
+                             "number >= 1")
+        carried = getattr(unwrap_scheduler(scheduler), "base_lrs", None)
+        if carried and isinstance(carried[0], (int, float)) and not math.isclose(carried[0], self.lr, rel_tol=1e-6):
+            warnings.warn(f"MetaLRController.attach: the scheduler's base LR is {carried[0]:.4g} (a scale of "
+                          f"{carried[0] / self.initial_lr:.4g}, from a saved state?), and this controller's LR is "
+                          f"{self.lr:.4g}: the scheduler is set to the controller's. To resume a run, load the "
+                          "controller's state too (load_state_dict), which brings its scale back", UserWarning,
+                          stacklevel=2)
+        if self._watched_by_attach and average_iterates != (self.iterate_average is not None):
+            self.alignment = self.iterate_average = None  # attach's own watch: made again below, as asked
         if self.alignment is not None and average_iterates != (self.iterate_average is not None):
             raise ValueError(f"MetaLRController.attach(average_iterates={average_iterates}): the parameters are watched "
                              f"already, with average_iterates={not average_iterates}; pass that, or drop the watch() call")
@@ -600,15 +616,18 @@ class MetaLRController:
             self.schedule_anneals = decays_by_itself(scheduler, total_steps or 1)
         if self.alignment is None:
             self.watch(params, average_iterates=average_iterates)
+            self._watched_by_attach = True
         controller = weakref.ref(self)
 
         def before(opt, args, kwargs):
             if (ctrl := controller()) is not None:
-                ctrl.before_optimizer_step(schedule_factor=ctrl.schedule_factor(opt))
+                factor = ctrl.schedule_factor(opt)
+                ctrl._warn_unattached_schedule(factor)
+                ctrl._before_step(factor)
 
         def after(opt, args, kwargs):
             if (ctrl := controller()) is not None:
-                ctrl.after_optimizer_step()
+                ctrl._after_step()
 
         handles = (target.register_step_pre_hook(before), target.register_step_post_hook(after))
         target._metalr_attached = controller
@@ -616,13 +635,25 @@ class MetaLRController:
         return self
 
     def detach(self) -> None:
-        """Remove ``attach``'s step hooks; decisions are no longer written into the optimizer (the
-        parameters stay watched)."""
+        """Remove ``attach``'s step hooks: no step is read any more, and decisions are no longer
+        written into the optimizer (make the step calls and ``scale_param_groups`` yourself, or
+        attach again)."""
         if self._attached is not None:
             for handle in self._attached["handles"]:
                 handle.remove()
             self._attached["target"]._metalr_attached = lambda: None
             self._attached = None
+
+    def _warn_unattached_schedule(self, factor: float | None) -> None:
+        """Once: the optimizer's LR is not the controller's at a step while no scheduler was given to
+        ``attach``: a scheduler of the loop's own rewrites the LR, and undoes every decision."""
+        if (self._attached is None or self._attached["scheduler"] is not None or self._warned_schedule
+                or factor is None or math.isclose(factor, 1.0, rel_tol=1e-6)):
+            return
+        self._warned_schedule = True
+        warnings.warn(f"MetaLRController: param group 0 steps at {factor:.4g}x the controller's LR, and attach() was "
+                      "given no scheduler: if a scheduler steps this optimizer, its next step() undoes each decision. "
+                      "Pass it: attach(optimizer, scheduler)", UserWarning, stacklevel=4)
 
     def _apply_if_attached(self) -> None:
         if self._attached is not None:
@@ -648,6 +679,12 @@ class MetaLRController:
         calls = self.alignment.calls
         if self._warned_loop:
             return
+        if self._attached is not None and calls["before"] == calls["after"] == 0:
+            self._warned_loop = True
+            warnings.warn("MetaLRController: the attached optimizer has made no step since attach(), "
+                          f"{consequence or 'so the gradient alignment measured nothing'}. Evaluate after training "
+                          "steps (optimizer.step() between evaluations)", RuntimeWarning, stacklevel=stacklevel)
+            return
         if calls["before"] == 0 or calls["after"] == 0:
             missing = " and ".join(name for name, key in (("before_optimizer_step()", "before"),
                                                          ("after_optimizer_step()", "after")) if calls[key] == 0)
@@ -672,12 +709,27 @@ class MetaLRController:
         """Call once per optimizer step, with the final gradients, before ``optimizer.step()``.
         ``schedule_factor``: the factor a schedule of yours gives this step's LR
         (``schedule_factor(optimizer)``), if any; the alignment leaves out the steps that a rise of
-        the schedule (a warmup) lengthens (``GradientAlignment.before_step``)."""
+        the schedule (a warmup) lengthens (``GradientAlignment.before_step``). Refused while
+        attached: ``attach`` makes this call itself (a second one would count each step twice)."""
+        self._refuse_when_attached("before_optimizer_step")
+        self._before_step(schedule_factor)
+
+    def after_optimizer_step(self) -> None:
+        """Call right after ``optimizer.step()`` (refused while attached, as ``before_optimizer_step``)."""
+        self._refuse_when_attached("after_optimizer_step")
+        self._after_step()
+
+    def _refuse_when_attached(self, call: str) -> None:
+        if self._attached is not None:
+            raise ValueError(f"MetaLRController.{call}(): this controller is attached to the optimizer, whose step hooks "
+                             "make this call at every optimizer.step(); drop the call (a second one would spoil the "
+                             "gradient alignment), or detach() to make the calls yourself")
+
+    def _before_step(self, schedule_factor: float | None) -> None:
         if self.alignment is not None:
             self.alignment.before_step(schedule_factor)
 
-    def after_optimizer_step(self) -> None:
-        """Call right after ``optimizer.step()``."""
+    def _after_step(self) -> None:
         if self.alignment is not None:
             self.alignment.after_step()
         if self.iterate_average is not None and self.tracker.previous is not None:  # the steps before the first
@@ -779,6 +831,16 @@ class MetaLRController:
             warnings.warn(f"MetaLRController.observe(progress={progress!r}): the policy reads the fraction of the run "
                           "done, in [0, 1], and this value is clipped to it; pass step / total_steps (not an epoch "
                           "number or a percentage)", UserWarning, stacklevel=2)
+        if validation_loss is not None and not callable(validation_loss):
+            raise TypeError(f"MetaLRController.observe(validation_loss=...) takes a function that returns the loss at "
+                            f"the parameters as they are when it is called (the iterate-average check calls it twice), "
+                            f"got {type(validation_loss).__name__} (a loss already computed at the current "
+                            "parameters goes in current_loss=, beside the function)")
+        if validation_loss is None and stepped is None and self.iterate_average is not None and not self._warned_average:
+            self._warned_average = True  # (a plain loop's: the callback passes stepped=, and a check it skips on purpose)
+            warnings.warn("MetaLRController.observe: the iterates are averaged (average_iterates=True), but no "
+                          "validation_loss= was given, so the iterate-average check is off at this evaluation. Pass a "
+                          "function that returns the loss on a few fixed validation batches", UserWarning, stacklevel=2)
         if stepped is None:
             stepped = self._stepped_since_decision(train_loss)
         if not stepped and is_finite(value):  # (a NaN is a divergence, whenever it comes)
