@@ -749,11 +749,26 @@ def test_attach_refuses_or_warns_about_the_mistakes_that_would_spoil_it_silently
             MetaLRController(1e-3, policy="random").attach(torch.optim.AdamW(model.parameters(), lr=1e-3),
                                                            total_steps=bad)
     # a scheduler restored from a checkpoint carries the old scale; a fresh controller without its state says so
-    restored = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(restored, T_max=10)
-    cosine.base_lrs = [4e-3]
-    with pytest.warns(UserWarning, match=r"the scheduler's base LR is 0.004 \(a scale of 4.*load the controller's state"):
-        MetaLRController(1e-3, policy="random").attach(restored, cosine)
+    def restored():
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+        cosine.base_lrs = [4e-3]
+        return optimizer, cosine
+
+    optimizer, cosine = restored()
+    fresh = MetaLRController(1e-3, policy="random").attach(optimizer, cosine)  # (held: its hooks hold it weakly)
+    with pytest.warns(UserWarning, match=r"the scheduler's base LR was 0.004 \(a scale of 4.*load the controller's state"):
+        step(optimizer, cosine)
+    fresh.detach()
+    saved = MetaLRController(1e-3, policy="random")
+    saved.scale = 4.0
+    optimizer, cosine = restored()
+    resumed = MetaLRController(1e-3, policy="random").attach(optimizer, cosine)
+    resumed.load_state_dict(json.loads(json.dumps(saved.state_dict())))  # attach, then load: the scale comes back
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(optimizer, cosine)
+    assert cosine.base_lrs[0] == pytest.approx(4e-3)
 
     # evaluations with no step under attach name the optimizer, not calls the loop must not make
     quiet = MetaLRController(1e-3, policy="random").attach(torch.optim.AdamW(model.parameters(), lr=1e-3))

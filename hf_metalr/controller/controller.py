@@ -526,6 +526,7 @@ class MetaLRController:
         self._watched_by_attach = False  # the watch is attach's own (not a watch() call)
         self._warned_schedule = False  # the one warning about a schedule that attach was not given
         self._warned_average = False  # the one warning about an iterate average without a validation_loss
+        self._unheld_carry: float | None = None  # a restored scheduler's base LR that attach found and no state held
         self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
@@ -600,12 +601,9 @@ class MetaLRController:
             raise ValueError(f"MetaLRController.attach(total_steps={total_steps!r}): the run's optimizer steps, a whole "
                              "number >= 1")
         carried = getattr(unwrap_scheduler(scheduler), "base_lrs", None)
-        if carried and isinstance(carried[0], (int, float)) and not math.isclose(carried[0], self.lr, rel_tol=1e-6):
-            warnings.warn(f"MetaLRController.attach: the scheduler's base LR is {carried[0]:.4g} (a scale of "
-                          f"{carried[0] / self.initial_lr:.4g}, from a saved state?), and this controller's LR is "
-                          f"{self.lr:.4g}: the scheduler is set to the controller's. To resume a run, load the "
-                          "controller's state too (load_state_dict), which brings its scale back", UserWarning,
-                          stacklevel=2)
+        # a scale the scheduler carries and the controller does not: said at the first step unless a state is loaded
+        self._unheld_carry = (carried[0] if carried and isinstance(carried[0], (int, float))
+                              and not math.isclose(carried[0], self.lr, rel_tol=1e-6) else None)
         if self._watched_by_attach and average_iterates != (self.iterate_average is not None):
             self.alignment = self.iterate_average = None  # attach's own watch: made again below, as asked
         if self.alignment is not None and average_iterates != (self.iterate_average is not None):
@@ -621,6 +619,7 @@ class MetaLRController:
 
         def before(opt, args, kwargs):
             if (ctrl := controller()) is not None:
+                ctrl._warn_unheld_carry()
                 factor = ctrl.schedule_factor(opt)
                 ctrl._warn_unattached_schedule(factor)
                 ctrl._before_step(factor)
@@ -643,6 +642,18 @@ class MetaLRController:
                 handle.remove()
             self._attached["target"]._metalr_attached = lambda: None
             self._attached = None
+
+    def _warn_unheld_carry(self) -> None:
+        """Once, at the first step after ``attach``: the scheduler had carried a scale (a restored
+        one) that the controller did not hold, and no state was loaded since; attach set it to the
+        controller's."""
+        carried, self._unheld_carry = self._unheld_carry, None
+        if carried is not None:
+            warnings.warn(f"MetaLRController.attach: the scheduler's base LR was {carried:.4g} (a scale of "
+                          f"{carried / self.initial_lr:.4g}, from a saved state?), and this controller's LR is "
+                          f"{self.lr:.4g}: the run goes on at the controller's. To resume a run, load the controller's "
+                          "state too (load_state_dict, before the first step), which brings its scale back",
+                          UserWarning, stacklevel=5)
 
     def _warn_unattached_schedule(self, factor: float | None) -> None:
         """Once: the optimizer's LR is not the controller's at a step while no scheduler was given to
@@ -1099,6 +1110,7 @@ class MetaLRController:
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))
         self._watched_state = {"alignment": state.get("alignment"), "iterate_average": state.get("iterate_average")}
         self._restore_watched()
+        self._unheld_carry = None  # the loaded state holds the run's scale
         self._apply_if_attached()
 
     def _restore_watched(self) -> None:
