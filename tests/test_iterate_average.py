@@ -327,7 +327,8 @@ def test_a_plain_loop_resumed_from_the_state_at_a_decision_decides_as_the_uninte
     first.watch([theta], average_iterates=True)
     got = [run(first, theta, points) for points in intervals[:2]]
     state = json.loads(json.dumps(first.state_dict()))  # plain JSON, as a user would write it
-    assert state["iterate_average"] == {"last_loss": first.iterate_average.last_loss} and state["iterate_average"]["last_loss"]
+    assert state["iterate_average"] == {"last_loss": first.iterate_average.last_loss, "steps": 0}  # at a decision: none
+    assert state["iterate_average"]["last_loss"]
     unwatched = fresh()
     unwatched.load_state_dict(state)
     assert json.loads(json.dumps(unwatched.state_dict())) == state, "saved again before watch(): nothing lost"
@@ -352,3 +353,34 @@ def test_under_a_schedule_that_anneals_the_bounce_makes_no_fixed_cut_and_the_tra
     assert second.features["iterate_average_gain"] >= AVERAGE_GAIN  # the same bounce as above, where it halved the LR
     assert second.applied == 1.0 and second.evidence.startswith("no fixed cut") and \
         "the schedule anneals by itself" in second.evidence
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_a_plain_loop_resumed_mid_interval_is_told_when_it_did_not_give_the_average_back(restore):
+    import json
+    import warnings
+
+    def fresh():
+        controller = MetaLRController(1e-3, policy="random", seed=0, learn_online=False)
+        controller.watch([theta], average_iterates=True)
+        return controller
+
+    theta = torch.nn.Parameter(torch.ones(4))
+    first = fresh()
+    _steps(first, theta, [1.0, -1.0])
+    first.observe(2.0, validation_loss=_bowl(theta))
+    _steps(first, theta, [0.5, -0.5, 0.4])  # mid-interval: 3 steps folded into the average
+    state, average = json.loads(json.dumps(first.state_dict())), first.iterate_average.state_dict()
+    assert state["iterate_average"]["steps"] == 3
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    if restore:
+        resumed.iterate_average.load_state_dict(average)
+    _steps(resumed, theta, [0.2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed.observe(1.5, validation_loss=_bowl(theta))
+    said = [str(w.message) for w in caught if "were not given back" in str(w.message)]
+    assert len(said) == (0 if restore else 1), said
+    if not restore:
+        assert "folded 3 steps into the iterate average" in said[0]

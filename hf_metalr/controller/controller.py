@@ -527,6 +527,7 @@ class MetaLRController:
         self._warned_schedule = False  # the one warning about a schedule that attach was not given
         self._warned_average = False  # the one warning about an iterate average without a validation_loss
         self._unheld_carry: float | None = None  # a restored scheduler's base LR that attach found and no state held
+        self._average_steps_saved = 0  # steps of the loaded state's interval average, for _warn_unrestored_average
         self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
@@ -852,10 +853,13 @@ class MetaLRController:
             warnings.warn("MetaLRController.observe: the iterates are averaged (average_iterates=True), but no "
                           "validation_loss= was given, so the iterate-average check is off at this evaluation. Pass a "
                           "function that returns the loss on a few fixed validation batches", UserWarning, stacklevel=2)
+        stepped_by_caller = stepped
         if stepped is None:
             stepped = self._stepped_since_decision(train_loss)
         if not stepped and is_finite(value):  # (a NaN is a divergence, whenever it comes)
             return self._no_step(value)
+        if stepped_by_caller is None:
+            self._warn_unrestored_average()
         average_gain = None
         if self.iterate_average is not None:  # the forward passes keep the caller's threads
             if validation_loss is None:
@@ -954,6 +958,21 @@ class MetaLRController:
                                                "no decision, and each one since decides without the alignment's "
                                                "evidence", stacklevel=5)
         return True
+
+    def _warn_unrestored_average(self) -> None:
+        """Once, at the first decision after a load: a warning when the loaded state's interval had
+        folded steps into the iterate average and the loop did not give them back
+        (``iterate_average.load_state_dict``): the check then averages this interval from the resume
+        on only (the callback restores it from its checkpoint itself)."""
+        saved, self._average_steps_saved = self._average_steps_saved, 0
+        if not saved or self.iterate_average is None or self.alignment is None:
+            return
+        if self.iterate_average.steps < saved + self.alignment.calls["after"]:
+            warnings.warn(f"MetaLRController: the loaded state's interval had folded {saved} steps into the iterate "
+                          "average, which were not given back, so this evaluation's check averages the steps since the "
+                          "resume only. Save ctrl.iterate_average.state_dict() with the state, and give it to "
+                          "ctrl.iterate_average.load_state_dict() after watch/attach and load_state_dict", UserWarning,
+                          stacklevel=3)
 
     def _mark_decision(self) -> None:
         """A decision is made: the next one asks about the steps from here."""
@@ -1065,7 +1084,8 @@ class MetaLRController:
                           else (self._watched_state or {}).get("alignment")),
             # the last check's loss, for the next one's progress; the interval's average itself (as large as the
             # weights) is in iterate_average.state_dict(), which a checkpoint keeps in a file of its own
-            "iterate_average": ({"last_loss": self.iterate_average.last_loss} if self.iterate_average is not None
+            "iterate_average": ({"last_loss": self.iterate_average.last_loss, "steps": self.iterate_average.steps}
+                                if self.iterate_average is not None
                                 else (self._watched_state or {}).get("iterate_average")),
             "early_guard": self.early_guard.to_dict(),
             "early_cuts": list(self.early_cuts),
@@ -1128,3 +1148,5 @@ class MetaLRController:
             self.alignment.load_state_dict(saved["alignment"])
         if self.iterate_average is not None and saved["iterate_average"]:
             self.iterate_average.last_loss = saved["iterate_average"].get("last_loss")
+            # the interval's average is in iterate_average.state_dict(), which the loop restores itself
+            self._average_steps_saved = int(saved["iterate_average"].get("steps") or 0)
