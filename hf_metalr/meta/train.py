@@ -344,9 +344,10 @@ def meta_train(config: MetaTrainConfig, log=print) -> Path:
 def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / CHECKPOINT_NAME
+    saved = _read_checkpoint(checkpoint) if config.resume and checkpoint.exists() else None
     if config.iterations is None:  # a resume goes on to the stored count, a fresh run to the default
-        stored = (_read_checkpoint(out / CHECKPOINT_NAME)["config"].get("iterations")
-                  if config.resume and (out / CHECKPOINT_NAME).exists() else None)
+        stored = saved["config"].get("iterations") if saved is not None else None
         config = replace(config, iterations=stored if isinstance(stored, int) else DEFAULT_ITERATIONS)
     policy = _initial_policy(config)
     policy_config = asdict(policy.config)
@@ -356,7 +357,6 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     state = {"format": CHECKPOINT_FORMAT, "config": asdict(config), "iteration": 0, "curve": [], "baseline_held_out": None,
              "best": None}
 
-    checkpoint = out / CHECKPOINT_NAME
     if config.resume and not checkpoint.exists():
         log(f"--resume: {out} holds no {CHECKPOINT_NAME} yet; starting a fresh meta-training there")
     if config.ppo_lr == 0:
@@ -364,7 +364,7 @@ def _meta_train(config: MetaTrainConfig, log=print) -> Path:
     if checkpoint.exists():
         if not config.resume:
             raise FileExistsError(f"{checkpoint} exists; pass --resume to continue it, or choose another --out")
-        state = _read_checkpoint(checkpoint)
+        state = saved
         defaults = {f.name: f.default for f in fields(MetaTrainConfig)}
         stored_iterations = state["config"].get("iterations")
         extended = isinstance(stored_iterations, int) and config.iterations > stored_iterations  # goes on, as seeded

@@ -88,7 +88,7 @@ def _better(a: float, b: float, lower: bool) -> bool:
 def _to_threshold(s: ScheduleSummary, key: str) -> float:
     """The median of a ``*_to_threshold`` measure over all of ``s``'s runs, a miss counting as never
     (``inf``), at the precision the report prints it."""
-    value = s.median_counting_misses(key)
+    value = _unrounded(s, key)
     digits = {"seconds_to_threshold": 1, "epochs_to_threshold": 2}.get(key)  # as the report prints them
     return round(value, digits) if digits is not None and math.isfinite(value) else value
 
