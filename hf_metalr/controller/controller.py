@@ -518,14 +518,11 @@ class MetaLRController:
         self.early_guard = EarlyDivergenceGuard()
         self.early_cuts: list[dict] = []
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
-        self._warned_loop = False  # the one warning about a loop that misses a step call (_warn_unmeasured_loop)
+        self._warned: set[str] = set()  # the warnings given once so far, by key (_warn_once)
         self._train_losses_since_decision = 0  # observe_train_loss(es) calls since the last decision: steps were made
         self._train_losses_seen = False  # any training loss at all (a loop that reports its steps)
-        self._warned_progress = False  # the one warning about a progress outside [0, 1]
         self._attached: dict | None = None  # attach(): the optimizer, its scheduler and the step hooks
         self._watched_by_attach = False  # the watch is attach's own (not a watch() call)
-        self._warned_schedule = False  # the one warning about a schedule that attach was not given
-        self._warned_average = False  # the one warning about an iterate average without a validation_loss
         self._unheld_carry: float | None = None  # a restored scheduler's base LR that attach found and no state held
         self._average_steps_saved = 0  # steps of the loaded state's interval average, for _warn_unrestored_average
         self._evaluations_without_steps = 0  # observe calls that found no step since the last decision (_no_step)
@@ -659,13 +656,19 @@ class MetaLRController:
     def _warn_unattached_schedule(self, factor: float | None) -> None:
         """Once: the optimizer's LR is not the controller's at a step while no scheduler was given to
         ``attach``: a scheduler of the loop's own rewrites the LR, and undoes every decision."""
-        if (self._attached is None or self._attached["scheduler"] is not None or self._warned_schedule
-                or factor is None or math.isclose(factor, 1.0, rel_tol=1e-6)):
+        if (self._attached is None or self._attached["scheduler"] is not None or factor is None
+                or math.isclose(factor, 1.0, rel_tol=1e-6)):
             return
-        self._warned_schedule = True
-        warnings.warn(f"MetaLRController: param group 0 steps at {factor:.4g}x the controller's LR, and attach() was "
-                      "given no scheduler: if a scheduler steps this optimizer, its next step() undoes each decision. "
-                      "Pass it: attach(optimizer, scheduler)", UserWarning, stacklevel=4)
+        self._warn_once("schedule", f"MetaLRController: param group 0 steps at {factor:.4g}x the controller's LR, and "
+                        "attach() was given no scheduler: if a scheduler steps this optimizer, its next step() undoes "
+                        "each decision. Pass it: attach(optimizer, scheduler)", UserWarning, stacklevel=4)
+
+    def _warn_once(self, key: str, message: str, category: type[Warning], stacklevel: int) -> None:
+        """``warnings.warn`` the first time ``key`` comes up, and nothing after (``stacklevel`` as the
+        caller's own would be)."""
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, category, stacklevel=stacklevel + 1)
 
     def _apply_if_attached(self) -> None:
         if self._attached is not None:
@@ -689,13 +692,10 @@ class MetaLRController:
         while there was no gradient (before ``backward()``): the alignment then measures nothing, and
         the gate holds every move for lack of evidence (``consequence``: another one, in words)."""
         calls = self.alignment.calls
-        if self._warned_loop:
-            return
         if self._attached is not None and calls["before"] == calls["after"] == 0:
-            self._warned_loop = True
-            warnings.warn("MetaLRController: the attached optimizer has made no step since attach(), "
-                          f"{consequence or 'so the gradient alignment measured nothing'}. Evaluate after training "
-                          "steps (optimizer.step() between evaluations)", RuntimeWarning, stacklevel=stacklevel)
+            self._warn_once("loop", "MetaLRController: the attached optimizer has made no step since attach(), "
+                            f"{consequence or 'so the gradient alignment measured nothing'}. Evaluate after training "
+                            "steps (optimizer.step() between evaluations)", RuntimeWarning, stacklevel=stacklevel)
             return
         if calls["before"] == 0 or calls["after"] == 0:
             missing = " and ".join(name for name, key in (("before_optimizer_step()", "before"),
@@ -705,11 +705,10 @@ class MetaLRController:
             problem = "before_optimizer_step() found no gradient at any step: it was called before loss.backward()"
         else:
             return
-        self._warned_loop = True
         consequence = consequence or "so the gradient alignment measured no step and the gate keeps the LR for lack of evidence"
-        warnings.warn(f"MetaLRController: {problem}, {consequence}. At every optimizer step call before_optimizer_step() after "
-                      "loss.backward() (and any clipping), then optimizer.step(), then after_optimizer_step().",
-                      RuntimeWarning, stacklevel=stacklevel)
+        self._warn_once("loop", f"MetaLRController: {problem}, {consequence}. At every optimizer step call "
+                        "before_optimizer_step() after loss.backward() (and any clipping), then optimizer.step(), then "
+                        "after_optimizer_step().", RuntimeWarning, stacklevel=stacklevel)
 
     def schedule_factor(self, optimizer) -> float | None:
         """The factor a schedule gives the LR of the step about to be taken: param group 0's LR over
@@ -838,21 +837,21 @@ class MetaLRController:
         if not math.isfinite(progress):
             raise ValueError(f"MetaLRController.observe(progress={progress!r}): must be the fraction of the run done, "
                              "a finite number in [0, 1] (values outside are clipped)")
-        if not -1e-6 <= progress <= 1 + 1e-6 and not self._warned_progress:
-            self._warned_progress = True
-            warnings.warn(f"MetaLRController.observe(progress={progress!r}): the policy reads the fraction of the run "
-                          "done, in [0, 1], and this value is clipped to it; pass step / total_steps (not an epoch "
-                          "number or a percentage)", UserWarning, stacklevel=2)
+        if not -1e-6 <= progress <= 1 + 1e-6:
+            self._warn_once("progress", f"MetaLRController.observe(progress={progress!r}): the policy reads the "
+                            "fraction of the run done, in [0, 1], and this value is clipped to it; pass step / "
+                            "total_steps (not an epoch number or a percentage)", UserWarning, stacklevel=2)
         if validation_loss is not None and not callable(validation_loss):
             raise TypeError(f"MetaLRController.observe(validation_loss=...) takes a function that returns the loss at "
                             f"the parameters as they are when it is called (the iterate-average check calls it twice), "
                             f"got {type(validation_loss).__name__} (a loss already computed at the current "
                             "parameters goes in current_loss=, beside the function)")
-        if validation_loss is None and stepped is None and self.iterate_average is not None and not self._warned_average:
-            self._warned_average = True  # (a plain loop's: the callback passes stepped=, and a check it skips on purpose)
-            warnings.warn("MetaLRController.observe: the iterates are averaged (average_iterates=True), but no "
-                          "validation_loss= was given, so the iterate-average check is off at this evaluation. Pass a "
-                          "function that returns the loss on a few fixed validation batches", UserWarning, stacklevel=2)
+        if validation_loss is None and stepped is None and self.iterate_average is not None:
+            # (a plain loop's: the callback passes stepped=, and a check it skips on purpose)
+            self._warn_once("average", "MetaLRController.observe: the iterates are averaged (average_iterates=True), "
+                            "but no validation_loss= was given, so the iterate-average check is off at this evaluation. "
+                            "Pass a function that returns the loss on a few fixed validation batches", UserWarning,
+                            stacklevel=2)
         stepped_by_caller = stepped
         if stepped is None:
             stepped = self._stepped_since_decision(train_loss)
