@@ -281,9 +281,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if state.is_world_process_zero and not _decisions_before_the_end(args, state):
             warnings.warn(
                 f"MetaLRCallback: no evaluation comes before the run's last step ({state.max_steps}; "
-                f"eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)!r}"
-                + (f", eval_steps={state.eval_steps}" if getattr(args.eval_strategy, "value", args.eval_strategy) == "steps"
-                   else "") + "), so no decision can change the LR of any step: the run trains at the LR it has. "
+                f"eval_strategy={strategy!r}" + (f", eval_steps={state.eval_steps}" if strategy == "steps" else "")
+                + "), so no decision can change the LR of any step: the run trains at the LR it has. "
                 "Evaluate more often (eval_steps below max_steps, or eval_strategy='steps' for a run of one epoch), or "
                 "train longer.", UserWarning, stacklevel=2)
         if self.controller.schedule_anneals and self.controller.gate and self.controller.alignment is not None:
