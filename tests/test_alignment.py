@@ -196,6 +196,20 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         # a worse metric before progress with no opposing gradient would hold it; here it goes through
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0,
                "stuck_evaluations": 2}, None),
+        # worse while moved far without progress: the steps go far and lose ground, a cut goes through at once,
+        # whatever the alignment (below the initial LR it says nothing: held as any cut before progress)
+        (0.5, {"param_drift": MOVED, "objective_vs_first": -PROGRESS + 0.01, "objective_trend": 0.01,
+               "grad_alignment_t": 0.0}, None),
+        (0.8, {"param_drift": 4.0, "objective_vs_first": 0.1, "objective_trend": 0.05, "grad_alignment": 0.3,
+               "grad_alignment_t": 4.0}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0,
+               "log10_lr_scale": -0.1}, "cut held: the metric got worse, but before the run has made progress"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.0, "grad_alignment_t": 0.0},
+         "cut held: the metric did not get worse"),
+        (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0},
+         "cut held: the metric got worse, but before the run has made progress"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -PROGRESS, "objective_trend": 0.05, "grad_alignment": 0.2},
+         "cut held: the metric got worse, but the gradient still points"),  # after progress: the usual rules
         (0.5, {"param_drift": 0.5, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0},
          "cut held: the metric got worse, but before the run has made progress (the objective, the loss or 1 - the score, 26% below"),
         (0.5, {}, "cut held: the metric did not get worse"),  # improving with no sign of overshoot: keep
@@ -286,8 +300,9 @@ def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
 def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress():
     """The linear loss again, with 30 steps before the first evaluation (a drift of 1.05 there) and a
     policy that always asks for a cut: the count is 0 at the first evaluation, 1 at the second, and
-    back to 0 at an evaluation 10% below the first; the cut goes through at the second of two stuck
-    evaluations in a row, and only there."""
+    back to 0 at an evaluation 10% below the first. No cut at the second (stuck at one evaluation
+    only, the metric level); the fourth, back at the first level, lost ground after moving far, so
+    its cut goes through at once; none after it, below the initial LR, though the count goes on."""
     theta = torch.nn.Parameter(torch.ones(16))
     optimizer = torch.optim.SGD([theta], lr=0.035)
     ctrl = MetaLRController(0.035, policy=always(0), learn_online=False)  # 0: x0.5
@@ -304,7 +319,9 @@ def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress(
         ctrl.scale_param_groups(optimizer)
     assert decisions[0].features["param_drift"] >= MOVED
     assert [d.features["stuck_evaluations"] for d in decisions] == [0, 1, 0, 1, 2, 3]
-    assert [d.applied for d in decisions] == [1.0, 1.0, 1.0, 1.0, 0.5, 1.0]
+    assert [d.applied for d in decisions] == [1.0, 1.0, 1.0, 0.5, 1.0, 1.0]
+    assert decisions[3].evidence.startswith("cut: the metric got worse while the parameters have moved by")
+    assert decisions[4].gate.startswith("cut held: the metric did not get worse")  # stuck twice, but below the initial LR
 
 
 def test_a_stuck_run_that_went_far_is_not_cut_at_its_first_evaluation():
@@ -313,6 +330,9 @@ def test_a_stuck_run_that_went_far_is_not_cut_at_its_first_evaluation():
     features = {**FEATURES, "param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 4}
     assert direction_gate(0.5, features, first=True).startswith("cut held: the metric did not get worse")
     assert direction_gate(0.5, features) is None
+    worse = {**features, "objective_trend": 0.1, "stuck_evaluations": 0}  # nor does the lost-ground cut go through there
+    assert direction_gate(0.5, worse, first=True).startswith("cut held: the metric got worse, but before")
+    assert direction_gate(0.5, worse) is None
 
 
 def test_the_controller_holds_a_weak_raise_at_its_first_evaluation():

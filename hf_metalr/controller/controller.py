@@ -43,6 +43,9 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   first evaluation came late, is not cut. At or above the initial LR, so the rule never takes the
   LR more than one cut below the user's: the drift is cumulative, and after a cut it still reads
   what the earlier, larger LR did;
+- a run that moved that far and is not yet ``PROGRESS`` below its first evaluation, whose metric
+  got worse since the last decision, loses ground with steps that go far: a cut the policy asks for
+  is applied at once (after the first evaluation, at or above the initial LR, as above);
 - otherwise a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
@@ -216,11 +219,14 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
         return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                        "the steps overshoot")
     if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
-            and features.get("log10_lr_scale", 0.0) > -1e-6):  # at or above the initial LR only: the drift,
-        # cumulative, says nothing about the LR after a cut below it
+            and _at_or_above_initial_lr(features)):
         return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
                        f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
                        "evaluations in a row): the steps go far and gain nothing")
+    if not first and _lost_ground_after_moving_far(features):
+        return False, (f"cut: the metric got worse while the parameters have moved by {features['param_drift']:.2f} of "
+                       f"their starting norm without progress ({1 - math.exp(-PROGRESS):.0%} below the first evaluation): "
+                       "the steps go far and lose ground")
     if not worse:
         return True, wait if wait and clear_overshoot(features) else (
             "cut held: the metric did not get worse (or this is the first evaluation), and the gradient does not "
@@ -282,6 +288,22 @@ def _moved_far_without_progress(features: dict[str, float]) -> bool:
     not yet ``PROGRESS`` below the first evaluation's: a raise is held (a stuck run, ``_moved_but_stuck``,
     is one such; so is a run just leaving a plateau at a good LR, whose steps went far before it moved)."""
     return features.get("param_drift", 0.0) >= MOVED and not _made_progress(features)
+
+
+def _lost_ground_after_moving_far(features: dict[str, float]) -> bool:
+    """Whether the metric got worse since the last decision while the run has moved far without
+    progress (``_moved_far_without_progress``), at or above the initial LR: a cut asked for goes
+    through at once, without the stuck state's evaluations in a row. A run at a good LR whose steps
+    went far early (a language model, whose loss falls a few percent per evaluation) keeps getting
+    better; at too high an LR the metric swings back up."""
+    return features["objective_trend"] > 0 and _moved_far_without_progress(features) and _at_or_above_initial_lr(features)
+
+
+def _at_or_above_initial_lr(features: dict[str, float]) -> bool:
+    """Whether the LR is at or above the initial LR: the two cuts read off the drift are made only there,
+    since the drift, cumulative, says nothing about the LR after a cut below it (so they never take the
+    LR more than one cut below the user's)."""
+    return features.get("log10_lr_scale", 0.0) > -1e-6
 
 
 def _worse_for_a_raise(features: dict[str, float]) -> bool:
