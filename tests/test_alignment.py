@@ -204,6 +204,16 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
                "grad_alignment_t": 4.0}, None),
         (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0,
                "log10_lr_scale": -0.1}, "cut held: the metric got worse, but before the run has made progress"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0,
+               "log10_lr_scale": -1e-5}, "cut held: the metric got worse, but before the run has made progress"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0,
+               "log10_lr_scale": -1e-9}, None),  # the user's LR, up to rounding
+        # the drift and the metric are its evidence: it does not need a measured alignment (a warmup's interval)
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0,
+               "alignment_steps": 0}, None),
+        # a keep or a raise in that state: the keep goes through, the raise is held as in any run that went far
+        (1.0, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.05}, None),
+        (2.0, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.005}, "raise held: the parameters"),
         (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.0, "grad_alignment_t": 0.0},
          "cut held: the metric did not get worse"),
         (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0},
@@ -321,6 +331,7 @@ def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress(
     assert [d.features["stuck_evaluations"] for d in decisions] == [0, 1, 0, 1, 2, 3]
     assert [d.applied for d in decisions] == [1.0, 1.0, 1.0, 0.5, 1.0, 1.0]
     assert decisions[3].evidence.startswith("cut: the metric got worse while the parameters have moved by")
+    assert "it is not yet 26% below its first evaluation's" in decisions[3].evidence
     assert decisions[4].gate.startswith("cut held: the metric did not get worse")  # stuck twice, but below the initial LR
 
 

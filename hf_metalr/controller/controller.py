@@ -225,7 +225,7 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        "evaluations in a row): the steps go far and gain nothing")
     if not first and _lost_ground_after_moving_far(features):
         return False, (f"cut: the metric got worse while the parameters have moved by {features['param_drift']:.2f} of "
-                       f"their starting norm without progress ({1 - math.exp(-PROGRESS):.0%} below the first evaluation): "
+                       f"their starting norm and it is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: "
                        "the steps go far and lose ground")
     if not worse:
         return True, wait if wait and clear_overshoot(features) else (

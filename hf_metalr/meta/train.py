@@ -69,7 +69,8 @@ class MetaTrainConfig:
                                                              "the run)"})
     episodes_per_iteration: int = field(default=32, metadata={"help": "training runs per iteration"})
     seed: int = field(default=0, metadata={"help": "seed of everything random; the same seed gives the same policy"})
-    workers: int = field(default=2, metadata={"help": "parallel episode workers"})
+    workers: int = field(default=2, metadata={"help": "parallel episode workers (process and ray backends; serial runs "
+                                                       "the episodes one at a time in this process)"})
     backend: str = field(default="process", metadata={"help": f"where episodes run: {', '.join(BACKENDS)}"})
     eval_every: int = field(default=5, metadata={"help": "score on the held-out families every N iterations, and at the last"})
     held_out_per_family: int = field(default=20, metadata={"help": "held-out problems per held-out family"})
