@@ -196,10 +196,13 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         # a worse metric before progress with no opposing gradient would hold it; here it goes through
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0,
                "stuck_evaluations": 2}, None),
-        # worse while moved far without progress: the steps go far and lose ground, a cut goes through at once,
-        # whatever the alignment (below the initial LR it says nothing: held as any cut before progress)
-        (0.5, {"param_drift": MOVED, "objective_vs_first": -PROGRESS + 0.01, "objective_trend": 0.01,
+        # worse (by more than a plateau's noise) while moved far without progress: the steps go far and lose ground,
+        # a cut goes through at once, whatever the alignment (below the initial LR it says nothing: held as any cut
+        # before progress)
+        (0.5, {"param_drift": MOVED, "objective_vs_first": -PROGRESS + 0.01, "objective_trend": RAISE_PUNISHED + 0.001,
                "grad_alignment_t": 0.0}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": RAISE_PUNISHED, "grad_alignment_t": 0.0},
+         "cut held: the metric got worse, but before the run has made progress"),  # a plateau's noise: no
         (0.8, {"param_drift": 4.0, "objective_vs_first": 0.1, "objective_trend": 0.05, "grad_alignment": 0.3,
                "grad_alignment_t": 4.0}, None),
         (0.5, {"param_drift": 4.0, "objective_vs_first": -0.1, "objective_trend": 0.05, "grad_alignment_t": 0.0,
@@ -330,7 +333,7 @@ def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress(
     assert decisions[0].features["param_drift"] >= MOVED
     assert [d.features["stuck_evaluations"] for d in decisions] == [0, 1, 0, 1, 2, 3]
     assert [d.applied for d in decisions] == [1.0, 1.0, 1.0, 0.5, 1.0, 1.0]
-    assert decisions[3].evidence.startswith("cut: the metric got worse while the parameters have moved by")
+    assert decisions[3].evidence.startswith("cut: the metric got worse (by more than 1%) while the parameters have moved by")
     assert "it is not yet 26% below its first evaluation's" in decisions[3].evidence
     assert decisions[4].gate.startswith("cut held: the metric did not get worse")  # stuck twice, but below the initial LR
 

@@ -44,8 +44,9 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   LR more than one cut below the user's: the drift is cumulative, and after a cut it still reads
   what the earlier, larger LR did;
 - a run that moved that far and is not yet ``PROGRESS`` below its first evaluation, whose metric
-  got worse since the last decision, loses ground with steps that go far: a cut the policy asks for
-  is applied at once (after the first evaluation, at or above the initial LR, as above);
+  got worse since the last decision by more than a plateau's noise (``RAISE_PUNISHED``, 1%), loses
+  ground with steps that go far: a cut the policy asks for is applied at once (after the first
+  evaluation, at or above the initial LR, as above);
 - otherwise a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
@@ -129,8 +130,9 @@ UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a rais
 # metric trend backs it yet): a run's first steps point the same way at almost any LR (a ResNet at 10x its good LR
 # reads +0.02 to +0.1 there), an LR far too low reads +0.2 to +0.5
 RAISE_PUNISHED = 0.01  # log(objective / previous objective) above which a metric counts as worse for a raise (held, or
-# taken back after it): the objective (loss, 1 - accuracy) up by more than 1%; on a plateau at the initial loss an
-# eval_loss moves by a few parts in a thousand by noise (1 - accuracy on a plateau swings far more, by 0.1 in log)
+# taken back after it) and for the lost-ground cut: the objective (loss, 1 - accuracy) up by more than 1%; on a plateau
+# at the initial loss an eval_loss moves by a few parts in a thousand by noise (1 - accuracy on a plateau swings far
+# more, by 0.1 in log)
 MOVED = 1.0  # param_drift (|θ - θ_0| / |θ_0| on the sketch) at which the steps have gone a long way: the parameters
 # moved by their whole starting norm. On runs stuck at an LR 10x too high (a ViT, a post-LN BERT at chance, a
 # char-level GPT-2) it read 1.3 to 13 in the sweeps, on the plateaus at 0.1x 0.01 to 0.62 (with the policy's raises);
@@ -224,8 +226,8 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
                        "evaluations in a row): the steps go far and gain nothing")
     if not first and _lost_ground_after_moving_far(features):
-        return False, (f"cut: the metric got worse while the parameters have moved by {features['param_drift']:.2f} of "
-                       f"their starting norm and it is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: "
+        return False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved by "
+                       f"{features['param_drift']:.2f} of their starting norm and it is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: "
                        "the steps go far and lose ground")
     if not worse:
         return True, wait if wait and clear_overshoot(features) else (
@@ -291,12 +293,14 @@ def _moved_far_without_progress(features: dict[str, float]) -> bool:
 
 
 def _lost_ground_after_moving_far(features: dict[str, float]) -> bool:
-    """Whether the metric got worse since the last decision while the run has moved far without
-    progress (``_moved_far_without_progress``), at or above the initial LR: a cut asked for goes
-    through at once, without the stuck state's evaluations in a row. A run at a good LR whose steps
-    went far early (a language model, whose loss falls a few percent per evaluation) keeps getting
-    better; at too high an LR the metric swings back up."""
-    return features["objective_trend"] > 0 and _moved_far_without_progress(features) and _at_or_above_initial_lr(features)
+    """Whether the metric got worse since the last decision, by more than a plateau's noise
+    (``RAISE_PUNISHED``), while the run has moved far without progress (``_moved_far_without_progress``),
+    at or above the initial LR: a cut asked for goes through at once, without the stuck state's
+    evaluations in a row. A run at a good LR whose steps went far early (a language model, whose loss
+    falls a few percent per evaluation) keeps getting better; at too high an LR the metric swings back
+    up. A collapsed run's noise on its plateau is left to the stuck-run cut."""
+    return (features["objective_trend"] > RAISE_PUNISHED and _moved_far_without_progress(features)
+            and _at_or_above_initial_lr(features))
 
 
 def _at_or_above_initial_lr(features: dict[str, float]) -> bool:
