@@ -334,7 +334,7 @@ def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress(
     assert [d.features["stuck_evaluations"] for d in decisions] == [0, 1, 0, 1, 2, 3]
     assert [d.applied for d in decisions] == [1.0, 1.0, 1.0, 0.5, 1.0, 1.0]
     assert decisions[3].evidence.startswith("cut: the metric got worse (by more than 1%) while the parameters have moved by")
-    assert "it is not yet 26% below its first evaluation's" in decisions[3].evidence
+    assert "the objective (the loss, or 1 - the score) is not yet 26% below its first evaluation's" in decisions[3].evidence
     assert decisions[4].gate.startswith("cut held: the metric did not get worse")  # stuck twice, but below the initial LR
 
 

@@ -1,5 +1,6 @@
-"""When the user's schedule decays the LR by itself, the gate cuts only on an overshoot: the two
-cuts that anneal (a bounce around a valley floor, the after-progress one) are left to the schedule."""
+"""When the user's schedule decays the LR by itself, the gate cuts only on an overshoot or a run that
+moved far without progress: the two cuts that anneal (a bounce around a valley floor, the
+after-progress one) are left to the schedule."""
 
 import pytest
 import torch

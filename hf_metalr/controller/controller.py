@@ -44,7 +44,7 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   LR more than one cut below the user's: the drift is cumulative, and after a cut it still reads
   what the earlier, larger LR did;
 - a run that moved that far and is not yet ``PROGRESS`` below its first evaluation, whose metric
-  got worse since the last decision by more than a plateau's noise (``RAISE_PUNISHED``, 1%), loses
+  got worse since the last decision by more than a loss's noise on a plateau (``RAISE_PUNISHED``, 1%), loses
   ground with steps that go far: a cut the policy asks for is applied at once (after the first
   evaluation, at or above the initial LR, as above);
 - otherwise a cut is applied when the metric got worse since the last decision *and* the gradient
@@ -227,7 +227,8 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        "evaluations in a row): the steps go far and gain nothing")
     if not first and _lost_ground_after_moving_far(features):
         return False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved by "
-                       f"{features['param_drift']:.2f} of their starting norm and it is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: "
+                       f"{features['param_drift']:.2f} of their starting norm and the objective (the loss, or 1 - the score) is not yet "
+                       f"{1 - math.exp(-PROGRESS):.0%} below its first evaluation's: "
                        "the steps go far and lose ground")
     if not worse:
         return True, wait if wait and clear_overshoot(features) else (
@@ -293,7 +294,7 @@ def _moved_far_without_progress(features: dict[str, float]) -> bool:
 
 
 def _lost_ground_after_moving_far(features: dict[str, float]) -> bool:
-    """Whether the metric got worse since the last decision, by more than a plateau's noise
+    """Whether the metric got worse since the last decision, by more than a loss's noise on a plateau
     (``RAISE_PUNISHED``), while the run has moved far without progress (``_moved_far_without_progress``),
     at or above the initial LR: a cut asked for goes through at once, without the stuck state's
     evaluations in a row. A run at a good LR whose steps went far early (a language model, whose loss

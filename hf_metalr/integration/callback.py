@@ -288,7 +288,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                 "train longer.", UserWarning, stacklevel=2)
         if self.controller.schedule_anneals and self.controller.gate and self.controller.alignment is not None:
             logger.info("MetaLRCallback: the schedule decays the LR by itself, so the controller cuts only on an "
-                        "overshoot (not to anneal: no cut for a bounce around a valley floor)")
+                        "overshoot or a run that moved far without progress (not to anneal: no cut for a bounce "
+                        "around a valley floor)")
         if not isinstance((state.stateful_callbacks or {}).get(type(self).__name__), dict):
             state.stateful_callbacks = {**(state.stateful_callbacks or {}), type(self).__name__: self.state()}
         if model is not None:
