@@ -44,9 +44,9 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   LR more than one cut below the user's: the drift is cumulative, and after a cut it still reads
   what the earlier, larger LR did;
 - a run that moved that far and is not yet ``PROGRESS`` below its first evaluation, whose metric
-  got worse since the last decision by more than a loss's noise on a plateau (``RAISE_PUNISHED``, 1%), loses
-  ground with steps that go far: a cut the policy asks for is applied at once (after the first
-  evaluation, at or above the initial LR, as above);
+  got worse since the last decision by more than a loss's noise on a plateau (``RAISE_PUNISHED``,
+  1%), loses ground with steps that go far: a cut the policy asks for is applied at once (after
+  the first evaluation, at or above the initial LR, as above);
 - otherwise a cut is applied when the metric got worse since the last decision *and* the gradient
   agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
   progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
@@ -226,10 +226,10 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
                        "evaluations in a row): the steps go far and gain nothing")
     if not first and _lost_ground_after_moving_far(features):
-        return False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved by "
-                       f"{features['param_drift']:.2f} of their starting norm and the objective (the loss, or 1 - the score) is not yet "
-                       f"{1 - math.exp(-PROGRESS):.0%} below its first evaluation's: "
-                       "the steps go far and lose ground")
+        return False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved "
+                       f"by {features['param_drift']:.2f} of their starting norm and the objective (the loss, or 1 - the "
+                       f"score) is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: the steps go far "
+                       "and lose ground")
     if not worse:
         return True, wait if wait and clear_overshoot(features) else (
             "cut held: the metric did not get worse (or this is the first evaluation), and the gradient does not "
