@@ -88,14 +88,16 @@ def _better(a: float, b: float, lower: bool) -> bool:
 def _to_threshold(s: ScheduleSummary, key: str) -> float:
     """The median of a ``*_to_threshold`` measure over all of ``s``'s runs, a miss counting as never
     (``inf``), at the precision the report prints it."""
-    value = _unrounded(s, key)
+    value = s.median_counting_misses(key)
     digits = {"seconds_to_threshold": 1, "epochs_to_threshold": 2}.get(key)  # as the report prints them
     return round(value, digits) if digits is not None and math.isfinite(value) else value
 
 
-def _unrounded(s: ScheduleSummary, key: str) -> float:
-    """``_to_threshold`` before rounding, for ratios: seconds under 1 would otherwise be ratios of tenths."""
-    return s.median_counting_misses(key)
+def _seconds_ratio(a: ScheduleSummary, b: ScheduleSummary) -> str:
+    """``a``'s median seconds to threshold over ``b``'s, from the medians before the report's rounding
+    (seconds under 1 would otherwise be ratios of tenths)."""
+    key = "seconds_to_threshold"
+    return _ratio(a.median_counting_misses(key), b.median_counting_misses(key))
 
 
 def _median_run_reached(s: ScheduleSummary) -> bool:
@@ -151,7 +153,7 @@ def _first_sentence(summary: Summary, threshold: str) -> str:
             out.append(
                 f"The next best, **{nxt.schedule}**, needed {_speed(nxt)} in {nxt.reached}/{nxt.n} runs: "
                 f"{first.schedule} needed {_evals(ne - fe)} fewer "
-                f"({_ratio(fe, ne)} the evals, {_ratio(_unrounded(first, 'seconds_to_threshold'), _unrounded(nxt, 'seconds_to_threshold'))} the seconds)."
+                f"({_ratio(fe, ne)} the evals, {_seconds_ratio(first, nxt)} the seconds)."
             )
     elif len(present) > 1:
         out.append("No other schedule's median run reached it" + (f" (some runs did: {partly})." if partly else "."))
@@ -223,8 +225,7 @@ def _metalr_sentence(summary: Summary) -> str | None:
         ms, bs = _to_threshold(metalr, "seconds_to_threshold"), _to_threshold(best, "seconds_to_threshold")
         speed = (
             f"{head} metalr needed {_ratio(me, be)} the evals to threshold (median {me:g} vs {be:g}) "
-            f"and {_ratio(_unrounded(metalr, 'seconds_to_threshold'), _unrounded(best, 'seconds_to_threshold'))} the "
-            f"seconds ({ms:.1f} vs {bs:.1f}); "
+            f"and {_seconds_ratio(metalr, best)} the seconds ({ms:.1f} vs {bs:.1f}); "
             f"it reached the threshold in {metalr.reached}/{metalr.n} runs vs {best.reached}/{best.n}."
         )
     elif b_reached:
