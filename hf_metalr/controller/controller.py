@@ -171,7 +171,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
             return True, (f"raise held: the average of the iterates since the last decision has a validation loss "
                           f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
                           "steps bounce around a valley floor")
-        if _worse_for_a_raise(features):
+        if _worse_beyond_noise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
         if _moved_far_without_progress(features):
             return True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
@@ -300,8 +300,7 @@ def _lost_ground_after_moving_far(features: dict[str, float]) -> bool:
     evaluations in a row. A run at a good LR whose steps went far early (a language model, whose loss
     falls a few percent per evaluation) keeps getting better; at too high an LR the metric swings back
     up. A collapsed run's noise on its plateau is left to the stuck-run cut."""
-    return (features["objective_trend"] > RAISE_PUNISHED and _moved_far_without_progress(features)
-            and _at_or_above_initial_lr(features))
+    return _worse_beyond_noise(features) and _moved_far_without_progress(features) and _at_or_above_initial_lr(features)
 
 
 def _at_or_above_initial_lr(features: dict[str, float]) -> bool:
@@ -311,8 +310,9 @@ def _at_or_above_initial_lr(features: dict[str, float]) -> bool:
     return features.get("log10_lr_scale", 0.0) > -1e-6
 
 
-def _worse_for_a_raise(features: dict[str, float]) -> bool:
-    """Whether the metric got worse by more than ``RAISE_PUNISHED``: a raise is held, or taken back after it."""
+def _worse_beyond_noise(features: dict[str, float]) -> bool:
+    """Whether the metric got worse by more than ``RAISE_PUNISHED``: a raise is held, or taken back after it,
+    and a run that went far without progress has lost ground."""
     return features["objective_trend"] > RAISE_PUNISHED
 
 
@@ -1033,7 +1033,7 @@ class MetaLRController:
         metric got worse right after it (by more than ``RAISE_PUNISHED``); None when there is nothing
         to take back."""
         last = self.history[-1].get("applied", 1.0) if self.history else 1.0  # older saved histories lack it
-        return 1.0 / last if last > 1 and _worse_for_a_raise(features) else None
+        return 1.0 / last if last > 1 and _worse_beyond_noise(features) else None
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
