@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: three model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: six model families defined only there, run as a user would."""
 
 import json
 from pathlib import Path
@@ -54,3 +54,66 @@ def test_unseen_families_runs_each_schedule_and_pairs_the_callback_with_its_plai
     assert module.main(argv) == 0
     assert len((out / "runs.jsonl").read_text().splitlines()) == len(runs)
     assert Path(out / "unseen_families.md").is_file()
+
+
+def test_copy_rows_repeat_their_words_and_the_metrics_read_the_next_token():
+    module = load_benchmark("unseen_families")
+    task = module.CopyLMTask()
+    ids = task.load().train.columns["input_ids"]
+    k = module.COPY_PREFIX
+    assert bool((ids[:, 0] == module.BOS).all()) and bool((ids[:, k + 1] == module.SEP).all())
+    assert torch.equal(ids[:, 1:k + 1], ids[:, k + 2:])
+    assert int(ids[:, 1:k + 1].min()) >= 3 and int(ids.max()) < module.COPY_VOCABULARY  # words, never a special token
+    rows = ids[:6]
+    # logits that put everything on the true next token: no loss, every repeated word right
+    perfect = torch.full((*rows.shape, module.COPY_VOCABULARY), -30.0)
+    perfect[:, :-1].scatter_(2, rows[:, 1:, None], 30.0)
+    metrics = task.compute_metrics(_prediction(perfect, rows))
+    assert metrics["copy_accuracy"] == 1.0 and metrics["lm_loss"] < 1e-6
+    # shifted by one position (each position "predicts" itself): every repeated word wrong
+    itself = torch.full((*rows.shape, module.COPY_VOCABULARY), -30.0).scatter_(2, rows[:, :, None], 30.0)
+    assert task.compute_metrics(_prediction(itself, rows))["copy_accuracy"] < 0.2
+    out = task.model(0)(input_ids=rows, labels=rows)
+    assert out.logits.shape == (*rows.shape, module.COPY_VOCABULARY) and out.loss.item() > 0
+
+
+def test_seen_token_labels_mark_exactly_the_repeats():
+    module = load_benchmark("unseen_families")
+    task = module.SeenTokenTask()
+    columns = task.load().validation.columns
+    for ids, labels in zip(columns["input_ids"][:20].tolist(), columns["labels"][:20].tolist()):
+        assert labels == [int(token in ids[:i]) for i, token in enumerate(ids)]
+    share = float(columns["labels"].float().mean())
+    assert 0.15 < share < 0.35, share
+    labels = columns["labels"][:8]
+    right = torch.nn.functional.one_hot(labels, 2).float()
+    assert task.compute_metrics(_prediction(right, labels)) == {"token_accuracy": 1.0, "token_f1": 1.0}
+    never = task.compute_metrics(_prediction(torch.tensor([1.0, 0.0]).expand(*labels.shape, 2), labels))
+    assert never["token_f1"] == 0.0 and abs(never["token_accuracy"] - (1 - float(labels.float().mean()))) < 1e-6
+    assert task.model(0)(input_ids=columns["input_ids"][:4], labels=labels[:4]).logits.shape == (4, labels.shape[1], 2)
+
+
+def test_signal_targets_are_standardised_on_the_training_rows():
+    module = load_benchmark("unseen_families")
+    task = module.SignalTask()
+    data = task.load()
+    targets = data.train.columns["labels"]
+    assert targets.shape[1] == 2 and torch.allclose(targets.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(targets.std(0, unbiased=False), torch.ones(2), atol=1e-4)
+    out = task.model(0)(signal=data.test.columns["signal"][:5], labels=data.test.columns["labels"][:5])
+    assert out["logits"].shape == (5, 2) and out["loss"].item() > 0
+
+
+def _prediction(predictions, labels):
+    from transformers import EvalPrediction
+
+    return EvalPrediction(predictions=predictions.numpy(), label_ids=labels.numpy())
+
+
+def test_each_family_reports_first_the_metric_whose_direction_it_declares():
+    """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
+    ``metric``: the two must be one metric."""
+    module = load_benchmark("unseen_families")
+    assert len(module.TASKS) == 6
+    for task in module.TASKS.values():
+        assert task.test_metrics[0] == task.metric, task.name
