@@ -178,24 +178,34 @@ SETTLING = {"objective_trend": 0.2, "objective_vs_first": -1.0, "grad_alignment"
         (2.0, {"param_drift": MOVED, "objective_vs_first": -PROGRESS + 0.001}, "raise held: the parameters have moved"),
         (2.0, {"param_drift": 4.0, "objective_vs_first": -PROGRESS}, None),  # progress: the evidence decides
         (2.0, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0}, None),  # not that far yet
-        # ... and, stuck there for STUCK_EVALUATIONS evaluations in a row, a cut the policy asks for goes through,
-        # whatever the alignment and the trend: the steps go far and gain nothing
-        (0.5, {"param_drift": MOVED, "objective_vs_first": 0.0, "stuck_evaluations": STUCK_EVALUATIONS}, None),
-        (0.8, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001, "grad_alignment": 0.3, "stuck_evaluations": 5},
-         None),
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": STUCK_EVALUATIONS - 1},
+        # ... and, stuck there for STUCK_EVALUATIONS evaluations in a row above the user's LR (after a raise of the
+        # controller's), a cut the policy asks for goes through, whatever the alignment and the trend: the raise went
+        # far and gained nothing
+        (0.5, {"param_drift": MOVED, "objective_vs_first": 0.0, "stuck_evaluations": STUCK_EVALUATIONS,
+               "log10_lr_scale": 0.3}, None),
+        (0.8, {"param_drift": 4.0, "objective_vs_first": -STUCK + 0.001, "grad_alignment": 0.3, "stuck_evaluations": 5,
+               "log10_lr_scale": 0.3}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": 1e-5}, None),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": STUCK_EVALUATIONS - 1,
+               "log10_lr_scale": 0.3},
          "cut held: the metric did not get worse"),  # stuck at one evaluation only: a late first evaluation can do that
         # the count alone is not enough: the state must hold now
-        (0.5, {"param_drift": 4.0, "objective_vs_first": -STUCK, "stuck_evaluations": 3}, "cut held: the metric did not"),
-        (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0, "stuck_evaluations": 3}, "cut held: the metric did"),
-        # ... at or above the initial LR: the drift is cumulative, so below the user's LR it says nothing about the LR now
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": -0.1},
+        (0.5, {"param_drift": 4.0, "objective_vs_first": -STUCK, "stuck_evaluations": 3, "log10_lr_scale": 0.3},
          "cut held: the metric did not"),
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": 0.3}, None),
-        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": -1e-9}, None),
+        (0.5, {"param_drift": MOVED - 0.01, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": 0.3},
+         "cut held: the metric did"),
+        # ... never at or below the user's LR: a post-LN transformer on its plateau at a good LR drifts as far as a
+        # collapsed one at 10x, so being stuck does not say which way the LR is wrong (and the trace says so)
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3},
+         "cut held: the parameters have moved by 4.00 of their starting norm while the metric stayed at its first "
+         "evaluation's level (3 evaluations in a row), but the LR is not above the user's"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": 1e-9},
+         "cut held: the parameters have moved by 4.00"),
+        (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 3, "log10_lr_scale": -0.1},
+         "cut held: the parameters have moved by 4.00"),
         # a worse metric before progress with no opposing gradient would hold it; here it goes through
         (0.5, {"param_drift": 4.0, "objective_vs_first": 0.0, "objective_trend": 0.05, "grad_alignment_t": 0.0,
-               "stuck_evaluations": 2}, None),
+               "stuck_evaluations": 2, "log10_lr_scale": 0.3}, None),
         # worse (by more than a plateau's noise) while moved far without progress: the steps go far and lose ground,
         # a cut goes through at once, whatever the alignment (below the initial LR it says nothing: held as any cut
         # before progress)
@@ -269,21 +279,24 @@ def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, held):
 
 
 def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
-    """The linear loss of test_a_stuck_run_whose_parameters_went_far_gets_no_raise, with a policy
-    that always asks for a cut: held while the drift is under 1 (the metric does not get worse and
-    the alignment reads +1), held at the first evaluation past it (stuck at one evaluation), let
-    through at the next (two in a row), and held again below the initial LR. The count of stuck
+    """The linear loss of test_a_stuck_run_whose_parameters_went_far_gets_no_raise, at twice the user's
+    LR (a raise of the controller's, say), with a policy that always asks for a cut: held while the
+    drift is under 1 (the metric does not get worse and the alignment reads +1), held at the first
+    evaluation past it (stuck at one evaluation), let through at the next (two in a row), which
+    brings the LR back to the user's, and held there, the trace saying why. The count of stuck
     evaluations is read back from the history, so a run resumed between them counts on."""
     torch.manual_seed(0)
     theta = torch.nn.Parameter(torch.ones(16))
-    optimizer = torch.optim.SGD([theta], lr=0.035)
+    optimizer = torch.optim.SGD([theta], lr=0.0175)
 
     def controller():
-        ctrl = MetaLRController(0.035, policy=always(0), learn_online=False)  # 0: x0.5
+        ctrl = MetaLRController(0.0175, policy=always(0), learn_online=False)  # 0: x0.5
         ctrl.watch([theta])
         return ctrl
 
     ctrl = controller()
+    ctrl.scale = 2.0
+    ctrl.scale_param_groups(optimizer)
     decisions = []
     for _ in range(8):
         for _ in range(10):
@@ -307,7 +320,9 @@ def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
     assert decisions[first_far + 1].evidence.startswith("cut: the parameters have moved")
     assert "(2 evaluations in a row)" in decisions[first_far + 1].evidence
     assert applied[first_far + 2:] == [1.0] * (len(decisions) - first_far - 2)
-    assert ctrl.scale == 0.5
+    assert all(d.gate.startswith("cut held: the parameters have moved by") and "not above the user's" in d.gate
+               for d in decisions[first_far + 2:])
+    assert ctrl.scale == 1.0 and optimizer.param_groups[0]["lr"] == 0.0175
 
 
 def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress():
@@ -335,13 +350,14 @@ def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress(
     assert [d.applied for d in decisions] == [1.0, 1.0, 1.0, 0.5, 1.0, 1.0]
     assert decisions[3].evidence.startswith("cut: the metric got worse (by more than 1%) while the parameters have moved by")
     assert "the objective (the loss, or 1 - the score) is not yet 26% below its first evaluation's" in decisions[3].evidence
-    assert decisions[4].gate.startswith("cut held: the metric did not get worse")  # stuck twice, but below the initial LR
+    assert decisions[4].gate.startswith("cut held: the parameters have moved by")  # stuck twice, but below the initial LR
+    assert "(2 evaluations in a row), but the LR is not above the user's" in decisions[4].gate
 
 
 def test_a_stuck_run_that_went_far_is_not_cut_at_its_first_evaluation():
     """At the first evaluation every run is at its first level: the drift alone (a good LR can read above 1 there
     when the first evaluation comes late) does not let a cut through."""
-    features = {**FEATURES, "param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 4}
+    features = {**FEATURES, "param_drift": 4.0, "objective_vs_first": 0.0, "stuck_evaluations": 4, "log10_lr_scale": 0.3}
     assert direction_gate(0.5, features, first=True).startswith("cut held: the metric did not get worse")
     assert direction_gate(0.5, features) is None
     worse = {**features, "objective_trend": 0.1, "stuck_evaluations": 0}  # nor does the lost-ground cut go through there

@@ -67,14 +67,17 @@ def test_under_an_annealing_schedule_an_overshoot_cut_waits_for_a_second_reading
 
 def test_under_an_annealing_schedule_the_drift_cuts_do_not_wait():
     """The stuck-run cut and the lost-ground cut read the drift and the metric, not an overshoot of
-    the gradient: under a decaying schedule they go through at once, as on a constant one."""
+    the gradient: under a decaying schedule they go through at once, as on a constant one (the
+    stuck-run cut above the user's LR only, as there)."""
     far = {**CALM, "param_drift": 4.0, "objective_vs_first": -0.1, "previous_grad_alignment_t": 0.0}
     lost_ground = {**far, "objective_trend": 0.05, "grad_alignment_t": -4.0}  # an overshoot read once, too
     held, why = direction_verdict(0.5, lost_ground, schedule_anneals=True)
     assert not held and why.startswith("cut: the metric got worse (by more than 1%) while the parameters have moved by 4.00")
-    stuck = {**far, "objective_vs_first": 0.0, "objective_trend": 0.0, "stuck_evaluations": 2}
+    stuck = {**far, "objective_vs_first": 0.0, "objective_trend": 0.0, "stuck_evaluations": 2, "log10_lr_scale": 0.3}
     held, why = direction_verdict(0.5, stuck, schedule_anneals=True)
     assert not held and why.startswith("cut: the parameters have moved by 4.00")
+    held, why = direction_verdict(0.5, {**stuck, "log10_lr_scale": 0.0}, schedule_anneals=True)  # at the user's LR: never
+    assert held and why.startswith("cut held: the parameters have moved by 4.00")
 
 
 def _interval(controller, theta, signs):

@@ -37,12 +37,12 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   evaluation's: steps that went that far are not too short, and the alignment of a run stuck there,
   or just leaving a plateau at a good LR, does not say which way the LR is wrong;
 - when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
-  the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is at
-  or above the initial LR: steps that went that far and gained nothing were too long. In a row, so
-  that a run making steady progress at a good LR, read as stuck at one evaluation because its
-  first evaluation came late, is not cut. At or above the initial LR, so the rule never takes the
-  LR more than one cut below the user's: the drift is cumulative, and after a cut it still reads
-  what the earlier, larger LR did;
+  the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is
+  above the initial LR, by a raise of the controller's: the raise went far and gained nothing. In a
+  row, so that a run making steady progress at a good LR, read as stuck at one evaluation because
+  its first evaluation came late, is not cut. Only above the initial LR, because being stuck does
+  not say which way the LR is wrong: a transformer on its plateau at a good LR drifts as far as a
+  collapsed one at ten times it, and a cut there traps it;
 - a run that moved that far and is not yet ``PROGRESS`` below its first evaluation, whose metric
   got worse since the last decision by more than a loss's noise on a plateau (``RAISE_PUNISHED``,
   1%), loses ground with steps that go far: a cut the policy asks for is applied at once (after
@@ -220,8 +220,7 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     if _overshoot_cut(features, waiting):
         return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                        "the steps overshoot")
-    if (not first and _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
-            and _at_or_above_initial_lr(features)):
+    if not first and _stuck_for_a_cut(features) and _above_initial_lr(features):
         return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
                        f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
                        "evaluations in a row): the steps go far and gain nothing")
@@ -231,10 +230,16 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                        f"score) is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: the steps go far "
                        "and lose ground")
     if not worse:
-        return True, wait if wait and clear_overshoot(features) else (
-            "cut held: the metric did not get worse (or this is the first evaluation), and the gradient does not "
-            f"clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and t <= "
-            f"-{bar:g})")
+        if wait and clear_overshoot(features):
+            return True, wait
+        if not first and _stuck_for_a_cut(features):  # but not above the user's LR
+            return True, (f"cut held: the parameters have moved by {features['param_drift']:.2f} of their starting "
+                          f"norm while the metric stayed at its first evaluation's level "
+                          f"({features['stuck_evaluations']:.0f} evaluations in a row), but the LR is not above the "
+                          "user's: a stuck run does not say which way the LR is wrong, and a cut on a plateau traps it")
+        return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
+                      f"not clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and "
+                      f"t <= -{bar:g})")
     if opposed:
         if wait:
             return True, wait
@@ -286,6 +291,12 @@ def _moved_but_stuck(features: dict[str, float]) -> bool:
             and features.get("objective_vs_first", 0.0) > -STUCK)
 
 
+def _stuck_for_a_cut(features: dict[str, float]) -> bool:
+    """Whether the run has been stuck (``_moved_but_stuck``) at ``STUCK_EVALUATIONS`` evaluations in a row: a
+    cut asked for goes through while the LR is above the user's (``_above_initial_lr``)."""
+    return _moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
+
+
 def _moved_far_without_progress(features: dict[str, float]) -> bool:
     """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
     not yet ``PROGRESS`` below the first evaluation's: a raise is held (a stuck run, ``_moved_but_stuck``,
@@ -304,10 +315,18 @@ def _lost_ground_after_moving_far(features: dict[str, float]) -> bool:
 
 
 def _at_or_above_initial_lr(features: dict[str, float]) -> bool:
-    """Whether the LR is at or above the initial LR: the two cuts read off the drift are made only there,
-    since the drift, cumulative, says nothing about the LR after a cut below it (so they never take the
-    LR more than one cut below the user's)."""
+    """Whether the LR is at or above the initial LR: the lost-ground cut is made only there, since the
+    drift, cumulative, says nothing about the LR after a cut below it (so it never takes the LR more
+    than one cut below the user's)."""
     return features.get("log10_lr_scale", 0.0) > -1e-6
+
+
+def _above_initial_lr(features: dict[str, float]) -> bool:
+    """Whether the LR is above the initial LR, by a raise of the controller's own: the stuck-run cut is
+    made only there. Being stuck says nothing of the direction: a post-LN transformer on its plateau
+    at a good LR drifts as far as a collapsed one at ten times it, so the rule takes back the
+    controller's raises and never cuts below the LR the user chose."""
+    return features.get("log10_lr_scale", 0.0) > 1e-6
 
 
 def _worse_beyond_noise(features: dict[str, float]) -> bool:

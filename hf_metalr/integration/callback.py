@@ -30,7 +30,8 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   (written by the main process), which a resume reads back.
 - **Schedule:** when the Trainer's schedule decays the LR by itself (``scheduler_binding.schedule_anneals``:
   ``linear``, ``cosine``, ...), read at train begin and logged, the controller's gate cuts only on
-  an overshoot or a run that moved far without progress (stuck, or losing ground), not to anneal
+  an overshoot or a run that moved far without progress (losing ground, or stuck above the user's LR),
+  not to anneal
   (see ``controller.direction_verdict``).
 - **Decisions:** one at every evaluation during training of the monitored metric, except an
   evaluation with no optimizer step since the last decision (``eval_on_start``, also on a resume),
