@@ -59,7 +59,7 @@ from torch import nn
 from hf_metalr import MetaLRCallback
 from hf_metalr.compare.runner import run_one
 from hf_metalr.metrics import regression_metrics
-from hf_metalr.tasks.base import ArrayDataset, Task, TaskData, classification_metrics, seeded
+from hf_metalr.tasks.base import ArrayDataset, Task, TaskData, classification_metrics, regression_output, seeded
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 MASK_SEED, SERIES_SEED = 97, 31
@@ -149,11 +149,7 @@ class SeriesGRU(nn.Module):
 
     def forward(self, series, labels=None):
         _, hidden = self.gru(series)
-        prediction = self.head(hidden[-1])
-        out = {"logits": prediction}
-        if labels is not None:
-            out["loss"] = nn.functional.mse_loss(prediction, labels)
-        return out
+        return regression_output(self.head(hidden[-1]), labels)
 
 
 class SeriesTask(Task):
@@ -309,11 +305,7 @@ class SignalCNN(nn.Module):
             nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(32, 2))
 
     def forward(self, signal, labels=None):
-        prediction = self.body(signal)
-        out = {"logits": prediction}
-        if labels is not None:
-            out["loss"] = nn.functional.mse_loss(prediction, labels)
-        return out
+        return regression_output(self.body(signal), labels)
 
 
 class SignalTask(Task):

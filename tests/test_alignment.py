@@ -270,32 +270,43 @@ def test_direction_gate(multiplier, changes, held):
     assert (reason is None) if held is None else reason.startswith(held)
 
 
-@pytest.mark.parametrize("ratio, held", [(UNDERSHOOT_ALIGNMENT, None), (UNDERSHOOT_ALIGNMENT - 0.01, "raise held: at the first")])
-def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, held):
+@pytest.mark.parametrize("ratio, late, held", [
+    (UNDERSHOOT_ALIGNMENT, None, None), (UNDERSHOOT_ALIGNMENT - 0.01, None, "raise held: at the first"),
+    # the later half of the first interval's steps must read a clear undershoot as well: the descent from the
+    # initialization reads as too short at any LR, and a run that reaches a plateau within it reads the descent
+    (0.13, UNDERSHOOT_ALIGNMENT, None), (0.13, 0.3, None),
+    (0.13, UNDERSHOOT_ALIGNMENT - 0.01, "raise held: at the first evaluation a raise needs a clear undershoot up to the "
+                                        "interval's end, and the later half of its steps reads +0.09"),
+])
+def test_a_raise_at_the_first_evaluation_needs_a_clear_undershoot(ratio, late, held):
     features = {**FEATURES, "grad_alignment": ratio, "grad_alignment_t": 5.0}
+    if late is not None:
+        features["grad_alignment_late"] = late
     reason = direction_gate(2.0, features, first=True)
     assert (reason is None) if held is None else reason.startswith(held)
     assert direction_gate(2.0, features) is None, "later, with a metric that did not get worse, the reading is enough"
 
 
-def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
-    """The linear loss of test_a_stuck_run_whose_parameters_went_far_gets_no_raise, at twice the user's
-    LR (a raise of the controller's, say), with a policy that always asks for a cut: held while the
-    drift is under 1 (the metric does not get worse and the alignment reads +1), held at the first
-    evaluation past it (stuck at one evaluation), let through at the next (two in a row), which
-    brings the LR back to the user's, and held there, the trace saying why. The count of stuck
-    evaluations is read back from the history, so a run resumed between them counts on."""
+@pytest.mark.parametrize("initial_lr, scale, cut", [(0.0175, 2.0, 0.5), (0.028, 1.25, 0.8)])
+def test_a_stuck_run_whose_parameters_went_far_gets_one_cut(initial_lr, scale, cut):
+    """The linear loss of test_a_stuck_run_whose_parameters_went_far_gets_no_raise, above the user's
+    LR (after a raise of the controller's, say: x2, or x1.25), with a policy that always asks for a
+    halving: held while the drift is under 1 (the metric does not get worse and the alignment reads
+    +1), held at the first evaluation past it (stuck at one evaluation), let through at the next (two
+    in a row), but only as far as the user's LR (from x1.25, x0.8), and held there, the trace saying
+    why. The count of stuck evaluations is read back from the history, so a run resumed between them
+    counts on."""
     torch.manual_seed(0)
     theta = torch.nn.Parameter(torch.ones(16))
-    optimizer = torch.optim.SGD([theta], lr=0.0175)
+    optimizer = torch.optim.SGD([theta], lr=initial_lr)
 
     def controller():
-        ctrl = MetaLRController(0.0175, policy=always(0), learn_online=False)  # 0: x0.5
+        ctrl = MetaLRController(initial_lr, policy=always(0), learn_online=False)  # 0: x0.5
         ctrl.watch([theta])
         return ctrl
 
     ctrl = controller()
-    ctrl.scale = 2.0
+    ctrl.scale = scale  # the same 0.035 in both cases
     ctrl.scale_param_groups(optimizer)
     decisions = []
     for _ in range(8):
@@ -316,13 +327,14 @@ def test_a_stuck_run_whose_parameters_went_far_gets_one_cut():
     assert [d.features["stuck_evaluations"] for d in decisions[first_far:first_far + 3]] == [1, 2, 3]
     assert first_far >= 2 and applied[:first_far + 1] == [1.0] * (first_far + 1)
     assert decisions[first_far].gate.startswith("cut held: the metric did not get worse")
-    assert applied[first_far + 1] == 0.5
+    assert applied[first_far + 1] == pytest.approx(cut)
     assert decisions[first_far + 1].evidence.startswith("cut: the parameters have moved")
     assert "(2 evaluations in a row)" in decisions[first_far + 1].evidence
+    assert ("as far as the user's LR (x0.8, the policy asked for x0.5)" in decisions[first_far + 1].evidence) == (cut == 0.8)
     assert applied[first_far + 2:] == [1.0] * (len(decisions) - first_far - 2)
     assert all(d.gate.startswith("cut held: the parameters have moved by") and "not above the user's" in d.gate
                for d in decisions[first_far + 2:])
-    assert ctrl.scale == 1.0 and optimizer.param_groups[0]["lr"] == 0.0175
+    assert ctrl.scale == pytest.approx(1.0) and optimizer.param_groups[0]["lr"] == pytest.approx(initial_lr)
 
 
 def test_the_stuck_count_skips_the_first_evaluation_and_restarts_after_progress():
@@ -797,6 +809,60 @@ def test_the_window_matches_a_step_by_step_reference_through_the_reused_buffers(
     assert window.mean == pytest.approx(mean, abs=1e-5)
     assert window.t == pytest.approx(mean / (std / len(cosines) ** 0.5), rel=1e-3)
     assert any(c < 0 for c in cosines) and any(c > 0 for c in cosines), "a window of both signs"
+    # the run's first window also has its later half: the last 12 of the 24 counted steps
+    late = cosines[12:]
+    assert window.late.steps == 12 and window.late.mean == pytest.approx(sum(late) / 12, abs=1e-5)
+    assert window.late.ratio != pytest.approx(window.ratio, abs=1e-3), "a half of its own, not the whole again"
+
+
+def _signed_steps(reader, theta, signs):
+    """Plain steps: the gradient ``sign`` on every coordinate, then a step of -0.1 x the gradient, each read by
+    ``reader`` (a ``GradientAlignment``, or a ``MetaLRController`` that watches ``theta``); a sign of None is a
+    skipped step (a NaN gradient, the parameters left as they are)."""
+    before, after = ((reader.before_step, reader.after_step) if isinstance(reader, GradientAlignment)
+                     else (reader.before_optimizer_step, reader.after_optimizer_step))
+    for sign in signs:
+        theta.grad = torch.full_like(theta, float("nan") if sign is None else float(sign))
+        before()
+        if sign is not None:
+            with torch.no_grad():
+                theta.sub_(0.1 * theta.grad)
+        after()
+
+
+def test_the_first_window_reads_its_later_half_of_counted_steps_once_and_through_a_resume():
+    """Steps along the gradient (+1), then steps that flip it (-1) with a skipped one among them: the whole
+    window mixes them, its later half (the last ceil(n / 2) counted steps; the skipped step and the one after
+    it, whose previous step moved nothing, do not count) reads the flips alone. Only the first window has it,
+    and rows of a first interval in progress ride in the state."""
+    theta = torch.nn.Parameter(torch.ones(8))
+    alignment = GradientAlignment([theta])
+    _signed_steps(alignment, theta, [1] * 7)  # 6 counted steps along (the first has no previous step)
+    state = json.loads(json.dumps(alignment.state_dict()))
+    flips = [1, -1, 1, -1, None, 1, -1, 1, -1, 1, -1]  # 1 counted along, 3 flips, 2 not counted, 5 flips
+    _signed_steps(alignment, theta, flips)
+    window = alignment.take()
+    # 15 counted of 17 rows: the later 8 counted are all flips (the later 9 rows would hold only 7 counted)
+    assert window.steps == 15 and window.late.steps == 8
+    assert window.late.ratio == pytest.approx(-1.0) and window.ratio > -0.2
+    _signed_steps(alignment, theta, [1, 1])
+    assert alignment.take().late is None, "the first window only"
+    # resumed between the two parts: the same later half
+    theta = torch.nn.Parameter(torch.ones(8) - 0.7)  # where the first 7 steps left it
+    resumed = GradientAlignment([theta])
+    resumed.load_state_dict(state)
+    _signed_steps(resumed, theta, flips)
+    again = resumed.take()
+    assert again.steps == window.steps and again.late.to_list() == pytest.approx(window.late.to_list())
+    # a state saved after the first window (or by a version that kept no later half) brings none back
+    after = json.loads(json.dumps(resumed.state_dict()))
+    assert state["keeps_first_window"] is True and after["keeps_first_window"] is False
+    legacy = {k: v for k, v in state.items() if k != "keeps_first_window"}
+    for saved in (after, legacy):
+        fresh = GradientAlignment([theta])
+        fresh.load_state_dict(saved)
+        _signed_steps(fresh, theta, [1, 1, 1])
+        assert fresh.take().late is None
 
 
 
@@ -901,3 +967,41 @@ def test_a_step_that_a_warmup_lengthens_adds_nothing_and_the_factor_rides_in_the
     older.load_state_dict({k: v for k, v in state.items() if k != "descent_factor"})
     stepper(older, theta)(0.75)
     assert older.take().steps == 1
+
+
+def test_a_first_interval_longer_than_the_kept_rows_gets_no_later_half(monkeypatch):
+    """The rows kept for the later half are bounded: past FIRST_WINDOW_ROWS steps they are let go, and the first
+    window has no later half (the first raise is then read on the whole interval, as before the rule)."""
+    from hf_metalr.controller import alignment as module
+
+    monkeypatch.setattr(module, "FIRST_WINDOW_ROWS", 300)
+    monkeypatch.setattr(module, "_FOLD_EVERY", 100)
+    theta = torch.nn.Parameter(torch.ones(8))
+    alignment = GradientAlignment([theta])
+    _signed_steps(alignment, theta, [1] * 301)  # 300 counted (the first step has no previous one)
+    assert alignment.state_dict()["keeps_first_window"] is True, "300 rows: still kept"
+    _signed_steps(alignment, theta, [1])
+    assert alignment.state_dict()["keeps_first_window"] is False, "301: let go"
+    window = alignment.take()
+    assert window.steps == 301 and window.late is None
+
+
+@pytest.mark.parametrize("signs, raised", [([1] * 30, True), ([1] * 20 + [1, -1] * 5, False)])
+def test_the_first_raise_needs_the_later_half_of_the_interval_to_read_too_short(signs, raised):
+    """A policy that always doubles, on a plain loop: 30 steps along the gradient raise at the first
+    evaluation. 20 along and then 10 that flip it read a whole-interval undershoot (alignment +0.38 at
+    t = +2.2, as a run that descends onto a plateau within the interval), but the later half reads
+    -0.2: held, and the trace says why."""
+    theta = torch.nn.Parameter(torch.full((8,), 10.0))  # far from 0: the drift stays small
+    ctrl = MetaLRController(0.1, policy=always(4), learn_online=False)  # 4: x2
+    ctrl.watch([theta])
+    _signed_steps(ctrl, theta, signs)
+    decision = ctrl.observe(1.0)
+    features = decision.features
+    assert features["grad_alignment"] >= UNDERSHOOT_ALIGNMENT and features["grad_alignment_t"] >= EVIDENCE_T
+    assert features["param_drift"] < MOVED
+    if raised:
+        assert decision.applied == 2.0 and features["grad_alignment_late"] == pytest.approx(1.0, abs=1e-5)
+    else:
+        assert features["grad_alignment_late"] == pytest.approx(-0.2, abs=1e-5)
+        assert decision.applied == 1.0 and decision.gate.startswith("raise held: at the first evaluation a raise needs")

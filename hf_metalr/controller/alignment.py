@@ -16,7 +16,9 @@ matrices that hold most of a model weigh as they do in the full cosine) at a ran
 drawn once from ``seed`` and the parameters' shapes. Its memory is bounded whatever the model
 size (five preallocated float32 vectors of that length, for the gradient, the last and the
 current parameters, the last descent step and the parameters at the start, and their int64
-coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192); a step reads the sketch
+coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192; until the first ``take``,
+also each step's three numbers, 12 bytes a step, for the later half of the first window, at most
+``FIRST_WINDOW_ROWS`` steps: 768 KiB); a step reads the sketch
 of the gradients and of the parameters with one ``index_select`` per parameter that holds a window
 (at most 256), written in place into those vectors; on a CUDA device with Triton, one kernel launch
 reads them all through a table of the tensors' addresses (:mod:`.pointer_gather`, the same values;
@@ -48,6 +50,8 @@ WINDOW = 32  # 256 windows at the default size: short windows land in more of a 
 # alignments differ, so the sketch's reading spreads less around the all-coordinate value (benchmarks/sketch_error.py)
 _SUMS = ("dot", "norms", "cos", "cos_sq", "steps")  # the accumulator's slots
 _FOLD_EVERY = 256  # steps kept on the device before they are added to the sums
+FIRST_WINDOW_ROWS = 1 << 16  # steps of the first interval kept for its later half (768 KiB); a longer first
+# interval gets no later half
 _GRAD, _PARAMS_A, _PARAMS_B, _DESCENT, _INITIAL = range(5)  # the sketch buffers, by role
 
 
@@ -82,6 +86,17 @@ def sketch_coordinates(runs: list[tuple[int, int, int]]) -> int:
     return sum(stop - begin for _, begin, stop in runs)
 
 
+def _step_sums(rows: torch.Tensor) -> torch.Tensor:
+    """Per step (a row of dot product, gradient norm and descent-step norm), its five sums (``_SUMS``:
+    dot, norms, cos, cos^2, 1), zeros for a step whose gradient or update is not finite, or zero."""
+    dot, g_norm, descent_norm = rows.unbind(1)
+    norms = g_norm * descent_norm
+    valid = torch.isfinite(dot) & torch.isfinite(norms) & (norms > 0)
+    cos = torch.where(valid, dot / torch.where(valid, norms, torch.ones_like(norms)), torch.zeros_like(dot))
+    steps = torch.stack([dot, norms, cos, cos * cos, torch.ones_like(dot)], 1)
+    return torch.where(valid[:, None], steps, torch.zeros_like(steps))
+
+
 class AlignmentWindow:
     """The alignment statistics of the steps between two decisions, as plain numbers.
 
@@ -93,6 +108,7 @@ class AlignmentWindow:
 
     def __init__(self, dot=0.0, norms=0.0, cos=0.0, cos_sq=0.0, steps=0.0):
         self.dot, self.norms, self.cos, self.cos_sq, self.steps = float(dot), float(norms), float(cos), float(cos_sq), float(steps)
+        self.late: AlignmentWindow | None = None  # the later half of the steps, for the run's first window only
 
     def add(self, other: "AlignmentWindow") -> None:
         for name in _SUMS:
@@ -122,7 +138,8 @@ class GradientAlignment:
     """Per-step cosine of the gradient with the previous descent step, on a coordinate sketch.
 
     ``state_dict()`` holds the last parameter and update sketches, the starting sketch (for
-    ``drift``) and the sums pending since the last ``take``, so a run resumed from a checkpoint
+    ``drift``), the sums pending since the last ``take`` and, before the first ``take``, each step's
+    numbers so far (for the first window's later half), so a run resumed from a checkpoint
     continues exactly. The sketch itself is derived again from ``seed`` and the parameter shapes.
     """
 
@@ -151,6 +168,8 @@ class GradientAlignment:
         self._initial: torch.Tensor | None = None  # the sketch at the first read (the run's start)
         self._sums = torch.zeros(len(_SUMS), dtype=torch.float32, device=self._device)
         self._pending: list[torch.Tensor] = []  # per step since the last fold: dot, |g|, |descent|
+        self._first_rows: list[torch.Tensor] | None = []  # every step's row until the first take (then None), for
+        # the later half of the first window: 12 bytes a step of the first interval
         self.calls = {"before": 0, "after": 0, "without_gradient": 0}  # since construction, for the controller's
         # warning about a loop that misses a call (not saved: a resumed run counts again)
         self._calls_at_mark = dict(self.calls)
@@ -259,13 +278,13 @@ class GradientAlignment:
         additions, in the same order, as adding each step when it comes)."""
         if not self._pending:
             return
-        dot, g_norm, descent_norm = torch.stack(self._pending).unbind(1)
+        rows = torch.stack(self._pending)
         self._pending = []
-        norms = g_norm * descent_norm
-        valid = torch.isfinite(dot) & torch.isfinite(norms) & (norms > 0)
-        cos = torch.where(valid, dot / torch.where(valid, norms, torch.ones_like(norms)), torch.zeros_like(dot))
-        steps = torch.stack([dot, norms, cos, cos * cos, torch.ones_like(dot)], 1)
-        for step in torch.where(valid[:, None], steps, torch.zeros_like(steps)):
+        if self._first_rows is not None:
+            self._first_rows.append(rows)
+            if sum(len(r) for r in self._first_rows) > FIRST_WINDOW_ROWS:
+                self._first_rows = None  # bounded: no later half for so long a first interval
+        for step in _step_sums(rows):
             self._sums += step
 
     def after_step(self) -> None:
@@ -306,10 +325,19 @@ class GradientAlignment:
         return self.calls["before"] > 0 or self.calls["after"] > 0
 
     def take(self) -> AlignmentWindow:
-        """The sums since the last call, as plain numbers; the accumulator starts again at zero."""
+        """The sums since the last call, as plain numbers; the accumulator starts again at zero. The
+        run's first window also has ``late``: the same sums over the later half of its counted steps
+        (the last ``ceil(n / 2)`` of ``n``), where the descent from the initialization, aligned at any
+        LR, has passed."""
         self._fold()
         window = AlignmentWindow(*self._sums.tolist())
         self._sums.zero_()
+        if self._first_rows is not None:
+            if self._first_rows:
+                sums = _step_sums(torch.cat(self._first_rows))
+                counted = sums[sums[:, 4] > 0]
+                window.late = AlignmentWindow(*counted[len(counted) // 2:].sum(0).tolist())
+            self._first_rows = None
         return window
 
     def state_dict(self) -> dict:
@@ -317,9 +345,11 @@ class GradientAlignment:
         update = -self._descent if self._descent is not None else None  # saved as the update, u = θ_after - θ_before
         tensors = {name: t for name, t in (("last_params", self._last_params), ("last_update", update),
                                             ("initial_params", self._initial)) if t is not None}
+        if self._first_rows:  # the first interval's steps so far (no key once the first window was taken)
+            tensors["first_rows"] = torch.cat(self._first_rows)
         return {"sketch_size": self.sketch_size, "seed": self.seed, "coordinates": self.coordinates,
                 "sums": self._sums.tolist(), "tensors": tensors_to_text(tensors) if tensors else None,
-                "descent_factor": self._descent_factor}
+                "descent_factor": self._descent_factor, "keeps_first_window": self._first_rows is not None}
 
     def load_state_dict(self, state: dict) -> None:
         if (state["coordinates"], state["seed"], state["sketch_size"]) != (self.coordinates, self.seed, self.sketch_size):
@@ -332,6 +362,9 @@ class GradientAlignment:
         self._pending = []
         self._descent_factor = state.get("descent_factor")  # absent from checkpoints before it was kept
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
+        # a checkpoint from before the first window's later half was kept has no key: no later half for it
+        keeps = state.get("keeps_first_window", False)
+        self._first_rows = ([tensors["first_rows"].to(self._device)] if "first_rows" in tensors else []) if keeps else None
         self._last_params = self._buffers[_PARAMS_A].copy_(tensors["last_params"]) if "last_params" in tensors else None
         # a checkpoint from before drift was kept has none: the next after_step starts it at the resumed parameters
         self._initial = self._buffers[_INITIAL].copy_(tensors["initial_params"]) if "initial_params" in tensors else None

@@ -32,13 +32,17 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   metric did not get worse since the last decision (by more than ``RAISE_PUNISHED``, 1%: a plateau's
   noise does not hold a raise); at the first evaluation, where no metric trend
   backs it, it needs a clear undershoot (``grad_alignment >= UNDERSHOOT_ALIGNMENT``), as a cut then
-  needs a clear overshoot; and no raise is applied once the parameters have moved by their whole
+  needs a clear overshoot, and it needs it in the later half of the interval's steps too
+  (``grad_alignment_late``, traced): the first steps descend from the initialization, which reads
+  as too short at any LR, and a run that reaches a plateau within the interval reads the descent;
+  and no raise is applied once the parameters have moved by their whole
   starting norm (``param_drift >= MOVED``) while the metric is not yet ``PROGRESS`` below its first
   evaluation's: steps that went that far are not too short, and the alignment of a run stuck there,
   or just leaving a plateau at a good LR, does not say which way the LR is wrong;
 - when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
   the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is
-  above the initial LR, by a raise of the controller's: the raise went far and gained nothing. In a
+  above the initial LR, by a raise of the controller's, and only as far as the initial LR: the raise
+  went far and gained nothing. In a
   row, so that a run making steady progress at a good LR, read as stuck at one evaluation because
   its first evaluation came late, is not cut. Only above the initial LR, because being stuck does
   not say which way the LR is wrong: a transformer on its plateau at a good LR drifts as far as a
@@ -185,6 +189,11 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
         if first and ratio < UNDERSHOOT_ALIGNMENT:
             return True, (f"raise held: at the first evaluation no metric trend backs the alignment, and a raise then needs "
                           f"a clear one (alignment >= {UNDERSHOOT_ALIGNMENT:g}, here {ratio:+.2f})")
+        late = features.get("grad_alignment_late")
+        if first and late is not None and late < UNDERSHOOT_ALIGNMENT:
+            return True, (f"raise held: at the first evaluation a raise needs a clear undershoot up to the interval's end, "
+                          f"and the later half of its steps reads {late:+.2f} (alignment >= {UNDERSHOOT_ALIGNMENT:g} needed): "
+                          "the first steps descend from the initialization, which reads as too short at any LR")
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
         held, why = _cut_verdict(features, t, ratio, worse, first=first, schedule_anneals=schedule_anneals)
@@ -221,7 +230,7 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
         return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                        "the steps overshoot")
     if not first and _stuck_for_a_cut(features) and _above_initial_lr(features):
-        return False, (f"cut: the parameters have moved by {features['param_drift']:.2f} of their starting norm while "
+        return False, (f"{_STUCK_CUT} {features['param_drift']:.2f} of their starting norm while "
                        f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
                        "evaluations in a row): the steps go far and gain nothing")
     if not first and _lost_ground_after_moving_far(features):
@@ -289,6 +298,10 @@ def _moved_but_stuck(features: dict[str, float]) -> bool:
     ``_moved_far_without_progress``."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("objective_vs_first", 0.0) > -STUCK)
+
+
+_STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evidence begins: the controller
+# lets it go only as far as the user's LR
 
 
 def _stuck_for_a_cut(features: dict[str, float]) -> bool:
@@ -939,6 +952,8 @@ class MetaLRController:
             features["param_drift"] = self.alignment.drift()
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
             features["alignment_steps"] = window.steps  # the steps the alignment counted since the last decision
+            if window.late is not None and window.late.steps > 0:  # the run's first window: its later half
+                features["grad_alignment_late"] = window.late.ratio
             previous = self._last_features()
             if "grad_alignment_t" in previous and previous.get("alignment_steps", 2) >= 2:  # a reading (t needs 2)
                 features["previous_grad_alignment_t"] = float(previous["grad_alignment_t"])
@@ -960,6 +975,9 @@ class MetaLRController:
         held, why = (direction_verdict(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals)
                      if gated else (False, None))
         multiplier = 1.0 if held else requested
+        if not held and why is not None and why.startswith(_STUCK_CUT) and multiplier * self.scale < 1.0:
+            multiplier = 1.0 / self.scale  # it takes back the controller's raises, and goes no lower than the user's LR
+            why = f"{why}; as far as the user's LR (x{multiplier:.3g}, the policy asked for x{requested:g})"
         waiting = unconfirmed_overshoot(features, first=reward is None, schedule_anneals=self.schedule_anneals)
         fixed_cut = (_overshoot_cut(features, waiting)
                      or _bounce_cut(features, first=reward is None, schedule_anneals=self.schedule_anneals))

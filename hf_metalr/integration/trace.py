@@ -66,7 +66,8 @@ def read_trace(path: str | Path) -> list[dict]:
     ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name, and the gate's own readings beside them:
     ``param_drift``, ``stuck_evaluations``, ``alignment_steps`` (the steps the alignment counted in
-    the interval), ``previous_grad_alignment_t`` (the last interval's reading, when it had one) and
+    the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment
+    window, the first one: the alignment of the later half of its interval's steps), ``previous_grad_alignment_t`` (the last interval's reading, when it had one) and
     the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
     divergence); ``early_cuts``
     (on the first decision's line: the early-divergence guard's cuts before it, each with the

@@ -17,7 +17,7 @@ import torch
 
 from ..metrics import classification_metrics  # re-exported: the tasks' compute_metrics
 
-__all__ = ["Task", "TaskData", "ArrayDataset", "classification_metrics", "reaches", "seeded"]
+__all__ = ["Task", "TaskData", "ArrayDataset", "classification_metrics", "reaches", "regression_output", "seeded"]
 
 
 @dataclass
@@ -46,6 +46,14 @@ class ArrayDataset(torch.utils.data.Dataset):
 def reaches(value: float, threshold: float, greater_is_better: bool) -> bool:
     """Whether a metric value meets a threshold, in the metric's direction."""
     return value >= threshold if greater_is_better else value <= threshold
+
+
+def regression_output(prediction: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """What a plain regressor's ``forward`` gives the Trainer: ``logits``, and the MSE ``loss`` when there are labels."""
+    out = {"logits": prediction}
+    if labels is not None:
+        out["loss"] = torch.nn.functional.mse_loss(prediction, labels)
+    return out
 
 
 def seeded(seed: int, build: Callable[[], Any]) -> Any:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..metrics import regression_metrics
-from .base import ArrayDataset, Task, TaskData, seeded
+from .base import ArrayDataset, Task, TaskData, regression_output, seeded
 
 __all__ = ["RegressionTask", "RegressionMLP"]
 
@@ -51,11 +51,7 @@ class RegressionMLP(nn.Module):
                                  nn.Linear(width, 1))
 
     def forward(self, features, labels=None):
-        prediction = self.net(features).squeeze(-1)
-        out = {"logits": prediction}
-        if labels is not None:
-            out["loss"] = nn.functional.mse_loss(prediction, labels)
-        return out
+        return regression_output(self.net(features).squeeze(-1), labels)
 
 
 class RegressionTask(Task):
