@@ -15,6 +15,7 @@ from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OV
                                              MOVED, PROGRESS, RAISE_PUNISHED, STUCK, STUCK_EVALUATIONS, UNDERSHOOT_ALIGNMENT,
                                              clear_overshoot, direction_gate)
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
+from signed_steps import signed_steps
 
 
 def quadratic_run(lr, steps=30, *, grad_scale=1.0, alignment=None, dim=50, seed=0):
@@ -815,21 +816,6 @@ def test_the_window_matches_a_step_by_step_reference_through_the_reused_buffers(
     assert window.late.ratio != pytest.approx(window.ratio, abs=1e-3), "a half of its own, not the whole again"
 
 
-def _signed_steps(reader, theta, signs):
-    """Plain steps: the gradient ``sign`` on every coordinate, then a step of -0.1 x the gradient, each read by
-    ``reader`` (a ``GradientAlignment``, or a ``MetaLRController`` that watches ``theta``); a sign of None is a
-    skipped step (a NaN gradient, the parameters left as they are)."""
-    before, after = ((reader.before_step, reader.after_step) if isinstance(reader, GradientAlignment)
-                     else (reader.before_optimizer_step, reader.after_optimizer_step))
-    for sign in signs:
-        theta.grad = torch.full_like(theta, float("nan") if sign is None else float(sign))
-        before()
-        if sign is not None:
-            with torch.no_grad():
-                theta.sub_(0.1 * theta.grad)
-        after()
-
-
 def test_the_first_window_reads_its_later_half_of_counted_steps_once_and_through_a_resume():
     """Steps along the gradient (+1), then steps that flip it (-1) with a skipped one among them: the whole
     window mixes them, its later half (the last ceil(n / 2) counted steps; the skipped step and the one after
@@ -837,21 +823,21 @@ def test_the_first_window_reads_its_later_half_of_counted_steps_once_and_through
     and rows of a first interval in progress ride in the state."""
     theta = torch.nn.Parameter(torch.ones(8))
     alignment = GradientAlignment([theta])
-    _signed_steps(alignment, theta, [1] * 7)  # 6 counted steps along (the first has no previous step)
+    signed_steps(alignment, theta, [1] * 7)  # 6 counted steps along (the first has no previous step)
     state = json.loads(json.dumps(alignment.state_dict()))
     flips = [1, -1, 1, -1, None, 1, -1, 1, -1, 1, -1]  # 1 counted along, 3 flips, 2 not counted, 5 flips
-    _signed_steps(alignment, theta, flips)
+    signed_steps(alignment, theta, flips)
     window = alignment.take()
     # 15 counted of 17 rows: the later 8 counted are all flips (the later 9 rows would hold only 7 counted)
     assert window.steps == 15 and window.late.steps == 8
     assert window.late.ratio == pytest.approx(-1.0) and window.ratio > -0.2
-    _signed_steps(alignment, theta, [1, 1])
+    signed_steps(alignment, theta, [1, 1])
     assert alignment.take().late is None, "the first window only"
     # resumed between the two parts: the same later half
     theta = torch.nn.Parameter(torch.ones(8) - 0.7)  # where the first 7 steps left it
     resumed = GradientAlignment([theta])
     resumed.load_state_dict(state)
-    _signed_steps(resumed, theta, flips)
+    signed_steps(resumed, theta, flips)
     again = resumed.take()
     assert again.steps == window.steps and again.late.to_list() == pytest.approx(window.late.to_list())
     # a state saved after the first window (or by a version that kept no later half) brings none back
@@ -861,7 +847,7 @@ def test_the_first_window_reads_its_later_half_of_counted_steps_once_and_through
     for saved in (after, legacy):
         fresh = GradientAlignment([theta])
         fresh.load_state_dict(saved)
-        _signed_steps(fresh, theta, [1, 1, 1])
+        signed_steps(fresh, theta, [1, 1, 1])
         assert fresh.take().late is None
 
 
@@ -978,9 +964,9 @@ def test_a_first_interval_longer_than_the_kept_rows_gets_no_later_half(monkeypat
     monkeypatch.setattr(module, "_FOLD_EVERY", 100)
     theta = torch.nn.Parameter(torch.ones(8))
     alignment = GradientAlignment([theta])
-    _signed_steps(alignment, theta, [1] * 301)  # 300 counted (the first step has no previous one)
+    signed_steps(alignment, theta, [1] * 301)  # 300 counted (the first step has no previous one)
     assert alignment.state_dict()["keeps_first_window"] is True, "300 rows: still kept"
-    _signed_steps(alignment, theta, [1])
+    signed_steps(alignment, theta, [1])
     assert alignment.state_dict()["keeps_first_window"] is False, "301: let go"
     window = alignment.take()
     assert window.steps == 301 and window.late is None
@@ -995,7 +981,7 @@ def test_the_first_raise_needs_the_later_half_of_the_interval_to_read_too_short(
     theta = torch.nn.Parameter(torch.full((8,), 10.0))  # far from 0: the drift stays small
     ctrl = MetaLRController(0.1, policy=always(4), learn_online=False)  # 4: x2
     ctrl.watch([theta])
-    _signed_steps(ctrl, theta, signs)
+    signed_steps(ctrl, theta, signs)
     decision = ctrl.observe(1.0)
     features = decision.features
     assert features["grad_alignment"] >= UNDERSHOOT_ALIGNMENT and features["grad_alignment_t"] >= EVIDENCE_T

@@ -9,6 +9,7 @@ from transformers import get_scheduler
 from hf_metalr import MetaLRCallback
 from hf_metalr.controller.controller import direction_verdict
 from hf_metalr.controller.scheduler_binding import schedule_anneals
+from signed_steps import signed_steps
 from tiny_job import make_trainer
 
 CALM = {"objective_trend": 0.01, "grad_alignment": -0.02, "grad_alignment_t": -0.5, "objective_vs_first": -1.0,
@@ -80,16 +81,6 @@ def test_under_an_annealing_schedule_the_drift_cuts_do_not_wait():
     assert held and why.startswith("cut held: the parameters have moved by 4.00")
 
 
-def _interval(controller, theta, signs):
-    """Optimizer steps of a plain loop: gradient ``sign`` (all coordinates), then a step of -0.1 x gradient."""
-    for sign in signs:
-        theta.grad = torch.full_like(theta, float(sign))
-        controller.before_optimizer_step()
-        with torch.no_grad():
-            theta.sub_(0.1 * theta.grad)
-        controller.after_optimizer_step()
-
-
 @pytest.mark.parametrize("anneals", [False, True])
 def test_the_fixed_cut_at_a_clear_overshoot_waits_under_an_annealing_schedule(anneals):
     """A plain loop whose steps flip the gradient's sign (a clear overshoot, the policy asking to keep):
@@ -103,13 +94,13 @@ def test_the_fixed_cut_at_a_clear_overshoot_waits_under_an_annealing_schedule(an
     controller.schedule_anneals = anneals
     theta = torch.nn.Parameter(torch.ones(8))
     controller.watch([theta])
-    _interval(controller, theta, [1] * 10)  # steps along the gradient: no overshoot at the first evaluation
+    signed_steps(controller, theta, [1] * 10)  # steps along the gradient: no overshoot at the first evaluation
     first = controller.observe(1.0, progress=0.1)
     assert first.applied == 1.0
-    _interval(controller, theta, [-1, 1] * 5)
+    signed_steps(controller, theta, [-1, 1] * 5)
     second = controller.observe(0.5, progress=0.2)
     assert second.features["grad_alignment_t"] <= -2 and second.features["previous_grad_alignment_t"] > 0
-    _interval(controller, theta, [-1, 1] * 5)
+    signed_steps(controller, theta, [-1, 1] * 5)
     third = controller.observe(0.4, progress=0.3)
     if anneals:
         assert second.applied == 1.0 and second.evidence.startswith("no fixed cut") and "second reading" in second.evidence
@@ -185,7 +176,7 @@ def test_an_interval_that_measured_nothing_does_not_make_an_overshoot_cut_wait()
         controller.after_optimizer_step()
     first = controller.observe(1.0, progress=0.1)
     assert first.features["alignment_steps"] == 0 and first.features["grad_alignment_t"] == 0
-    _interval(controller, theta, [-1, 1] * 5)
+    signed_steps(controller, theta, [-1, 1] * 5)
     second = controller.observe(0.5, progress=0.2)
     assert "previous_grad_alignment_t" not in second.features
     assert second.applied == 0.5 and second.evidence.startswith("cut: the gradient clearly opposes")

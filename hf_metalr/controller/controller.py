@@ -230,9 +230,7 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
         return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                        "the steps overshoot")
     if not first and _stuck_for_a_cut(features) and _above_initial_lr(features):
-        return False, (f"{_STUCK_CUT} {features['param_drift']:.2f} of their starting norm while "
-                       f"the metric stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} "
-                       "evaluations in a row): the steps go far and gain nothing")
+        return False, f"cut: {_stuck_reading(features)}: the steps go far and gain nothing"
     if not first and _lost_ground_after_moving_far(features):
         return False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved "
                        f"by {features['param_drift']:.2f} of their starting norm and the objective (the loss, or 1 - the "
@@ -242,10 +240,8 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
         if wait and clear_overshoot(features):
             return True, wait
         if not first and _stuck_for_a_cut(features):  # but not above the user's LR
-            return True, (f"cut held: the parameters have moved by {features['param_drift']:.2f} of their starting "
-                          f"norm while the metric stayed at its first evaluation's level "
-                          f"({features['stuck_evaluations']:.0f} evaluations in a row), but the LR is not above the "
-                          "user's: a stuck run does not say which way the LR is wrong, and a cut on a plateau traps it")
+            return True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's: a stuck run "
+                          "does not say which way the LR is wrong, and a cut on a plateau traps it")
         return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
                       f"not clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and "
                       f"t <= -{bar:g})")
@@ -300,8 +296,14 @@ def _moved_but_stuck(features: dict[str, float]) -> bool:
             and features.get("objective_vs_first", 0.0) > -STUCK)
 
 
-_STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evidence begins: the controller
-# lets it go only as far as the user's LR
+def _stuck_reading(features: dict[str, float]) -> str:
+    """The stuck state in words, for the stuck-run cut's evidence and for the reason it is held."""
+    return (f"the parameters have moved by {features['param_drift']:.2f} of their starting norm while the metric "
+            f"stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} evaluations in a row)")
+
+
+_STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evidence begins (``_stuck_reading``):
+# the controller lets that cut go only as far as the user's LR
 
 
 def _stuck_for_a_cut(features: dict[str, float]) -> bool:
