@@ -132,7 +132,8 @@ def test_skipped_step_adds_nothing():
 
 
 def test_state_dict_resumes_exactly():
-    uninterrupted = quadratic_run(0.05, steps=30).take()
+    full = quadratic_run(0.05, steps=30)
+    uninterrupted = full.take()
     first = quadratic_run(0.05, steps=12)
     state = json.loads(json.dumps(first.state_dict()))
     # a new process: same model at the checkpoint, same seed; the remaining 18 steps
@@ -154,6 +155,7 @@ def test_state_dict_resumes_exactly():
         resumed.after_step()
     window = resumed.take()
     assert window.to_list() == pytest.approx(uninterrupted.to_list(), rel=1e-5)
+    assert resumed.distance.value() == pytest.approx(full.distance.value(), rel=1e-5) and full.distance.value() > 0
     with pytest.raises(ValueError, match="does not fit this model"):
         GradientAlignment([torch.nn.Parameter(torch.zeros(7))], seed=0).load_state_dict(state)
 

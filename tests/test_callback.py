@@ -197,6 +197,9 @@ def test_nan_metric_lowers_the_lr_and_training_goes_on(tmp_path):
     assert evals[3]["metalr/applied"] == trace[3]["applied"] < 1 and "metalr/grad_alignment" not in evals[3]
     assert all("metalr/grad_alignment" in h for i, h in enumerate(evals) if i != 3)
     assert all(h["metalr/param_drift"] == t["features"]["param_drift"] > 0 for h, t in zip(evals[4:], trace[4:]))
+    # the Trainer's AdamW steps each coordinate by its LR: the LR is read against the distance estimate
+    assert all(h["metalr/lr_over_distance"] == t["features"]["lr_over_distance"] > 0 for h, t in zip(evals[4:], trace[4:]))
+    assert all(t["features"]["distance_estimate"] >= 0 for t in trace[4:])
 
 
 def test_nothing_watched_logs_no_alignment(tmp_path, monkeypatch):
@@ -207,7 +210,8 @@ def test_nothing_watched_logs_no_alignment(tmp_path, monkeypatch):
     trainer.train()
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert len(evals) == 2 and all("metalr/applied" in h for h in evals)
-    assert not any(key.startswith(("metalr/grad_alignment", "metalr/param_drift")) for h in evals for key in h)
+    assert not any(key.startswith(("metalr/grad_alignment", "metalr/param_drift", "metalr/lr_over_distance"))
+                   for h in evals for key in h)
 
 
 def test_evaluate_outside_training_changes_nothing(tmp_path):

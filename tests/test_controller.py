@@ -595,6 +595,7 @@ def _regression_loop(ctrl, *, attach: bool, steps=48, every=12, lr=1e-3):
     else:
         ctrl.watch([p for group in optimizer.param_groups for p in group["params"]])
         ctrl.schedule_anneals = True
+        ctrl.steps_per_coordinate = True  # AdamW: what attach reads from the optimizer
     x, y = torch.randn(256, 4), torch.randn(256, 1)
     used = []
     for step in range(1, steps + 1):

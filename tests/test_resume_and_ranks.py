@@ -79,7 +79,8 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     run_job("--output_dir", tmp_path, "--save_steps", 7, "--resume", tmp_path / "checkpoint-14")
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)
-    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "alignment_steps")  # the policy's features, from the second decision the
+    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "alignment_steps", "distance_estimate",
+              "lr_over_distance")  # the policy's features, the distance estimate (its sums ride in the checkpoint); from the second decision the
     # iterate average's gain (its average rides in the checkpoint) and its progress (the last check's loss rides
     # along; the first decision reads neither: its average holds the run's start), and the gate's drift (the
     # starting sketch rides along) and its count of stuck evaluations (0 throughout in this job, whose drift stays

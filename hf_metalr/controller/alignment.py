@@ -14,9 +14,10 @@ parameter coordinates: ``sketch_size / WINDOW`` windows of ``WINDOW`` consecutiv
 each in a parameter tensor picked with probability proportional to its size (so the weight
 matrices that hold most of a model weigh as they do in the full cosine) at a random offset,
 drawn once from ``seed`` and the parameters' shapes. Its memory is bounded whatever the model
-size (five preallocated float32 vectors of that length, for the gradient, the last and the
-current parameters, the last descent step and the parameters at the start, and their int64
-coordinate indices: 28 bytes a coordinate, 224 KiB at the default 8,192; until the first ``take``,
+size (six preallocated float32 vectors of that length, for the gradient, the last and the
+current parameters, the last descent step, the parameters at the start and the distance
+estimate's gradient sum (:mod:`.distance`), and their int64 coordinate indices: 32 bytes a
+coordinate, 256 KiB at the default 8,192; until the first ``take``,
 also each step's three numbers, 12 bytes a step, for the later half of the first window, at most
 ``FIRST_WINDOW_ROWS`` steps: 768 KiB); a step reads the sketch
 of the gradients and of the parameters with one ``index_select`` per parameter that holds a window
@@ -40,6 +41,7 @@ import warnings
 
 import torch
 
+from .distance import DistanceEstimate
 from .pointer_gather import GATHERED_DTYPES, PointerGather, pointer_gather_available
 from .serialization import tensors_to_text, text_to_tensors
 
@@ -138,8 +140,9 @@ class GradientAlignment:
     """Per-step cosine of the gradient with the previous descent step, on a coordinate sketch.
 
     ``state_dict()`` holds the last parameter and update sketches, the starting sketch (for
-    ``drift``), the sums pending since the last ``take`` and, before the first ``take``, each step's
-    numbers so far (for the first window's later half), so a run resumed from a checkpoint
+    ``drift``), the sums pending since the last ``take``, the distance estimate's state and, before
+    the first ``take``, each step's numbers so far (for the first window's later half), so a run
+    resumed from a checkpoint
     continues exactly. The sketch itself is derived again from ``seed`` and the parameter shapes.
     """
 
@@ -174,6 +177,7 @@ class GradientAlignment:
         # warning about a loop that misses a call (not saved: a resumed run counts again)
         self._calls_at_mark = dict(self.calls)
         self._step_factor: float | None = None  # the schedule's factor of the step under way (before_step)
+        self.distance = DistanceEstimate(self.coordinates, self._device)  # fed at every step with a gradient
         self._descent_factor: float | None = None  # and of the step that made the last descent
         if self._gather is not None:
             self._gather = self._checked_gather()
@@ -266,9 +270,11 @@ class GradientAlignment:
         if all(grads[i] is None for i, _ in self._owners):
             self.calls["without_gradient"] += 1
             return
+        g = self._read(grads, _GRAD)
+        self.distance.observe(g, self._last_params, self._initial)
         if self._descent is None or rising:
             return
-        g, descent = self._read(grads, _GRAD), self._descent
+        descent = self._descent
         self._pending.append(torch.stack([g @ descent, g.norm(), descent.norm()]))  # folded into the sums later
         if len(self._pending) >= _FOLD_EVERY:
             self._fold()
@@ -298,6 +304,12 @@ class GradientAlignment:
             self._descent = torch.sub(self._last_params, current, out=self._buffers[_DESCENT])
             self._descent_factor = self._step_factor
         self._last_params = current
+
+    @property
+    def step_factor(self) -> float | None:
+        """The schedule's factor of the last step read (``before_step``'s ``schedule_factor``; None:
+        not given)."""
+        return self._step_factor
 
     def drift(self) -> float:
         """How far the parameters have moved since the first read, relative to where they started:
@@ -349,7 +361,8 @@ class GradientAlignment:
             tensors["first_rows"] = torch.cat(self._first_rows)
         return {"sketch_size": self.sketch_size, "seed": self.seed, "coordinates": self.coordinates,
                 "sums": self._sums.tolist(), "tensors": tensors_to_text(tensors) if tensors else None,
-                "descent_factor": self._descent_factor, "keeps_first_window": self._first_rows is not None}
+                "descent_factor": self._descent_factor, "keeps_first_window": self._first_rows is not None,
+                "distance": self.distance.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if (state["coordinates"], state["seed"], state["sketch_size"]) != (self.coordinates, self.seed, self.sketch_size):
@@ -361,6 +374,9 @@ class GradientAlignment:
         self._sums = torch.tensor(state["sums"], dtype=torch.float32, device=self._device)
         self._pending = []
         self._descent_factor = state.get("descent_factor")  # absent from checkpoints before it was kept
+        self.distance = DistanceEstimate(self.coordinates, self._device)  # one from before it was kept starts afresh
+        if state.get("distance"):
+            self.distance.load_state_dict(state["distance"])
         tensors = text_to_tensors(state["tensors"]) if state.get("tensors") else {}
         # a checkpoint from before the first window's later half was kept has no key: no later half for it
         keeps = state.get("keeps_first_window", False)

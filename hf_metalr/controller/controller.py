@@ -67,7 +67,7 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
-applied (``Decision.gate``), or what let it through (``Decision.evidence``). Four more safeguards
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). Five more safeguards
 come with the gate:
 
 - a clear overshoot (``clear_overshoot``: the bars under which a cut goes through while the metric
@@ -82,6 +82,15 @@ come with the gate:
   too high, and the LR is cut to a quarter at once, at most twice, so the damage an LR far too high
   does in the first steps (dead units, a collapsed output) is not left to the first decision.
   ``observe_train_loss`` returns True when it cut; ``early_cuts`` lists each cut.
+- the *distance check* (``past_the_distance``): when the parameters have moved by their starting
+  norm (``param_drift >= MOVED``) and the LR is ``DISTANCE_OVERSHOOT`` times or more the distance
+  estimate of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
+  ``distance``; read only for an optimizer whose step per coordinate is its LR times a normalised
+  gradient, ``steps_per_coordinate``), the steps are too long by both measures: a cut the policy
+  asks for goes through and a keep or a raise becomes the fixed halving, at any evaluation, and
+  before the first one every ``EARLY_DISTANCE_EVERY`` steps, down to ``DISTANCE_FLOOR`` of the
+  user's LR. Either measure alone is ambiguous (a transformer on its plateau at a good LR drifts
+  far; early on a plateau its gradients give no positive estimate).
 
 The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
 meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
@@ -113,6 +122,7 @@ from .features import RunTracker, is_finite, select
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
 from .scheduler_binding import apply_scale, check_scheduler_supported, reference_lr, unwrap_scheduler
+from .scheduler_binding import normalises_steps
 from .scheduler_binding import schedule_anneals as decays_by_itself
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
@@ -121,7 +131,8 @@ __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "d
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
            "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
-           "unconfirmed_overshoot"]
+           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY",
+           "past_the_distance"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -150,6 +161,16 @@ AVERAGE_GAIN = 0.3  # iterate_average_gain (log of the current iterate's validat
 # 26% lower, the bar of PROGRESS), if it also beats what the interval gained (iterate_average_progress): then a cut
 # goes through, and a keep or a raise becomes the fixed cut
 CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
+NO_DISTANCE = 1e6  # lr_over_distance when the estimate is not positive yet (the gradients have not pointed back
+# toward the start): read as far past it
+EARLY_DISTANCE_EVERY = 8  # steps between two readings of the distance check before the first decision (a host sync)
+DISTANCE_FLOOR = 1 / 16  # the lowest scale the distance cut takes the LR to (as the early-divergence guard's cuts)
+DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the distance estimate, see .distance) at which,
+# with param_drift >= MOVED too, the steps are too long by both measures: a cut goes through, and a keep or a raise
+# becomes the fixed cut. Along constant-LR AdamW runs of 12 tasks x 3 seeds x 12 intervals (benchmarks/distance_ratio.py,
+# benchmarks/results/distance_ratio.txt) none of the 864 readings at the good LR or at 0.1x was past: with drift >=
+# MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
+# with drift under 0.2 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
@@ -170,6 +191,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     (``unconfirmed_overshoot``)."""
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
+    if multiplier > 1 and past_the_distance(features):
+        return True, f"raise held: {_distance_reading(features)}"
     if multiplier > 1:
         if not first and bouncing(features):
             return True, (f"raise held: the average of the iterates since the last decision has a validation loss "
@@ -222,6 +245,8 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
     wait = f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but {_waits(features, waiting)}" if (
         waiting is not None) else None
+    if past_the_distance(features):
+        return False, f"cut: {_distance_reading(features)}"
     if _bounce_cut(features, first=first, schedule_anneals=schedule_anneals):
         return False, (f"cut: the average of the iterates since the last decision has a validation loss "
                        f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
@@ -270,6 +295,30 @@ def _overshoot_cut(features: dict[str, float], waiting: float | None) -> bool:
     return clear_overshoot(features) and waiting is None
 
 
+def past_the_distance(features: dict[str, float]) -> bool:
+    """Whether the steps are too long by two measures at once: the parameters have moved by at least
+    ``MOVED`` of their starting norm, and the LR of the steps is ``DISTANCE_OVERSHOOT`` times the
+    distance estimate or more (``lr_over_distance``, see ``.distance``; absent, as for an optimizer
+    whose step is not the LR per coordinate: no). Either alone does not say it: a transformer on
+    its plateau at a good LR drifts far, and its gradients give no positive estimate yet. A cut
+    goes through at any evaluation, the first included, and a keep or a raise becomes the fixed cut;
+    each cut lowers the ratio, so the rule stops once the LR is within ``DISTANCE_OVERSHOOT`` of it,
+    and at ``DISTANCE_FLOOR`` of the user's LR at the lowest (an estimate that is not positive yet
+    sets no floor of its own)."""
+    return (features.get("param_drift", 0.0) >= MOVED
+            and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT
+            and features.get("log10_lr_scale", 0.0) > math.log10(DISTANCE_FLOOR) + 1e-6)
+
+
+def _distance_reading(features: dict[str, float]) -> str:
+    """``past_the_distance`` in words, for the cut it lets through and the raise it holds."""
+    ratio = features["lr_over_distance"]
+    times = "no positive distance estimate yet" if ratio >= NO_DISTANCE else f"{ratio:.3g} times the distance estimate"
+    return (f"the steps are too long by two measures: the parameters have moved by {features['param_drift']:.2f} of "
+            f"their starting norm, and the LR is {times} (D-adaptation's bound on the distance to a solution, which "
+            f"Prodigy takes as its step; {DISTANCE_OVERSHOOT:g} or more is too far)")
+
+
 def _bounce_cut(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> bool:
     """Whether the iterate-average check cuts now, whatever the policy asks: the steps bounce
     (``bouncing``), after the first evaluation, under a schedule that does not anneal by itself."""
@@ -302,8 +351,19 @@ def _stuck_reading(features: dict[str, float]) -> str:
             f"stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} evaluations in a row)")
 
 
-_STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evidence begins (``_stuck_reading``):
-# the controller lets that cut go only as far as the user's LR
+_STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evidence begins (``_stuck_reading``)
+_DISTANCE_CUT = "cut: the steps are too long by two measures"  # and the distance cut's (``_distance_reading``)
+
+
+def _cut_floor(why: str) -> tuple[float, str] | None:
+    """How low the cut whose evidence is ``why`` may take the controller's scale, and that floor in
+    words: the stuck-run cut as far as the user's LR (it takes back the controller's raises), the
+    distance cut as far as ``DISTANCE_FLOOR`` of it; None for the other cuts."""
+    if why.startswith(_STUCK_CUT):
+        return 1.0, "the user's LR"
+    if why.startswith(_DISTANCE_CUT):
+        return DISTANCE_FLOOR, f"1/{1 / DISTANCE_FLOOR:g} of the user's LR"
+    return None
 
 
 def _stuck_for_a_cut(features: dict[str, float]) -> bool:
@@ -590,6 +650,10 @@ class MetaLRController:
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
         self.schedule_anneals = False
+        # the optimizer's step per coordinate is its LR times a normalised update (Adam, AdamW, Lion, Adafactor...), so
+        # the LR compares with the distance estimate (see past_the_distance); set by the callback and by attach from
+        # the optimizer's class, by a plain loop that only watches itself
+        self.steps_per_coordinate = False
 
     # -- the LR -------------------------------------------------------------------------------
     @property
@@ -671,6 +735,7 @@ class MetaLRController:
         self.scale_param_groups(optimizer, scheduler)  # its checks first, then the scale (a loaded one, say)
         if scheduler is not None:
             self.schedule_anneals = decays_by_itself(scheduler, total_steps or 1)
+        self.steps_per_coordinate = normalises_steps(optimizer)
         if self.alignment is None:
             self.watch(params, average_iterates=average_iterates)
             self._watched_by_attach = True
@@ -840,18 +905,36 @@ class MetaLRController:
         return self.gate and self.alignment is not None and self.decision_index == 0
 
     def _guard_early_divergence(self, loss: float) -> bool:
-        """The early-divergence guard (see ``early_guard``); True when it cut the LR (a cut at
-        the LR floor changes nothing and is not one)."""
+        """The early-divergence guard (see ``early_guard``), and every ``EARLY_DISTANCE_EVERY`` steps the
+        distance check (``past_the_distance``, which a first interval's collapse would otherwise meet
+        only at the first decision); True when either cut the LR (a cut at the LR floor changes nothing
+        and is not one)."""
         if not self.guards_early_divergence:
             return False
         reference = self.early_guard.highest
         if not self.early_guard.observe(loss):
-            return False
+            return self._early_distance_cut(loss)
         applied = self._rescale(EARLY_CUT)
         if applied == 1.0:
             return False
         self.early_cuts.append({"step": self.early_guard.steps, "loss": loss if is_finite(loss) else repr(loss),
                                 "reference": reference, "applied": applied, "scale": self.scale, "lr": self.lr})
+        return True
+
+    def _early_distance_cut(self, loss: float) -> bool:
+        """Before the first decision, every ``EARLY_DISTANCE_EVERY`` steps: halve the LR when the steps
+        are too long by both measures (``past_the_distance``, down to ``DISTANCE_FLOOR`` of the user's
+        LR), and record it in ``early_cuts``; True when it cut."""
+        if not self.steps_per_coordinate or self.early_guard.steps % EARLY_DISTANCE_EVERY:
+            return False
+        reading = {"param_drift": self.alignment.drift(), "log10_lr_scale": math.log10(self.scale),
+                   **self._distance_features()}
+        if not past_the_distance(reading):
+            return False
+        applied = self._rescale(max(CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR / self.scale))
+        self.early_cuts.append({"step": self.early_guard.steps, "loss": loss if is_finite(loss) else repr(loss),
+                                "reference": None, "applied": applied, "scale": self.scale, "lr": self.lr,
+                                "param_drift": reading["param_drift"], "lr_over_distance": reading["lr_over_distance"]})
         return True
 
     def observation(self, features: dict[str, float]) -> list[float]:
@@ -952,6 +1035,7 @@ class MetaLRController:
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
+            features.update(self._distance_features())
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
             features["alignment_steps"] = window.steps  # the steps the alignment counted since the last decision
             if window.late is not None and window.late.steps > 0:  # the run's first window: its later half
@@ -977,11 +1061,8 @@ class MetaLRController:
         held, why = (direction_verdict(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals)
                      if gated else (False, None))
         multiplier = 1.0 if held else requested
-        if not held and why is not None and why.startswith(_STUCK_CUT) and multiplier * self.scale < 1.0:
-            multiplier = 1.0 / self.scale  # it takes back the controller's raises, and goes no lower than the user's LR
-            why = f"{why}; as far as the user's LR (x{multiplier:.3g}, the policy asked for x{requested:g})"
         waiting = unconfirmed_overshoot(features, first=reward is None, schedule_anneals=self.schedule_anneals)
-        fixed_cut = (_overshoot_cut(features, waiting)
+        fixed_cut = (_overshoot_cut(features, waiting) or past_the_distance(features)
                      or _bounce_cut(features, first=reward is None, schedule_anneals=self.schedule_anneals))
         if gated and multiplier >= 1 and fixed_cut and self.scale > self.min_scale:
             _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=reward is None,  # the cut's own words
@@ -995,6 +1076,10 @@ class MetaLRController:
               and why is None):  # the fixed halving the rule left out: say so
             why = (f"no fixed cut: the average of the iterates has a validation loss {_average_below(features):.0%} "
                    "below the current one's (a bounce around a valley floor), but the schedule anneals by itself")
+        floor = _cut_floor(why) if not held and why is not None and multiplier < 1 else None
+        if floor is not None and multiplier * self.scale < floor[0]:
+            multiplier = min(1.0, floor[0] / self.scale)
+            why = f"{why}; as far as {floor[1]} (x{multiplier:.3g}, the policy asked for x{requested:g})"
         undo = self._undo_punished_raise(features) if gated else None
         if undo is not None and multiplier > undo:
             multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
@@ -1006,6 +1091,18 @@ class MetaLRController:
         evidence = None if held else _joined(why, self._bound_note(multiplier, applied))
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
                             why if held else None, evidence)
+
+    def _distance_features(self) -> dict[str, float]:
+        """``distance_estimate`` (``.distance``, in the parameters' units per coordinate) and, when the
+        optimizer's step per coordinate is the LR's (``steps_per_coordinate``), ``lr_over_distance``:
+        the LR of the last step read (the controller's times the schedule's factor) over it,
+        ``NO_DISTANCE`` while it is not positive."""
+        estimate = self.alignment.distance.value()
+        features = {"distance_estimate": estimate}
+        if self.steps_per_coordinate:
+            lr = self.lr * (self.alignment.step_factor or 1.0)
+            features["lr_over_distance"] = min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE
+        return features
 
     def _stepped_since_decision(self, train_loss) -> bool:
         """Whether the loop made an optimizer step since the last decision, as far as the controller

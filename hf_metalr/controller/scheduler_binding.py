@@ -19,7 +19,8 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from ..checks import is_positive_finite
 
-__all__ = ["apply_scale", "check_scheduler_supported", "conflict", "reference_lr", "schedule_anneals", "unwrap_scheduler"]
+__all__ = ["apply_scale", "check_scheduler_supported", "conflict", "normalises_steps", "reference_lr", "schedule_anneals",
+           "unwrap_scheduler"]
 
 # torch schedulers that decay the LR (CosineAnnealingWarmRestarts decays within each cycle); OneCycleLR and CyclicLR
 # are refused, LinearLR and ConstantLR are mostly warmups: they count as not annealing
@@ -39,6 +40,19 @@ def schedule_anneals(scheduler, total_steps: int) -> bool:
         factors = [scheduler.lr_lambdas[0](round(i * last / 100)) for i in range(101)]
         return max(factors) > 0 and factors[-1] <= 0.5 * max(factors)
     return type(scheduler).__name__ in _DECAYING
+
+
+_NORMALISED = ("Adam", "Lion", "Adafactor", "RMSprop", "Adagrad")  # class names that hold one: each coordinate's step is
+# the LR times a gradient normalised by its own running scale (AdamW, NAdam, RAdam, bitsandbytes' AdamW8bit, ...)
+
+
+def normalises_steps(optimizer) -> bool:
+    """Whether ``optimizer`` (or the one under accelerate's wrapper) steps each coordinate by its LR
+    times a normalised gradient, as Adam does: its class, or a base class, is named like Adam, Lion,
+    Adafactor, RMSprop or Adagrad. The controller compares such an LR with the distance estimate
+    (``MetaLRController.steps_per_coordinate``); SGD's step scales with the gradient instead."""
+    target = getattr(optimizer, "optimizer", optimizer)
+    return any(key in cls.__name__ for cls in type(target).__mro__ for key in _NORMALISED)
 
 
 def reference_lr(optimizer, *, owner: str = "MetaLRCallback") -> float:

@@ -84,7 +84,7 @@ from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .check_batches import EvalBatchCapture, first_batches
-from ..controller.scheduler_binding import reference_lr, schedule_anneals
+from ..controller.scheduler_binding import normalises_steps, reference_lr, schedule_anneals
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
@@ -244,6 +244,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             gate=a.get("gate", True),
         )
         self.controller.schedule_anneals = schedule_anneals(lr_scheduler, state.max_steps)
+        self.controller.steps_per_coordinate = normalises_steps(optimizer)
         saved = self._saved_attributes(state)
         if model is not None and _watchable(args):
             average = a.get("gate", True) and _average_iterates(a.get("average_iterates"), model)
@@ -392,6 +393,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             published["metalr/grad_alignment"] = decision.features["grad_alignment"]
             published["metalr/grad_alignment_t"] = decision.features["grad_alignment_t"]
             published["metalr/param_drift"] = decision.features["param_drift"]
+            if "lr_over_distance" in decision.features:
+                published["metalr/lr_over_distance"] = decision.features["lr_over_distance"]
         if decision.features is not None and "iterate_average_gain" in decision.features:
             published["metalr/iterate_average_gain"] = decision.features["iterate_average_gain"]
         logs.update(published)
@@ -583,6 +586,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if state.is_world_process_zero:
             last = self.controller.early_cuts[-1]
+            if "lr_over_distance" in last:
+                logger.warning("MetaLRCallback: at step %d, before the first evaluation, the parameters have moved by "
+                               "%.2f of their starting norm with an LR %.3g times the distance estimate (D-adaptation's, "
+                               "as Prodigy reads it): the steps are too long, and the LR is cut to %.3g (scale %.3g)",
+                               state.global_step, last["param_drift"], last["lr_over_distance"], last["lr"],
+                               last["scale"])
+                return
             logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss climbed to %s, above "
                            "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)",
                            state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"])

@@ -68,6 +68,13 @@ def _why(entry: dict) -> str:
 def _early_cut_rows(entry: dict) -> list[str]:
     rows = []
     for cut in entry.get("early_cuts") or []:
+        if "lr_over_distance" in cut:
+            ratio = _number(cut["lr_over_distance"])
+            times = "with no positive distance estimate" if ratio >= 1e6 else f"{ratio:.3g} times the distance estimate"
+            rows.append(f"  early distance cut at step {cut['step']}: the parameters moved by "
+                        f"{_number(cut['param_drift']):.2f} of their starting norm, the LR {times}, LR "
+                        f"x{_number(cut['applied']):g} -> {_number(cut['lr']):.3g}")
+            continue
         rows.append(f"  early-divergence guard at step {cut['step']}: training loss {_number(cut['loss']):.4g} against "
                     f"at most {_number(cut['reference']):.4g} before it, LR x{_number(cut['applied']):g} -> "
                     f"{_number(cut['lr']):.3g}")

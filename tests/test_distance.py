@@ -1,0 +1,173 @@
+"""The distance estimate (D-adaptation's bound, as Prodigy reads it) and the gate's distance cut."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from hf_metalr import MetaLRController
+from hf_metalr.controller.controller import (DISTANCE_FLOOR, DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE, _cut_floor,
+                                             direction_gate, past_the_distance)
+from hf_metalr.controller.distance import DistanceEstimate
+from hf_metalr.controller.scheduler_binding import normalises_steps
+from test_alignment import FEATURES, always
+
+
+def _adam_on_a_quadratic(lr, steps=300, estimate=None):
+    """Adam from 0 on 0.5 * sum(c_i (x_i - x*_i)^2); the estimate fed as the alignment feeds it. Returns
+    (the estimate, |x_0 - x*|_inf)."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.zeros(50))
+    optimizer = torch.optim.Adam([x], lr=lr)
+    curvature = torch.linspace(0.5, 1.0, 50)
+    estimate = estimate or DistanceEstimate(50, "cpu")
+    start = x.detach().clone()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (0.5 * (curvature * (x - target) ** 2).sum()).backward()
+        estimate.observe(x.grad.detach().clone(), x.detach().clone(), start)
+        optimizer.step()
+    return estimate, float((start - target).abs().max())
+
+
+def test_the_estimate_bounds_the_distance_from_below_and_the_lr_over_it_grows_with_the_lr():
+    ratios = []
+    for lr in (0.003, 0.03, 0.3):
+        estimate, distance = _adam_on_a_quadratic(lr)
+        assert 0 < estimate.value() <= distance, "a convex loss: a lower bound on the distance to the solution"
+        ratios.append(lr / estimate.value())
+    assert ratios == sorted(ratios) and ratios[0] < 0.1 and ratios[-1] > 1
+
+
+def test_a_step_whose_gradient_is_not_finite_adds_nothing_and_the_state_round_trips():
+    estimate, _ = _adam_on_a_quadratic(0.03, steps=40)
+    state = json.loads(json.dumps(estimate.state_dict()))
+    estimate.observe(torch.full((50,), float("nan")), torch.zeros(50), torch.ones(50))
+    assert estimate.state_dict() == state
+    resumed = DistanceEstimate(50, "cpu")
+    resumed.load_state_dict(state)
+    assert resumed.value() == estimate.value() > 0
+    gradient, params = torch.randn(50), torch.randn(50)
+    for one in (estimate, resumed):
+        one.observe(gradient, params, torch.zeros(50))
+    assert resumed.state_dict() == estimate.state_dict()
+    assert DistanceEstimate(50, "cpu").value() == 0.0, "no step: no estimate"
+
+
+PAST = {**FEATURES, "param_drift": MOVED, "lr_over_distance": DISTANCE_OVERSHOOT, "objective_trend": -0.1,
+        "objective_vs_first": 0.0, "grad_alignment": 0.0, "grad_alignment_t": 0.0}
+
+
+@pytest.mark.parametrize("changes, past", [
+    ({}, True),
+    ({"lr_over_distance": NO_DISTANCE}, True),  # no positive estimate: the gradients never pointed back to the start
+    ({"param_drift": MOVED - 0.01}, False),  # a plateau's early reading: far past the estimate, but it has not moved
+    ({"lr_over_distance": DISTANCE_OVERSHOOT - 0.01}, False),  # moved far, within the estimate: a good LR's long run
+    ({"lr_over_distance": None}, False),  # no reading: an optimizer whose step is not the LR per coordinate
+    ({"log10_lr_scale": math.log10(DISTANCE_FLOOR)}, False),  # at the distance cut's floor
+])
+def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
+    features = {k: v for k, v in {**PAST, **changes}.items() if v is not None}
+    assert past_the_distance(features) is past
+    for first in (True, False):
+        cut = direction_gate(0.5, features, first=first)
+        raise_ = direction_gate(2.0, features, first=first)
+        if past:
+            assert cut is None, "a cut goes through, at the first evaluation too"
+            assert raise_.startswith("raise held: the steps are too long by two measures")
+        else:
+            assert cut is not None and cut.startswith("cut held"), "the other rules hold this cut"
+    if past:
+        from hf_metalr.controller.controller import direction_verdict
+
+        _, why = direction_verdict(0.5, features)
+        words = "no positive distance estimate yet" if changes else f"{DISTANCE_OVERSHOOT:g} times the distance estimate"
+        assert why.startswith("cut: the steps are too long by two measures") and words in why
+
+
+def test_the_cut_floors_are_the_users_lr_for_a_stuck_run_and_a_sixteenth_for_the_distance():
+    assert _cut_floor("cut: the parameters have moved by 2.00 ... (2 evaluations in a row)") == (1.0, "the user's LR")
+    assert _cut_floor("cut: the steps are too long by two measures: ...") == (DISTANCE_FLOOR, "1/16 of the user's LR")
+    assert _cut_floor("cut: the gradient clearly opposes the previous steps") is None
+
+
+def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7):
+    """Decisions every 20 steps of ``optimizer_class`` on a quadratic, the controller attached; the
+    policy always picks ``policy`` (2: keep)."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    optimizer = optimizer_class([x], lr=lr)
+    curvature = torch.linspace(0.5, 1.0, 50)
+    ctrl = MetaLRController(lr, policy=always(policy), learn_online=False).attach(optimizer)
+    out = []
+    for _ in range(decisions):
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = 0.5 * (curvature * (x - target) ** 2).sum()
+            loss.backward()
+            optimizer.step()
+            ctrl.observe_train_loss(loss.item())
+        with torch.no_grad():
+            out.append(ctrl.observe(float(0.5 * (curvature * (x - target) ** 2).sum())))
+    return ctrl, out, optimizer
+
+
+def test_an_lr_far_past_the_distance_is_halved_early_and_at_each_evaluation_down_to_a_sixteenth():
+    """Adam at an LR of 1 on a quadratic whose solution lies 0.5 away: the steps bounce across it, the
+    parameters move by several times their starting norm, and the gradients never point back toward
+    the start (no positive estimate). Before the first evaluation (at step 20) the check halves the
+    LR at steps 8 and 16; then, with a policy that always asks to keep the LR, the fixed cut halves
+    it at each evaluation, and stops at 1/16 of the user's LR. At an LR of 0.03 nothing is cut."""
+    ctrl, decisions, optimizer = _controlled_adam(1.0)
+    assert [(c["step"], c["applied"], c["lr"]) for c in ctrl.early_cuts] == [(8, 0.5, 0.5), (16, 0.5, 0.25)]
+    assert all(c["param_drift"] >= MOVED and c["lr_over_distance"] == NO_DISTANCE for c in ctrl.early_cuts)
+    assert [d.applied for d in decisions] == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert ctrl.scale == pytest.approx(DISTANCE_FLOOR) and optimizer.param_groups[0]["lr"] == pytest.approx(1 / 16)
+    for d in decisions[:2]:
+        assert d.features["param_drift"] >= MOVED and d.features["lr_over_distance"] >= DISTANCE_OVERSHOOT
+        assert d.evidence.startswith("cut: the steps are too long by two measures")
+        assert d.evidence.endswith("a fixed cut (x0.5), the policy asked for x1")
+    assert decisions[-1].value < decisions[0].value / 100
+    ctrl, decisions, _ = _controlled_adam(0.03)
+    assert not ctrl.early_cuts and all(d.applied == 1.0 for d in decisions)
+    assert all(d.features["lr_over_distance"] < 1 for d in decisions)
+
+
+def test_a_cut_asked_past_the_distance_goes_no_lower_than_a_sixteenth():
+    """After the two early cuts (scale 1/4), a policy asking for x0.8 each time: six cuts of x0.8, then
+    one as far as 1/16 of the user's LR (the trace says so), then held there."""
+    ctrl, decisions, _ = _controlled_adam(1.0, policy=1, decisions=8)  # 1: x0.8
+    scales = [d.scale for d in decisions]
+    assert scales[:6] == pytest.approx([0.25 * 0.8 ** k for k in range(1, 7)])
+    assert scales[6:] == pytest.approx([DISTANCE_FLOOR] * 2)
+    last = 0.25 * 0.8 ** 6
+    assert decisions[6].applied == pytest.approx(DISTANCE_FLOOR / last)
+    assert decisions[6].evidence.endswith(f"as far as 1/16 of the user's LR (x{DISTANCE_FLOOR / last:.3g}, the policy "
+                                          "asked for x0.8)")
+    assert decisions[7].applied == 1.0 and decisions[7].gate is not None
+
+
+def test_an_sgd_run_is_not_read_against_the_distance():
+    """SGD's step scales with the gradient, not the LR alone: no lr_over_distance, no distance cut."""
+    ctrl, decisions, _ = _controlled_adam(0.5, optimizer_class=torch.optim.SGD, decisions=3)
+    assert not ctrl.steps_per_coordinate
+    assert all("lr_over_distance" not in d.features and d.features["distance_estimate"] >= 0 for d in decisions)
+    assert not any((d.evidence or "").startswith("cut: the steps are too long") for d in decisions)
+
+
+def test_normalised_steps_are_read_from_the_optimizers_class():
+    params = [torch.nn.Parameter(torch.ones(2))]
+
+    class MyAdamW(torch.optim.AdamW):
+        pass
+
+    class Wrapped:  # accelerate's AcceleratedOptimizer keeps the torch one as .optimizer
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+    assert normalises_steps(torch.optim.AdamW(params)) and normalises_steps(MyAdamW(params))
+    assert normalises_steps(torch.optim.RMSprop(params)) and normalises_steps(Wrapped(torch.optim.Adam(params)))
+    assert not normalises_steps(torch.optim.SGD(params, lr=0.1)) and not normalises_steps(None)
