@@ -2,7 +2,7 @@
 
 A trial cut (halve the LR for one evaluation interval, keep it only if it pays) needs a test that
 the run can read by itself: there is no second run to compare with. The gain of the interval
-after the cut against the interval before it does not work (docs/evaluation.md, "A trial cut"):
+after the cut against the interval before it does not work (docs/controller.md, "Tried first"):
 runs slow down by themselves, and one evaluation's noise is as large as the effect. This measures
 a test with many more samples: the per-step training losses after the cut against the straight
 line fitted to the interval before it (in log loss), as a z score of their mean residual. At an LR

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_metalr import MetaLRController
-from hf_metalr.controller.controller import (DISTANCE_FLOOR, DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE, _cut_floor,
+from hf_metalr.controller.controller import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE, _cut_floor,
                                              direction_gate, past_the_distance)
 from hf_metalr.controller.distance import DistanceEstimate
 from hf_metalr.controller.scheduler_binding import normalises_steps
@@ -87,21 +87,31 @@ def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
         assert why.startswith("cut: the steps are too long by two measures") and words in why
 
 
-def test_the_cut_floors_are_the_users_lr_for_a_stuck_run_and_a_sixteenth_for_the_distance():
-    assert _cut_floor("cut: the parameters have moved by 2.00 ... (2 evaluations in a row)") == (1.0, "the user's LR")
-    assert _cut_floor("cut: the steps are too long by two measures: ...") == (DISTANCE_FLOOR, "1/16 of the user's LR")
-    assert _cut_floor("cut: the gradient clearly opposes the previous steps") is None
+@pytest.mark.parametrize("anneals", [False, True])
+def test_the_cut_floors_are_the_users_lr_for_a_stuck_run_and_a_sixteenth_or_a_quarter_for_the_distance(anneals):
+    stuck = _cut_floor("cut: the parameters have moved by 2.00 ... (2 evaluations in a row)", schedule_anneals=anneals)
+    assert stuck == (1.0, "the user's LR")
+    floor, words = (ANNEALED_DISTANCE_FLOOR, "1/4") if anneals else (DISTANCE_FLOOR, "1/16")
+    assert _cut_floor("cut: the steps are too long by two measures: ...", schedule_anneals=anneals) == (
+        floor, f"{words} of the user's LR")
+    assert _cut_floor("cut: the gradient clearly opposes the previous steps", schedule_anneals=anneals) is None
+    at_floor = {**PAST, "log10_lr_scale": math.log10(floor)}
+    assert not past_the_distance(at_floor, schedule_anneals=anneals)
+    assert past_the_distance({**PAST, "log10_lr_scale": math.log10(ANNEALED_DISTANCE_FLOOR) - 0.1}) is True
+    assert past_the_distance({**PAST, "log10_lr_scale": math.log10(ANNEALED_DISTANCE_FLOOR) - 0.1},
+                             schedule_anneals=True) is False
 
 
-def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7):
+def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7, anneal=False):
     """Decisions every 20 steps of ``optimizer_class`` on a quadratic, the controller attached; the
-    policy always picks ``policy`` (2: keep)."""
+    policy always picks ``policy`` (2: keep); ``anneal``: under a cosine schedule over the run."""
     torch.manual_seed(0)
     target = torch.randn(50) * 0.5
     x = torch.nn.Parameter(torch.randn(50) * 0.1)
     optimizer = optimizer_class([x], lr=lr)
     curvature = torch.linspace(0.5, 1.0, 50)
-    ctrl = MetaLRController(lr, policy=always(policy), learn_online=False).attach(optimizer)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20 * decisions) if anneal else None
+    ctrl = MetaLRController(lr, policy=always(policy), learn_online=False).attach(optimizer, scheduler)
     out = []
     for _ in range(decisions):
         for _ in range(20):
@@ -109,6 +119,8 @@ def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7
             loss = 0.5 * (curvature * (x - target) ** 2).sum()
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             ctrl.observe_train_loss(loss.item())
         with torch.no_grad():
             out.append(ctrl.observe(float(0.5 * (curvature * (x - target) ** 2).sum())))
@@ -171,3 +183,13 @@ def test_normalised_steps_are_read_from_the_optimizers_class():
     assert normalises_steps(torch.optim.AdamW(params)) and normalises_steps(MyAdamW(params))
     assert normalises_steps(torch.optim.RMSprop(params)) and normalises_steps(Wrapped(torch.optim.Adam(params)))
     assert not normalises_steps(torch.optim.SGD(params, lr=0.1)) and not normalises_steps(None)
+
+
+def test_under_a_schedule_that_anneals_the_distance_cuts_stop_at_a_quarter():
+    """The LR of 1 again, under a cosine schedule: the two early halvings reach 1/4 of the user's LR
+    (its floor there: the schedule takes the LR the rest of the way), and the evaluations cut no
+    further, the trace saying why a cut asked for is held."""
+    ctrl, decisions, _ = _controlled_adam(1.0, policy=0, anneal=True, decisions=3)  # 0: x0.5
+    assert ctrl.schedule_anneals and [c["applied"] for c in ctrl.early_cuts] == [0.5, 0.5]
+    assert [d.applied for d in decisions] == [1.0, 1.0, 1.0] and ctrl.scale == pytest.approx(ANNEALED_DISTANCE_FLOOR)
+    assert all(d.features["lr_over_distance"] >= DISTANCE_OVERSHOOT and d.gate.startswith("cut held") for d in decisions)

@@ -89,8 +89,9 @@ come with the gate:
   gradient, ``steps_per_coordinate``), the steps are too long by both measures: a cut the policy
   asks for goes through and a keep or a raise becomes the fixed halving, at any evaluation, and
   before the first one every ``EARLY_DISTANCE_EVERY`` steps, down to ``DISTANCE_FLOOR`` of the
-  user's LR. Either measure alone is ambiguous (a transformer on its plateau at a good LR drifts
-  far; early on a plateau its gradients give no positive estimate).
+  user's LR (``ANNEALED_DISTANCE_FLOOR`` under a schedule that anneals by itself). Either measure
+  alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
+  gradients give no positive estimate).
 
 The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
 meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
@@ -131,8 +132,8 @@ __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "d
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
            "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
-           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY",
-           "past_the_distance"]
+           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_FLOOR", "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE",
+           "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "past_the_distance"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -164,13 +165,16 @@ CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy 
 NO_DISTANCE = 1e6  # lr_over_distance when the estimate is not positive yet (the gradients have not pointed back
 # toward the start): read as far past it
 EARLY_DISTANCE_EVERY = 8  # steps between two readings of the distance check before the first decision (a host sync)
+EARLY_DISTANCE_CUT = 0.5  # the multiplier of each of its cuts there
 DISTANCE_FLOOR = 1 / 16  # the lowest scale the distance cut takes the LR to (as the early-divergence guard's cuts)
+ANNEALED_DISTANCE_FLOOR = 1 / 4  # the same under a schedule that anneals by itself, which takes the LR the rest of the
+# way: at 10x, cuts to 1/16 followed by the linear decay left a Llama LM 0.54 nats worse than the plain schedule
 DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the distance estimate, see .distance) at which,
 # with param_drift >= MOVED too, the steps are too long by both measures: a cut goes through, and a keep or a raise
 # becomes the fixed cut. Along constant-LR AdamW runs of 12 tasks x 3 seeds x 12 intervals (benchmarks/distance_ratio.py,
 # benchmarks/results/distance_ratio.txt) none of the 864 readings at the good LR or at 0.1x was past: with drift >=
 # MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
-# with drift under 0.2 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
+# with drift under 0.25 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
@@ -191,7 +195,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     (``unconfirmed_overshoot``)."""
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
-    if multiplier > 1 and past_the_distance(features):
+    if multiplier > 1 and past_the_distance(features, schedule_anneals=schedule_anneals):
         return True, f"raise held: {_distance_reading(features)}"
     if multiplier > 1:
         if not first and bouncing(features):
@@ -245,7 +249,7 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
     wait = f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but {_waits(features, waiting)}" if (
         waiting is not None) else None
-    if past_the_distance(features):
+    if past_the_distance(features, schedule_anneals=schedule_anneals):
         return False, f"cut: {_distance_reading(features)}"
     if _bounce_cut(features, first=first, schedule_anneals=schedule_anneals):
         return False, (f"cut: the average of the iterates since the last decision has a validation loss "
@@ -295,7 +299,13 @@ def _overshoot_cut(features: dict[str, float], waiting: float | None) -> bool:
     return clear_overshoot(features) and waiting is None
 
 
-def past_the_distance(features: dict[str, float]) -> bool:
+def distance_floor(schedule_anneals: bool) -> float:
+    """The lowest scale the distance cut takes the LR to: ``DISTANCE_FLOOR``, or
+    ``ANNEALED_DISTANCE_FLOOR`` under a schedule that anneals by itself."""
+    return ANNEALED_DISTANCE_FLOOR if schedule_anneals else DISTANCE_FLOOR
+
+
+def past_the_distance(features: dict[str, float], *, schedule_anneals: bool = False) -> bool:
     """Whether the steps are too long by two measures at once: the parameters have moved by at least
     ``MOVED`` of their starting norm, and the LR of the steps is ``DISTANCE_OVERSHOOT`` times the
     distance estimate or more (``lr_over_distance``, see ``.distance``; absent, as for an optimizer
@@ -303,11 +313,11 @@ def past_the_distance(features: dict[str, float]) -> bool:
     its plateau at a good LR drifts far, and its gradients give no positive estimate yet. A cut
     goes through at any evaluation, the first included, and a keep or a raise becomes the fixed cut;
     each cut lowers the ratio, so the rule stops once the LR is within ``DISTANCE_OVERSHOOT`` of it,
-    and at ``DISTANCE_FLOOR`` of the user's LR at the lowest (an estimate that is not positive yet
+    and at ``distance_floor`` of the user's LR at the lowest (an estimate that is not positive yet
     sets no floor of its own)."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT
-            and features.get("log10_lr_scale", 0.0) > math.log10(DISTANCE_FLOOR) + 1e-6)
+            and features.get("log10_lr_scale", 0.0) > math.log10(distance_floor(schedule_anneals)) + 1e-6)
 
 
 def _distance_reading(features: dict[str, float]) -> str:
@@ -355,14 +365,15 @@ _STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evid
 _DISTANCE_CUT = "cut: the steps are too long by two measures"  # and the distance cut's (``_distance_reading``)
 
 
-def _cut_floor(why: str) -> tuple[float, str] | None:
+def _cut_floor(why: str, *, schedule_anneals: bool) -> tuple[float, str] | None:
     """How low the cut whose evidence is ``why`` may take the controller's scale, and that floor in
     words: the stuck-run cut as far as the user's LR (it takes back the controller's raises), the
-    distance cut as far as ``DISTANCE_FLOOR`` of it; None for the other cuts."""
+    distance cut as far as ``distance_floor`` of it; None for the other cuts."""
     if why.startswith(_STUCK_CUT):
         return 1.0, "the user's LR"
     if why.startswith(_DISTANCE_CUT):
-        return DISTANCE_FLOOR, f"1/{1 / DISTANCE_FLOOR:g} of the user's LR"
+        floor = distance_floor(schedule_anneals)
+        return floor, f"1/{1 / floor:g} of the user's LR"
     return None
 
 
@@ -923,15 +934,15 @@ class MetaLRController:
 
     def _early_distance_cut(self, loss: float) -> bool:
         """Before the first decision, every ``EARLY_DISTANCE_EVERY`` steps: halve the LR when the steps
-        are too long by both measures (``past_the_distance``, down to ``DISTANCE_FLOOR`` of the user's
+        are too long by both measures (``past_the_distance``, down to ``distance_floor`` of the user's
         LR), and record it in ``early_cuts``; True when it cut."""
         if not self.steps_per_coordinate or self.early_guard.steps % EARLY_DISTANCE_EVERY:
             return False
         reading = {"param_drift": self.alignment.drift(), "log10_lr_scale": math.log10(self.scale),
                    **self._distance_features()}
-        if not past_the_distance(reading):
+        if not past_the_distance(reading, schedule_anneals=self.schedule_anneals):
             return False
-        applied = self._rescale(max(CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR / self.scale))
+        applied = self._rescale(max(EARLY_DISTANCE_CUT, distance_floor(self.schedule_anneals) / self.scale))
         self.early_cuts.append({"step": self.early_guard.steps, "loss": loss if is_finite(loss) else repr(loss),
                                 "reference": None, "applied": applied, "scale": self.scale, "lr": self.lr,
                                 "param_drift": reading["param_drift"], "lr_over_distance": reading["lr_over_distance"]})
@@ -1062,7 +1073,7 @@ class MetaLRController:
                      if gated else (False, None))
         multiplier = 1.0 if held else requested
         waiting = unconfirmed_overshoot(features, first=reward is None, schedule_anneals=self.schedule_anneals)
-        fixed_cut = (_overshoot_cut(features, waiting) or past_the_distance(features)
+        fixed_cut = (_overshoot_cut(features, waiting) or past_the_distance(features, schedule_anneals=self.schedule_anneals)
                      or _bounce_cut(features, first=reward is None, schedule_anneals=self.schedule_anneals))
         if gated and multiplier >= 1 and fixed_cut and self.scale > self.min_scale:
             _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=reward is None,  # the cut's own words
@@ -1076,7 +1087,8 @@ class MetaLRController:
               and why is None):  # the fixed halving the rule left out: say so
             why = (f"no fixed cut: the average of the iterates has a validation loss {_average_below(features):.0%} "
                    "below the current one's (a bounce around a valley floor), but the schedule anneals by itself")
-        floor = _cut_floor(why) if not held and why is not None and multiplier < 1 else None
+        floor = (_cut_floor(why, schedule_anneals=self.schedule_anneals) if not held and why is not None and multiplier < 1
+                 else None)
         if floor is not None and multiplier * self.scale < floor[0]:
             multiplier = min(1.0, floor[0] / self.scale)
             why = f"{why}; as far as {floor[1]} (x{multiplier:.3g}, the policy asked for x{requested:g})"

@@ -128,8 +128,9 @@ def summarize_trace(entries: list[dict]) -> dict:
     """Counts and LRs of a trace: ``decisions``; ``raised`` / ``cut`` (decisions whose applied
     multiplier moved the LR up / down, whoever made the move); ``held``, ``fixed``, ``capped`` and
     ``divergences`` (decisions of that :func:`decision_kind`); ``early_cuts`` (the early-divergence
-    guard's, before the first decision); ``initial_lr`` (the user's, param group 0), ``final_scale``
-    (the controller's scale at the end) and ``final_lr`` (the controller's LR then, initial x scale,
+    guard's, before the first decision) and ``early_distance_cuts`` (the distance check's, then);
+    ``initial_lr`` (the user's, param group 0), ``final_scale`` (the controller's scale at the end)
+    and ``final_lr`` (the controller's LR then, initial x scale,
     without a schedule's factor); ``moved_at_end`` (1 when the last decision, made at the run's final
     step, ``progress`` 1, moved the LR, which no step then used; it is counted in ``raised``/``cut``
     and in ``final_scale``); ``best`` (the best metric value, by its direction) and ``best_step``."""
@@ -154,7 +155,8 @@ def summarize_trace(entries: list[dict]) -> dict:
         "fixed": kinds.count("fixed"),
         "capped": kinds.count("capped"),
         "divergences": kinds.count("divergence"),
-        "early_cuts": len(first.get("early_cuts") or []),
+        "early_cuts": sum("lr_over_distance" not in cut for cut in first.get("early_cuts") or []),
+        "early_distance_cuts": sum("lr_over_distance" in cut for cut in first.get("early_cuts") or []),
         "initial_lr": initial_lr,
         "final_scale": final_scale,
         "final_lr": initial_lr * final_scale,
@@ -175,9 +177,11 @@ def _summary_text(summary: dict, metric: str) -> str:
     for key, one, many in (("fixed", "move the policy did not ask for", "moves the policy did not ask for"),
                            ("capped", "move cut short by min_lr/max_lr", "moves cut short by min_lr/max_lr"),
                            ("divergences", "divergence", "divergences"),
-                           ("early_cuts", "early-divergence cut", "early-divergence cuts")):
+                           ("early_cuts", "early-divergence cut", "early-divergence cuts"),
+                           ("early_distance_cuts", "early distance cut", "early distance cuts")):
         if summary[key]:
-            why = {"fixed": " (a safeguard's)", "divergences": " (LR halved)", "early_cuts": " before the first decision"}
+            why = {"fixed": " (a safeguard's)", "divergences": " (LR halved)", "early_cuts": " before the first decision",
+                   "early_distance_cuts": " before the first decision"}
             counts.append(f"{summary[key]} {one if summary[key] == 1 else many}{why.get(key, '')}")
     parts = [", ".join(counts)]
     if summary.get("moved_at_end"):
