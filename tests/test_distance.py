@@ -193,3 +193,45 @@ def test_under_a_schedule_that_anneals_the_distance_cuts_stop_at_a_quarter():
     assert ctrl.schedule_anneals and [c["applied"] for c in ctrl.early_cuts] == [0.5, 0.5]
     assert [d.applied for d in decisions] == [1.0, 1.0, 1.0] and ctrl.scale == pytest.approx(ANNEALED_DISTANCE_FLOOR)
     assert all(d.features["lr_over_distance"] >= DISTANCE_OVERSHOOT and d.gate.startswith("cut held") for d in decisions)
+
+
+def test_after_an_early_divergence_cut_the_distance_check_stands_down():
+    """A training loss that climbs (the early-divergence guard cuts to a quarter at its second
+    record): from then on there is no lr_over_distance, so no distance cut, early or later, though
+    the parameters went far; the estimate itself is still traced."""
+    torch.manual_seed(0)
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    optimizer = torch.optim.Adam([x], lr=1.0)
+    ctrl = MetaLRController(1.0, policy=always(0), learn_online=False).attach(optimizer)
+    losses = [1.0, 5.0, 30.0] + [0.5] * 29
+    for loss in losses:
+        optimizer.zero_grad()
+        (x ** 2).sum().backward()
+        optimizer.step()
+        ctrl.observe_train_loss(loss)
+    assert [("lr_over_distance" in c, c["applied"]) for c in ctrl.early_cuts] == [(False, 0.25)]
+    decision = ctrl.observe(0.5)
+    assert "lr_over_distance" not in decision.features and "distance_estimate" in decision.features
+    assert decision.features["param_drift"] >= MOVED and decision.applied == 1.0
+
+
+def test_the_device_path_without_host_syncs_reads_as_the_cpu_path():
+    """Off the CPU the two numbers stay tensors on the device (no host sync per step); the same
+    steps read the same estimate as the CPU's Python floats, a non-finite step skipped in both."""
+    torch.manual_seed(0)
+    cpu = DistanceEstimate(50, "cpu")
+    device = DistanceEstimate(50, "cpu")
+    device._on_cpu = False
+    device._numerator = torch.zeros(())
+    device._largest = torch.zeros(())
+    start = torch.randn(50)
+    params = start.clone()
+    for step in range(30):
+        gradient = torch.full((50,), float("inf")) if step == 7 else params - 1.0 + 0.1 * torch.randn(50)
+        for one in (cpu, device):
+            one.observe(gradient, params, start if step else None)
+        if step != 7:
+            params = params - 0.05 * gradient.sign()
+    assert cpu.value() == pytest.approx(device.value(), rel=1e-5) and cpu.value() > 0
+    assert cpu.state_dict()["numerator"] == pytest.approx(device.state_dict()["numerator"], rel=1e-5)
+    assert torch.isfinite(device._gradient_sum).all()
