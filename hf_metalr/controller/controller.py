@@ -1108,10 +1108,12 @@ class MetaLRController:
         """``distance_estimate`` (``.distance``, in the parameters' units per coordinate) and, when the
         optimizer's step per coordinate is the LR's (``steps_per_coordinate``), ``lr_over_distance``:
         the LR of the last step read (the controller's times the schedule's factor) over it,
-        ``NO_DISTANCE`` while it is not positive."""
+        ``NO_DISTANCE`` while it is not positive. Not after an early-divergence cut: the steps of the
+        loss's climb are in both of the check's cumulative readings (the drift and the estimate) for
+        the rest of the run, and the guard has answered the LR already."""
         estimate = self.alignment.distance.value()
         features = {"distance_estimate": estimate}
-        if self.steps_per_coordinate:
+        if self.steps_per_coordinate and not any("lr_over_distance" not in cut for cut in self.early_cuts):
             lr = self.lr * (self.alignment.step_factor or 1.0)
             features["lr_over_distance"] = min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE
         return features
