@@ -180,9 +180,38 @@ def test_normalised_steps_are_read_from_the_optimizers_class():
         def __init__(self, optimizer):
             self.optimizer = optimizer
 
+    class DAdaptAdam(torch.optim.Adam):  # named like Adam, but its own estimate scales the step
+        pass
+
     assert normalises_steps(torch.optim.AdamW(params)) and normalises_steps(MyAdamW(params))
     assert normalises_steps(torch.optim.RMSprop(params)) and normalises_steps(Wrapped(torch.optim.Adam(params)))
     assert not normalises_steps(torch.optim.SGD(params, lr=0.1)) and not normalises_steps(None)
+    assert not normalises_steps(DAdaptAdam(params)) and not normalises_steps(torch.optim.Adagrad(params))
+    assert not normalises_steps(torch.optim.Adafactor(params)) if hasattr(torch.optim, "Adafactor") else True
+
+
+def test_at_the_floor_a_cut_is_held_and_a_raise_too():
+    at_floor = {**PAST, "log10_lr_scale": math.log10(DISTANCE_FLOOR), "objective_vs_first": -1.0,
+                "grad_alignment": 0.3, "grad_alignment_t": 5.0}  # progress made, the gradient along the steps
+    assert direction_gate(0.5, at_floor) is not None
+    assert direction_gate(2.0, at_floor).startswith("raise held: the steps are too long by two measures")
+    assert direction_gate(2.0, {**at_floor, "lr_over_distance": DISTANCE_OVERSHOOT - 0.1}) is None
+
+
+def test_an_early_distance_cut_at_min_lr_is_no_cut():
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    optimizer = torch.optim.Adam([x], lr=1.0)
+    ctrl = MetaLRController(1.0, policy=always(2), learn_online=False, min_lr=0.9).attach(optimizer)
+    cuts = []
+    for _ in range(32):
+        optimizer.zero_grad()
+        loss = (0.5 * (x - target) ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        cuts.append(ctrl.observe_train_loss(loss.item()))
+    assert [c["applied"] for c in ctrl.early_cuts] == [pytest.approx(0.9)] and sum(cuts) == 1
 
 
 def test_under_a_schedule_that_anneals_the_distance_cuts_stop_at_a_quarter():

@@ -195,7 +195,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     (``unconfirmed_overshoot``)."""
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
-    if multiplier > 1 and past_the_distance(features, schedule_anneals=schedule_anneals):
+    if multiplier > 1 and _steps_too_long(features):  # at the cuts' floor too: the steps are still too long
         return True, f"raise held: {_distance_reading(features)}"
     if multiplier > 1:
         if not first and bouncing(features):
@@ -314,10 +314,16 @@ def past_the_distance(features: dict[str, float], *, schedule_anneals: bool = Fa
     goes through at any evaluation, the first included, and a keep or a raise becomes the fixed cut;
     each cut lowers the ratio, so the rule stops once the LR is within ``DISTANCE_OVERSHOOT`` of it,
     and at ``distance_floor`` of the user's LR at the lowest (an estimate that is not positive yet
-    sets no floor of its own)."""
-    return (features.get("param_drift", 0.0) >= MOVED
-            and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT
+    sets no floor of its own: the ratio is then ``NO_DISTANCE`` at every reading, and the check reads
+    the drift alone down to that floor). A raise is held on both measures at the floor too."""
+    return (_steps_too_long(features)
             and features.get("log10_lr_scale", 0.0) > math.log10(distance_floor(schedule_anneals)) + 1e-6)
+
+
+def _steps_too_long(features: dict[str, float]) -> bool:
+    """Both of ``past_the_distance``'s measures, whatever the LR's floor: a raise is held on them."""
+    return (features.get("param_drift", 0.0) >= MOVED
+            and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT)
 
 
 def _distance_reading(features: dict[str, float]) -> str:
@@ -661,7 +667,7 @@ class MetaLRController:
         # the user's schedule decays the LR by itself (set by the callback from the scheduler at train begin, or by a
         # plain loop): the gate then keeps only the cuts that answer an overshoot (see direction_verdict)
         self.schedule_anneals = False
-        # the optimizer's step per coordinate is its LR times a normalised update (Adam, AdamW, Lion, Adafactor...), so
+        # the optimizer's step per coordinate is its LR times a normalised update (Adam, AdamW, Lion, RMSprop...), so
         # the LR compares with the distance estimate (see past_the_distance); set by the callback and by attach from
         # the optimizer's class, by a plain loop that only watches itself
         self.steps_per_coordinate = False
@@ -943,6 +949,8 @@ class MetaLRController:
         if not past_the_distance(reading, schedule_anneals=self.schedule_anneals):
             return False
         applied = self._rescale(max(EARLY_DISTANCE_CUT, distance_floor(self.schedule_anneals) / self.scale))
+        if applied == 1.0:  # at min_lr: no cut
+            return False
         self.early_cuts.append({"step": self.early_guard.steps, "loss": loss if is_finite(loss) else repr(loss),
                                 "reference": None, "applied": applied, "scale": self.scale, "lr": self.lr,
                                 "param_drift": reading["param_drift"], "lr_over_distance": reading["lr_over_distance"]})
@@ -1114,7 +1122,8 @@ class MetaLRController:
         estimate = self.alignment.distance.value()
         features = {"distance_estimate": estimate}
         if self.steps_per_coordinate and not any("lr_over_distance" not in cut for cut in self.early_cuts):
-            lr = self.lr * (self.alignment.step_factor or 1.0)
+            factor = self.alignment.step_factor
+            lr = self.lr * (1.0 if factor is None else factor)
             features["lr_over_distance"] = min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE
         return features
 

@@ -42,17 +42,23 @@ def schedule_anneals(scheduler, total_steps: int) -> bool:
     return type(scheduler).__name__ in _DECAYING
 
 
-_NORMALISED = ("Adam", "Lion", "Adafactor", "RMSprop", "Adagrad")  # class names that hold one: each coordinate's step is
-# the LR times a gradient normalised by its own running scale (AdamW, NAdam, RAdam, bitsandbytes' AdamW8bit, ...)
+_NORMALISED = ("Adam", "Lion", "RMSprop")  # class names that hold one: each coordinate's step is the LR times a
+# gradient normalised by its own running scale (AdamW, NAdam, RAdam, bitsandbytes' AdamW8bit and paged variants, ...)
+_OWN_STEP_SIZE = ("DAdapt", "Prodigy", "GaLore", "ScheduleFree")  # named like those, but the LR is not the step per
+# coordinate there: an LR-free optimizer scales it by its own estimate, GaLore steps in a projected space. Adafactor
+# (a step relative to the parameter's scale by default) and Adagrad (a step that shrinks over the run) are left out too
 
 
 def normalises_steps(optimizer) -> bool:
     """Whether ``optimizer`` (or the one under accelerate's wrapper) steps each coordinate by its LR
-    times a normalised gradient, as Adam does: its class, or a base class, is named like Adam, Lion,
-    Adafactor, RMSprop or Adagrad. The controller compares such an LR with the distance estimate
+    times a normalised gradient, as Adam does: its class, or a base class, is named like Adam, Lion
+    or RMSprop, and none like an optimizer that sets its own step size (D-Adaptation, Prodigy,
+    GaLore, Schedule-Free). The controller compares such an LR with the distance estimate
     (``MetaLRController.steps_per_coordinate``); SGD's step scales with the gradient instead."""
     target = getattr(optimizer, "optimizer", optimizer)
-    return any(key in cls.__name__ for cls in type(target).__mro__ for key in _NORMALISED)
+    names = [cls.__name__ for cls in type(target).__mro__]
+    return (any(key in name for name in names for key in _NORMALISED)
+            and not any(key in name for name in names for key in _OWN_STEP_SIZE))
 
 
 def reference_lr(optimizer, *, owner: str = "MetaLRCallback") -> float:

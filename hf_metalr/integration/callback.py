@@ -580,11 +580,11 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         cut = False
         for loss in self._tap.take():
             cut = self.controller.observe_train_loss(loss) or cut
-        if not cut:
+        if _on_every_rank(not cut):  # no process cut (agreed: the distance check reads each rank's own sketch)
             return
         self._agree_across_ranks()
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
-        if state.is_world_process_zero:
+        if state.is_world_process_zero and cut:
             last = self.controller.early_cuts[-1]
             if "lr_over_distance" in last:
                 logger.warning("MetaLRCallback: at step %d, before the first evaluation, the parameters have moved by "
