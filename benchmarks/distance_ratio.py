@@ -15,41 +15,29 @@ acts on it.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import warnings
+import sys
 from pathlib import Path
 
-from transformers import TrainerCallback
-
-from hf_metalr.compare.runner import build_trainer
-from hf_metalr.controller.alignment import GradientAlignment
-from hf_metalr.controller.controller import DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE
+from hf_metalr.controller.controller import DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE, lr_over_distance
 from hf_metalr.tasks import get_task
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from first_interval_alignment import AlignmentFeed  # noqa: E402
 
-class DistanceProbe(TrainerCallback):
-    """Feeds a ``GradientAlignment`` at every optimizer step and reads ``(lr_over_distance,
-    param_drift)`` at the end of each of the first ``evals`` evaluation intervals, then stops."""
+
+class DistanceProbe(AlignmentFeed):
+    """Reads ``(lr_over_distance, param_drift)`` at the end of each of the first ``evals`` evaluation
+    intervals, then stops training."""
 
     def __init__(self, evals: int):
-        self.evals, self.alignment, self.interval, self.readings = evals, None, None, []
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.alignment = GradientAlignment([p for p in model.parameters() if p.requires_grad])
-        self.interval = args.eval_steps
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self.alignment.before_step()
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.alignment.after_step()
+        super().__init__()
+        self.evals, self.readings = evals, []
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
         if state.global_step % self.interval:
             return
-        estimate = self.alignment.distance.value()
-        lr = optimizer.param_groups[0]["lr"]
-        self.readings.append((min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE, self.alignment.drift()))
+        ratio = lr_over_distance(optimizer.param_groups[0]["lr"], self.alignment.distance.value())
+        self.readings.append((ratio, self.alignment.drift()))
         if len(self.readings) >= self.evals:
             control.should_training_stop = True
 
@@ -57,11 +45,7 @@ class DistanceProbe(TrainerCallback):
 def readings(task, multiplier: float, seed: int, evals: int) -> list[tuple[float, float]]:
     """``(lr_over_distance, param_drift)`` at the end of each of the first ``evals`` intervals."""
     probe = DistanceProbe(evals)
-    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = build_trainer(task, "constant", seed, Path(out), callbacks=[probe], lr=task.learning_rate * multiplier)
-        trainer.args.eval_strategy = "no"  # the probe reads at the evaluation steps and stops
-        trainer.train()
+    probe.train(task, multiplier, seed)
     return probe.readings
 
 

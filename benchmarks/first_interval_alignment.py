@@ -25,12 +25,13 @@ from hf_metalr.controller.alignment import AlignmentWindow, GradientAlignment
 from hf_metalr.tasks import get_task
 
 
-class HalvesProbe(TrainerCallback):
-    """Feeds a ``GradientAlignment`` at every optimizer step and takes its window half-way through
-    the first evaluation interval and at its end, then stops training."""
+class AlignmentFeed(TrainerCallback):
+    """Builds a ``GradientAlignment`` over the trainable parameters at train begin and feeds it at
+    every optimizer step; ``interval`` is the run's evaluation interval. A probe subclasses it and
+    reads the alignment in ``on_step_end``."""
 
     def __init__(self):
-        self.alignment, self.interval, self.windows = None, None, []
+        self.alignment, self.interval = None, None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.alignment = GradientAlignment([p for p in model.parameters() if p.requires_grad])
@@ -42,6 +43,24 @@ class HalvesProbe(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.alignment.after_step()
 
+    def train(self, task, multiplier: float, seed: int) -> None:
+        """Train ``task``'s constant schedule at ``multiplier`` x its good LR, this probe fed, without
+        evaluating (the probe reads at the evaluation steps and stops the run)."""
+        with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = build_trainer(task, "constant", seed, Path(out), callbacks=[self], lr=task.learning_rate * multiplier)
+            trainer.args.eval_strategy = "no"
+            trainer.train()
+
+
+class HalvesProbe(AlignmentFeed):
+    """Takes the alignment's window half-way through the first evaluation interval and at its end,
+    then stops training."""
+
+    def __init__(self):
+        super().__init__()
+        self.windows = []
+
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in (self.interval // 2, self.interval):
             self.windows.append(self.alignment.take())
@@ -52,11 +71,7 @@ class HalvesProbe(TrainerCallback):
 def halves(task, multiplier: float, seed: int) -> tuple[AlignmentWindow, AlignmentWindow, AlignmentWindow, int]:
     """(whole first interval, first half, second half, the interval's optimizer steps)."""
     probe = HalvesProbe()
-    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = build_trainer(task, "constant", seed, Path(out), callbacks=[probe], lr=task.learning_rate * multiplier)
-        trainer.args.eval_strategy = "no"  # the probe stops at the first evaluation's step
-        trainer.train()
+    probe.train(task, multiplier, seed)
     first, second = probe.windows
     whole = AlignmentWindow()
     whole.add(first)

@@ -133,7 +133,7 @@ __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "d
            "UNDERSHOOT_ALIGNMENT",
            "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_FLOOR", "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE",
-           "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "past_the_distance"]
+           "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "lr_over_distance", "past_the_distance"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -324,6 +324,12 @@ def _steps_too_long(features: dict[str, float]) -> bool:
     """Both of ``past_the_distance``'s measures, whatever the LR's floor: a raise is held on them."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT)
+
+
+def lr_over_distance(lr: float, estimate: float) -> float:
+    """The LR over the distance estimate (``.distance``), ``NO_DISTANCE`` at most and while the
+    estimate is not positive."""
+    return min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE
 
 
 def _distance_reading(features: dict[str, float]) -> str:
@@ -1123,8 +1129,7 @@ class MetaLRController:
         features = {"distance_estimate": estimate}
         if self.steps_per_coordinate and not any("lr_over_distance" not in cut for cut in self.early_cuts):
             factor = self.alignment.step_factor
-            lr = self.lr * (1.0 if factor is None else factor)
-            features["lr_over_distance"] = min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE
+            features["lr_over_distance"] = lr_over_distance(self.lr * (1.0 if factor is None else factor), estimate)
         return features
 
     def _stepped_since_decision(self, train_loss) -> bool:
