@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from hf_metalr import MetaLRController
-from hf_metalr.controller.controller import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE, _cut_floor,
-                                             direction_gate, past_the_distance)
+from hf_metalr.controller.controller import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED,
+                                             NO_DISTANCE, _cut_floor, direction_gate, past_the_distance,
+                                             short_of_the_distance)
 from hf_metalr.controller.distance import DistanceEstimate
 from hf_metalr.controller.scheduler_binding import normalises_steps
 from test_alignment import FEATURES, always
@@ -264,3 +265,79 @@ def test_the_device_path_without_host_syncs_reads_as_the_cpu_path():
     assert cpu.value() == pytest.approx(device.value(), rel=1e-5) and cpu.value() > 0
     assert cpu.state_dict()["numerator"] == pytest.approx(device.state_dict()["numerator"], rel=1e-5)
     assert torch.isfinite(device._gradient_sum).all()
+
+
+SHORT = {**PAST, "lr_over_distance": DISTANCE_SHORT, "log10_lr_scale": math.log10(DISTANCE_FLOOR),
+         "grad_alignment": 0.3, "grad_alignment_t": 5.0}  # moved far, no progress, the gradient along the steps
+
+
+@pytest.mark.parametrize("changes, through", [
+    ({}, True),
+    ({"lr_over_distance": DISTANCE_SHORT + 0.01}, False),  # not short enough: doubled, past the estimate
+    ({"log10_lr_scale": 0.0}, False),  # at the user's LR: nothing of the controller's cuts to take back
+    ({"lr_over_distance": None}, False),  # no reading (SGD, or after an early-divergence cut)
+    ({"grad_alignment_t": 1.0}, False),  # no evidence that the steps are too short
+    ({"objective_trend": 0.05}, False),  # the metric got worse since the last decision
+])
+def test_below_the_users_lr_and_short_of_the_distance_a_raise_is_not_held_for_having_moved_far(changes, through):
+    features = {k: v for k, v in {**SHORT, **changes}.items() if v is not None}
+    assert short_of_the_distance(features) is (changes == {} or "grad_alignment_t" in changes
+                                               or "objective_trend" in changes)
+    why = direction_gate(2.0, features)
+    if through:
+        assert why is None
+    else:
+        assert why.startswith("raise held")
+    if "lr_over_distance" in changes or "log10_lr_scale" in changes:
+        assert why.startswith("raise held: the parameters have moved by"), "the moved-far hold, as before"
+
+
+def _collapsed_then_marching(policy, decisions):
+    """Adam at an LR of 1 bouncing across a solution 0.5 away (the distance check cuts it early and
+    at the first evaluation, to 1/8), then the solution moved 20 per coordinate further along the
+    way the parameters went: the steps at 1/8 are far too short. The metric reported is constant,
+    so the run never counts as making progress, and it has moved far."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    start = x.detach().clone()
+    optimizer = torch.optim.Adam([x], lr=1.0)
+    ctrl = MetaLRController(1.0, policy=always(policy), learn_online=False).attach(optimizer)
+    out = []
+    for k in range(decisions):
+        if k == 1:
+            away = x.detach() - start
+            target = start + 20.0 * away / away.norm() * 50 ** 0.5
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = 0.5 * ((x - target) ** 2).sum()
+            loss.backward()
+            optimizer.step()
+            ctrl.observe_train_loss(loss.item())
+        out.append(ctrl.observe(1.0))
+    return ctrl, out, optimizer
+
+
+def test_the_distance_cuts_of_a_run_stuck_after_them_are_taken_back_as_far_as_the_users_lr():
+    ctrl, decisions, optimizer = _collapsed_then_marching(policy=4, decisions=6)  # 4: x2
+    assert [c["scale"] for c in ctrl.early_cuts] == [0.5, 0.25]
+    assert decisions[0].scale == pytest.approx(0.125)
+    assert decisions[0].evidence.startswith("cut: the steps are too long by two measures")
+    assert [d.scale for d in decisions[1:]] == pytest.approx([0.25, 0.5, 1.0, 1.0, 1.0])
+    for d in decisions[1:4]:
+        assert d.features["param_drift"] >= MOVED and d.features["lr_over_distance"] <= DISTANCE_SHORT
+        assert "times the distance estimate, below the user's LR: the steps are too short" in d.evidence
+    assert decisions[4].gate.startswith("raise held: the parameters have moved by"), "at the user's LR, held as before"
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0)
+
+
+def test_a_raise_let_through_short_of_the_distance_stops_at_the_users_lr():
+    """x1.25 at each evaluation from 1/8: the tenth raise would pass the user's LR, and goes only as far."""
+    ctrl, decisions, _ = _collapsed_then_marching(policy=3, decisions=13)  # 3: x1.25
+    scales = [d.scale for d in decisions]
+    assert scales[:10] == pytest.approx([0.125 * 1.25 ** k for k in range(10)])
+    assert scales[10:] == pytest.approx([1.0] * 3) and max(scales) <= 1.0 + 1e-12
+    last = 0.125 * 1.25 ** 9
+    assert decisions[10].applied == pytest.approx(1 / last)
+    assert decisions[10].evidence.endswith(f"as far as the user's LR (x{1 / last:.3g}, the policy asked for x1.25)")
+    assert decisions[11].applied == 1.0 and decisions[11].gate is not None

@@ -38,7 +38,11 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   and no raise is applied once the parameters have moved by their whole
   starting norm (``param_drift >= MOVED``) while the metric is not yet ``PROGRESS`` below its first
   evaluation's: steps that went that far are not too short, and the alignment of a run stuck there,
-  or just leaving a plateau at a good LR, does not say which way the LR is wrong;
+  or just leaving a plateau at a good LR, does not say which way the LR is wrong. Except below the
+  user's LR when the LR is at most ``DISTANCE_SHORT`` of the distance estimate (``short_of_the_distance``,
+  see the distance check below): the raise then goes through on the alignment's evidence as above, and
+  only as far as the user's LR. It takes back the cuts of a run that collapsed in its first steps,
+  which the distance check made while the run had no positive estimate;
 - when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
   the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is
   above the initial LR, by a raise of the controller's, and only as far as the initial LR: the raise
@@ -132,8 +136,8 @@ __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "d
            "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO", "EARLY_SPIKE", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT",
            "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
-           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_FLOOR", "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE",
-           "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "lr_over_distance", "past_the_distance"]
+           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR", "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE",
+           "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "lr_over_distance", "past_the_distance", "short_of_the_distance"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -175,6 +179,8 @@ DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the dista
 # benchmarks/results/distance_ratio.txt) none of the 864 readings at the good LR or at 0.1x was past: with drift >=
 # MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
 # with drift under 0.25 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
+DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
+# far without progress (short_of_the_distance): doubled, the LR is at most the estimate, the step Prodigy would take
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
@@ -204,7 +210,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                           "steps bounce around a valley floor")
         if _worse_beyond_noise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
-        if _moved_far_without_progress(features):
+        if _moved_far_without_progress(features) and not short_of_the_distance(features):
             return True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
                           f"while the metric gained less than the progress bar ({1 - math.exp(-PROGRESS):.0%} below the first "
                           "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
@@ -221,6 +227,10 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
             return True, (f"raise held: at the first evaluation a raise needs a clear undershoot up to the interval's end, "
                           f"and the later half of its steps reads {late:+.2f} (alignment >= {UNDERSHOOT_ALIGNMENT:g} needed): "
                           "the first steps descend from the initialization, which reads as too short at any LR")
+        if _moved_far_without_progress(features):  # let through by short_of_the_distance
+            return False, (f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}) and the LR is "
+                           f"{features['lr_over_distance']:.2g} times the distance estimate, below the user's LR: the "
+                           "steps are too short")
         return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
     if multiplier < 1:
         held, why = _cut_verdict(features, t, ratio, worse, first=first, schedule_anneals=schedule_anneals)
@@ -324,6 +334,16 @@ def _steps_too_long(features: dict[str, float]) -> bool:
     """Both of ``past_the_distance``'s measures, whatever the LR's floor: a raise is held on them."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT)
+
+
+def short_of_the_distance(features: dict[str, float]) -> bool:
+    """Whether the LR is below the user's and at most ``DISTANCE_SHORT`` times the distance estimate
+    (``lr_over_distance``; absent: no): a raise is then not held for a run that moved far without
+    progress (``_moved_far_without_progress``), and goes as far as the user's LR at most. This takes
+    back the cuts of a run that collapsed within its first steps: the distance check cut it while it had
+    no positive estimate, and once its gradients point back the estimate grows past the LR."""
+    return (features.get("lr_over_distance", math.inf) <= DISTANCE_SHORT
+            and features.get("log10_lr_scale", 0.0) < -1e-6)
 
 
 def lr_over_distance(lr: float, estimate: float) -> float:
@@ -1106,6 +1126,10 @@ class MetaLRController:
         if floor is not None and multiplier * self.scale < floor[0]:
             multiplier = min(1.0, floor[0] / self.scale)
             why = f"{why}; as far as {floor[1]} (x{multiplier:.3g}, the policy asked for x{requested:g})"
+        if (gated and not held and multiplier > 1 and _moved_far_without_progress(features)
+                and multiplier * self.scale > 1.0):  # short_of_the_distance let it through: up to the user's LR
+            multiplier = max(1.0, 1.0 / self.scale)
+            why = f"{why}; as far as the user's LR (x{multiplier:.3g}, the policy asked for x{requested:g})"
         undo = self._undo_punished_raise(features) if gated else None
         if undo is not None and multiplier > undo:
             multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
