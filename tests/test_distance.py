@@ -271,18 +271,17 @@ SHORT = {**PAST, "lr_over_distance": DISTANCE_SHORT, "log10_lr_scale": math.log1
          "grad_alignment": 0.3, "grad_alignment_t": 5.0}  # moved far, no progress, the gradient along the steps
 
 
-@pytest.mark.parametrize("changes, through", [
-    ({}, True),
-    ({"lr_over_distance": DISTANCE_SHORT + 0.01}, False),  # not short enough: doubled, past the estimate
-    ({"log10_lr_scale": 0.0}, False),  # at the user's LR: nothing of the controller's cuts to take back
-    ({"lr_over_distance": None}, False),  # no reading (SGD, or after an early-divergence cut)
-    ({"grad_alignment_t": 1.0}, False),  # no evidence that the steps are too short
-    ({"objective_trend": 0.05}, False),  # the metric got worse since the last decision
+@pytest.mark.parametrize("changes, short, through", [
+    ({}, True, True),
+    ({"lr_over_distance": DISTANCE_SHORT + 0.01}, False, False),  # not short enough: doubled, past the estimate
+    ({"log10_lr_scale": 0.0}, False, False),  # at the user's LR: nothing of the controller's cuts to take back
+    ({"lr_over_distance": None}, False, False),  # no reading (SGD, or after an early-divergence cut)
+    ({"grad_alignment_t": 1.0}, True, False),  # no evidence that the steps are too short
+    ({"objective_trend": 0.05}, True, False),  # the metric got worse since the last decision
 ])
-def test_below_the_users_lr_and_short_of_the_distance_a_raise_is_not_held_for_having_moved_far(changes, through):
+def test_below_the_users_lr_and_short_of_the_distance_a_raise_is_not_held_for_having_moved_far(changes, short, through):
     features = {k: v for k, v in {**SHORT, **changes}.items() if v is not None}
-    assert short_of_the_distance(features) is (changes == {} or "grad_alignment_t" in changes
-                                               or "objective_trend" in changes)
+    assert short_of_the_distance(features) is short
     why = direction_gate(2.0, features)
     if through:
         assert why is None
@@ -292,11 +291,12 @@ def test_below_the_users_lr_and_short_of_the_distance_a_raise_is_not_held_for_ha
         assert why.startswith("raise held: the parameters have moved by"), "the moved-far hold, as before"
 
 
-def _collapsed_then_marching(policy, decisions):
+def _collapsed_then_marching(policy, decisions, metric=lambda k: 1.0):
     """Adam at an LR of 1 bouncing across a solution 0.5 away (the distance check cuts it early and
     at the first evaluation, to 1/8), then the solution moved 20 per coordinate further along the
-    way the parameters went: the steps at 1/8 are far too short. The metric reported is constant,
-    so the run never counts as making progress, and it has moved far."""
+    way the parameters went: the steps at 1/8 are far too short. The metric reported (``metric`` of
+    the decision's index) is constant by default, so the run never counts as making progress, and
+    it has moved far."""
     torch.manual_seed(0)
     target = torch.randn(50) * 0.5
     x = torch.nn.Parameter(torch.randn(50) * 0.1)
@@ -314,7 +314,7 @@ def _collapsed_then_marching(policy, decisions):
             loss.backward()
             optimizer.step()
             ctrl.observe_train_loss(loss.item())
-        out.append(ctrl.observe(1.0))
+        out.append(ctrl.observe(metric(k)))
     return ctrl, out, optimizer
 
 
@@ -341,3 +341,12 @@ def test_a_raise_let_through_short_of_the_distance_stops_at_the_users_lr():
     assert decisions[10].applied == pytest.approx(1 / last)
     assert decisions[10].evidence.endswith(f"as far as the user's LR (x{1 / last:.3g}, the policy asked for x1.25)")
     assert decisions[11].applied == 1.0 and decisions[11].gate is not None
+
+
+def test_a_raise_let_through_short_of_the_distance_is_taken_back_when_the_next_evaluation_punishes_it():
+    """The first raise back (at the second evaluation, to 1/4) is followed by a metric 5% worse: it
+    is taken back, whatever the policy asks."""
+    ctrl, decisions, _ = _collapsed_then_marching(policy=4, decisions=4, metric=lambda k: 1.05 if k == 2 else 1.0)
+    assert decisions[1].scale == pytest.approx(0.25) and "below the user's LR" in decisions[1].evidence
+    assert decisions[2].evidence.startswith("undo: the metric got worse right after the last raise")
+    assert decisions[2].scale == pytest.approx(0.125)

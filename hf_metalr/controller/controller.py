@@ -38,11 +38,11 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   and no raise is applied once the parameters have moved by their whole
   starting norm (``param_drift >= MOVED``) while the metric is not yet ``PROGRESS`` below its first
   evaluation's: steps that went that far are not too short, and the alignment of a run stuck there,
-  or just leaving a plateau at a good LR, does not say which way the LR is wrong. Except below the
-  user's LR when the LR is at most ``DISTANCE_SHORT`` of the distance estimate (``short_of_the_distance``,
-  see the distance check below): the raise then goes through on the alignment's evidence as above, and
-  only as far as the user's LR. It takes back the cuts of a run that collapsed in its first steps,
-  which the distance check made while the run had no positive estimate;
+  or just leaving a plateau at a good LR, does not say which way the LR is wrong. Except at any LR
+  below the user's when the LR of the steps is at most ``DISTANCE_SHORT`` times the distance estimate
+  (``short_of_the_distance``, see the distance check below): the raise then goes through on the
+  alignment's evidence as above, and only as far as the user's LR. Made to take back the distance
+  check's cuts of a run that collapsed in its first steps, while it had no positive estimate;
 - when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
   the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is
   above the initial LR, by a raise of the controller's, and only as far as the initial LR: the raise
@@ -95,7 +95,8 @@ come with the gate:
   before the first one every ``EARLY_DISTANCE_EVERY`` steps, down to ``DISTANCE_FLOOR`` of the
   user's LR (``ANNEALED_DISTANCE_FLOOR`` under a schedule that anneals by itself). Either measure
   alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
-  gradients give no positive estimate).
+  gradients give no positive estimate). Once the estimate has grown past the LR
+  (``short_of_the_distance``), raises below the user's LR are let through again (see above).
 
 The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
 meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
@@ -180,7 +181,8 @@ DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the dista
 # MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
 # with drift under 0.25 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
 DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
-# far without progress (short_of_the_distance): doubled, the LR is at most the estimate, the step Prodigy would take
+# far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
+# estimate, the step Prodigy would take
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: training losses kept per step; 2: the
@@ -210,7 +212,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                           "steps bounce around a valley floor")
         if _worse_beyond_noise(features):
             return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
-        if _moved_far_without_progress(features) and not short_of_the_distance(features):
+        if _moved_far_without_progress(features) and not short_of_the_distance(features):  # see _raise_past_the_hold
             return True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
                           f"while the metric gained less than the progress bar ({1 - math.exp(-PROGRESS):.0%} below the first "
                           "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
@@ -227,7 +229,7 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
             return True, (f"raise held: at the first evaluation a raise needs a clear undershoot up to the interval's end, "
                           f"and the later half of its steps reads {late:+.2f} (alignment >= {UNDERSHOOT_ALIGNMENT:g} needed): "
                           "the first steps descend from the initialization, which reads as too short at any LR")
-        if _moved_far_without_progress(features):  # let through by short_of_the_distance
+        if _raise_past_the_hold(features):
             return False, (f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}) and the LR is "
                            f"{features['lr_over_distance']:.2g} times the distance estimate, below the user's LR: the "
                            "steps are too short")
@@ -337,13 +339,22 @@ def _steps_too_long(features: dict[str, float]) -> bool:
 
 
 def short_of_the_distance(features: dict[str, float]) -> bool:
-    """Whether the LR is below the user's and at most ``DISTANCE_SHORT`` times the distance estimate
-    (``lr_over_distance``; absent: no): a raise is then not held for a run that moved far without
-    progress (``_moved_far_without_progress``), and goes as far as the user's LR at most. This takes
-    back the cuts of a run that collapsed within its first steps: the distance check cut it while it had
-    no positive estimate, and once its gradients point back the estimate grows past the LR."""
+    """Whether the controller's LR is below the user's and the LR of the steps (with a schedule's
+    factor, as ``lr_over_distance`` reads it; absent: no) is at most ``DISTANCE_SHORT`` times the
+    distance estimate: a raise is then not held for a run that moved far without progress
+    (``_raise_past_the_hold``), and goes as far as the user's LR at most. Whatever cut the LR below
+    the user's; made for the distance check's cuts of a run that collapsed within its first steps,
+    made while it had no positive estimate: once its gradients point back, the estimate grows past
+    the LR."""
     return (features.get("lr_over_distance", math.inf) <= DISTANCE_SHORT
             and features.get("log10_lr_scale", 0.0) < -1e-6)
+
+
+def _raise_past_the_hold(features: dict[str, float]) -> bool:
+    """Whether a raise let through now went past the hold of a run that moved far without progress
+    (``_moved_far_without_progress``), as only ``short_of_the_distance`` lets one: it goes as far as
+    the user's LR at most."""
+    return _moved_far_without_progress(features) and short_of_the_distance(features)
 
 
 def lr_over_distance(lr: float, estimate: float) -> float:
@@ -1126,8 +1137,7 @@ class MetaLRController:
         if floor is not None and multiplier * self.scale < floor[0]:
             multiplier = min(1.0, floor[0] / self.scale)
             why = f"{why}; as far as {floor[1]} (x{multiplier:.3g}, the policy asked for x{requested:g})"
-        if (gated and not held and multiplier > 1 and _moved_far_without_progress(features)
-                and multiplier * self.scale > 1.0):  # short_of_the_distance let it through: up to the user's LR
+        if gated and not held and multiplier > 1 and _raise_past_the_hold(features) and multiplier * self.scale > 1.0:
             multiplier = max(1.0, 1.0 / self.scale)
             why = f"{why}; as far as the user's LR (x{multiplier:.3g}, the policy asked for x{requested:g})"
         undo = self._undo_punished_raise(features) if gated else None
