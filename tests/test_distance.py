@@ -350,3 +350,12 @@ def test_a_raise_let_through_short_of_the_distance_is_taken_back_when_the_next_e
     assert decisions[1].scale == pytest.approx(0.25) and "below the user's LR" in decisions[1].evidence
     assert decisions[2].evidence.startswith("undo: the metric got worse right after the last raise")
     assert decisions[2].scale == pytest.approx(0.125)
+
+
+def test_a_reading_without_a_positive_estimate_is_said_so_not_as_a_ratio():
+    from hf_metalr.controller.controller import direction_verdict, lr_over_distance_in_words
+
+    assert lr_over_distance_in_words(NO_DISTANCE) == "there is no positive distance estimate yet"
+    assert lr_over_distance_in_words(12.34) == "the LR is 12.3 times the distance estimate"
+    _, why = direction_verdict(0.5, {**PAST, "lr_over_distance": NO_DISTANCE})
+    assert "and there is no positive distance estimate yet (D-adaptation's bound" in why and "1e+06" not in why

@@ -138,7 +138,8 @@ __all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "d
            "UNDERSHOOT_ALIGNMENT",
            "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR", "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE",
-           "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "lr_over_distance", "past_the_distance", "short_of_the_distance"]
+           "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "lr_over_distance", "lr_over_distance_in_words",
+           "past_the_distance", "short_of_the_distance"]
 
 DEFAULT_MIN_LR_RATIO = 1e-3
 DEFAULT_MAX_LR_RATIO = 1e2
@@ -363,13 +364,20 @@ def lr_over_distance(lr: float, estimate: float) -> float:
     return min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE
 
 
+def lr_over_distance_in_words(ratio: float) -> str:
+    """An ``lr_over_distance`` reading in words, for the gate's evidence and the callback's log:
+    ``NO_DISTANCE`` says there is no positive estimate yet, rather than a ratio of 10^6."""
+    if ratio >= NO_DISTANCE:
+        return "there is no positive distance estimate yet"
+    return f"the LR is {ratio:.3g} times the distance estimate"
+
+
 def _distance_reading(features: dict[str, float]) -> str:
     """``past_the_distance`` in words, for the cut it lets through and the raise it holds."""
-    ratio = features["lr_over_distance"]
-    times = "no positive distance estimate yet" if ratio >= NO_DISTANCE else f"{ratio:.3g} times the distance estimate"
     return (f"the steps are too long by two measures: the parameters have moved by {features['param_drift']:.2f} of "
-            f"their starting norm, and the LR is {times} (D-adaptation's bound on the distance to a solution, which "
-            f"Prodigy takes as its step; {DISTANCE_OVERSHOOT:g} or more is too far)")
+            f"their starting norm, and {lr_over_distance_in_words(features['lr_over_distance'])} (D-adaptation's "
+            f"bound on the distance to a solution, which Prodigy takes as its step; {DISTANCE_OVERSHOOT:g} or more is "
+            "too far)")
 
 
 def _bounce_cut(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> bool:
@@ -932,8 +940,9 @@ class MetaLRController:
         """One optimizer step's training loss (consecutive calls form a stretch, see ``RunTracker``).
         Any real scalar (a float, a numpy number, a 0-d tensor); anything else is a ``TypeError``.
 
-        Returns True when the early-divergence guard cut the LR (before the first evaluation, with
-        the gate on): apply it now, with ``scale_param_groups`` or the callback's binding."""
+        Returns True when the early-divergence guard or the early distance check cut the LR (before
+        the first evaluation, with the gate on): apply it now, with ``scale_param_groups`` or the
+        callback's binding."""
         loss = real_number(loss, "MetaLRController.observe_train_loss(loss)")
         self._train_losses_since_decision += 1
         self._train_losses_seen = True

@@ -80,7 +80,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checks import real_number
 from ..controller.alignment import draw_sketch, sketch_coordinates
-from ..controller.controller import EARLY_SPIKE, MetaLRController, check_options, resolve_policy
+from ..controller.controller import (EARLY_SPIKE, MetaLRController, check_options, lr_over_distance_in_words,
+                                     resolve_policy)
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .check_batches import EvalBatchCapture, first_batches
@@ -588,10 +589,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             last = self.controller.early_cuts[-1]
             if "lr_over_distance" in last:
                 logger.warning("MetaLRCallback: at step %d, before the first evaluation, the parameters have moved by "
-                               "%.2f of their starting norm with an LR %.3g times the distance estimate (D-adaptation's, "
-                               "as Prodigy reads it): the steps are too long, and the LR is cut to %.3g (scale %.3g)",
-                               state.global_step, last["param_drift"], last["lr_over_distance"], last["lr"],
-                               last["scale"])
+                               "%.2f of their starting norm and %s (D-adaptation's, as Prodigy reads it): the steps are "
+                               "too long, and the LR is cut to %.3g (scale %.3g)", state.global_step, last["param_drift"],
+                               lr_over_distance_in_words(last["lr_over_distance"]), last["lr"], last["scale"])
                 return
             logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss climbed to %s, above "
                            "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)",

@@ -18,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..controller.controller import NO_DISTANCE
 from ..integration.trace import TRACE_NAME, read_trace
 
 __all__ = ["decision_kind", "format_trace", "lr_series", "main", "plot_trace", "summarize_trace", "trace_path"]
@@ -70,7 +71,8 @@ def _early_cut_rows(entry: dict) -> list[str]:
     for cut in entry.get("early_cuts") or []:
         if "lr_over_distance" in cut:
             ratio = _number(cut["lr_over_distance"])
-            times = "with no positive distance estimate" if ratio >= 1e6 else f"{ratio:.3g} times the distance estimate"
+            times = ("with no positive distance estimate" if ratio >= NO_DISTANCE
+                     else f"{ratio:.3g} times the distance estimate")
             rows.append(f"  early distance cut at step {cut['step']}: the parameters moved by "
                         f"{_number(cut['param_drift']):.2f} of their starting norm, the LR {times}, LR "
                         f"x{_number(cut['applied']):g} -> {_number(cut['lr']):.3g}")
