@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_metalr.controller.controller import DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE, lr_over_distance
+from hf_metalr.controller.gate import DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE, lr_over_distance
 from hf_metalr.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -29,7 +29,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from hf_metalr.compare.runner import build_trainer
-from hf_metalr.controller.controller import AVERAGE_GAIN, bouncing
+from hf_metalr.controller.gate import AVERAGE_GAIN, bouncing
 from hf_metalr.controller.iterate_average import IterateAverage
 from hf_metalr.integration.check_batches import validation_loss
 from hf_metalr.tasks import get_task

@@ -1,6 +1,6 @@
 """How close does a run at a good LR come to the stuck-run rules, when it evaluates less often?
 
-The stuck-run rules (``hf_metalr.controller.controller``: ``MOVED``, ``STUCK``,
+The stuck-run rules (``hf_metalr.controller.gate``: ``MOVED``, ``STUCK``,
 ``STUCK_EVALUATIONS``) read a run as stuck when its parameters moved by their whole starting norm
 (``param_drift >= 1``) while its objective is not ``STUCK`` (0.05 in log, 4.9%) below the first
 evaluation's. A first evaluation that comes late leaves little to gain by the next one, so a run
@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from hf_metalr.compare.runner import run_one
-from hf_metalr.controller.controller import MOVED, STUCK, STUCK_EVALUATIONS
+from hf_metalr.controller.gate import MOVED, STUCK, STUCK_EVALUATIONS
 from hf_metalr.tasks import get_task
 
 

@@ -11,9 +11,9 @@ from hf_metalr import MetaLRController
 from hf_metalr.controller import early_guard
 from hf_metalr.controller.alignment import WINDOW, GradientAlignment
 from hf_metalr.controller.serialization import tensors_to_text, text_to_tensors
-from hf_metalr.controller.controller import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T,
-                                             MOVED, PROGRESS, RAISE_PUNISHED, STUCK, STUCK_EVALUATIONS, UNDERSHOOT_ALIGNMENT,
-                                             clear_overshoot, direction_gate)
+from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, MOVED,
+                                       PROGRESS, RAISE_PUNISHED, STUCK, STUCK_EVALUATIONS, UNDERSHOOT_ALIGNMENT,
+                                       clear_overshoot, direction_gate, punished_raise_undo)
 from hf_metalr.controller.policy import PolicyNetwork, random_policy
 from signed_steps import signed_steps
 
@@ -512,10 +512,9 @@ def test_a_plateaus_noise_neither_takes_a_raise_back_nor_holds_the_next():
     assert [d.applied for d in punished] == [2.0, 0.5, 1.0]
     assert punished[1].evidence.startswith("undo:") and punished[2].gate.startswith("raise held: the metric got worse")
     # the bar itself: worse by exactly RAISE_PUNISHED is not a punished raise, by a hair more is
-    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
-    ctrl.history.append({"applied": 2.0})
-    assert ctrl._undo_punished_raise({"objective_trend": RAISE_PUNISHED}) is None
-    assert ctrl._undo_punished_raise({"objective_trend": RAISE_PUNISHED + 1e-9}) == 0.5
+    assert punished_raise_undo({"objective_trend": RAISE_PUNISHED}, last_applied=2.0) is None
+    assert punished_raise_undo({"objective_trend": RAISE_PUNISHED + 1e-9}, last_applied=2.0) == 0.5
+    assert punished_raise_undo({"objective_trend": 1.0}, last_applied=1.0) is None, "no raise to take back"
 
 
 def test_without_watched_parameters_the_gate_is_off():

@@ -404,13 +404,13 @@ def test_the_iterate_average_check_reads_the_eval_batches_and_leaves_the_weights
     trains to the same weights as one without it."""
     def train(folder, average_iterates, bar):
         trainer = make_trainer(folder, callbacks=[MetaLRCallback(average_iterates=average_iterates)], max_steps=20)
-        import hf_metalr.controller.controller as controller_module
+        import hf_metalr.controller.gate as gate_module
 
-        saved_bar, controller_module.AVERAGE_GAIN = controller_module.AVERAGE_GAIN, bar
+        saved_bar, gate_module.AVERAGE_GAIN = gate_module.AVERAGE_GAIN, bar
         try:
             trainer.train()
         finally:
-            controller_module.AVERAGE_GAIN = saved_bar
+            gate_module.AVERAGE_GAIN = saved_bar
         return trainer
 
     with_check = train(tmp_path / "with", True, float("inf"))  # measured, never acted on

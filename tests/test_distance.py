@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from hf_metalr import MetaLRController
-from hf_metalr.controller.controller import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED,
-                                             NO_DISTANCE, _cut_floor, direction_gate, past_the_distance,
-                                             short_of_the_distance)
+from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED,
+                                       NO_DISTANCE, _cut_floor, direction_gate, past_the_distance,
+                                       short_of_the_distance)
 from hf_metalr.controller.distance import DistanceEstimate
 from hf_metalr.controller.scheduler_binding import normalises_steps
 from test_alignment import FEATURES, always
@@ -81,7 +81,7 @@ def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
         else:
             assert cut is not None and cut.startswith("cut held"), "the other rules hold this cut"
     if past:
-        from hf_metalr.controller.controller import direction_verdict
+        from hf_metalr.controller.gate import direction_verdict
 
         _, why = direction_verdict(0.5, features)
         words = "no positive distance estimate yet" if changes else f"{DISTANCE_OVERSHOOT:g} times the distance estimate"
@@ -353,7 +353,7 @@ def test_a_raise_let_through_short_of_the_distance_is_taken_back_when_the_next_e
 
 
 def test_a_reading_without_a_positive_estimate_is_said_so_not_as_a_ratio():
-    from hf_metalr.controller.controller import direction_verdict, lr_over_distance_in_words
+    from hf_metalr.controller.gate import direction_verdict, lr_over_distance_in_words
 
     assert lr_over_distance_in_words(NO_DISTANCE) == "there is no positive distance estimate yet"
     assert lr_over_distance_in_words(12.34) == "the LR is 12.3 times the distance estimate"

@@ -2,7 +2,7 @@
 
 from benchmark_scripts import load_benchmark
 
-from hf_metalr.controller.controller import NO_DISTANCE
+from hf_metalr.controller.gate import NO_DISTANCE
 from hf_metalr.tasks import get_task
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hf_metalr import MetaLRCallback, MetaLRController, read_trace
-from hf_metalr.controller.controller import EARLY_CUT, EARLY_SPIKE
+from hf_metalr.controller.early_guard import CUT as EARLY_CUT, EARLY_SPIKE
 from hf_metalr.controller.early_guard import EXTREME
 from hf_metalr.controller.policy import random_policy, save_policy
 from hf_metalr.meta.episode import run_episode

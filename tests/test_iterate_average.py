@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from hf_metalr.controller.controller import AVERAGE_GAIN, CLEAR_OVERSHOOT_CUT, MetaLRController, direction_gate
+from hf_metalr.controller.controller import MetaLRController
+from hf_metalr.controller.gate import AVERAGE_GAIN, CLEAR_OVERSHOOT_CUT, direction_gate
 from hf_metalr.controller.iterate_average import IterateAverage
 
 

@@ -5,7 +5,7 @@ import re
 
 from benchmark_scripts import load_benchmark
 
-from hf_metalr.controller.controller import AVERAGE_GAIN
+from hf_metalr.controller.gate import AVERAGE_GAIN
 
 
 def test_probe_prints_the_gain_and_progress_of_every_evaluation(capsys):

@@ -7,7 +7,7 @@ import torch
 from transformers import get_scheduler
 
 from hf_metalr import MetaLRCallback
-from hf_metalr.controller.controller import direction_verdict
+from hf_metalr.controller.gate import direction_verdict
 from hf_metalr.controller.scheduler_binding import schedule_anneals
 from signed_steps import signed_steps
 from tiny_job import make_trainer

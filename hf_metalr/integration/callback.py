@@ -32,7 +32,7 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   ``linear``, ``cosine``, ...), read at train begin and logged, the controller's gate cuts only on
   an overshoot or a run that moved far without progress (losing ground, or stuck above the user's LR),
   not to anneal
-  (see ``controller.direction_verdict``).
+  (see ``controller.gate.direction_verdict``).
 - **Decisions:** one at every evaluation during training of the monitored metric, except an
   evaluation with no optimizer step since the last decision (``eval_on_start``, also on a resume),
   which has no step to judge: the LR stays, and the early-divergence guard goes on reading the
@@ -80,8 +80,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checks import real_number
 from ..controller.alignment import draw_sketch, sketch_coordinates
-from ..controller.controller import (EARLY_SPIKE, MetaLRController, check_options, lr_over_distance_in_words,
-                                     resolve_policy)
+from ..controller.controller import MetaLRController, check_options, resolve_policy
+from ..controller.early_guard import EARLY_SPIKE
+from ..controller.gate import lr_over_distance_in_words
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .check_batches import EvalBatchCapture, first_batches

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..controller.controller import AVERAGE_GAIN
+from ..controller.gate import AVERAGE_GAIN
 from .model_hooks import register_forward_hook
 from .train_losses import collective_device, output_loss
 

@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..controller.controller import NO_DISTANCE
+from ..controller.gate import NO_DISTANCE
 from ..integration.trace import TRACE_NAME, read_trace
 
 __all__ = ["decision_kind", "format_trace", "lr_series", "main", "plot_trace", "summarize_trace", "trace_path"]

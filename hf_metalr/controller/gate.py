@@ -1,0 +1,525 @@
+"""The direction gate: which of the policy's moves the evidence lets through, and the safeguards
+that come with it. Pure functions of one decision's features (``features.RunTracker``'s, and what
+``MetaLRController`` adds from ``alignment``, ``distance`` and ``iterate_average``): no state, no
+tensors. The controller asks ``gate_move`` at every decision with the parameters watched, and
+``past_the_distance`` every ``EARLY_DISTANCE_EVERY`` steps before the first one.
+
+With the parameters watched (``watch`` plus ``before_optimizer_step`` / ``after_optimizer_step``
+around each ``optimizer.step()``), the controller measures which way the LR is wrong (see
+``alignment``), and its *direction gate* holds the policy to that evidence:
+
+- a raise is applied only when the gradient keeps pointing along the previous steps
+  (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
+  metric did not get worse since the last decision (by more than ``RAISE_PUNISHED``, 1%: a plateau's
+  noise does not hold a raise); at the first evaluation, where no metric trend
+  backs it, it needs a clear undershoot (``grad_alignment >= UNDERSHOOT_ALIGNMENT``), as a cut then
+  needs a clear overshoot, and it needs it in the later half of the interval's steps too
+  (``grad_alignment_late``, traced): the first steps descend from the initialization, which reads
+  as too short at any LR, and a run that reaches a plateau within the interval reads the descent;
+  and no raise is applied once the parameters have moved by their whole
+  starting norm (``param_drift >= MOVED``) while the metric is not yet ``PROGRESS`` below its first
+  evaluation's: steps that went that far are not too short, and the alignment of a run stuck there,
+  or just leaving a plateau at a good LR, does not say which way the LR is wrong. Except at any LR
+  below the user's when the LR of the steps is at most ``DISTANCE_SHORT`` times the distance estimate
+  (``short_of_the_distance``, see the distance check below): the raise then goes through on the
+  alignment's evidence as above, and only as far as the user's LR. Made to take back the distance
+  check's cuts of a run that collapsed in its first steps, while it had no positive estimate;
+- when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
+  the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is
+  above the initial LR, by a raise of the controller's, and only as far as the initial LR: the raise
+  went far and gained nothing. In a
+  row, so that a run making steady progress at a good LR, read as stuck at one evaluation because
+  its first evaluation came late, is not cut. Only above the initial LR, because being stuck does
+  not say which way the LR is wrong: a transformer on its plateau at a good LR drifts as far as a
+  collapsed one at ten times it, and a cut there traps it;
+- a run that moved that far and is not yet ``PROGRESS`` below its first evaluation, whose metric
+  got worse since the last decision by more than a loss's noise on a plateau (``RAISE_PUNISHED``,
+  1%), loses ground with steps that go far: a cut the policy asks for is applied at once (after
+  the first evaluation, at or above the initial LR, as above);
+- otherwise a cut is applied when the metric got worse since the last decision *and* the gradient
+  agrees: the steps overshoot (``grad_alignment_t <= -EVIDENCE_T``; before the run made any
+  progress ``<= -PLATEAU_EVIDENCE_T``, since a cut by chance on a plateau at the initial loss traps
+  the run, and a 5% test at every evaluation fires about once in 20), or, after the run made
+  progress (the objective at least ``PROGRESS`` below the first evaluation's,
+  ``objective_vs_first <= -PROGRESS``), the gradient no longer points along the previous steps
+  (``grad_alignment <= 0``): the run is bouncing around a valley floor, which a smaller step settles
+  into. While the metric improves, only a clear overshoot is cut (``grad_alignment <=
+  -OVERSHOOT_ALIGNMENT`` with the same t bar): the alignment measures what the *next* step would
+  gain, and with Adam it reads slightly negative at a good LR too (the short-horizon bias of any
+  hypergradient), so on its own it would anneal a run that is doing well. A worse metric on its
+  own is not enough either: on a plateau at the initial loss it gets worse by noise every other
+  evaluation, and cutting there traps the run (a non-finite metric still halves the LR, a fixed
+  response).
+
+Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). Five more safeguards
+come with the gate:
+
+- a clear overshoot (``clear_overshoot``: the bars under which a cut goes through while the metric
+  improves) cuts the LR by ``CLEAR_OVERSHOOT_CUT`` even when the policy asks to keep or raise it
+  (a cut the policy asks for there goes through as asked); at the LR floor it does nothing;
+- a raise that the next evaluation punishes (the metric got worse right after it, by more than
+  ``RAISE_PUNISHED``) is taken back, whatever the policy asks;
+- since the direction needs no trend, the policy acts from the first evaluation on;
+- before the first evaluation, the *early-divergence guard* (``early_guard``) reads every step's
+  training loss: a loss that climbs, record after record (each above ``EARLY_SPIKE`` times every
+  loss before it, two in a row, or one ``EXTREME`` one, or a non-finite loss), says the LR is far
+  too high, and the LR is cut to a quarter at once, at most twice, so the damage an LR far too high
+  does in the first steps (dead units, a collapsed output) is not left to the first decision.
+  ``observe_train_loss`` returns True when it cut; ``early_cuts`` lists each cut.
+- the *distance check* (``past_the_distance``): when the parameters have moved by their starting
+  norm (``param_drift >= MOVED``) and the LR is ``DISTANCE_OVERSHOOT`` times or more the distance
+  estimate of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
+  ``distance``; read only for an optimizer whose step per coordinate is its LR times a normalised
+  gradient, ``steps_per_coordinate``), the steps are too long by both measures: a cut the policy
+  asks for goes through and a keep or a raise becomes the fixed halving, at any evaluation, and
+  before the first one every ``EARLY_DISTANCE_EVERY`` steps, down to ``DISTANCE_FLOOR`` of the
+  user's LR (``ANNEALED_DISTANCE_FLOOR`` under a schedule that anneals by itself). Either measure
+  alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
+  gradients give no positive estimate). Once the estimate has grown past the LR
+  (``short_of_the_distance``), raises below the user's LR are let through again (see above).
+
+
+The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
+meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
+raise back: those are part of what follows the choice, as the environment is for any RL action.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T",
+           "OVERSHOOT_ALIGNMENT", "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED",
+           "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing", "moved_but_stuck",
+           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR", "ANNEALED_DISTANCE_FLOOR",
+           "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "lr_over_distance",
+           "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance"]
+
+EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
+PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
+# can trap the run, and a decision every evaluation makes a 5% test fire about once in 20 by chance
+OVERSHOOT_ALIGNMENT = 0.1  # -grad_alignment of a clear overshoot, which a cut may follow while the metric still
+# improves: at a good LR Adam's steps read 0 to -0.06 (the short-horizon bias), an LR far too high often -0.1 to -0.4
+UNDERSHOOT_ALIGNMENT = 0.1  # grad_alignment of a clear undershoot, which a raise at the first evaluation needs (no
+# metric trend backs it yet): a run's first steps point the same way at almost any LR (a ResNet at 10x its good LR
+# reads +0.02 to +0.1 there), an LR far too low reads +0.2 to +0.5
+RAISE_PUNISHED = 0.01  # log(objective / previous objective) above which a metric counts as worse for a raise (held, or
+# taken back after it) and for the lost-ground cut: the objective (loss, 1 - accuracy) up by more than 1%; on a plateau
+# at the initial loss an eval_loss moves by a few parts in a thousand by noise (1 - accuracy on a plateau swings far
+# more, by 0.1 in log)
+MOVED = 1.0  # param_drift (|θ - θ_0| / |θ_0| on the sketch) at which the steps have gone a long way: the parameters
+# moved by their whole starting norm. On runs stuck at an LR 10x too high (a ViT, a post-LN BERT at chance, a
+# char-level GPT-2) it read 1.3 to 13 in the sweeps, on the plateaus at 0.1x 0.01 to 0.62 (with the policy's raises);
+# see docs/controller.md
+STUCK = 0.05  # log(first objective / objective) under which a run counts as stuck at its first evaluation's level
+STUCK_EVALUATIONS = 2  # evaluations in a row after the first, stuck after moving far, before a cut asked for goes through:
+# the fresh char-lm task at its good LR, evaluated once an epoch (47 steps), was 5.2-6.8% below its first evaluation
+# at the second (drift 1.5-1.8), just out of the state, and 8.1-9.7% below at the third
+AVERAGE_GAIN = 0.3  # iterate_average_gain (log of the current iterate's validation loss over the loss of the average of
+# the iterates since the last decision) at which the steps may count as bouncing around a valley floor (the average
+# 26% lower, the bar of PROGRESS), if it also beats what the interval gained (iterate_average_progress): then a cut
+# goes through, and a keep or a raise becomes the fixed cut
+CLEAR_OVERSHOOT_CUT = 0.5  # the fixed cut at a clear overshoot when the policy asks to keep or raise the LR
+NO_DISTANCE = 1e6  # lr_over_distance when the estimate is not positive yet (the gradients have not pointed back
+# toward the start): read as far past it
+EARLY_DISTANCE_EVERY = 8  # steps between two readings of the distance check before the first decision (a host sync)
+EARLY_DISTANCE_CUT = 0.5  # the multiplier of each of its cuts there
+DISTANCE_FLOOR = 1 / 16  # the lowest scale the distance cut takes the LR to (as the early-divergence guard's cuts)
+ANNEALED_DISTANCE_FLOOR = 1 / 4  # the same under a schedule that anneals by itself, which takes the LR the rest of the
+# way: at 10x, cuts to 1/16 followed by the linear decay left a Llama LM 0.54 nats worse than the plain schedule
+DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the distance estimate, see .distance) at which,
+# with param_drift >= MOVED too, the steps are too long by both measures: a cut goes through, and a keep or a raise
+# becomes the fixed cut. Along constant-LR AdamW runs of 12 tasks x 3 seeds x 12 intervals (benchmarks/distance_ratio.py,
+# benchmarks/results/distance_ratio.txt) none of the 864 readings at the good LR or at 0.1x was past: with drift >=
+# MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
+# with drift under 0.25 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
+DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
+# far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
+# estimate, the step Prodigy would take
+PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
+# the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
+
+
+def direction_verdict(multiplier: float, features: dict[str, float], *, first: bool = False,
+                      schedule_anneals: bool = False) -> tuple[bool, str | None]:
+    """Whether the gate holds ``multiplier`` given the evidence in ``features``, and why, in words:
+    ``(True, why it is held)`` or ``(False, the evidence that lets it through)``; a keep is
+    ``(False, None)``. ``first``: this is the run's first evaluation, with no earlier metric to
+    compare with. ``schedule_anneals``: the user's schedule decays the LR by itself, so the two
+    cuts that anneal (a bounce around a valley floor, the after-progress one) are not the
+    controller's to make, and a cut that answers an overshoot waits for a second reading in a row
+    (``unconfirmed_overshoot``)."""
+    worse = features["objective_trend"] > 0
+    t, ratio = features["grad_alignment_t"], features["grad_alignment"]
+    if multiplier > 1 and _steps_too_long(features):  # at the cuts' floor too: the steps are still too long
+        return True, f"raise held: {_distance_reading(features)}"
+    if multiplier > 1:
+        if not first and bouncing(features):
+            return True, (f"raise held: the average of the iterates since the last decision has a validation loss "
+                          f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
+                          "steps bounce around a valley floor")
+        if _worse_beyond_noise(features):
+            return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
+        if _moved_far_without_progress(features) and not short_of_the_distance(features):  # see _raise_past_the_hold
+            return True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
+                          f"while the metric gained less than the progress bar ({1 - math.exp(-PROGRESS):.0%} below the first "
+                          "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
+                          "the LR is wrong")
+        if not (t >= EVIDENCE_T and ratio > 0):
+            if features.get("alignment_steps") == 0:
+                return True, f"raise held: no evidence that the LR is too low: {_NOTHING_MEASURED}"
+            return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
+        if first and ratio < UNDERSHOOT_ALIGNMENT:
+            return True, (f"raise held: at the first evaluation no metric trend backs the alignment, and a raise then needs "
+                          f"a clear one (alignment >= {UNDERSHOOT_ALIGNMENT:g}, here {ratio:+.2f})")
+        late = features.get("grad_alignment_late")
+        if first and late is not None and late < UNDERSHOOT_ALIGNMENT:
+            return True, (f"raise held: at the first evaluation a raise needs a clear undershoot up to the interval's end, "
+                          f"and the later half of its steps reads {late:+.2f} (alignment >= {UNDERSHOOT_ALIGNMENT:g} needed): "
+                          "the first steps descend from the initialization, which reads as too short at any LR")
+        if _raise_past_the_hold(features):
+            return False, (f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}) and the LR is "
+                           f"{features['lr_over_distance']:.2g} times the distance estimate, below the user's LR: the "
+                           "steps are too short")
+        return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
+    if multiplier < 1:
+        held, why = _cut_verdict(features, t, ratio, worse, first=first, schedule_anneals=schedule_anneals)
+        if held and schedule_anneals and not first and bouncing(features) and t > -_cut_evidence_t(features):
+            # say which rule held it (a gradient that does oppose the steps was held for want of a second reading)
+            why = (f"cut held: the average of the iterates since the last decision has a validation loss "
+                   f"{_average_below(features):.0%} below the current one's (a bounce around a valley floor), but the "
+                   f"schedule anneals by itself, so a cut needs the gradient to oppose the steps (t <= "
+                   f"-{_cut_evidence_t(features):g}, here {t:+.1f})")
+        if held and features.get("alignment_steps") == 0:  # the reasons that quote the gradient would be moot
+            why = f"cut held: no evidence that the steps overshoot: {_NOTHING_MEASURED}"
+        return held, why
+    return False, None
+
+
+_NOTHING_MEASURED = ("no step of this evaluation interval was measured (the alignment leaves out a warmup's steps, and "
+                     "steps without a finite, nonzero gradient and update)")
+
+
+def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool, *, first: bool,
+                 schedule_anneals: bool) -> tuple[bool, str]:
+    """``direction_verdict`` for a cut (see there)."""
+    progress = _made_progress(features)
+    bar = _cut_evidence_t(features)
+    opposed = t <= -bar
+    waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
+    wait = f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but {_waits(features, waiting)}" if (
+        waiting is not None) else None
+    if past_the_distance(features, schedule_anneals=schedule_anneals):
+        return False, f"cut: {_distance_reading(features)}"
+    if _bounce_cut(features, first=first, schedule_anneals=schedule_anneals):
+        return False, (f"cut: the average of the iterates since the last decision has a validation loss "
+                       f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
+                       "steps bounce around a valley floor")
+    if _overshoot_cut(features, waiting):
+        return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
+                       "the steps overshoot")
+    if not first and _stuck_for_a_cut(features) and _above_initial_lr(features):
+        return False, f"cut: {_stuck_reading(features)}: the steps go far and gain nothing"
+    if not first and _lost_ground_after_moving_far(features):
+        return False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved "
+                       f"by {features['param_drift']:.2f} of their starting norm and the objective (the loss, or 1 - the "
+                       f"score) is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: the steps go far "
+                       "and lose ground")
+    if not worse:
+        if wait and clear_overshoot(features):
+            return True, wait
+        if not first and _stuck_for_a_cut(features):  # but not above the user's LR
+            return True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's: a stuck run "
+                          "does not say which way the LR is wrong, and a cut on a plateau traps it")
+        return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
+                      f"not clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and "
+                      f"t <= -{bar:g})")
+    if opposed:
+        if wait:
+            return True, wait
+        return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
+                       "overshoot")
+    if progress and ratio <= 0 and schedule_anneals:
+        return True, ("cut held: the metric got worse after progress and the gradient no longer points along the "
+                      f"previous steps, but the schedule anneals by itself; a cut needs the gradient to oppose the "
+                      f"steps (t <= -{bar:g}, here {t:+.1f})")
+    if progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
+        return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
+                       "steps, the run is bouncing on a valley floor")
+    if progress:
+        return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
+    return True, (f"cut held: the metric got worse, but before the run has made progress (the objective, the loss or "
+                  f"1 - the score, {1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient "
+                  f"to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})")
+
+
+def _overshoot_cut(features: dict[str, float], waiting: float | None) -> bool:
+    """Whether a clear overshoot cuts now, whatever the policy asks: ``clear_overshoot`` and no wait
+    for a second reading (``waiting``: ``unconfirmed_overshoot``'s answer)."""
+    return clear_overshoot(features) and waiting is None
+
+
+def distance_floor(schedule_anneals: bool) -> float:
+    """The lowest scale the distance cut takes the LR to: ``DISTANCE_FLOOR``, or
+    ``ANNEALED_DISTANCE_FLOOR`` under a schedule that anneals by itself."""
+    return ANNEALED_DISTANCE_FLOOR if schedule_anneals else DISTANCE_FLOOR
+
+
+def past_the_distance(features: dict[str, float], *, schedule_anneals: bool = False) -> bool:
+    """Whether the steps are too long by two measures at once: the parameters have moved by at least
+    ``MOVED`` of their starting norm, and the LR of the steps is ``DISTANCE_OVERSHOOT`` times the
+    distance estimate or more (``lr_over_distance``, see ``.distance``; absent, as for an optimizer
+    whose step is not the LR per coordinate: no). Either alone does not say it: a transformer on
+    its plateau at a good LR drifts far, and its gradients give no positive estimate yet. A cut
+    goes through at any evaluation, the first included, and a keep or a raise becomes the fixed cut;
+    each cut lowers the ratio, so the rule stops once the LR is within ``DISTANCE_OVERSHOOT`` of it,
+    and at ``distance_floor`` of the user's LR at the lowest (an estimate that is not positive yet
+    sets no floor of its own: the ratio is then ``NO_DISTANCE`` at every reading, and the check reads
+    the drift alone down to that floor). A raise is held on both measures at the floor too."""
+    return (_steps_too_long(features)
+            and features.get("log10_lr_scale", 0.0) > math.log10(distance_floor(schedule_anneals)) + 1e-6)
+
+
+def _steps_too_long(features: dict[str, float]) -> bool:
+    """Both of ``past_the_distance``'s measures, whatever the LR's floor: a raise is held on them."""
+    return (features.get("param_drift", 0.0) >= MOVED
+            and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT)
+
+
+def short_of_the_distance(features: dict[str, float]) -> bool:
+    """Whether the controller's LR is below the user's and the LR of the steps (with a schedule's
+    factor, as ``lr_over_distance`` reads it; absent: no) is at most ``DISTANCE_SHORT`` times the
+    distance estimate: a raise is then not held for a run that moved far without progress
+    (``_raise_past_the_hold``), and goes as far as the user's LR at most. Whatever cut the LR below
+    the user's; made for the distance check's cuts of a run that collapsed within its first steps,
+    made while it had no positive estimate: once its gradients point back, the estimate grows past
+    the LR."""
+    return (features.get("lr_over_distance", math.inf) <= DISTANCE_SHORT
+            and features.get("log10_lr_scale", 0.0) < -1e-6)
+
+
+def _raise_past_the_hold(features: dict[str, float]) -> bool:
+    """Whether a raise let through now went past the hold of a run that moved far without progress
+    (``_moved_far_without_progress``), as only ``short_of_the_distance`` lets one: it goes as far as
+    the user's LR at most."""
+    return _moved_far_without_progress(features) and short_of_the_distance(features)
+
+
+def lr_over_distance(lr: float, estimate: float) -> float:
+    """The LR over the distance estimate (``.distance``), ``NO_DISTANCE`` at most and while the
+    estimate is not positive."""
+    return min(lr / estimate, NO_DISTANCE) if estimate > 0 else NO_DISTANCE
+
+
+def lr_over_distance_in_words(ratio: float) -> str:
+    """An ``lr_over_distance`` reading in words, for the gate's evidence and the callback's log:
+    ``NO_DISTANCE`` says there is no positive estimate yet, rather than a ratio of 10^6."""
+    if ratio >= NO_DISTANCE:
+        return "there is no positive distance estimate yet"
+    return f"the LR is {ratio:.3g} times the distance estimate"
+
+
+def _distance_reading(features: dict[str, float]) -> str:
+    """``past_the_distance`` in words, for the cut it lets through and the raise it holds."""
+    return (f"the steps are too long by two measures: the parameters have moved by {features['param_drift']:.2f} of "
+            f"their starting norm, and {lr_over_distance_in_words(features['lr_over_distance'])} (D-adaptation's "
+            f"bound on the distance to a solution, which Prodigy takes as its step; {DISTANCE_OVERSHOOT:g} or more is "
+            "too far)")
+
+
+def _bounce_cut(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> bool:
+    """Whether the iterate-average check cuts now, whatever the policy asks: the steps bounce
+    (``bouncing``), after the first evaluation, under a schedule that does not anneal by itself."""
+    return not first and bouncing(features) and not schedule_anneals
+
+
+def _made_progress(features: dict[str, float]) -> bool:
+    """Whether the objective is at least ``PROGRESS`` below the first evaluation's (absent: no progress)."""
+    return features.get("objective_vs_first", 0.0) <= -PROGRESS
+
+
+def moved_but_stuck(features: dict[str, float]) -> bool:
+    """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
+    not even ``STUCK`` below the first evaluation's: after ``STUCK_EVALUATIONS`` such evaluations in a row,
+    a cut asked for goes through (absent drift: no). Raises are held in a wider state,
+    ``_moved_far_without_progress``."""
+    return (features.get("param_drift", 0.0) >= MOVED
+            and features.get("objective_vs_first", 0.0) > -STUCK)
+
+
+def _stuck_reading(features: dict[str, float]) -> str:
+    """The stuck state in words, for the stuck-run cut's evidence and for the reason it is held."""
+    return (f"the parameters have moved by {features['param_drift']:.2f} of their starting norm while the metric "
+            f"stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} evaluations in a row)")
+
+
+_STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evidence begins (``_stuck_reading``)
+_DISTANCE_CUT = "cut: the steps are too long by two measures"  # and the distance cut's (``_distance_reading``)
+
+
+def _cut_floor(why: str, *, schedule_anneals: bool) -> tuple[float, str] | None:
+    """How low the cut whose evidence is ``why`` may take the controller's scale, and that floor in
+    words: the stuck-run cut as far as the user's LR (it takes back the controller's raises), the
+    distance cut as far as ``distance_floor`` of it; None for the other cuts."""
+    if why.startswith(_STUCK_CUT):
+        return 1.0, "the user's LR"
+    if why.startswith(_DISTANCE_CUT):
+        floor = distance_floor(schedule_anneals)
+        return floor, f"1/{1 / floor:g} of the user's LR"
+    return None
+
+
+def _stuck_for_a_cut(features: dict[str, float]) -> bool:
+    """Whether the run has been stuck (``moved_but_stuck``) at ``STUCK_EVALUATIONS`` evaluations in a row: a
+    cut asked for goes through while the LR is above the user's (``_above_initial_lr``)."""
+    return moved_but_stuck(features) and features.get("stuck_evaluations", 0) >= STUCK_EVALUATIONS
+
+
+def _moved_far_without_progress(features: dict[str, float]) -> bool:
+    """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
+    not yet ``PROGRESS`` below the first evaluation's: a raise is held (a stuck run, ``moved_but_stuck``,
+    is one such; so is a run just leaving a plateau at a good LR, whose steps went far before it moved)."""
+    return features.get("param_drift", 0.0) >= MOVED and not _made_progress(features)
+
+
+def _lost_ground_after_moving_far(features: dict[str, float]) -> bool:
+    """Whether the metric got worse since the last decision, by more than a loss's noise on a plateau
+    (``RAISE_PUNISHED``), while the run has moved far without progress (``_moved_far_without_progress``),
+    at or above the initial LR: a cut asked for goes through at once, without the stuck state's
+    evaluations in a row. A run at a good LR whose steps went far early (a language model, whose loss
+    falls a few percent per evaluation) keeps getting better; at too high an LR the metric swings back
+    up. A collapsed run's noise on its plateau is left to the stuck-run cut."""
+    return _worse_beyond_noise(features) and _moved_far_without_progress(features) and _at_or_above_initial_lr(features)
+
+
+def _at_or_above_initial_lr(features: dict[str, float]) -> bool:
+    """Whether the LR is at or above the initial LR: the lost-ground cut is made only there, since the
+    drift, cumulative, says nothing about the LR after a cut below it (so it never takes the LR more
+    than one cut below the user's)."""
+    return features.get("log10_lr_scale", 0.0) > -1e-6
+
+
+def _above_initial_lr(features: dict[str, float]) -> bool:
+    """Whether the LR is above the initial LR, by a raise of the controller's own: the stuck-run cut is
+    made only there. Being stuck says nothing of the direction: a post-LN transformer on its plateau
+    at a good LR drifts as far as a collapsed one at ten times it, so the rule takes back the
+    controller's raises and never cuts below the LR the user chose."""
+    return features.get("log10_lr_scale", 0.0) > 1e-6
+
+
+def _worse_beyond_noise(features: dict[str, float]) -> bool:
+    """Whether the metric got worse by more than ``RAISE_PUNISHED``: a raise is held, or taken back after it,
+    and a run that went far without progress has lost ground."""
+    return features["objective_trend"] > RAISE_PUNISHED
+
+
+def _cut_evidence_t(features: dict[str, float]) -> float:
+    """The |grad_alignment_t| a cut needs: ``EVIDENCE_T`` after progress, ``PLATEAU_EVIDENCE_T`` before."""
+    return EVIDENCE_T if _made_progress(features) else PLATEAU_EVIDENCE_T
+
+
+def unconfirmed_overshoot(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> float | None:
+    """Under a schedule that anneals by itself, an overshoot cut (``clear_overshoot``, or the metric
+    worse with the gradient opposing the steps) waits for a second reading in a row: the schedule
+    lowers the LR anyway until the next evaluation, while a cut lasts the rest of the run (at a
+    good LR a bounce can read as an overshoot once). Returns the previous evaluation's
+    ``grad_alignment_t`` when it did not read one too (above minus the cut's bar), None when the
+    cut need not wait: a constant schedule, the first evaluation, or no previous reading (a
+    divergence before, or an interval whose alignment counted fewer than 2 steps, a warmup's)."""
+    previous = features.get("previous_grad_alignment_t")
+    if not schedule_anneals or first or previous is None or previous <= -_cut_evidence_t(features):
+        return None
+    return previous
+
+
+def _waits(features: dict[str, float], previous_t: float) -> str:
+    """Why an overshoot cut waits (``unconfirmed_overshoot``), in words."""
+    return (f"the schedule anneals by itself, so a cut waits for a second reading in a row (the previous evaluation "
+            f"read t={previous_t:+.1f}, a cut needs t <= -{_cut_evidence_t(features):g} at both)")
+
+
+def clear_overshoot(features: dict[str, float]) -> bool:
+    """Whether the gradient clearly opposes the previous steps: ``grad_alignment <= -OVERSHOOT_ALIGNMENT``
+    with ``grad_alignment_t`` at or below minus the cut's bar (``_cut_evidence_t``)."""
+    return (features["grad_alignment"] <= -OVERSHOOT_ALIGNMENT
+            and features["grad_alignment_t"] <= -_cut_evidence_t(features))
+
+
+def bouncing(features: dict[str, float]) -> bool:
+    """Whether the average of the iterates since the last decision beats the current iterate by
+    ``AVERAGE_GAIN`` or more in log validation loss, and by more than the interval gained
+    (``iterate_average_progress``, on the same batches): the bounce of the steps costs more than
+    they make (absent: no)."""
+    gain, progress = features.get("iterate_average_gain"), features.get("iterate_average_progress")
+    return gain is not None and progress is not None and gain >= AVERAGE_GAIN and gain > progress
+
+
+def _average_below(features: dict[str, float]) -> float:
+    return 1.0 - math.exp(-features.get("iterate_average_gain", 0.0))
+
+
+def direction_gate(multiplier: float, features: dict[str, float], *, first: bool = False,
+                   schedule_anneals: bool = False) -> str | None:
+    """Why ``multiplier`` must not be applied given the evidence in ``features``; None: apply it."""
+    held, why = direction_verdict(multiplier, features, first=first, schedule_anneals=schedule_anneals)
+    return why if held else None
+
+
+@dataclass(frozen=True)
+class GatedMove:
+    """What the gate makes of the policy's move: the ``multiplier`` for the controller's scale (before
+    ``min_lr`` / ``max_lr``), whether the move was ``held`` (the LR stays), and ``why``: the reason it
+    was held, or the evidence that let it through or replaced it (None for a keep nothing changed)."""
+
+    multiplier: float
+    held: bool
+    why: str | None
+
+
+def gate_move(requested: float, features: dict[str, float], *, first: bool, schedule_anneals: bool,
+              scale: float, min_scale: float, last_applied: float) -> GatedMove:
+    """The policy's ``requested`` multiplier through the gate and its safeguards, in order:
+    ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
+    distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
+    ``min_scale``; the floors of the stuck-run and distance cuts (``_cut_floor``); the user's LR as
+    the cap of a raise past the hold (``_raise_past_the_hold``); and the undo of the last decision's
+    raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it.
+    ``first``: the run's first evaluation. ``scale``: the controller's scale before this move."""
+    held, why = direction_verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
+    multiplier = 1.0 if held else requested
+    waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
+    fixed_cut = (_overshoot_cut(features, waiting) or past_the_distance(features, schedule_anneals=schedule_anneals)
+                 or _bounce_cut(features, first=first, schedule_anneals=schedule_anneals))
+    if multiplier >= 1 and fixed_cut and scale > min_scale:
+        _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=first,  # the cut's own words
+                                        schedule_anneals=schedule_anneals)
+        multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
+            f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
+    elif multiplier >= 1 and why is None and clear_overshoot(features) and waiting is not None:
+        why = (f"no fixed cut: the gradient clearly opposes the previous steps (t={features['grad_alignment_t']:+.1f}), "
+               f"but {_waits(features, waiting)}")
+    elif multiplier >= 1 and schedule_anneals and not first and bouncing(features) and why is None:
+        # the fixed halving the rule left out: say so
+        why = (f"no fixed cut: the average of the iterates has a validation loss {_average_below(features):.0%} "
+               "below the current one's (a bounce around a valley floor), but the schedule anneals by itself")
+    floor = _cut_floor(why, schedule_anneals=schedule_anneals) if not held and why is not None and multiplier < 1 else None
+    if floor is not None and multiplier * scale < floor[0]:
+        multiplier = min(1.0, floor[0] / scale)
+        why = f"{why}; as far as {floor[1]} (x{multiplier:.3g}, the policy asked for x{requested:g})"
+    if not held and multiplier > 1 and _raise_past_the_hold(features) and multiplier * scale > 1.0:
+        multiplier = max(1.0, 1.0 / scale)
+        why = f"{why}; as far as the user's LR (x{multiplier:.3g}, the policy asked for x{requested:g})"
+    undo = punished_raise_undo(features, last_applied)
+    if undo is not None and multiplier > undo:
+        multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
+                                              f"{RAISE_PUNISHED:.0%}), which is taken back (x{undo:.3g})")
+    return GatedMove(multiplier, held, why)
+
+
+def punished_raise_undo(features: dict[str, float], last_applied: float) -> float | None:
+    """The multiplier that takes back the last decision's raise (``1 / last_applied``, what it
+    applied) when the metric got worse right after it, by more than ``RAISE_PUNISHED``; None when
+    there is nothing to take back."""
+    return 1.0 / last_applied if last_applied > 1 and _worse_beyond_noise(features) else None
