@@ -79,7 +79,6 @@ come with the gate:
   gradients give no positive estimate). Once the estimate has grown past the LR
   (``short_of_the_distance``), raises below the user's LR are let through again (see above).
 
-
 The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
 meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
 raise back: those are part of what follows the choice, as the environment is for any RL action.
@@ -90,12 +89,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T",
-           "OVERSHOOT_ALIGNMENT", "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED",
-           "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing", "moved_but_stuck",
-           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR", "ANNEALED_DISTANCE_FLOOR",
-           "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor", "lr_over_distance",
-           "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance"]
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "direction_gate", "direction_verdict", "EVIDENCE_T",
+           "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT", "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT",
+           "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
+           "moved_but_stuck", "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
+           "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor",
+           "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance"]
 
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
 PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
