@@ -67,7 +67,8 @@ from .scheduler_binding import schedule_anneals as decays_by_itself
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
-__all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "DEFAULT_MIN_LR_RATIO", "DEFAULT_MAX_LR_RATIO"]
+__all__ = ["Decision", "MetaLRController", "check_options", "resolve_policy", "is_early_distance_cut", "DEFAULT_MIN_LR_RATIO",
+           "DEFAULT_MAX_LR_RATIO"]
 
 
 DEFAULT_MIN_LR_RATIO = 1e-3
@@ -77,6 +78,13 @@ STATE_FORMAT = 5  # 5: the early-divergence guard; 4: gradient alignment; 3: tra
 READABLE_STATE_FORMATS = (2, 3, 4, 5)
 _STATE_KEYS = ("seed", "initial_lr", "scale", "decision_index", "previous_multiplier", "pending", "tracker", "history",
                "policy")  # in every readable format; the others are read with a default
+
+
+def is_early_distance_cut(cut: dict) -> bool:
+    """Whether an ``early_cuts`` entry is the distance check's (it records the ``param_drift`` and
+    ``lr_over_distance`` it read) rather than the early-divergence guard's (which records the
+    ``reference`` loss the step's loss climbed above)."""
+    return "lr_over_distance" in cut
 
 
 def _joined(*parts: str | None) -> str | None:
@@ -707,7 +715,7 @@ class MetaLRController:
         the rest of the run, and the guard has answered the LR already."""
         estimate = self.alignment.distance.value()
         features = {"distance_estimate": estimate}
-        if self.steps_per_coordinate and not any("lr_over_distance" not in cut for cut in self.early_cuts):
+        if self.steps_per_coordinate and all(is_early_distance_cut(cut) for cut in self.early_cuts):
             factor = self.alignment.step_factor
             features["lr_over_distance"] = lr_over_distance(self.lr * (1.0 if factor is None else factor), estimate)
         return features

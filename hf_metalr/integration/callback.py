@@ -80,7 +80,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checks import real_number
 from ..controller.alignment import draw_sketch, sketch_coordinates
-from ..controller.controller import MetaLRController, check_options, resolve_policy
+from ..controller.controller import MetaLRController, check_options, is_early_distance_cut, resolve_policy
 from ..controller.early_guard import EARLY_SPIKE
 from ..controller.gate import lr_over_distance_in_words
 from ..controller.direction import greater_is_better_by_name
@@ -588,7 +588,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if state.is_world_process_zero and cut:
             last = self.controller.early_cuts[-1]
-            if "lr_over_distance" in last:
+            if is_early_distance_cut(last):
                 logger.warning("MetaLRCallback: at step %d, before the first evaluation, the parameters have moved by "
                                "%.2f of their starting norm and %s (D-adaptation's, as Prodigy reads it): the steps are "
                                "too long, and the LR is cut to %.3g (scale %.3g)", state.global_step, last["param_drift"],

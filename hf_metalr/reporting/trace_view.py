@@ -18,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..controller.controller import is_early_distance_cut
 from ..controller.gate import NO_DISTANCE
 from ..integration.trace import TRACE_NAME, read_trace
 
@@ -69,7 +70,7 @@ def _why(entry: dict) -> str:
 def _early_cut_rows(entry: dict) -> list[str]:
     rows = []
     for cut in entry.get("early_cuts") or []:
-        if "lr_over_distance" in cut:
+        if is_early_distance_cut(cut):
             ratio = _number(cut["lr_over_distance"])
             times = ("with no positive distance estimate" if ratio >= NO_DISTANCE
                      else f"{ratio:.3g} times the distance estimate")
@@ -157,8 +158,8 @@ def summarize_trace(entries: list[dict]) -> dict:
         "fixed": kinds.count("fixed"),
         "capped": kinds.count("capped"),
         "divergences": kinds.count("divergence"),
-        "early_cuts": sum("lr_over_distance" not in cut for cut in first.get("early_cuts") or []),
-        "early_distance_cuts": sum("lr_over_distance" in cut for cut in first.get("early_cuts") or []),
+        "early_cuts": sum(not is_early_distance_cut(cut) for cut in first.get("early_cuts") or []),
+        "early_distance_cuts": sum(is_early_distance_cut(cut) for cut in first.get("early_cuts") or []),
         "initial_lr": initial_lr,
         "final_scale": final_scale,
         "final_lr": initial_lr * final_scale,
