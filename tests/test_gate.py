@@ -45,3 +45,21 @@ def test_the_distance_cut_stops_at_its_floor_and_a_punished_raise_is_taken_back_
     undo = move(2.0, punished, scale=2.0, last_applied=2.0)
     assert undo.multiplier == 0.5 and not undo.held and undo.why.startswith("undo: the metric got worse")
     assert move(2.0, punished, scale=2.0, last_applied=1.0).held, "no raise to undo: a worse metric holds the raise"
+
+
+def test_the_stuck_run_cut_stops_at_the_users_lr_and_the_raise_past_the_hold_at_it_too():
+    stuck = features(param_drift=2 * MOVED, objective_vs_first=0.0, stuck_evaluations=2, log10_lr_scale=0.176)
+    cut = move(0.5, stuck, scale=1.5)
+    assert cut.multiplier == pytest.approx(1 / 1.5) and "as far as the user's LR" in cut.why
+    assert cut.why.startswith("cut: the parameters have moved by 2.00 of their starting norm")
+    short = features(param_drift=2 * MOVED, objective_vs_first=-0.1, lr_over_distance=0.2, log10_lr_scale=-0.125,
+                     grad_alignment=0.05, grad_alignment_t=3.0)
+    raised = move(2.0, short, scale=0.75)
+    assert raised.multiplier == pytest.approx(1 / 0.75) and raised.why.endswith("the policy asked for x2)")
+    assert "as far as the user's LR" in raised.why
+
+
+def test_at_the_first_evaluation_a_raise_needs_a_clear_undershoot():
+    faint = features(grad_alignment=0.05, grad_alignment_t=3.0)
+    assert move(2.0, faint, first=True).held and not move(2.0, faint).held
+    assert move(2.0, features(grad_alignment=0.3, grad_alignment_t=5.0), first=True).multiplier == 2.0

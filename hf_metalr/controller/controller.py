@@ -26,13 +26,26 @@ rank and after a resume.
 With the parameters watched (``watch`` plus ``before_optimizer_step`` / ``after_optimizer_step``
 around each ``optimizer.step()``), the controller measures which way the LR is wrong (see
 ``alignment``), and its *direction gate* (``gate``) holds the policy to that evidence: a raise
-goes through only when the gradient keeps pointing along the previous steps, a cut only on a
-sign that the steps overshoot, and safeguards undo a punished raise, cut a clear overshoot
-whatever the policy asks, and cut before the first evaluation on a loss that climbs
-(``early_guard``) or steps that are too long by two measures (the distance check). The rules,
-and why each is there, are in ``gate``'s docstring. The decision records what the policy asked
-for and why it was not applied (``Decision.gate``), or what let it through
-(``Decision.evidence``).
+goes through only when the gradient keeps pointing along the previous steps, a cut only on
+evidence that the steps are too long (an overshoot, a bounce around a valley floor, a run that
+moved far without progress, the distance check), a raise the next evaluation punishes is taken
+back, and a clear overshoot is cut whatever the policy asks. The rules, and why each is there,
+are in ``gate``'s docstring. The decision records what the policy asked for and why it was not
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). With the gate on:
+
+- since the direction needs no trend, the policy acts from the first evaluation on;
+- before the first evaluation, the *early-divergence guard* (``early_guard``) reads every step's
+  training loss: a loss that climbs, record after record (each above ``EARLY_SPIKE`` times every
+  loss before it, two in a row, or one ``EXTREME`` one, or a non-finite loss), says the LR is far
+  too high, and the LR is cut to a quarter at once, at most twice, so the damage an LR far too high
+  does in the first steps (dead units, a collapsed output) is not left to the first decision; and
+  every ``gate.EARLY_DISTANCE_EVERY`` steps the distance check (``gate.past_the_distance``) halves
+  it while the steps are too long by both of its measures. ``observe_train_loss`` returns True
+  when either cut; ``early_cuts`` lists each cut.
+
+The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
+meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
+raise back: those are part of what follows the choice, as the environment is for any RL action.
 
 Without watched parameters there is no evidence, the gate and its safeguards are off, and the
 first evaluation keeps the LR.
@@ -166,7 +179,7 @@ class Decision:
     reward: float | None
     multiplier: float  # the LR multiplier asked for: the policy's choice, or a fixed response (trace key "action")
     applied: float  # the multiplier that took effect (new scale / old scale): 1 when the gate held it,
-    # CLEAR_OVERSHOOT_CUT or the undo's when a safeguard replaced it, nearer 1 when a bound caps it
+    # gate.CLEAR_OVERSHOOT_CUT or the undo's when a safeguard replaced it, nearer 1 when a bound caps it
     action_index: int | None  # the RL action: the index of ``multiplier`` in the policy's action set; None for the
     # fixed divergence response
     by_policy: bool  # False where no policy choice was made: the cut at a divergence, and the keep at the first evaluation
@@ -710,7 +723,7 @@ class MetaLRController:
         """``distance_estimate`` (``.distance``, in the parameters' units per coordinate) and, when the
         optimizer's step per coordinate is the LR's (``steps_per_coordinate``), ``lr_over_distance``:
         the LR of the last step read (the controller's times the schedule's factor) over it,
-        ``NO_DISTANCE`` while it is not positive. Not after an early-divergence cut: the steps of the
+        ``gate.NO_DISTANCE`` while it is not positive. Not after an early-divergence cut: the steps of the
         loss's climb are in both of the check's cumulative readings (the drift and the estimate) for
         the rest of the run, and the guard has answered the LR already."""
         estimate = self.alignment.distance.value()

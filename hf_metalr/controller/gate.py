@@ -1,12 +1,13 @@
 """The direction gate: which of the policy's moves the evidence lets through, and the safeguards
 that come with it. Pure functions of one decision's features (``features.RunTracker``'s, and what
 ``MetaLRController`` adds from ``alignment``, ``distance`` and ``iterate_average``): no state, no
-tensors. The controller asks ``gate_move`` at every decision with the parameters watched, and
-``past_the_distance`` every ``EARLY_DISTANCE_EVERY`` steps before the first one.
+tensors. ``MetaLRController`` asks ``gate_move`` at every decision when the gate is on
+(``gate=True``, the default) and the parameters are watched, and, for an optimizer whose step per
+coordinate is its LR's (``steps_per_coordinate``), ``past_the_distance`` every
+``EARLY_DISTANCE_EVERY`` steps before the first decision.
 
-With the parameters watched (``watch`` plus ``before_optimizer_step`` / ``after_optimizer_step``
-around each ``optimizer.step()``), the controller measures which way the LR is wrong (see
-``alignment``), and its *direction gate* holds the policy to that evidence:
+The gate holds the policy to the evidence of which way the LR is wrong (``alignment``'s reading of
+the gradient against the previous steps, the drift, the distance estimate, the iterate average):
 
 - a raise is applied only when the gradient keeps pointing along the previous steps
   (``grad_alignment_t >= EVIDENCE_T`` and ``grad_alignment > 0``: the steps are too short) and the
@@ -52,7 +53,7 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
   response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
-applied (``Decision.gate``), or what let it through (``Decision.evidence``). Five more safeguards
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). Three more safeguards
 come with the gate:
 
 - a clear overshoot (``clear_overshoot``: the bars under which a cut goes through while the metric
@@ -60,13 +61,6 @@ come with the gate:
   (a cut the policy asks for there goes through as asked); at the LR floor it does nothing;
 - a raise that the next evaluation punishes (the metric got worse right after it, by more than
   ``RAISE_PUNISHED``) is taken back, whatever the policy asks;
-- since the direction needs no trend, the policy acts from the first evaluation on;
-- before the first evaluation, the *early-divergence guard* (``early_guard``) reads every step's
-  training loss: a loss that climbs, record after record (each above ``EARLY_SPIKE`` times every
-  loss before it, two in a row, or one ``EXTREME`` one, or a non-finite loss), says the LR is far
-  too high, and the LR is cut to a quarter at once, at most twice, so the damage an LR far too high
-  does in the first steps (dead units, a collapsed output) is not left to the first decision.
-  ``observe_train_loss`` returns True when it cut; ``early_cuts`` lists each cut.
 - the *distance check* (``past_the_distance``): when the parameters have moved by their starting
   norm (``param_drift >= MOVED``) and the LR is ``DISTANCE_OVERSHOOT`` times or more the distance
   estimate of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
@@ -78,10 +72,6 @@ come with the gate:
   alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
   gradients give no positive estimate). Once the estimate has grown past the LR
   (``short_of_the_distance``), raises below the user's LR are let through again (see above).
-
-The policy's choice stays the RL action (``Decision.action_index``, what the online learner and
-meta-training learn from) when the gate holds it, the fixed cut replaces it or the undo takes a
-raise back: those are part of what follows the choice, as the environment is for any RL action.
 """
 
 from __future__ import annotations
