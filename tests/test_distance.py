@@ -8,7 +8,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED,
-                                       NO_DISTANCE, _cut_floor, direction_gate, past_the_distance,
+                                       NO_DISTANCE, _verdict, direction_gate, past_the_distance,
                                        short_of_the_distance)
 from hf_metalr.controller.distance import DistanceEstimate
 from hf_metalr.controller.scheduler_binding import normalises_steps
@@ -90,12 +90,17 @@ def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
 
 @pytest.mark.parametrize("anneals", [False, True])
 def test_the_cut_floors_are_the_users_lr_for_a_stuck_run_and_a_sixteenth_or_a_quarter_for_the_distance(anneals):
-    stuck = _cut_floor("cut: the parameters have moved by 2.00 ... (2 evaluations in a row)", schedule_anneals=anneals)
-    assert stuck == (1.0, "the user's LR")
+    quiet = {"objective_trend": -0.01, "grad_alignment": 0.0, "grad_alignment_t": 0.0}
+    stuck = {**quiet, "param_drift": 2.0, "objective_vs_first": 0.0, "stuck_evaluations": 2, "log10_lr_scale": 0.3}
+    verdict = _verdict(0.5, stuck, first=False, schedule_anneals=anneals)
+    assert verdict.why.startswith("cut: the parameters have moved by") and verdict.floor == (1.0, "the user's LR")
     floor, words = (ANNEALED_DISTANCE_FLOOR, "1/4") if anneals else (DISTANCE_FLOOR, "1/16")
-    assert _cut_floor("cut: the steps are too long by two measures: ...", schedule_anneals=anneals) == (
-        floor, f"{words} of the user's LR")
-    assert _cut_floor("cut: the gradient clearly opposes the previous steps", schedule_anneals=anneals) is None
+    verdict = _verdict(0.5, {**quiet, **PAST}, first=False, schedule_anneals=anneals)
+    assert verdict.why.startswith("cut: the steps are too long by two measures")
+    assert verdict.floor == (floor, f"{words} of the user's LR")
+    overshoot = {**quiet, "grad_alignment": -0.3, "grad_alignment_t": -4.0, "objective_vs_first": -0.5}
+    verdict = _verdict(0.5, overshoot, first=False, schedule_anneals=anneals)
+    assert verdict.why.startswith("cut: the gradient clearly opposes the previous steps") and verdict.floor is None
     at_floor = {**PAST, "log10_lr_scale": math.log10(floor)}
     assert not past_the_distance(at_floor, schedule_anneals=anneals)
     assert past_the_distance({**PAST, "log10_lr_scale": math.log10(ANNEALED_DISTANCE_FLOOR) - 0.1}) is True

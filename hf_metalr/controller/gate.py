@@ -140,41 +140,60 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
     cuts that anneal (a bounce around a valley floor, the after-progress one) are not the
     controller's to make, and a cut that answers an overshoot waits for a second reading in a row
     (``unconfirmed_overshoot``)."""
+    verdict = _verdict(multiplier, features, first=first, schedule_anneals=schedule_anneals)
+    return verdict.held, verdict.why
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``direction_verdict``'s answer, with the ``floor`` of a cut it lets through: how low the
+    cut may take the controller's scale, and that floor in words (the stuck-run cut as far as the
+    user's LR, since it takes back the controller's raises; the distance cut as far as
+    ``distance_floor`` of it; None for the other cuts and for every other verdict)."""
+
+    held: bool
+    why: str | None
+    floor: tuple[float, str] | None = None
+
+
+def _verdict(multiplier: float, features: dict[str, float], *, first: bool, schedule_anneals: bool) -> Verdict:
+    """``direction_verdict``, with the floor of the cut it lets through."""
     worse = features["objective_trend"] > 0
     t, ratio = features["grad_alignment_t"], features["grad_alignment"]
     if multiplier > 1 and _steps_too_long(features):  # at the cuts' floor too: the steps are still too long
-        return True, f"raise held: {_distance_reading(features)}"
+        return Verdict(True, f"raise held: {_distance_reading(features)}")
     if multiplier > 1:
         if not first and bouncing(features):
-            return True, (f"raise held: the average of the iterates since the last decision has a validation loss "
-                          f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
-                          "steps bounce around a valley floor")
+            return Verdict(True, (f"raise held: the average of the iterates since the last decision has a validation loss "
+                                  f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
+                                  "steps bounce around a valley floor"))
         if _worse_beyond_noise(features):
-            return True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})"
+            return Verdict(True, f"raise held: the metric got worse since the last decision (by more than {RAISE_PUNISHED:.0%})")
         if _moved_far_without_progress(features) and not short_of_the_distance(features):  # see _raise_past_the_hold
-            return True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
-                          f"while the metric gained less than the progress bar ({1 - math.exp(-PROGRESS):.0%} below the first "
-                          "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
-                          "the LR is wrong")
+            return Verdict(True, (f"raise held: the parameters have moved by {features['param_drift']:.2f} of their starting norm "
+                                  f"while the metric gained less than the progress bar ({1 - math.exp(-PROGRESS):.0%} below the first "
+                                  "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
+                                  "the LR is wrong"))
         if not (t >= EVIDENCE_T and ratio > 0):
             if features.get("alignment_steps") == 0:
-                return True, f"raise held: no evidence that the LR is too low: {_NOTHING_MEASURED}"
-            return True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)"
+                return Verdict(True, f"raise held: no evidence that the LR is too low: {_NOTHING_MEASURED}")
+            return Verdict(True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)")
         if first and ratio < UNDERSHOOT_ALIGNMENT:
-            return True, (f"raise held: at the first evaluation no metric trend backs the alignment, and a raise then needs "
-                          f"a clear one (alignment >= {UNDERSHOOT_ALIGNMENT:g}, here {ratio:+.2f})")
+            return Verdict(True, (f"raise held: at the first evaluation no metric trend backs the alignment, and a raise then needs "
+                                  f"a clear one (alignment >= {UNDERSHOOT_ALIGNMENT:g}, here {ratio:+.2f})"))
         late = features.get("grad_alignment_late")
         if first and late is not None and late < UNDERSHOOT_ALIGNMENT:
-            return True, (f"raise held: at the first evaluation a raise needs a clear undershoot up to the interval's end, "
-                          f"and the later half of its steps reads {late:+.2f} (alignment >= {UNDERSHOOT_ALIGNMENT:g} needed): "
-                          "the first steps descend from the initialization, which reads as too short at any LR")
+            return Verdict(True, (f"raise held: at the first evaluation a raise needs a clear undershoot up to the interval's end, "
+                                  f"and the later half of its steps reads {late:+.2f} (alignment >= {UNDERSHOOT_ALIGNMENT:g} needed): "
+                                  "the first steps descend from the initialization, which reads as too short at any LR"))
         if _raise_past_the_hold(features):
-            return False, (f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}) and the LR is "
-                           f"{features['lr_over_distance']:.2g} times the distance estimate, below the user's LR: the "
-                           "steps are too short")
-        return False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short"
+            return Verdict(False, (f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}) and the LR is "
+                                   f"{features['lr_over_distance']:.2g} times the distance estimate, below the user's LR: the "
+                                   "steps are too short"))
+        return Verdict(False, f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}), the steps are too short")
     if multiplier < 1:
-        held, why = _cut_verdict(features, t, ratio, worse, first=first, schedule_anneals=schedule_anneals)
+        verdict = _cut_verdict(features, t, ratio, worse, first=first, schedule_anneals=schedule_anneals)
+        held, why = verdict.held, verdict.why
         if held and schedule_anneals and not first and bouncing(features) and t > -_cut_evidence_t(features):
             # say which rule held it (a gradient that does oppose the steps was held for want of a second reading)
             why = (f"cut held: the average of the iterates since the last decision has a validation loss "
@@ -183,8 +202,8 @@ def direction_verdict(multiplier: float, features: dict[str, float], *, first: b
                    f"-{_cut_evidence_t(features):g}, here {t:+.1f})")
         if held and features.get("alignment_steps") == 0:  # the reasons that quote the gradient would be moot
             why = f"cut held: no evidence that the steps overshoot: {_NOTHING_MEASURED}"
-        return held, why
-    return False, None
+        return Verdict(held, why, verdict.floor)
+    return Verdict(False, None)
 
 
 _NOTHING_MEASURED = ("no step of this evaluation interval was measured (the alignment leaves out a warmup's steps, and "
@@ -192,8 +211,8 @@ _NOTHING_MEASURED = ("no step of this evaluation interval was measured (the alig
 
 
 def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool, *, first: bool,
-                 schedule_anneals: bool) -> tuple[bool, str]:
-    """``direction_verdict`` for a cut (see there)."""
+                 schedule_anneals: bool) -> Verdict:
+    """``_verdict`` for a cut (see there)."""
     progress = _made_progress(features)
     bar = _cut_evidence_t(features)
     opposed = t <= -bar
@@ -201,47 +220,48 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     wait = f"cut held: the gradient opposes the previous steps (t={t:+.1f}), but {_waits(features, waiting)}" if (
         waiting is not None) else None
     if past_the_distance(features, schedule_anneals=schedule_anneals):
-        return False, f"cut: {_distance_reading(features)}"
+        floor = distance_floor(schedule_anneals)
+        return Verdict(False, f"cut: {_distance_reading(features)}", (floor, f"1/{1 / floor:g} of the user's LR"))
     if _bounce_cut(features, first=first, schedule_anneals=schedule_anneals):
-        return False, (f"cut: the average of the iterates since the last decision has a validation loss "
-                       f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
-                       "steps bounce around a valley floor")
+        return Verdict(False, (f"cut: the average of the iterates since the last decision has a validation loss "
+                               f"{_average_below(features):.0%} below the current one's, more than the interval gained: the "
+                               "steps bounce around a valley floor"))
     if _overshoot_cut(features, waiting):
-        return False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
-                       "the steps overshoot")
+        return Verdict(False, (f"cut: the gradient clearly opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
+                               "the steps overshoot"))
     if not first and _stuck_for_a_cut(features) and _above_initial_lr(features):
-        return False, f"cut: {_stuck_reading(features)}: the steps go far and gain nothing"
+        return Verdict(False, f"cut: {_stuck_reading(features)}: the steps go far and gain nothing", (1.0, "the user's LR"))
     if not first and _lost_ground_after_moving_far(features):
-        return False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved "
-                       f"by {features['param_drift']:.2f} of their starting norm and the objective (the loss, or 1 - the "
-                       f"score) is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: the steps go far "
-                       "and lose ground")
+        return Verdict(False, (f"cut: the metric got worse (by more than {RAISE_PUNISHED:.0%}) while the parameters have moved "
+                               f"by {features['param_drift']:.2f} of their starting norm and the objective (the loss, or 1 - the "
+                               f"score) is not yet {1 - math.exp(-PROGRESS):.0%} below its first evaluation's: the steps go far "
+                               "and lose ground"))
     if not worse:
         if wait and clear_overshoot(features):
-            return True, wait
+            return Verdict(True, wait)
         if not first and _stuck_for_a_cut(features):  # but not above the user's LR
-            return True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's: a stuck run "
-                          "does not say which way the LR is wrong, and a cut on a plateau traps it")
-        return True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
-                      f"not clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and "
-                      f"t <= -{bar:g})")
+            return Verdict(True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's: a stuck run "
+                                  "does not say which way the LR is wrong, and a cut on a plateau traps it"))
+        return Verdict(True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
+                              f"not clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and "
+                              f"t <= -{bar:g})"))
     if opposed:
         if wait:
-            return True, wait
-        return False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
-                       "overshoot")
+            return Verdict(True, wait)
+        return Verdict(False, (f"cut: the metric got worse and the gradient opposes the previous steps (t={t:+.1f}), the steps "
+                               "overshoot"))
     if progress and ratio <= 0 and schedule_anneals:
-        return True, ("cut held: the metric got worse after progress and the gradient no longer points along the "
-                      f"previous steps, but the schedule anneals by itself; a cut needs the gradient to oppose the "
-                      f"steps (t <= -{bar:g}, here {t:+.1f})")
+        return Verdict(True, ("cut held: the metric got worse after progress and the gradient no longer points along the "
+                              f"previous steps, but the schedule anneals by itself; a cut needs the gradient to oppose the "
+                              f"steps (t <= -{bar:g}, here {t:+.1f})"))
     if progress and ratio <= 0:  # ratio 0 also when no step was measured: the worse metric decides
-        return False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
-                       "steps, the run is bouncing on a valley floor")
+        return Verdict(False, ("cut: the metric got worse after progress and the gradient no longer points along the previous "
+                               "steps, the run is bouncing on a valley floor"))
     if progress:
-        return True, "cut held: the metric got worse, but the gradient still points along the previous steps"
-    return True, (f"cut held: the metric got worse, but before the run has made progress (the objective, the loss or "
-                  f"1 - the score, {1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient "
-                  f"to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})")
+        return Verdict(True, "cut held: the metric got worse, but the gradient still points along the previous steps")
+    return Verdict(True, (f"cut held: the metric got worse, but before the run has made progress (the objective, the loss or "
+                          f"1 - the score, {1 - math.exp(-PROGRESS):.0%} below its first evaluation's) a cut needs the gradient "
+                          f"to oppose the previous steps (t <= -{bar:g}, here {t:+.1f})"))
 
 
 def _overshoot_cut(features: dict[str, float], waiting: float | None) -> bool:
@@ -342,22 +362,6 @@ def _stuck_reading(features: dict[str, float]) -> str:
     """The stuck state in words, for the stuck-run cut's evidence and for the reason it is held."""
     return (f"the parameters have moved by {features['param_drift']:.2f} of their starting norm while the metric "
             f"stayed at its first evaluation's level ({features['stuck_evaluations']:.0f} evaluations in a row)")
-
-
-_STUCK_CUT = "cut: the parameters have moved by"  # how the stuck-run cut's evidence begins (``_stuck_reading``)
-_DISTANCE_CUT = "cut: the steps are too long by two measures"  # and the distance cut's (``_distance_reading``)
-
-
-def _cut_floor(why: str, *, schedule_anneals: bool) -> tuple[float, str] | None:
-    """How low the cut whose evidence is ``why`` may take the controller's scale, and that floor in
-    words: the stuck-run cut as far as the user's LR (it takes back the controller's raises), the
-    distance cut as far as ``distance_floor`` of it; None for the other cuts."""
-    if why.startswith(_STUCK_CUT):
-        return 1.0, "the user's LR"
-    if why.startswith(_DISTANCE_CUT):
-        floor = distance_floor(schedule_anneals)
-        return floor, f"1/{1 / floor:g} of the user's LR"
-    return None
 
 
 def _stuck_for_a_cut(features: dict[str, float]) -> bool:
@@ -472,20 +476,20 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     """The policy's ``requested`` multiplier through the gate and its safeguards, in order:
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
-    ``min_scale``; the floors of the stuck-run and distance cuts (``_cut_floor``); the user's LR as
+    ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
     the cap of a raise past the hold (``_raise_past_the_hold``); and the undo of the last decision's
     raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it.
     ``first``: the run's first evaluation. ``scale``: the controller's scale before this move."""
-    held, why = direction_verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
+    verdict = _verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
+    held, why, floor = verdict.held, verdict.why, verdict.floor
     multiplier = 1.0 if held else requested
     waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
     fixed_cut = (_overshoot_cut(features, waiting) or past_the_distance(features, schedule_anneals=schedule_anneals)
                  or _bounce_cut(features, first=first, schedule_anneals=schedule_anneals))
     if multiplier >= 1 and fixed_cut and scale > min_scale:
-        _, evidence = direction_verdict(CLEAR_OVERSHOOT_CUT, features, first=first,  # the cut's own words
-                                        schedule_anneals=schedule_anneals)
-        multiplier, held, why = CLEAR_OVERSHOOT_CUT, False, (
-            f"{evidence}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
+        cut = _verdict(CLEAR_OVERSHOOT_CUT, features, first=first, schedule_anneals=schedule_anneals)  # its own words
+        multiplier, held, floor, why = CLEAR_OVERSHOOT_CUT, False, cut.floor, (
+            f"{cut.why}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
     elif multiplier >= 1 and why is None and clear_overshoot(features) and waiting is not None:
         why = (f"no fixed cut: the gradient clearly opposes the previous steps (t={features['grad_alignment_t']:+.1f}), "
                f"but {_waits(features, waiting)}")
@@ -493,8 +497,7 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
         # the fixed halving the rule left out: say so
         why = (f"no fixed cut: the average of the iterates has a validation loss {_average_below(features):.0%} "
                "below the current one's (a bounce around a valley floor), but the schedule anneals by itself")
-    floor = _cut_floor(why, schedule_anneals=schedule_anneals) if not held and why is not None and multiplier < 1 else None
-    if floor is not None and multiplier * scale < floor[0]:
+    if not held and multiplier < 1 and floor is not None and multiplier * scale < floor[0]:
         multiplier = min(1.0, floor[0] / scale)
         why = f"{why}; as far as {floor[1]} (x{multiplier:.3g}, the policy asked for x{requested:g})"
     if not held and multiplier > 1 and _raise_past_the_hold(features) and multiplier * scale > 1.0:
