@@ -787,3 +787,40 @@ def test_observe_refuses_a_validation_loss_that_is_no_function_and_warns_without
     ctrl.observe_train_loss(1.0)
     with pytest.warns(UserWarning, match=r"no validation_loss= was given, so the iterate-average check is off"):
         ctrl.observe(1.0)
+
+
+def test_a_scheduler_left_out_of_scale_param_groups_is_warned_about_once_when_it_rewrites_the_lr():
+    """A plain loop that steps a torch scheduler of its own but calls scale_param_groups(optimizer)
+    without it loses every decision at the scheduler's next step(): the second call sees group 0's
+    LR rewritten, and says so once."""
+    def loop(pass_scheduler: bool):
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        controller = MetaLRController(1e-3, policy="random")
+        controller.scale = 2.0  # a raise the policy made
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                controller.scale_param_groups(optimizer, scheduler if pass_scheduler else None)
+                optimizer.step()
+                scheduler.step()
+        return optimizer.param_groups[0]["lr"], [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+    lr, messages = loop(pass_scheduler=False)
+    assert lr == pytest.approx(1e-3), "the scheduler's step() put its own LR back"
+    assert len(messages) == 1 and "param group 0's LR is 0.001, not the 0.002 the last call wrote" in messages[0]
+    assert "scale_param_groups(optimizer, scheduler)" in messages[0]
+    lr, messages = loop(pass_scheduler=True)
+    assert lr == pytest.approx(2e-3) and messages == []
+
+
+def test_scale_param_groups_without_a_scheduler_and_nothing_rewriting_the_lr_is_quiet():
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    controller = MetaLRController(1e-3, policy="random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for scale in (1.0, 2.0, 0.5):
+            controller.scale = scale
+            assert controller.scale_param_groups(optimizer) == [pytest.approx(1e-3 * scale)]

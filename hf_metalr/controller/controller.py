@@ -284,6 +284,8 @@ class MetaLRController:
         self.early_cuts: list[dict] = []
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
         self._warned: set[str] = set()  # the warnings given once so far, by key (_warn_once)
+        self._lr_written: tuple[int, float] | None = None  # (id of the optimizer, group 0's LR) the last
+        # scale_param_groups without a scheduler wrote
         self._train_losses_since_decision = 0  # observe_train_loss(es) calls since the last decision: steps were made
         self._train_losses_seen = False  # any training loss at all (a loop that reports its steps)
         self._attached: dict | None = None  # attach(): the optimizer, its scheduler and the step hooks
@@ -320,7 +322,9 @@ class MetaLRController:
         that cannot carry the scale (``OneCycleLR``, ``CyclicLR``, a composite, a metric-driven one),
         param group 0 at an LR that is a tensor, not > 0 or not this controller's ``initial_lr``, and
         an optimizer that ignores the groups' ``lr`` (Adafactor's ``relative_step``) are each a
-        ``ValueError`` saying what to use."""
+        ``ValueError`` saying what to use. Without a ``scheduler``, a param group 0 LR that changed
+        since the last call (a scheduler of the loop's own stepped it, and undid the decision) is a
+        warning, once."""
         check_scheduler_supported(scheduler, plain_loop=True)
         inner = unwrap_scheduler(scheduler)
         if inner is not None and getattr(inner, "optimizer", None) not in (None, optimizer, getattr(optimizer, "optimizer", None)):
@@ -333,7 +337,25 @@ class MetaLRController:
                              "schedule factor would all be off. Build the controller with "
                              "initial_lr=optimizer.param_groups[0].get('initial_lr', optimizer.param_groups[0]['lr']) "
                              "(a scheduler's first step, at its construction, may already have moved 'lr')")
-        return apply_scale(optimizer, scheduler, self.scale)
+        if scheduler is None:
+            self._warn_rewritten_lr(optimizer)
+        lrs = apply_scale(optimizer, scheduler, self.scale)
+        self._lr_written = (id(optimizer), lrs[0]) if scheduler is None else None
+        return lrs
+
+    def _warn_rewritten_lr(self, optimizer) -> None:
+        """Once: param group 0's LR is not what the last ``scale_param_groups`` without a scheduler
+        wrote into this optimizer: something rewrote it since, most likely a scheduler's ``step()``,
+        which undoes each decision unless it is passed along."""
+        written = self._lr_written
+        lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
+        if (written is None or written[0] != id(optimizer) or not isinstance(lr, float)
+                or math.isclose(lr, written[1], rel_tol=1e-6)):
+            return
+        self._warn_once("schedule", f"MetaLRController.scale_param_groups: param group 0's LR is {lr:.4g}, not the "
+                        f"{written[1]:.4g} the last call wrote: if a scheduler steps this optimizer, its step() undoes "
+                        "each decision. Pass it: scale_param_groups(optimizer, scheduler), or attach(optimizer, "
+                        "scheduler)", UserWarning, stacklevel=3)
 
     def attach(self, optimizer: torch.optim.Optimizer, scheduler=None, *, total_steps: int | None = None,
                average_iterates: bool = False) -> MetaLRController:
