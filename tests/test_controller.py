@@ -824,3 +824,31 @@ def test_scale_param_groups_without_a_scheduler_and_nothing_rewriting_the_lr_is_
         for scale in (1.0, 2.0, 0.5):
             controller.scale = scale
             assert controller.scale_param_groups(optimizer) == [pytest.approx(1e-3 * scale)]
+
+
+def test_a_resume_that_restores_the_optimizers_lr_is_not_taken_for_a_scheduler():
+    """The plain-loop resume: scale_param_groups at start-up, then the optimizer's and the
+    controller's states loaded, then scale_param_groups again. The optimizer's LR came back from the
+    checkpoint, which is not a rewrite to warn about; an int LR rewritten by a scheduler still is."""
+    model = torch.nn.Linear(2, 1)
+    saved_optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    saved = MetaLRController(1e-3, policy="random")
+    saved.scale = 2.0
+    saved.scale_param_groups(saved_optimizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    controller = MetaLRController(1e-3, policy="random")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        controller.scale_param_groups(optimizer)  # start-up: writes 1e-3
+        optimizer.load_state_dict(saved_optimizer.state_dict())  # the LR comes back at 2e-3
+        controller.load_state_dict(saved.state_dict())
+        assert controller.scale_param_groups(optimizer) == [pytest.approx(2e-3)]
+    sgd = torch.optim.SGD(model.parameters(), lr=1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(sgd, lambda step: 1)
+    integer = MetaLRController(1, policy="random")
+    integer.scale = 0.5
+    integer.scale_param_groups(sgd)
+    sgd.step()
+    scheduler.step()  # back to the int 1
+    with pytest.warns(UserWarning, match="param group 0's LR is 1, not the 0.5 the last call wrote"):
+        integer.scale_param_groups(sgd)

@@ -284,8 +284,8 @@ class MetaLRController:
         self.early_cuts: list[dict] = []
         self._watched_state: dict | None = None  # loaded before watch(): see _restore_watched
         self._warned: set[str] = set()  # the warnings given once so far, by key (_warn_once)
-        self._lr_written: tuple[int, float] | None = None  # (id of the optimizer, group 0's LR) the last
-        # scale_param_groups without a scheduler wrote
+        self._lr_written: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> group 0's LR
+        # that the last scale_param_groups without a scheduler wrote into it
         self._train_losses_since_decision = 0  # observe_train_loss(es) calls since the last decision: steps were made
         self._train_losses_seen = False  # any training loss at all (a loop that reports its steps)
         self._attached: dict | None = None  # attach(): the optimizer, its scheduler and the step hooks
@@ -340,22 +340,27 @@ class MetaLRController:
         if scheduler is None:
             self._warn_rewritten_lr(optimizer)
         lrs = apply_scale(optimizer, scheduler, self.scale)
-        self._lr_written = (id(optimizer), lrs[0]) if scheduler is None else None
+        if scheduler is None:
+            self._lr_written[optimizer] = lrs[0]
+        else:
+            self._lr_written.pop(optimizer, None)
         return lrs
 
     def _warn_rewritten_lr(self, optimizer) -> None:
         """Once: param group 0's LR is not what the last ``scale_param_groups`` without a scheduler
-        wrote into this optimizer: something rewrote it since, most likely a scheduler's ``step()``,
-        which undoes each decision unless it is passed along."""
-        written = self._lr_written
+        wrote into this optimizer: something rewrote it since, most likely a scheduler's ``step()``
+        that is not passed here, and the two then undo each other's changes. ``load_state_dict``
+        forgets what was written (a resume restores the optimizer's LR too)."""
+        written = self._lr_written.get(optimizer)
         lr = optimizer.param_groups[0].get("lr") if optimizer.param_groups else None
-        if (written is None or written[0] != id(optimizer) or not isinstance(lr, float)
-                or math.isclose(lr, written[1], rel_tol=1e-6)):
+        if (written is None or not isinstance(lr, numbers.Real) or isinstance(lr, bool)
+                or math.isclose(lr, written, rel_tol=1e-6)):
             return
-        self._warn_once("schedule", f"MetaLRController.scale_param_groups: param group 0's LR is {lr:.4g}, not the "
-                        f"{written[1]:.4g} the last call wrote: if a scheduler steps this optimizer, its step() undoes "
-                        "each decision. Pass it: scale_param_groups(optimizer, scheduler), or attach(optimizer, "
-                        "scheduler)", UserWarning, stacklevel=3)
+        self._warn_once("schedule", f"MetaLRController.scale_param_groups: param group 0's LR is {float(lr):.4g}, not "
+                        f"the {written:.4g} the last call wrote: something rewrote it since. If that is a scheduler "
+                        "stepping this optimizer, it and the controller undo each other's changes; pass it: "
+                        "scale_param_groups(optimizer, scheduler), or attach(optimizer, scheduler)", UserWarning,
+                        stacklevel=3)
 
     def attach(self, optimizer: torch.optim.Optimizer, scheduler=None, *, total_steps: int | None = None,
                average_iterates: bool = False) -> MetaLRController:
@@ -941,6 +946,7 @@ class MetaLRController:
         self._watched_state = {"alignment": state.get("alignment"), "iterate_average": state.get("iterate_average")}
         self._restore_watched()
         self._unheld_carry = None  # the loaded state holds the run's scale
+        self._lr_written.clear()  # a resume restores the optimizer's LR as well: not a rewrite to warn about
         self._apply_if_attached()
 
     def _restore_watched(self) -> None:

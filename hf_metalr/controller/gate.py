@@ -53,7 +53,7 @@ the gradient against the previous steps, the drift, the distance estimate, the i
   response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
-applied (``Decision.gate``), or what let it through (``Decision.evidence``). Three more safeguards
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). Four more safeguards
 come with the gate:
 
 - a clear overshoot (``clear_overshoot``: the bars under which a cut goes through while the metric
@@ -61,6 +61,12 @@ come with the gate:
   (a cut the policy asks for there goes through as asked); at the LR floor it does nothing;
 - a raise that the next evaluation punishes (the metric got worse right after it, by more than
   ``RAISE_PUNISHED``) is taken back, whatever the policy asks;
+- the *iterate-average check* (``bouncing``): from the second evaluation on, when the average of
+  the iterates since the last decision has a validation loss ``AVERAGE_GAIN`` (in log) below the
+  current one's, and more than the interval gained, the steps bounce around a valley floor: a raise
+  is held, a cut goes through, and a keep or a raise becomes the fixed halving (``_bounce_cut``);
+  under a schedule that anneals by itself it only holds raises, and a cut there needs the gradient
+  to oppose the steps;
 - the *distance check* (``past_the_distance``): when the parameters have moved by their starting
   norm (``param_drift >= MOVED``) and the LR is ``DISTANCE_OVERSHOOT`` times or more the distance
   estimate of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
