@@ -323,8 +323,8 @@ class MetaLRController:
         param group 0 at an LR that is a tensor, not > 0 or not this controller's ``initial_lr``, and
         an optimizer that ignores the groups' ``lr`` (Adafactor's ``relative_step``) are each a
         ``ValueError`` saying what to use. Without a ``scheduler``, a param group 0 LR that changed
-        since the last call (a scheduler of the loop's own stepped it, and undid the decision) is a
-        warning, once."""
+        since the last call (most likely a scheduler of the loop's own: it and the controller then
+        undo each other's changes) is a warning, once; ``load_state_dict`` resets that comparison."""
         check_scheduler_supported(scheduler, plain_loop=True)
         inner = unwrap_scheduler(scheduler)
         if inner is not None and getattr(inner, "optimizer", None) not in (None, optimizer, getattr(optimizer, "optimizer", None)):
