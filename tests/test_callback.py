@@ -12,6 +12,8 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from hf_metalr import MetaLRCallback, MetaLRController, read_trace
+from hf_metalr.integration.callback_handler import calling_handler
+from hf_metalr.integration.checkpoint_files import checkpoint_folders
 from hf_metalr.integration.lr_binding import check_training_args
 from tiny_job import accuracy, make_trainer
 
@@ -100,7 +102,7 @@ def test_decisions_reach_tensorboard(tmp_path):
 def test_the_callback_runs_ahead_of_the_reporting_callbacks(tmp_path):
     """transformers passes a callback no reference to its CallbackHandler, and puts the reporting
     callbacks before the user's; MetaLRCallback finds the handler as the caller of its event and
-    moves itself first at train begin (see MetaLRCallback._handler), also when a subclass overrides
+    moves itself first at train begin (see integration/callback_handler.py), also when a subclass overrides
     the event. Called directly, outside a Trainer, it finds no handler and changes nothing."""
     from transformers.integrations import TensorBoardCallback
 
@@ -115,7 +117,7 @@ def test_the_callback_runs_ahead_of_the_reporting_callbacks(tmp_path):
         trainer.train()
         assert trainer.callback_handler.callbacks[0] is cb
         assert TensorBoardCallback in [type(c) for c in trainer.callback_handler.callbacks[1:]]
-    assert MetaLRCallback()._handler() is None
+    assert calling_handler(MetaLRCallback()) is None
 
 
 @pytest.mark.parametrize("scheduler", ["reduce_lr_on_plateau", "greedy"])
@@ -205,7 +207,7 @@ def test_nan_metric_lowers_the_lr_and_training_goes_on(tmp_path):
 def test_nothing_watched_logs_no_alignment(tmp_path, monkeypatch):
     import hf_metalr.integration.callback as callback_module
 
-    monkeypatch.setattr(callback_module, "_watchable", lambda args: False)  # as with sharded parameters
+    monkeypatch.setattr(callback_module, "watchable", lambda args: False)  # as with sharded parameters
     trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], max_steps=10)
     trainer.train()
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
@@ -386,16 +388,16 @@ def test_alignment_reads_each_optimizer_step_once_and_is_traced(tmp_path):
 
 
 def test_sharded_parameters_switch_the_signal_off_with_one_warning(tmp_path):
-    from hf_metalr.integration.callback import _watchable
+    from hf_metalr.integration.watched_parameters import watchable
 
     with pytest.warns(RuntimeWarning, match="sharded \\(fsdp\\).*signal is off"):
-        assert _watchable(SimpleNamespace(fsdp=["full_shard"], deepspeed=None)) is False
+        assert watchable(SimpleNamespace(fsdp=["full_shard"], deepspeed=None)) is False
     with pytest.warns(RuntimeWarning, match="sharded \\(deepspeed\\)"):
-        assert _watchable(SimpleNamespace(fsdp=[], deepspeed={"zero_optimization": {"stage": 3}})) is False
+        assert watchable(SimpleNamespace(fsdp=[], deepspeed={"zero_optimization": {"stage": 3}})) is False
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _watchable(SimpleNamespace(fsdp=[], deepspeed=None)) is True
+        assert watchable(SimpleNamespace(fsdp=[], deepspeed=None)) is True
 
 
 def test_the_iterate_average_check_reads_the_eval_batches_and_leaves_the_weights_as_they_were(tmp_path):
@@ -764,7 +766,7 @@ def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one
     assert saving.state()["attributes"]["iterate_average_steps"] == 2
 
     resumed = callback_watching(torch.nn.Parameter(theta.detach().clone()))
-    resumed._restore_iterate_average(MetaLRCallback._checkpoint_folders(args, state), state, 2)
+    resumed._restore_iterate_average(checkpoint_folders(args, state), state, 2)
     assert resumed.controller.iterate_average.steps == 2 and not resumed._skip_average_check
     with resumed.controller.iterate_average.swapped_in():
         assert resumed.controller.iterate_average.params[0].tolist() == [2.0, 2.0, 2.0]
@@ -772,34 +774,34 @@ def test_the_interval_average_rides_in_a_checkpoint_and_a_missing_file_skips_one
     elsewhere = callback_watching(torch.nn.Parameter(torch.zeros(3)))
     with pytest.warns(RuntimeWarning, match="no metalr_iterate_average.safetensors of that step.*skips the next evaluation"):
         other_folder = SimpleNamespace(output_dir=str(tmp_path / "other"), resume_from_checkpoint=None)
-        elsewhere._restore_iterate_average(MetaLRCallback._checkpoint_folders(other_folder, state), state, 2)
+        elsewhere._restore_iterate_average(checkpoint_folders(other_folder, state), state, 2)
     assert elsewhere._skip_average_check and elsewhere.controller.iterate_average.steps == 0
     # a file of another interval (another run's checkpoint at the same step) is not used
     other_run = callback_watching(torch.nn.Parameter(torch.zeros(3)))
     with pytest.warns(RuntimeWarning, match="skips the next evaluation"):
-        other_run._restore_iterate_average(MetaLRCallback._checkpoint_folders(args, state), state, 3)
+        other_run._restore_iterate_average(checkpoint_folders(args, state), state, 3)
     assert other_run._skip_average_check and other_run.controller.iterate_average.steps == 0
     # the folder Trainer.train(resume_from_checkpoint=...) resumed from comes first, found on the call stack
     (tmp_path / "checkpoint-14").rename(tmp_path / "moved")
 
     def train(resume_from_checkpoint):
         found = callback_watching(torch.nn.Parameter(torch.zeros(3)))
-        found._restore_iterate_average(MetaLRCallback._checkpoint_folders(args, state), state, 2)
+        found._restore_iterate_average(checkpoint_folders(args, state), state, 2)
         return found
 
     assert train(str(tmp_path / "moved")).controller.iterate_average.steps == 2
 
 
 def test_the_iterate_average_is_on_by_default_up_to_the_size_bar_and_can_be_forced(monkeypatch):
-    import hf_metalr.integration.callback as callback_module
+    import hf_metalr.integration.watched_parameters as watched_module
 
     model = torch.nn.Linear(10, 10)  # 110 trainable parameters
-    assert callback_module._average_iterates(None, model) is True
-    monkeypatch.setattr(callback_module, "AVERAGE_ITERATES_AUTO_MAX", 100)
+    assert watched_module.average_iterates(None, model) is True
+    monkeypatch.setattr(watched_module, "AVERAGE_ITERATES_AUTO_MAX", 100)
     with pytest.warns(RuntimeWarning, match="trainable parameters; the iterate-average check would keep.*it is off"):
-        assert callback_module._average_iterates(None, model) is False
-    assert callback_module._average_iterates(True, model) is True
-    assert callback_module._average_iterates(False, torch.nn.Linear(1, 1)) is False
+        assert watched_module.average_iterates(None, model) is False
+    assert watched_module.average_iterates(True, model) is True
+    assert watched_module.average_iterates(False, torch.nn.Linear(1, 1)) is False
 
 
 def test_a_checkpoint_from_before_the_controller_kept_the_checks_last_loss_still_resumes_exactly(tmp_path):

@@ -196,31 +196,31 @@ def test_the_callback_watches_every_trainable_parameter_when_none_is_in_the_opti
     controller watches the trainable parameters, without a warning."""
     import warnings as warnings_module
 
-    from hf_metalr.integration.callback import _trained_parameters
+    from hf_metalr.integration.watched_parameters import trained_parameters
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     copies = torch.optim.SGD([torch.nn.Parameter(p.detach().clone()) for p in model.parameters()], lr=0.1)
     with warnings_module.catch_warnings():
         warnings_module.simplefilter("error")
-        assert _trained_parameters(model, copies) == list(model.parameters())
+        assert trained_parameters(model, copies) == list(model.parameters())
 
 
 def test_a_checkpoint_whose_sketch_covered_parameters_outside_the_optimizer_resumes(tmp_path, monkeypatch):
     """Earlier versions watched every trainable parameter. A checkpoint they wrote for a run whose body was left
     trainable outside the optimizer resumes, watching them all again (with a warning), instead of failing on
     the sketch's size."""
-    from hf_metalr.integration import callback as callback_module
+    from hf_metalr.integration import watched_parameters as watched_module
 
     def make(callback):
         trainer = make_trainer(tmp_path, callbacks=[callback], max_steps=10, save_strategy="steps", save_steps=5)
         trainer.optimizer = torch.optim.AdamW(trainer.model.head.parameters(), lr=3e-3)
         return trainer
 
-    real = callback_module._trained_parameters
-    monkeypatch.setattr(callback_module, "_trained_parameters",
+    real = watched_module.trained_parameters
+    monkeypatch.setattr(watched_module, "trained_parameters",
                         lambda model, optimizer: [p for p in model.parameters() if p.requires_grad])  # as before
     make(MetaLRCallback(policy="random")).train()
-    monkeypatch.setattr(callback_module, "_trained_parameters", real)
+    monkeypatch.setattr(watched_module, "trained_parameters", real)
     callback = MetaLRCallback(policy="random")
     with pytest.warns(UserWarning, match="the checkpoint's gradient sketch was drawn over every trainable parameter"):
         make(callback).train(resume_from_checkpoint=str(tmp_path / "checkpoint-5"))

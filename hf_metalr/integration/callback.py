@@ -8,7 +8,7 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   (taken effect), ``metalr/reward`` and, where the parameters are watched, ``metalr/grad_alignment``,
   ``metalr/grad_alignment_t`` and ``metalr/param_drift`` are added to the evaluation's own log entry, so TensorBoard / W&B (``report_to``) show them beside the
   metric. The callback moves itself ahead of the reporting callbacks for that, at train begin
-  (the handler is found on the call stack: transformers passes no reference to it; see ``_handler``).
+  (the handler is found on the call stack: transformers passes no reference to it; see ``callback_handler``).
 - **Training losses:** a forward hook on the model reads the loss of every training step (see
   ``train_losses``) for the controller's training-loss features; a model whose outputs carry no
   ``loss`` falls back to the logged losses, with a warning.
@@ -27,7 +27,7 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   loss is the one the Trainer's evaluation computed on its first batches, kept by a second forward
   hook (see ``check_batches``); only the average's forward passes are the check's own. A checkpoint saved
   between two evaluations holds that average in its own ``metalr_iterate_average.safetensors``
-  (written by the main process), which a resume reads back.
+  (written by the main process; see ``checkpoint_files``), which a resume reads back.
 - **Schedule:** when the Trainer's schedule decays the LR by itself (``scheduler_binding.schedule_anneals``:
   ``linear``, ``cosine``, ...), read at train begin and logged, the controller's gate cuts only on
   an overshoot or a run that moved far without progress (losing ground, or stuck above the user's LR),
@@ -64,10 +64,8 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import sys
 import warnings
 from functools import partial
 from pathlib import Path
@@ -76,29 +74,28 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import CallbackHandler, ExportableState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..checks import real_number
-from ..controller.alignment import draw_sketch, sketch_coordinates
 from ..controller.controller import MetaLRController, check_options, is_early_distance_cut, resolve_policy
 from ..controller.early_guard import EARLY_SPIKE
 from ..controller.gate import lr_over_distance_in_words
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
+from .callback_handler import calling_handler, move_to_front
 from .check_batches import EvalBatchCapture, first_batches
+from .checkpoint_files import (checkpoint_folder, checkpoint_folders, restore_iterate_average, shared_train_losses,
+                               write_iterate_average, write_train_losses)
 from ..controller.scheduler_binding import normalises_steps, reference_lr, schedule_anneals
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
+from .watched_parameters import average_iterates, watchable, watched_parameters
 
 __all__ = ["MetaLRCallback"]
 
 logger = logging.getLogger(__name__)
 
-ITERATE_AVERAGE_FILE = "metalr_iterate_average.safetensors"  # in a checkpoint saved between two evaluations
-TRAIN_LOSSES_FILE = "metalr_train_losses.json"  # with several processes: the rank-averaged pending training losses
 _NON_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
-_HANDLER_FRAMES = 8  # how far up the stack the CallbackHandler may be (subclasses calling super() add frames)
 
 
 class MetaLRCallback(TrainerCallback, ExportableState):
@@ -221,9 +218,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if optimizer is None:
             raise ValueError("MetaLRCallback needs the optimizer, which the Trainer passes at train begin")
         self._check_lr_control(None, lr_scheduler)
-        handler = self._handler()
+        handler = calling_handler(self)
         self._refuse_a_second_controller(handler)
-        self._move_ahead_of_reporters(handler)
+        move_to_front(self, handler)  # ahead of the reporters, so that they log what on_log adds
 
         self.metric_key, greater_is_better = self._resolve_metric(args)
         a = self._init_args
@@ -248,16 +245,16 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self.controller.schedule_anneals = schedule_anneals(lr_scheduler, state.max_steps)
         self.controller.steps_per_coordinate = normalises_steps(optimizer)
         saved = self._saved_attributes(state)
-        if model is not None and _watchable(args):
-            average = a.get("gate", True) and _average_iterates(a.get("average_iterates"), model)
+        if model is not None and watchable(args):
+            average = a.get("gate", True) and average_iterates(a.get("average_iterates"), model)
             saved_sketch = ((saved.get("controller_state") or {}).get("alignment") or {}) if state.global_step else {}
-            self.controller.watch(_watched_parameters(model, optimizer, saved_sketch), average_iterates=average)
+            self.controller.watch(watched_parameters(model, optimizer, saved_sketch), average_iterates=average)
 
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
-        folders = self._checkpoint_folders(args, state) if resuming else []
+        folders = checkpoint_folders(args, state) if resuming else []
         pending = saved.get("pending_train_losses", [])
         if resuming and saved.get("train_losses_file"):
-            pending = _shared_train_losses(folders, state.global_step, pending)
+            pending = shared_train_losses(folders, state.global_step, pending)
         self._tap.restore(pending if resuming else [])
         self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
         if resuming:
@@ -432,20 +429,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
     def on_save(self, args, state, control, **kwargs):
         if not self._in_training:
             return
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        folder = checkpoint_folder(args, state)
         if world_size() > 1:  # every process is here (the Trainer saves on all together): share()'s collective is safe
             losses = self._tap.share()
             if args.should_save and folder.is_dir():  # written at every save, empty too: never another run's left over
-                (folder / TRAIN_LOSSES_FILE).write_text(json.dumps({"global_step": state.global_step, "losses": losses}))
+                write_train_losses(folder, state.global_step, losses)
         average = self.controller.iterate_average
-        if args.should_save and average is not None and average.steps:
-            from safetensors.torch import save_file
-
-            if folder.is_dir():
-                saved = average.state_dict()
-                save_file({f"average.{i}": t.contiguous() for i, t in enumerate(saved["average"])},
-                          str(folder / ITERATE_AVERAGE_FILE),
-                          metadata={"steps": str(saved["steps"]), "global_step": str(state.global_step)})
+        if args.should_save and average is not None and average.steps and folder.is_dir():
+            write_iterate_average(folder, average, state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         was_training, self._in_training = self._in_training, False
@@ -602,44 +593,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average = self.controller.iterate_average if self.controller is not None else None
         return average.steps if average is not None else 0
 
-    @staticmethod
-    def _checkpoint_folders(args, state) -> list[Path]:
-        """Where the resumed checkpoint's side files may be, in order: the folder
-        ``Trainer.train(resume_from_checkpoint=...)`` resumed from (found on the call stack, as the
-        handler is), ``args.resume_from_checkpoint``, ``<output_dir>/checkpoint-<step>``."""
-        candidates = [Path(folder) for folder in (_resumed_folder(), getattr(args, "resume_from_checkpoint", None))
-                      if isinstance(folder, (str, Path))]
-        return candidates + [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"]
-
     def _restore_iterate_average(self, candidates: list[Path], state, steps: int) -> None:
         """Load the iterate average of the interval in progress (``steps`` optimizer steps, as the
-        checkpoint's state says) from the resumed checkpoint's ``ITERATE_AVERAGE_FILE``, in the first
-        of ``candidates`` (see ``_checkpoint_folders``) that holds one of that step and interval. A
-        file that is missing, unreadable, or of another step or interval is not used: warn, and skip
-        the check at the next evaluation."""
-        from safetensors import safe_open
-
-        for folder in candidates:
-            path = folder / ITERATE_AVERAGE_FILE
-            if not path.is_file():
-                continue
-            try:
-                with safe_open(str(path), framework="pt") as f:
-                    meta = f.metadata() or {}
-                    if (int(meta.get("steps", -1)), int(meta.get("global_step", -1))) != (steps, state.global_step):
-                        continue
-                    average = [f.get_tensor(f"average.{i}") for i in range(len(list(f.keys())))]
-                average_state = {"steps": steps, "average": average, "last_loss": self.controller.iterate_average.last_loss}
-                self.controller.iterate_average.load_state_dict(average_state)  # last_loss: the controller state's
-                return
-            except (OSError, ValueError, KeyError, RuntimeError, TypeError):
-                continue
-        warnings.warn(
-            f"MetaLRCallback: the checkpoint at step {state.global_step} was saved between two evaluations, but no "
-            f"{ITERATE_AVERAGE_FILE} of that step and interval could be read (looked in "
-            f"{', '.join(str(c) for c in candidates)}); the iterate-average check skips the next evaluation.",
-            RuntimeWarning, stacklevel=2)
-        self._skip_average_check = True
+        checkpoint's state says) from the first of ``candidates`` that holds it (see
+        ``checkpoint_files.restore_iterate_average``); when none does, skip the check at the next
+        evaluation."""
+        average = self.controller.iterate_average
+        self._skip_average_check = not restore_iterate_average(average, candidates, steps=steps,
+                                                               global_step=state.global_step)
 
     def _saved_attributes(self, state) -> dict:
         entry = (state.stateful_callbacks or {}).get(type(self).__name__)
@@ -669,94 +630,6 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                    "Keep one: pass it in Trainer(callbacks=[...]) or add it with trainer.add_callback() once, and "
                    "call trainer.remove_callback(MetaLRCallback) before adding a replacement.")
             )
-
-    def _handler(self) -> CallbackHandler | None:
-        """The ``CallbackHandler`` that is calling this event, or None when the event was called
-        directly (not by a Trainer).
-
-        Why the call stack: transformers (checked on 5.24) gives a callback no reference to its
-        Trainer or its handler. ``CallbackHandler.call_event`` calls every event as
-        ``getattr(callback, event)(args, state, control, model=..., processing_class=...,
-        optimizer=..., lr_scheduler=..., train_dataloader=..., eval_dataloader=..., **event_kwargs)``,
-        and ``TrainerState`` keeps the callbacks' exported states, not the callbacks. So the handler
-        is the ``self`` of ``call_event``: the frame that called this event, or a few frames further
-        up when a subclass overrides the event and calls ``super()`` (``_HANDLER_FRAMES`` at most).
-        ``test_callback.py::test_the_callback_runs_ahead_of_the_reporting_callbacks`` pins it.
-        """
-        frame = sys._getframe(1)  # 0: here, 1: the event that asks (on_train_begin)
-        for _ in range(_HANDLER_FRAMES):
-            if frame is None:
-                return None
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, CallbackHandler) and self in candidate.callbacks:
-                return candidate
-            frame = frame.f_back
-        return None
-
-    def _move_ahead_of_reporters(self, handler: CallbackHandler | None) -> None:
-        """Put this callback first in the Trainer's ``CallbackHandler``.
-
-        The Trainer places the reporting callbacks (TensorBoard, W&B) before the user's
-        (``DEFAULT_CALLBACKS + reporting + callbacks``) and calls them in that order on the same
-        ``logs`` dict, so keys added in ``on_log`` would reach the log history but not the
-        reporters. A new list is assigned, so the handler's loop in progress is not disturbed.
-        Called outside a Trainer (no handler), it changes nothing.
-        """
-        if handler is not None:
-            handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
-
-
-def _resumed_folder():
-    """The checkpoint folder ``Trainer.train`` resumes from: its ``resume_from_checkpoint`` local,
-    found on the call stack (transformers passes it to no callback); None when not found."""
-    frame = sys._getframe(1)
-    for _ in range(_HANDLER_FRAMES + 8):
-        if frame is None:
-            return None
-        folder = frame.f_locals.get("resume_from_checkpoint")
-        if isinstance(folder, (str, Path)) and frame.f_code.co_name in ("train", "_inner_training_loop"):
-            return folder
-        frame = frame.f_back
-    return None
-
-
-AVERAGE_ITERATES_AUTO_MAX = 500_000_000  # trainable parameters up to which the check is on by default (2 GB in float32)
-
-
-def _average_iterates(wanted: bool | None, model) -> bool:
-    """Whether to keep the iterate average: ``wanted`` if given, else on up to
-    ``AVERAGE_ITERATES_AUTO_MAX`` trainable parameters, off above with one warning."""
-    if wanted is not None:
-        return bool(wanted)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if trainable <= AVERAGE_ITERATES_AUTO_MAX:
-        return True
-    warnings.warn(
-        f"MetaLRCallback: {trainable / 1e9:.2f}B trainable parameters; the iterate-average check would keep a float32 "
-        f"copy of them ({4 * trainable / 2**30:.1f} GiB), so it is off (the gate reads the gradient alignment alone). "
-        "Pass MetaLRCallback(average_iterates=True) or --metalr_average_iterates to turn it on.",
-        RuntimeWarning, stacklevel=3)
-    return False
-
-
-def _shared_train_losses(folders: list[Path], global_step: int, fallback: list) -> list:
-    """The pending training losses a resume from a checkpoint of several processes goes on from:
-    the rank-averaged ones in the resumed checkpoint's ``TRAIN_LOSSES_FILE`` (the first of
-    ``folders`` that holds a ``trainer_state.json``), when it is of ``global_step``; else
-    ``fallback`` (the checkpoint state's: the main process's own), with a warning."""
-    resumed = next((folder for folder in folders if (folder / "trainer_state.json").is_file()), None)
-    if resumed is not None:
-        try:
-            saved = json.loads((resumed / TRAIN_LOSSES_FILE).read_text())
-            if saved.get("global_step") == global_step and isinstance(saved.get("losses"), list):
-                return [float(v) for v in saved["losses"]]
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
-    warnings.warn(f"MetaLRCallback: the checkpoint at step {global_step} was saved by several processes, but its "
-                  f"{TRAIN_LOSSES_FILE} could not be read; the training losses since the last decision are the main "
-                  "process's own, so the next decision's training-loss features may differ slightly from an "
-                  "uninterrupted run's", RuntimeWarning, stacklevel=3)
-    return fallback
 
 
 def _on_every_rank(flag: bool) -> bool:
@@ -793,56 +666,3 @@ def _decisions_before_the_end(args, state) -> bool:
         next_end = max(math.floor(state.global_step / per_epoch) + 1, math.ceil(delay))
         return next_end * per_epoch < state.max_steps - 0.5
     return True
-
-
-def _trained_parameters(model, optimizer) -> list:
-    """The model's parameters that the optimizer updates, in the model's order: a parameter left
-    trainable (``requires_grad``) but outside the optimizer never moves, and would dilute the
-    alignment and the drift. When none of the model's parameters is in the optimizer's groups (a
-    wrapper that holds copies of them), all the trainable ones."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    return [p for p in trainable if id(p) in in_optimizer] or trainable
-
-
-def _watched_parameters(model, optimizer, saved_sketch: dict) -> list:
-    """The parameters the controller watches: ``_trained_parameters``, with a warning naming the
-    trainable ones it leaves out; or, on a resume from a checkpoint whose gradient sketch was drawn
-    over every trainable parameter (hf_metalr before it left those out), all of them, with a
-    warning, so that the run goes on from its checkpoint instead of failing on the sketch."""
-    trained = _trained_parameters(model, optimizer)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if len(trained) == len(trainable):
-        return trained
-
-    def coordinates(params):
-        return sketch_coordinates(draw_sketch([p.numel() for p in params], saved_sketch["sketch_size"], saved_sketch["seed"]))
-
-    if saved_sketch.get("coordinates") and coordinates(trained) != saved_sketch["coordinates"] and (
-            coordinates(trainable) == saved_sketch["coordinates"]):
-        warnings.warn("MetaLRCallback: the checkpoint's gradient sketch was drawn over every trainable parameter, "
-                      "those outside the optimizer included (an earlier hf_metalr); the resumed run keeps watching "
-                      "them all, to go on from its checkpoint.", UserWarning, stacklevel=3)
-        return trainable
-    kept = {id(p) for p in trained}
-    left_out = [p for p in trainable if id(p) not in kept]
-    warnings.warn(
-        f"MetaLRCallback: {len(left_out)} parameter tensors of the model ({sum(p.numel() for p in left_out):,} "
-        "values) require grad but are not in the optimizer, so they never move; the controller watches only "
-        "the optimizer's. Set requires_grad=False on them to freeze them (their gradients are then not "
-        "computed either), or add them to the optimizer.", UserWarning, stacklevel=3)
-    return trained
-
-
-def _watchable(args) -> bool:
-    """Whether every process holds whole parameters and gradients; with FSDP or DeepSpeed they are
-    sharded, and the gradient-alignment signal is switched off with a warning."""
-    sharded = [name for name in ("fsdp", "deepspeed") if getattr(args, name, None)]
-    if sharded:
-        warnings.warn(
-            f"MetaLRCallback: parameters are sharded ({sharded[0]}), so the gradient-alignment signal is off: the "
-            "policy acts on the metric and the training loss alone, and its direction gate is off.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return not sharded
