@@ -155,9 +155,9 @@ def test_an_early_distance_cut_reads_as_such_above_the_first_row():
             {"step": 16, "loss": 3.0, "reference": None, "applied": 0.5, "scale": 0.25, "lr": 0.0075, "param_drift": 5.5,
              "lr_over_distance": 1e6}]
     printed = format_trace([_entry(32, 0.5, 1.0, 1.0, 0.0075, early_cuts=cuts)]).splitlines()
-    assert printed[2] == ("  early distance cut at step 8: the parameters moved by 4.50 of their starting norm, the LR 84 "
-                          "times the distance estimate, LR x0.5 -> 0.015")
-    assert printed[3].endswith("the LR with no positive distance estimate, LR x0.5 -> 0.0075")
+    assert printed[2] == ("  early distance cut at step 8: the parameters moved by 4.50 of their starting norm, and the LR is "
+                          "84 times the distance estimate, LR x0.5 -> 0.015")
+    assert printed[3].endswith("and there is no positive distance estimate yet, LR x0.5 -> 0.0075")
     assert printed[4].split()[0] == "32"
     summary = summarize_trace([_entry(32, 0.5, 1.0, 1.0, 0.0075, early_cuts=cuts)])
     assert (summary["early_cuts"], summary["early_distance_cuts"]) == (0, 2)

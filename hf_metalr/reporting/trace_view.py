@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ..controller.controller import is_early_distance_cut
-from ..controller.gate import NO_DISTANCE
+from ..controller.gate import lr_over_distance_in_words
 from ..integration.trace import TRACE_NAME, read_trace
 
 __all__ = ["decision_kind", "format_trace", "lr_series", "main", "plot_trace", "summarize_trace", "trace_path"]
@@ -71,11 +71,9 @@ def _early_cut_rows(entry: dict) -> list[str]:
     rows = []
     for cut in entry.get("early_cuts") or []:
         if is_early_distance_cut(cut):
-            ratio = _number(cut["lr_over_distance"])
-            times = ("with no positive distance estimate" if ratio >= NO_DISTANCE
-                     else f"{ratio:.3g} times the distance estimate")
             rows.append(f"  early distance cut at step {cut['step']}: the parameters moved by "
-                        f"{_number(cut['param_drift']):.2f} of their starting norm, the LR {times}, LR "
+                        f"{_number(cut['param_drift']):.2f} of their starting norm, and "
+                        f"{lr_over_distance_in_words(_number(cut['lr_over_distance']))}, LR "
                         f"x{_number(cut['applied']):g} -> {_number(cut['lr']):.3g}")
             continue
         rows.append(f"  early-divergence guard at step {cut['step']}: training loss {_number(cut['loss']):.4g} against "
