@@ -836,3 +836,31 @@ def test_a_resume_with_the_other_direction_keeps_the_checkpoints_and_says_so(tmp
     with pytest.warns(UserWarning, match="reads 'eval_accuracy' as greater is better.*this run's settings say lower"):
         resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-5"))
     assert [e["greater_is_better"] for e in read_trace(tmp_path / "metalr_trace.jsonl")] == [True, True]
+
+
+def test_a_compiled_model_gives_the_same_decisions(tmp_path):
+    """--torch_compile wraps the model in torch.compile's OptimizedModule (the Trainer's model_wrapped);
+    the callback's hooks sit on the module the Trainer passes, and still read every step's loss and the
+    evaluation batches through the compiled forward. The "eager" backend runs the same graph capture as
+    inductor without compiling kernels, so the decisions match the uncompiled run's."""
+    def decisions(compiled):
+        callback = MetaLRCallback()
+        options = dict(torch_compile=True, torch_compile_backend="eager") if compiled else {}
+        trainer = make_trainer(tmp_path / str(compiled), callbacks=[callback], max_steps=20, **options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no fallback to the logged losses
+            trainer.train()
+        assert callback._tap.seen_any
+        wrapped = type(trainer.model_wrapped).__name__
+        return wrapped, [(t["action"], t["applied"], t["value"], t["features"]["train_loss_noise"],
+                          t["features"].get("iterate_average_gain")) for t in read_trace(tmp_path / str(compiled))]
+
+    plain_wrapper, plain = decisions(False)
+    compiled_wrapper, compiled = decisions(True)
+    assert compiled_wrapper == "OptimizedModule" != plain_wrapper
+    assert len(compiled) == 4 and compiled[-1][-1] is not None
+    assert all(c[3] > 0 for c in compiled)  # every step's loss was read: the noise of 5 of them
+    assert [c[:2] for c in compiled] == [p[:2] for p in plain]
+    assert compiled[0][-1] is None is plain[0][-1]  # the first evaluation reads no iterate average
+    readings = [value for c in compiled for value in c[2:] if value is not None]
+    assert readings == pytest.approx([value for p in plain for value in p[2:] if value is not None], rel=1e-5)
