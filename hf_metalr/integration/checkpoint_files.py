@@ -12,8 +12,10 @@ Two things do not fit there, and are files of their own, written by the main pro
   between two evaluations: the iterate average of the interval in progress (as large as the
   trainable weights), with ``steps`` and ``global_step`` in its metadata.
 
-A resume reads them from the first of :func:`checkpoint_folders` that holds one of the right step
-(and interval); when none does, it warns and goes on without it.
+A resume reads the training losses from the resumed checkpoint (the first of
+:func:`checkpoint_folders` that holds a ``trainer_state.json``) and the average from the first
+that holds one of its step and interval; where it finds none, it warns and goes on without:
+the main process's own losses, or no iterate-average check at the next evaluation.
 """
 
 from __future__ import annotations
