@@ -838,11 +838,18 @@ def test_a_resume_with_the_other_direction_keeps_the_checkpoints_and_says_so(tmp
     assert [e["greater_is_better"] for e in read_trace(tmp_path / "metalr_trace.jsonl")] == [True, True]
 
 
-def test_a_compiled_model_gives_the_same_decisions(tmp_path):
+def test_a_compiled_model_gives_the_same_decisions(tmp_path, monkeypatch):
     """--torch_compile wraps the model in torch.compile's OptimizedModule (the Trainer's model_wrapped);
     the callback's hooks sit on the module the Trainer passes, and still read every step's loss and the
     evaluation batches through the compiled forward. The "eager" backend runs the same graph capture as
     inductor without compiling kernels, so the decisions match the uncompiled run's."""
+    import hf_metalr.integration.callback as callback_module
+
+    def rebuilt(*args, **kwargs):  # the fallback when the hook captured no evaluation batch
+        raise AssertionError("the evaluation batches were not captured by the hook")
+
+    monkeypatch.setattr(callback_module, "first_batches", rebuilt)
+
     def decisions(compiled):
         callback = MetaLRCallback()
         options = dict(torch_compile=True, torch_compile_backend="eager") if compiled else {}

@@ -598,9 +598,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         checkpoint's state says) from the first of ``candidates`` that holds it (see
         ``checkpoint_files.restore_iterate_average``); when none does, skip the check at the next
         evaluation."""
-        average = self.controller.iterate_average
-        self._skip_average_check = not restore_iterate_average(average, candidates, steps=steps,
-                                                               global_step=state.global_step)
+        if not restore_iterate_average(self.controller.iterate_average, candidates, steps=steps,
+                                       global_step=state.global_step):
+            self._skip_average_check = True
 
     def _saved_attributes(self, state) -> dict:
         entry = (state.stateful_callbacks or {}).get(type(self).__name__)

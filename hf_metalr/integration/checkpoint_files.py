@@ -32,7 +32,7 @@ __all__ = ["ITERATE_AVERAGE_FILE", "TRAIN_LOSSES_FILE", "checkpoint_folders", "r
 
 ITERATE_AVERAGE_FILE = "metalr_iterate_average.safetensors"  # in a checkpoint saved between two evaluations
 TRAIN_LOSSES_FILE = "metalr_train_losses.json"  # with several processes: the rank-averaged pending training losses
-_RESUME_FRAMES = 16  # how far up the stack Trainer.train's frame may be from the callback's event
+_RESUME_FRAMES = 16  # how many frames the walk searches, from the caller of checkpoint_folders up, for Trainer.train's
 
 
 def checkpoint_folder(args, state) -> Path:
@@ -42,7 +42,8 @@ def checkpoint_folder(args, state) -> Path:
 
 def checkpoint_folders(args, state) -> list[Path]:
     """Where the resumed checkpoint's side files may be, in order: the folder
-    ``Trainer.train(resume_from_checkpoint=...)`` resumed from (found on the call stack),
+    ``Trainer.train(resume_from_checkpoint=...)`` resumed from (found on the call stack, so call
+    this from the callback's event, within ``_RESUME_FRAMES`` of ``train``),
     ``args.resume_from_checkpoint``, ``<output_dir>/checkpoint-<step>``."""
     candidates = [Path(folder) for folder in (_resumed_folder(), getattr(args, "resume_from_checkpoint", None))
                   if isinstance(folder, (str, Path))]
