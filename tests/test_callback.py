@@ -871,3 +871,22 @@ def test_a_compiled_model_gives_the_same_decisions(tmp_path, monkeypatch):
     assert compiled[0][-1] is None is plain[0][-1]  # the first evaluation reads no iterate average
     readings = [value for c in compiled for value in c[2:] if value is not None]
     assert readings == pytest.approx([value for p in plain for value in p[2:] if value is not None], rel=1e-5)
+
+
+
+def test_a_resume_that_finds_its_average_checks_whatever_an_earlier_train_left(tmp_path):
+    """A resume that could not find its interval's iterate average skips the next check. Should that
+    run stop before its next evaluation, a later resume with the same callback that does find the
+    average checks at its next decision, as the uninterrupted run does (each train() starts afresh)."""
+    def run(callback, **kwargs):
+        trainer = make_trainer(tmp_path, callbacks=[callback], max_steps=15, save_strategy="steps", save_steps=7)
+        trainer.train(**kwargs)
+        return [(t["global_step"], t["features"].get("iterate_average_gain")) for t in read_trace(tmp_path)]
+
+    uninterrupted = run(MetaLRCallback())
+    assert (tmp_path / "checkpoint-7" / "metalr_iterate_average.safetensors").is_file()
+    callback = MetaLRCallback()
+    callback._skip_average_check = True  # as left by a resume that found no average and stopped early
+    resumed = run(callback, resume_from_checkpoint=str(tmp_path / "checkpoint-7"))
+    assert [step for step, _ in resumed] == [step for step, _ in uninterrupted] == [5, 10, 15]
+    assert uninterrupted[1][1] is not None and resumed[1][1] == pytest.approx(uninterrupted[1][1])

@@ -257,6 +257,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             pending = shared_train_losses(folders, state.global_step, pending)
         self._tap.restore(pending if resuming else [])
         self._logged_losses = list(saved.get("pending_logged_losses", [])) if resuming else []
+        self._skip_average_check = False  # set below when this resume cannot find its interval's average
         if resuming:
             self.controller.load_state_dict(
                 saved["controller_state"],
