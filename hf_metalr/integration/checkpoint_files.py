@@ -1,8 +1,9 @@
 """The files ``MetaLRCallback`` writes into a checkpoint folder beside the Trainer's, and how a resume finds them.
 
 The controller's own state rides in ``trainer_state.json`` (the callback is an ``ExportableState``).
-Two things do not fit there, and are files of their own, written by the main process
-(``args.should_save``) into ``checkpoint-<step>``:
+Two things do not fit there, and are files of their own, written into ``checkpoint-<step>`` by
+the process that saves (``args.should_save``: the main process, or each node's with
+``save_on_each_node``):
 
 - ``TRAIN_LOSSES_FILE`` (``metalr_train_losses.json``), with several processes only: the
   rank-averaged training losses since the last decision (the state holds the main process's own),
