@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: six model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: nine model families defined only there, run as a user would."""
 
 import json
 from pathlib import Path
@@ -104,9 +104,52 @@ def test_signal_targets_are_standardised_on_the_training_rows():
     assert out["logits"].shape == (5, 2) and out["loss"].item() > 0
 
 
+def test_reverse_targets_are_the_rows_reversed_and_the_metrics_read_the_first_prediction():
+    module = load_benchmark("unseen_families")
+    task = module.ReverseTask()
+    columns = task.load().validation.columns
+    assert torch.equal(columns["labels"], columns["input_ids"].flip(1))
+    assert int(columns["input_ids"].min()) >= 3  # words only: no pad (0), eos (1) or unused (2) id
+    labels = columns["labels"][:6]
+    perfect = torch.full((*labels.shape, module.REVERSE_VOCABULARY), -30.0).scatter_(2, labels[:, :, None], 30.0)
+    encoder_states = torch.zeros(6, labels.shape[1], 64)  # the Trainer hands T5's predictions as (logits, encoder states)
+    metrics = task.compute_metrics(_prediction((perfect, encoder_states), labels))
+    assert metrics["token_accuracy"] == 1.0 and metrics["target_loss"] < 1e-6
+    unreversed = torch.full_like(perfect, -30.0).scatter_(2, columns["input_ids"][:6, :, None], 30.0)
+    assert task.compute_metrics(_prediction(unreversed, labels))["token_accuracy"] < 0.3
+    out = task.model(0)(input_ids=columns["input_ids"][:4], labels=labels[:4])
+    assert out.logits.shape == (4, labels.shape[1], module.REVERSE_VOCABULARY) and 2.0 < out.loss.item() < 8.0
+
+
+def test_bigram_rows_hold_each_marker_once_and_label_exactly_the_adjacent_order():
+    module = load_benchmark("unseen_families")
+    columns = module.BigramTask().load().train.columns
+    ids, labels = columns["input_ids"], columns["labels"]
+    assert bool(((ids == module.FIRST).sum(1) == 1).all()) and bool(((ids == module.SECOND).sum(1) == 1).all())
+    first = (ids == module.FIRST).long().argmax(1)
+    second = (ids == module.SECOND).long().argmax(1)
+    assert torch.equal(labels, (second == first + 1).long())
+    assert 0.45 < float(labels.float().mean()) < 0.55
+    assert bool((second < first).any()) and bool((second > first + 1).any())  # negatives both before and further on
+    out = module.BigramTask().model(0)(input_ids=ids[:4], labels=labels[:4])
+    assert out.logits.shape == (4, 2) and out.loss.item() > 0
+
+
+def test_friedman_targets_are_standardised_on_the_training_rows():
+    module = load_benchmark("unseen_families")
+    data = module.FriedmanTask().load()
+    targets = data.train.columns["labels"]
+    assert abs(float(targets.mean())) < 1e-5 and abs(float(targets.std(unbiased=False)) - 1.0) < 1e-4
+    assert data.train.columns["features"].shape == (2000, 10) and len(data.test.columns["labels"]) == 500
+    out = module.FriedmanTask().model(0)(features=data.test.columns["features"][:5], labels=data.test.columns["labels"][:5])
+    assert out["logits"].shape == (5,) and out["loss"].item() > 0
+
+
 def _prediction(predictions, labels):
     from transformers import EvalPrediction
 
+    if isinstance(predictions, tuple):
+        return EvalPrediction(predictions=tuple(p.numpy() for p in predictions), label_ids=labels.numpy())
     return EvalPrediction(predictions=predictions.numpy(), label_ids=labels.numpy())
 
 
@@ -114,6 +157,6 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 6
+    assert len(module.TASKS) == 9
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
