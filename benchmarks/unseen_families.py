@@ -54,7 +54,10 @@ so it runs once per seed). It prints per cell the median final test metric of ea
 two promises the paired per-seed count (the callback better / same / worse) and the median
 difference (> 0 when the callback is better). Finished runs are reused from ``--out``/runs.jsonl.
 
-    python benchmarks/unseen_families.py --out benchmarks/results/unseen_families   # all nine
+    python benchmarks/unseen_families.py --tasks mlm,gru-series,gpt2-count,llama-copy,cnn-signal,distilbert-seen \
+        --out benchmarks/results/unseen_families
+    python benchmarks/unseen_families.py --tasks t5-reverse,albert-bigram,friedman-mlp \
+        --out benchmarks/results/unseen_families_third
 """
 
 from __future__ import annotations

@@ -873,7 +873,6 @@ def test_a_compiled_model_gives_the_same_decisions(tmp_path, monkeypatch):
     assert readings == pytest.approx([value for p in plain for value in p[2:] if value is not None], rel=1e-5)
 
 
-
 def test_a_resume_that_finds_its_average_checks_whatever_an_earlier_train_left(tmp_path):
     """A resume that could not find its interval's iterate average skips the next check. Should that
     run stop before its next evaluation, a later resume with the same callback that does find the
