@@ -83,6 +83,18 @@ MASK_SEED, SERIES_SEED = 97, 31
 MASK_SHARE = 0.15
 
 
+# the rows a generated family draws, and how many of them its training and validation splits take (the test: the rest)
+ROWS, TRAIN_ROWS, VALIDATION_ROWS = 3000, 2000, 500
+
+
+def _three_splits(**columns: torch.Tensor) -> TaskData:
+    """The first ``TRAIN_ROWS`` rows of each column for training, the next ``VALIDATION_ROWS`` for
+    validation, the rest for the test."""
+    end = TRAIN_ROWS + VALIDATION_ROWS
+    cuts = (slice(0, TRAIN_ROWS), slice(TRAIN_ROWS, end), slice(end, None))
+    return TaskData(*(ArrayDataset(**{name: column[part] for name, column in columns.items()}) for part in cuts))
+
+
 @functools.lru_cache(maxsize=1)
 def _mlm_split() -> TaskData:
     from hf_metalr.tasks import sentiment
@@ -144,7 +156,7 @@ SERIES_IN, SERIES_OUT = 48, 8
 @functools.lru_cache(maxsize=1)
 def _series_split() -> TaskData:
     rng = np.random.default_rng(SERIES_SEED)
-    n = 3000
+    n = ROWS
     t = np.arange(SERIES_IN + SERIES_OUT)[None, :]
     frequency = rng.uniform(0.05, 0.35, size=(n, 2))
     phase = rng.uniform(0, 2 * np.pi, size=(n, 2))
@@ -154,8 +166,7 @@ def _series_split() -> TaskData:
               + rng.normal(0, 0.1, size=(n, SERIES_IN + SERIES_OUT)))
     x = torch.tensor(series[:, :SERIES_IN, None], dtype=torch.float32)
     y = torch.tensor(series[:, SERIES_IN:], dtype=torch.float32)
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(series=x[part], labels=y[part]) for part in cuts))
+    return _three_splits(series=x, labels=y)
 
 
 class SeriesGRU(nn.Module):
@@ -197,7 +208,7 @@ def _count_split() -> TaskData:
     """Rows of random tokens holding FIRST and SECOND 1 to 6 times each, never equally often; label 1
     when FIRST is the more frequent (a count, which a small transformer learns slowly)."""
     generator = torch.Generator().manual_seed(COUNT_SEED)
-    n = 3000
+    n = ROWS
     fillers = torch.tensor([t for t in range(1, COUNT_VOCABULARY) if t not in (FIRST, SECOND)])
     ids = fillers[torch.randint(len(fillers), (n, COUNT_LENGTH), generator=generator)]
     labels = torch.empty(n, dtype=torch.long)
@@ -207,8 +218,7 @@ def _count_split() -> TaskData:
         ids[row, places[: counts[0]]] = FIRST
         ids[row, places[counts[0]:]] = SECOND
         labels[row] = int(counts[0] > counts[1])
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(input_ids=ids[part], labels=labels[part]) for part in cuts))
+    return _three_splits(input_ids=ids, labels=labels)
 
 
 class CountTask(Task):
@@ -247,7 +257,7 @@ def _copy_split() -> TaskData:
     (each token followed by one of 4 likely ones), then repeated, which only attention can predict."""
     generator = torch.Generator().manual_seed(COPY_SEED)
     words = COPY_VOCABULARY - 3
-    n = 3000
+    n = ROWS
     successors = torch.stack([torch.randperm(words, generator=generator)[:4] for _ in range(words)])
     prefix = torch.empty(n, COPY_PREFIX, dtype=torch.long)
     prefix[:, 0] = torch.randint(words, (n,), generator=generator)
@@ -257,8 +267,7 @@ def _copy_split() -> TaskData:
         prefix[:, i] = torch.where(likely, nxt, torch.randint(words, (n,), generator=generator))
     prefix += 3
     ids = torch.cat([torch.full((n, 1), BOS), prefix, torch.full((n, 1), SEP), prefix], 1)
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(input_ids=ids[part], labels=ids[part]) for part in cuts))
+    return _three_splits(input_ids=ids, labels=ids)
 
 
 class CopyLMTask(Task):
@@ -299,17 +308,16 @@ SIGNAL_LENGTH, SIGNAL_SEED = 64, 43
 def _signal_split() -> TaskData:
     """Noisy sines of 64 samples; targets: the frequency and the log amplitude, standardised."""
     rng = np.random.default_rng(SIGNAL_SEED)
-    n = 3000
+    n = ROWS
     t = np.arange(SIGNAL_LENGTH)[None, :]
     frequency = rng.uniform(0.05, 0.5, size=(n, 1))
     amplitude = np.exp(rng.uniform(np.log(0.3), np.log(3.0), size=(n, 1)))
     phase = rng.uniform(0, 2 * np.pi, size=(n, 1))
     x = amplitude * np.sin(frequency * t + phase) + rng.normal(0, 1.0, size=(n, SIGNAL_LENGTH))
     y = np.concatenate([frequency, np.log(amplitude)], 1)
-    y = (y - y[:2000].mean(0)) / y[:2000].std(0)
+    y = (y - y[:TRAIN_ROWS].mean(0)) / y[:TRAIN_ROWS].std(0)
     x, y = torch.tensor(x[:, None, :], dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(signal=x[part], labels=y[part]) for part in cuts))
+    return _three_splits(signal=x, labels=y)
 
 
 class SignalCNN(nn.Module):
@@ -351,11 +359,10 @@ SEEN_VOCABULARY, SEEN_LENGTH, SEEN_SEED = 40, 24, 89
 def _seen_split() -> TaskData:
     """Rows of 24 random tokens; each token's label: 1 when it occurred earlier in the row."""
     generator = torch.Generator().manual_seed(SEEN_SEED)
-    n = 3000
+    n = ROWS
     ids = torch.randint(1, SEEN_VOCABULARY, (n, SEEN_LENGTH), generator=generator)
     earlier = (ids[:, :, None] == ids[:, None, :]).tril(-1).any(-1)
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(input_ids=ids[part], labels=earlier[part].long()) for part in cuts))
+    return _three_splits(input_ids=ids, labels=earlier.long())
 
 
 class SeenTokenTask(Task):
@@ -393,10 +400,9 @@ REVERSE_VOCABULARY, REVERSE_LENGTH, REVERSE_SEED = 32, 12, 61
 def _reverse_split() -> TaskData:
     """Rows of 12 random words (ids 3..31); the target: the same words in reverse order."""
     generator = torch.Generator().manual_seed(REVERSE_SEED)
-    n = 3000
+    n = ROWS
     ids = torch.randint(3, REVERSE_VOCABULARY, (n, REVERSE_LENGTH), generator=generator)
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(input_ids=ids[part], labels=ids[part].flip(1)) for part in cuts))
+    return _three_splits(input_ids=ids, labels=ids.flip(1))
 
 
 class ReverseTask(Task):
@@ -438,7 +444,7 @@ def _bigram_split() -> TaskData:
     after FIRST, 0 when it comes anywhere else (before it, or later with words between): only the order
     and the distance of the two tell the classes apart."""
     generator = torch.Generator().manual_seed(BIGRAM_SEED)
-    n = 3000
+    n = ROWS
     ids = torch.randint(5, BIGRAM_VOCABULARY, (n, BIGRAM_LENGTH), generator=generator)
     labels = (torch.arange(n) % 2 == 0).long()
     for row in range(n):
@@ -451,8 +457,7 @@ def _bigram_split() -> TaskData:
         ids[row, first], ids[row, second] = FIRST, SECOND
     order = torch.randperm(n, generator=generator)
     ids, labels = ids[order], labels[order]
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(input_ids=ids[part], labels=labels[part]) for part in cuts))
+    return _three_splits(input_ids=ids, labels=labels)
 
 
 class BigramTask(Task):
@@ -490,11 +495,10 @@ def _friedman_split() -> TaskData:
     standardised on the training rows."""
     from sklearn.datasets import make_friedman1
 
-    x, y = make_friedman1(n_samples=3000, n_features=10, noise=1.0, random_state=FRIEDMAN_SEED)
-    y = (y - y[:2000].mean()) / y[:2000].std()
+    x, y = make_friedman1(n_samples=ROWS, n_features=10, noise=1.0, random_state=FRIEDMAN_SEED)
+    y = (y - y[:TRAIN_ROWS].mean()) / y[:TRAIN_ROWS].std()
     x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-    cuts = (slice(0, 2000), slice(2000, 2500), slice(2500, None))
-    return TaskData(*(ArrayDataset(features=x[part], labels=y[part]) for part in cuts))
+    return _three_splits(features=x, labels=y)
 
 
 class FriedmanMLP(nn.Module):
