@@ -8,7 +8,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED,
-                                       NO_DISTANCE, _verdict, direction_gate, past_the_distance,
+                                       NO_DISTANCE, RAISE_CEILING, _verdict, direction_gate, past_the_distance,
                                        short_of_the_distance)
 from hf_metalr.controller.distance import DistanceEstimate
 from hf_metalr.controller.scheduler_binding import normalises_steps
@@ -201,7 +201,9 @@ def test_at_the_floor_a_cut_is_held_and_a_raise_too():
                 "grad_alignment": 0.3, "grad_alignment_t": 5.0}  # progress made, the gradient along the steps
     assert direction_gate(0.5, at_floor) is not None
     assert direction_gate(2.0, at_floor).startswith("raise held: the steps are too long by two measures")
-    assert direction_gate(2.0, {**at_floor, "lr_over_distance": DISTANCE_OVERSHOOT - 0.1}) is None
+    below_the_check = direction_gate(2.0, {**at_floor, "lr_over_distance": DISTANCE_OVERSHOOT - 0.1})
+    assert below_the_check.startswith("raise held: the LR is 7.9 times the distance estimate")  # the ceiling, not the check
+    assert direction_gate(2.0, {**at_floor, "lr_over_distance": RAISE_CEILING / 2}) is None
 
 
 def test_an_early_distance_cut_at_min_lr_is_no_cut():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, MOVED, RAISE_PUNISHED,
-                                       GatedMove, gate_move)
+from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE,
+                                       RAISE_CEILING, RAISE_PUNISHED, GatedMove, gate_move)
 
 
 def features(**overrides):
@@ -57,6 +57,35 @@ def test_the_stuck_run_cut_stops_at_the_users_lr_and_the_raise_past_the_hold_at_
     raised = move(2.0, short, scale=0.75)
     assert raised.multiplier == pytest.approx(1 / 0.75) and raised.why.endswith("the policy asked for x2)")
     assert "as far as the user's LR" in raised.why
+
+
+ALIGNED = {"grad_alignment": 0.05, "grad_alignment_t": 3.0}  # the gradient along the steps: a raise has evidence
+
+
+def test_a_raise_goes_as_far_as_the_distance_estimate_and_is_held_there():
+    capped = move(2.0, features(**ALIGNED, lr_over_distance=0.8 * RAISE_CEILING))
+    assert not capped.held and capped.multiplier == pytest.approx(1.25)
+    assert capped.why.startswith("raise: the gradient keeps pointing along the previous steps (t=+3.0)")
+    assert capped.why.endswith("as far as the distance estimate (1 times it, x1.25, the policy asked for x2)")
+    assert move(2.0, features(**ALIGNED, lr_over_distance=0.4 * RAISE_CEILING)).multiplier == 2.0, "room for x2"
+    at = move(1.25, features(**ALIGNED, lr_over_distance=RAISE_CEILING))
+    assert at.held and at.multiplier == 1.0
+    assert at.why.startswith("raise held: the LR is 1 times the distance estimate (D-adaptation's bound")
+    past = move(2.0, features(**ALIGNED, lr_over_distance=3.0), scale=4.0)
+    assert past.held and past.multiplier == 1.0 and "the LR is 3 times the distance estimate" in past.why
+
+
+@pytest.mark.parametrize("reading", [NO_DISTANCE, None])  # no positive estimate yet; no reading (SGD)
+def test_without_a_positive_estimate_there_is_no_ceiling(reading):
+    feats = features(**ALIGNED) if reading is None else features(**ALIGNED, lr_over_distance=reading)
+    raised = move(2.0, feats)
+    assert not raised.held and raised.multiplier == 2.0 and "distance estimate" not in raised.why
+
+
+def test_the_ceiling_never_cuts_the_users_lr():
+    past = features(**ALIGNED, lr_over_distance=5.0)  # far past the estimate, but below the distance check's bar
+    assert move(1.0, past) == GatedMove(1.0, False, None)
+    assert move(1.25, past, scale=0.5).multiplier == 1.0, "below the user's LR too: held, not cut"
 
 
 def test_at_the_first_evaluation_a_raise_needs_a_clear_undershoot():

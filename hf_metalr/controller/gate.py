@@ -77,7 +77,14 @@ come with the gate:
   user's LR (``ANNEALED_DISTANCE_FLOOR`` under a schedule that anneals by itself). Either measure
   alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
   gradients give no positive estimate). Once the estimate has grown past the LR
-  (``short_of_the_distance``), raises below the user's LR are let through again (see above).
+  (``short_of_the_distance``), raises below the user's LR are let through again (see above);
+- the *distance ceiling* (``RAISE_CEILING``): a raise takes the LR of the steps as far as the
+  distance estimate at most, the step Prodigy would take, and is held once the LR is there or past
+  it (``at_the_distance_ceiling``). The alignment reads what the next steps would gain, which keeps
+  pointing "too short" after a first raise's descent; the estimate is how far the run's own
+  gradients say a solution lies. It bounds the controller's raises only: the user's LR, however far
+  past the estimate, is never cut by it, and while the estimate is not positive (a plateau's first
+  steps) it sets no ceiling.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "direction_gate", "d
            "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
            "moved_but_stuck", "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor",
+           "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
            "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance"]
 
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
@@ -133,6 +141,10 @@ DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the dista
 DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
 # far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
 # estimate, the step Prodigy would take
+RAISE_CEILING = 1.0  # lr_over_distance a raise takes the LR of the steps to at most: the estimate, the step Prodigy
+# would take. A tiny T5 at its good LR read t = +5 at its first evaluation and +2.1 to +4.1 (mean cosine +0.01 to +0.02)
+# at its second, with the LR 0.94-1.10 times the estimate: the second doubling ended it 16% above the constant LR; capped
+# here, 70% below it. The rescues at 0.1x raise at 0.02-0.65 times the estimate (docs/controller.md, "The ceiling")
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 
@@ -192,6 +204,11 @@ def _verdict(multiplier: float, features: dict[str, float], *, first: bool, sche
             return Verdict(True, (f"raise held: at the first evaluation a raise needs a clear undershoot up to the interval's end, "
                                   f"and the later half of its steps reads {late:+.2f} (alignment >= {UNDERSHOOT_ALIGNMENT:g} needed): "
                                   "the first steps descend from the initialization, which reads as too short at any LR"))
+        if at_the_distance_ceiling(features):
+            return Verdict(True, (f"raise held: {lr_over_distance_in_words(features['lr_over_distance'])} (D-adaptation's "
+                                  f"bound on the distance to a solution, which Prodigy takes as its step), and a raise goes "
+                                  f"no further than {RAISE_CEILING:g} times it, though the gradient keeps pointing along the "
+                                  f"previous steps (t={t:+.1f})"))
         if _raise_past_the_hold(features):
             return Verdict(False, (f"raise: the gradient keeps pointing along the previous steps (t={t:+.1f}) and the LR is "
                                    f"{features['lr_over_distance']:.2g} times the distance estimate, below the user's LR: the "
@@ -320,6 +337,23 @@ def _raise_past_the_hold(features: dict[str, float]) -> bool:
     (``_moved_far_without_progress``), as only ``short_of_the_distance`` lets one: it goes as far as
     the user's LR at most."""
     return _moved_far_without_progress(features) and short_of_the_distance(features)
+
+
+def raise_ceiling_multiplier(features: dict[str, float]) -> float | None:
+    """The largest raise that keeps the LR of the steps at most ``RAISE_CEILING`` times the distance
+    estimate; None when there is no ceiling: no positive estimate yet (``NO_DISTANCE``), or no
+    reading at all (an optimizer whose step is not the LR per coordinate)."""
+    ratio = features.get("lr_over_distance")
+    if ratio is None or ratio >= NO_DISTANCE or ratio <= 0:
+        return None
+    return RAISE_CEILING / ratio
+
+
+def at_the_distance_ceiling(features: dict[str, float]) -> bool:
+    """Whether the LR of the steps is at ``RAISE_CEILING`` times the distance estimate or past it: a
+    raise is held (``raise_ceiling_multiplier`` at most 1)."""
+    ceiling = raise_ceiling_multiplier(features)
+    return ceiling is not None and ceiling <= 1.0
 
 
 def lr_over_distance(lr: float, estimate: float) -> float:
@@ -483,7 +517,8 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
     ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
-    the cap of a raise past the hold (``_raise_past_the_hold``); and the undo of the last decision's
+    the cap of a raise past the hold (``_raise_past_the_hold``); the distance ceiling of every raise
+    (``raise_ceiling_multiplier``); and the undo of the last decision's
     raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it.
     ``first``: the run's first evaluation. ``scale``: the controller's scale before this move."""
     verdict = _verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
@@ -509,6 +544,11 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     if not held and multiplier > 1 and _raise_past_the_hold(features) and multiplier * scale > 1.0:
         multiplier = max(1.0, 1.0 / scale)
         why = f"{why}; as far as the user's LR (x{multiplier:.3g}, the policy asked for x{requested:g})"
+    ceiling = raise_ceiling_multiplier(features)
+    if not held and multiplier > 1 and ceiling is not None and multiplier > ceiling:
+        multiplier = ceiling
+        why = (f"{why}; as far as the distance estimate ({RAISE_CEILING:g} times it, x{multiplier:.3g}, the policy asked "
+               f"for x{requested:g})")
     undo = punished_raise_undo(features, last_applied)
     if undo is not None and multiplier > undo:
         multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
