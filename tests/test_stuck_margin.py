@@ -22,4 +22,4 @@ def test_stuck_margin_prints_one_line_per_evaluation_from_the_trace(capsys):
         asked, applied, why = float(row[4]), float(row[5]), row[6]
         assert why in ("raise", "cut", "kept", "raise held", "cut held", "undo")
         assert math.isclose(applied, 1.0) if why in ("kept", "raise held", "cut held") else applied != 1.0
-        assert why != "raise" or math.isclose(applied, asked)
+        assert why != "raise" or 1.0 < applied <= asked * (1 + 1e-9)  # as asked, or as far as the raise ceiling
