@@ -78,7 +78,7 @@ come with the gate:
   alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
   gradients give no positive estimate). Once the estimate has grown past the LR
   (``short_of_the_distance``), raises below the user's LR are let through again (see above);
-- the *distance ceiling* (``RAISE_CEILING``): a raise takes the LR of the steps as far as the
+- the *raise ceiling* (``RAISE_CEILING``): a raise takes the LR of the steps as far as the
   distance estimate at most, the step Prodigy would take, and is held once the LR is there or past
   it (``at_the_distance_ceiling``). The alignment reads what the next steps would gain, which keeps
   pointing "too short" after a first raise's descent; the estimate is how far the run's own
@@ -518,7 +518,7 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
     ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
-    the cap of a raise past the hold (``_raise_past_the_hold``); the distance ceiling of every raise
+    the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
     (``raise_ceiling_multiplier``); and the undo of the last decision's
     raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it.
     ``first``: the run's first evaluation. ``scale``: the controller's scale before this move."""
