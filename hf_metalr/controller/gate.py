@@ -84,7 +84,7 @@ come with the gate:
   pointing "too short" after a first raise's descent; the estimate is how far the run's own
   gradients say a solution lies. It bounds the controller's raises only: the user's LR, however far
   past the estimate, is never cut by it, and while the estimate is not positive (a plateau's first
-  steps) it sets no ceiling.
+  steps) or not read (after an early-divergence cut) it sets no ceiling.
 """
 
 from __future__ import annotations
@@ -144,8 +144,8 @@ DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the use
 RAISE_CEILING = 1.0  # lr_over_distance a raise takes the LR of the steps to at most: the estimate, the step Prodigy
 # would take. A tiny T5 at its good LR read t = +5 at its first evaluation and +2.1 to +4.1 (mean cosine +0.01 to +0.02)
 # at its second, with the LR 0.94-1.10 times the estimate: the second doubling ended it 16% above the constant LR; capped
-# here, 70% below it. The raises of the rescues at 0.1x read 0.02-0.77 (a ViT's on its plateau 1.6-7.0, held now at a
-# cost of one evaluation in one seed; docs/controller.md, "The raise ceiling")
+# here, 70% below it. The raises of the rescues at 0.1x read 0.02-0.80 (a ViT's on its plateau 1.6-7.0, held now at a
+# cost of one and two evaluations in two seeds; docs/controller.md, "The raise ceiling")
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 
