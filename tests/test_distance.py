@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hf_metalr import MetaLRController
+from hf_metalr.controller.controller import is_early_distance_cut
 from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED,
                                        NO_DISTANCE, RAISE_CEILING, _verdict, direction_gate, past_the_distance,
                                        short_of_the_distance)
@@ -142,6 +143,8 @@ def test_an_lr_far_past_the_distance_is_halved_early_and_at_each_evaluation_down
     ctrl, decisions, optimizer = _controlled_adam(1.0)
     assert [(c["step"], c["applied"], c["lr"]) for c in ctrl.early_cuts] == [(8, 0.5, 0.5), (16, 0.5, 0.25)]
     assert all(c["param_drift"] >= MOVED and c["lr_over_distance"] == NO_DISTANCE for c in ctrl.early_cuts)
+    assert [c["kind"] for c in ctrl.early_cuts] == ["distance", "distance"]
+    assert all(is_early_distance_cut(c) for c in ctrl.early_cuts)
     assert [d.applied for d in decisions] == [0.5, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
     assert ctrl.scale == pytest.approx(DISTANCE_FLOOR) and optimizer.param_groups[0]["lr"] == pytest.approx(1 / 16)
     for d in decisions[:2]:
@@ -366,3 +369,11 @@ def test_a_reading_without_a_positive_estimate_is_said_so_not_as_a_ratio():
     assert lr_over_distance_in_words(12.34) == "the LR is 12.3 times the distance estimate"
     _, why = direction_verdict(0.5, {**PAST, "lr_over_distance": NO_DISTANCE})
     assert "and there is no positive distance estimate yet (D-adaptation's bound" in why and "1e+06" not in why
+
+
+def test_an_early_cut_recorded_before_kind_is_told_by_its_fields():
+    """Traces and checkpoints written before ``kind`` was recorded: the distance check's cuts hold
+    ``lr_over_distance``, the early-divergence guard's do not."""
+    assert is_early_distance_cut({"step": 8, "reference": None, "param_drift": 2.0, "lr_over_distance": 40.0})
+    assert not is_early_distance_cut({"step": 3, "reference": 18.8, "applied": 0.25})
+    assert not is_early_distance_cut({"kind": "divergence", "step": 3, "reference": 18.8})

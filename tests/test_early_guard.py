@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hf_metalr import MetaLRCallback, MetaLRController, read_trace
+from hf_metalr.controller.controller import is_early_distance_cut
 from hf_metalr.controller.early_guard import CUT as EARLY_CUT, EARLY_SPIKE
 from hf_metalr.controller.early_guard import EXTREME
 from hf_metalr.controller.policy import random_policy, save_policy
@@ -38,6 +39,8 @@ def test_a_climb_of_records_cuts_and_a_single_high_batch_does_not():
     assert [c["step"] for c in ctrl.early_cuts] == [6, 10]
     assert [c["reference"] for c in ctrl.early_cuts] == [30.0, 3000.0], "the highest loss before the cut's step"
     assert all(c["applied"] == EARLY_CUT for c in ctrl.early_cuts)
+    assert [c["kind"] for c in ctrl.early_cuts] == ["divergence", "divergence"]
+    assert not any(is_early_distance_cut(c) for c in ctrl.early_cuts)
     assert ctrl.scale == EARLY_CUT**2 and ctrl.early_cuts[-1]["scale"] == ctrl.scale and ctrl.early_cuts[-1]["lr"] == ctrl.lr
     json.dumps(ctrl.state_dict(), allow_nan=False)  # plain JSON, the non-finite losses included
 

@@ -94,9 +94,12 @@ _STATE_KEYS = ("seed", "initial_lr", "scale", "decision_index", "previous_multip
 
 
 def is_early_distance_cut(cut: dict) -> bool:
-    """Whether an ``early_cuts`` entry is the distance check's (it records the ``param_drift`` and
-    ``lr_over_distance`` it read) rather than the early-divergence guard's (which records the
-    ``reference`` loss the step's loss climbed above)."""
+    """Whether an ``early_cuts`` entry is the distance check's (``kind`` "distance"; it records the
+    ``param_drift`` and ``lr_over_distance`` it read) rather than the early-divergence guard's
+    (``kind`` "divergence"; it records the ``reference`` loss the step's loss climbed above). An
+    entry from before ``kind`` was recorded is told by its fields."""
+    if "kind" in cut:
+        return cut["kind"] == "distance"
     return "lr_over_distance" in cut
 
 
@@ -589,8 +592,9 @@ class MetaLRController:
         applied = self._rescale(EARLY_CUT)
         if applied == 1.0:
             return False
-        self.early_cuts.append({"step": self.early_guard.steps, "loss": loss if is_finite(loss) else repr(loss),
-                                "reference": reference, "applied": applied, "scale": self.scale, "lr": self.lr})
+        self.early_cuts.append({"kind": "divergence", "step": self.early_guard.steps,
+                                "loss": loss if is_finite(loss) else repr(loss), "reference": reference,
+                                "applied": applied, "scale": self.scale, "lr": self.lr})
         return True
 
     def _early_distance_cut(self, loss: float) -> bool:
@@ -606,7 +610,8 @@ class MetaLRController:
         applied = self._rescale(max(EARLY_DISTANCE_CUT, distance_floor(self.schedule_anneals) / self.scale))
         if applied == 1.0:  # at min_lr: no cut
             return False
-        self.early_cuts.append({"step": self.early_guard.steps, "loss": loss if is_finite(loss) else repr(loss),
+        self.early_cuts.append({"kind": "distance", "step": self.early_guard.steps,
+                                "loss": loss if is_finite(loss) else repr(loss),
                                 "reference": None, "applied": applied, "scale": self.scale, "lr": self.lr,
                                 "param_drift": reading["param_drift"], "lr_over_distance": reading["lr_over_distance"]})
         return True

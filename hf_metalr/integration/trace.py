@@ -70,7 +70,8 @@ def read_trace(path: str | Path) -> list[dict]:
     window, the first one: the alignment of the later half of its interval's steps), ``previous_grad_alignment_t`` (the last interval's reading, when it had one) and
     the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
     divergence); ``early_cuts``
-    (on the first decision's line: the cuts before it, each with the optimizer ``step`` (counted
+    (on the first decision's line: the cuts before it, each with its ``kind`` ("divergence", the
+    early-divergence guard's, or "distance", the distance check's), the optimizer ``step`` (counted
     from the run's start), its training ``loss`` (text when not finite), and the ``applied``
     multiplier, ``scale`` and ``lr`` after it; an early-divergence guard's cut also has the highest
     loss before it as ``reference``, a distance check's cut ``reference`` None and the
