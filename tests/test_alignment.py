@@ -778,6 +778,27 @@ def test_the_undo_of_a_punished_raise_survives_a_resume():
     assert a.evidence == b.evidence and a.evidence.startswith("undo")
 
 
+def _after_a_cut(last: dict) -> MetaLRController:
+    """A controller whose last decision was ``last``, at half the user's LR, after progress (2.0 -> 1.0)."""
+    ctrl = MetaLRController(0.01, policy=always(2), learn_online=False)  # 2: keep
+    ctrl.watch([torch.nn.Parameter(torch.ones(8))])
+    ctrl.history.append(last)
+    ctrl.scale = 0.5
+    for value in (2.0, 1.0):
+        ctrl.tracker.observe(value)
+        ctrl.tracker.commit()
+    return ctrl
+
+
+def test_a_punished_cut_is_taken_back_by_the_controller_but_not_a_divergences_halving():
+    undone = _after_a_cut({"applied": 0.5}).observe(1.05, stepped=True)  # 5% worse right after the cut
+    assert undone.applied == 2.0 and undone.scale == 1.0 and undone.multiplier == 1.0, "the policy asked to keep"
+    assert undone.evidence.startswith("undo: the metric got worse right after the last cut")
+    assert _after_a_cut({"applied": 0.5}).observe(1.0, stepped=True).applied == 1.0, "not worse: the cut stands"
+    after_nan = _after_a_cut({"applied": 0.5, "diverged": True}).observe(1.05, stepped=True)
+    assert after_nan.applied == 1.0 and after_nan.scale == 0.5, "a NaN's halving is no cut to take back"
+
+
 def test_the_window_matches_a_step_by_step_reference_through_the_reused_buffers():
     """The preallocated buffers (two parameter sketches taking turns, the gradient, the descent)
     give the same per-step cosines as vectors built afresh each step: Adam on a noisy quadratic,

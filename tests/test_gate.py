@@ -2,8 +2,9 @@
 
 import pytest
 
-from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, MOVED, NO_DISTANCE,
-                                       RAISE_CEILING, RAISE_PUNISHED, GatedMove, gate_move)
+from hf_metalr.controller.gate import (AVERAGE_GAIN, CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, EVIDENCE_T,
+                                       MOVED, NO_DISTANCE, RAISE_CEILING, RAISE_PUNISHED, GatedMove, gate_move,
+                                       punished_cut_undo)
 
 
 def features(**overrides):
@@ -92,3 +93,39 @@ def test_at_the_first_evaluation_a_raise_needs_a_clear_undershoot():
     faint = features(grad_alignment=0.05, grad_alignment_t=3.0)
     assert move(2.0, faint, first=True).held and not move(2.0, faint).held
     assert move(2.0, features(grad_alignment=0.3, grad_alignment_t=5.0), first=True).multiplier == 2.0
+
+
+PUNISHED = {"objective_trend": RAISE_PUNISHED + 0.01}  # the metric worse right after the last decision, beyond noise
+
+
+@pytest.mark.parametrize("requested", [0.5, 0.8, 1.0, 1.25])
+def test_a_cut_the_next_evaluation_punishes_is_taken_back_whatever_the_policy_asks(requested):
+    # after progress, with the gradient not opposing the steps: the last cut (x0.5) did not answer an overshoot
+    undo = move(requested, features(**PUNISHED, grad_alignment=-0.05, grad_alignment_t=-1.5), scale=0.25,
+                last_applied=0.5)
+    assert undo.multiplier == 2.0 and not undo.held
+    assert undo.why.startswith("undo: the metric got worse right after the last cut (by more than 1%)")
+    assert undo.why.endswith(f"the cut is taken back (x2), the policy asked for x{requested:g}")
+    assert move(requested, features(**PUNISHED), scale=0.25, last_applied=1.0).multiplier <= 1.0, "no cut to undo"
+
+
+def test_a_punished_cut_is_taken_back_as_far_as_the_users_lr_at_most():
+    undo = move(1.0, features(**PUNISHED), scale=0.8, last_applied=0.5)  # cut from 1.6, a raise of the controller's
+    assert undo.multiplier == pytest.approx(1.25) and "as far as the user's LR" in undo.why
+    assert punished_cut_undo(features(**PUNISHED), 0.5, scale=1.0) is None, "at the user's LR: nothing to take back"
+    assert punished_cut_undo(features(**PUNISHED), 0.5, scale=2.0) is None, "above it: the cut took back a raise"
+
+
+@pytest.mark.parametrize("reading, why", [
+    ({"objective_trend": RAISE_PUNISHED}, "worse by no more than the noise bar"),
+    ({"objective_vs_first": -0.1}, "before the run made progress (a plateau's noise, a stuck run)"),
+    ({"grad_alignment": -0.05, "grad_alignment_t": -EVIDENCE_T}, "the gradient opposes the steps now"),
+    ({"iterate_average_gain": AVERAGE_GAIN + 0.1, "iterate_average_progress": 0.0}, "the iterates bounce"),
+    ({"param_drift": 2 * MOVED, "lr_over_distance": DISTANCE_OVERSHOOT}, "the steps are too long by both measures"),
+    ({"lr_over_distance": DISTANCE_OVERSHOOT / 2}, "the takeback would take the LR past the distance check's bar"),
+])
+def test_a_punished_cut_stands_where_something_reads_an_overshoot_or_the_worse_metric_is_noise(reading, why):
+    feats = features(**PUNISHED)
+    feats.update(reading)
+    assert punished_cut_undo(feats, 0.5, scale=0.25) is None, why
+    assert punished_cut_undo(features(**PUNISHED), 0.5, scale=0.25) == 2.0

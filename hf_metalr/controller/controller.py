@@ -29,7 +29,7 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 goes through only when the gradient keeps pointing along the previous steps, a cut only on
 evidence that the steps are too long (an overshoot, a bounce around a valley floor, a run that
 moved far without progress, the distance check), a raise the next evaluation punishes is taken
-back, and a clear overshoot is cut whatever the policy asks. The rules, and why each is there,
+back, so is a cut while nothing reads an overshoot, and a clear overshoot is cut whatever the policy asks. The rules, and why each is there,
 are in ``gate``'s docstring. The decision records what the policy asked for and why it was not
 applied (``Decision.gate``), or what let it through (``Decision.evidence``). With the gate on:
 
@@ -826,8 +826,9 @@ class MetaLRController:
         return (self.history[-1].get("features") or {}) if self.history else {}
 
     def _last_applied(self) -> float:
-        """The multiplier the last decision applied (1 at the start, and for older saved histories)."""
-        return self.history[-1].get("applied", 1.0) if self.history else 1.0
+        """The multiplier the last decision applied (1 at the start, after a divergence's cut, and for older
+        saved histories)."""
+        return self.history[-1].get("applied", 1.0) if self.history and not self.history[-1].get("diverged") else 1.0
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)

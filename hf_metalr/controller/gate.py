@@ -53,7 +53,7 @@ the gradient against the previous steps, the drift, the distance estimate, the i
   response).
 
 Otherwise the LR is kept, and the decision records what the policy asked for and why it was not
-applied (``Decision.gate``), or what let it through (``Decision.evidence``). Four more safeguards
+applied (``Decision.gate``), or what let it through (``Decision.evidence``). More safeguards
 come with the gate:
 
 - a clear overshoot (``clear_overshoot``: the bars under which a cut goes through while the metric
@@ -61,6 +61,11 @@ come with the gate:
   (a cut the policy asks for there goes through as asked); at the LR floor it does nothing;
 - a raise that the next evaluation punishes (the metric got worse right after it, by more than
   ``RAISE_PUNISHED``) is taken back, whatever the policy asks;
+- so is a cut (``punished_cut_undo``), as far as the user's LR, once the run has made progress and
+  while nothing reads an overshoot now (the gradient opposing the steps past the cut's bar, the
+  iterate average, the distance check): a cut at an overshoot lowers the metric at once. On a
+  regression at 10x its good LR the controller had cut on a plateau that a constant LR leaves,
+  and cut again as the metric got worse right after;
 - the *iterate-average check* (``bouncing``): from the second evaluation on, when the average of
   the iterates since the last decision has a validation loss ``AVERAGE_GAIN`` (in log) below the
   current one's, and more than the interval gained, the steps bounce around a valley floor: a raise
@@ -92,7 +97,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "direction_gate", "direction_verdict", "EVIDENCE_T",
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "punished_cut_undo", "direction_gate", "direction_verdict", "EVIDENCE_T",
            "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT", "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT",
            "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
            "moved_but_stuck", "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
@@ -554,6 +559,12 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     if undo is not None and multiplier > undo:
         multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
                                               f"{RAISE_PUNISHED:.0%}), which is taken back (x{undo:.3g})")
+    undo = punished_cut_undo(features, last_applied, scale=scale)
+    if undo is not None and multiplier < undo:
+        multiplier, held, why = undo, False, (
+            f"undo: the metric got worse right after the last cut (by more than {RAISE_PUNISHED:.0%}), and nothing "
+            f"reads an overshoot now (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{undo:.3g}"
+            f"{', as far as the user' + chr(39) + 's LR' if undo < 1 / last_applied else ''}), the policy asked for x{requested:g}")
     return GatedMove(multiplier, held, why)
 
 
@@ -562,3 +573,24 @@ def punished_raise_undo(features: dict[str, float], last_applied: float) -> floa
     applied) when the metric got worse right after it, by more than ``RAISE_PUNISHED``; None when
     there is nothing to take back."""
     return 1.0 / last_applied if last_applied > 1 and _worse_beyond_noise(features) else None
+
+
+def punished_cut_undo(features: dict[str, float], last_applied: float, *, scale: float) -> float | None:
+    """The multiplier that takes back the last decision's cut (``last_applied`` < 1, what it applied) when
+    the metric got worse right after it, by more than ``RAISE_PUNISHED``, in a run that has made progress
+    (``_made_progress``), and nothing reads an overshoot now: the gradient does not oppose the steps
+    (``grad_alignment_t`` above minus the cut's bar), the iterates do not bounce (``bouncing``), and the steps
+    are not too long by the distance check's two measures. A cut at an overshoot lowers the metric at once;
+    one that the next evaluation punishes did not answer an overshoot. It goes as far as the user's LR at
+    most (``scale``: the controller's scale before this move), and not when it would take the LR of the
+    steps to ``DISTANCE_OVERSHOOT`` times the distance estimate. None when there is nothing to take back."""
+    if last_applied >= 1 or not _worse_beyond_noise(features) or not _made_progress(features):
+        return None
+    if (features["grad_alignment_t"] <= -_cut_evidence_t(features) or bouncing(features)
+            or _steps_too_long(features)):
+        return None
+    undo = min(1.0 / last_applied, 1.0 / scale)
+    ratio = features.get("lr_over_distance")
+    if undo <= 1.0 + 1e-9 or (ratio is not None and 0 < ratio < NO_DISTANCE and ratio * undo >= DISTANCE_OVERSHOOT):
+        return None
+    return undo

@@ -121,7 +121,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             measurably too low, cut only on measured overshoot with a worse metric, or on a clear
             one, which halves the LR even when the policy asks to keep it); see
             ``MetaLRController``. Its safeguards come with it: ``False`` also turns off that fixed
-            cut, the undo of a punished raise, the first-evaluation bars and the early-divergence
+            cut, the undo of a punished raise or cut, the first-evaluation bars and the early-divergence
             guard.
         average_iterates: with the gate, keep the average of the iterates since the last evaluation
             (one float32 copy of the trainable weights, on their device) and, at each evaluation,
