@@ -761,20 +761,21 @@ def test_a_refused_sketch_read_names_the_tensor_and_the_reason():
         assert gather.refusal(tensors) == reason and not gather.accepts(tensors)
 
 
-def test_the_undo_of_a_punished_raise_survives_a_resume():
-    ctrl = MetaLRController(0.01, policy=always(4), learn_online=False)
+@pytest.mark.parametrize("last_applied, scale, undo", [(2.0, 2.0, 0.5), (0.5, 0.5, 2.0)])  # a raise; a cut
+def test_the_undo_of_a_punished_move_survives_a_resume(last_applied, scale, undo):
+    ctrl = MetaLRController(0.01, policy=always(2), learn_online=False)  # 2: keep
     theta = torch.nn.Parameter(torch.ones(8))
     ctrl.watch([theta])
-    ctrl.history.append({"applied": 2.0})  # the last decision raised
-    ctrl.scale = 2.0
-    resumed = MetaLRController(0.01, policy=always(4), learn_online=False)
+    ctrl.history.append({"applied": last_applied})  # the last decision's move
+    ctrl.scale = scale
+    for value in (2.0, 1.0):  # earlier values for both: progress (2.0 -> 1.0), and a trend for the next one
+        ctrl.tracker.observe(value)
+        ctrl.tracker.commit()
+    resumed = MetaLRController(0.01, policy=always(2), learn_online=False)
     resumed.watch([theta])
     resumed.load_state_dict(json.loads(json.dumps(ctrl.state_dict())))
-    ctrl.tracker.observe(1.0)  # a previous value for both, so the next one has a trend
-    resumed.tracker.observe(1.0)
-    ctrl.tracker.commit(), resumed.tracker.commit()
-    a, b = ctrl.observe(1.2, stepped=True), resumed.observe(1.2, stepped=True)  # worse right after the raise
-    assert a.applied == b.applied == 0.5 and a.scale == b.scale == 1.0
+    a, b = ctrl.observe(1.2, stepped=True), resumed.observe(1.2, stepped=True)  # worse right after the move
+    assert a.applied == b.applied == undo and a.scale == b.scale == 1.0
     assert a.evidence == b.evidence and a.evidence.startswith("undo")
 
 
