@@ -112,7 +112,7 @@ def decision_kind(entry: dict) -> str:
     """What happened at one decision: ``"divergence"`` (a non-finite metric: the fixed cut);
     ``"held"`` (the gate kept the LR against the policy's move); ``"capped"`` (``min_lr``/``max_lr``
     cut the move short); ``"fixed"`` (a move the policy did not ask for: a clear overshoot's or a
-    bounce's halving, a punished raise taken back); ``"policy"`` (the policy's move, or keep, as asked)."""
+    bounce's halving, a punished raise or cut taken back); ``"policy"`` (the policy's move, or keep, as asked)."""
     if entry.get("diverged"):
         return "divergence"
     asked, applied = _number(entry.get("action")), _number(entry.get("applied"))
