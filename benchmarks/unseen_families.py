@@ -75,8 +75,7 @@ from torch import nn
 
 from hf_metalr import MetaLRCallback
 from hf_metalr.compare.runner import run_one
-from hf_metalr.metrics import regression_metrics
-from hf_metalr.tasks.base import ArrayDataset, Task, TaskData, classification_metrics, regression_output, seeded
+from hf_metalr.tasks.base import ArrayDataset, R2Task, Task, TaskData, classification_metrics, regression_output, seeded
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 MASK_SEED, SERIES_SEED = 97, 31
@@ -180,13 +179,10 @@ class SeriesGRU(nn.Module):
         return regression_output(self.head(hidden[-1]), labels)
 
 
-class SeriesTask(Task):
+class SeriesTask(R2Task):
     name = "gru-series"
     description = "forecast 8 steps of a noisy sum of two sines from 48, a GRU (64 wide) as a plain nn.Module"
-    metric = "r2"
-    greater_is_better = True
     threshold = 0.9
-    test_metrics = ("r2", "mse")
     learning_rate = 3e-3  # the grid's pick (the sweep picks it again); what compare --task uses
 
     def load(self) -> TaskData:
@@ -194,9 +190,6 @@ class SeriesTask(Task):
 
     def model(self, seed: int) -> nn.Module:
         return seeded(seed, SeriesGRU)
-
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
-        return regression_metrics(eval_pred)
 
 
 COUNT_VOCABULARY, COUNT_LENGTH, COUNT_SEED = 24, 24, 53
@@ -333,13 +326,10 @@ class SignalCNN(nn.Module):
         return regression_output(self.body(signal), labels)
 
 
-class SignalTask(Task):
+class SignalTask(R2Task):
     name = "cnn-signal"
     description = "the frequency and amplitude of a noisy sine, a 1-D CNN with BatchNorm as a plain nn.Module"
-    metric = "r2"
-    greater_is_better = True
     threshold = 0.75
-    test_metrics = ("r2", "mse")
     learning_rate = 3e-3  # the grid's pick (the sweep picks it again); what compare --task uses
 
     def load(self) -> TaskData:
@@ -347,9 +337,6 @@ class SignalTask(Task):
 
     def model(self, seed: int) -> nn.Module:
         return seeded(seed, SignalCNN)
-
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
-        return regression_metrics(eval_pred)
 
 
 SEEN_VOCABULARY, SEEN_LENGTH, SEEN_SEED = 40, 24, 89
@@ -511,13 +498,10 @@ class FriedmanMLP(nn.Module):
         return regression_output(self.body(features).squeeze(-1), labels)
 
 
-class FriedmanTask(Task):
+class FriedmanTask(R2Task):
     name = "friedman-mlp"
     description = "scikit-learn's Friedman #1 regression, an MLP with GELU and LayerNorm as a plain nn.Module"
-    metric = "r2"
-    greater_is_better = True
     threshold = 0.8
-    test_metrics = ("r2", "mse")
     learning_rate = 3e-3  # the grid's pick (the sweep picks it again); what compare --task uses
 
     def load(self) -> TaskData:
@@ -525,9 +509,6 @@ class FriedmanTask(Task):
 
     def model(self, seed: int) -> nn.Module:
         return seeded(seed, FriedmanMLP)
-
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
-        return regression_metrics(eval_pred)
 
 
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())

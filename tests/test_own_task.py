@@ -3,6 +3,7 @@
 import json
 import textwrap
 
+import numpy as np
 import pytest
 
 from hf_metalr.compare.cli import main as compare_main
@@ -14,7 +15,7 @@ OWN_TASK = textwrap.dedent('''
     import torch
     from torch import nn
 
-    from hf_metalr.tasks import Task, TaskData
+    from hf_metalr.tasks import R2Task, Task, TaskData
     from hf_metalr.tasks.base import ArrayDataset, seeded
     from helper_rows import rows  # a neighbour of this file: its folder is importable while it loads
 
@@ -48,6 +49,11 @@ OWN_TASK = textwrap.dedent('''
 
         def compute_metrics(self, eval_pred):
             return {"mse": float(np.mean((eval_pred.predictions - eval_pred.label_ids) ** 2))}
+
+
+    class LineFitR2(R2Task):
+        name, description, threshold = "line-fit-r2", "the same line, scored by R^2", 0.9
+        load, model = LineFit.load, LineFit.model
 
 
     not_a_task = 3
@@ -106,6 +112,17 @@ def test_compare_runs_a_task_of_ones_own_from_its_file(own_task_file, tmp_path):
     assert compare_main(["--task", f"{own_task_file}:LineFit", "--schedules", "constant,metalr,linear", "--seeds", "1",
                          "--out", str(out), "--resume"]) == 0
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 3
+
+
+def test_an_r2_task_needs_only_its_name_threshold_data_and_model(own_task_file):
+    from transformers import EvalPrediction
+
+    task = get_task(f"{own_task_file}:LineFitR2")
+    assert (task.metric, task.greater_is_better, task.test_metrics) == ("r2", True, ("r2", "mse"))
+    labels = np.array([0.0, 1.0, 2.0, 3.0])
+    metrics = task.compute_metrics(EvalPrediction(predictions=labels + 0.5, label_ids=labels))
+    assert metrics["mse"] == pytest.approx(0.25) and metrics["r2"] == pytest.approx(1 - 0.25 / labels.var())
+    assert task.reached(0.95) and not task.reached(0.85)
 
 
 def test_a_module_name_works_as_well_as_a_file():

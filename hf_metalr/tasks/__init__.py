@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .base import Task, TaskData
+from .base import R2Task, Task, TaskData
 
-__all__ = ["TASKS", "Task", "TaskData", "get_task", "task_source", "TASK_SPEC_HELP"]
+__all__ = ["TASKS", "R2Task", "Task", "TaskData", "get_task", "task_source", "TASK_SPEC_HELP"]
 
 TASK_SPEC_HELP = ("MODULE:NAME or path/to/file.py:NAME, a hf_metalr.tasks.Task subclass (or instance) of your own "
                   "(README, \"Compare schedules on your own task\")")

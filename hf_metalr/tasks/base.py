@@ -15,9 +15,10 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from ..metrics import classification_metrics  # re-exported: the tasks' compute_metrics
+from ..metrics import classification_metrics, regression_metrics  # re-exported: the tasks' compute_metrics
 
-__all__ = ["Task", "TaskData", "ArrayDataset", "classification_metrics", "reaches", "regression_output", "seeded"]
+__all__ = ["Task", "R2Task", "TaskData", "ArrayDataset", "classification_metrics", "regression_metrics", "reaches",
+           "regression_output", "seeded"]
 
 
 @dataclass
@@ -95,3 +96,16 @@ class Task(ABC):
 
     def reached(self, value: float) -> bool:
         return reaches(value, self.threshold, self.greater_is_better)
+
+
+class R2Task(Task):
+    """A regression task scored by R^2 (higher is better), with the MSE beside it on test. Subclasses
+    set ``name``, ``description`` and ``threshold`` (an R^2), and implement ``load`` and ``model``."""
+
+    metric = "r2"
+    greater_is_better = True
+    test_metrics = ("r2", "mse")
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        """R^2 (1 - MSE / the labels' variance) and the MSE of the predictions."""
+        return regression_metrics(eval_pred)

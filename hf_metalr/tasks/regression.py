@@ -17,8 +17,7 @@ import functools
 import torch
 from torch import nn
 
-from ..metrics import regression_metrics
-from .base import ArrayDataset, Task, TaskData, regression_output, seeded
+from .base import ArrayDataset, R2Task, TaskData, regression_output, seeded
 
 __all__ = ["RegressionTask", "RegressionMLP"]
 
@@ -54,13 +53,10 @@ class RegressionMLP(nn.Module):
         return regression_output(self.net(features).squeeze(-1), labels)
 
 
-class RegressionTask(Task):
+class RegressionTask(R2Task):
     name = "regression"
     description = "Friedman #1 (scikit-learn, 10 inputs, noise 1.0), a plain PyTorch MLP (2 x 128, ReLU)"
-    metric = "r2"
-    greater_is_better = True
     threshold = 0.9
-    test_metrics = ("r2", "mse")
     learning_rate = 1e-2
     epochs = 10
     batch_size = 32
@@ -71,7 +67,3 @@ class RegressionTask(Task):
 
     def model(self, seed: int) -> nn.Module:
         return seeded(seed, RegressionMLP)
-
-    def compute_metrics(self, eval_pred) -> dict[str, float]:
-        """R^2 (1 - MSE / the labels' variance) and the MSE of the predictions."""
-        return regression_metrics(eval_pred)
