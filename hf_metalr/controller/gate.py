@@ -63,7 +63,9 @@ come with the gate:
   ``RAISE_PUNISHED``) is taken back, whatever the policy asks;
 - so is a cut (``punished_cut_undo``), as far as the user's LR, once the run has made progress and
   while nothing reads an overshoot now (the gradient opposing the steps past the cut's bar, the
-  iterate average, the distance check): a cut at an overshoot lowers the metric at once. On a
+  iterate average, the distance check, a takeback to ``DISTANCE_OVERSHOOT`` times the estimate): a
+  cut that answers an overshoot lowers the metric at once, and one the next evaluation punishes did
+  not pay, whatever it read when it was made. On a
   regression at 10x its good LR the controller had cut on a plateau that a constant LR leaves,
   and cut again as the metric got worse right after;
 - the *iterate-average check* (``bouncing``): from the second evaluation on, when the average of
@@ -524,8 +526,10 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
     ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
     the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
-    (``raise_ceiling_multiplier``); and the undo of the last decision's
-    raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it.
+    (``raise_ceiling_multiplier``); the undo of the last decision's
+    raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it; and the
+    undo of its cut (``last_applied`` < 1) when the metric got worse right after it and nothing reads an
+    overshoot now (``punished_cut_undo``).
     ``first``: the run's first evaluation. ``scale``: the controller's scale before this move."""
     verdict = _verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
     held, why, floor = verdict.held, verdict.why, verdict.floor
@@ -580,8 +584,9 @@ def punished_cut_undo(features: dict[str, float], last_applied: float, *, scale:
     the metric got worse right after it, by more than ``RAISE_PUNISHED``, in a run that has made progress
     (``_made_progress``), and nothing reads an overshoot now: the gradient does not oppose the steps
     (``grad_alignment_t`` above minus the cut's bar), the iterates do not bounce (``bouncing``), and the steps
-    are not too long by the distance check's two measures. A cut at an overshoot lowers the metric at once;
-    one that the next evaluation punishes did not answer an overshoot. It goes as far as the user's LR at
+    are not too long by the distance check's two measures. A cut that answers an overshoot lowers the metric
+    at once; one that the next evaluation punishes did not pay, whatever it read when it was made (in the
+    sweeps about half the cuts taken back were made on an overshoot reading). It goes as far as the user's LR at
     most (``scale``: the controller's scale before this move), and not when it would take the LR of the
     steps to ``DISTANCE_OVERSHOOT`` times the distance estimate. None when there is nothing to take back."""
     if last_applied >= 1 or not _worse_beyond_noise(features) or not _made_progress(features):
