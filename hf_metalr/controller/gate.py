@@ -99,8 +99,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "punished_cut_undo", "direction_gate", "direction_verdict", "EVIDENCE_T",
-           "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT", "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT",
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "punished_cut_undo", "direction_gate", "direction_verdict",
+           "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT", "UNDERSHOOT_ALIGNMENT", "PROGRESS",
+           "CLEAR_OVERSHOOT_CUT",
            "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
            "moved_but_stuck", "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor",
@@ -565,10 +566,11 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
                                               f"{RAISE_PUNISHED:.0%}), which is taken back (x{undo:.3g})")
     undo = punished_cut_undo(features, last_applied, scale=scale)
     if undo is not None and multiplier < undo:
+        as_far = ", as far as the user's LR" if undo < 1.0 / last_applied else ""
         multiplier, held, why = undo, False, (
             f"undo: the metric got worse right after the last cut (by more than {RAISE_PUNISHED:.0%}), and nothing "
             f"reads an overshoot now (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{undo:.3g}"
-            f"{', as far as the user' + chr(39) + 's LR' if undo < 1 / last_applied else ''}), the policy asked for x{requested:g}")
+            f"{as_far}), the policy asked for x{requested:g}")
     return GatedMove(multiplier, held, why)
 
 
