@@ -29,8 +29,8 @@ around each ``optimizer.step()``), the controller measures which way the LR is w
 goes through only when the gradient keeps pointing along the previous steps, a cut only on
 evidence that the steps are too long (an overshoot, a bounce around a valley floor, a run that
 moved far without progress, the distance check), a raise the next evaluation punishes is taken
-back, so is a cut while nothing reads an overshoot, and a clear overshoot is cut whatever the policy asks. The rules, and why each is there,
-are in ``gate``'s docstring. The decision records what the policy asked for and why it was not
+back, so is a cut while nothing reads an overshoot, and a clear overshoot is cut whatever the
+policy asks. The rules, and why each is there, are in ``gate``'s docstring. The decision records what the policy asked for and why it was not
 applied (``Decision.gate``), or what let it through (``Decision.evidence``). With the gate on:
 
 - since the direction needs no trend, the policy acts from the first evaluation on;
@@ -828,7 +828,9 @@ class MetaLRController:
     def _last_applied(self) -> float:
         """The multiplier the last decision applied (1 at the start, after a divergence's cut, and for older
         saved histories)."""
-        return self.history[-1].get("applied", 1.0) if self.history and not self.history[-1].get("diverged") else 1.0
+        if not self.history or self.history[-1].get("diverged"):
+            return 1.0
+        return self.history[-1].get("applied", 1.0)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
