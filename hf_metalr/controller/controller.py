@@ -30,8 +30,9 @@ goes through only when the gradient keeps pointing along the previous steps, a c
 evidence that the steps are too long (an overshoot, a bounce around a valley floor, a run that
 moved far without progress, the distance check), a raise the next evaluation punishes is taken
 back, so is a cut while nothing reads an overshoot, and a clear overshoot is cut whatever the
-policy asks. The rules, and why each is there, are in ``gate``'s docstring. The decision records what the policy asked for and why it was not
-applied (``Decision.gate``), or what let it through (``Decision.evidence``). With the gate on:
+policy asks. The rules, and why each is there, are in ``gate``'s docstring. The decision records
+what the policy asked for and why it was not applied (``Decision.gate``), or what let it through
+(``Decision.evidence``). With the gate on:
 
 - since the direction needs no trend, the policy acts from the first evaluation on;
 - before the first evaluation, the *early-divergence guard* (``early_guard``) reads every step's

@@ -352,10 +352,15 @@ def raise_ceiling_multiplier(features: dict[str, float]) -> float | None:
     """The largest raise that keeps the LR of the steps at most ``RAISE_CEILING`` times the distance
     estimate; None when there is no ceiling: no positive estimate yet (``NO_DISTANCE``), or no
     reading at all (an optimizer whose step is not the LR per coordinate)."""
+    ratio = _positive_distance_ratio(features)
+    return None if ratio is None else RAISE_CEILING / ratio
+
+
+def _positive_distance_ratio(features: dict[str, float]) -> float | None:
+    """``lr_over_distance`` when it was read and the estimate is positive; None otherwise (no reading, or
+    ``NO_DISTANCE``)."""
     ratio = features.get("lr_over_distance")
-    if ratio is None or ratio >= NO_DISTANCE or ratio <= 0:
-        return None
-    return RAISE_CEILING / ratio
+    return ratio if ratio is not None and 0 < ratio < NO_DISTANCE else None
 
 
 def at_the_distance_ceiling(features: dict[str, float]) -> bool:
@@ -597,7 +602,7 @@ def punished_cut_undo(features: dict[str, float], last_applied: float, *, scale:
             or _steps_too_long(features)):
         return None
     undo = min(1.0 / last_applied, 1.0 / scale)
-    ratio = features.get("lr_over_distance")
-    if undo <= 1.0 + 1e-9 or (ratio is not None and 0 < ratio < NO_DISTANCE and ratio * undo >= DISTANCE_OVERSHOOT):
+    ratio = _positive_distance_ratio(features)
+    if undo <= 1.0 + 1e-9 or (ratio is not None and ratio * undo >= DISTANCE_OVERSHOOT):
         return None
     return undo
