@@ -567,7 +567,7 @@ def main(argv=None) -> int:
         seeds = range(a.seeds)
         prodigy = statistics.median(run(task, base, s, "prodigy", a.out, done, a.epochs)["test"][metric] for s in seeds)
         for multiplier in map(float, a.multipliers.split(",")):
-            lr = base * multiplier
+            lr = float(f"{base * multiplier:.12g}")  # 3e-3 x 0.1 is the grid's 3e-4, not 0.00030000000000000003
             medians = {}
             for plain in ("constant", "linear"):
                 with_callback = "metalr" if plain == "constant" else "linear+metalr"
