@@ -33,7 +33,7 @@ def test_unseen_families_runs_each_schedule_and_pairs_the_callback_with_its_plai
     module = load_benchmark("unseen_families")
     out = tmp_path / "uf"
     argv = ["--tasks", "gru-series", "--seeds", "1", "--multipliers", "1", "--lr-grid", "0.001,0.01", "--epochs", "1",
-            "--out", str(out)]
+            "--good-lr", "grid", "--out", str(out)]
     assert module.main(argv) == 0
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     finals = {r["lr"]: r["final_val_loss"] for r in runs if r["schedule"] == "constant"}
@@ -54,6 +54,15 @@ def test_unseen_families_runs_each_schedule_and_pairs_the_callback_with_its_plai
     assert module.main(argv) == 0
     assert len((out / "runs.jsonl").read_text().splitlines()) == len(runs)
     assert Path(out / "unseen_families.md").is_file()
+    # by default the cells scale the task's recorded pick (3e-3, off this grid), and the table says the grid's differs
+    assert module.main(argv[:-4] + ["--out", str(out)]) == 0
+    recorded = module.SeriesTask.learning_rate
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["schedule"] for r in rows if r["lr"] == recorded) == sorted(
+        ["constant", "prodigy", "metalr", "linear", "linear+metalr", "schedule-free"])
+    table = (out / "unseen_families.md").read_text()
+    assert f"x1 ({recorded:.3g})" in table
+    assert f"the grid's pick here is {picked:g}, the task's recorded pick {recorded:g}" in table
 
 
 def test_copy_rows_repeat_their_words_and_the_metrics_read_the_next_token():
