@@ -49,9 +49,9 @@ Per family, a good LR is picked first (the best final validation loss of the con
 fixed grid, seed 0): the family's first run picks it (``--good-lr grid``), and its class records
 the pick as ``learning_rate``, which later runs take (``--good-lr task``, the default). The grid's
 runs are trained either way, and the table says where this machine's pick differs: on another
-CPU a near tie between two LRs can fall the other way (the Llama LM's 3e-3 and 1e-2 differ by 0.008
-nats), and the cells would then be another experiment. Then, at 0.1x, 1x and 10x of it and on the same seeds, through the ``compare``
-harness's Trainer: the constant LR and ``metalr`` (the controller on a constant schedule); the
+CPU a near tie between two LRs can fall the other way (the Llama LM's 3e-3 and 1e-2 differ by
+0.008 nats), and the cells would then be another experiment. Then, at 0.1x, 1x and 10x of it and
+on the same seeds, through the ``compare`` harness's Trainer: the constant LR and ``metalr`` (the controller on a constant schedule); the
 Trainer's default ``linear`` schedule with and without ``MetaLRCallback()`` (the one line a user
 adds); and the LR-free peers, Schedule-Free AdamW at the cell's LR and Prodigy (which ignores it,
 so it runs once per seed). It prints per cell the median final test metric of each, and for the
