@@ -53,10 +53,11 @@ CPU a near tie between two LRs can fall the other way (the Llama LM's 3e-3 and 1
 0.008 nats), and the cells would then be another experiment. Then, at 0.1x, 1x and 10x of it and
 on the same seeds, through the ``compare`` harness's Trainer: the constant LR and ``metalr`` (the
 controller on a constant schedule); the Trainer's default ``linear`` schedule with and without
-``MetaLRCallback()`` (the one line a user adds); and the LR-free peers, Schedule-Free AdamW at the cell's LR and Prodigy (which ignores it,
-so it runs once per seed). It prints per cell the median final test metric of each, and for the
-two promises the paired per-seed count (the callback better / same / worse) and the median
-difference (> 0 when the callback is better). Finished runs are reused from ``--out``/runs.jsonl.
+``MetaLRCallback()`` (the one line a user adds); and the LR-free peers, Schedule-Free AdamW at the
+cell's LR and Prodigy (which ignores it, so it runs once per seed). It prints per cell the median
+final test metric of each, and for the two promises the paired per-seed count (the callback
+better / same / worse) and the median difference (> 0 when the callback is better). Finished runs
+are reused from ``--out``/runs.jsonl.
 
     python benchmarks/unseen_families.py --tasks mlm,gru-series,gpt2-count,llama-copy,cnn-signal,distilbert-seen \
         --out benchmarks/results/unseen_families

@@ -32,8 +32,9 @@ def test_masked_lm_rows_mask_the_same_tokens_every_time_and_at_least_one_per_row
 def test_unseen_families_runs_each_schedule_and_pairs_the_callback_with_its_plain_schedule(tmp_path, capsys):
     module = load_benchmark("unseen_families")
     out = tmp_path / "uf"
-    argv = ["--tasks", "gru-series", "--seeds", "1", "--multipliers", "1", "--lr-grid", "0.001,0.01", "--epochs", "1",
-            "--good-lr", "grid", "--out", str(out)]
+    common = ["--tasks", "gru-series", "--seeds", "1", "--multipliers", "1", "--lr-grid", "0.001,0.01", "--epochs", "1",
+              "--out", str(out)]
+    argv = common + ["--good-lr", "grid"]
     assert module.main(argv) == 0
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     finals = {r["lr"]: r["final_val_loss"] for r in runs if r["schedule"] == "constant"}
@@ -55,7 +56,7 @@ def test_unseen_families_runs_each_schedule_and_pairs_the_callback_with_its_plai
     assert len((out / "runs.jsonl").read_text().splitlines()) == len(runs)
     assert Path(out / "unseen_families.md").is_file()
     # by default the cells scale the task's recorded pick (3e-3, off this grid), and the table says the grid's differs
-    assert module.main(argv[:-4] + ["--out", str(out)]) == 0
+    assert module.main(common) == 0
     recorded = module.SeriesTask.learning_rate
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert sorted(r["schedule"] for r in rows if r["lr"] == recorded) == sorted(

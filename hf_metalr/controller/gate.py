@@ -99,13 +99,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "punished_cut_undo", "direction_gate", "direction_verdict",
-           "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT", "UNDERSHOOT_ALIGNMENT", "PROGRESS",
-           "CLEAR_OVERSHOOT_CUT",
-           "RAISE_PUNISHED", "MOVED", "STUCK", "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing",
-           "moved_but_stuck", "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
-           "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT", "distance_floor",
-           "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "punished_cut_undo", "direction_gate",
+           "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
+           "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
+           "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing", "moved_but_stuck",
+           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
+           "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
+           "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
            "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance"]
 
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
