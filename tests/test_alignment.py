@@ -779,6 +779,44 @@ def test_the_undo_of_a_punished_move_survives_a_resume(last_applied, scale, undo
     assert a.evidence == b.evidence and a.evidence.startswith("undo")
 
 
+def _after_a_raise(history: list[dict], scale: float = 2.0) -> MetaLRController:
+    """A controller whose decisions so far are ``history`` (values 1.0 then 0.9), at ``scale``."""
+    ctrl = MetaLRController(0.01, policy=always(2), learn_online=False)  # 2: keep
+    ctrl.watch([torch.nn.Parameter(torch.ones(8))])
+    ctrl.history.extend(history)
+    ctrl.scale = scale
+    for entry in history:
+        ctrl.tracker.observe(entry["value"])
+        ctrl.tracker.commit()
+    return ctrl
+
+
+def test_an_earlier_raise_is_taken_back_when_a_later_evaluation_loses_all_it_gained_and_after_a_resume():
+    raised_then_kept = [{"applied": 2.0, "value": 1.0}, {"applied": 1.0, "value": 0.9}]
+    ahead = _after_a_raise(raised_then_kept).observe(0.98, stepped=True)  # worse since 0.9, still below 1.0
+    assert ahead.applied == 1.0 and ahead.features["objective_since_raise"] == pytest.approx(math.log(0.98))
+    ctrl = _after_a_raise(raised_then_kept)
+    resumed = MetaLRController(0.01, policy=always(2), learn_online=False)
+    resumed.watch([torch.nn.Parameter(torch.ones(8))])
+    resumed.load_state_dict(json.loads(json.dumps(ctrl.state_dict())))
+    a, b = ctrl.observe(1.05, stepped=True), resumed.observe(1.05, stepped=True)  # 5% above the raise's level
+    assert a.applied == b.applied == 0.5 and a.scale == b.scale == 1.0 and a.multiplier == 1.0, "the policy kept"
+    assert a.evidence == b.evidence and a.evidence.startswith("undo: the metric is 5.0% worse than at the evaluation")
+    # a cut since the raise, or a divergence, leaves no raise standing; the last decision's raise is the
+    # punished-raise undo's (the metric got worse right after it)
+    for between in ({"applied": 0.8, "value": 0.9}, {"applied": 0.5, "value": None, "diverged": True}):
+        ctrl = _after_a_raise(raised_then_kept[:1], scale=1.6)
+        ctrl.history.append(between)
+        if between["value"] is not None:
+            ctrl.tracker.observe(0.9)
+            ctrl.tracker.commit()
+        decision = ctrl.observe(1.05, stepped=True)
+        assert "objective_since_raise" not in decision.features and not (decision.evidence or "").startswith("undo")
+    right_after = _after_a_raise(raised_then_kept[:1]).observe(1.05, stepped=True)
+    assert "objective_since_raise" not in right_after.features
+    assert right_after.evidence.startswith("undo: the metric got worse right after the last raise")
+
+
 def _after_a_cut(last: dict) -> MetaLRController:
     """A controller whose last decision was ``last``, at half the user's LR, after progress (2.0 -> 1.0)."""
     ctrl = MetaLRController(0.01, policy=always(2), learn_online=False)  # 2: keep

@@ -14,9 +14,10 @@ def features(**overrides):
     return base
 
 
-def move(requested, feats, *, scale=1.0, min_scale=1e-3, last_applied=1.0, first=False, anneals=False):
+def move(requested, feats, *, scale=1.0, min_scale=1e-3, last_applied=1.0, first=False, anneals=False,
+         standing_raise=1.0):
     return gate_move(requested, feats, first=first, schedule_anneals=anneals, scale=scale, min_scale=min_scale,
-                     last_applied=last_applied)
+                     last_applied=last_applied, standing_raise=standing_raise)
 
 
 def test_a_keep_with_no_evidence_stays_a_keep_and_a_raise_without_evidence_is_held():
@@ -46,6 +47,23 @@ def test_the_distance_cut_stops_at_its_floor_and_a_punished_raise_is_taken_back_
     undo = move(2.0, punished, scale=2.0, last_applied=2.0)
     assert undo.multiplier == 0.5 and not undo.held and undo.why.startswith("undo: the metric got worse")
     assert move(2.0, punished, scale=2.0, last_applied=1.0).held, "no raise to undo: a worse metric holds the raise"
+
+
+@pytest.mark.parametrize("anneals", [False, True])
+def test_an_earlier_raise_is_taken_back_once_the_run_has_lost_all_it_gained_since(anneals):
+    lost = features(objective_trend=RAISE_PUNISHED + 0.04, objective_since_raise=RAISE_PUNISHED + 0.01)
+    undo = move(0.8, lost, scale=2.0, standing_raise=2.0, anneals=anneals)  # the policy's milder cut is held
+    assert undo.multiplier == 0.5 and not undo.held
+    assert undo.why.startswith("undo: the metric is 2.0% worse than at the evaluation that made the last raise (x2)")
+    assert undo.why.endswith("the raise did not pay and is taken back (x0.5), the policy asked for x0.8")
+    assert move(2.0, lost, scale=2.0, standing_raise=2.0).multiplier == 0.5, "whatever the policy asks"
+    assert move(0.5, lost, scale=4.0, standing_raise=1.25).multiplier == 0.5, "a deeper cut that goes through stays"
+    # still ahead of where the raise was made, or not worse since the last decision: the raise stands
+    assert move(1.0, features(objective_trend=0.05, objective_since_raise=RAISE_PUNISHED), scale=2.0,
+                standing_raise=2.0).multiplier == 1.0
+    assert move(1.0, features(objective_trend=RAISE_PUNISHED, objective_since_raise=0.2), scale=2.0,
+                standing_raise=2.0).multiplier == 1.0
+    assert move(1.0, lost, scale=2.0, standing_raise=1.0).multiplier == 1.0, "no raise standing"
 
 
 def test_the_stuck_run_cut_stops_at_the_users_lr_and_the_raise_past_the_hold_at_it_too():

@@ -69,7 +69,7 @@ from .actions import apply_multiplier, divergence_multiplier
 from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
-from .features import RunTracker, is_finite, select
+from .features import RunTracker, is_finite, log_objective, select
 from .gate import (EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move, lr_over_distance, moved_but_stuck,
                    past_the_distance)
 from .iterate_average import IterateAverage
@@ -713,6 +713,7 @@ class MetaLRController:
                 self._warn_unmeasured_loop()
         _, reward = self.tracker.observe(float(value))
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
+        standing_raise = 1.0
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
             features.update(self._distance_features())
@@ -723,6 +724,10 @@ class MetaLRController:
             previous = self._last_features()
             if "grad_alignment_t" in previous and previous.get("alignment_steps", 2) >= 2:  # a reading (t needs 2)
                 features["previous_grad_alignment_t"] = float(previous["grad_alignment_t"])
+            standing_raise, raised_at = self._standing_raise()
+            if raised_at is not None:
+                features["objective_since_raise"] = (log_objective(float(value), self.tracker.mode)
+                                                     - log_objective(raised_at, self.tracker.mode))
         if average_gain is not None:  # measured by observe, which also set the average's progress
             features["iterate_average_gain"] = float(average_gain)
             if self.iterate_average.progress is not None:
@@ -740,7 +745,8 @@ class MetaLRController:
         requested = self.multipliers[action]
         if gated:
             move = gate_move(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals,
-                             scale=self.scale, min_scale=self.min_scale, last_applied=self._last_applied())
+                             scale=self.scale, min_scale=self.min_scale, last_applied=self._last_applied(),
+                             standing_raise=standing_raise)
             multiplier, held, why = move.multiplier, move.held, move.why
         else:
             multiplier, held, why = requested, False, None
@@ -832,6 +838,22 @@ class MetaLRController:
         if not self.history or self.history[-1].get("diverged"):
             return 1.0
         return self.history[-1].get("applied", 1.0)
+
+    def _standing_raise(self) -> tuple[float, float | None]:
+        """The multiplier the controller's last raise applied and the metric's value at its decision, when
+        that raise was made before the last decision (the last decision's raise is ``punished_raise_undo``'s)
+        and no cut or divergence has followed it; ``(1.0, None)`` otherwise. Read back from ``history``, so a
+        resumed run sees the same."""
+        for position in range(len(self.history) - 1, -1, -1):
+            entry = self.history[position]
+            applied = entry.get("applied", 1.0)
+            if entry.get("diverged") or applied < 1:
+                return 1.0, None
+            if applied > 1:
+                if position == len(self.history) - 1 or entry.get("value") is None:
+                    return 1.0, None
+                return applied, float(entry["value"])
+        return 1.0, None
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)

@@ -60,7 +60,10 @@ come with the gate:
   improves) cuts the LR by ``CLEAR_OVERSHOOT_CUT`` even when the policy asks to keep or raise it
   (a cut the policy asks for there goes through as asked); at the LR floor it does nothing;
 - a raise that the next evaluation punishes (the metric got worse right after it, by more than
-  ``RAISE_PUNISHED``) is taken back, whatever the policy asks;
+  ``RAISE_PUNISHED``) is taken back, whatever the policy asks; so is one that a later evaluation
+  punishes (``unpaid_raise_undo``): while no cut has followed it, the metric got worse since the
+  last decision and is worse than at the evaluation that made the raise (both by more than
+  ``RAISE_PUNISHED``): the run lost all it gained since, and the raise did not pay;
 - so is a cut (``punished_cut_undo``), as far as the user's LR, once the run has made progress and
   while nothing reads an overshoot now (the gradient opposing the steps past the cut's bar, the
   iterate average, the distance check, a takeback to ``DISTANCE_OVERSHOOT`` times the estimate): a
@@ -99,8 +102,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "punished_cut_undo", "direction_gate",
-           "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo", "punished_cut_undo",
+           "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing", "moved_but_stuck",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
@@ -526,14 +529,16 @@ class GatedMove:
 
 
 def gate_move(requested: float, features: dict[str, float], *, first: bool, schedule_anneals: bool,
-              scale: float, min_scale: float, last_applied: float) -> GatedMove:
+              scale: float, min_scale: float, last_applied: float, standing_raise: float = 1.0) -> GatedMove:
     """The policy's ``requested`` multiplier through the gate and its safeguards, in order:
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
     ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
     the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
     (``raise_ceiling_multiplier``); the undo of the last decision's
-    raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it; and the
+    raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it; the undo
+    of an earlier raise no cut has followed (``standing_raise`` > 1, the multiplier it applied) when the run
+    has lost all it gained since (``unpaid_raise_undo``); and the
     undo of its cut (``last_applied`` < 1) when the metric got worse right after it and nothing reads an
     overshoot now (``punished_cut_undo``).
     ``first``: the run's first evaluation. ``scale``: the controller's scale before this move."""
@@ -569,6 +574,13 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     if undo is not None and multiplier > undo:
         multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
                                               f"{RAISE_PUNISHED:.0%}), which is taken back (x{undo:.3g})")
+    undo = unpaid_raise_undo(features, standing_raise)
+    if undo is not None and multiplier > undo:
+        multiplier, held, why = undo, False, (
+            f"undo: the metric is {math.expm1(features['objective_since_raise']):.1%} worse than at the evaluation that "
+            f"made the last raise (x{standing_raise:.3g}), and got worse since the last decision (both by more than "
+            f"{RAISE_PUNISHED:.0%}): the run lost all it gained since, the raise did not pay and is taken back "
+            f"(x{undo:.3g}), the policy asked for x{requested:g}")
     undo = punished_cut_undo(features, last_applied, scale=scale)
     if undo is not None and multiplier < undo:
         as_far = ", as far as the user's LR" if undo < 1.0 / last_applied else ""
@@ -584,6 +596,20 @@ def punished_raise_undo(features: dict[str, float], last_applied: float) -> floa
     applied) when the metric got worse right after it, by more than ``RAISE_PUNISHED``; None when
     there is nothing to take back."""
     return 1.0 / last_applied if last_applied > 1 and _worse_beyond_noise(features) else None
+
+
+def unpaid_raise_undo(features: dict[str, float], standing_raise: float) -> float | None:
+    """The multiplier that takes back an earlier raise of the controller's (``1 / standing_raise``, what
+    it applied; made before the last decision, whose raise ``punished_raise_undo`` answers, and followed
+    by no cut) when a later evaluation punishes it: the metric got worse since the last decision and is
+    worse than at the evaluation that made the raise (``objective_since_raise``, the log of the objective
+    over the objective then), both by more than ``RAISE_PUNISHED``. A raise reads that the steps are too
+    short; a run that then loses all it gained since did not get the faster progress it predicted. None
+    when there is nothing to take back."""
+    since = features.get("objective_since_raise")
+    if standing_raise <= 1 or since is None or since <= RAISE_PUNISHED or not _worse_beyond_noise(features):
+        return None
+    return 1.0 / standing_raise
 
 
 def punished_cut_undo(features: dict[str, float], last_applied: float, *, scale: float) -> float | None:
