@@ -341,16 +341,17 @@ def test_the_distance_cuts_of_a_run_stuck_after_them_are_taken_back_as_far_as_th
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0)
 
 
-def test_a_raise_let_through_short_of_the_distance_stops_at_the_users_lr():
-    """x1.25 at each evaluation from 1/8: the tenth raise would pass the user's LR, and goes only as far."""
-    ctrl, decisions, _ = _collapsed_then_marching(policy=3, decisions=13)  # 3: x1.25
-    scales = [d.scale for d in decisions]
-    assert scales[:10] == pytest.approx([0.125 * 1.25 ** k for k in range(10)])
-    assert scales[10:] == pytest.approx([1.0] * 3) and max(scales) <= 1.0 + 1e-12
-    last = 0.125 * 1.25 ** 9
-    assert decisions[10].applied == pytest.approx(1 / last)
-    assert decisions[10].evidence.endswith(f"as far as the user's LR (x{1 / last:.3g}, the policy asked for x1.25)")
-    assert decisions[11].applied == 1.0 and decisions[11].gate is not None
+@pytest.mark.parametrize("policy", [2, 3])  # keep; x1.25
+def test_the_gate_takes_the_distance_cuts_back_by_itself_as_far_as_the_users_lr(policy):
+    """Whatever the policy asks, the gate doubles the LR back from 1/8 (``distance_restore``) while it
+    is short of the distance estimate and nothing reads an overshoot; at the user's LR it stops."""
+    ctrl, decisions, _ = _collapsed_then_marching(policy=policy, decisions=6)
+    assert [d.scale for d in decisions] == pytest.approx([0.125, 0.25, 0.5, 1.0, 1.0, 1.0])
+    for d in decisions[1:4]:
+        assert d.applied == pytest.approx(2.0) and d.features["lr_over_distance"] <= DISTANCE_SHORT
+        assert d.evidence.startswith("restore: the distance check cut the LR, and the estimate has since grown past it")
+        assert d.evidence.endswith(f"the policy asked for x{[0.5, 0.8, 1, 1.25, 2][policy]:g}")
+    assert all(d.applied == 1.0 for d in decisions[4:]), "at the user's LR: no restore past it"
 
 
 def test_a_raise_let_through_short_of_the_distance_is_taken_back_when_the_next_evaluation_punishes_it():

@@ -15,9 +15,9 @@ def features(**overrides):
 
 
 def move(requested, feats, *, scale=1.0, min_scale=1e-3, last_applied=1.0, first=False, anneals=False,
-         standing_raise=1.0):
+         standing_raise=1.0, distance_cut=False):
     return gate_move(requested, feats, first=first, schedule_anneals=anneals, scale=scale, min_scale=min_scale,
-                     last_applied=last_applied, standing_raise=standing_raise)
+                     last_applied=last_applied, standing_raise=standing_raise, distance_cut=distance_cut)
 
 
 def test_a_keep_with_no_evidence_stays_a_keep_and_a_raise_without_evidence_is_held():
@@ -64,6 +64,31 @@ def test_an_earlier_raise_is_taken_back_once_the_run_has_lost_all_it_gained_sinc
     assert move(1.0, features(objective_trend=RAISE_PUNISHED, objective_since_raise=0.2), scale=2.0,
                 standing_raise=2.0).multiplier == 1.0
     assert move(1.0, lost, scale=2.0, standing_raise=1.0).multiplier == 1.0, "no raise standing"
+
+
+def test_the_gate_takes_the_distance_cuts_back_by_itself_only_while_nothing_reads_against_it():
+    crawling = features(log10_lr_scale=-1.2, lr_over_distance=0.3, param_drift=2 * MOVED, grad_alignment_t=-1.0)
+    scale = 1 / 16
+    restored = move(0.8, crawling, scale=scale, distance_cut=True)
+    assert restored.multiplier == 2.0 and not restored.held
+    assert restored.why.startswith("restore: the distance check cut the LR, and the estimate has since grown past it "
+                                   "(the LR is 0.3 times the distance estimate)")
+    assert restored.why.endswith("the cut is taken back (x2, toward the user's LR), the policy asked for x0.8")
+    assert move(2.0, crawling, scale=0.75, distance_cut=True).multiplier == pytest.approx(1 / 0.75), "user's LR"
+    near = {**crawling, "lr_over_distance": 0.45}
+    assert move(1.0, near, scale=scale, distance_cut=True).multiplier == 2.0 <= RAISE_CEILING / 0.45, "within the ceiling"
+    for why, feats, options in [
+            ("no distance cut in this run", crawling, {}),
+            ("the schedule anneals", crawling, {"anneals": True}),
+            ("the first evaluation", crawling, {"first": True}),
+            ("at the user's LR", {**crawling, "log10_lr_scale": 0.0}, {"scale": 1.0}),
+            ("past DISTANCE_SHORT", {**crawling, "lr_over_distance": 0.6}, {}),
+            ("the metric got worse", {**crawling, "objective_trend": RAISE_PUNISHED + 0.01}, {}),
+            ("the gradient opposes the steps", {**crawling, "grad_alignment_t": -EVIDENCE_T}, {}),
+            ("the iterates bounce", {**crawling, "iterate_average_gain": AVERAGE_GAIN, "iterate_average_progress": 0.1},
+             {})]:
+        options = {"scale": scale, "distance_cut": why != "no distance cut in this run", **options}
+        assert move(1.0, feats, **options).multiplier <= 1.0, why
 
 
 def test_the_stuck_run_cut_stops_at_the_users_lr_and_the_raise_past_the_hold_at_it_too():

@@ -746,7 +746,7 @@ class MetaLRController:
         if gated:
             move = gate_move(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals,
                              scale=self.scale, min_scale=self.min_scale, last_applied=self._last_applied(),
-                             standing_raise=standing_raise)
+                             standing_raise=standing_raise, distance_cut=self._distance_cut_so_far())
             multiplier, held, why = move.multiplier, move.held, move.why
         else:
             multiplier, held, why = requested, False, None
@@ -854,6 +854,16 @@ class MetaLRController:
                     return 1.0, None
                 return applied, float(entry["value"])
         return 1.0, None
+
+    def _distance_cut_so_far(self) -> bool:
+        """Whether the distance check has cut in this run: an early distance cut (``early_cuts``), or a
+        decision that cut while its features read ``gate.past_the_distance`` (the check's cut, or its
+        fixed cut). Read back from ``early_cuts`` and ``history``, so a resumed run sees the same."""
+        if any(is_early_distance_cut(cut) for cut in self.early_cuts):
+            return True
+        return any(entry.get("applied", 1.0) < 1 and not entry.get("diverged") and entry.get("features")
+                   and past_the_distance(entry["features"], schedule_anneals=self.schedule_anneals)
+                   for entry in self.history)
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)

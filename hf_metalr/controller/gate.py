@@ -109,7 +109,8 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
-           "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance"]
+           "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance",
+           "distance_restore", "RESTORE_RAISE"]
 
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
 PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
@@ -157,6 +158,8 @@ RAISE_CEILING = 1.0  # lr_over_distance a raise takes the LR of the steps to at 
 # at its second, with the LR 0.94-1.10 times the estimate: the second doubling ended it 16% above the constant LR; capped
 # here, 70% below it. The raises of the rescues at 0.1x read 0.02-0.80 (a ViT's on its plateau 1.6-7.0, held now at a
 # cost of one and two evaluations in two seeds; docs/controller.md, "The raise ceiling")
+RESTORE_RAISE = 2.0  # the multiplier with which the gate takes the distance check's cuts back by itself
+# (distance_restore): the default actions' largest raise, as far as the user's LR and the raise ceiling at most
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 
@@ -351,6 +354,31 @@ def _raise_past_the_hold(features: dict[str, float]) -> bool:
     return _moved_far_without_progress(features) and short_of_the_distance(features)
 
 
+def distance_restore(features: dict[str, float], *, scale: float, distance_cut: bool, first: bool,
+                     schedule_anneals: bool) -> float | None:
+    """The raise with which the gate takes the distance check's cuts back by itself, whatever the
+    policy asks: once the check has cut in this run (``distance_cut``), while the LR is still below the
+    user's (``scale`` < 1) and at most ``DISTANCE_SHORT`` times the distance estimate
+    (``short_of_the_distance``), the metric did not get worse (by more than ``RAISE_PUNISHED``) and
+    nothing reads an overshoot (the gradient opposing the steps past the cut's bar, the iterates'
+    bounce, the check's two measures): ``RESTORE_RAISE``, as far as the user's LR and the raise ceiling
+    at most. The check cut on a drift and an estimate that the run's own gradients have since
+    outgrown; at a tenth of the LR or less, a run that collapsed in its first steps crawls, and its
+    alignment reads the short-horizon bias (slightly negative) rather than the missing step. Not at the
+    first evaluation, and not under a schedule that anneals by itself (the restore would fight its
+    decay, and the check's floor there is ``ANNEALED_DISTANCE_FLOOR``). None otherwise."""
+    if first or schedule_anneals or not distance_cut or scale >= 1.0 or not short_of_the_distance(features):
+        return None
+    if (_worse_beyond_noise(features) or features["grad_alignment_t"] <= -_cut_evidence_t(features)
+            or bouncing(features) or _steps_too_long(features)):
+        return None
+    restore = min(RESTORE_RAISE, 1.0 / scale)
+    ceiling = raise_ceiling_multiplier(features)
+    if ceiling is not None:
+        restore = min(restore, ceiling)
+    return restore if restore > 1.0 + 1e-9 else None
+
+
 def raise_ceiling_multiplier(features: dict[str, float]) -> float | None:
     """The largest raise that keeps the LR of the steps at most ``RAISE_CEILING`` times the distance
     estimate; None when there is no ceiling: no positive estimate yet (``NO_DISTANCE``), or no
@@ -529,13 +557,15 @@ class GatedMove:
 
 
 def gate_move(requested: float, features: dict[str, float], *, first: bool, schedule_anneals: bool,
-              scale: float, min_scale: float, last_applied: float, standing_raise: float = 1.0) -> GatedMove:
+              scale: float, min_scale: float, last_applied: float, standing_raise: float = 1.0,
+              distance_cut: bool = False) -> GatedMove:
     """The policy's ``requested`` multiplier through the gate and its safeguards, in order:
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
     ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
     the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
-    (``raise_ceiling_multiplier``); the undo of the last decision's
+    (``raise_ceiling_multiplier``); the takeback of the distance check's cuts by the gate itself
+    (``distance_restore``; ``distance_cut``: the check has cut in this run); the undo of the last decision's
     raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it; the undo
     of an earlier raise no cut has followed (``standing_raise`` > 1, the multiplier it applied) when the run
     has lost all it gained since (``unpaid_raise_undo``); and the
@@ -570,6 +600,14 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
         multiplier = ceiling
         why = (f"{why}; as far as the distance estimate ({RAISE_CEILING:g} times it, x{multiplier:.3g}, the policy asked "
                f"for x{requested:g})")
+    restore = distance_restore(features, scale=scale, distance_cut=distance_cut, first=first,
+                               schedule_anneals=schedule_anneals)
+    if restore is not None and multiplier < restore:
+        multiplier, held, why = restore, False, (
+            f"restore: the distance check cut the LR, and the estimate has since grown past it "
+            f"({lr_over_distance_in_words(features['lr_over_distance'])}), the metric did not get worse and nothing "
+            f"reads an overshoot (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{restore:.3g}, "
+            f"toward the user's LR), the policy asked for x{requested:g}")
     undo = punished_raise_undo(features, last_applied)
     if undo is not None and multiplier > undo:
         multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
