@@ -87,7 +87,10 @@ come with the gate:
   user's LR (``ANNEALED_DISTANCE_FLOOR`` under a schedule that anneals by itself). Either measure
   alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
   gradients give no positive estimate). Once the estimate has grown past the LR
-  (``short_of_the_distance``), raises below the user's LR are let through again (see above);
+  (``short_of_the_distance``), raises below the user's LR are let through again (see above), and
+  under a schedule that does not anneal the gate takes the check's cuts back by itself
+  (``distance_restore``): a doubling at each evaluation, whatever the policy asks, as far as the
+  user's LR, while the metric does not get worse and nothing reads an overshoot;
 - the *raise ceiling* (``RAISE_CEILING``): a raise takes the LR of the steps as far as the
   distance estimate at most, the step Prodigy would take, and is held once the LR is there or past
   it (``at_the_distance_ceiling``). The alignment reads what the next steps would gain, which keeps
