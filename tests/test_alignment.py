@@ -804,7 +804,7 @@ def test_an_earlier_raise_is_taken_back_when_a_later_evaluation_loses_all_it_gai
     assert a.evidence == b.evidence and a.evidence.startswith("undo: the metric is 5.0% worse than at the evaluation")
     # a cut since the raise, or a divergence, leaves no raise standing; the last decision's raise is the
     # punished-raise undo's (the metric got worse right after it)
-    for between in ({"applied": 0.8, "value": 0.9}, {"applied": 0.5, "value": None, "diverged": True}):
+    for between in ({"applied": 0.8, "value": 0.9}, {"applied": 1.0, "value": None, "diverged": True}):
         ctrl = _after_a_raise(raised_then_kept[:1], scale=1.6)
         ctrl.history.append(between)
         if between["value"] is not None:

@@ -381,7 +381,7 @@ def test_alignment_reads_each_optimizer_step_once_and_is_traced(tmp_path):
         MetaLRController.before_optimizer_step = original
     assert calls == [True] * 10, "one alignment read per optimizer step (10), not per micro-batch (20)"
     trace = read_trace(tmp_path / "metalr_trace.jsonl")
-    assert all({"action", "applied", "gate", "evidence"} <= set(e) for e in trace)
+    assert all({"action", "applied", "gate", "evidence", "rule"} <= set(e) for e in trace)
     assert all((e["gate"] is None) or (e["evidence"] is None) for e in trace), "held and let through are exclusive"
     assert all({"grad_alignment", "grad_alignment_t"} <= set(e["features"]) for e in trace)
     assert callback.controller.alignment is not None and callback.controller.alignment.coordinates > 0

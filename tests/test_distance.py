@@ -301,7 +301,7 @@ def test_below_the_users_lr_and_short_of_the_distance_a_raise_is_not_held_for_ha
         assert why.startswith("raise held: the parameters have moved by"), "the moved-far hold, as before"
 
 
-def _collapsed_then_marching(policy, decisions, metric=lambda k: 1.0):
+def _collapsed_then_marching(policy, decisions, metric=lambda k: 1.0, anneals=False):
     """Adam at an LR of 1 bouncing across a solution 0.5 away (the distance check cuts it early and
     at the first evaluation, to 1/8), then the solution moved 20 per coordinate further along the
     way the parameters went: the steps at 1/8 are far too short. The metric reported (``metric`` of
@@ -313,6 +313,7 @@ def _collapsed_then_marching(policy, decisions, metric=lambda k: 1.0):
     start = x.detach().clone()
     optimizer = torch.optim.Adam([x], lr=1.0)
     ctrl = MetaLRController(1.0, policy=always(policy), learn_online=False).attach(optimizer)
+    ctrl.schedule_anneals = anneals  # as a decaying scheduler's attach sets it; the LR is the controller's alone
     out = []
     for k in range(decisions):
         if k == 1:
@@ -352,6 +353,56 @@ def test_the_gate_takes_the_distance_cuts_back_by_itself_as_far_as_the_users_lr(
         assert d.evidence.startswith("restore: the distance check cut the LR, and the estimate has since grown past it")
         assert d.evidence.endswith(f"the policy asked for x{[0.5, 0.8, 1, 1.25, 2][policy]:g}")
     assert all(d.applied == 1.0 for d in decisions[4:]), "at the user's LR: no restore past it"
+
+
+def test_under_an_annealing_schedule_a_raise_let_through_short_of_the_distance_stops_at_the_users_lr():
+    """No restore there: the policy's x1.25 at each evaluation from 1/4 (the annealed floor) goes
+    through on the alignment's evidence, and the raise that would pass the user's LR goes only as far."""
+    torch.manual_seed(0)
+    ctrl, decisions, _ = _collapsed_then_marching(policy=3, decisions=10, anneals=True)  # 3: x1.25
+    scales = [d.scale for d in decisions]
+    assert scales[0] == pytest.approx(ANNEALED_DISTANCE_FLOOR) and max(scales) <= 1.0 + 1e-12
+    raised = [d for d in decisions if d.applied > 1]
+    assert raised and not any((d.evidence or "").startswith("restore") for d in decisions)
+    assert all(d.applied == pytest.approx(1.25) for d in raised[:-1])
+    assert raised[-1].scale == pytest.approx(1.0)
+    assert raised[-1].evidence.endswith(f"as far as the user's LR (x{raised[-1].applied:.3g}, the policy asked for x1.25)")
+
+
+def _controller_with(history: list[dict], early_cuts: list[dict] = ()) -> MetaLRController:
+    ctrl = MetaLRController(1.0, policy=always(2), learn_online=False)
+    ctrl.history.extend(history)
+    ctrl.early_cuts.extend(early_cuts)
+    return ctrl
+
+
+def test_the_distance_debt_counts_the_checks_cuts_and_the_restores_only_and_survives_a_resume():
+    early = [{"kind": "distance", "step": 8, "applied": 0.5}, {"kind": "divergence", "step": 3, "applied": 0.25}]
+    history = [{"applied": 0.5, "rule": "distance", "features": {}},  # the check's cut at a decision
+               {"applied": 0.5, "rule": None, "features": {}},  # another rule's cut: not the check's
+               {"applied": 2.0, "rule": "restore", "features": {}}]
+    ctrl = _controller_with(history, early)
+    assert ctrl._distance_debt() == pytest.approx(0.5 * 0.5 * 2.0)
+    resumed = MetaLRController(1.0, policy=always(2), learn_online=False)
+    resumed.load_state_dict(json.loads(json.dumps(ctrl.state_dict())))
+    assert resumed._distance_debt() == ctrl._distance_debt() and not resumed._restore_punished()
+    assert _controller_with([], [{"kind": "divergence", "step": 3, "applied": 0.25}])._distance_debt() == 1.0
+    # a history saved before rule was recorded: a cut whose features read past the distance is the check's
+    past = {**PAST, "log10_lr_scale": 0.0}
+    assert _controller_with([{"applied": 0.5, "features": past}])._distance_debt() == 0.5
+    assert _controller_with([{"applied": 0.5, "features": {**past, "param_drift": 0.5}}])._distance_debt() == 1.0
+    assert _controller_with(history + [{"applied": 4.0, "rule": "restore"}])._distance_debt() == 1.0, "at most 1"
+
+
+def test_once_a_restore_is_taken_back_the_gate_restores_no_more():
+    restored = [{"applied": 0.5, "rule": "distance"}, {"applied": 2.0, "rule": "restore"}]
+    assert not _controller_with(restored)._restore_punished()
+    for undo in ("undo_raise", "unpaid_undo"):
+        assert _controller_with(restored + [{"applied": 0.5, "rule": undo}])._restore_punished()
+    assert not _controller_with([{"applied": 0.5, "rule": "undo_raise"}] + restored)._restore_punished(), "before it"
+    ctrl, decisions, _ = _collapsed_then_marching(policy=2, decisions=4, metric=lambda k: 1.05 if k == 2 else 1.0)
+    assert decisions[1].evidence.startswith("restore:") and decisions[2].evidence.startswith("undo: the metric got worse")
+    assert decisions[3].applied == 1.0 and decisions[3].scale == pytest.approx(0.125), "no restore after its undo"
 
 
 def test_a_raise_let_through_short_of_the_distance_is_taken_back_when_the_next_evaluation_punishes_it():

@@ -15,9 +15,10 @@ def features(**overrides):
 
 
 def move(requested, feats, *, scale=1.0, min_scale=1e-3, last_applied=1.0, first=False, anneals=False,
-         standing_raise=1.0, distance_cut=False):
+         standing_raise=1.0, distance_debt=1.0, restore_punished=False, last_rule=None):
     return gate_move(requested, feats, first=first, schedule_anneals=anneals, scale=scale, min_scale=min_scale,
-                     last_applied=last_applied, standing_raise=standing_raise, distance_cut=distance_cut)
+                     last_applied=last_applied, standing_raise=standing_raise, distance_debt=distance_debt,
+                     restore_punished=restore_punished, last_rule=last_rule)
 
 
 def test_a_keep_with_no_evidence_stays_a_keep_and_a_raise_without_evidence_is_held():
@@ -69,26 +70,47 @@ def test_an_earlier_raise_is_taken_back_once_the_run_has_lost_all_it_gained_sinc
 def test_the_gate_takes_the_distance_cuts_back_by_itself_only_while_nothing_reads_against_it():
     crawling = features(log10_lr_scale=-1.2, lr_over_distance=0.3, param_drift=2 * MOVED, grad_alignment_t=-1.0)
     scale = 1 / 16
-    restored = move(0.8, crawling, scale=scale, distance_cut=True)
-    assert restored.multiplier == 2.0 and not restored.held
+    restored = move(0.8, crawling, scale=scale, distance_debt=1 / 16)
+    assert restored.multiplier == 2.0 and not restored.held and restored.rule == "restore"
     assert restored.why.startswith("restore: the distance check cut the LR, and the estimate has since grown past it "
                                    "(the LR is 0.3 times the distance estimate)")
     assert restored.why.endswith("the cut is taken back (x2, toward the user's LR), the policy asked for x0.8")
-    assert move(2.0, crawling, scale=0.75, distance_cut=True).multiplier == pytest.approx(1 / 0.75), "user's LR"
-    near = {**crawling, "lr_over_distance": 0.45}
-    assert move(1.0, near, scale=scale, distance_cut=True).multiplier == 2.0 <= RAISE_CEILING / 0.45, "within the ceiling"
+    # as far as the check's own cuts, and the user's LR, at most: another rule's cut stays
+    assert move(1.0, crawling, scale=scale, distance_debt=0.8).multiplier == pytest.approx(1.25)
+    assert move(2.0, crawling, scale=0.75, distance_debt=1 / 16).multiplier == pytest.approx(1 / 0.75)
+    assert move(1.0, crawling, scale=scale, distance_debt=1 / 16, last_applied=0.5, last_rule="distance").multiplier == 2.0
     for why, feats, options in [
-            ("no distance cut in this run", crawling, {}),
+            ("the check's cuts are all taken back", crawling, {"distance_debt": 1.0}),
             ("the schedule anneals", crawling, {"anneals": True}),
             ("the first evaluation", crawling, {"first": True}),
+            ("right after another rule's cut", crawling, {"last_applied": 0.5}),
+            ("a restore was taken back", crawling, {"restore_punished": True}),
             ("at the user's LR", {**crawling, "log10_lr_scale": 0.0}, {"scale": 1.0}),
             ("past DISTANCE_SHORT", {**crawling, "lr_over_distance": 0.6}, {}),
             ("the metric got worse", {**crawling, "objective_trend": RAISE_PUNISHED + 0.01}, {}),
             ("the gradient opposes the steps", {**crawling, "grad_alignment_t": -EVIDENCE_T}, {}),
+            ("no step of the interval was measured", {**crawling, "alignment_steps": 0}, {}),
             ("the iterates bounce", {**crawling, "iterate_average_gain": AVERAGE_GAIN, "iterate_average_progress": 0.1},
              {})]:
-        options = {"scale": scale, "distance_cut": why != "no distance cut in this run", **options}
+        options = {"scale": scale, "distance_debt": 1 / 16, **options}
         assert move(1.0, feats, **options).multiplier <= 1.0, why
+    # a cut the gate lets through (the metric a little worse after progress, the gradient no longer along the
+    # steps: a bounce on the valley floor) stays a cut
+    floor = {**crawling, "objective_trend": RAISE_PUNISHED / 2, "grad_alignment": -0.01}
+    cut = move(0.8, floor, scale=scale, distance_debt=1 / 16)
+    assert cut.multiplier == 0.8 and cut.rule is None
+
+
+def test_the_gate_names_the_rule_of_each_move_a_later_decision_asks_about():
+    far = features(param_drift=2 * MOVED, lr_over_distance=4 * DISTANCE_OVERSHOOT, log10_lr_scale=-0.3)
+    assert move(1.0, far, scale=0.5).rule == "distance" and move(0.5, far, scale=0.5).rule == "distance"
+    worse = features(objective_trend=RAISE_PUNISHED + 0.01, objective_since_raise=0.05)
+    assert move(1.0, worse, scale=2.0, last_applied=2.0).rule == "undo_raise"
+    assert move(1.0, worse, scale=2.0, standing_raise=2.0).rule == "unpaid_undo"
+    assert move(1.0, worse, scale=0.5, last_applied=0.5).rule == "undo_cut"
+    assert move(1.0, worse, scale=0.5, last_applied=0.5, last_rule="unpaid_undo").multiplier == 1.0, (
+        "an unpaid raise's undo is not taken back as a punished cut")
+    assert move(1.0, features()).rule is None
 
 
 def test_the_stuck_run_cut_stops_at_the_users_lr_and_the_raise_past_the_hold_at_it_too():

@@ -197,6 +197,7 @@ class Decision:
     evidence: str | None = None  # what let a raise or a cut through the gate, what made the fixed cut at a clear
     # overshoot, or what took back a punished raise, and how min_lr or max_lr capped the move if one did (None: a
     # keep, held, or no gate and no cap)
+    rule: str | None = None  # the safeguard that made the move, where later decisions ask (``gate.GatedMove.rule``)
 
     @property
     def action(self) -> float:
@@ -746,17 +747,18 @@ class MetaLRController:
         if gated:
             move = gate_move(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals,
                              scale=self.scale, min_scale=self.min_scale, last_applied=self._last_applied(),
-                             standing_raise=standing_raise, distance_cut=self._distance_cut_so_far())
-            multiplier, held, why = move.multiplier, move.held, move.why
+                             standing_raise=standing_raise, distance_debt=self._distance_debt(),
+                             restore_punished=self._restore_punished(), last_rule=self._last_rule())
+            multiplier, held, why, rule = move.multiplier, move.held, move.why, move.rule
         else:
-            multiplier, held, why = requested, False, None
+            multiplier, held, why, rule = requested, False, None, None
         applied = self._rescale(multiplier)
         self.pending = {"obs": obs, "action": action} if by_policy else None
         self.tracker.commit()
         self.previous_multiplier = multiplier
         evidence = None if held else _joined(why, self._bound_note(multiplier, applied))
         return self._record(index, float(value), reward, requested, action, by_policy, learned, False, features, applied,
-                            why if held else None, evidence)
+                            why if held else None, evidence, rule)
 
     def _distance_features(self) -> dict[str, float]:
         """``distance_estimate`` (``.distance``, in the parameters' units per coordinate) and, when the
@@ -842,28 +844,55 @@ class MetaLRController:
     def _standing_raise(self) -> tuple[float, float | None]:
         """The multiplier the controller's last raise applied and the metric's value at its decision, when
         that raise was made before the last decision (the last decision's raise is ``punished_raise_undo``'s)
-        and no cut or divergence has followed it; ``(1.0, None)`` otherwise. Read back from ``history``, so a
-        resumed run sees the same."""
+        and no cut or divergence has followed it; ``(1.0, None)`` otherwise, and for a raise that took back a
+        punished cut (``rule`` "undo_cut": no bet of its own). Read back from ``history``, so a resumed run
+        sees the same."""
         for position in range(len(self.history) - 1, -1, -1):
             entry = self.history[position]
             applied = entry.get("applied", 1.0)
             if entry.get("diverged") or applied < 1:
                 return 1.0, None
             if applied > 1:
-                if position == len(self.history) - 1 or entry.get("value") is None:
+                if position == len(self.history) - 1 or entry.get("rule") == "undo_cut":
                     return 1.0, None
                 return applied, float(entry["value"])
         return 1.0, None
 
-    def _distance_cut_so_far(self) -> bool:
-        """Whether the distance check has cut in this run: an early distance cut (``early_cuts``), or a
-        decision that cut while its features read ``gate.past_the_distance`` (the check's cut, or its
-        fixed cut). Read back from ``early_cuts`` and ``history``, so a resumed run sees the same."""
-        if any(is_early_distance_cut(cut) for cut in self.early_cuts):
-            return True
-        return any(entry.get("applied", 1.0) < 1 and not entry.get("diverged") and entry.get("features")
-                   and past_the_distance(entry["features"], schedule_anneals=self.schedule_anneals)
-                   for entry in self.history)
+    def _distance_debt(self) -> float:
+        """How much of the distance check's cuts the run still carries: the product of their multipliers
+        (``early_cuts`` of kind "distance", decisions whose ``rule`` is "distance") and of the restores
+        since (``rule`` "restore"), at most 1; 1 when the check has not cut. A decision saved before
+        ``rule`` was recorded counts as the check's cut when it cut while its features read
+        ``gate.past_the_distance``. Read back from ``early_cuts`` and ``history``, so a resumed run sees
+        the same."""
+        debt = 1.0
+        for cut in self.early_cuts:
+            if is_early_distance_cut(cut):
+                debt *= float(cut.get("applied", 1.0))
+        for entry in self.history:
+            rule = entry.get("rule")
+            if rule is None and "rule" not in entry and not entry.get("diverged") and entry.get("features"):
+                if entry.get("applied", 1.0) < 1 and past_the_distance(entry["features"],
+                                                                      schedule_anneals=self.schedule_anneals):
+                    rule = "distance"
+            if rule in ("distance", "restore"):
+                debt *= float(entry.get("applied", 1.0))
+        return min(debt, 1.0)
+
+    def _restore_punished(self) -> bool:
+        """Whether a restore of the distance check's cuts (``rule`` "restore") was taken back since, by
+        the undo of a punished or an unpaid raise: the gate then restores no more in this run."""
+        restored = False
+        for entry in self.history:
+            if entry.get("rule") == "restore":
+                restored = True
+            elif restored and entry.get("rule") in ("undo_raise", "unpaid_undo"):
+                return True
+        return False
+
+    def _last_rule(self) -> str | None:
+        """The ``rule`` of the last decision in ``history`` (None at the start, and for older histories)."""
+        return self.history[-1].get("rule") if self.history else None
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)
@@ -901,7 +930,7 @@ class MetaLRController:
         return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
 
     def _record(self, index, value, reward, multiplier, action, by_policy, learned, diverged, features, applied,
-                gate=None, evidence=None) -> Decision:
+                gate=None, evidence=None, rule=None) -> Decision:
         decision = Decision(
             index=index,
             value=value,
@@ -917,6 +946,7 @@ class MetaLRController:
             features=features,
             gate=gate,
             evidence=evidence,
+            rule=rule,
         )
         self.history.append(decision.as_dict())
         return decision

@@ -90,7 +90,8 @@ come with the gate:
   (``short_of_the_distance``), raises below the user's LR are let through again (see above), and
   under a schedule that does not anneal the gate takes the check's cuts back by itself
   (``distance_restore``): a doubling at each evaluation, whatever the policy asks, as far as the
-  user's LR, while the metric does not get worse and nothing reads an overshoot;
+  check's cuts and the user's LR, while the metric does not get worse and nothing reads an
+  overshoot; not right after another cut, and not once a restore was taken back;
 - the *raise ceiling* (``RAISE_CEILING``): a raise takes the LR of the steps as far as the
   distance estimate at most, the step Prodigy would take, and is held once the LR is there or past
   it (``at_the_distance_ceiling``). The alignment reads what the next steps would gain, which keeps
@@ -162,7 +163,7 @@ RAISE_CEILING = 1.0  # lr_over_distance a raise takes the LR of the steps to at 
 # here, 70% below it. The raises of the rescues at 0.1x read 0.02-0.80 (a ViT's on its plateau 1.6-7.0, held now at a
 # cost of one and two evaluations in two seeds; docs/controller.md, "The raise ceiling")
 RESTORE_RAISE = 2.0  # the multiplier with which the gate takes the distance check's cuts back by itself
-# (distance_restore): the default actions' largest raise, as far as the user's LR and the raise ceiling at most
+# (distance_restore): the default actions' largest raise, undoing the check's halvings one by one
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 
@@ -357,28 +358,32 @@ def _raise_past_the_hold(features: dict[str, float]) -> bool:
     return _moved_far_without_progress(features) and short_of_the_distance(features)
 
 
-def distance_restore(features: dict[str, float], *, scale: float, distance_cut: bool, first: bool,
-                     schedule_anneals: bool) -> float | None:
+def distance_restore(features: dict[str, float], *, scale: float, distance_debt: float, first: bool,
+                     schedule_anneals: bool, last_applied: float = 1.0, last_rule: str | None = None,
+                     restore_punished: bool = False) -> float | None:
     """The raise with which the gate takes the distance check's cuts back by itself, whatever the
-    policy asks: once the check has cut in this run (``distance_cut``), while the LR is still below the
-    user's (``scale`` < 1) and at most ``DISTANCE_SHORT`` times the distance estimate
-    (``short_of_the_distance``), the metric did not get worse (by more than ``RAISE_PUNISHED``) and
-    nothing reads an overshoot (the gradient opposing the steps past the cut's bar, the iterates'
-    bounce, the check's two measures): ``RESTORE_RAISE``, as far as the user's LR and the raise ceiling
-    at most. The check cut on a drift and an estimate that the run's own gradients have since
-    outgrown; at a tenth of the LR or less, a run that collapsed in its first steps crawls, and its
-    alignment reads the short-horizon bias (slightly negative) rather than the missing step. Not at the
-    first evaluation, and not under a schedule that anneals by itself (the restore would fight its
-    decay, and the check's floor there is ``ANNEALED_DISTANCE_FLOOR``). None otherwise."""
-    if first or schedule_anneals or not distance_cut or scale >= 1.0 or not short_of_the_distance(features):
+    policy asks: while the check's cuts are not all taken back yet (``distance_debt``, the product of
+    the check's cuts and of the restores since, below 1), the LR is below the user's (``scale`` < 1) and
+    at most ``DISTANCE_SHORT`` times the distance estimate (``short_of_the_distance``), the metric did
+    not get worse (by more than ``RAISE_PUNISHED``) and nothing reads an overshoot (the gradient
+    opposing the steps past the cut's bar, the iterates' bounce; an interval with no measured step
+    reads nothing): ``RESTORE_RAISE``, as far as the
+    check's cuts and the user's LR at most. Not right after another rule's cut (``last_applied`` < 1,
+    ``last_rule`` not "distance": that cut is not undone by it), not once a restore was taken back (``restore_punished``: the run punished
+    one), not at the first evaluation, and not under a schedule that anneals by itself (the restore
+    would fight its decay, and the check's floor there is ``ANNEALED_DISTANCE_FLOOR``). The check cut
+    on a drift and an estimate that the run's own gradients have since outgrown; at a tenth of the LR
+    or less a run that collapsed in its first steps crawls, and its alignment reads the short-horizon
+    bias (slightly negative) rather than the missing step. (At ``lr_over_distance`` <= ``DISTANCE_SHORT``
+    a doubling stays within the raise ceiling.) None otherwise."""
+    if (first or schedule_anneals or restore_punished or (last_applied < 1.0 and last_rule != "distance")
+            or distance_debt >= 1.0 - 1e-9
+            or scale >= 1.0 or not short_of_the_distance(features)):
         return None
     if (_worse_beyond_noise(features) or features["grad_alignment_t"] <= -_cut_evidence_t(features)
-            or bouncing(features) or _steps_too_long(features)):
+            or bouncing(features) or features.get("alignment_steps") == 0):  # nothing measured: no reading at all
         return None
-    restore = min(RESTORE_RAISE, 1.0 / scale)
-    ceiling = raise_ceiling_multiplier(features)
-    if ceiling is not None:
-        restore = min(restore, ceiling)
+    restore = min(RESTORE_RAISE, 1.0 / distance_debt, 1.0 / scale)
     return restore if restore > 1.0 + 1e-9 else None
 
 
@@ -557,24 +562,28 @@ class GatedMove:
     multiplier: float
     held: bool
     why: str | None
+    rule: str | None = None  # which safeguard made the move, where a later decision asks: "distance" (the distance
+    # check's cut), "restore" (distance_restore), "undo_raise" (punished_raise_undo), "unpaid_undo"
+    # (unpaid_raise_undo), "undo_cut" (punished_cut_undo); None for the others
 
 
 def gate_move(requested: float, features: dict[str, float], *, first: bool, schedule_anneals: bool,
               scale: float, min_scale: float, last_applied: float, standing_raise: float = 1.0,
-              distance_cut: bool = False) -> GatedMove:
+              distance_debt: float = 1.0, restore_punished: bool = False, last_rule: str | None = None) -> GatedMove:
     """The policy's ``requested`` multiplier through the gate and its safeguards, in order:
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
     ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
     the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
     (``raise_ceiling_multiplier``); the takeback of the distance check's cuts by the gate itself
-    (``distance_restore``; ``distance_cut``: the check has cut in this run); the undo of the last decision's
+    (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``); the undo of the last decision's
     raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it; the undo
     of an earlier raise no cut has followed (``standing_raise`` > 1, the multiplier it applied) when the run
     has lost all it gained since (``unpaid_raise_undo``); and the
     undo of its cut (``last_applied`` < 1) when the metric got worse right after it and nothing reads an
-    overshoot now (``punished_cut_undo``).
-    ``first``: the run's first evaluation. ``scale``: the controller's scale before this move."""
+    overshoot now (``punished_cut_undo``; not of an unpaid raise's undo, ``last_rule`` "unpaid_undo").
+    ``first``: the run's first evaluation. ``scale``: the controller's scale before this move. The
+    move's ``rule`` names the safeguard that made it, for the next decisions to read."""
     verdict = _verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
     held, why, floor = verdict.held, verdict.why, verdict.floor
     multiplier = 1.0 if held else requested
@@ -595,6 +604,7 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     if not held and multiplier < 1 and floor is not None and multiplier * scale < floor[0]:
         multiplier = min(1.0, floor[0] / scale)
         why = f"{why}; as far as {floor[1]} (x{multiplier:.3g}, the policy asked for x{requested:g})"
+    rule = "distance" if multiplier < 1 and past_the_distance(features, schedule_anneals=schedule_anneals) else None
     if not held and multiplier > 1 and _raise_past_the_hold(features) and multiplier * scale > 1.0:
         multiplier = max(1.0, 1.0 / scale)
         why = f"{why}; as far as the user's LR (x{multiplier:.3g}, the policy asked for x{requested:g})"
@@ -603,33 +613,35 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
         multiplier = ceiling
         why = (f"{why}; as far as the distance estimate ({RAISE_CEILING:g} times it, x{multiplier:.3g}, the policy asked "
                f"for x{requested:g})")
-    restore = distance_restore(features, scale=scale, distance_cut=distance_cut, first=first,
-                               schedule_anneals=schedule_anneals)
-    if restore is not None and multiplier < restore:
-        multiplier, held, why = restore, False, (
+    restore = distance_restore(features, scale=scale, distance_debt=distance_debt, first=first,
+                               schedule_anneals=schedule_anneals, last_applied=last_applied, last_rule=last_rule,
+                               restore_punished=restore_punished)
+    if restore is not None and 1.0 <= multiplier < restore:  # a cut the gate let through stays
+        multiplier, held, rule, why = restore, False, "restore", (
             f"restore: the distance check cut the LR, and the estimate has since grown past it "
             f"({lr_over_distance_in_words(features['lr_over_distance'])}), the metric did not get worse and nothing "
             f"reads an overshoot (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{restore:.3g}, "
             f"toward the user's LR), the policy asked for x{requested:g}")
     undo = punished_raise_undo(features, last_applied)
     if undo is not None and multiplier > undo:
-        multiplier, held, why = undo, False, (f"undo: the metric got worse right after the last raise (by more than "
-                                              f"{RAISE_PUNISHED:.0%}), which is taken back (x{undo:.3g})")
+        multiplier, held, rule, why = undo, False, "undo_raise", (
+            f"undo: the metric got worse right after the last raise (by more than {RAISE_PUNISHED:.0%}), which is "
+            f"taken back (x{undo:.3g})")
     undo = unpaid_raise_undo(features, standing_raise)
     if undo is not None and multiplier > undo:
-        multiplier, held, why = undo, False, (
+        multiplier, held, rule, why = undo, False, "unpaid_undo", (
             f"undo: the metric is {math.expm1(features['objective_since_raise']):.1%} worse than at the evaluation that "
             f"made the last raise (x{standing_raise:.3g}), and got worse since the last decision (both by more than "
             f"{RAISE_PUNISHED:.0%}): the run lost all it gained since, the raise did not pay and is taken back "
             f"(x{undo:.3g}), the policy asked for x{requested:g}")
-    undo = punished_cut_undo(features, last_applied, scale=scale)
+    undo = None if last_rule == "unpaid_undo" else punished_cut_undo(features, last_applied, scale=scale)
     if undo is not None and multiplier < undo:
         as_far = ", as far as the user's LR" if undo < 1.0 / last_applied else ""
-        multiplier, held, why = undo, False, (
+        multiplier, held, rule, why = undo, False, "undo_cut", (
             f"undo: the metric got worse right after the last cut (by more than {RAISE_PUNISHED:.0%}), and nothing "
             f"reads an overshoot now (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{undo:.3g}"
             f"{as_far}), the policy asked for x{requested:g}")
-    return GatedMove(multiplier, held, why)
+    return GatedMove(multiplier, held, why, rule)
 
 
 def punished_raise_undo(features: dict[str, float], last_applied: float) -> float | None:

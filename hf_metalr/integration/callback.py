@@ -412,6 +412,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "applied": decision.applied,
                     "gate": decision.gate,
                     "evidence": decision.evidence,
+                    "rule": decision.rule,
                     "action_index": decision.action_index,
                     "by_policy": decision.by_policy,
                     "reward": decision.reward,

@@ -67,9 +67,13 @@ def read_trace(path: str | Path) -> list[dict]:
     ``diverged``; ``features`` (every feature, by name, and the gate's own readings beside them:
     ``param_drift``, ``stuck_evaluations``, ``alignment_steps`` (the steps the alignment counted in
     the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment
-    window, the first one: the alignment of the later half of its interval's steps), ``previous_grad_alignment_t`` (the last interval's reading, when it had one) and
+    window, the first one: the alignment of the later half of its interval's steps), ``previous_grad_alignment_t`` (the last interval's reading, when it had one),
+    ``objective_since_raise`` (while a raise of the controller's stands: the log of the objective over
+    its value at that raise's evaluation) and
     the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
-    divergence); ``early_cuts``
+    divergence); ``rule`` (the safeguard that made the move, where later decisions read it:
+    "distance", "restore", "undo_raise", "unpaid_undo", "undo_cut"; None otherwise, and absent from
+    traces before 2026-12-06); ``early_cuts``
     (on the first decision's line: the cuts before it, each with its ``kind`` ("divergence", the
     early-divergence guard's, or "distance", the distance check's), the optimizer ``step`` (counted
     from the run's start), its training ``loss`` (text when not finite), and the ``applied``
