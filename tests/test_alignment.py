@@ -817,6 +817,17 @@ def test_an_earlier_raise_is_taken_back_when_a_later_evaluation_loses_all_it_gai
     assert right_after.evidence.startswith("undo: the metric got worse right after the last raise")
 
 
+def test_a_raise_that_took_back_a_punished_cut_is_no_bet_and_an_unpaid_undo_is_not_taken_back():
+    took_back = [{"applied": 2.0, "value": 1.0, "rule": "undo_cut"}, {"applied": 1.0, "value": 0.9, "rule": None}]
+    decision = _after_a_raise(took_back).observe(1.05, stepped=True)
+    assert "objective_since_raise" not in decision.features and decision.applied == 1.0
+    ctrl = _after_a_cut({"applied": 0.5, "rule": "unpaid_undo"})
+    kept = ctrl.observe(1.05, stepped=True)  # 5% worse right after the unpaid raise's undo, after progress
+    assert kept.applied == 1.0 and not (kept.evidence or "").startswith("undo")
+    undone = _after_a_cut({"applied": 0.5, "rule": None}).observe(1.05, stepped=True)
+    assert undone.applied == 2.0 and undone.rule == "undo_cut", "another cut is taken back, and says so"
+
+
 def _after_a_cut(last: dict) -> MetaLRController:
     """A controller whose last decision was ``last``, at half the user's LR, after progress (2.0 -> 1.0)."""
     ctrl = MetaLRController(0.01, policy=always(2), learn_online=False)  # 2: keep

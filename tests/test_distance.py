@@ -383,6 +383,14 @@ def test_the_distance_debt_counts_the_checks_cuts_and_the_restores_only_and_surv
                {"applied": 2.0, "rule": "restore", "features": {}}]
     ctrl = _controller_with(history, early)
     assert ctrl._distance_debt() == pytest.approx(0.5 * 0.5 * 2.0)
+    # any raise since the check's first cut pays it back; the takeback of another rule's punished cut does not,
+    # that of the check's own does
+    other = [{"applied": 0.5, "rule": "distance"}, {"applied": 0.5, "rule": None}, {"applied": 2.0, "rule": "undo_cut"}]
+    assert _controller_with(other)._distance_debt() == 0.5
+    own = [{"applied": 0.5, "rule": "distance"}, {"applied": 2.0, "rule": "undo_cut"}]
+    assert _controller_with(own)._distance_debt() == 1.0
+    assert _controller_with([{"applied": 0.25, "rule": "distance"}, {"applied": 1.25, "rule": None}])._distance_debt() == 0.3125
+    assert _controller_with([{"applied": 2.0, "rule": None}, {"applied": 0.5, "rule": "distance"}])._distance_debt() == 0.5
     resumed = MetaLRController(1.0, policy=always(2), learn_online=False)
     resumed.load_state_dict(json.loads(json.dumps(ctrl.state_dict())))
     assert resumed._distance_debt() == ctrl._distance_debt() and not resumed._restore_punished()
@@ -400,9 +408,27 @@ def test_once_a_restore_is_taken_back_the_gate_restores_no_more():
     for undo in ("undo_raise", "unpaid_undo"):
         assert _controller_with(restored + [{"applied": 0.5, "rule": undo}])._restore_punished()
     assert not _controller_with([{"applied": 0.5, "rule": "undo_raise"}] + restored)._restore_punished(), "before it"
-    ctrl, decisions, _ = _collapsed_then_marching(policy=2, decisions=4, metric=lambda k: 1.05 if k == 2 else 1.0)
+    kept = restored + [{"applied": 1.0, "rule": None}]
+    assert _controller_with(kept + [{"applied": 0.5, "rule": "unpaid_undo"}])._restore_punished(), "its standing raise"
+    policy = kept + [{"applied": 2.0, "rule": None}]  # the policy's raise, then its undo: not the restore's
+    for undo in ("undo_raise", "unpaid_undo"):
+        assert not _controller_with(policy + [{"applied": 0.5, "rule": undo}])._restore_punished(), undo
+    ctrl, decisions, _ = _collapsed_then_marching(policy=2, decisions=6, metric=lambda k: 1.05 if k == 2 else 1.0)
     assert decisions[1].evidence.startswith("restore:") and decisions[2].evidence.startswith("undo: the metric got worse")
-    assert decisions[3].applied == 1.0 and decisions[3].scale == pytest.approx(0.125), "no restore after its undo"
+    assert ctrl._restore_punished()
+    assert [d.scale for d in decisions[3:]] == pytest.approx([0.125] * 3), "no restore after its undo"
+    assert all(not (d.evidence or "").startswith("restore") for d in decisions[3:])
+
+
+def test_a_history_saved_before_rule_names_its_moves_by_their_evidence():
+    ctrl = _controller_with([])
+    assert ctrl._rule_of({"applied": 2.0, "evidence": "restore: the distance check cut the LR, ..."}) == "restore"
+    assert ctrl._rule_of({"applied": 2.0, "evidence": "undo: the metric got worse right after the last cut ..."}) == "undo_cut"
+    assert ctrl._rule_of({"applied": 0.5, "evidence": "undo: the metric got worse right after the last raise ..."}) == (
+        "undo_raise")
+    assert ctrl._rule_of({"applied": 0.5, "evidence": "undo: the metric is 3.6% worse than at ..."}) == "unpaid_undo"
+    assert ctrl._rule_of({"applied": 0.5, "diverged": True, "rule": None}) == "divergence"
+    assert ctrl._rule_of({"applied": 0.5, "evidence": "cut: the gradient clearly opposes ..."}) is None
 
 
 def test_a_raise_let_through_short_of_the_distance_is_taken_back_when_the_next_evaluation_punishes_it():

@@ -90,20 +90,27 @@ def test_the_gate_takes_the_distance_cuts_back_by_itself_only_while_nothing_read
             ("the metric got worse", {**crawling, "objective_trend": RAISE_PUNISHED + 0.01}, {}),
             ("the gradient opposes the steps", {**crawling, "grad_alignment_t": -EVIDENCE_T}, {}),
             ("no step of the interval was measured", {**crawling, "alignment_steps": 0}, {}),
+            ("right after a divergence's halving", crawling, {"last_rule": "divergence"}),
             ("the iterates bounce", {**crawling, "iterate_average_gain": AVERAGE_GAIN, "iterate_average_progress": 0.1},
              {})]:
-        options = {"scale": scale, "distance_debt": 1 / 16, **options}
+        options = {"scale": scale, "min_scale": scale, "distance_debt": 1 / 16, **options}  # no fixed cut at the floor
         assert move(1.0, feats, **options).multiplier <= 1.0, why
     # a cut the gate lets through (the metric a little worse after progress, the gradient no longer along the
     # steps: a bounce on the valley floor) stays a cut
     floor = {**crawling, "objective_trend": RAISE_PUNISHED / 2, "grad_alignment": -0.01}
     cut = move(0.8, floor, scale=scale, distance_debt=1 / 16)
     assert cut.multiplier == 0.8 and cut.rule is None
+    # the policy's own raise, as far as the restore or further, counts as the restore (the debt falls by it)
+    aligned = {**crawling, "grad_alignment": 0.05, "grad_alignment_t": 3.0}
+    own = move(2.0, aligned, scale=scale, distance_debt=1 / 16)
+    assert own.multiplier == 2.0 and own.rule == "restore" and own.why.startswith("raise: the gradient keeps")
 
 
 def test_the_gate_names_the_rule_of_each_move_a_later_decision_asks_about():
     far = features(param_drift=2 * MOVED, lr_over_distance=4 * DISTANCE_OVERSHOOT, log10_lr_scale=-0.3)
     assert move(1.0, far, scale=0.5).rule == "distance" and move(0.5, far, scale=0.5).rule == "distance"
+    clipped = move(0.5, {**far, "log10_lr_scale": -1.0}, scale=0.1)  # the floor clips it: still the check's cut
+    assert clipped.multiplier == pytest.approx(DISTANCE_FLOOR / 0.1) and clipped.rule == "distance"
     worse = features(objective_trend=RAISE_PUNISHED + 0.01, objective_since_raise=0.05)
     assert move(1.0, worse, scale=2.0, last_applied=2.0).rule == "undo_raise"
     assert move(1.0, worse, scale=2.0, standing_raise=2.0).rule == "unpaid_undo"

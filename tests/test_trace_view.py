@@ -38,6 +38,10 @@ def test_each_decision_is_classified_and_counted():
     # under a decaying schedule the trace's lr carries the schedule's factor: the controller's LR is initial x scale
     decayed = [dict(e, initial_lr=1e-3, lr=e["lr"] * 0.25) for e in SYNTHETIC]
     assert math.isclose(summarize_trace(decayed)["final_lr"], 6e-4) and math.isclose(summarize_trace(decayed)["final_scale"], 0.6)
+    # a safeguard's move that happens to equal what the policy asked is still the safeguard's
+    restore = _entry(80, 0.8, 2.0, 2.0, 1.2e-3, evidence="restore: the distance check cut the LR, ...", rule="restore")
+    undo = _entry(90, 0.7, 0.5, 0.5, 6e-4, evidence="undo: the metric got worse right after the last raise ...")
+    assert decision_kind(restore) == decision_kind(undo) == "fixed"
     assert "LR 0.001 -> 0.0006 (the controller's scale x0.6" in _summary_text(summarize_trace(decayed), "eval_accuracy")
     # greater is better: the best is the highest accuracy, and the NaN is not a candidate
     assert (summary["best"], summary["best_step"]) == (0.80, 40)

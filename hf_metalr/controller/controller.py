@@ -94,6 +94,11 @@ _STATE_KEYS = ("seed", "initial_lr", "scale", "decision_index", "previous_multip
                "policy")  # in every readable format; the others are read with a default
 
 
+_RULE_EVIDENCE = (("restore:", "restore"), ("undo: the metric got worse right after the last raise", "undo_raise"),
+                  ("undo: the metric got worse right after the last cut", "undo_cut"),
+                  ("undo: the metric is ", "unpaid_undo"))  # how a history saved before ``rule`` names its moves
+
+
 def is_early_distance_cut(cut: dict) -> bool:
     """Whether an ``early_cuts`` entry is the distance check's (``kind`` "distance"; it records the
     ``param_drift`` and ``lr_over_distance`` it read) rather than the early-divergence guard's
@@ -195,8 +200,8 @@ class Decision:
     features: dict | None  # every feature computed, by name (the policy reads those it was trained on)
     gate: str | None = None  # why the direction gate kept the LR instead of ``multiplier`` (None: not held)
     evidence: str | None = None  # what let a raise or a cut through the gate, what made the fixed cut at a clear
-    # overshoot, or what took back a punished raise, and how min_lr or max_lr capped the move if one did (None: a
-    # keep, held, or no gate and no cap)
+    # overshoot, what took back a raise or a cut ("undo: ..."), or what restored the distance check's cuts
+    # ("restore: ..."), and how min_lr or max_lr capped the move if one did (None: a keep, held, or no gate and no cap)
     rule: str | None = None  # the safeguard that made the move, where later decisions ask (``gate.GatedMove.rule``)
 
     @property
@@ -845,7 +850,7 @@ class MetaLRController:
         """The multiplier the controller's last raise applied and the metric's value at its decision, when
         that raise was made before the last decision (the last decision's raise is ``punished_raise_undo``'s)
         and no cut or divergence has followed it; ``(1.0, None)`` otherwise, and for a raise that took back a
-        punished cut (``rule`` "undo_cut": no bet of its own). Read back from ``history``, so a resumed run
+        punished cut (rule "undo_cut": no bet of its own). Read back from ``history``, so a resumed run
         sees the same."""
         for position in range(len(self.history) - 1, -1, -1):
             entry = self.history[position]
@@ -853,46 +858,69 @@ class MetaLRController:
             if entry.get("diverged") or applied < 1:
                 return 1.0, None
             if applied > 1:
-                if position == len(self.history) - 1 or entry.get("rule") == "undo_cut":
+                if position == len(self.history) - 1 or self._rule_of(entry) == "undo_cut":
                     return 1.0, None
                 return applied, float(entry["value"])
         return 1.0, None
 
+    def _rule_of(self, entry: dict) -> str | None:
+        """The ``rule`` of a ``history`` entry: "divergence" for a divergence's halving, else the one it
+        recorded; for an entry saved before ``rule`` was recorded, read off its evidence (and a cut whose
+        features read ``gate.past_the_distance`` is the distance check's)."""
+        if entry.get("diverged"):
+            return "divergence"
+        if "rule" in entry:
+            return entry["rule"]
+        evidence = entry.get("evidence") or ""
+        for prefix, rule in _RULE_EVIDENCE:
+            if evidence.startswith(prefix):
+                return rule
+        if entry.get("applied", 1.0) < 1 and entry.get("features") and past_the_distance(
+                entry["features"], schedule_anneals=self.schedule_anneals):
+            return "distance"
+        return None
+
     def _distance_debt(self) -> float:
-        """How much of the distance check's cuts the run still carries: the product of their multipliers
-        (``early_cuts`` of kind "distance", decisions whose ``rule`` is "distance") and of the restores
-        since (``rule`` "restore"), at most 1; 1 when the check has not cut. A decision saved before
-        ``rule`` was recorded counts as the check's cut when it cut while its features read
-        ``gate.past_the_distance``. Read back from ``early_cuts`` and ``history``, so a resumed run sees
-        the same."""
+        """How much of the distance check's cuts the run still carries, at most 1 (1 when the check has not
+        cut): the product of its cuts (``early_cuts`` of kind "distance", decisions whose rule is
+        "distance") and of every raise since its first cut (a restore, the policy's own, the takeback of
+        a punished cut of the check's), each raise taking the debt no higher than 1; the takeback of
+        another rule's cut does not count. Read back from ``early_cuts`` and ``history``, so a resumed run
+        sees the same."""
         debt = 1.0
         for cut in self.early_cuts:
             if is_early_distance_cut(cut):
                 debt *= float(cut.get("applied", 1.0))
+        previous = None
         for entry in self.history:
-            rule = entry.get("rule")
-            if rule is None and "rule" not in entry and not entry.get("diverged") and entry.get("features"):
-                if entry.get("applied", 1.0) < 1 and past_the_distance(entry["features"],
-                                                                      schedule_anneals=self.schedule_anneals):
-                    rule = "distance"
-            if rule in ("distance", "restore"):
-                debt *= float(entry.get("applied", 1.0))
+            rule, applied = self._rule_of(entry), float(entry.get("applied", 1.0))
+            if rule == "distance":
+                debt *= applied
+            elif debt < 1.0 and applied > 1 and (rule != "undo_cut" or previous == "distance"):
+                debt = min(1.0, debt * applied)
+            previous = rule
         return min(debt, 1.0)
 
     def _restore_punished(self) -> bool:
-        """Whether a restore of the distance check's cuts (``rule`` "restore") was taken back since, by
-        the undo of a punished or an unpaid raise: the gate then restores no more in this run."""
-        restored = False
-        for entry in self.history:
-            if entry.get("rule") == "restore":
-                restored = True
-            elif restored and entry.get("rule") in ("undo_raise", "unpaid_undo"):
+        """Whether a restore of the distance check's cuts (rule "restore") was taken back: by the undo of a
+        punished raise right after it, or by the undo of an unpaid raise whose standing raise it was. The
+        gate then restores no more in this run."""
+        last_raise = None
+        for position, entry in enumerate(self.history):
+            rule = self._rule_of(entry)
+            if rule == "undo_raise" and position and self._rule_of(self.history[position - 1]) == "restore":
                 return True
+            if rule == "unpaid_undo" and last_raise == "restore":
+                return True
+            if float(entry.get("applied", 1.0)) > 1:
+                last_raise = rule
+            elif float(entry.get("applied", 1.0)) < 1:
+                last_raise = None
         return False
 
     def _last_rule(self) -> str | None:
-        """The ``rule`` of the last decision in ``history`` (None at the start, and for older histories)."""
-        return self.history[-1].get("rule") if self.history else None
+        """The rule of the last decision in ``history`` (``_rule_of``; None at the start)."""
+        return self._rule_of(self.history[-1]) if self.history else None
 
     def _diverged(self, index: int, value) -> Decision:
         multiplier = divergence_multiplier(self.multipliers)

@@ -368,15 +368,18 @@ def distance_restore(features: dict[str, float], *, scale: float, distance_debt:
     not get worse (by more than ``RAISE_PUNISHED``) and nothing reads an overshoot (the gradient
     opposing the steps past the cut's bar, the iterates' bounce; an interval with no measured step
     reads nothing): ``RESTORE_RAISE``, as far as the
-    check's cuts and the user's LR at most. Not right after another rule's cut (``last_applied`` < 1,
-    ``last_rule`` not "distance": that cut is not undone by it), not once a restore was taken back (``restore_punished``: the run punished
+    check's cuts and the user's LR at most; a cut the gate lets through at that evaluation stays, and a
+    raise of the policy's that goes as far or further counts as the restore. Not right after another
+    rule's cut (``last_applied`` < 1, ``last_rule`` not "distance"; or a divergence's halving,
+    ``last_rule`` "divergence": that cut is not undone by it), not once a restore was taken back (``restore_punished``: the run punished
     one), not at the first evaluation, and not under a schedule that anneals by itself (the restore
     would fight its decay, and the check's floor there is ``ANNEALED_DISTANCE_FLOOR``). The check cut
     on a drift and an estimate that the run's own gradients have since outgrown; at a tenth of the LR
     or less a run that collapsed in its first steps crawls, and its alignment reads the short-horizon
     bias (slightly negative) rather than the missing step. (At ``lr_over_distance`` <= ``DISTANCE_SHORT``
     a doubling stays within the raise ceiling.) None otherwise."""
-    if (first or schedule_anneals or restore_punished or (last_applied < 1.0 and last_rule != "distance")
+    if (first or schedule_anneals or restore_punished or last_rule == "divergence"
+            or (last_applied < 1.0 and last_rule != "distance")
             or distance_debt >= 1.0 - 1e-9
             or scale >= 1.0 or not short_of_the_distance(features)):
         return None
@@ -576,8 +579,9 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     ``min_scale``; the floors of the stuck-run and distance cuts (``Verdict.floor``); the user's LR as
     the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
     (``raise_ceiling_multiplier``); the takeback of the distance check's cuts by the gate itself
-    (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``); the undo of the last decision's
-    raise (``last_applied`` > 1, the multiplier it applied) when the metric got worse right after it; the undo
+    (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``, ``last_rule``); the
+    undo of the last decision's raise (``last_applied`` > 1, the multiplier it applied) when the metric got
+    worse right after it; the undo
     of an earlier raise no cut has followed (``standing_raise`` > 1, the multiplier it applied) when the run
     has lost all it gained since (``unpaid_raise_undo``); and the
     undo of its cut (``last_applied`` < 1) when the metric got worse right after it and nothing reads an
@@ -616,7 +620,9 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     restore = distance_restore(features, scale=scale, distance_debt=distance_debt, first=first,
                                schedule_anneals=schedule_anneals, last_applied=last_applied, last_rule=last_rule,
                                restore_punished=restore_punished)
-    if restore is not None and 1.0 <= multiplier < restore:  # a cut the gate let through stays
+    if restore is not None and multiplier >= restore:  # the policy's own raise takes back as much
+        rule = "restore"
+    elif restore is not None and multiplier >= 1.0:  # a cut the gate let through stays
         multiplier, held, rule, why = restore, False, "restore", (
             f"restore: the distance check cut the LR, and the estimate has since grown past it "
             f"({lr_over_distance_in_words(features['lr_over_distance'])}), the metric did not get worse and nothing "

@@ -55,7 +55,8 @@ def read_trace(path: str | Path) -> list[dict]:
     effect: 1 when the direction gate held the action, 0.5 where a clear overshoot cut it whatever
     the policy asked, nearer 1 when a bound capped it) and ``gate`` (why the gate held it, or None);
     ``evidence`` (what let a raise or a cut through the gate, what made the fixed cut at a clear
-    overshoot, or what took back a punished raise, in words, ending with ``capped by max_lr=...`` (or
+    overshoot, what took back a raise or a cut ("undo: ..."), or what restored the distance check's
+    cuts ("restore: ..."), in words, ending with ``capped by max_lr=...`` (or
     ``min_lr``) when a bound cut the move short, or None); ``action_index`` (the policy's choice; None for
     the fixed response to a divergence) and ``by_policy`` (False for the cut at a divergence, and
     for the fixed keep at the first evaluation when the direction gate is off); ``reward`` (None at

@@ -112,15 +112,17 @@ def decision_kind(entry: dict) -> str:
     """What happened at one decision: ``"divergence"`` (a non-finite metric: the fixed cut);
     ``"held"`` (the gate kept the LR against the policy's move); ``"capped"`` (``min_lr``/``max_lr``
     cut the move short); ``"fixed"`` (a move the policy did not ask for: a clear overshoot's or a
-    bounce's halving, a punished raise or cut taken back); ``"policy"`` (the policy's move, or keep, as asked)."""
+    bounce's halving, a punished raise or cut taken back, a restore of the distance check's cuts, also
+    when it happens to equal what the policy asked); ``"policy"`` (the policy's move, or keep, as asked)."""
     if entry.get("diverged"):
         return "divergence"
     asked, applied = _number(entry.get("action")), _number(entry.get("applied"))
+    evidence = entry.get("evidence") or ""
     if entry.get("gate") and applied == 1 and asked != 1:
         return "held"
-    if "capped by" in (entry.get("evidence") or ""):
+    if "capped by" in evidence:
         return "capped"
-    if applied != asked:
+    if applied != asked or evidence.startswith(("restore:", "undo:")):
         return "fixed"
     return "policy"
 
