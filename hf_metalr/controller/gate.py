@@ -91,7 +91,8 @@ come with the gate:
   under a schedule that does not anneal the gate takes the check's cuts back by itself
   (``distance_restore``): a doubling at each evaluation, whatever the policy asks, as far as the
   check's cuts and the user's LR, while the metric does not get worse and nothing reads an
-  overshoot; not right after another cut, and not once a restore was taken back;
+  overshoot; not right after another rule's cut or a divergence's halving, and not once a restore
+  was taken back;
 - the *raise ceiling* (``RAISE_CEILING``): a raise takes the LR of the steps as far as the
   distance estimate at most, the step Prodigy would take, and is held once the LR is there or past
   it (``at_the_distance_ceiling``). The alignment reads what the next steps would gain, which keeps
@@ -362,25 +363,23 @@ def distance_restore(features: dict[str, float], *, scale: float, distance_debt:
                      schedule_anneals: bool, last_applied: float = 1.0, last_rule: str | None = None,
                      restore_punished: bool = False) -> float | None:
     """The raise with which the gate takes the distance check's cuts back by itself, whatever the
-    policy asks: while the check's cuts are not all taken back yet (``distance_debt``, the product of
-    the check's cuts and of the restores since, below 1), the LR is below the user's (``scale`` < 1) and
-    at most ``DISTANCE_SHORT`` times the distance estimate (``short_of_the_distance``), the metric did
-    not get worse (by more than ``RAISE_PUNISHED``) and nothing reads an overshoot (the gradient
-    opposing the steps past the cut's bar, the iterates' bounce; an interval with no measured step
-    reads nothing): ``RESTORE_RAISE``, as far as the
-    check's cuts and the user's LR at most; a cut the gate lets through at that evaluation stays, and a
-    raise of the policy's that goes as far or further counts as the restore. Not right after another
-    rule's cut (``last_applied`` < 1, ``last_rule`` not "distance"; or a divergence's halving,
-    ``last_rule`` "divergence": that cut is not undone by it), not once a restore was taken back (``restore_punished``: the run punished
-    one), not at the first evaluation, and not under a schedule that anneals by itself (the restore
-    would fight its decay, and the check's floor there is ``ANNEALED_DISTANCE_FLOOR``). The check cut
-    on a drift and an estimate that the run's own gradients have since outgrown; at a tenth of the LR
-    or less a run that collapsed in its first steps crawls, and its alignment reads the short-horizon
-    bias (slightly negative) rather than the missing step. (At ``lr_over_distance`` <= ``DISTANCE_SHORT``
-    a doubling stays within the raise ceiling.) None otherwise."""
+    policy asks: ``RESTORE_RAISE``, as far as the check's cuts (``distance_debt``: the product of its
+    cuts and of every raise since its first, below 1 while some are not taken back) and the user's LR
+    (``scale``) at most, while the LR is below the user's and at most ``DISTANCE_SHORT`` times the
+    distance estimate (``short_of_the_distance``; a doubling then stays within the raise ceiling),
+    the metric did not get worse (by more than ``RAISE_PUNISHED``) and nothing reads an overshoot (the
+    gradient opposing the steps past the cut's bar, the iterates' bounce; an interval with no measured
+    step reads nothing). In ``gate_move`` a cut the gate lets through at that evaluation stays, and a
+    raise of the policy's that goes as far or further counts as the restore. None right after another
+    rule's cut (``last_applied`` < 1 and ``last_rule`` not "distance", or ``last_rule`` "divergence":
+    that cut is not undone by it), once a restore was taken back (``restore_punished``: the run punished
+    one), at the first evaluation, and under a schedule that anneals by itself (the restore would fight
+    its decay, and the check's floor there is ``ANNEALED_DISTANCE_FLOOR``). The check cut on a drift and
+    an estimate that the run's own gradients have since outgrown; at a tenth of the LR or less a run
+    that collapsed in its first steps crawls, and its alignment reads the short-horizon bias (slightly
+    negative) rather than the missing step."""
     if (first or schedule_anneals or restore_punished or last_rule == "divergence"
-            or (last_applied < 1.0 and last_rule != "distance")
-            or distance_debt >= 1.0 - 1e-9
+            or (last_applied < 1.0 and last_rule != "distance") or distance_debt >= 1.0 - 1e-9
             or scale >= 1.0 or not short_of_the_distance(features)):
         return None
     if (_worse_beyond_noise(features) or features["grad_alignment_t"] <= -_cut_evidence_t(features)
@@ -581,11 +580,11 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     (``raise_ceiling_multiplier``); the takeback of the distance check's cuts by the gate itself
     (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``, ``last_rule``); the
     undo of the last decision's raise (``last_applied`` > 1, the multiplier it applied) when the metric got
-    worse right after it; the undo
-    of an earlier raise no cut has followed (``standing_raise`` > 1, the multiplier it applied) when the run
-    has lost all it gained since (``unpaid_raise_undo``); and the
-    undo of its cut (``last_applied`` < 1) when the metric got worse right after it and nothing reads an
-    overshoot now (``punished_cut_undo``; not of an unpaid raise's undo, ``last_rule`` "unpaid_undo").
+    worse right after it; the undo of an earlier raise no cut has followed (``standing_raise`` > 1, the
+    multiplier it applied) when the run has lost all it gained since (``unpaid_raise_undo``); and the undo
+    of the last decision's cut (``last_applied`` < 1) when the metric got worse right after it and nothing
+    reads an overshoot now (``punished_cut_undo``; not of an unpaid raise's undo, ``last_rule``
+    "unpaid_undo").
     ``first``: the run's first evaluation. ``scale``: the controller's scale before this move. The
     move's ``rule`` names the safeguard that made it, for the next decisions to read."""
     verdict = _verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
