@@ -1,5 +1,7 @@
 """``gate_move``: the direction gate and its safeguards as one pure function of a decision's features."""
 
+import math
+
 import pytest
 
 from hf_metalr.controller.gate import (AVERAGE_GAIN, CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, EVIDENCE_T,
@@ -15,10 +17,10 @@ def features(**overrides):
 
 
 def move(requested, feats, *, scale=1.0, min_scale=1e-3, last_applied=1.0, first=False, anneals=False,
-         standing_raise=1.0, distance_debt=1.0, restore_punished=False, last_rule=None):
+         standing_raise=1.0, distance_debt=1.0, restore_punished=False, last_rule=None, max_scale=math.inf):
     return gate_move(requested, feats, first=first, schedule_anneals=anneals, scale=scale, min_scale=min_scale,
                      last_applied=last_applied, standing_raise=standing_raise, distance_debt=distance_debt,
-                     restore_punished=restore_punished, last_rule=last_rule)
+                     restore_punished=restore_punished, last_rule=last_rule, max_scale=max_scale)
 
 
 def test_a_keep_with_no_evidence_stays_a_keep_and_a_raise_without_evidence_is_held():
@@ -79,6 +81,10 @@ def test_the_gate_takes_the_distance_cuts_back_by_itself_only_while_nothing_read
     assert move(1.0, crawling, scale=scale, distance_debt=0.8).multiplier == pytest.approx(1.25)
     assert move(2.0, crawling, scale=0.75, distance_debt=1 / 16).multiplier == pytest.approx(1 / 0.75)
     assert move(1.0, crawling, scale=scale, distance_debt=1 / 16, last_applied=0.5, last_rule="distance").multiplier == 2.0
+    # max_lr: as far as it, and no try at it
+    assert move(1.0, crawling, scale=scale, distance_debt=1 / 16, max_scale=1.5 * scale).multiplier == pytest.approx(1.5)
+    at_bound = move(1.0, crawling, scale=scale, distance_debt=1 / 16, max_scale=scale)
+    assert at_bound.multiplier == 1.0 and at_bound.rule is None
     for why, feats, options in [
             ("the check's cuts are all taken back", crawling, {"distance_debt": 1.0}),
             ("the schedule anneals", crawling, {"anneals": True}),

@@ -753,7 +753,8 @@ class MetaLRController:
             move = gate_move(requested, features, first=reward is None, schedule_anneals=self.schedule_anneals,
                              scale=self.scale, min_scale=self.min_scale, last_applied=self._last_applied(),
                              standing_raise=standing_raise, distance_debt=self._distance_debt(),
-                             restore_punished=self._restore_punished(), last_rule=self._last_rule())
+                             restore_punished=self._restore_punished(), last_rule=self._last_rule(),
+                             max_scale=self.max_scale)
             multiplier, held, why, rule = move.multiplier, move.held, move.why, move.rule
         else:
             multiplier, held, why, rule = requested, False, None, None

@@ -571,7 +571,8 @@ class GatedMove:
 
 def gate_move(requested: float, features: dict[str, float], *, first: bool, schedule_anneals: bool,
               scale: float, min_scale: float, last_applied: float, standing_raise: float = 1.0,
-              distance_debt: float = 1.0, restore_punished: bool = False, last_rule: str | None = None) -> GatedMove:
+              distance_debt: float = 1.0, restore_punished: bool = False, last_rule: str | None = None,
+              max_scale: float = math.inf) -> GatedMove:
     """The policy's ``requested`` multiplier through the gate and its safeguards, in order:
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
@@ -585,8 +586,9 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     of the last decision's cut (``last_applied`` < 1) when the metric got worse right after it and nothing
     reads an overshoot now (``punished_cut_undo``; not of an unpaid raise's undo, ``last_rule``
     "unpaid_undo").
-    ``first``: the run's first evaluation. ``scale``: the controller's scale before this move. The
-    move's ``rule`` names the safeguard that made it, for the next decisions to read."""
+    ``first``: the run's first evaluation. ``scale``: the controller's scale before this move;
+    ``max_scale``: its bound (``max_lr``), past which the restore does not try. The move's ``rule`` names
+    the safeguard that made it, for the next decisions to read."""
     verdict = _verdict(requested, features, first=first, schedule_anneals=schedule_anneals)
     held, why, floor = verdict.held, verdict.why, verdict.floor
     multiplier = 1.0 if held else requested
@@ -619,6 +621,8 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     restore = distance_restore(features, scale=scale, distance_debt=distance_debt, first=first,
                                schedule_anneals=schedule_anneals, last_applied=last_applied, last_rule=last_rule,
                                restore_punished=restore_punished)
+    if restore is not None and restore * scale > max_scale:  # max_lr below the LR it would take
+        restore = max_scale / scale if max_scale / scale > 1.0 + 1e-9 else None
     if restore is not None and multiplier >= restore:  # the policy's own raise takes back as much
         rule = "restore"
     elif restore is not None and multiplier >= 1.0:  # a cut the gate let through stays
