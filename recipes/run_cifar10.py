@@ -39,6 +39,7 @@ from common import (
     configure_evaluation,
     configure_schedule,
     decode_image,
+    end_distributed,
     load_config,
     load_model,
     load_splits,
@@ -209,3 +210,4 @@ def collate(examples: list[dict]) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

@@ -37,6 +37,7 @@ from common import (
     build_parser,
     configure_evaluation,
     configure_schedule,
+    end_distributed,
     from_the_hub,
     load_config,
     load_model,
@@ -138,3 +139,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed()

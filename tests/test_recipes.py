@@ -509,3 +509,20 @@ def test_cifar10_refuses_an_image_size_or_padding_that_cannot_work(tmp_path):
         common.parse_args(parser, ["--image_size", "0", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--random_crop_padding must be 0"):
         common.parse_args(parser, ["--random_crop_padding", "-2", "--output_dir", str(tmp_path)])
+
+
+def test_a_recipe_run_as_a_script_ends_its_process_group(tmp_path):
+    """``end_distributed``, which each recipe calls after ``main()``: gloo's threads left to the
+    interpreter's exit sometimes aborted a rank (SIGABRT) that had written everything."""
+    import torch.distributed as dist
+
+    recipe_module("sst2")  # puts recipes/ on the path
+    from common import end_distributed
+
+    end_distributed()  # no process group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_distributed()
+    assert not dist.is_initialized()
+    for name in RECIPE_NAMES:
+        assert "main()\n    end_distributed()" in (RECIPES_DIR / f"run_{name}.py").read_text()

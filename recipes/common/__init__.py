@@ -16,9 +16,9 @@ The recipes run as plain scripts (``python recipes/run_sst2.py``), so this packa
 from .arguments import BaseDataArguments, BaseModelArguments, ScheduleArguments, build_parser, parse_args, setup_logging
 from .data import decode_image, load_splits, require_examples
 from .models import from_the_hub, load_config, load_model, parse_config_overrides
-from .run import train_evaluate_test
+from .run import end_distributed, train_evaluate_test
 from .schedule import EvaluationCadence, configure_evaluation, configure_schedule
 
 __all__ = ["BaseDataArguments", "BaseModelArguments", "EvaluationCadence", "ScheduleArguments", "build_parser",
-           "configure_evaluation", "configure_schedule", "decode_image", "from_the_hub", "load_config", "load_model", "load_splits",
+           "configure_evaluation", "configure_schedule", "decode_image", "end_distributed", "from_the_hub", "load_config", "load_model", "load_splits",
            "parse_args", "parse_config_overrides", "require_examples", "setup_logging", "train_evaluate_test"]
