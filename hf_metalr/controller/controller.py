@@ -906,17 +906,14 @@ class MetaLRController:
         """Whether a restore of the distance check's cuts (rule "restore") was taken back: by the undo of a
         punished raise right after it, or by the undo of an unpaid raise whose standing raise it was. The
         gate then restores no more in this run."""
-        last_raise = None
-        for position, entry in enumerate(self.history):
-            rule = self._rule_of(entry)
-            if rule == "undo_raise" and position and self._rule_of(self.history[position - 1]) == "restore":
+        previous = last_raise = None
+        for entry in self.history:
+            rule, applied = self._rule_of(entry), float(entry.get("applied", 1.0))
+            if (rule == "undo_raise" and previous == "restore") or (rule == "unpaid_undo" and last_raise == "restore"):
                 return True
-            if rule == "unpaid_undo" and last_raise == "restore":
-                return True
-            if float(entry.get("applied", 1.0)) > 1:
-                last_raise = rule
-            elif float(entry.get("applied", 1.0)) < 1:
-                last_raise = None
+            if applied != 1.0:
+                last_raise = rule if applied > 1 else None
+            previous = rule
         return False
 
     def _last_rule(self) -> str | None:

@@ -361,11 +361,11 @@ def _raise_past_the_hold(features: dict[str, float]) -> bool:
 
 def distance_restore(features: dict[str, float], *, scale: float, distance_debt: float, first: bool,
                      schedule_anneals: bool, last_applied: float = 1.0, last_rule: str | None = None,
-                     restore_punished: bool = False) -> float | None:
+                     restore_punished: bool = False, max_scale: float = math.inf) -> float | None:
     """The raise with which the gate takes the distance check's cuts back by itself, whatever the
     policy asks: ``RESTORE_RAISE``, as far as the check's cuts (``distance_debt``: the product of its
-    cuts and of every raise since its first, below 1 while some are not taken back) and the user's LR
-    (``scale``) at most, while the LR is below the user's and at most ``DISTANCE_SHORT`` times the
+    cuts and of every raise since its first, below 1 while some are not taken back), the user's LR
+    (``scale``) and ``max_scale`` (``max_lr``) at most, while the LR is below the user's and at most ``DISTANCE_SHORT`` times the
     distance estimate (``short_of_the_distance``; a doubling then stays within the raise ceiling),
     the metric did not get worse (by more than ``RAISE_PUNISHED``) and nothing reads an overshoot (the
     gradient opposing the steps past the cut's bar, the iterates' bounce; an interval with no measured
@@ -385,7 +385,7 @@ def distance_restore(features: dict[str, float], *, scale: float, distance_debt:
     if (_worse_beyond_noise(features) or features["grad_alignment_t"] <= -_cut_evidence_t(features)
             or bouncing(features) or features.get("alignment_steps") == 0):  # nothing measured: no reading at all
         return None
-    restore = min(RESTORE_RAISE, 1.0 / distance_debt, 1.0 / scale)
+    restore = min(RESTORE_RAISE, 1.0 / distance_debt, 1.0 / scale, max_scale / scale)
     return restore if restore > 1.0 + 1e-9 else None
 
 
@@ -620,9 +620,7 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
                f"for x{requested:g})")
     restore = distance_restore(features, scale=scale, distance_debt=distance_debt, first=first,
                                schedule_anneals=schedule_anneals, last_applied=last_applied, last_rule=last_rule,
-                               restore_punished=restore_punished)
-    if restore is not None and restore * scale > max_scale:  # max_lr below the LR it would take
-        restore = max_scale / scale if max_scale / scale > 1.0 + 1e-9 else None
+                               restore_punished=restore_punished, max_scale=max_scale)
     if restore is not None and multiplier >= restore:  # the policy's own raise takes back as much
         rule = "restore"
     elif restore is not None and multiplier >= 1.0:  # a cut the gate let through stays
