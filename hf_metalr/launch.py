@@ -28,6 +28,11 @@ Trainer (two controllers on one optimizer are refused at train begin; run such a
 
 :class:`MetaLRArguments` (the ``--metalr_*`` options) and :func:`check_metalr_options` live in
 ``hf_metalr.integration.arguments``, shared with the recipes; they are re-exported here.
+
+A script that returns normally and leaves a ``torch.distributed`` process group up (the Trainer
+under ``accelerate launch`` or ``torchrun`` does) has it ended after it: a barrier, then
+``destroy_process_group``, as the recipes end theirs. Left to the interpreter's exit, gloo's
+threads sometimes abort a rank that has written everything, and the run reads as failed.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from transformers.hf_argparser import string_to_bool
 
 from .integration.arguments import (FLAG_PREFIX, MetaLRArguments, MetaLROptionError, check_lr_bounds, check_metalr_options,
                                    tidy_negative_flags)
+from .integration.process_group import end_distributed
 
 __all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_lr_bounds", "check_metalr_options", "install", "main",
            "patched", "run_command"]
@@ -344,6 +350,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except LaunchError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    if code == 0:  # this rank's script returned: wait for the others, end the group it left (not after a failure: a barrier
+        # could wait forever for ranks the launcher stops)
+        end_distributed()
     if main_process:
         _summarize(prog, built, own)
     return code

@@ -244,6 +244,11 @@ elif mode == "plateau":
     make_trainer(out, lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy")
 elif mode == "train":
     make_trainer(out, max_steps=5).train()
+elif mode in ("group", "group_then_fail"):  # a process group left up, as a Trainer under torchrun leaves one
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{out}", rank=0, world_size=1)
+    if mode == "group_then_fail":
+        sys.exit(3)
 '''
 
 
@@ -283,6 +288,58 @@ def test_two_trainers_in_one_output_dir_share_one_trace_and_are_told_so(modes, t
 def test_a_missing_metric_under_the_launcher_names_its_flag(modes, tmp_path):
     with pytest.raises(ValueError, match=r"Pass --metalr_metric NAME \(or HF_METALR_METRIC=NAME\) to the launcher"):
         launch.main(["--metalr_metric", "nonexistent", str(modes), "train", str(tmp_path / "m")])
+
+
+def test_the_launcher_ends_the_process_group_a_script_leaves_and_only_after_it_returned(modes, tmp_path):
+    import torch.distributed as dist
+
+    assert launch.main([str(modes), "group", str(tmp_path / "rendezvous-a")]) == 0
+    assert not dist.is_initialized(), "ended after the script returned"
+    try:
+        assert launch.main([str(modes), "group_then_fail", str(tmp_path / "rendezvous-b")]) == 3
+        assert dist.is_initialized(), "a failed script's group is left alone: the other ranks may never reach a barrier"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+RANKS_SCRIPT = EXAMPLE_SCRIPT.replace(
+    "compute_metrics=accuracy)",
+    "compute_metrics=accuracy, callbacks=[RecordLR()])",
+).replace(
+    "parser = argparse.ArgumentParser()",
+    """from transformers import TrainerCallback
+
+
+class RecordLR(TrainerCallback):
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        with Path(args.output_dir, f"lrs.rank{args.process_index}.jsonl").open("a") as f:
+            f.write(json.dumps([state.global_step + 1, optimizer.param_groups[0]["lr"]]) + "\\n")
+
+
+parser = argparse.ArgumentParser()""",
+)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_on_two_processes(tmp_path):
+    """``accelerate launch --multi_gpu --num_processes 2 -m hf_metalr.launch script.py``, on CPU (gloo): both
+    ranks apply the controller's LR at every step, one trace is written, and the run exits 0."""
+    assert "RecordLR()" in RANKS_SCRIPT and "hf_metalr" not in RANKS_SCRIPT
+    script, out = tmp_path / "train_digits.py", tmp_path / "out"
+    script.write_text(RANKS_SCRIPT)
+    proc = run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541",
+                "-m", "hf_metalr.launch", "--metalr_seed", "3", str(script), "--output_dir", str(out)], tmp_path)
+    trace = trace_of(out)
+    assert [entry["global_step"] for entry in trace] == [5, 10, 15, 20, 25, 30]
+    assert proc.stderr.count("MetaLRCallback was added to 1 Trainer") == 1, "the summary, from the main process only"
+    ranks = [[json.loads(line) for line in (out / f"lrs.rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert ranks[0] == ranks[1] and [step for step, _ in ranks[0]] == list(range(1, 31))
+    applied = dict(ranks[0])
+    for entry in trace[:-1]:  # each decision's LR holds from the next step on, on both ranks
+        assert applied[entry["global_step"] + 1] == pytest.approx(entry["lr"])
+    assert len({lr for _, lr in ranks[0]}) > 1, "the controller moved the LR (else the check above proves little)"
 
 
 def test_only_hfargumentparser_bool_twins_get_the_short_help():

@@ -22,6 +22,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_metalr import MetaLRCallback  # noqa: E402
+from hf_metalr.integration.process_group import end_distributed  # noqa: E402
 
 
 class DigitsDataset(torch.utils.data.Dataset):
@@ -183,8 +184,7 @@ def main(argv=None):
     guard = {"early_guard": metalr.controller.early_guard.to_dict(), "early_cuts": metalr.controller.early_cuts}
     (out / f"early_guard.rank{rank}.json").write_text(json.dumps(guard))
     if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        end_distributed()
         # and the interpreter's teardown, after it, once hung for good in rank 0 (gloo's threads; the other rank
         # had exited): everything is written, so leave without it
         sys.stdout.flush()

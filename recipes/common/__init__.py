@@ -8,15 +8,18 @@
 - ``models``: ``load_config``, ``load_model`` and ``from_the_hub`` (a failed hub load, named, with its local flags);
 - ``run``: ``train_evaluate_test``.
 
-Metrics and audio decoding come from the package (``hf_metalr.metrics``, ``hf_metalr.media``).
+Metrics, audio decoding and ``end_distributed`` come from the package (``hf_metalr.metrics``,
+``hf_metalr.media``, ``hf_metalr.integration.process_group``; the launcher ends its runs the same way).
 The recipes run as plain scripts (``python recipes/run_sst2.py``), so this package is imported as
 ``common`` from the script's own directory.
 """
 
+from hf_metalr.integration.process_group import end_distributed
+
 from .arguments import BaseDataArguments, BaseModelArguments, ScheduleArguments, build_parser, parse_args, setup_logging
 from .data import decode_image, load_splits, require_examples
 from .models import from_the_hub, load_config, load_model, parse_config_overrides
-from .run import end_distributed, train_evaluate_test
+from .run import train_evaluate_test
 from .schedule import EvaluationCadence, configure_evaluation, configure_schedule
 
 __all__ = ["BaseDataArguments", "BaseModelArguments", "EvaluationCadence", "ScheduleArguments", "build_parser",

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from hf_metalr import TRACE_NAME, MetaLRCallback, read_trace
 
 logger = logging.getLogger("recipes")
@@ -48,13 +46,3 @@ def train_evaluate_test(trainer, splits) -> dict:
     else:
         logger.warning("no test split: skipped the test evaluation")
     return everything
-
-
-def end_distributed() -> None:
-    """At the end of a recipe run as a script: when a process group is up (``accelerate launch``,
-    ``torchrun``), wait for every rank and destroy it. Left to the interpreter's exit, gloo's threads
-    sometimes abort a rank that has already written everything (SIGABRT, "terminate called without an
-    active exception"), and the launcher then reports the run as failed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
