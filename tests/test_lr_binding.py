@@ -173,3 +173,27 @@ def test_the_plain_loops_refusals_name_the_plain_loops_fix():
         with pytest.raises(ValueError, match=r"MetaLRController.scale_param_groups") as info:
             ctrl.scale_param_groups(opt, scheduler)
         assert "callback" not in str(info.value) and "lr_scheduler_type" not in str(info.value)
+
+
+def test_a_warmup_the_constant_schedule_drops_is_warned_about(tmp_path):
+    """transformers' ``constant`` schedule ignores ``warmup_steps`` without a word; the callback says so, with
+    the schedule that warms up. The applied LRs show the drop is real (full LR from step 1)."""
+    import warnings
+
+    recorder = AppliedLRRecorder(tmp_path / "constant" / "lrs.jsonl")
+    (tmp_path / "constant").mkdir()
+    trainer = make_trainer(tmp_path / "constant", callbacks=[MetaLRCallback(policy="random"), recorder],
+                           lr_scheduler_type="constant", warmup_steps=10, max_steps=6)
+    with pytest.warns(UserWarning, match=r"warmup_steps=10 has no effect under lr_scheduler_type='constant'.*"
+                                         r"lr_scheduler_type='constant_with_warmup'"):
+        trainer.train()
+    first = json.loads((tmp_path / "constant" / "lrs.jsonl").read_text().splitlines()[0])
+    assert first["lrs"][0] == pytest.approx(3e-3), "the constant schedule started at the full LR"
+
+    for name, overrides in (("with_warmup", {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 10}),
+                            ("no_warmup", {"lr_scheduler_type": "constant"})):
+        trainer = make_trainer(tmp_path / name, callbacks=[MetaLRCallback(policy="random")], max_steps=6, **overrides)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train()
+        assert not [w for w in caught if "has no effect under" in str(w.message)], name

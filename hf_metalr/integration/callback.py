@@ -86,7 +86,7 @@ from .check_batches import EvalBatchCapture, first_batches
 from .checkpoint_files import (checkpoint_folder, checkpoint_folders, restore_iterate_average, shared_train_losses,
                                write_iterate_average, write_train_losses)
 from ..controller.scheduler_binding import normalises_steps, reference_lr, schedule_anneals
-from .lr_binding import apply_scale, check_scheduler_supported, check_training_args
+from .lr_binding import apply_scale, check_scheduler_supported, check_training_args, ignored_warmup
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
 from .watched_parameters import average_iterates, watchable, watched_parameters
@@ -281,6 +281,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                         "the callback); the controller starts fresh from this step", state.global_step)
         logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key,
                     "greater" if self.controller.tracker.greater_is_better else "lower")
+        if state.is_world_process_zero and state.global_step == 0 and (ignored := ignored_warmup(args)):
+            warnings.warn(ignored, UserWarning, stacklevel=2)
         if state.is_world_process_zero and not _decisions_before_the_end(args, state):
             warnings.warn(
                 f"MetaLRCallback: no evaluation comes before the run's last step ({state.max_steps}; "

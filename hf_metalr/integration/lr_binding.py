@@ -20,6 +20,19 @@ __all__ = ["apply_scale", "check_scheduler_supported", "check_training_args", "u
 METRIC_DRIVEN_TYPES = ("reduce_lr_on_plateau", "greedy")
 
 
+def ignored_warmup(args) -> str | None:
+    """The warning for a warmup the Trainer's schedule drops: ``lr_scheduler_type="constant"``
+    (transformers' ``get_constant_schedule``) ignores ``warmup_steps``, without a word. None otherwise."""
+    scheduler_type = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    warmup = getattr(args, "warmup_steps", 0) or 0
+    if scheduler_type != "constant" or warmup <= 0:
+        return None
+    return (f"MetaLRCallback: warmup_steps={warmup:g} has no effect under lr_scheduler_type='constant' (transformers' "
+            "constant schedule has no warmup), so the run starts at the full LR. For a warmup under the controller, "
+            "use lr_scheduler_type='constant_with_warmup' (--lr_scheduler_type constant_with_warmup); for none, drop "
+            "warmup_steps.")
+
+
 def check_training_args(args) -> None:
     """Fail fast on ``TrainingArguments`` whose LR control conflicts with the callback."""
     scheduler_type = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
