@@ -36,7 +36,7 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
     """Make ``training_args`` run ``--lr_schedule``; return the ``MetaLRCallback`` kwargs (None for a baseline).
 
     - ``metalr`` (and ``metalr-*`` variants): ``--lr_scheduler_type`` (the recipes' default: ``constant``) and ``--warmup_steps``
-      are kept: the controller multiplies that schedule (a warning when the type has no warmup to apply it to). A metric-driven type (plateau, greedy) would
+      are kept: the controller multiplies that schedule (the callback warns at train begin when the type has no warmup to apply it to). A metric-driven type (plateau, greedy) would
       fight the controller and is refused.
     - a baseline: it sets ``--lr_scheduler_type`` (with a warning if you asked for another); your
       ``--warmup_steps`` (default 0, as in the comparison tool) is kept, which ``cosine``, ``linear``
@@ -51,10 +51,6 @@ def configure_schedule(schedule_args: ScheduleArguments, training_args: Training
         conflict = schedule_args.metric_driven_conflict(requested)
         if conflict:
             raise ValueError(conflict)
-        if training_args.warmup_steps and requested in WITHOUT_WARMUP:
-            logger.warning("--warmup_steps %g has no effect with --lr_scheduler_type %s, which has no warmup: use "
-                           "--lr_scheduler_type constant_with_warmup (or linear, cosine, ...) for one",
-                           training_args.warmup_steps, requested)
         try:
             return check_metalr_options(schedule_args, learning_rate=training_args.learning_rate)
         except MetaLROptionError as err:
