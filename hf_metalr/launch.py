@@ -30,9 +30,10 @@ Trainer (two controllers on one optimizer are refused at train begin; run such a
 ``hf_metalr.integration.arguments``, shared with the recipes; they are re-exported here.
 
 A script that returns normally and leaves a ``torch.distributed`` process group up (the Trainer
-under ``accelerate launch`` or ``torchrun`` does) has it ended after it: a barrier, then
-``destroy_process_group``, as the recipes end theirs. Left to the interpreter's exit, gloo's
-threads sometimes abort a rank that has written everything, and the run reads as failed.
+under ``accelerate launch`` or ``torchrun`` does) has it ended after it, as the recipes end theirs
+(``end_distributed``: with gloo after a barrier). Left to the interpreter's exit, gloo's threads
+sometimes abort a rank that has written everything, and the run reads as failed. A group that was
+up before the script, or the group of a script that failed, is left alone.
 """
 
 from __future__ import annotations
@@ -303,6 +304,12 @@ def _run(target: tuple[str, str], script_args: list[str]) -> int:
     return 0
 
 
+def _process_group_up() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def _is_main_process() -> bool:
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
 
@@ -343,6 +350,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != _FIELDS["metalr_" + k].default) or "its defaults"
         print(f"{prog}: every Trainer gets MetaLRCallback({shown}); {_direction(kwargs)}", file=sys.stderr)
         _show_info_logs()
+    group_was_up = _process_group_up()  # a caller's own group (main() called in-process) is not the launcher's to end
     try:
         with patched(kwargs, sources, prog) as trainers:
             code = _run(target, script_args)
@@ -350,8 +358,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except LaunchError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    if code == 0:  # this rank's script returned: wait for the others, end the group it left (not after a failure: a barrier
-        # could wait forever for ranks the launcher stops)
+    if code == 0 and not group_was_up:  # this rank's script returned: end the group it left (not after a failure: a
+        # barrier could wait for ranks the launcher stops)
         end_distributed()
     if main_process:
         _summarize(prog, built, own)

@@ -244,6 +244,8 @@ elif mode == "plateau":
     make_trainer(out, lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy")
 elif mode == "train":
     make_trainer(out, max_steps=5).train()
+elif mode == "nothing":
+    pass
 elif mode in ("group", "group_then_fail"):  # a process group left up, as a Trainer under torchrun leaves one
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"file://{out}", rank=0, world_size=1)
@@ -290,14 +292,16 @@ def test_a_missing_metric_under_the_launcher_names_its_flag(modes, tmp_path):
         launch.main(["--metalr_metric", "nonexistent", str(modes), "train", str(tmp_path / "m")])
 
 
-def test_the_launcher_ends_the_process_group_a_script_leaves_and_only_after_it_returned(modes, tmp_path):
+def test_the_launcher_ends_the_process_group_a_script_leaves_but_not_after_a_failure_or_a_callers_own(modes, tmp_path):
     import torch.distributed as dist
 
-    assert launch.main([str(modes), "group", str(tmp_path / "rendezvous-a")]) == 0
-    assert not dist.is_initialized(), "ended after the script returned"
     try:
+        assert launch.main([str(modes), "group", str(tmp_path / "rendezvous-a")]) == 0
+        assert not dist.is_initialized(), "ended after the script returned"
         assert launch.main([str(modes), "group_then_fail", str(tmp_path / "rendezvous-b")]) == 3
         assert dist.is_initialized(), "a failed script's group is left alone: the other ranks may never reach a barrier"
+        assert launch.main([str(modes), "nothing", str(tmp_path / "unused")]) == 0
+        assert dist.is_initialized(), "a group that was up before the script (the caller's) is not the launcher's to end"
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -197,3 +197,21 @@ def test_a_warmup_the_constant_schedule_drops_is_warned_about(tmp_path):
             warnings.simplefilter("always")
             trainer.train()
         assert not [w for w in caught if "has no effect under" in str(w.message)], name
+
+    # a scheduler of the user's own (optimizers=...) decides the warmup, whatever lr_scheduler_type says
+    trainer = make_trainer(tmp_path / "own", callbacks=[MetaLRCallback(policy="random")], max_steps=6,
+                           lr_scheduler_type="constant", warmup_steps=10)
+    optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=3e-3)
+    trainer.optimizer, trainer.lr_scheduler = optimizer, get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "has no effect under" in str(w.message)], "own scheduler"
+
+    # Schedule-Free AdamW gets warmup_steps from the Trainer: it warms up under the constant schedule
+    trainer = make_trainer(tmp_path / "sf", callbacks=[MetaLRCallback(policy="random")], max_steps=6,
+                           lr_scheduler_type="constant", warmup_steps=10, optim="schedule_free_adamw")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "has no effect under" in str(w.message)], "schedule-free"

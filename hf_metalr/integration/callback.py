@@ -281,7 +281,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                         "the callback); the controller starts fresh from this step", state.global_step)
         logger.info("MetaLRCallback: monitoring %s, %s is better", self.metric_key,
                     "greater" if self.controller.tracker.greater_is_better else "lower")
-        if state.is_world_process_zero and state.global_step == 0 and (ignored := ignored_warmup(args)):
+        if state.is_world_process_zero and state.global_step == 0 and (ignored := ignored_warmup(args, lr_scheduler)):
             warnings.warn(ignored, UserWarning, stacklevel=2)
         if state.is_world_process_zero and not _decisions_before_the_end(args, state):
             warnings.warn(
