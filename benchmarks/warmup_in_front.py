@@ -15,6 +15,7 @@ beside them. Reads files only; trains nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -30,11 +31,14 @@ def read_runs(path: Path) -> list[dict]:
             if r.get("status") == "ok"]
 
 
+@functools.lru_cache(maxsize=None)
 def family_of(task: str) -> str:
     """``benchmarks/unseen_families.py:MaskedLMTask`` -> ``mlm`` (the family's ``name``)."""
     if ":" not in task:
         return task
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     import unseen_families
 
     return getattr(unseen_families, task.split(":", 1)[1]).name
@@ -52,6 +56,9 @@ def paired(first: dict, second: dict, lower_is_better: bool) -> tuple[int, int, 
 
 def cells(warmup_runs: list[dict], plain_runs: list[dict]) -> list[dict]:
     """One row per (family, band) that has warmup+metalr runs: each schedule's values by seed."""
+    warmups = sorted({r["warmup"] for r in warmup_runs})
+    if len(warmups) != 1:
+        raise ValueError(f"the warmup runs hold {len(warmups)} warmup lengths ({warmups}): give one file per length")
     rows = []
     for family in sorted({family_of(r["task"]) for r in warmup_runs}):
         mine = [r for r in warmup_runs if family_of(r["task"]) == family]

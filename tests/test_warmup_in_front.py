@@ -49,3 +49,9 @@ def test_pairs_by_family_band_and_seed_with_the_metric_direction(tmp_path, capsy
 def test_a_family_without_metalr_at_three_lrs_is_refused():
     with pytest.raises(ValueError, match="mlm: expected metalr at 3 LRs"):
         wif.cells(warmup_rows(), [r for r in unseen_rows() if r["lr"] != 0.03])
+
+
+def test_runs_of_two_warmup_lengths_are_refused():
+    mixed = warmup_rows() + [dict(r, warmup=0.02) for r in warmup_rows()]
+    with pytest.raises(ValueError, match="2 warmup lengths"):
+        wif.cells(mixed, unseen_rows())
