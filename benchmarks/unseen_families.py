@@ -43,6 +43,18 @@ same way, with no rule changed between their first runs and the tables:
 - ``friedman-mlp``: scikit-learn's Friedman #1 regression (10 features, 5 of them used, noise sd 1),
   an MLP with GELU and LayerNorm as a plain ``nn.Module``. Metric: R^2.
 
+A fourth three came on 2026-12-06 (the thirtieth session), defined and run once the same way,
+blind, with no rule changed between their first runs and the tables:
+
+- ``neox-max``: a tiny ``GPTNeoXForCausalLM`` (2 layers, 64 wide, parallel residual, rotary on half
+  of each head) on rows ``BOS, 6 digits, =, their largest``, scored on the answer token only.
+  Metric: the answer's cross-entropy (lower is better); also its accuracy.
+- ``convnext-digits``: a tiny ``ConvNextForImageClassification`` (2 stages, 16 and 32 wide,
+  LayerNorm, patches of 2) on scikit-learn's 8x8 digits (1100 to train). Metric: accuracy.
+- ``encoder-match``: a pre-LN ``nn.TransformerEncoder`` (2 layers, 32 wide) as a plain
+  ``nn.Module``, regressing the sum of the values of 16 (value, flag) pairs whose flag matches the
+  first pair's. Metric: R^2.
+
 Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
 
 Per family, a good LR is picked first (the best final validation loss of the constant LR over a
@@ -63,6 +75,8 @@ are reused from ``--out``/runs.jsonl.
         --out benchmarks/results/unseen_families
     python benchmarks/unseen_families.py --tasks t5-reverse,albert-bigram,friedman-mlp \
         --out benchmarks/results/unseen_families_third
+    python benchmarks/unseen_families.py --tasks neox-max,convnext-digits,encoder-match \
+        --out benchmarks/results/unseen_families_fourth
 """
 
 from __future__ import annotations
@@ -516,10 +530,140 @@ class FriedmanTask(R2Task):
         return seeded(seed, FriedmanMLP)
 
 
+# -- a fourth three, added on 2026-12-06 (the thirtieth session) and run once in the same way -------------
+
+MAX_DIGITS, MAX_SEED = 6, 61
+MAX_PAD, MAX_BOS, MAX_EQ = 0, 1, 2  # then the digits 0..9 as tokens 3..12
+
+
+@functools.lru_cache(maxsize=1)
+def _max_split() -> TaskData:
+    """Rows ``BOS, d_1..d_6, EQ, max(d)``: only the answer is scored (the other labels are -100)."""
+    generator = torch.Generator().manual_seed(MAX_SEED)
+    digits = torch.randint(10, (ROWS, MAX_DIGITS), generator=generator)
+    answer = digits.max(1).values
+    ids = torch.cat([torch.full((ROWS, 1), MAX_BOS), digits + 3, torch.full((ROWS, 1), MAX_EQ), (answer + 3)[:, None]], 1)
+    labels = torch.full_like(ids, -100)
+    labels[:, -1] = ids[:, -1]
+    return _three_splits(input_ids=ids, labels=labels)
+
+
+class MaxDigitTask(Task):
+    name = "neox-max"
+    description = ("the largest of 6 digits, a tiny GPTNeoXForCausalLM (2 layers, 64 wide, parallel residual, partial "
+                   "rotary) scored on the answer token only")
+    metric = "answer_loss"
+    greater_is_better = False
+    threshold = 0.3
+    test_metrics = ("answer_loss", "answer_accuracy")
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
+
+    def load(self) -> TaskData:
+        return _max_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        config = GPTNeoXConfig(vocab_size=13, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=2, max_position_embeddings=MAX_DIGITS + 3, rotary_pct=0.5,
+                               use_parallel_residual=True, hidden_dropout=0.0, attention_dropout=0.0,
+                               pad_token_id=MAX_PAD, bos_token_id=MAX_BOS, eos_token_id=MAX_EQ, tie_word_embeddings=False)
+        return seeded(seed, lambda: GPTNeoXForCausalLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        logits = torch.as_tensor(np.asarray(eval_pred.predictions), dtype=torch.float32)
+        labels = torch.as_tensor(np.asarray(eval_pred.label_ids), dtype=torch.long)
+        predicted, target = logits[:, -2], labels[:, -1]  # the position before the answer predicts it
+        loss = nn.functional.cross_entropy(predicted, target).item()
+        return {"answer_loss": loss, "answer_accuracy": (predicted.argmax(-1) == target).float().mean().item()}
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_images_split() -> TaskData:
+    """scikit-learn's 1797 digits as 1x8x8 images in [0, 1], shuffled once: 1100 to train, 300 to validate, the rest to test."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    order = np.random.default_rng(67).permutation(len(data.target))
+    x = torch.tensor(data.images[order] / 16.0, dtype=torch.float32)[:, None]
+    y = torch.tensor(data.target[order], dtype=torch.long)
+    cuts = (slice(0, 1100), slice(1100, 1400), slice(1400, None))
+    return TaskData(*(ArrayDataset(pixel_values=x[c], labels=y[c]) for c in cuts))
+
+
+class ConvNextDigitsTask(Task):
+    name = "convnext-digits"
+    description = "scikit-learn's 8x8 digits, a tiny ConvNextForImageClassification (2 stages, 16 and 32 wide, LayerNorm)"
+    metric = "accuracy"
+    greater_is_better = True
+    threshold = 0.9
+    test_metrics = ("accuracy", "macro_f1")
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
+
+    def load(self) -> TaskData:
+        return _digit_images_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import ConvNextConfig, ConvNextForImageClassification
+
+        config = ConvNextConfig(num_channels=1, patch_size=2, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                                drop_path_rate=0.0, num_labels=10, image_size=8)
+        return seeded(seed, lambda: ConvNextForImageClassification(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return classification_metrics(eval_pred)
+
+
+MATCH_LENGTH, MATCH_SEED = 16, 73
+
+
+@functools.lru_cache(maxsize=1)
+def _match_split() -> TaskData:
+    """Rows of 16 (value, flag) pairs, values N(0, 1), flags 0/1; the target is the sum of the values whose
+    flag matches the first pair's (attention to the first token decides which count), standardised."""
+    generator = torch.Generator().manual_seed(MATCH_SEED)
+    values = torch.randn(ROWS, MATCH_LENGTH, generator=generator)
+    flags = torch.randint(2, (ROWS, MATCH_LENGTH), generator=generator).float()
+    target = (values * (flags == flags[:, :1]).float()).sum(1)
+    target = (target - target[:TRAIN_ROWS].mean()) / target[:TRAIN_ROWS].std()
+    return _three_splits(pairs=torch.stack([values, flags], -1), labels=target)
+
+
+class MatchEncoder(nn.Module):
+    """A pre-LN ``nn.TransformerEncoder`` (2 layers, 32 wide, 4 heads) over the pairs, mean-pooled to one number."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.embed = nn.Linear(2, width)
+        self.position = nn.Parameter(torch.zeros(MATCH_LENGTH, width))
+        layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
+
+    def forward(self, pairs, labels=None):
+        hidden = self.encoder(self.embed(pairs) + self.position)
+        return regression_output(self.head(hidden.mean(1)).squeeze(-1), labels)
+
+
+class MatchSumTask(R2Task):
+    name = "encoder-match"
+    description = ("the sum of the values flagged like the first, a pre-LN nn.TransformerEncoder (2 layers, 32 wide) "
+                   "as a plain nn.Module")
+    threshold = 0.9
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
+
+    def load(self) -> TaskData:
+        return _match_split()
+
+    def model(self, seed: int) -> nn.Module:
+        return seeded(seed, MatchEncoder)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
-TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE}
+FOURTH_THREE = (MaxDigitTask(), ConvNextDigitsTask(), MatchSumTask())
+TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE}
 
 
 def _runs(path: Path) -> dict[tuple, dict]:

@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: nine model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: twelve model families defined only there, run as a user would."""
 
 import json
 from pathlib import Path
@@ -155,6 +155,44 @@ def test_friedman_targets_are_standardised_on_the_training_rows():
     assert out["logits"].shape == (5,) and out["loss"].item() > 0
 
 
+def test_max_rows_score_only_the_answer_and_the_metrics_read_the_position_before_it():
+    module = load_benchmark("unseen_families")
+    task = module.MaxDigitTask()
+    columns = task.load().validation.columns
+    ids, labels = columns["input_ids"], columns["labels"]
+    assert torch.equal(ids[:, -1] - 3, (ids[:, 1:-2] - 3).max(1).values), "the answer is the largest digit"
+    assert bool((labels[:, :-1] == -100).all()) and torch.equal(labels[:, -1], ids[:, -1])
+    logits = torch.full((6, ids.shape[1], 13), -30.0)
+    logits[torch.arange(6), -2, labels[:6, -1]] = 30.0  # right at the position before the answer only
+    metrics = task.compute_metrics(_prediction(logits, labels[:6]))
+    assert metrics["answer_accuracy"] == 1.0 and metrics["answer_loss"] < 1e-6
+    out = task.model(0)(input_ids=ids[:4], labels=labels[:4])
+    assert out.logits.shape == (4, ids.shape[1], 13) and 1.5 < out.loss.item() < 4.0, "near log(13) untrained"
+
+
+def test_convnext_digits_splits_are_disjoint_images_in_the_unit_range():
+    module = load_benchmark("unseen_families")
+    data = module.ConvNextDigitsTask().load()
+    sizes = [len(split.columns["labels"]) for split in (data.train, data.validation, data.test)]
+    assert sizes == [1100, 300, 397]
+    x = data.train.columns["pixel_values"]
+    assert x.shape[1:] == (1, 8, 8) and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert len(set(data.train.columns["labels"].tolist())) == 10
+    out = module.ConvNextDigitsTask().model(0)(pixel_values=x[:4], labels=data.train.columns["labels"][:4])
+    assert out.logits.shape == (4, 10) and out.loss.item() > 0
+
+
+def test_match_targets_sum_the_values_flagged_like_the_first_and_are_standardised():
+    module = load_benchmark("unseen_families")
+    data = module.MatchSumTask().load()
+    pairs, targets = data.train.columns["pairs"], data.train.columns["labels"]
+    raw = (pairs[..., 0] * (pairs[..., 1] == pairs[:, :1, 1]).float()).sum(1)
+    assert torch.allclose((raw - raw.mean()) / raw.std(), targets, atol=1e-5)
+    assert abs(float(targets.mean())) < 1e-5
+    out = module.MatchSumTask().model(0)(pairs=pairs[:5], labels=targets[:5])
+    assert out["logits"].shape == (5,) and out["loss"].item() > 0
+
+
 def _prediction(predictions, labels):
     from transformers import EvalPrediction
 
@@ -167,6 +205,6 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 9
+    assert len(module.TASKS) == 12
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
