@@ -53,7 +53,7 @@ from transformers.hf_argparser import string_to_bool
 
 from .integration.arguments import (FLAG_PREFIX, MetaLRArguments, MetaLROptionError, check_lr_bounds, check_metalr_options,
                                    tidy_negative_flags)
-from .integration.process_group import end_distributed
+from .integration.process_group import end_distributed, process_group_up
 
 __all__ = ["ENV_PREFIX", "FLAG_PREFIX", "LaunchError", "MetaLRArguments", "check_lr_bounds", "check_metalr_options", "install", "main",
            "patched", "run_command"]
@@ -304,12 +304,6 @@ def _run(target: tuple[str, str], script_args: list[str]) -> int:
     return 0
 
 
-def _process_group_up() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
 def _is_main_process() -> bool:
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
 
@@ -350,7 +344,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v != _FIELDS["metalr_" + k].default) or "its defaults"
         print(f"{prog}: every Trainer gets MetaLRCallback({shown}); {_direction(kwargs)}", file=sys.stderr)
         _show_info_logs()
-    group_was_up = _process_group_up()  # a caller's own group (main() called in-process) is not the launcher's to end
+    group_was_up = process_group_up()  # a caller's own group (main() called in-process) is not the launcher's to end
     try:
         with patched(kwargs, sources, prog) as trainers:
             code = _run(target, script_args)

@@ -7,6 +7,11 @@ import warnings
 import torch
 
 
+def process_group_up() -> bool:
+    """Whether a ``torch.distributed`` process group is up in this process."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def end_distributed() -> None:
     """When a process group is up, end it: with gloo, after a barrier that waits for every rank;
     with another backend (NCCL), at once, as torch recommends.
@@ -19,7 +24,7 @@ def end_distributed() -> None:
     exit as before. Without a process group it does nothing.
     """
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
+    if not process_group_up():
         return
     if dist.get_backend() == "gloo":
         try:
