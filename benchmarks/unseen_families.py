@@ -101,6 +101,14 @@ MASK_SEED, SERIES_SEED = 97, 31
 MASK_SHARE = 0.15
 
 
+def _logits_and_labels(eval_pred) -> tuple[torch.Tensor, torch.Tensor]:
+    """An evaluation's logits as float32 (the first of a tuple of predictions: T5 adds its encoder
+    states) and its labels as longs, for the token-level metrics."""
+    predictions = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    return (torch.as_tensor(np.asarray(predictions), dtype=torch.float32),
+            torch.as_tensor(np.asarray(eval_pred.label_ids), dtype=torch.long))
+
+
 # the rows a generated family draws, and how many of them its training and validation splits take (the test: the rest)
 ROWS, TRAIN_ROWS, VALIDATION_ROWS = 3000, 2000, 500
 
@@ -160,8 +168,7 @@ class MaskedLMTask(Task):
         return seeded(seed, lambda: BertForMaskedLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits = torch.as_tensor(np.asarray(eval_pred.predictions), dtype=torch.float32)
-        labels = torch.as_tensor(np.asarray(eval_pred.label_ids), dtype=torch.long)
+        logits, labels = _logits_and_labels(eval_pred)
         masked = labels != -100
         loss = nn.functional.cross_entropy(logits[masked], labels[masked]).item()
         accuracy = (logits[masked].argmax(-1) == labels[masked]).float().mean().item()
@@ -304,8 +311,7 @@ class CopyLMTask(Task):
         return seeded(seed, lambda: LlamaForCausalLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits = torch.as_tensor(np.asarray(eval_pred.predictions), dtype=torch.float32)
-        labels = torch.as_tensor(np.asarray(eval_pred.label_ids), dtype=torch.long)
+        logits, labels = _logits_and_labels(eval_pred)
         predicted, targets = logits[:, :-1], labels[:, 1:]  # each position predicts the next token
         loss = nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), targets.reshape(-1)).item()
         copied = slice(COPY_PREFIX + 1, None)  # from SEP on: the repeated words
@@ -433,9 +439,7 @@ class ReverseTask(Task):
         return seeded(seed, lambda: T5ForConditionalGeneration(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        predictions = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        logits = torch.as_tensor(np.asarray(predictions), dtype=torch.float32)
-        labels = torch.as_tensor(np.asarray(eval_pred.label_ids), dtype=torch.long)
+        logits, labels = _logits_and_labels(eval_pred)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)).item()
         return {"target_loss": loss, "token_accuracy": (logits.argmax(-1) == labels).float().mean().item()}
 
@@ -571,8 +575,7 @@ class MaxDigitTask(Task):
         return seeded(seed, lambda: GPTNeoXForCausalLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits = torch.as_tensor(np.asarray(eval_pred.predictions), dtype=torch.float32)
-        labels = torch.as_tensor(np.asarray(eval_pred.label_ids), dtype=torch.long)
+        logits, labels = _logits_and_labels(eval_pred)
         predicted, target = logits[:, -2], labels[:, -1]  # the position before the answer predicts it
         loss = nn.functional.cross_entropy(predicted, target).item()
         return {"answer_loss": loss, "answer_accuracy": (predicted.argmax(-1) == target).float().mean().item()}

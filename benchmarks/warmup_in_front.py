@@ -21,7 +21,6 @@ import statistics
 import sys
 from pathlib import Path
 
-LOWER_IS_BETTER = {"target_loss", "masked_loss", "lm_loss"}
 WARMUP, WARMUP_METALR = "constant_with_warmup", "constant_with_warmup+metalr"
 BANDS = (0.1, 1.0, 10.0)
 
@@ -31,17 +30,25 @@ def read_runs(path: Path) -> list[dict]:
             if r.get("status") == "ok"]
 
 
-@functools.lru_cache(maxsize=None)
-def family_of(task: str) -> str:
-    """``benchmarks/unseen_families.py:MaskedLMTask`` -> ``mlm`` (the family's ``name``)."""
-    if ":" not in task:
-        return task
+@functools.lru_cache(maxsize=1)
+def _families():
+    """``benchmarks/unseen_families.py``, imported once."""
     here = str(Path(__file__).resolve().parent)
     if here not in sys.path:
         sys.path.insert(0, here)
     import unseen_families
 
-    return getattr(unseen_families, task.split(":", 1)[1]).name
+    return unseen_families
+
+
+def family_of(task: str) -> str:
+    """``benchmarks/unseen_families.py:MaskedLMTask`` -> ``mlm`` (the family's ``name``)."""
+    return getattr(_families(), task.split(":", 1)[1]).name if ":" in task else task
+
+
+def lower_is_better(family: str) -> bool:
+    """The family's metric direction, as its ``Task`` declares it."""
+    return not _families().TASKS[family].greater_is_better
 
 
 def paired(first: dict, second: dict, lower_is_better: bool) -> tuple[int, int, int, float] | None:
@@ -99,7 +106,7 @@ def to_markdown(rows: list[dict]) -> tuple[str, dict]:
         return f"{got[0]}/{got[1]}/{got[2]}, {got[3]:+.4f}"
 
     for row in rows:
-        v, lower = row["values"], row["metric"] in LOWER_IS_BETTER
+        v, lower = row["values"], lower_is_better(row["family"])
         medians = {k: f"{statistics.median(v[k].values()):.4f}" if v[k] else "–" for k in order}
         lines.append(f"| {row['family']} ({row['metric']}) | x{row['band']:g} | {medians['constant']} | {medians['metalr']} | "
                      f"{medians[WARMUP]} | {medians[WARMUP_METALR]} | "
