@@ -55,6 +55,18 @@ blind, with no rule changed between their first runs and the tables:
   ``nn.Module``, regressing the sum of the values of 16 (value, flag) pairs whose flag matches the
   first pair's. Metric: R^2.
 
+A fifth three came on 2026-12-06 (the thirty-first session), defined and run once the same way,
+blind, with no rule changed between their first runs and the tables:
+
+- ``bloom-sort``: a tiny ``BloomForCausalLM`` (2 layers, 64 wide, ALiBi positions instead of
+  position embeddings, a LayerNorm on the embeddings) on rows ``BOS, 8 digits, SEP, the 8 sorted``,
+  scored on the sorted part. Metric: its cross-entropy (lower is better); also its accuracy.
+- ``deberta-order``: a tiny ``DebertaV2ForSequenceClassification`` (2 layers, 64 wide, disentangled
+  relative attention) telling whether one marker word comes at most 5 places before another in a
+  row of 20. Metric: accuracy.
+- ``patchtst-damping``: a tiny ``PatchTSTForRegression`` (patches of 8, 2 layers, 32 wide) behind a
+  plain ``nn.Module``, regressing the log damping rate of a noisy damped sine. Metric: R^2.
+
 Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
 
 Per family, a good LR is picked first (the best final validation loss of the constant LR over a
@@ -77,6 +89,8 @@ are reused from ``--out``/runs.jsonl.
         --out benchmarks/results/unseen_families_third
     python benchmarks/unseen_families.py --tasks neox-max,convnext-digits,encoder-match \
         --out benchmarks/results/unseen_families_fourth
+    python benchmarks/unseen_families.py --tasks bloom-sort,deberta-order,patchtst-damping --good-lr grid \
+        --out benchmarks/results/unseen_families_fifth
 """
 
 from __future__ import annotations
@@ -662,11 +676,154 @@ class MatchSumTask(R2Task):
         return seeded(seed, MatchEncoder)
 
 
+# -- a fifth three, added on 2026-12-06 (the thirty-first session) and run once in the same way -------------
+
+SORT_DIGITS, SORT_SEED = 8, 83
+SORT_PAD, SORT_BOS, SORT_SEP = 0, 1, 2  # then the digits 0..9 as tokens 3..12
+
+
+@functools.lru_cache(maxsize=1)
+def _sort_split() -> TaskData:
+    """Rows ``BOS, d_1..d_8, SEP, the 8 digits sorted``: only the sorted part is scored (the other labels are -100)."""
+    generator = torch.Generator().manual_seed(SORT_SEED)
+    digits = torch.randint(10, (ROWS, SORT_DIGITS), generator=generator)
+    ids = torch.cat([torch.full((ROWS, 1), SORT_BOS), digits + 3, torch.full((ROWS, 1), SORT_SEP),
+                     digits.sort(1).values + 3], 1)
+    labels = torch.full_like(ids, -100)
+    labels[:, -SORT_DIGITS:] = ids[:, -SORT_DIGITS:]
+    return _three_splits(input_ids=ids, labels=labels)
+
+
+class SortLMTask(Task):
+    name = "bloom-sort"
+    description = ("sort 8 digits, a tiny BloomForCausalLM (2 layers, 64 wide, ALiBi positions, a LayerNorm on the "
+                   "embeddings) scored on the sorted part only")
+    metric = "sorted_loss"
+    greater_is_better = False
+    threshold = 0.3
+    test_metrics = ("sorted_loss", "sorted_accuracy")
+    learning_rate = 1e-3  # set before the grid's first run; the blind run picks the cells' LR from the grid
+
+    def load(self) -> TaskData:
+        return _sort_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import BloomConfig, BloomForCausalLM
+
+        config = BloomConfig(vocab_size=13, hidden_size=64, n_layer=2, n_head=2, hidden_dropout=0.0,
+                             attention_dropout=0.0, pad_token_id=SORT_PAD, bos_token_id=SORT_BOS,
+                             eos_token_id=SORT_SEP, tie_word_embeddings=False, use_cache=False)
+        return seeded(seed, lambda: BloomForCausalLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        logits, labels = _logits_and_labels(eval_pred)
+        predicted, target = logits[:, -SORT_DIGITS - 1:-1], labels[:, -SORT_DIGITS:]  # each position predicts the next
+        loss = nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), target.reshape(-1)).item()
+        return {"sorted_loss": loss, "sorted_accuracy": (predicted.argmax(-1) == target).float().mean().item()}
+
+
+ORDER_VOCABULARY, ORDER_LENGTH, ORDER_SEED, ORDER_REACH = 40, 20, 89, 5
+MARK_A, MARK_B = 3, 4
+
+
+@functools.lru_cache(maxsize=1)
+def _order_split() -> TaskData:
+    """Rows of 20 words (ids 5..39) that each hold MARK_A and MARK_B once; label 1 when MARK_A comes before
+    MARK_B and at most 5 places before it, 0 otherwise (after it, or further before it), half and half."""
+    generator = torch.Generator().manual_seed(ORDER_SEED)
+    ids = torch.randint(5, ORDER_VOCABULARY, (ROWS, ORDER_LENGTH), generator=generator)
+    labels = (torch.arange(ROWS) % 2 == 0).long()
+    for row in range(ROWS):
+        while True:
+            a, b = torch.randperm(ORDER_LENGTH, generator=generator)[:2].tolist()
+            if int(0 < b - a <= ORDER_REACH) == int(labels[row]):
+                break
+        ids[row, a], ids[row, b] = MARK_A, MARK_B
+    order = torch.randperm(ROWS, generator=generator)
+    return _three_splits(input_ids=ids[order], labels=labels[order])
+
+
+class OrderTask(Task):
+    name = "deberta-order"
+    description = ("whether one marker word comes at most 5 places before another, a tiny "
+                   "DebertaV2ForSequenceClassification (2 layers, 64 wide, disentangled relative attention)")
+    metric = "accuracy"
+    greater_is_better = True
+    threshold = 0.9
+    test_metrics = ("accuracy", "macro_f1")
+    learning_rate = 1e-3  # set before the grid's first run; the blind run picks the cells' LR from the grid
+
+    def load(self) -> TaskData:
+        return _order_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+        config = DebertaV2Config(vocab_size=ORDER_VOCABULARY, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=128, max_position_embeddings=ORDER_LENGTH, relative_attention=True,
+                                 position_buckets=16, pos_att_type=["p2c", "c2p"], type_vocab_size=0, num_labels=2,
+                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
+        return seeded(seed, lambda: DebertaV2ForSequenceClassification(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return classification_metrics(eval_pred)
+
+
+DAMPING_LENGTH, DAMPING_SEED = 64, 97
+
+
+@functools.lru_cache(maxsize=1)
+def _damping_split() -> TaskData:
+    """Noisy damped sines ``exp(-g t) sin(2 pi f t + phase)`` over 64 samples (g in [0.5, 5] per series length,
+    f 2 to 6 cycles, noise sd 0.1); the target is log g, standardised on the training rows."""
+    generator = torch.Generator().manual_seed(DAMPING_SEED)
+    t = torch.arange(DAMPING_LENGTH) / DAMPING_LENGTH
+    rate = 0.5 + 4.5 * torch.rand(ROWS, 1, generator=generator)
+    cycles = 2 + 4 * torch.rand(ROWS, 1, generator=generator)
+    phase = 2 * torch.pi * torch.rand(ROWS, 1, generator=generator)
+    series = torch.exp(-rate * t) * torch.sin(2 * torch.pi * cycles * t + phase)
+    series = series + 0.1 * torch.randn(ROWS, DAMPING_LENGTH, generator=generator)
+    target = rate.squeeze(1).log()
+    target = (target - target[:TRAIN_ROWS].mean()) / target[:TRAIN_ROWS].std()
+    return _three_splits(series=series, labels=target)
+
+
+class DampingPatchTST(nn.Module):
+    """A tiny ``PatchTSTForRegression`` (patches of 8, 2 layers, 32 wide) behind the ``(series, labels)`` signature."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import PatchTSTConfig, PatchTSTForRegression
+
+        config = PatchTSTConfig(num_input_channels=1, context_length=DAMPING_LENGTH, patch_length=8, patch_stride=8,
+                                d_model=32, num_attention_heads=2, num_hidden_layers=2, ffn_dim=64, num_targets=1,
+                                dropout=0.0, attention_dropout=0.0, ff_dropout=0.0, head_dropout=0.0)
+        self.patchtst = PatchTSTForRegression(config)
+
+    def forward(self, series, labels=None):
+        prediction = self.patchtst(past_values=series[..., None]).regression_outputs.squeeze(-1)
+        return regression_output(prediction, labels)
+
+
+class DampingTask(R2Task):
+    name = "patchtst-damping"
+    description = "the damping rate of a noisy damped sine, a tiny PatchTSTForRegression (patches of 8, 2 layers, 32 wide)"
+    threshold = 0.8
+    learning_rate = 1e-3  # set before the grid's first run; the blind run picks the cells' LR from the grid
+
+    def load(self) -> TaskData:
+        return _damping_split()
+
+    def model(self, seed: int) -> nn.Module:
+        return seeded(seed, DampingPatchTST)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
 FOURTH_THREE = (MaxDigitTask(), ConvNextDigitsTask(), MatchSumTask())
-TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE}
+FIFTH_THREE = (SortLMTask(), OrderTask(), DampingTask())
+TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE}
 
 
 def _runs(path: Path) -> dict[tuple, dict]:

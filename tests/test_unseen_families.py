@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: twelve model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: fifteen model families defined only there, run as a user would."""
 
 import json
 from pathlib import Path
@@ -193,6 +193,50 @@ def test_match_targets_sum_the_values_flagged_like_the_first_and_are_standardise
     assert out["logits"].shape == (5,) and out["loss"].item() > 0
 
 
+def test_sort_rows_score_only_the_sorted_part_and_the_metrics_read_the_position_before_each():
+    module = load_benchmark("unseen_families")
+    task = module.SortLMTask()
+    columns = task.load().validation.columns
+    ids, labels = columns["input_ids"], columns["labels"]
+    n = module.SORT_DIGITS
+    assert torch.equal(ids[:, -n:], ids[:, 1:1 + n].sort(1).values) and bool((ids[:, n + 1] == module.SORT_SEP).all())
+    assert bool((labels[:, :-n] == -100).all()) and torch.equal(labels[:, -n:], ids[:, -n:])
+    logits = torch.full((6, ids.shape[1], 13), -30.0)
+    for k in range(n):  # each sorted digit predicted at the position just before it, nowhere else
+        logits[torch.arange(6), ids.shape[1] - n - 1 + k, labels[:6, ids.shape[1] - n + k]] = 30.0
+    metrics = task.compute_metrics(_prediction(logits, labels[:6]))
+    assert metrics["sorted_accuracy"] == 1.0 and metrics["sorted_loss"] < 1e-6
+    shifted = task.compute_metrics(_prediction(logits.roll(1, dims=1), labels[:6]))
+    assert shifted["sorted_accuracy"] < 0.5, "one position off must not read as right"
+    out = task.model(0)(input_ids=ids[:4], labels=labels[:4])
+    assert out.logits.shape == (4, ids.shape[1], 13) and 1.5 < out.loss.item() < 4.0, "near log(13) untrained"
+
+
+def test_order_rows_hold_each_marker_once_and_label_a_close_enough_order_half_the_time():
+    module = load_benchmark("unseen_families")
+    data = module.OrderTask().load()
+    ids, labels = data.train.columns["input_ids"], data.train.columns["labels"]
+    assert bool(((ids == module.MARK_A).sum(1) == 1).all()) and bool(((ids == module.MARK_B).sum(1) == 1).all())
+    gap = (ids == module.MARK_B).float().argmax(1) - (ids == module.MARK_A).float().argmax(1)
+    assert torch.equal(labels, ((gap > 0) & (gap <= module.ORDER_REACH)).long())
+    assert 0.45 < float(labels.float().mean()) < 0.55
+    out = module.OrderTask().model(0)(input_ids=ids[:4], labels=labels[:4])
+    assert out.logits.shape == (4, 2) and out.loss.item() > 0
+
+
+def test_damping_targets_are_the_standardised_log_rate_and_the_model_returns_one_number_per_series():
+    module = load_benchmark("unseen_families")
+    data = module.DampingTask().load()
+    series, targets = data.train.columns["series"], data.train.columns["labels"]
+    assert series.shape == (module.TRAIN_ROWS, module.DAMPING_LENGTH)
+    assert abs(float(targets.mean())) < 1e-5 and abs(float(targets.std()) - 1) < 1e-5
+    late, early = series[:, -16:].abs().mean(1), series[:, :16].abs().mean(1)
+    fast = targets > 1.0  # the fastest-damped series have faded by their last quarter, the slowest have not
+    assert float((late / early)[fast].mean()) < float((late / early)[targets < -1.0].mean())
+    out = module.DampingTask().model(0)(series=series[:5], labels=targets[:5])
+    assert out["logits"].shape == (5,) and out["loss"].item() > 0
+
+
 def _prediction(predictions, labels):
     from transformers import EvalPrediction
 
@@ -205,6 +249,6 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 12
+    assert len(module.TASKS) == 15
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
