@@ -79,11 +79,13 @@ def main(argv=None) -> int:
             baseline_path = a.baseline / f"{task_name}-lr_x{mult:g}" / RESULTS_NAME
             if not baseline_path.exists():
                 p.error(f"--baseline: {baseline_path} is missing; run make meta-eval first or pass the sweep's folder")
-            committed = [r for r in load_results(baseline_path)["runs"] if r["seed"] in seeds]
+            baseline = load_results(baseline_path)
+            committed = [r for r in baseline["runs"] if r["seed"] in seeds]
             missing = sorted(set(seeds) - {r["seed"] for r in committed if r["schedule"] == "constant"})
             if missing:
                 p.error(f"--baseline: {baseline_path} has no runs for seeds {missing}; pass fewer --seeds")
-            by_lr[mult] = {"runs": screened[task_name, mult] + [r for r in committed if r["schedule"] != "metalr"]}
+            by_lr[mult] = {"config": baseline["config"],  # the budget the summary reads
+                           "runs": screened[task_name, mult] + [r for r in committed if r["schedule"] != "metalr"]}
             seed_rows.append(per_seed_lines(task_name, mult, screened[task_name, mult],
                                             [r for r in committed if r["schedule"] == "metalr"]))
         summaries.append(summarize(task_name, by_lr))

@@ -61,6 +61,20 @@ def test_screen_refuses_bad_arguments_before_any_run(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing ran
 
 
+def test_screen_runs_the_candidate_and_summarizes_it_against_the_baseline(tmp_path):
+    from hf_metalr.compare import compare
+    from hf_metalr.tasks import get_task
+
+    lr = get_task("digits").learning_rate
+    compare("digits", ["constant"], [0], tmp_path / "baseline" / "digits-lr_x1", lr=lr)
+    screen = _load("screen_policy")
+    assert screen.main([str(default_policy_path()), "--out", str(tmp_path / "screen"), "--baseline",
+                        str(tmp_path / "baseline"), "--tasks", "digits", "--seeds", "1", "--multipliers", "1"]) == 0
+    text = (tmp_path / "screen" / "screen.md").read_text()
+    assert text.startswith(f"# Screen of {default_policy_path()} (metalr column)")
+    assert "| digits x1 | " in text  # the per-seed line, the candidate's run beside the (absent) shipped one
+
+
 def test_autocorrelation_window_stats_agree_on_independent_cosines_and_discount_correlated_ones():
     import numpy as np
 
