@@ -550,20 +550,28 @@ class FriedmanTask(R2Task):
 
 # -- a fourth three, added on 2026-12-06 (the thirtieth session) and run once in the same way -------------
 
+DIGIT_PAD, DIGIT_BOS, DIGIT_SEP = 0, 1, 2  # the digit-token families' specials; the digits 0..9 are tokens 3..12
+
+
+def _digit_rows(digits: torch.Tensor, answer: torch.Tensor) -> TaskData:
+    """Rows ``BOS, the digits, SEP, the answer`` (digits as tokens 3..12): only the answer's tokens are
+    scored (the other labels are -100)."""
+    rows = len(digits)
+    ids = torch.cat([torch.full((rows, 1), DIGIT_BOS), digits + 3, torch.full((rows, 1), DIGIT_SEP), answer + 3], 1)
+    labels = torch.full_like(ids, -100)
+    labels[:, -answer.shape[1]:] = ids[:, -answer.shape[1]:]
+    return _three_splits(input_ids=ids, labels=labels)
+
+
 MAX_DIGITS, MAX_SEED = 6, 61
-MAX_PAD, MAX_BOS, MAX_EQ = 0, 1, 2  # then the digits 0..9 as tokens 3..12
 
 
 @functools.lru_cache(maxsize=1)
 def _max_split() -> TaskData:
-    """Rows ``BOS, d_1..d_6, EQ, max(d)``: only the answer is scored (the other labels are -100)."""
+    """Rows ``BOS, d_1..d_6, SEP, max(d)`` (``_digit_rows``): only the answer is scored."""
     generator = torch.Generator().manual_seed(MAX_SEED)
     digits = torch.randint(10, (ROWS, MAX_DIGITS), generator=generator)
-    answer = digits.max(1).values
-    ids = torch.cat([torch.full((ROWS, 1), MAX_BOS), digits + 3, torch.full((ROWS, 1), MAX_EQ), (answer + 3)[:, None]], 1)
-    labels = torch.full_like(ids, -100)
-    labels[:, -1] = ids[:, -1]
-    return _three_splits(input_ids=ids, labels=labels)
+    return _digit_rows(digits, digits.max(1, keepdim=True).values)
 
 
 class MaxDigitTask(Task):
@@ -585,7 +593,7 @@ class MaxDigitTask(Task):
         config = GPTNeoXConfig(vocab_size=13, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                num_attention_heads=2, max_position_embeddings=MAX_DIGITS + 3, rotary_pct=0.5,
                                use_parallel_residual=True, hidden_dropout=0.0, attention_dropout=0.0,
-                               pad_token_id=MAX_PAD, bos_token_id=MAX_BOS, eos_token_id=MAX_EQ, tie_word_embeddings=False)
+                               pad_token_id=DIGIT_PAD, bos_token_id=DIGIT_BOS, eos_token_id=DIGIT_SEP, tie_word_embeddings=False)
         return seeded(seed, lambda: GPTNeoXForCausalLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
@@ -679,19 +687,14 @@ class MatchSumTask(R2Task):
 # -- a fifth three, added on 2026-12-06 (the thirty-first session) and run once in the same way -------------
 
 SORT_DIGITS, SORT_SEED = 8, 83
-SORT_PAD, SORT_BOS, SORT_SEP = 0, 1, 2  # then the digits 0..9 as tokens 3..12
 
 
 @functools.lru_cache(maxsize=1)
 def _sort_split() -> TaskData:
-    """Rows ``BOS, d_1..d_8, SEP, the 8 digits sorted``: only the sorted part is scored (the other labels are -100)."""
+    """Rows ``BOS, d_1..d_8, SEP, the 8 digits sorted`` (``_digit_rows``): only the sorted part is scored."""
     generator = torch.Generator().manual_seed(SORT_SEED)
     digits = torch.randint(10, (ROWS, SORT_DIGITS), generator=generator)
-    ids = torch.cat([torch.full((ROWS, 1), SORT_BOS), digits + 3, torch.full((ROWS, 1), SORT_SEP),
-                     digits.sort(1).values + 3], 1)
-    labels = torch.full_like(ids, -100)
-    labels[:, -SORT_DIGITS:] = ids[:, -SORT_DIGITS:]
-    return _three_splits(input_ids=ids, labels=labels)
+    return _digit_rows(digits, digits.sort(1).values)
 
 
 class SortLMTask(Task):
@@ -711,8 +714,8 @@ class SortLMTask(Task):
         from transformers import BloomConfig, BloomForCausalLM
 
         config = BloomConfig(vocab_size=13, hidden_size=64, n_layer=2, n_head=2, hidden_dropout=0.0,
-                             attention_dropout=0.0, pad_token_id=SORT_PAD, bos_token_id=SORT_BOS,
-                             eos_token_id=SORT_SEP, tie_word_embeddings=False, use_cache=False)
+                             attention_dropout=0.0, pad_token_id=DIGIT_PAD, bos_token_id=DIGIT_BOS,
+                             eos_token_id=DIGIT_SEP, tie_word_embeddings=False, use_cache=False)
         return seeded(seed, lambda: BloomForCausalLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:

@@ -199,7 +199,7 @@ def test_sort_rows_score_only_the_sorted_part_and_the_metrics_read_the_position_
     columns = task.load().validation.columns
     ids, labels = columns["input_ids"], columns["labels"]
     n = module.SORT_DIGITS
-    assert torch.equal(ids[:, -n:], ids[:, 1:1 + n].sort(1).values) and bool((ids[:, n + 1] == module.SORT_SEP).all())
+    assert torch.equal(ids[:, -n:], ids[:, 1:1 + n].sort(1).values) and bool((ids[:, n + 1] == module.DIGIT_SEP).all())
     assert bool((labels[:, :-n] == -100).all()) and torch.equal(labels[:, -n:], ids[:, -n:])
     logits = torch.full((6, ids.shape[1], 13), -30.0)
     for k in range(n):  # each sorted digit predicted at the position just before it, nowhere else
