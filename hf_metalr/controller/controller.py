@@ -70,7 +70,7 @@ from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
 from .features import RunTracker, is_finite, log_objective, select
-from .gate import (EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move, lr_over_distance, moved_but_stuck,
+from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move, lr_over_distance, moved_but_stuck,
                    past_the_distance)
 from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
@@ -730,6 +730,9 @@ class MetaLRController:
             previous = self._last_features()
             if "grad_alignment_t" in previous and previous.get("alignment_steps", 2) >= 2:  # a reading (t needs 2)
                 features["previous_grad_alignment_t"] = float(previous["grad_alignment_t"])
+            creep = self._creep_gain(features)
+            if creep is not None:
+                features["creep_gain"] = creep
             standing_raise, raised_at = self._standing_raise()
             if raised_at is not None:
                 features["objective_since_raise"] = (log_objective(float(value), self.tracker.mode)
@@ -835,6 +838,23 @@ class MetaLRController:
         if first or not moved_but_stuck(features):
             return 0
         return int(self._last_features().get("stuck_evaluations", 0)) + 1
+
+    def _creep_gain(self, features: dict[str, float]) -> float | None:
+        """The log objective gained over the last ``CREEP_EVALUATIONS`` trends (``gate.creeping``) when
+        the metric improved at each of them, this one included; None otherwise. Read back from
+        ``history``, so a resumed run counts on; a divergence, or a decision without features, breaks
+        the run of improvements."""
+        trends = [features["objective_trend"]]
+        for entry in reversed(self.history):
+            if len(trends) == CREEP_EVALUATIONS:
+                break
+            previous = entry.get("features")
+            if entry.get("diverged") or not previous:
+                return None
+            trends.append(previous["objective_trend"])
+        if len(trends) < CREEP_EVALUATIONS or any(trend >= 0 for trend in trends):
+            return None
+        return -sum(trends)
 
     def _last_features(self) -> dict:
         """The features of the last decision in ``history`` (none after a divergence, or at the start)."""
