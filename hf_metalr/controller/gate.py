@@ -25,6 +25,11 @@ the gradient against the previous steps, the drift, the distance estimate, the i
   (``short_of_the_distance``, see the distance check below): the raise then goes through on the
   alignment's evidence as above, and only as far as the user's LR. Made to take back the distance
   check's cuts of a run that collapsed in its first steps, while it had no positive estimate;
+- a creep (``creeping``: the metric improved at each of the last ``CREEP_EVALUATIONS`` (4)
+  evaluations, by less than ``CREEP_GAIN`` (0.1%) in all, ``creep_gain``) stands in for the
+  alignment's bar: a raise goes through while ``grad_alignment_t > 0``, under every hold above and
+  the raise ceiling. Improvements in a row say which way the steps go where the per-interval
+  alignment of a noisy regression at too low an LR stays under its bar;
 - when the run has been in that stuck state at ``STUCK_EVALUATIONS`` (2) evaluations in a row after
   the first (``stuck_evaluations``, traced), a cut the policy asks for is applied while the LR is
   above the initial LR, by a raise of the controller's, and only as far as the initial LR: the raise
@@ -169,8 +174,8 @@ CREEP_EVALUATIONS = 4  # objective trends in a row, each an improvement, that ma
 # plateau's noise four improvements in a row come about once in 16
 CREEP_GAIN = 0.001  # log objective gained over those trends under which the improvement is a creep: the steps go the
 # right way and are far too short. A PatchTST regressor at 0.1x its good LR gained 0.0006-0.004% per evaluation for 20
-# evaluations; along the unseen families' and the held-out tasks' runs at 1x and 10x (220) no metric improved four
-# times in a row by under 0.1% with the alignment positive (benchmarks/results/creep_raise_screen.txt)
+# evaluations; along the unseen families' and the held-out tasks' constant and linear runs at 1x and 10x (110 each) no
+# metric improved four times in a row by under 0.1% with the alignment positive (benchmarks/results/creep_raise_screen.txt)
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
 
