@@ -30,6 +30,8 @@ def test_a_creep_lets_a_raise_through_only_while_the_gradient_does_not_oppose_th
     assert move(2.0).held, "no creep: the alignment's bar holds the raise"
     assert move(2.0, creep_gain=CREEP_GAIN * 2).held, "a gain past the bar is progress, not a creep"
     assert move(2.0, creep_gain=CREEP_GAIN / 4, grad_alignment_t=-0.5).held, "the gradient opposes the steps"
+    assert move(2.0, creep_gain=CREEP_GAIN / 4, grad_alignment_t=0.0).held, "t must be positive, not zero"
+    assert move(2.0, creep_gain=CREEP_GAIN).held, "the bar itself is not a creep"
     assert move(1.0, creep_gain=CREEP_GAIN / 4).multiplier == 1.0, "a keep stays a keep"
     # the holds of every raise still hold it: the distance ceiling, a run that moved far without progress
     ceiling = move(2.0, creep_gain=CREEP_GAIN / 4, lr_over_distance=RAISE_CEILING)

@@ -173,8 +173,8 @@ RESTORE_RAISE = 2.0  # the multiplier with which the gate takes the distance che
 CREEP_EVALUATIONS = 4  # objective trends in a row, each an improvement, that make a creep (``creeping``): on a
 # plateau's noise four improvements in a row come about once in 16
 CREEP_GAIN = 0.001  # log objective gained over those trends under which the improvement is a creep: the steps go the
-# right way and are far too short. A PatchTST regressor at 0.1x its good LR gained 0.0006-0.004% per evaluation for 20
-# evaluations; along the unseen families' and the held-out tasks' constant and linear runs at 1x and 10x (110 each) no
+# right way and are far too short. A PatchTST regressor at 0.1x its good LR gained 0.0006-0.004% per evaluation over 19
+# intervals; along the unseen families' and the held-out tasks' constant and linear runs at 1x and 10x (110 each) no
 # metric improved four times in a row by under 0.1% with the alignment positive (benchmarks/results/creep_raise_screen.txt)
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
