@@ -70,8 +70,8 @@ from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
 from .features import RunTracker, is_finite, log_objective, select
-from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move, lr_over_distance, moved_but_stuck,
-                   past_the_distance)
+from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move,
+                   lr_over_distance, moved_but_stuck, past_the_distance)
 from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
