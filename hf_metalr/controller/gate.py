@@ -223,8 +223,9 @@ def _verdict(multiplier: float, features: dict[str, float], *, first: bool, sche
                                   f"while the metric gained less than the progress bar ({1 - math.exp(-PROGRESS):.0%} below the first "
                                   "evaluation): the steps are not too short, and such a run's alignment does not tell which way "
                                   "the LR is wrong"))
+        aligned = t >= EVIDENCE_T and ratio > 0  # the alignment's own evidence that the steps are too short
         creep = creeping(features) and t > 0
-        if not (t >= EVIDENCE_T and ratio > 0) and not creep:
+        if not aligned and not creep:
             if features.get("alignment_steps") == 0:
                 return Verdict(True, f"raise held: no evidence that the LR is too low: {_NOTHING_MEASURED}")
             return Verdict(True, "raise held: no evidence that the LR is too low (gradient not aligned with the previous steps)")
@@ -241,7 +242,7 @@ def _verdict(multiplier: float, features: dict[str, float], *, first: bool, sche
                                   f"bound on the distance to a solution, which Prodigy takes as its step), and a raise goes "
                                   f"no further than {RAISE_CEILING:g} times it, though the gradient keeps pointing along the "
                                   f"previous steps (t={t:+.1f})"))
-        if creep and not (t >= EVIDENCE_T and ratio > 0):
+        if not aligned:  # a creep let it this far
             return Verdict(False, (f"raise: the metric improved at each of the last {CREEP_EVALUATIONS} evaluations, by "
                                    f"{math.expm1(features['creep_gain']):.3%} in all, and the gradient does not oppose the "
                                    f"previous steps (t={t:+.1f}): the steps go the right way and are far too short"))
