@@ -91,6 +91,15 @@ are reused from ``--out``/runs.jsonl.
         --out benchmarks/results/unseen_families_fourth
     python benchmarks/unseen_families.py --tasks bloom-sort,deberta-order,patchtst-damping --good-lr grid \
         --out benchmarks/results/unseen_families_fifth
+
+``--optimizer sgd`` runs the same cells under SGD with momentum 0.9 (the Trainer's ``optim="sgd"``,
+``optim_args="momentum=0.9"``) instead of the Trainer's AdamW: every schedule but the peers, which
+become Schedule-Free SGD (``optim="schedule_free_sgd"``, momentum 0.9) and Prodigy (Adam-type, as
+a user who gives up on tuning SGD would reach for). The families' recorded LRs are AdamW's, so the
+good LR is picked from ``SGD_LR_GRID`` then, and the table lists every pick:
+
+    python benchmarks/unseen_families.py --optimizer sgd --tasks convnext-digits,cnn-signal,friedman-mlp,gru-series \
+        --out benchmarks/results/unseen_families_sgd
 """
 
 from __future__ import annotations
@@ -111,6 +120,13 @@ from hf_metalr.compare.runner import run_one
 from hf_metalr.tasks.base import ArrayDataset, R2Task, Task, TaskData, classification_metrics, regression_output, seeded
 
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+SGD_LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+# TrainingArguments fields per --optimizer and schedule: "sgd" for every schedule but the peers
+OPTIMIZER_ARGUMENTS = {
+    "adamw": {},
+    "sgd": {"optim": "sgd", "optim_args": "momentum=0.9"},
+}
+SCHEDULE_FREE_OPTIM = {"adamw": "schedule_free_adamw", "sgd": "schedule_free_sgd"}
 MASK_SEED, SERIES_SEED = 97, 31
 MASK_SHARE = 0.15
 
@@ -829,31 +845,49 @@ FIFTH_THREE = (SortLMTask(), OrderTask(), DampingTask())
 TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE}
 
 
+def _key(row: dict) -> tuple:
+    return row["task"], row["lr"], row["seed"], row["schedule"], row.get("optimizer", "adamw")
+
+
 def _runs(path: Path) -> dict[tuple, dict]:
-    return {(r["task"], r["lr"], r["seed"], r["schedule"]): r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+    return {_key(r): r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
 
 
-def run(task: Task, lr: float, seed: int, schedule: str, out: Path, done: dict, epochs: int | None = None, log=print) -> dict:
-    key = (task.name, lr, seed, schedule)
+def optimizer_arguments(schedule: str, optimizer: str) -> dict:
+    """The ``TrainingArguments`` fields that put ``schedule``'s run on ``optimizer`` (Prodigy keeps its own)."""
+    if schedule == "prodigy":
+        return {}
+    if schedule == "schedule-free":
+        return {"optim": SCHEDULE_FREE_OPTIM[optimizer]}
+    return dict(OPTIMIZER_ARGUMENTS[optimizer])
+
+
+def run(task: Task, lr: float, seed: int, schedule: str, out: Path, done: dict, epochs: int | None = None, log=print,
+        optimizer: str = "adamw") -> dict:
+    """One run, or its row from ``done`` (rows written before ``optimizer`` was recorded are AdamW's)."""
+    key = (task.name, lr, seed, schedule, optimizer)
     if key in done:
         return done[key]
     plain, _, callback = schedule.partition("+")  # "linear+metalr": the linear schedule with MetaLRCallback()
     record = run_one(task, plain, seed, out / "runs" / task.name / f"lr{lr:g}-seed{seed}-{schedule}", lr=lr,
-                     epochs=epochs, extra_callbacks=[MetaLRCallback()] if callback else ())
+                     epochs=epochs, extra_callbacks=[MetaLRCallback()] if callback else (),
+                     **optimizer_arguments(schedule, optimizer))
     row = {"task": task.name, "lr": lr, "seed": seed, "schedule": schedule, "status": record["status"],
            "test": record["test"], "best_val_loss": record["best_val_loss"],
            "final_val_loss": next((e["eval_loss"] for e in reversed(record["evals"]) if "eval_loss" in e), None),
            "wall_seconds": record["wall_seconds"]}
+    if optimizer != "adamw":
+        row["optimizer"] = optimizer
     done[key] = row
     with (out / "runs.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
-    log(f"{task.name} lr {lr:g} seed {seed} {schedule}: {row['test']} ({row['wall_seconds']:.1f}s)")
+    log(f"{task.name} lr {lr:g} seed {seed} {schedule} ({optimizer}): {row['test']} ({row['wall_seconds']:.1f}s)")
     return row
 
 
-def good_lr(task: Task, out: Path, done: dict, grid=LR_GRID, epochs: int | None = None) -> float:
+def good_lr(task: Task, out: Path, done: dict, grid=LR_GRID, epochs: int | None = None, optimizer: str = "adamw") -> float:
     """The grid's LR with the lowest final validation loss of the constant LR, seed 0."""
-    finals = {lr: run(task, lr, 0, "constant", out, done, epochs)["final_val_loss"] for lr in grid}
+    finals = {lr: run(task, lr, 0, "constant", out, done, epochs, optimizer=optimizer)["final_val_loss"] for lr in grid}
     return min((loss, lr) for lr, loss in finals.items() if loss is not None and np.isfinite(loss))[1]
 
 
@@ -862,12 +896,22 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--multipliers", default="0.1,1,10")
-    p.add_argument("--lr-grid", default=",".join(f"{lr:g}" for lr in LR_GRID), help="the constant LRs the good one is picked from")
-    p.add_argument("--good-lr", choices=("task", "grid"), default="task",
-                   help="the LR the multipliers scale: the task's recorded pick (its learning_rate), or this run's pick from the grid")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZER_ARGUMENTS), default="adamw",
+                   help="adamw: the Trainer's default; sgd: SGD with momentum 0.9 (and Schedule-Free SGD as the peer)")
+    p.add_argument("--lr-grid", default=None,
+                   help=f"the constant LRs the good one is picked from (default: {','.join(f'{lr:g}' for lr in LR_GRID)}; "
+                        f"under --optimizer sgd {','.join(f'{lr:g}' for lr in SGD_LR_GRID)})")
+    p.add_argument("--good-lr", choices=("task", "grid"), default=None,
+                   help="the LR the multipliers scale: the task's recorded pick (its learning_rate, AdamW's; the "
+                        "default under adamw), or this run's pick from the grid (the default, and the only choice, under sgd)")
     p.add_argument("--epochs", type=int, default=None, help="per run (default: the task's, 10)")
     p.add_argument("--out", type=Path, default=Path("runs/unseen_families"))
     a = p.parse_args(argv)
+    if a.optimizer != "adamw" and a.good_lr == "task":
+        p.error(f"--good-lr task scales the families' recorded LRs, which are AdamW's; under --optimizer {a.optimizer} "
+                "drop --good-lr (the grid picks the LR)")
+    a.good_lr = a.good_lr or ("task" if a.optimizer == "adamw" else "grid")
+    grid = a.lr_grid.split(",") if a.lr_grid else (LR_GRID if a.optimizer == "adamw" else SGD_LR_GRID)
     torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
     done = _runs(a.out / "runs.jsonl")
@@ -875,23 +919,26 @@ def main(argv=None) -> int:
                "|---|---|---|---|---|---|"]
     rescue = ["| task (test metric) | LR | constant | metalr | schedule-free | prodigy |", "|---|---|---|---|---|---|"]
     notes = []
+    run_on = functools.partial(run, optimizer=a.optimizer)
     for name in a.tasks.split(","):
         task = TASKS[name]
-        picked = good_lr(task, a.out, done, [float(x) for x in a.lr_grid.split(",")], a.epochs)
+        picked = good_lr(task, a.out, done, [float(x) for x in grid], a.epochs, a.optimizer)
         base = picked if a.good_lr == "grid" else task.learning_rate
-        if picked != task.learning_rate:
+        if a.optimizer != "adamw":
+            notes.append(f"- {name}: the grid's pick under {a.optimizer} is {picked:g}.")
+        elif picked != task.learning_rate:
             notes.append(f"- {name}: the grid's pick here is {picked:g}, the task's recorded pick {task.learning_rate:g}; "
                          f"the cells scale {base:g}.")
         metric, sign = task.test_metrics[0], (1 if task.greater_is_better else -1)
         seeds = range(a.seeds)
-        prodigy = statistics.median(run(task, base, s, "prodigy", a.out, done, a.epochs)["test"][metric] for s in seeds)
+        prodigy = statistics.median(run_on(task, base, s, "prodigy", a.out, done, a.epochs)["test"][metric] for s in seeds)
         for multiplier in map(float, a.multipliers.split(",")):
             lr = float(f"{base * multiplier:.12g}")  # 3e-3 x 0.1 is the grid's 3e-4, not 0.00030000000000000003
             medians = {}
             for plain in ("constant", "linear"):
                 with_callback = "metalr" if plain == "constant" else "linear+metalr"
-                pairs = [(run(task, lr, s, plain, a.out, done, a.epochs)["test"][metric],
-                          run(task, lr, s, with_callback, a.out, done, a.epochs)["test"][metric]) for s in seeds]
+                pairs = [(run_on(task, lr, s, plain, a.out, done, a.epochs)["test"][metric],
+                          run_on(task, lr, s, with_callback, a.out, done, a.epochs)["test"][metric]) for s in seeds]
                 diffs = [sign * (m - c) for c, m in pairs]
                 count = "/".join(str(sum(f(d) for d in diffs))
                                  for f in (lambda d: d > 1e-9, lambda d: abs(d) <= 1e-9, lambda d: d < -1e-9))
@@ -899,10 +946,12 @@ def main(argv=None) -> int:
                 medians[with_callback] = statistics.median(m for _, m in pairs)
                 promise.append(f"| {name} ({metric}) | x{multiplier:g} ({lr:.3g}) | {plain} {medians[plain]:.4f} | "
                                f"{with_callback} {medians[with_callback]:.4f} | {count} | {statistics.median(diffs):+.4f} |")
-            free = statistics.median(run(task, lr, s, "schedule-free", a.out, done, a.epochs)["test"][metric] for s in seeds)
+            free = statistics.median(run_on(task, lr, s, "schedule-free", a.out, done, a.epochs)["test"][metric] for s in seeds)
             rescue.append(f"| {name} ({metric}) | x{multiplier:g} ({lr:.3g}) | {medians['constant']:.4f} | "
                           f"{medians['metalr']:.4f} | {free:.4f} | {prodigy:.4f} |")
-    lines = ["The promise: each plain schedule against the same with the callback (median final test metric)", "",
+    optimizer_line = {"adamw": [], "sgd": ["Every run but Prodigy's on SGD with momentum 0.9 (the peer: Schedule-Free SGD).", ""]}
+    lines = [*optimizer_line[a.optimizer],
+             "The promise: each plain schedule against the same with the callback (median final test metric)", "",
              *promise, "", "Against the LR-free peers (median final test metric; Prodigy ignores the LR)", "", *rescue,
              *(["", "Good LRs (the best final validation loss of the constant LR over the grid, seed 0):", "", *notes]
                if notes else [])]

@@ -252,3 +252,50 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     assert len(module.TASKS) == 15
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
+
+
+def test_sgd_runs_every_schedule_on_sgd_with_momentum_but_the_peers_on_their_own(tmp_path):
+    module = load_benchmark("unseen_families")
+    import schedulefree
+    from prodigyopt import Prodigy
+
+    from hf_metalr.compare.runner import build_trainer
+
+    task = module.FriedmanTask()
+
+    def optimizer(schedule):
+        plain = schedule.partition("+")[0]
+        trainer = build_trainer(task, plain, 0, tmp_path / schedule, lr=0.05,
+                                **module.optimizer_arguments(schedule, "sgd"))
+        if trainer.optimizer is None:
+            trainer.create_optimizer()
+        return trainer.optimizer
+
+    for schedule in ("constant", "metalr", "linear", "linear+metalr"):
+        sgd = optimizer(schedule)
+        assert type(getattr(sgd, "optimizer", sgd)) is torch.optim.SGD, schedule
+        assert all(group["momentum"] == 0.9 and group["lr"] == 0.05 for group in sgd.param_groups), schedule
+    free = optimizer("schedule-free")
+    assert isinstance(getattr(free, "optimizer", free), schedulefree.SGDScheduleFree)
+    prodigy = optimizer("prodigy")
+    assert isinstance(getattr(prodigy, "optimizer", prodigy), Prodigy)
+    assert module.optimizer_arguments("constant", "adamw") == {}
+
+
+def test_sgd_rows_are_kept_apart_from_adamw_rows_and_the_recorded_adamw_lrs_are_refused(tmp_path, capsys):
+    module = load_benchmark("unseen_families")
+    out = tmp_path / "uf"
+    out.mkdir()
+    row = {"task": "friedman-mlp", "lr": 0.01, "seed": 0, "schedule": "constant", "test": {"r2": 0.5}}
+    (out / "runs.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({**row, "optimizer": "sgd", "test": {"r2": 0.7}}) + "\n")
+    done = module._runs(out / "runs.jsonl")
+    assert done[("friedman-mlp", 0.01, 0, "constant", "adamw")]["test"]["r2"] == 0.5
+    assert done[("friedman-mlp", 0.01, 0, "constant", "sgd")]["test"]["r2"] == 0.7
+    assert module.run(module.FriedmanTask(), 0.01, 0, "constant", out, done, optimizer="sgd")["test"]["r2"] == 0.7
+    try:
+        module.main(["--optimizer", "sgd", "--good-lr", "task", "--tasks", "friedman-mlp", "--out", str(out)])
+    except SystemExit as refused:
+        assert refused.code == 2
+    else:
+        raise AssertionError("--good-lr task under sgd must be refused")
+    assert "recorded LRs, which are AdamW's" in capsys.readouterr().err
