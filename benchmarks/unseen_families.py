@@ -98,7 +98,8 @@ become Schedule-Free SGD (``optim="schedule_free_sgd"``, momentum 0.9) and Prodi
 a user who gives up on tuning SGD would reach for). The families' recorded LRs are AdamW's, so the
 good LR is picked from ``SGD_LR_GRID`` then, and the table lists every pick:
 
-    python benchmarks/unseen_families.py --optimizer sgd --tasks convnext-digits,cnn-signal,friedman-mlp,gru-series \
+    python benchmarks/unseen_families.py --optimizer sgd \
+        --tasks convnext-digits,cnn-signal,friedman-mlp,gru-series,encoder-match,patchtst-damping \
         --out benchmarks/results/unseen_families_sgd
 """
 
