@@ -838,12 +838,169 @@ class DampingTask(R2Task):
         return seeded(seed, DampingPatchTST)
 
 
+RUNNING_DIGITS, RUNNING_SEED = 6, 101
+
+
+@functools.lru_cache(maxsize=1)
+def _running_split() -> TaskData:
+    """Rows ``BOS, d_1..d_6, SEP, s_1..s_6`` with ``s_i = (d_1 + ... + d_i) mod 10`` (``_digit_rows``): only the
+    running sums are scored."""
+    generator = torch.Generator().manual_seed(RUNNING_SEED)
+    digits = torch.randint(10, (ROWS, RUNNING_DIGITS), generator=generator)
+    return _digit_rows(digits, digits.cumsum(1) % 10)
+
+
+class RunningSumTask(Task):
+    name = "mamba-running"
+    description = ("the running sums mod 10 of 6 digits, a tiny MambaForCausalLM (2 layers, 32 wide, a selective state "
+                   "space and no attention) scored on the sums only")
+    metric = "sums_loss"
+    greater_is_better = False
+    threshold = 0.3
+    test_metrics = ("sums_loss", "sums_accuracy")
+    learning_rate = 1e-2  # set to the grid's pick after the family's first run
+
+    def load(self) -> TaskData:
+        return _running_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import MambaConfig, MambaForCausalLM
+
+        config = MambaConfig(vocab_size=13, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4,
+                             pad_token_id=DIGIT_PAD, bos_token_id=DIGIT_BOS, eos_token_id=DIGIT_SEP,
+                             tie_word_embeddings=False, use_cache=False)
+        return seeded(seed, lambda: MambaForCausalLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        logits, labels = _logits_and_labels(eval_pred)
+        predicted, target = logits[:, -RUNNING_DIGITS - 1:-1], labels[:, -RUNNING_DIGITS:]  # each position predicts the next
+        loss = nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), target.reshape(-1)).item()
+        return {"sums_loss": loss, "sums_accuracy": (predicted.argmax(-1) == target).float().mean().item()}
+
+
+SHAPES_SIZE, SHAPES_SEED, SHAPES_CLASSES = 16, 103, 3
+
+
+@functools.lru_cache(maxsize=1)
+def _shapes_split() -> TaskData:
+    """16x16 RGB images, each with a rectangle (class 1) and a disk (class 2, drawn over the rectangle), each
+    of a random colour, side or radius and place, on a noisy grey background (class 0); the labels are the
+    pixels' classes. Telling the two apart takes their shape: the colours say nothing."""
+    generator = torch.Generator().manual_seed(SHAPES_SEED)
+
+    def uniform(low, high):
+        return low + (high - low) * torch.rand(ROWS, 1, 1, generator=generator)
+
+    y, x = torch.meshgrid(torch.arange(SHAPES_SIZE), torch.arange(SHAPES_SIZE), indexing="ij")
+    top, left = uniform(0, 10).floor(), uniform(0, 10).floor()
+    height, width = uniform(3, 7).floor(), uniform(3, 7).floor()
+    rectangle = (y >= top) & (y < top + height) & (x >= left) & (x < left + width)
+    cy, cx, radius = uniform(3, 13), uniform(3, 13), uniform(2, 4)
+    disk = (y - cy) ** 2 + (x - cx) ** 2 <= radius ** 2
+    labels = torch.zeros(ROWS, SHAPES_SIZE, SHAPES_SIZE, dtype=torch.long)
+    labels[rectangle] = 1
+    labels[disk] = 2
+    colours = torch.rand(ROWS, 2, 3, generator=generator)
+    images = 0.5 + 0.25 * torch.randn(ROWS, 3, SHAPES_SIZE, SHAPES_SIZE, generator=generator)
+    for k, mask in ((0, rectangle), (1, disk)):
+        images = torch.where(mask[:, None], colours[:, k, :, None, None], images)
+    return _three_splits(pixel_values=images, labels=labels)
+
+
+class ShapesTask(Task):
+    name = "segformer-shapes"
+    description = ("label each pixel of a 16x16 image as background, rectangle or disk, a tiny "
+                   "SegformerForSemanticSegmentation (2 stages, 16 and 32 wide, an all-MLP decoder)")
+    metric = "mean_iou"
+    greater_is_better = True
+    threshold = 0.8
+    test_metrics = ("mean_iou", "pixel_accuracy")
+    learning_rate = 1e-2  # set to the grid's pick after the family's first run
+
+    def load(self) -> TaskData:
+        return _shapes_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+        config = SegformerConfig(num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
+                                 hidden_sizes=[16, 32], patch_sizes=[3, 3], strides=[2, 2], num_attention_heads=[1, 2],
+                                 mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=SHAPES_CLASSES,
+                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0,
+                                 drop_path_rate=0.0)
+        return seeded(seed, lambda: SegformerForSemanticSegmentation(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        """The logits (at half the image's side) upsampled to the labels' size, as the model's loss does; the
+        IoU of each class averaged over the three, and the share of pixels right."""
+        logits, labels = _logits_and_labels(eval_pred)
+        logits = nn.functional.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        predicted = logits.argmax(1)
+        ious = [((predicted == c) & (labels == c)).sum().item() / max(((predicted == c) | (labels == c)).sum().item(), 1)
+                for c in range(SHAPES_CLASSES)]
+        return {"mean_iou": sum(ious) / SHAPES_CLASSES, "pixel_accuracy": (predicted == labels).float().mean().item()}
+
+
+USERS, ITEMS, TRUE_RANK, FACTORS, RATINGS_SEED = 200, 100, 2, 8, 107
+
+
+@functools.lru_cache(maxsize=1)
+def _ratings_split() -> TaskData:
+    """Ratings of (user, item) pairs drawn at random: a rank-2 product of user and item factors plus a bias
+    for each, with noise (sd 0.5), standardised on the training rows. 2000 ratings to train among 200 users
+    and 100 items: ten a user, so the factors can overfit."""
+    generator = torch.Generator().manual_seed(RATINGS_SEED)
+    user_factors = torch.randn(USERS, TRUE_RANK, generator=generator)
+    item_factors = torch.randn(ITEMS, TRUE_RANK, generator=generator)
+    user_bias, item_bias = 0.5 * torch.randn(USERS, generator=generator), 0.5 * torch.randn(ITEMS, generator=generator)
+    pairs = torch.randperm(USERS * ITEMS, generator=generator)[:ROWS]
+    user, item = pairs // ITEMS, pairs % ITEMS
+    rating = (user_factors[user] * item_factors[item]).sum(1) + user_bias[user] + item_bias[item]
+    rating = rating + 0.5 * torch.randn(ROWS, generator=generator)
+    rating = (rating - rating[:TRAIN_ROWS].mean()) / rating[:TRAIN_ROWS].std()
+    return _three_splits(user=user, item=item, labels=rating)
+
+
+class Factorization(nn.Module):
+    """A biased matrix factorization: embeddings of ``FACTORS`` for users and items, their dot product plus a
+    bias for each and a global one."""
+
+    def __init__(self):
+        super().__init__()
+        self.users, self.items = nn.Embedding(USERS, FACTORS), nn.Embedding(ITEMS, FACTORS)
+        self.user_bias, self.item_bias = nn.Embedding(USERS, 1), nn.Embedding(ITEMS, 1)
+        self.bias = nn.Parameter(torch.zeros(()))
+        for table in (self.users, self.items):
+            nn.init.normal_(table.weight, std=0.1)
+        for table in (self.user_bias, self.item_bias):
+            nn.init.zeros_(table.weight)
+
+    def forward(self, user, item, labels=None):
+        prediction = ((self.users(user) * self.items(item)).sum(-1) + self.user_bias(user).squeeze(-1)
+                      + self.item_bias(item).squeeze(-1) + self.bias)
+        return regression_output(prediction, labels)
+
+
+class RatingsTask(R2Task):
+    name = "mf-ratings"
+    description = "ratings of unseen (user, item) pairs, a biased matrix factorization (8 factors) as a plain nn.Module"
+    threshold = 0.3
+    learning_rate = 1e-2  # set to the grid's pick after the family's first run
+
+    def load(self) -> TaskData:
+        return _ratings_split()
+
+    def model(self, seed: int) -> nn.Module:
+        return seeded(seed, Factorization)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
 FOURTH_THREE = (MaxDigitTask(), ConvNextDigitsTask(), MatchSumTask())
 FIFTH_THREE = (SortLMTask(), OrderTask(), DampingTask())
-TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE}
+SIXTH_THREE = (RunningSumTask(), ShapesTask(), RatingsTask())
+TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE}
 
 
 def _key(row: dict) -> tuple:
