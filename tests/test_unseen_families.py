@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: fifteen model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: eighteen model families defined only there, run as a user would."""
 
 import json
 from pathlib import Path
@@ -249,7 +249,7 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 15
+    assert len(module.TASKS) == 18
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
 
@@ -299,3 +299,57 @@ def test_sgd_rows_are_kept_apart_from_adamw_rows_and_the_recorded_adamw_lrs_are_
     else:
         raise AssertionError("--good-lr task under sgd must be refused")
     assert "recorded LRs, which are AdamW's" in capsys.readouterr().err
+
+
+def test_running_sum_rows_score_only_the_sums_mod_ten_and_the_metrics_read_the_position_before_each():
+    module = load_benchmark("unseen_families")
+    task = module.RunningSumTask()
+    columns = task.load().validation.columns
+    ids, labels = columns["input_ids"], columns["labels"]
+    n = module.RUNNING_DIGITS
+    assert torch.equal(ids[:, -n:] - 3, (ids[:, 1:1 + n] - 3).cumsum(1) % 10)
+    assert bool((labels[:, :-n] == -100).all()) and torch.equal(labels[:, -n:], ids[:, -n:])
+    logits = torch.full((6, ids.shape[1], 13), -30.0)
+    for k in range(n):  # each sum predicted at the position just before it, nowhere else
+        logits[torch.arange(6), ids.shape[1] - n - 1 + k, labels[:6, ids.shape[1] - n + k]] = 30.0
+    metrics = task.compute_metrics(_prediction(logits, labels[:6]))
+    assert metrics["sums_accuracy"] == 1.0 and metrics["sums_loss"] < 1e-6
+    assert task.compute_metrics(_prediction(logits.roll(1, dims=1), labels[:6]))["sums_accuracy"] < 0.5
+    out = task.model(0)(input_ids=ids[:4], labels=labels[:4])
+    assert out.logits.shape == (4, ids.shape[1], 13) and 1.5 < out.loss.item() < 4.0, "near log(13) untrained"
+
+
+def test_shape_labels_mark_the_rectangle_and_the_disk_in_their_colours_and_the_iou_reads_them():
+    module = load_benchmark("unseen_families")
+    task = module.ShapesTask()
+    columns = task.load().train.columns
+    images, labels = columns["pixel_values"], columns["labels"]
+    assert images.shape[1:] == (3, 16, 16) and labels.shape[1:] == (16, 16)
+    for i in range(5):  # every shape pixel holds its shape's one colour
+        for c in (1, 2):
+            pixels = images[i].permute(1, 2, 0)[labels[i] == c]
+            assert len(pixels) > 0 and torch.allclose(pixels, pixels[:1].expand_as(pixels))
+    shares = [float((labels == c).float().mean()) for c in range(3)]
+    assert shares[0] > 0.6 and 0.03 < shares[1] < 0.2 and 0.05 < shares[2] < 0.2
+    right = torch.nn.functional.one_hot(labels[:6], 3).permute(0, 3, 1, 2).float() * 10
+    assert task.compute_metrics(_prediction(right, labels[:6])) == {"mean_iou": 1.0, "pixel_accuracy": 1.0}
+    background = torch.zeros(6, 3, 8, 8)
+    background[:, 0] = 10.0  # at half the side, as the model gives them: upsampled to the labels
+    metrics = task.compute_metrics(_prediction(background, labels[:6]))
+    share = float((labels[:6] == 0).float().mean())
+    assert abs(metrics["mean_iou"] - share / 3) < 1e-6 and abs(metrics["pixel_accuracy"] - share) < 1e-6
+    out = task.model(0)(pixel_values=images[:4], labels=labels[:4])
+    assert out.logits.shape == (4, 3, 8, 8) and out.loss.item() > 0
+
+
+def test_ratings_are_standardised_on_the_training_rows_and_the_factorization_scores_every_pair():
+    module = load_benchmark("unseen_families")
+    data = module.RatingsTask().load()
+    columns = data.train.columns
+    assert abs(float(columns["labels"].mean())) < 1e-5 and abs(float(columns["labels"].std()) - 1) < 1e-5
+    assert int(columns["user"].max()) < module.USERS and int(columns["item"].max()) < module.ITEMS
+    pairs = set(zip(columns["user"].tolist(), columns["item"].tolist()))
+    test = set(zip(data.test.columns["user"].tolist(), data.test.columns["item"].tolist()))
+    assert len(pairs) == len(columns["user"]) and not pairs & test, "each pair rated once: the test pairs are unseen"
+    out = module.RatingsTask().model(0)(user=columns["user"][:5], item=columns["item"][:5], labels=columns["labels"][:5])
+    assert out["logits"].shape == (5,) and out["loss"].item() > 0
