@@ -597,6 +597,15 @@ def _digit_rows(digits: torch.Tensor, answer: torch.Tensor) -> TaskData:
     return _three_splits(input_ids=ids, labels=labels)
 
 
+def _answer_metrics(eval_pred, tokens: int, name: str) -> dict[str, float]:
+    """The cross-entropy and the accuracy of a ``_digit_rows`` answer of ``tokens`` tokens, each read at the
+    position before it (a causal LM predicts the next token): ``{name}_loss`` and ``{name}_accuracy``."""
+    logits, labels = _logits_and_labels(eval_pred)
+    predicted, target = logits[:, -tokens - 1:-1], labels[:, -tokens:]
+    loss = nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), target.reshape(-1)).item()
+    return {f"{name}_loss": loss, f"{name}_accuracy": (predicted.argmax(-1) == target).float().mean().item()}
+
+
 MAX_DIGITS, MAX_SEED = 6, 61
 
 
@@ -631,10 +640,7 @@ class MaxDigitTask(Task):
         return seeded(seed, lambda: GPTNeoXForCausalLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits, labels = _logits_and_labels(eval_pred)
-        predicted, target = logits[:, -2], labels[:, -1]  # the position before the answer predicts it
-        loss = nn.functional.cross_entropy(predicted, target).item()
-        return {"answer_loss": loss, "answer_accuracy": (predicted.argmax(-1) == target).float().mean().item()}
+        return _answer_metrics(eval_pred, 1, "answer")
 
 
 @functools.lru_cache(maxsize=1)
@@ -753,10 +759,7 @@ class SortLMTask(Task):
         return seeded(seed, lambda: BloomForCausalLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits, labels = _logits_and_labels(eval_pred)
-        predicted, target = logits[:, -SORT_DIGITS - 1:-1], labels[:, -SORT_DIGITS:]  # each position predicts the next
-        loss = nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), target.reshape(-1)).item()
-        return {"sorted_loss": loss, "sorted_accuracy": (predicted.argmax(-1) == target).float().mean().item()}
+        return _answer_metrics(eval_pred, SORT_DIGITS, "sorted")
 
 
 ORDER_VOCABULARY, ORDER_LENGTH, ORDER_SEED, ORDER_REACH = 40, 20, 89, 5
@@ -889,10 +892,7 @@ class RunningSumTask(Task):
         return seeded(seed, lambda: MambaForCausalLM(config))
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
-        logits, labels = _logits_and_labels(eval_pred)
-        predicted, target = logits[:, -RUNNING_DIGITS - 1:-1], labels[:, -RUNNING_DIGITS:]  # each position predicts the next
-        loss = nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), target.reshape(-1)).item()
-        return {"sums_loss": loss, "sums_accuracy": (predicted.argmax(-1) == target).float().mean().item()}
+        return _answer_metrics(eval_pred, RUNNING_DIGITS, "sums")
 
 
 SHAPES_SIZE, SHAPES_SEED, SHAPES_CLASSES = 16, 103, 3
