@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest workers (pytest-xdist), one per core of the 2-core machines this project runs on; a test's
+# own processes (torchrun, accelerate launch) pick free ports, so two run side by side. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(OFFLINE) $(PY) -m pytest -q
+	$(OFFLINE) $(PY) -m pytest -q -n $(TEST_WORKERS)
 
 demo: $(STAMP)
 	$(OFFLINE) $(VENV)/bin/hf-metalr compare --task digits --schedules all --seeds 3 --out runs/digits --resume

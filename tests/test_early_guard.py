@@ -212,7 +212,7 @@ def guard_run(output_dir, *extra, nproc=1, expect_rc=0):
     job = ["--output_dir", str(output_dir), "--max_steps", "10", "--learning_rate", "3.0", *map(str, extra)]
     if nproc == 1:
         return run_job(*job, expect_rc=expect_rc)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", "29534", JOB, *job]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone", JOB, *job]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == expect_rc, proc.stderr[-3000:]
     return proc

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from free_port import free_port
 
 from hf_metalr import launch
 
@@ -333,7 +334,7 @@ def test_accelerate_launch_on_two_processes(tmp_path):
     script, out = tmp_path / "train_digits.py", tmp_path / "out"
     script.write_text(RANKS_SCRIPT)
     proc = run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                 "-m", "hf_metalr.launch", "--metalr_seed", "3", str(script), "--output_dir", str(out)], tmp_path)
     trace = trace_of(out)
     assert [entry["global_step"] for entry in trace] == [5, 10, 15, 20, 25, 30]

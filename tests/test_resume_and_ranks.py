@@ -103,7 +103,7 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
 
 @pytest.mark.slow
 def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", JOB,
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", JOB,
            "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100", "--no_gate"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -127,7 +127,7 @@ def test_two_processes_agree_when_only_one_sees_step_losses(tmp_path):
     step losses. The ranks must still join the same collectives: both fall back to the logged losses,
     the early-divergence guard reads no step on either, and both apply the same LRs (a rank that fed
     its guard alone used to all-reduce against the other's gradient buckets)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29535", JOB,
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", JOB,
            "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100",
            "--loss_outside_the_model_on_rank", "1"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
@@ -139,8 +139,8 @@ def test_two_processes_agree_when_only_one_sees_step_losses(tmp_path):
     assert "carry no 'loss'" in proc.stderr
 
 
-def run_two_processes(port, *args, expect_rc=0):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), JOB,
+def run_two_processes(*args, expect_rc=0):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", JOB,
            *map(str, args)]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert (proc.returncode == 0) == (expect_rc == 0), proc.stderr[-3000:]
@@ -151,7 +151,7 @@ def run_two_processes(port, *args, expect_rc=0):
 def two_processes_uninterrupted(tmp_path_factory):
     """The gated job on two processes, 20 steps, no checkpoint."""
     out = tmp_path_factory.mktemp("two_processes")
-    run_two_processes(29534, "--output_dir", out, "--max_steps", 20, "--save_steps", 100)
+    run_two_processes("--output_dir", out, "--max_steps", 20, "--save_steps", 100)
     return out
 
 
@@ -174,7 +174,7 @@ def test_two_processes_resumed_between_evaluations_repeat_the_uninterrupted_run(
     training losses of steps 11-14 a resume goes on from are the mean over the two processes, as
     the uninterrupted run averages them, not the main process's own, which is all trainer_state.json
     holds (the resumed runs' train_loss_noise read 0.0110 against 0.0074 with those)."""
-    run_two_processes(29536, "--output_dir", tmp_path, "--max_steps", 20, "--save_steps", 7, "--kill_after_step", 14,
+    run_two_processes("--output_dir", tmp_path, "--max_steps", 20, "--save_steps", 7, "--kill_after_step", 14,
                       expect_rc=1)
     checkpoint = tmp_path / "checkpoint-14"
     shared = json.loads((checkpoint / "metalr_train_losses.json").read_text())
@@ -182,7 +182,7 @@ def test_two_processes_resumed_between_evaluations_repeat_the_uninterrupted_run(
     assert shared["global_step"] == 14 and len(shared["losses"]) == len(own["attributes"]["pending_train_losses"]) == 4
     assert shared["losses"] != own["attributes"]["pending_train_losses"], "the ranks' batches differ, so do their losses"
 
-    run_two_processes(29537, "--output_dir", tmp_path, "--max_steps", 20, "--save_steps", 7, "--resume", checkpoint)
+    run_two_processes("--output_dir", tmp_path, "--max_steps", 20, "--save_steps", 7, "--resume", checkpoint)
     assert decisions(tmp_path) == decisions(two_processes_uninterrupted)
     expected = features(two_processes_uninterrupted, 0)
     assert len(expected) == 4
