@@ -43,12 +43,14 @@ class AlignmentFeed(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.alignment.after_step()
 
-    def train(self, task, multiplier: float, seed: int) -> None:
-        """Train ``task``'s constant schedule at ``multiplier`` x its good LR, this probe fed, without
-        evaluating (the probe reads at the evaluation steps and stops the run)."""
+    def train(self, task, multiplier: float, seed: int, good_lr: float | None = None, **arg_overrides) -> None:
+        """Train ``task``'s constant schedule at ``multiplier`` x its good LR (``good_lr``, else the
+        task's), this probe fed, without evaluating (the probe reads at the evaluation steps and stops
+        the run); ``arg_overrides`` are ``TrainingArguments`` fields (an ``optim``, say)."""
         with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer = build_trainer(task, "constant", seed, Path(out), callbacks=[self], lr=task.learning_rate * multiplier)
+            lr = (good_lr or task.learning_rate) * multiplier
+            trainer = build_trainer(task, "constant", seed, Path(out), callbacks=[self], lr=lr, **arg_overrides)
             trainer.args.eval_strategy = "no"
             trainer.train()
 
