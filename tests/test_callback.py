@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -889,3 +890,23 @@ def test_a_resume_that_finds_its_average_checks_whatever_an_earlier_train_left(t
     resumed = run(callback, resume_from_checkpoint=str(tmp_path / "checkpoint-7"))
     assert [step for step, _ in resumed] == [step for step, _ in uninterrupted] == [5, 10, 15]
     assert uninterrupted[1][1] is not None and resumed[1][1] == pytest.approx(uninterrupted[1][1])
+
+
+def test_accumulation_clipping_and_the_best_model_at_the_end_run_as_with_the_trainer_alone(tmp_path):
+    """The flags of a typical fine-tuning script together: gradient accumulation (a decision's steps are
+    optimizer steps), clipping, checkpoints at each evaluation with a limit, and the best model loaded at
+    the end by ``metric_for_best_model``, which the callback then acts on."""
+    trainer = make_trainer(tmp_path, callbacks=[MetaLRCallback()], learning_rate=3e-4, gradient_accumulation_steps=2,
+                           max_grad_norm=0.5, save_strategy="steps", save_steps=5, save_total_limit=2,
+                           load_best_model_at_end=True, metric_for_best_model="accuracy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    trace = read_trace(tmp_path / "metalr_trace.jsonl")
+    assert [entry["global_step"] for entry in trace] == list(range(5, 41, 5))
+    assert {entry["metric"] for entry in trace} == {"eval_accuracy"} and all(e["greater_is_better"] for e in trace)
+    assert trainer.state.best_metric == max(entry["value"] for entry in trace)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(trace[-1]["lr"])
+    assert any(entry["applied"] != 1.0 for entry in trace), "the controller moved the LR"
+    saved = json.loads((Path(trainer.state.best_model_checkpoint) / "trainer_state.json").read_text())
+    assert "metalr" in json.dumps(saved), "the controller's state rides in the best checkpoint too"
