@@ -910,3 +910,17 @@ def test_accumulation_clipping_and_the_best_model_at_the_end_run_as_with_the_tra
     assert any(entry["applied"] != 1.0 for entry in trace), "the controller moved the LR"
     saved = json.loads((Path(trainer.state.best_model_checkpoint) / "trainer_state.json").read_text())
     assert "metalr" in json.dumps(saved), "the controller's state rides in the best checkpoint too"
+
+
+def test_the_callback_reads_heavy_ball_momentum_from_the_trainers_optimizer(tmp_path):
+    """optim="sgd" with momentum: the trace's features say heavy_ball (the gate then needs a worse metric
+    to cut on an opposed gradient); the Trainer's AdamW: no such key."""
+    for name, extra in (("sgd", dict(optim="sgd", optim_args="momentum=0.9", learning_rate=0.05)), ("adamw", {})):
+        callback = MetaLRCallback()
+        trainer = make_trainer(tmp_path / name, callbacks=[callback], max_steps=15, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train()
+        trace = read_trace(tmp_path / name / "metalr_trace.jsonl")
+        assert callback.controller.heavy_ball == (name == "sgd")
+        assert [entry["features"].get("heavy_ball") for entry in trace] == [1.0 if name == "sgd" else None] * 3

@@ -1,5 +1,6 @@
 """The distance estimate (D-adaptation's bound, as Prodigy reads it) and the gate's distance cut."""
 
+import functools
 import json
 import math
 
@@ -12,7 +13,7 @@ from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, 
                                        NO_DISTANCE, RAISE_CEILING, _verdict, direction_gate, past_the_distance,
                                        short_of_the_distance)
 from hf_metalr.controller.distance import DistanceEstimate
-from hf_metalr.controller.scheduler_binding import normalises_steps
+from hf_metalr.controller.scheduler_binding import heavy_ball_momentum, normalises_steps
 from test_alignment import FEATURES, always
 
 
@@ -177,6 +178,39 @@ def test_an_sgd_run_is_not_read_against_the_distance():
     assert not ctrl.steps_per_coordinate
     assert all("lr_over_distance" not in d.features and d.features["distance_estimate"] >= 0 for d in decisions)
     assert not any((d.evidence or "").startswith("cut: the steps are too long") for d in decisions)
+
+
+def test_heavy_ball_momentum_swings_within_the_stability_edge_and_its_opposed_gradient_cuts_nothing():
+    """SGD with momentum 0.9 at an LR of 1 on the quadratic (curvatures 0.5 to 1: lr x curvature <= 1, far
+    inside heavy-ball's edge of 2 x 1.9): the run converges, and the alignment reads the gradient
+    clearly against the steps at every evaluation, heavy-ball's swing (plain SGD there reads +0.8 to +1).
+    A policy that always asks for x0.5 gets no cut while the metric improves, and the trace says why."""
+    sgd = functools.partial(torch.optim.SGD, momentum=0.9)
+    ctrl, decisions, _ = _controlled_adam(1.0, optimizer_class=sgd, policy=0, decisions=5)
+    assert ctrl.heavy_ball and not ctrl.steps_per_coordinate
+    assert all(d.features["grad_alignment"] <= -0.3 and d.features["grad_alignment_t"] <= -3 for d in decisions)
+    assert all(d.applied == 1.0 and "under heavy-ball momentum (SGD)" in d.gate for d in decisions)
+    assert all(d.features["heavy_ball"] == 1.0 for d in decisions)
+    assert decisions[-1].value < 0.01 * decisions[0].value, "the run converges: the swing is no overshoot"
+
+
+def test_heavy_ball_momentum_is_read_from_the_optimizers_groups():
+    params = [torch.nn.Parameter(torch.ones(2))]
+
+    class Wrapped:  # accelerate's AcceleratedOptimizer keeps the torch one as .optimizer
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+    assert heavy_ball_momentum(torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    assert heavy_ball_momentum(Wrapped(torch.optim.SGD(params, lr=0.1, momentum=0.5, nesterov=True)))
+    assert not heavy_ball_momentum(torch.optim.SGD(params, lr=0.1)), "plain SGD: the textbook reading"
+    assert not heavy_ball_momentum(torch.optim.AdamW(params)) and not heavy_ball_momentum(torch.optim.RMSprop(
+        params, momentum=0.9)), "a normalised step keeps its reading"
+    ctrl = MetaLRController(0.1, policy=always(2))
+    ctrl.read_optimizer(torch.optim.SGD(params, lr=0.1, momentum=0.9))
+    assert ctrl.heavy_ball and not ctrl.steps_per_coordinate
+    ctrl.read_optimizer(torch.optim.AdamW(params, lr=0.1))
+    assert not ctrl.heavy_ball and ctrl.steps_per_coordinate
 
 
 def test_normalised_steps_are_read_from_the_optimizers_class():

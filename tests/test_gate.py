@@ -41,6 +41,21 @@ def test_a_clear_overshoot_replaces_a_keep_or_a_raise_with_the_fixed_cut_but_not
     assert at_floor.multiplier == 1.0
 
 
+@pytest.mark.parametrize("anneals", [False, True])
+def test_under_heavy_ball_momentum_an_opposed_gradient_cuts_only_with_a_worse_metric(anneals):
+    overshoot = features(grad_alignment=-0.3, grad_alignment_t=-4.0, heavy_ball=1.0)
+    for requested in (0.5, 1.0, 2.0):
+        kept = move(requested, overshoot, anneals=anneals)
+        assert kept.multiplier == 1.0 and (kept.held or requested == 1.0)
+    held = move(0.5, overshoot, anneals=anneals)
+    assert held.why.startswith("cut held: the gradient opposes the previous steps (alignment -0.30, t=-4.0), but under "
+                               "heavy-ball momentum (SGD)")
+    assert move(1.0, {k: v for k, v in overshoot.items() if k != "heavy_ball"}).multiplier == CLEAR_OVERSHOOT_CUT
+    worse = dict(overshoot, objective_trend=0.05)
+    cut = move(0.5, worse)
+    assert cut.multiplier == 0.5 and cut.why.startswith("cut: the metric got worse and the gradient opposes")
+
+
 def test_the_distance_cut_stops_at_its_floor_and_a_punished_raise_is_taken_back_whatever_the_policy_asks():
     far = features(param_drift=2 * MOVED, lr_over_distance=4 * DISTANCE_OVERSHOOT, log10_lr_scale=-1.1)
     scale = 10 ** -1.1  # above 1/16: one more halving would go below it

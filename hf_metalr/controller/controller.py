@@ -76,7 +76,7 @@ from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
 from .scheduler_binding import apply_scale, check_scheduler_supported, reference_lr, unwrap_scheduler
-from .scheduler_binding import normalises_steps
+from .scheduler_binding import heavy_ball_momentum, normalises_steps
 from .scheduler_binding import schedule_anneals as decays_by_itself
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
@@ -310,6 +310,15 @@ class MetaLRController:
         # the LR compares with the distance estimate (see past_the_distance); set by the callback and by attach from
         # the optimizer's class, by a plain loop that only watches itself
         self.steps_per_coordinate = False
+        # the optimizer steps by its LR times a momentum buffer of raw gradients (SGD with momentum): the gradient then
+        # opposes the previous step at LRs that train well, so the alignment alone does not cut (gate.clear_overshoot)
+        self.heavy_ball = False
+
+    def read_optimizer(self, optimizer) -> None:
+        """Set what the gate reads of the optimizer's kind: ``steps_per_coordinate`` and ``heavy_ball``
+        (the callback at train begin, ``attach``, and meta-training's episodes call it alike)."""
+        self.steps_per_coordinate = normalises_steps(optimizer)
+        self.heavy_ball = heavy_ball_momentum(optimizer)
 
     # -- the LR -------------------------------------------------------------------------------
     @property
@@ -416,7 +425,7 @@ class MetaLRController:
         self.scale_param_groups(optimizer, scheduler)  # its checks first, then the scale (a loaded one, say)
         if scheduler is not None:
             self.schedule_anneals = decays_by_itself(scheduler, total_steps or 1)
-        self.steps_per_coordinate = normalises_steps(optimizer)
+        self.read_optimizer(optimizer)
         if self.alignment is None:
             self.watch(params, average_iterates=average_iterates)
             self._watched_by_attach = True
@@ -778,6 +787,8 @@ class MetaLRController:
         the rest of the run, and the guard has answered the LR already."""
         estimate = self.alignment.distance.value()
         features = {"distance_estimate": estimate}
+        if self.heavy_ball:
+            features["heavy_ball"] = 1.0
         if self.steps_per_coordinate and all(is_early_distance_cut(cut) for cut in self.early_cuts):
             factor = self.alignment.step_factor
             features["lr_over_distance"] = lr_over_distance(self.lr * (1.0 if factor is None else factor), estimate)

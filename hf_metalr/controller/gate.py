@@ -52,7 +52,9 @@ the gradient against the previous steps, the drift, the distance estimate, the i
   into. While the metric improves, only a clear overshoot is cut (``grad_alignment <=
   -OVERSHOOT_ALIGNMENT`` with the same t bar): the alignment measures what the *next* step would
   gain, and with Adam it reads slightly negative at a good LR too (the short-horizon bias of any
-  hypergradient), so on its own it would anneal a run that is doing well. A worse metric on its
+  hypergradient), so on its own it would anneal a run that is doing well; under heavy-ball
+  momentum (``heavy_ball``, SGD with momentum) it reads an overshoot across most LRs that train
+  well, and no clear overshoot is read there (``clear_overshoot``). A worse metric on its
   own is not enough either: on a plateau at the initial loss it gets worse by noise every other
   evaluation, and cutting there traps the run (a non-finite metric still halves the LR, a fixed
   response).
@@ -299,6 +301,10 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     if not worse:
         if wait and clear_overshoot(features):
             return Verdict(True, wait)
+        if features.get("heavy_ball") and _opposed_past_the_overshoot_bar(features):
+            return Verdict(True, (f"cut held: the gradient opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
+                                  "but under heavy-ball momentum (SGD) it does at LRs that train well, as the steps swing "
+                                  "across the sharpest directions: a cut needs the metric to get worse too"))
         if not first and _stuck_for_a_cut(features):  # but not above the user's LR
             return Verdict(True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's: a stuck run "
                                   "does not say which way the LR is wrong, and a cut on a plateau traps it"))
@@ -558,7 +564,16 @@ def _waits(features: dict[str, float], previous_t: float) -> str:
 
 def clear_overshoot(features: dict[str, float]) -> bool:
     """Whether the gradient clearly opposes the previous steps: ``grad_alignment <= -OVERSHOOT_ALIGNMENT``
-    with ``grad_alignment_t`` at or below minus the cut's bar (``_cut_evidence_t``)."""
+    with ``grad_alignment_t`` at or below minus the cut's bar (``_cut_evidence_t``). Never under heavy-ball
+    momentum (``heavy_ball``: SGD with momentum): a direction of curvature λ swings across its valley
+    once ``lr * λ > 1 - momentum``, far below the stability edge ``2 * (1 + momentum)``, so there the
+    gradient opposes the previous step at LRs that train well, and only a worse metric with it says
+    that the steps overshoot."""
+    return (not features.get("heavy_ball")
+            and _opposed_past_the_overshoot_bar(features))
+
+
+def _opposed_past_the_overshoot_bar(features: dict[str, float]) -> bool:
     return (features["grad_alignment"] <= -OVERSHOOT_ALIGNMENT
             and features["grad_alignment_t"] <= -_cut_evidence_t(features))
 

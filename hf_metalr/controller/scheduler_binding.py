@@ -61,6 +61,16 @@ def normalises_steps(optimizer) -> bool:
             and not any(key in name for name in names for key in _OWN_STEP_SIZE))
 
 
+def heavy_ball_momentum(optimizer) -> bool:
+    """Whether ``optimizer`` (or the one under accelerate's wrapper) steps by the LR times a momentum
+    buffer of raw gradients, as SGD with ``momentum > 0`` does: it does not normalise its steps
+    (``normalises_steps``) and a param group holds a positive ``momentum``. Under heavy-ball momentum
+    the gradient opposes the previous step at LRs that train well (``gate.clear_overshoot``)."""
+    target = getattr(optimizer, "optimizer", optimizer)
+    return not normalises_steps(optimizer) and any(
+        isinstance(group.get("momentum"), (int, float)) and group["momentum"] > 0 for group in target.param_groups)
+
+
 def reference_lr(optimizer, *, owner: str = "MetaLRCallback") -> float:
     """Param group 0's initial LR (``initial_lr``, else ``lr``), against which the controller scales
     every group. A ``ValueError`` naming the fix, in ``owner``'s name, for an optimizer that ignores

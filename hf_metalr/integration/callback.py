@@ -85,7 +85,7 @@ from .callback_handler import calling_handler, move_to_front
 from .check_batches import EvalBatchCapture, first_batches
 from .checkpoint_files import (checkpoint_folder, checkpoint_folders, restore_iterate_average, shared_train_losses,
                                write_iterate_average, write_train_losses)
-from ..controller.scheduler_binding import normalises_steps, reference_lr, schedule_anneals
+from ..controller.scheduler_binding import reference_lr, schedule_anneals
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args, ignored_warmup
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
@@ -243,7 +243,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             gate=a.get("gate", True),
         )
         self.controller.schedule_anneals = schedule_anneals(lr_scheduler, state.max_steps)
-        self.controller.steps_per_coordinate = normalises_steps(optimizer)
+        self.controller.read_optimizer(optimizer)
         saved = self._saved_attributes(state)
         if model is not None and watchable(args):
             average = a.get("gate", True) and average_iterates(a.get("average_iterates"), model)

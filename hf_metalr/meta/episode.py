@@ -23,7 +23,6 @@ import torch
 from ..controller.controller import MetaLRController
 from ..controller.features import DIVERGENCE_REWARD, RunTracker, is_finite
 from ..controller.policy import PolicyNetwork
-from ..controller.scheduler_binding import normalises_steps
 from .families import build_problem
 
 __all__ = ["Episode", "run_episode", "mean_log_objective", "objective_auc", "decision_rewards"]
@@ -140,7 +139,7 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
     if policy is not None:
         controller = MetaLRController(spec["lr"], policy=policy, seed=seed, learn_online=False, greedy=greedy)
         controller.watch(model.parameters(), average_iterates=True)
-        controller.steps_per_coordinate = normalises_steps(optimizer)  # as attach and the callback set it
+        controller.read_optimizer(optimizer)  # as attach and the callback do
     x, y = problem.train
     steps_per_epoch = math.ceil(len(y) / problem.batch_size)
     total = steps_per_epoch * problem.epochs
