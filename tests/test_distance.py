@@ -204,6 +204,14 @@ def test_heavy_ball_momentum_is_read_from_the_optimizers_groups():
     assert heavy_ball_momentum(torch.optim.SGD(params, lr=0.1, momentum=0.9))
     assert heavy_ball_momentum(Wrapped(torch.optim.SGD(params, lr=0.1, momentum=0.5, nesterov=True)))
     assert not heavy_ball_momentum(torch.optim.SGD(params, lr=0.1)), "plain SGD: the textbook reading"
+
+    class SGD8bit(torch.optim.Optimizer):  # bitsandbytes keeps SGD's momentum in betas[0]
+        def __init__(self, params, lr, momentum):
+            super().__init__(params, {"lr": lr, "betas": (momentum, 0.0)})
+
+    assert heavy_ball_momentum(SGD8bit(params, 0.1, 0.9)) and not heavy_ball_momentum(SGD8bit(params, 0.1, 0.0))
+    import schedulefree
+    assert not heavy_ball_momentum(schedulefree.SGDScheduleFree(params, lr=0.1, momentum=0.9)), "it averages iterates"
     assert not heavy_ball_momentum(torch.optim.AdamW(params)) and not heavy_ball_momentum(torch.optim.RMSprop(
         params, momentum=0.9)), "a normalised step keeps its reading"
     ctrl = MetaLRController(0.1, policy=always(2))

@@ -41,15 +41,16 @@ def test_a_clear_overshoot_replaces_a_keep_or_a_raise_with_the_fixed_cut_but_not
     assert at_floor.multiplier == 1.0
 
 
-@pytest.mark.parametrize("anneals", [False, True])
-def test_under_heavy_ball_momentum_an_opposed_gradient_cuts_only_with_a_worse_metric(anneals):
+def test_under_heavy_ball_momentum_an_opposed_gradient_cuts_only_with_a_worse_metric():
     overshoot = features(grad_alignment=-0.3, grad_alignment_t=-4.0, heavy_ball=1.0)
     for requested in (0.5, 1.0, 2.0):
-        kept = move(requested, overshoot, anneals=anneals)
+        kept = move(requested, overshoot)
         assert kept.multiplier == 1.0 and (kept.held or requested == 1.0)
-    held = move(0.5, overshoot, anneals=anneals)
+    held = move(0.5, overshoot)
     assert held.why.startswith("cut held: the gradient opposes the previous steps (alignment -0.30, t=-4.0), but under "
                                "heavy-ball momentum (SGD)")
+    assert move(1.0, overshoot).why.startswith("no fixed cut: the gradient opposes the previous steps (t=-4.0), but under "
+                                               "heavy-ball momentum (SGD)")
     assert move(1.0, {k: v for k, v in overshoot.items() if k != "heavy_ball"}).multiplier == CLEAR_OVERSHOOT_CUT
     worse = dict(overshoot, objective_trend=0.05)
     cut = move(0.5, worse)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_metalr import FEATURE_NAMES, load_policy
+from hf_metalr import FEATURE_NAMES, MetaLRController, load_policy
 from hf_metalr.controller import early_guard
 from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
 from hf_metalr.controller.policy import random_policy
@@ -93,6 +93,21 @@ def test_episode_transitions_come_from_the_controller():
     # same problem, seed and policy -> the same episode
     again = run_episode(spec, random_policy(1), seed=5)
     assert again.values == episode.values and again.actions == episode.actions
+
+
+def test_an_episode_reads_its_optimizers_kind_as_the_callback_does(monkeypatch):
+    """Meta-training's episodes on SGD with momentum run under the heavy-ball rule, on Adam under the distance check."""
+    seen = []
+    read = MetaLRController.read_optimizer
+
+    def recording(controller, optimizer):
+        read(controller, optimizer)
+        seen.append((type(optimizer).__name__, controller.heavy_ball, controller.steps_per_coordinate))
+
+    monkeypatch.setattr(MetaLRController, "read_optimizer", recording)
+    for optimizer in ("sgd", "adam"):
+        run_episode(quick_spec(optimizer=optimizer), random_policy(1), seed=5)
+    assert seen == [("SGD", True, False), ("Adam", False, True)]
 
 
 def test_divergence_is_penalised_and_ends_the_episode(monkeypatch):

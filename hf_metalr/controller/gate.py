@@ -565,9 +565,9 @@ def _waits(features: dict[str, float], previous_t: float) -> str:
 def clear_overshoot(features: dict[str, float]) -> bool:
     """Whether the gradient clearly opposes the previous steps: ``grad_alignment <= -OVERSHOOT_ALIGNMENT``
     with ``grad_alignment_t`` at or below minus the cut's bar (``_cut_evidence_t``). Never under heavy-ball
-    momentum (``heavy_ball``: SGD with momentum): a direction of curvature λ swings across its valley
-    once ``lr * λ > 1 - momentum``, far below the stability edge ``2 * (1 + momentum)``, so there the
-    gradient opposes the previous step at LRs that train well, and only a worse metric with it says
+    momentum (``heavy_ball``: SGD with momentum): in a direction of curvature λ the gradient opposes the
+    previous step on average once ``lr * λ > 1 - momentum``, far below the stability edge
+    ``2 * (1 + momentum)``, so it does at LRs that train well, and only a worse metric with it says
     that the steps overshoot."""
     return (not features.get("heavy_ball")
             and _opposed_past_the_overshoot_bar(features))
@@ -642,6 +642,9 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
         cut = _verdict(CLEAR_OVERSHOOT_CUT, features, first=first, schedule_anneals=schedule_anneals)  # its own words
         multiplier, held, floor, why = CLEAR_OVERSHOOT_CUT, False, cut.floor, (
             f"{cut.why}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
+    elif multiplier >= 1 and why is None and features.get("heavy_ball") and _opposed_past_the_overshoot_bar(features):
+        why = (f"no fixed cut: the gradient opposes the previous steps (t={features['grad_alignment_t']:+.1f}), but under "
+               "heavy-ball momentum (SGD) it does at LRs that train well: a cut needs the metric to get worse too")
     elif multiplier >= 1 and why is None and clear_overshoot(features) and waiting is not None:
         why = (f"no fixed cut: the gradient clearly opposes the previous steps (t={features['grad_alignment_t']:+.1f}), "
                f"but {_waits(features, waiting)}")

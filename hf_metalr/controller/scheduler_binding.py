@@ -62,13 +62,21 @@ def normalises_steps(optimizer) -> bool:
 
 
 def heavy_ball_momentum(optimizer) -> bool:
-    """Whether ``optimizer`` (or the one under accelerate's wrapper) steps by the LR times a momentum
-    buffer of raw gradients, as SGD with ``momentum > 0`` does: it does not normalise its steps
-    (``normalises_steps``) and a param group holds a positive ``momentum``. Under heavy-ball momentum
-    the gradient opposes the previous step at LRs that train well (``gate.clear_overshoot``)."""
+    """Whether ``optimizer`` (or the one under accelerate's wrapper) is SGD with heavy-ball momentum:
+    its class, or a base class, is named like SGD (torch's, bitsandbytes' 8-bit one, apex's fused
+    one) and none like an optimizer that sets its own step size (Schedule-Free SGD averages its
+    iterates instead), and a param group holds a momentum above 0 (``momentum``, or bitsandbytes'
+    ``betas[0]``). Nesterov's variant counts. Under heavy-ball momentum the gradient opposes the
+    previous step at LRs that train well (``gate.clear_overshoot``)."""
     target = getattr(optimizer, "optimizer", optimizer)
-    return not normalises_steps(optimizer) and any(
-        isinstance(group.get("momentum"), (int, float)) and group["momentum"] > 0 for group in target.param_groups)
+    names = [cls.__name__ for cls in type(target).__mro__]
+    if not any("SGD" in name for name in names) or any(key in name for name in names for key in _OWN_STEP_SIZE):
+        return False
+    return any(_positive(group.get("momentum", (group.get("betas") or (0.0,))[0])) for group in target.param_groups)
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
 
 
 def reference_lr(optimizer, *, owner: str = "MetaLRCallback") -> float:
