@@ -52,7 +52,7 @@ class StepDistanceProbe(AlignmentFeed):
 
 
 def sgd_good_lr(task, sweep: Path = SGD_SWEEP) -> float:
-    """The family's SGD pick, as ``unseen_families.good_lr`` made it, read from the sweep's runs: a
+    """The family's SGD pick (``unseen_families.pick``, as ``good_lr`` made it), read from the sweep's runs: a
     ``ValueError`` for a family the sweep has not picked for."""
     done = unseen_families._runs(sweep / "runs.jsonl")
     finals = {lr: done.get((task.name, lr, 0, "constant", "sgd"), {}).get("final_val_loss")
@@ -60,7 +60,7 @@ def sgd_good_lr(task, sweep: Path = SGD_SWEEP) -> float:
     if None in finals.values():
         raise ValueError(f"{task.name} has no SGD pick in {sweep}: run benchmarks/unseen_families.py --optimizer sgd "
                          f"--tasks {task.name} --out {sweep} first")
-    return min((loss, lr) for lr, loss in finals.items() if math.isfinite(loss))[1]
+    return unseen_families.pick(finals)
 
 
 def readings(task, multiplier: float, seed: int, evals: int, good_lr: float) -> list[tuple[float, float, float]]:

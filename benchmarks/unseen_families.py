@@ -1062,7 +1062,11 @@ def run(task: Task, lr: float, seed: int, schedule: str, out: Path, done: dict, 
 
 def good_lr(task: Task, out: Path, done: dict, grid=LR_GRID, epochs: int | None = None, optimizer: str = "adamw") -> float:
     """The grid's LR with the lowest final validation loss of the constant LR, seed 0."""
-    finals = {lr: run(task, lr, 0, "constant", out, done, epochs, optimizer=optimizer)["final_val_loss"] for lr in grid}
+    return pick({lr: run(task, lr, 0, "constant", out, done, epochs, optimizer=optimizer)["final_val_loss"] for lr in grid})
+
+
+def pick(finals: dict[float, float | None]) -> float:
+    """The LR whose constant-LR run ended at the lowest finite validation loss (``finals``: LR -> final loss)."""
     return min((loss, lr) for lr, loss in finals.items() if loss is not None and np.isfinite(loss))[1]
 
 

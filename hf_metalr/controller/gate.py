@@ -117,7 +117,7 @@ from dataclasses import dataclass
 __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo", "punished_cut_undo",
            "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
-           "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "bouncing", "moved_but_stuck",
+           "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
@@ -301,7 +301,7 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
     if not worse:
         if wait and clear_overshoot(features):
             return Verdict(True, wait)
-        if features.get("heavy_ball") and _opposed_past_the_overshoot_bar(features):
+        if heavy_ball_swing(features):
             return Verdict(True, (f"cut held: the gradient opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                                   "but under heavy-ball momentum (SGD) it does at LRs that train well, as the steps swing "
                                   "across the sharpest directions: a cut needs the metric to get worse too"))
@@ -569,8 +569,13 @@ def clear_overshoot(features: dict[str, float]) -> bool:
     previous step on average once ``lr * λ > 1 - momentum``, far below the stability edge
     ``2 * (1 + momentum)``, so it does at LRs that train well, and only a worse metric with it says
     that the steps overshoot."""
-    return (not features.get("heavy_ball")
-            and _opposed_past_the_overshoot_bar(features))
+    return not features.get("heavy_ball") and _opposed_past_the_overshoot_bar(features)
+
+
+def heavy_ball_swing(features: dict[str, float]) -> bool:
+    """Whether the gradient opposes the previous steps past ``clear_overshoot``'s bars under heavy-ball
+    momentum, where that reading is the swing of the steps, not an overshoot (no cut on it alone)."""
+    return bool(features.get("heavy_ball")) and _opposed_past_the_overshoot_bar(features)
 
 
 def _opposed_past_the_overshoot_bar(features: dict[str, float]) -> bool:
@@ -642,7 +647,7 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
         cut = _verdict(CLEAR_OVERSHOOT_CUT, features, first=first, schedule_anneals=schedule_anneals)  # its own words
         multiplier, held, floor, why = CLEAR_OVERSHOOT_CUT, False, cut.floor, (
             f"{cut.why}; a fixed cut (x{CLEAR_OVERSHOOT_CUT:g}), the policy asked for x{requested:g}")
-    elif multiplier >= 1 and why is None and features.get("heavy_ball") and _opposed_past_the_overshoot_bar(features):
+    elif multiplier >= 1 and why is None and heavy_ball_swing(features):
         why = (f"no fixed cut: the gradient opposes the previous steps (t={features['grad_alignment_t']:+.1f}), but under "
                "heavy-ball momentum (SGD) it does at LRs that train well: a cut needs the metric to get worse too")
     elif multiplier >= 1 and why is None and clear_overshoot(features) and waiting is not None:

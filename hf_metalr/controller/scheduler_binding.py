@@ -55,10 +55,7 @@ def normalises_steps(optimizer) -> bool:
     or RMSprop, and none like an optimizer that sets its own step size (D-Adaptation, Prodigy,
     GaLore, Schedule-Free). The controller compares such an LR with the distance estimate
     (``MetaLRController.steps_per_coordinate``); SGD's step scales with the gradient instead."""
-    target = getattr(optimizer, "optimizer", optimizer)
-    names = [cls.__name__ for cls in type(target).__mro__]
-    return (any(key in name for name in names for key in _NORMALISED)
-            and not any(key in name for name in names for key in _OWN_STEP_SIZE))
+    return _named_like(optimizer, _NORMALISED) and not _named_like(optimizer, _OWN_STEP_SIZE)
 
 
 def heavy_ball_momentum(optimizer) -> bool:
@@ -68,11 +65,17 @@ def heavy_ball_momentum(optimizer) -> bool:
     iterates instead), and a param group holds a momentum above 0 (``momentum``, or bitsandbytes'
     ``betas[0]``). Nesterov's variant counts. Under heavy-ball momentum the gradient opposes the
     previous step at LRs that train well (``gate.clear_overshoot``)."""
-    target = getattr(optimizer, "optimizer", optimizer)
-    names = [cls.__name__ for cls in type(target).__mro__]
-    if not any("SGD" in name for name in names) or any(key in name for name in names for key in _OWN_STEP_SIZE):
+    if not _named_like(optimizer, ("SGD",)) or _named_like(optimizer, _OWN_STEP_SIZE):
         return False
+    target = getattr(optimizer, "optimizer", optimizer)
     return any(_positive(group.get("momentum", (group.get("betas") or (0.0,))[0])) for group in target.param_groups)
+
+
+def _named_like(optimizer, keys: tuple[str, ...]) -> bool:
+    """Whether the class of ``optimizer`` (or of the one under accelerate's wrapper), or a base class,
+    has one of ``keys`` in its name."""
+    target = getattr(optimizer, "optimizer", optimizer)
+    return any(key in cls.__name__ for cls in type(target).__mro__ for key in keys)
 
 
 def _positive(value) -> bool:
