@@ -80,6 +80,19 @@ blind, with no rule changed between their first runs and the tables:
   ratings of unseen (user, item) pairs from 2000 ratings of 200 users and 100 items (a rank-2
   truth with noise), so the factors can overfit. Metric: R^2.
 
+A seventh three came on 2026-12-06 (the thirty-sixth session), defined and run once the same way,
+blind, with no rule changed between their first runs and the tables, on a grid up to 0.1 (the
+sixth three's 1e-2 picks were the top of the default grid):
+
+- ``opt-markov``: a tiny ``OPTForCausalLM`` (2 layers, 64 wide, learned positions, ReLU) modelling
+  rows of a fixed sparse second-order Markov chain over 24 tokens, every token scored. Metric:
+  the next-token cross-entropy (lower is better); also the accuracy.
+- ``linear-lstsq``: an ill-conditioned least-squares problem (32 correlated features, a
+  condition number of 1000, noise), one ``nn.Linear``: a convex loss. Metric: R^2.
+- ``modernbert-negation``: a tiny ``ModernBertForSequenceClassification`` (2 layers, 64 wide,
+  pre-LN, GeGLU, rotary) telling the polarity of the one polar word among 16, flipped by a NOT
+  right before it (other NOTs stand before neutral words). Metric: accuracy.
+
 Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
 
 Per family, a good LR is picked first (the best final validation loss of the constant LR over a
@@ -106,6 +119,8 @@ are reused from ``--out``/runs.jsonl.
         --out benchmarks/results/unseen_families_fifth
     python benchmarks/unseen_families.py --tasks mamba-running,segformer-shapes,mf-ratings --good-lr grid \
         --out benchmarks/results/unseen_families_sixth
+    python benchmarks/unseen_families.py --tasks opt-markov,linear-lstsq,modernbert-negation --good-lr grid \
+        --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_seventh
 
 ``--optimizer sgd`` runs the same cells under SGD with momentum 0.9 (the Trainer's ``optim="sgd"``,
 ``optim_args="momentum=0.9"``) instead of the Trainer's AdamW: every schedule but the peers, which
@@ -1011,13 +1026,166 @@ class RatingsTask(R2Task):
         return seeded(seed, Factorization)
 
 
+# -- a seventh three, added on 2026-12-06 (the thirty-sixth session) and run once in the same way -------------
+
+MARKOV_TOKENS, MARKOV_LENGTH, MARKOV_SEED, MARKOV_CONCENTRATION = 24, 24, 109, 0.1
+MARKOV_BASE = 3  # the chain's tokens are 3..26 (0, 1, 2: pad, BOS, SEP)
+
+
+@functools.lru_cache(maxsize=1)
+def _markov_split() -> TaskData:
+    """Rows ``BOS`` and 24 tokens of a fixed second-order Markov chain over 24 tokens, each pair of tokens'
+    next-token distribution drawn once from a sparse Dirichlet (0.1): a language to model, every token
+    after BOS scored."""
+    generator = torch.Generator().manual_seed(MARKOV_SEED)
+    gamma = torch.distributions.Gamma(torch.full((MARKOV_TOKENS,), MARKOV_CONCENTRATION), torch.ones(MARKOV_TOKENS))
+    torch.manual_seed(MARKOV_SEED)  # the Dirichlet draws (torch.distributions takes no generator)
+    weights = gamma.sample((MARKOV_TOKENS, MARKOV_TOKENS))
+    next_token = weights / weights.sum(-1, keepdim=True)
+    tokens = torch.empty(ROWS, MARKOV_LENGTH, dtype=torch.long)
+    tokens[:, :2] = torch.randint(MARKOV_TOKENS, (ROWS, 2), generator=generator)
+    for t in range(2, MARKOV_LENGTH):
+        tokens[:, t] = torch.multinomial(next_token[tokens[:, t - 2], tokens[:, t - 1]], 1, generator=generator).squeeze(1)
+    ids = torch.cat([torch.full((ROWS, 1), DIGIT_BOS), tokens + MARKOV_BASE], 1)
+    labels = ids.clone()
+    labels[:, 0] = -100
+    return _three_splits(input_ids=ids, labels=labels)
+
+
+class MarkovLMTask(Task):
+    name = "opt-markov"
+    description = ("language modelling of a fixed second-order Markov chain over 24 tokens, a tiny OPTForCausalLM "
+                   "(2 layers, 64 wide, learned positions, ReLU), every token scored")
+    metric = "token_loss"
+    greater_is_better = False
+    threshold = 2.0  # the chain's entropy is about 1.42 nats; the best constant LR of the grid ends at 1.94
+    test_metrics = ("token_loss", "token_accuracy")
+    learning_rate = 3e-3  # the grid's pick (the sweep picks it again); what compare --task uses
+
+    def load(self) -> TaskData:
+        return _markov_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import OPTConfig, OPTForCausalLM
+
+        config = OPTConfig(vocab_size=MARKOV_BASE + MARKOV_TOKENS, hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                           num_attention_heads=2, max_position_embeddings=MARKOV_LENGTH + 1, word_embed_proj_dim=64,
+                           dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
+                           pad_token_id=DIGIT_PAD, bos_token_id=DIGIT_BOS, eos_token_id=DIGIT_SEP,
+                           tie_word_embeddings=False, use_cache=False)
+        return seeded(seed, lambda: OPTForCausalLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        """The next-token cross-entropy and accuracy over every scored token (each read at the position before it)."""
+        return _answer_metrics(eval_pred, MARKOV_LENGTH, "token")
+
+
+LEAST_SQUARES_FEATURES, LEAST_SQUARES_SEED = 32, 113
+
+
+@functools.lru_cache(maxsize=1)
+def _least_squares_split() -> TaskData:
+    """Gaussian features with correlated directions (their covariance's eigenvalues log-spaced from 1 down
+    to 1e-3, in a random basis), a dense linear truth and noise (R^2 at most about 0.8); the target
+    standardised on the training rows."""
+    generator = torch.Generator().manual_seed(LEAST_SQUARES_SEED)
+    basis, _ = torch.linalg.qr(torch.randn(LEAST_SQUARES_FEATURES, LEAST_SQUARES_FEATURES, generator=generator))
+    scales = torch.logspace(0, -1.5, LEAST_SQUARES_FEATURES)  # standard deviations: variances 1 to 1e-3
+    x = (torch.randn(ROWS, LEAST_SQUARES_FEATURES, generator=generator) * scales) @ basis.T
+    truth = torch.randn(LEAST_SQUARES_FEATURES, generator=generator) / scales.sqrt() @ basis.T
+    y = x @ truth
+    y = y + 0.5 * y[:TRAIN_ROWS].std() * torch.randn(ROWS, generator=generator)
+    y = (y - y[:TRAIN_ROWS].mean()) / y[:TRAIN_ROWS].std()
+    return _three_splits(features=x, labels=y)
+
+
+class LinearRegressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(LEAST_SQUARES_FEATURES, 1)
+
+    def forward(self, features, labels=None):
+        return regression_output(self.linear(features).squeeze(-1), labels)
+
+
+class LeastSquaresTask(R2Task):
+    name = "linear-lstsq"
+    description = ("an ill-conditioned least-squares problem (32 correlated features, a condition number of 1000), "
+                   "a single nn.Linear: a convex loss")
+    threshold = 0.7
+    learning_rate = 3e-2  # the grid's pick (a grid up to 0.1); what compare --task uses
+
+    def load(self) -> TaskData:
+        return _least_squares_split()
+
+    def model(self, seed: int) -> nn.Module:
+        return seeded(seed, LinearRegressor)
+
+
+NEGATION_LENGTH, NEGATION_SEED, NEGATION_VOCABULARY = 16, 127, 60
+NEGATION_NOT = 3  # 0, 1, 2: pad, CLS, SEP; positive words 5..14, negative 15..24, neutral 25..59
+POSITIVE, NEGATIVE = range(5, 15), range(15, 25)
+
+
+@functools.lru_cache(maxsize=1)
+def _negation_split() -> TaskData:
+    """Rows ``CLS`` and 16 words: one polar word (positive or negative) among neutral ones, right after NOT
+    with probability 0.4 (which flips it), and NOT before each of two neutral words with probability 0.5
+    (which flips nothing); label 1 when the polar word reads positive after the flip."""
+    generator = torch.Generator().manual_seed(NEGATION_SEED)
+    ids = torch.randint(25, NEGATION_VOCABULARY, (ROWS, NEGATION_LENGTH), generator=generator)
+    labels = torch.zeros(ROWS, dtype=torch.long)
+    for row in range(ROWS):
+        polar, *idle = (1 + 2 * torch.randperm(NEGATION_LENGTH // 2 - 1, generator=generator)[:3]).tolist()
+        positive = bool(torch.rand(1, generator=generator) < 0.5)
+        pool = POSITIVE if positive else NEGATIVE
+        ids[row, polar] = pool[int(torch.randint(len(pool), (1,), generator=generator))]
+        negated = bool(torch.rand(1, generator=generator) < 0.4)
+        if negated:
+            ids[row, polar - 1] = NEGATION_NOT
+        for place in idle:
+            if torch.rand(1, generator=generator) < 0.5:
+                ids[row, place - 1] = NEGATION_NOT
+        labels[row] = int(positive != negated)
+    ids = torch.cat([torch.full((ROWS, 1), 1), ids], 1)
+    return _three_splits(input_ids=ids, labels=labels)
+
+
+class NegationTask(Task):
+    name = "modernbert-negation"
+    description = ("the polarity of a word among neutral ones, flipped by a NOT before it, a tiny "
+                   "ModernBertForSequenceClassification (2 layers, 64 wide, pre-LN, GeGLU, rotary positions)")
+    metric = "accuracy"
+    greater_is_better = True
+    threshold = 0.9
+    test_metrics = ("accuracy", "macro_f1")
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
+
+    def load(self) -> TaskData:
+        return _negation_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+        config = ModernBertConfig(vocab_size=NEGATION_VOCABULARY, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=NEGATION_LENGTH + 1,
+                                  global_attn_every_n_layers=1, num_labels=2, pad_token_id=0, bos_token_id=1,
+                                  cls_token_id=1, eos_token_id=2, sep_token_id=2, embedding_dropout=0.0,
+                                  mlp_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0)
+        return seeded(seed, lambda: ModernBertForSequenceClassification(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return classification_metrics(eval_pred)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
 FOURTH_THREE = (MaxDigitTask(), ConvNextDigitsTask(), MatchSumTask())
 FIFTH_THREE = (SortLMTask(), OrderTask(), DampingTask())
 SIXTH_THREE = (RunningSumTask(), ShapesTask(), RatingsTask())
-TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE}
+SEVENTH_THREE = (MarkovLMTask(), LeastSquaresTask(), NegationTask())
+TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE + SEVENTH_THREE}
 
 
 def _key(row: dict) -> tuple:

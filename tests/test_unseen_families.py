@@ -1,6 +1,7 @@
-"""benchmarks/unseen_families.py: eighteen model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: twenty-one model families defined only there, run as a user would."""
 
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -249,7 +250,7 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 18
+    assert len(module.TASKS) == 21
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
 
@@ -353,3 +354,71 @@ def test_ratings_are_standardised_on_the_training_rows_and_the_factorization_sco
     assert len(pairs) == len(columns["user"]) and not pairs & test, "each pair rated once: the test pairs are unseen"
     out = module.RatingsTask().model(0)(user=columns["user"][:5], item=columns["item"][:5], labels=columns["labels"][:5])
     assert out["logits"].shape == (5,) and out["loss"].item() > 0
+
+
+def test_markov_rows_follow_one_sparse_second_order_chain_and_every_token_after_bos_is_scored():
+    module = load_benchmark("unseen_families")
+    task = module.MarkovLMTask()
+    columns = task.load().train.columns
+    ids, labels = columns["input_ids"], columns["labels"]
+    n, base = module.MARKOV_LENGTH, module.MARKOV_BASE
+    assert ids.shape[1] == n + 1 and bool((ids[:, 0] == module.DIGIT_BOS).all())
+    assert bool((labels[:, 0] == -100).all()) and torch.equal(labels[:, 1:], ids[:, 1:])
+    tokens = ids[:, 1:] - base
+    assert int(tokens.min()) >= 0 and int(tokens.max()) < module.MARKOV_TOKENS
+    # a sparse chain: most pairs of tokens are followed by only a few of the 24
+    followers: dict[tuple, set] = {}
+    for row in tokens.tolist():
+        for a, b, c in zip(row, row[1:], row[2:]):
+            followers.setdefault((a, b), set()).add(c)
+    seen = statistics.median(len(f) for f in followers.values())
+    assert seen <= 8, seen
+    rows = 6
+    logits = torch.full((rows, n + 1, base + module.MARKOV_TOKENS), -30.0)
+    for k in range(n):  # each token predicted at the position just before it
+        logits[torch.arange(rows), k, ids[:rows, k + 1]] = 30.0
+    metrics = task.compute_metrics(_prediction(logits, labels[:rows]))
+    assert metrics["token_accuracy"] == 1.0 and metrics["token_loss"] < 1e-6
+    assert task.compute_metrics(_prediction(logits.roll(1, dims=1), labels[:rows]))["token_accuracy"] < 0.5
+    out = task.model(0)(input_ids=ids[:4], labels=labels[:4])
+    assert out.logits.shape == (4, n + 1, base + module.MARKOV_TOKENS) and 2.5 < out.loss.item() < 4.0, "near log(27)"
+
+
+def test_least_squares_features_are_ill_conditioned_and_the_model_is_one_linear_layer():
+    module = load_benchmark("unseen_families")
+    task = module.LeastSquaresTask()
+    columns = task.load().train.columns
+    x, y = columns["features"], columns["labels"]
+    assert abs(float(y.mean())) < 1e-5 and abs(float(y.std()) - 1) < 1e-5
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(x.T))
+    assert 300 < float(eigenvalues.max() / eigenvalues.min()) < 3000, "a condition number near 1000"
+    # the best linear fit explains most but not all of the target (the noise's share stays)
+    design = torch.cat([x, torch.ones(len(x), 1)], 1)
+    fit = torch.linalg.lstsq(design, y[:, None]).solution
+    r2 = 1 - float(((design @ fit).squeeze(1) - y).pow(2).mean())
+    assert 0.7 < r2 < 0.9, r2
+    model = task.model(0)
+    assert [name for name, _ in model.named_parameters()] == ["linear.weight", "linear.bias"]
+    out = model(features=x[:5], labels=y[:5])
+    assert out["logits"].shape == (5,) and out["loss"].item() > 0
+
+
+def test_negation_labels_are_the_polar_words_reading_flipped_by_a_not_right_before_it():
+    module = load_benchmark("unseen_families")
+    task = module.NegationTask()
+    columns = task.load().train.columns
+    ids, labels = columns["input_ids"], columns["labels"]
+    assert ids.shape[1] == module.NEGATION_LENGTH + 1 and bool((ids[:, 0] == 1).all())
+    negated_rows = 0
+    for row, label in zip(ids.tolist(), labels.tolist()):
+        polar = [k for k, token in enumerate(row) if token in module.POSITIVE or token in module.NEGATIVE]
+        assert len(polar) == 1
+        negated = row[polar[0] - 1] == module.NEGATION_NOT
+        negated_rows += negated
+        assert label == int((row[polar[0]] in module.POSITIVE) != negated)
+    assert 0.3 < negated_rows / len(labels) < 0.5
+    assert 0.4 < float(labels.float().mean()) < 0.6
+    nots_elsewhere = int((ids == module.NEGATION_NOT).sum()) - negated_rows
+    assert nots_elsewhere > 0.5 * len(labels), "NOTs before neutral words too, which flip nothing"
+    out = task.model(0)(input_ids=ids[:4], labels=labels[:4])
+    assert out.logits.shape == (4, 2) and out.loss.item() > 0
