@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: twenty-one model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: twenty-two model families defined only there, run as a user would."""
 
 import json
 import statistics
@@ -250,7 +250,7 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 21
+    assert len(module.TASKS) == 22
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
 
@@ -422,3 +422,28 @@ def test_negation_labels_are_the_polar_words_reading_flipped_by_a_not_right_befo
     assert nots_elsewhere > 0.5 * len(labels), "NOTs before neutral words too, which flip nothing"
     out = task.model(0)(input_ids=ids[:4], labels=labels[:4])
     assert out.logits.shape == (4, 2) and out.loss.item() > 0
+
+
+def test_the_lora_family_adapts_one_frozen_pretrained_gpt2_to_a_chain_with_half_its_transitions_changed(monkeypatch):
+    module = load_benchmark("unseen_families")
+    original, shifted = module._markov_chain(), module._markov_chain(module.SHIFT_SHARE)
+    changed = (original - shifted).abs().sum(-1) > 1e-6
+    assert 0.4 < float(changed.float().mean()) < 0.6, "about half the token pairs' next-token distributions redrawn"
+    monkeypatch.setattr(module, "PRETRAIN_EPOCHS", 1)  # the sweep's base trains 10 epochs; one shows the contract
+    module._pretrained_gpt2_state.cache_clear()
+    try:
+        task = module.LoraShiftTask()
+        first, second = task.model(0), task.model(1)
+        trained = {name for name, p in first.named_parameters() if p.requires_grad}
+        assert trained and all("lora_" in name for name in trained)
+        base_first = {n: p for n, p in first.named_parameters() if not p.requires_grad}
+        base_second = dict(second.named_parameters())
+        assert all(torch.equal(p, base_second[n]) for n, p in base_first.items()), "one pretrained base for every seed"
+        lora_a = next(n for n in trained if "lora_A" in n)
+        assert not torch.equal(dict(first.named_parameters())[lora_a], base_second[lora_a]), "adapters drawn per seed"
+        rows = task.load().validation.columns["input_ids"][:64]
+        pretrained_rows = module._markov_split().validation.columns["input_ids"][:64]
+        with torch.no_grad():  # the base fits the chain it was trained on better than the changed one
+            assert first(input_ids=pretrained_rows, labels=pretrained_rows).loss < first(input_ids=rows, labels=rows).loss
+    finally:
+        module._pretrained_gpt2_state.cache_clear()
