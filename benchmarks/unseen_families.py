@@ -93,13 +93,14 @@ sixth three's 1e-2 picks were the top of the default grid):
   pre-LN, GeGLU, rotary) telling the polarity of the one polar word among 16, flipped by a NOT
   right before it (other NOTs stand before neutral words). Metric: accuracy.
 
-An eighth family came the same day, the one way most people fine-tune a language model now, run
-once the same way:
+Two fine-tunes of a pretrained model came the same day, run once the same way (every family
+above trains from scratch):
 
 - ``lora-gpt2-shift``: a tiny ``GPT2LMHeadModel`` (2 layers, 64 wide) trained on ``opt-markov``'s
   chain (10 epochs, the same base for every run), then adapted with peft's LoRA (rank 8 on every
   attention and MLP projection, the base frozen) to a chain with half of its token pairs'
   next-token distributions drawn anew. Metric: the next-token cross-entropy (lower is better).
+- ``gpt2-shift-finetune``: the same base and data, every weight fine-tuned.
 
 Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
 
@@ -131,6 +132,8 @@ are reused from ``--out``/runs.jsonl.
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_seventh
     python benchmarks/unseen_families.py --tasks lora-gpt2-shift --good-lr grid \
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_lora
+    python benchmarks/unseen_families.py --tasks gpt2-shift-finetune --good-lr grid \
+        --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_finetune
 
 ``--optimizer sgd`` runs the same cells under SGD with momentum 0.9 (the Trainer's ``optim="sgd"``,
 ``optim_args="momentum=0.9"``) instead of the Trainer's AdamW: every schedule but the peers, which
@@ -1269,6 +1272,21 @@ class LoraShiftTask(Task):
         return _answer_metrics(eval_pred, MARKOV_LENGTH, "token")
 
 
+class FineTuneShiftTask(LoraShiftTask):
+    name = "gpt2-shift-finetune"
+    description = ("the same pretrained tiny GPT-2 as lora-gpt2-shift, every weight fine-tuned on the chain with half "
+                   "its transitions changed, every token scored")
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
+
+    def model(self, seed: int) -> nn.Module:
+        def build():
+            model = _small_gpt2()
+            model.load_state_dict(_pretrained_gpt2_state())
+            return model
+
+        return seeded(seed, build)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
@@ -1276,7 +1294,7 @@ FOURTH_THREE = (MaxDigitTask(), ConvNextDigitsTask(), MatchSumTask())
 FIFTH_THREE = (SortLMTask(), OrderTask(), DampingTask())
 SIXTH_THREE = (RunningSumTask(), ShapesTask(), RatingsTask())
 SEVENTH_THREE = (MarkovLMTask(), LeastSquaresTask(), NegationTask())
-LORA_FAMILY = (LoraShiftTask(),)
+LORA_FAMILY = (LoraShiftTask(), FineTuneShiftTask())
 TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE + SEVENTH_THREE + LORA_FAMILY}
 
 

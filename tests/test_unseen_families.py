@@ -1,4 +1,4 @@
-"""benchmarks/unseen_families.py: twenty-two model families defined only there, run as a user would."""
+"""benchmarks/unseen_families.py: twenty-three model families defined only there, run as a user would."""
 
 import json
 import statistics
@@ -250,7 +250,7 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 22
+    assert len(module.TASKS) == 23
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
 
@@ -424,7 +424,7 @@ def test_negation_labels_are_the_polar_words_reading_flipped_by_a_not_right_befo
     assert out.logits.shape == (4, 2) and out.loss.item() > 0
 
 
-def test_the_lora_family_adapts_one_frozen_pretrained_gpt2_to_a_chain_with_half_its_transitions_changed(monkeypatch):
+def test_the_lora_and_the_full_fine_tune_start_from_one_pretrained_gpt2_adapted_to_a_changed_chain(monkeypatch):
     module = load_benchmark("unseen_families")
     original, shifted = module._markov_chain(), module._markov_chain(module.SHIFT_SHARE)
     changed = (original - shifted).abs().sum(-1) > 1e-6
@@ -445,5 +445,10 @@ def test_the_lora_family_adapts_one_frozen_pretrained_gpt2_to_a_chain_with_half_
         pretrained_rows = module._markov_split().validation.columns["input_ids"][:64]
         with torch.no_grad():  # the base fits the chain it was trained on better than the changed one
             assert first(input_ids=pretrained_rows, labels=pretrained_rows).loss < first(input_ids=rows, labels=rows).loss
+        full = module.FineTuneShiftTask().model(0)  # the full fine-tune: the same base, every weight trained
+        assert all(p.requires_grad for p in full.parameters())
+        full_weights = dict(full.named_parameters())
+        assert all(torch.equal(p, full_weights[n.replace("base_model.model.", "").replace(".base_layer", "")])
+                   for n, p in base_first.items())
     finally:
         module._pretrained_gpt2_state.cache_clear()
