@@ -1204,7 +1204,7 @@ class NegationTask(Task):
         return classification_metrics(eval_pred)
 
 
-# -- an eighth family, added on 2026-12-06 (the thirty-sixth session) and run once in the same way -------------
+# -- two fine-tunes of one pretrained model, added on 2026-12-06 (the thirty-sixth session), each run once ------
 
 SHIFT_SHARE, SHIFT_SEED, PRETRAIN_EPOCHS, PRETRAIN_LR = 0.5, 131, 10, 3e-3
 
@@ -1228,7 +1228,7 @@ def _small_gpt2():
 @functools.lru_cache(maxsize=1)
 def _pretrained_gpt2_state() -> dict[str, torch.Tensor]:
     """A tiny GPT-2 trained on ``opt-markov``'s rows (AdamW at 3e-3, batches of 32, 10 epochs, seed 0, one
-    thread's arithmetic): the base the LoRA adapts, the same for every run."""
+    thread's arithmetic): the base both fine-tunes start from, the same for every run."""
     rows = _markov_split().train.columns["input_ids"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
