@@ -1243,6 +1243,13 @@ def _pretrained_gpt2_state() -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
+def _pretrained_gpt2():
+    """A fresh copy of the pretrained base (``_pretrained_gpt2_state``), every weight trainable."""
+    model = _small_gpt2()
+    model.load_state_dict(_pretrained_gpt2_state())
+    return model
+
+
 class LoraShiftTask(Task):
     name = "lora-gpt2-shift"
     description = ("a tiny GPT-2 pretrained on one Markov chain, adapted by LoRA (rank 8 on every attention and MLP "
@@ -1260,11 +1267,9 @@ class LoraShiftTask(Task):
         import peft
 
         def build():
-            base = _small_gpt2()
-            base.load_state_dict(_pretrained_gpt2_state())
             config = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"],
                                      fan_in_fan_out=True, task_type="CAUSAL_LM")
-            return peft.get_peft_model(base, config)
+            return peft.get_peft_model(_pretrained_gpt2(), config)
 
         return seeded(seed, build)
 
@@ -1279,12 +1284,7 @@ class FineTuneShiftTask(LoraShiftTask):
     learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
 
     def model(self, seed: int) -> nn.Module:
-        def build():
-            model = _small_gpt2()
-            model.load_state_dict(_pretrained_gpt2_state())
-            return model
-
-        return seeded(seed, build)
+        return seeded(seed, _pretrained_gpt2)
 
 
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
