@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import torch
+
+GLOO_WORKERS_GRACE_S = 0.5
+"""How long the end of a gloo run waits, without the GIL, for gloo's worker threads to let go of
+the last collectives' tensors (see ``end_distributed``)."""
 
 
 def process_group_up() -> bool:
@@ -22,6 +27,13 @@ def end_distributed() -> None:
     then reports the run as failed. A gloo barrier that fails (a rank that left without reaching it,
     a rank-0-only tail longer than the group's timeout) is a warning, and the group is left to the
     exit as before. Without a process group it does nothing.
+
+    The abort's cause, read from a core dump: a gloo worker thread lets go of a finished collective
+    (the barrier, and through it the run's last all-gather) a moment after the ranks have moved
+    on. Releasing that all-gather's tensors decrefs their Python objects, which needs the GIL; once
+    the interpreter is finalizing, a thread that asks for the GIL exits inside a C++ destructor, and
+    that is ``std::terminate``. So after the group is destroyed, this waits
+    ``GLOO_WORKERS_GRACE_S`` (sleeping, the GIL released) for those threads to finish.
     """
     dist = torch.distributed
     if not process_group_up():
@@ -33,4 +45,7 @@ def end_distributed() -> None:
             warnings.warn(f"the process group's closing barrier failed ({err}); the group is left to the process's exit",
                           RuntimeWarning, stacklevel=2)
             return
+        dist.destroy_process_group()
+        time.sleep(GLOO_WORKERS_GRACE_S)
+        return
     dist.destroy_process_group()
