@@ -9,7 +9,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller import early_guard
-from hf_metalr.controller.alignment import WINDOW, GradientAlignment
+from hf_metalr.controller.alignment import WINDOW, AlignmentWindow, GradientAlignment
 from hf_metalr.controller.serialization import tensors_to_text, text_to_tensors
 from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, EVIDENCE_T, OVERSHOOT_ALIGNMENT, PLATEAU_EVIDENCE_T, MOVED,
                                        PROGRESS, RAISE_PUNISHED, STUCK, STUCK_EVALUATIONS, UNDERSHOOT_ALIGNMENT,
@@ -1063,3 +1063,38 @@ def test_the_first_raise_needs_the_later_half_of_the_interval_to_read_too_short(
     else:
         assert features["grad_alignment_late"] == pytest.approx(-0.2, abs=1e-5)
         assert decision.applied == 1.0 and decision.gate.startswith("raise held: at the first evaluation a raise needs")
+
+
+def _opposed_window(steps: int = 32, mean: float = -0.03, std: float = 0.05, ratio: float = -0.02) -> AlignmentWindow:
+    """An interval whose gradients oppose the previous steps a little (t = mean / (std / sqrt(steps)))."""
+    return AlignmentWindow(dot=ratio, norms=1.0, cos=steps * mean, cos_sq=(steps - 1) * std**2 + steps * mean**2,
+                           steps=steps)
+
+
+@pytest.mark.parametrize("history, undone", [
+    ([{"applied": 2.0, "value": 1.0, "rule": None}], True),  # the last decision's raise
+    ([{"applied": 2.0, "value": 1.0, "rule": None}, {"applied": 1.0, "value": 0.9}], True),  # an earlier one, kept since
+    ([{"applied": 2.0, "value": 1.0, "rule": None}, {"applied": 0.8, "value": 0.9}], False),  # a cut followed it
+    ([{"applied": 2.0, "value": 1.0, "rule": "restore"}], False),  # the distance check's cut taken back: no bet
+    ([{"applied": 2.0, "value": 1.0, "rule": "undo_cut"}], False),  # a punished cut taken back: no bet
+    ([{"applied": 1.0, "value": 1.0}], False)])  # no raise
+def test_the_controller_takes_its_raise_back_once_the_gradient_opposes_the_steps_and_after_a_resume(
+        monkeypatch, history, undone):
+    ctrl = _after_a_raise(history)
+    resumed = MetaLRController(0.01, policy=always(2), learn_online=False)
+    resumed.watch([torch.nn.Parameter(torch.ones(8))])
+    resumed.load_state_dict(json.loads(json.dumps(ctrl.state_dict())))
+    decisions = []
+    for controller in (ctrl, resumed):
+        controller.steps_per_coordinate = True  # an Adam-like optimizer: the distance check reads its LR
+        monkeypatch.setattr(controller.alignment, "take", _opposed_window)
+        monkeypatch.setattr(controller.alignment.distance, "value", lambda: 0.04)  # the LR (0.02) at half the estimate
+        decisions.append(controller.observe(0.85, stepped=True))  # the metric still improves
+    a, b = decisions
+    assert a.features["grad_alignment_t"] == pytest.approx(-0.03 / (0.05 / 32**0.5))
+    assert a.features["grad_alignment_t"] < -EVIDENCE_T and a.features["lr_over_distance"] == pytest.approx(0.5)
+    assert a.applied == b.applied == (0.5 if undone else 1.0) and a.multiplier == 1.0, "the policy kept"
+    assert a.evidence == b.evidence and (a.rule == "opposed_undo") == undone
+    if undone:
+        assert a.evidence.startswith("undo: the gradient now opposes the previous steps (alignment -0.02, t=-3.4) after "
+                                     "the last raise (x2), and the LR is 0.5 times the distance estimate")

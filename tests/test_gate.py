@@ -5,8 +5,9 @@ import math
 import pytest
 
 from hf_metalr.controller.gate import (AVERAGE_GAIN, CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, EVIDENCE_T,
-                                       MOVED, NO_DISTANCE, RAISE_CEILING, RAISE_PUNISHED, GatedMove, gate_move,
-                                       punished_cut_undo)
+                                       MOVED, NO_DISTANCE, OPPOSED_UNDO_DISTANCE, RAISE_CEILING, RAISE_PUNISHED, GatedMove,
+                                       gate_move,
+                                       opposed_raise_undo, punished_cut_undo)
 
 
 def features(**overrides):
@@ -17,10 +18,12 @@ def features(**overrides):
 
 
 def move(requested, feats, *, scale=1.0, min_scale=1e-3, last_applied=1.0, first=False, anneals=False,
-         standing_raise=1.0, distance_debt=1.0, restore_punished=False, last_rule=None, max_scale=math.inf):
+         standing_raise=1.0, distance_debt=1.0, restore_punished=False, last_rule=None, max_scale=math.inf,
+         raise_in_force=1.0):
     return gate_move(requested, feats, first=first, schedule_anneals=anneals, scale=scale, min_scale=min_scale,
                      last_applied=last_applied, standing_raise=standing_raise, distance_debt=distance_debt,
-                     restore_punished=restore_punished, last_rule=last_rule, max_scale=max_scale)
+                     restore_punished=restore_punished, last_rule=last_rule, max_scale=max_scale,
+                     raise_in_force=raise_in_force)
 
 
 def test_a_keep_with_no_evidence_stays_a_keep_and_a_raise_without_evidence_is_held():
@@ -83,6 +86,37 @@ def test_an_earlier_raise_is_taken_back_once_the_run_has_lost_all_it_gained_sinc
     assert move(1.0, features(objective_trend=RAISE_PUNISHED, objective_since_raise=0.2), scale=2.0,
                 standing_raise=2.0).multiplier == 1.0
     assert move(1.0, lost, scale=2.0, standing_raise=1.0).multiplier == 1.0, "no raise standing"
+
+
+@pytest.mark.parametrize("anneals", [False, True])
+def test_a_raise_in_force_is_taken_back_once_the_gradient_opposes_the_steps_while_the_metric_still_improves(anneals):
+    # a pretrained GPT-2 fine-tuned at its good LR: raised on its aligned first steps, then t = -2 to -5 with the
+    # alignment a few hundredths below zero (no clear overshoot) while the loss still fell
+    opposed = features(objective_trend=-0.03, grad_alignment=-0.02, grad_alignment_t=-EVIDENCE_T, alignment_steps=32,
+                       lr_over_distance=0.5)
+    for requested in (0.8, 1.0, 2.0):  # a milder cut, a keep, a raise: the raise is taken back whatever the policy asks
+        undo = move(requested, opposed, scale=2.0, raise_in_force=2.0, anneals=anneals)
+        assert undo.multiplier == 0.5 and not undo.held and undo.rule == "opposed_undo"
+        assert undo.why == ("undo: the gradient now opposes the previous steps (alignment -0.02, t=-2.0) after the last "
+                            "raise (x2), and the LR is 0.5 times the distance estimate: the steps are no longer too short, "
+                            f"the raise is taken back (x0.5), the policy asked for x{requested:g}")
+    assert move(1.0, opposed, scale=4.0, raise_in_force=1.5).multiplier == pytest.approx(1 / 1.5), "what it applied"
+    worse = {**opposed, "objective_trend": RAISE_PUNISHED + 0.01, "previous_grad_alignment_t": -EVIDENCE_T}
+    assert move(0.25, worse, scale=2.0, raise_in_force=2.0, anneals=anneals).multiplier == 0.25, "a deeper cut stays"
+    for why, feats, in_force in [
+            ("no raise in force", opposed, 1.0),
+            ("the gradient short of the bar", {**opposed, "grad_alignment_t": -EVIDENCE_T + 0.01}, 2.0),
+            ("the alignment not below zero", {**opposed, "grad_alignment": 0.0}, 2.0),
+            ("under heavy-ball momentum", {**opposed, "heavy_ball": 1.0}, 2.0),
+            ("no step of the interval measured", {**opposed, "alignment_steps": 0}, 2.0),
+            # far short of the distance estimate: Adam's short-horizon bias on a run still climbing toward its LR
+            ("short of the estimate", {**opposed, "lr_over_distance": OPPOSED_UNDO_DISTANCE - 0.01}, 2.0),
+            ("no positive estimate", {**opposed, "lr_over_distance": NO_DISTANCE}, 2.0),
+            ("no distance reading", {k: v for k, v in opposed.items() if k != "lr_over_distance"}, 2.0)]:
+        assert opposed_raise_undo(feats, in_force) is None, why
+        assert move(1.0, feats, scale=2.0, raise_in_force=in_force).multiplier == 1.0, why
+    assert opposed_raise_undo(opposed, 2.0) == 0.5
+    assert opposed_raise_undo({**opposed, "lr_over_distance": OPPOSED_UNDO_DISTANCE}, 2.0) == 0.5, "the bar itself"
 
 
 def test_the_gate_takes_the_distance_cuts_back_by_itself_only_while_nothing_reads_against_it():

@@ -96,7 +96,7 @@ _STATE_KEYS = ("seed", "initial_lr", "scale", "decision_index", "previous_multip
 
 _RULE_EVIDENCE = (("restore:", "restore"), ("undo: the metric got worse right after the last raise", "undo_raise"),
                   ("undo: the metric got worse right after the last cut", "undo_cut"),
-                  ("undo: the metric is ", "unpaid_undo"))  # how a history saved before ``rule`` names its moves
+                  ("undo: the metric is ", "unpaid_undo"), ("undo: the gradient now opposes", "opposed_undo"))  # how a history saved before ``rule`` names its moves
 
 
 def is_early_distance_cut(cut: dict) -> bool:
@@ -766,7 +766,7 @@ class MetaLRController:
                              scale=self.scale, min_scale=self.min_scale, last_applied=self._last_applied(),
                              standing_raise=standing_raise, distance_debt=self._distance_debt(),
                              restore_punished=self._restore_punished(), last_rule=self._last_rule(),
-                             max_scale=self.max_scale)
+                             max_scale=self.max_scale, raise_in_force=self._raise_in_force())
             multiplier, held, why, rule = move.multiplier, move.held, move.why, move.rule
         else:
             multiplier, held, why, rule = requested, False, None, None
@@ -894,6 +894,19 @@ class MetaLRController:
                     return 1.0, None
                 return applied, float(entry["value"])
         return 1.0, None
+
+    def _raise_in_force(self) -> float:
+        """The multiplier of the controller's last raise made by the policy through the gate (no ``rule``: not
+        a restore of the distance check's cuts, nor the takeback of a cut), at the last decision or before,
+        when no cut or divergence has followed it; 1.0 otherwise. Read back from ``history``, so a resumed
+        run sees the same."""
+        for entry in reversed(self.history):
+            applied = entry.get("applied", 1.0)
+            if entry.get("diverged") or applied < 1:
+                return 1.0
+            if applied > 1:
+                return applied if self._rule_of(entry) is None else 1.0
+        return 1.0
 
     def _rule_of(self, entry: dict) -> str | None:
         """The ``rule`` of a ``history`` entry: "divergence" for a divergence's halving, else the one it

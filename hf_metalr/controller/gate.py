@@ -114,7 +114,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo", "punished_cut_undo",
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo", "opposed_raise_undo", "punished_cut_undo",
            "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
@@ -122,7 +122,7 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
            "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance",
-           "distance_restore", "RESTORE_RAISE", "CREEP_EVALUATIONS", "CREEP_GAIN", "creeping"]
+           "distance_restore", "RESTORE_RAISE", "OPPOSED_UNDO_DISTANCE", "CREEP_EVALUATIONS", "CREEP_GAIN", "creeping"]
 
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
 PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
@@ -170,6 +170,11 @@ RAISE_CEILING = 1.0  # lr_over_distance a raise takes the LR of the steps to at 
 # at its second, with the LR 0.94-1.10 times the estimate: the second doubling ended it 16% above the constant LR; capped
 # here, 70% below it. The raises of the rescues at 0.1x read 0.02-0.80 (a ViT's on its plateau 1.6-7.0, held now at a
 # cost of one and two evaluations in two seeds; docs/controller.md, "The raise ceiling")
+OPPOSED_UNDO_DISTANCE = 0.33  # lr_over_distance at or above which a raise in force is taken back once the gradient
+# opposes the steps (opposed_raise_undo): within a factor of 3 of the distance estimate. A pretrained GPT-2 fine-tuned
+# at its good LR, raised on its aligned first steps, read 0.48-1.0 when the gradient turned against the steps (a LoRA
+# of it 0.47-0.66); the rescues at 0.1x read opposed gradients far short of it, a character-level GPT-2 at 0.13-0.22
+# and a wav2vec2 at 0.04-0.05, where taking the raise back cost them their rescue (docs/controller.md)
 RESTORE_RAISE = 2.0  # the multiplier with which the gate takes the distance check's cuts back by itself
 # (distance_restore): the default actions' largest raise, undoing the check's halvings one by one
 CREEP_EVALUATIONS = 4  # objective trends in a row, each an improvement, that make a creep (``creeping``): on a
@@ -614,13 +619,13 @@ class GatedMove:
     why: str | None
     rule: str | None = None  # which safeguard made the move, where a later decision asks: "distance" (the distance
     # check's cut), "restore" (distance_restore), "undo_raise" (punished_raise_undo), "unpaid_undo"
-    # (unpaid_raise_undo), "undo_cut" (punished_cut_undo); None for the others
+    # (unpaid_raise_undo), "opposed_undo" (opposed_raise_undo), "undo_cut" (punished_cut_undo); None for the others
 
 
 def gate_move(requested: float, features: dict[str, float], *, first: bool, schedule_anneals: bool,
               scale: float, min_scale: float, last_applied: float, standing_raise: float = 1.0,
               distance_debt: float = 1.0, restore_punished: bool = False, last_rule: str | None = None,
-              max_scale: float = math.inf) -> GatedMove:
+              max_scale: float = math.inf, raise_in_force: float = 1.0) -> GatedMove:
     """The policy's ``requested`` multiplier through the gate and its safeguards, in order:
     ``direction_verdict``; the fixed cut (``CLEAR_OVERSHOOT_CUT``) of a clear overshoot, of the
     distance check or of a bounce, in place of a keep or a raise while ``scale`` is above
@@ -630,7 +635,9 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``, ``last_rule``); the
     undo of the last decision's raise (``last_applied`` > 1, the multiplier it applied) when the metric got
     worse right after it; the undo of an earlier raise no cut has followed (``standing_raise`` > 1, the
-    multiplier it applied) when the run has lost all it gained since (``unpaid_raise_undo``); and the undo
+    multiplier it applied) when the run has lost all it gained since (``unpaid_raise_undo``); the undo of
+    the controller's last raise, no cut has followed (``raise_in_force`` > 1, the multiplier it applied), when
+    the gradient now opposes the steps (``opposed_raise_undo``); and the undo
     of the last decision's cut (``last_applied`` < 1) when the metric got worse right after it and nothing
     reads an overshoot now (``punished_cut_undo``; not of an unpaid raise's undo, ``last_rule``
     "unpaid_undo").
@@ -692,6 +699,13 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
             f"made the last raise (x{standing_raise:.3g}), and got worse since the last decision (both by more than "
             f"{RAISE_PUNISHED:.0%}): the run lost all it gained since, the raise did not pay and is taken back "
             f"(x{undo:.3g}), the policy asked for x{requested:g}")
+    undo = opposed_raise_undo(features, raise_in_force)
+    if undo is not None and multiplier > undo:
+        multiplier, held, rule, why = undo, False, "opposed_undo", (
+            f"undo: the gradient now opposes the previous steps (alignment {features['grad_alignment']:+.2f}, "
+            f"t={features['grad_alignment_t']:+.1f}) after the last raise (x{raise_in_force:.3g}), and "
+            f"{lr_over_distance_in_words(features['lr_over_distance'])}: the steps are no longer too short, the raise is "
+            f"taken back (x{undo:.3g}), the policy asked for x{requested:g}")
     undo = None if last_rule == "unpaid_undo" else punished_cut_undo(features, last_applied, scale=scale)
     if undo is not None and multiplier < undo:
         as_far = ", as far as the user's LR" if undo < 1.0 / last_applied else ""
@@ -721,6 +735,28 @@ def unpaid_raise_undo(features: dict[str, float], standing_raise: float) -> floa
     if standing_raise <= 1 or since is None or since <= RAISE_PUNISHED or not _worse_beyond_noise(features):
         return None
     return 1.0 / standing_raise
+
+
+def opposed_raise_undo(features: dict[str, float], raise_in_force: float) -> float | None:
+    """The multiplier that takes back the controller's last raise (``raise_in_force`` > 1, what it applied;
+    made by the policy through the gate, at the last decision or before, and followed by no cut) when the
+    gradient now opposes the steps (``grad_alignment < 0`` with ``grad_alignment_t <= -EVIDENCE_T``) and the
+    LR of the steps is at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate. A raise reads that
+    the steps are too short; once the gradient opposes them near the step Prodigy would take, they no
+    longer are, whether or not the metric still improves. Far short of the estimate an opposed reading is
+    Adam's short-horizon bias on a run still climbing toward its LR, and the raise stands. It never takes
+    the LR below where the raise found it, so the user's LR is not cut by it. Not without a distance
+    reading (``lr_over_distance``, and a positive estimate), not under heavy-ball momentum, where the gradient opposes the steps at
+    LRs that train well (``clear_overshoot``), and not when no step of the interval was measured. None when
+    there is nothing to take back."""
+    if raise_in_force <= 1 or features.get("heavy_ball") or features.get("alignment_steps") == 0:
+        return None
+    t, ratio = features.get("grad_alignment_t"), features.get("lr_over_distance")
+    if t is None or t > -EVIDENCE_T or features.get("grad_alignment", 0.0) >= 0:
+        return None
+    if ratio is None or ratio < OPPOSED_UNDO_DISTANCE or ratio >= NO_DISTANCE:
+        return None
+    return 1.0 / raise_in_force
 
 
 def punished_cut_undo(features: dict[str, float], last_applied: float, *, scale: float) -> float | None:
