@@ -1098,3 +1098,19 @@ def test_the_controller_takes_its_raise_back_once_the_gradient_opposes_the_steps
     if undone:
         assert a.evidence.startswith("undo: the gradient now opposes the previous steps (alignment -0.02, t=-3.4) after "
                                      "the last raise (x2), and the LR is 0.5 times the distance estimate")
+
+
+@pytest.mark.parametrize("value, undone", [(0.98, True), (0.85, False)])
+def test_a_raise_after_which_the_metric_gained_faster_than_before_it_stands(monkeypatch, value, undone):
+    """The raise at the second decision came after a 9.5% gain (1.1 -> 1.0); the interval after it gains
+    2% (slower: the raise did not pay, and the opposed gradient takes it back) or 15% (it paid)."""
+    ctrl = _after_a_raise([{"applied": 1.0, "value": 1.1, "features": {"objective_trend": 0.0}},
+                           {"applied": 2.0, "value": 1.0, "rule": None,
+                            "features": {"objective_trend": math.log(1.0 / 1.1)}}])
+    ctrl.steps_per_coordinate = True
+    monkeypatch.setattr(ctrl.alignment, "take", _opposed_window)
+    monkeypatch.setattr(ctrl.alignment.distance, "value", lambda: 0.04)
+    decision = ctrl.observe(value, stepped=True)
+    assert decision.features["objective_trend_before_raise"] == pytest.approx(math.log(1.0 / 1.1))
+    assert decision.features["objective_trend_after_raise"] == pytest.approx(math.log(value))
+    assert decision.applied == (0.5 if undone else 1.0) and (decision.rule == "opposed_undo") == undone

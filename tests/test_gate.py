@@ -112,10 +112,15 @@ def test_a_raise_in_force_is_taken_back_once_the_gradient_opposes_the_steps_whil
             # far short of the distance estimate: Adam's short-horizon bias on a run still climbing toward its LR
             ("short of the estimate", {**opposed, "lr_over_distance": OPPOSED_UNDO_DISTANCE - 0.01}, 2.0),
             ("no positive estimate", {**opposed, "lr_over_distance": NO_DISTANCE}, 2.0),
-            ("no distance reading", {k: v for k, v in opposed.items() if k != "lr_over_distance"}, 2.0)]:
+            ("no distance reading", {k: v for k, v in opposed.items() if k != "lr_over_distance"}, 2.0),
+            # the interval after the raise gained at least as much as the one before it: the raise paid
+            ("the raise sped the metric up", {**opposed, "objective_trend_before_raise": -0.05,
+                                              "objective_trend_after_raise": -0.05}, 2.0)]:
         assert opposed_raise_undo(feats, in_force) is None, why
         assert move(1.0, feats, scale=2.0, raise_in_force=in_force).multiplier == 1.0, why
     assert opposed_raise_undo(opposed, 2.0) == 0.5
+    slowed = {**opposed, "objective_trend_before_raise": -0.10, "objective_trend_after_raise": -0.06}
+    assert opposed_raise_undo(slowed, 2.0) == 0.5, "the fine-tune's: 10% before the raise, 6% after"
     assert opposed_raise_undo({**opposed, "lr_over_distance": OPPOSED_UNDO_DISTANCE}, 2.0) == 0.5, "the bar itself"
 
 

@@ -728,7 +728,7 @@ class MetaLRController:
                 self._warn_unmeasured_loop()
         _, reward = self.tracker.observe(float(value))
         features = self.tracker.features(progress, self.scale, self.previous_multiplier)
-        standing_raise = 1.0
+        standing_raise = raise_in_force = 1.0
         if self.alignment is not None:  # for the gate and the trace; a policy reads only the features in its file
             features["param_drift"] = self.alignment.drift()
             features.update(self._distance_features())
@@ -743,6 +743,8 @@ class MetaLRController:
             if creep is not None:
                 features["creep_gain"] = creep
             standing_raise, raised_at = self._standing_raise()
+            raise_in_force, raise_trends = self._raise_in_force(features["objective_trend"])
+            features.update(raise_trends)
             if raised_at is not None:
                 features["objective_since_raise"] = (log_objective(float(value), self.tracker.mode)
                                                      - log_objective(raised_at, self.tracker.mode))
@@ -766,7 +768,7 @@ class MetaLRController:
                              scale=self.scale, min_scale=self.min_scale, last_applied=self._last_applied(),
                              standing_raise=standing_raise, distance_debt=self._distance_debt(),
                              restore_punished=self._restore_punished(), last_rule=self._last_rule(),
-                             max_scale=self.max_scale, raise_in_force=self._raise_in_force())
+                             max_scale=self.max_scale, raise_in_force=raise_in_force)
             multiplier, held, why, rule = move.multiplier, move.held, move.why, move.rule
         else:
             multiplier, held, why, rule = requested, False, None, None
@@ -895,18 +897,30 @@ class MetaLRController:
                 return applied, float(entry["value"])
         return 1.0, None
 
-    def _raise_in_force(self) -> float:
+    def _raise_in_force(self, trend: float) -> tuple[float, dict[str, float]]:
         """The multiplier of the controller's last raise made by the policy through the gate (no ``rule``: not
         a restore of the distance check's cuts, nor the takeback of a cut), at the last decision or before,
-        when no cut or divergence has followed it; 1.0 otherwise. Read back from ``history``, so a resumed
-        run sees the same."""
-        for entry in reversed(self.history):
+        when no cut or divergence has followed it, with the metric's trend over the interval before it
+        (``objective_trend_before_raise``, absent for a raise at the first decision) and over the one after it
+        (``objective_trend_after_raise``; ``trend``, this decision's, when the raise was the last decision's);
+        ``(1.0, {})`` otherwise. Read back from ``history``, so a resumed run sees the same."""
+        for position in range(len(self.history) - 1, -1, -1):
+            entry = self.history[position]
             applied = entry.get("applied", 1.0)
             if entry.get("diverged") or applied < 1:
-                return 1.0
+                return 1.0, {}
             if applied > 1:
-                return applied if self._rule_of(entry) is None else 1.0
-        return 1.0
+                if self._rule_of(entry) is not None:
+                    return 1.0, {}
+                trends = {}
+                if position > 0 and "objective_trend" in (entry.get("features") or {}):
+                    trends["objective_trend_before_raise"] = float(entry["features"]["objective_trend"])
+                after = (self.history[position + 1].get("features") or {}).get("objective_trend") if (
+                    position + 1 < len(self.history)) else trend
+                if after is not None:
+                    trends["objective_trend_after_raise"] = float(after)
+                return applied, trends
+        return 1.0, {}
 
     def _rule_of(self, entry: dict) -> str | None:
         """The ``rule`` of a ``history`` entry: "divergence" for a divergence's halving, else the one it

@@ -71,6 +71,14 @@ come with the gate:
   punishes (``unpaid_raise_undo``): while no cut has followed it, the metric got worse since the
   last decision and is worse than at the evaluation that made the raise (both by more than
   ``RAISE_PUNISHED``): the run lost all it gained since, and the raise did not pay;
+- so is the controller's last raise no cut has followed (``opposed_raise_undo``) once the gradient
+  opposes the steps (``grad_alignment_t <= -EVIDENCE_T``, ``grad_alignment < 0``) with the LR of the
+  steps at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate, while the metric still
+  improves: the raise read steps too short, and near the step Prodigy would take the gradient now
+  says they are not. A pretrained GPT-2 fine-tuned at its good LR reads its first steps as too short
+  (they all point one way), and before this rule its raise stood to the end of the run; far short of
+  the estimate, an opposed reading is Adam's short-horizon bias on a rescue still under way, and the
+  raise stands;
 - so is a cut (``punished_cut_undo``), as far as the user's LR, once the run has made progress and
   while nothing reads an overshoot now (the gradient opposing the steps past the cut's bar, the
   iterate average, the distance check, a takeback to ``DISTANCE_OVERSHOOT`` times the estimate): a
@@ -122,7 +130,7 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
            "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance",
-           "distance_restore", "RESTORE_RAISE", "OPPOSED_UNDO_DISTANCE", "CREEP_EVALUATIONS", "CREEP_GAIN", "creeping"]
+           "distance_restore", "RESTORE_RAISE", "OPPOSED_UNDO_DISTANCE", "raise_paid", "CREEP_EVALUATIONS", "CREEP_GAIN", "creeping"]
 
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
 PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss
@@ -740,23 +748,34 @@ def unpaid_raise_undo(features: dict[str, float], standing_raise: float) -> floa
 def opposed_raise_undo(features: dict[str, float], raise_in_force: float) -> float | None:
     """The multiplier that takes back the controller's last raise (``raise_in_force`` > 1, what it applied;
     made by the policy through the gate, at the last decision or before, and followed by no cut) when the
-    gradient now opposes the steps (``grad_alignment < 0`` with ``grad_alignment_t <= -EVIDENCE_T``) and the
-    LR of the steps is at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate. A raise reads that
-    the steps are too short; once the gradient opposes them near the step Prodigy would take, they no
-    longer are, whether or not the metric still improves. Far short of the estimate an opposed reading is
-    Adam's short-horizon bias on a run still climbing toward its LR, and the raise stands. It never takes
-    the LR below where the raise found it, so the user's LR is not cut by it. Not without a distance
-    reading (``lr_over_distance``, and a positive estimate), not under heavy-ball momentum, where the gradient opposes the steps at
-    LRs that train well (``clear_overshoot``), and not when no step of the interval was measured. None when
-    there is nothing to take back."""
+    gradient now opposes the steps (``grad_alignment < 0`` with ``grad_alignment_t <= -EVIDENCE_T``), the
+    LR of the steps is at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate, and the raise did
+    not speed the metric up (``raise_paid``). A raise reads that the steps are too short; once the
+    gradient opposes them near the step Prodigy would take, they no longer are, whether or not the
+    metric still improves. Far short of the estimate an opposed reading is Adam's short-horizon bias on
+    a run still climbing toward its LR, and a raise after which the metric gained faster than before it
+    was right when it was made: both stand. It never takes the LR below where the raise found it, so the
+    user's LR is not cut by it. Not without a distance reading (``lr_over_distance``, and a positive
+    estimate), not under heavy-ball momentum, where the gradient opposes the steps at LRs that train
+    well (``clear_overshoot``), and not when no step of the interval was measured. None when there is
+    nothing to take back."""
     if raise_in_force <= 1 or features.get("heavy_ball") or features.get("alignment_steps") == 0:
         return None
     t, ratio = features.get("grad_alignment_t"), features.get("lr_over_distance")
     if t is None or t > -EVIDENCE_T or features.get("grad_alignment", 0.0) >= 0:
         return None
-    if ratio is None or ratio < OPPOSED_UNDO_DISTANCE or ratio >= NO_DISTANCE:
+    if ratio is None or ratio < OPPOSED_UNDO_DISTANCE or ratio >= NO_DISTANCE or raise_paid(features):
         return None
     return 1.0 / raise_in_force
+
+
+def raise_paid(features: dict[str, float]) -> bool:
+    """Whether the raise in force sped the metric up: the interval after it gained at least as much as
+    the one before it (``objective_trend_after_raise <= objective_trend_before_raise``, log objectives,
+    the controller's features). A raise at the first decision has no interval before it to compare
+    with, and has not paid."""
+    before, after = features.get("objective_trend_before_raise"), features.get("objective_trend_after_raise")
+    return before is not None and after is not None and after <= before
 
 
 def punished_cut_undo(features: dict[str, float], last_applied: float, *, scale: float) -> float | None:
