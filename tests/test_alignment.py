@@ -1114,3 +1114,19 @@ def test_a_raise_after_which_the_metric_gained_faster_than_before_it_stands(monk
     assert decision.features["objective_trend_before_raise"] == pytest.approx(math.log(1.0 / 1.1))
     assert decision.features["objective_trend_after_raise"] == pytest.approx(math.log(value))
     assert decision.applied == (0.5 if undone else 1.0) and (decision.rule == "opposed_undo") == undone
+
+
+def test_each_opposed_reading_takes_back_one_more_raise_of_a_run_that_raised_twice(monkeypatch):
+    """A fine-tune that raised at its first two evaluations: the first opposed reading takes the second
+    raise back, the next one the first (not paid: no interval before it), and no further."""
+    ctrl = _after_a_raise([{"applied": 2.0, "value": 1.1, "rule": None, "features": {"objective_trend": 0.0}},
+                           {"applied": 2.0, "value": 1.0, "rule": None,
+                            "features": {"objective_trend": math.log(1.0 / 1.1)}}], scale=4.0)
+    ctrl.steps_per_coordinate = True
+    monkeypatch.setattr(ctrl.alignment, "take", _opposed_window)
+    monkeypatch.setattr(ctrl.alignment.distance, "value", lambda: 0.01)  # the LR (0.04) at 4 times the estimate
+    first, second, third = (ctrl.observe(value, stepped=True) for value in (0.98, 0.97, 0.96))
+    assert [d.applied for d in (first, second, third)] == [0.5, 0.5, 1.0]
+    assert [d.rule for d in (first, second)] == ["opposed_undo", "opposed_undo"] and third.rule is None
+    assert ctrl.scale == 1.0, "back at the user's LR, never below it"
+    assert "objective_trend_before_raise" not in second.features, "the first decision's raise: no interval before it"

@@ -900,18 +900,29 @@ class MetaLRController:
     def _raise_in_force(self, trend: float) -> tuple[float, dict[str, float]]:
         """The multiplier of the controller's last raise made by the policy through the gate (no ``rule``: not
         a restore of the distance check's cuts, nor the takeback of a cut), at the last decision or before,
-        when no cut or divergence has followed it, with the metric's trend over the interval before it
-        (``objective_trend_before_raise``, absent for a raise at the first decision) and over the one after it
-        (``objective_trend_after_raise``; ``trend``, this decision's, when the raise was the last decision's);
-        ``(1.0, {})`` otherwise. Read back from ``history``, so a resumed run sees the same."""
+        when no cut or divergence has followed it but the takebacks of later raises by ``opposed_raise_undo``
+        (each passes over one raise: the one before it is in force again), with the metric's trend over the
+        interval before it (``objective_trend_before_raise``, absent for a raise at the first decision) and
+        over the one after it (``objective_trend_after_raise``; ``trend``, this decision's, when the raise was
+        the last decision's); ``(1.0, {})`` otherwise. Read back from ``history``, so a resumed run sees the
+        same."""
+        taken_back = 0
         for position in range(len(self.history) - 1, -1, -1):
             entry = self.history[position]
             applied = entry.get("applied", 1.0)
-            if entry.get("diverged") or applied < 1:
+            if entry.get("diverged"):
                 return 1.0, {}
+            if applied < 1:
+                if self._rule_of(entry) != "opposed_undo":
+                    return 1.0, {}
+                taken_back += 1
+                continue
             if applied > 1:
                 if self._rule_of(entry) is not None:
                     return 1.0, {}
+                if taken_back:
+                    taken_back -= 1
+                    continue
                 trends = {}
                 if position > 0 and "objective_trend" in (entry.get("features") or {}):
                     trends["objective_trend_before_raise"] = float(entry["features"]["objective_trend"])
