@@ -1116,6 +1116,7 @@ def test_a_raise_after_which_the_metric_gained_faster_than_before_it_stands(monk
     assert decision.applied == (0.5 if undone else 1.0) and (decision.rule == "opposed_undo") == undone
 
 
+@pytest.mark.filterwarnings("ignore:MetaLRController. before_optimizer_step:RuntimeWarning")  # take() is replaced here
 def test_each_opposed_reading_takes_back_one_more_raise_of_a_run_that_raised_twice(monkeypatch):
     """A fine-tune that raised at its first two evaluations: the first opposed reading takes the second
     raise back, the next one the first (not paid: no interval before it), and no further."""

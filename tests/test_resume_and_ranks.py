@@ -90,11 +90,14 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     # back from the history, which rides in the checkpoint
     # the first decision also reads the later half of its interval's steps (those rows ride in the checkpoint)
     assert set(resumed[0]) == {*traced, "grad_alignment_late"}
-    assert all(set(f) - {"creep_gain"} == {*traced, *checked} for f in resumed[1:])
-    # the creep (improvements in a row, read back from the history) is there at the same decisions, with the same gain
-    creeps = [i for i, f in enumerate(expected) if "creep_gain" in f]
-    assert [i for i, f in enumerate(resumed) if "creep_gain" in f] == creeps
-    assert [resumed[i]["creep_gain"] for i in creeps] == pytest.approx([expected[i]["creep_gain"] for i in creeps], rel=1e-6)
+    read_back = ("creep_gain", "objective_trend_before_raise", "objective_trend_after_raise")
+    assert all(set(f) - set(read_back) == {*traced, *checked} for f in resumed[1:])
+    # the creep (improvements in a row) and a raise in force's trends, read back from the history, are there at the
+    # same decisions, with the same values
+    for name in read_back:
+        at = [i for i, f in enumerate(expected) if name in f]
+        assert [i for i, f in enumerate(resumed) if name in f] == at
+        assert [resumed[i][name] for i in at] == pytest.approx([expected[i][name] for i in at], rel=1e-6)
     assert [f[n] for f in resumed for n in traced] == pytest.approx([f[n] for f in expected for n in traced], rel=1e-6)
     assert resumed[0]["grad_alignment_late"] == pytest.approx(expected[0]["grad_alignment_late"], rel=1e-6)
     assert [f[n] for f in resumed[1:] for n in checked] == pytest.approx(

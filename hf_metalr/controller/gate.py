@@ -71,7 +71,8 @@ come with the gate:
   punishes (``unpaid_raise_undo``): while no cut has followed it, the metric got worse since the
   last decision and is worse than at the evaluation that made the raise (both by more than
   ``RAISE_PUNISHED``): the run lost all it gained since, and the raise did not pay;
-- so is the controller's last raise no cut has followed (``opposed_raise_undo``) once the gradient
+- so is the controller's last raise no cut has followed (``opposed_raise_undo``; the takeback of a
+  later raise by this rule passes over it, so a chain of raises walks back) once the gradient
   opposes the steps (``grad_alignment_t <= -EVIDENCE_T``, ``grad_alignment < 0``) with the LR of the
   steps at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate, while the metric still
   improves: the raise read steps too short, and near the step Prodigy would take the gradient now
@@ -747,7 +748,8 @@ def unpaid_raise_undo(features: dict[str, float], standing_raise: float) -> floa
 
 def opposed_raise_undo(features: dict[str, float], raise_in_force: float) -> float | None:
     """The multiplier that takes back the controller's last raise (``raise_in_force`` > 1, what it applied;
-    made by the policy through the gate, at the last decision or before, and followed by no cut) when the
+    made by the policy through the gate, at the last decision or before, and followed by no cut but the
+    takebacks of later raises by this rule, so that a run walks back a chain of raises) when the
     gradient now opposes the steps (``grad_alignment < 0`` with ``grad_alignment_t <= -EVIDENCE_T``), the
     LR of the steps is at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate, and the raise did
     not speed the metric up (``raise_paid``). A raise reads that the steps are too short; once the
