@@ -96,7 +96,8 @@ _STATE_KEYS = ("seed", "initial_lr", "scale", "decision_index", "previous_multip
 
 _RULE_EVIDENCE = (("restore:", "restore"), ("undo: the metric got worse right after the last raise", "undo_raise"),
                   ("undo: the metric got worse right after the last cut", "undo_cut"),
-                  ("undo: the metric is ", "unpaid_undo"), ("undo: the gradient now opposes", "opposed_undo"))  # how a history saved before ``rule`` names its moves
+                  ("undo: the metric is ", "unpaid_undo"),
+                  ("undo: the gradient now opposes", "opposed_undo"))  # how a history saved before ``rule`` names its moves
 
 
 def is_early_distance_cut(cut: dict) -> bool:

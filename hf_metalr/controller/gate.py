@@ -74,12 +74,12 @@ come with the gate:
 - so is the controller's last raise no cut has followed (``opposed_raise_undo``; the takeback of a
   later raise by this rule passes over it, so a chain of raises walks back) once the gradient
   opposes the steps (``grad_alignment_t <= -EVIDENCE_T``, ``grad_alignment < 0``) with the LR of the
-  steps at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate, while the metric still
-  improves: the raise read steps too short, and near the step Prodigy would take the gradient now
-  says they are not. A pretrained GPT-2 fine-tuned at its good LR reads its first steps as too short
-  (they all point one way), and before this rule its raise stood to the end of the run; far short of
-  the estimate, an opposed reading is Adam's short-horizon bias on a rescue still under way, and the
-  raise stands;
+  steps at least ``OPPOSED_UNDO_DISTANCE`` times the distance estimate, whether or not the metric
+  still improves, unless the raise sped the metric up (``raise_paid``): the raise read steps too
+  short, and near the step Prodigy would take the gradient now says they are not. A pretrained
+  GPT-2 fine-tuned at its good LR reads its first steps as too short (they all point one way), and
+  before this rule its raise stood to the end of the run; far short of the estimate, an opposed
+  reading is Adam's short-horizon bias on a rescue still under way, and the raise stands;
 - so is a cut (``punished_cut_undo``), as far as the user's LR, once the run has made progress and
   while nothing reads an overshoot now (the gradient opposing the steps past the cut's bar, the
   iterate average, the distance check, a takeback to ``DISTANCE_OVERSHOOT`` times the estimate): a
@@ -123,15 +123,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo", "opposed_raise_undo", "punished_cut_undo",
-           "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T", "OVERSHOOT_ALIGNMENT",
+__all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo", "opposed_raise_undo",
+           "punished_cut_undo", "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T",
+           "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
            "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance",
-           "distance_restore", "RESTORE_RAISE", "OPPOSED_UNDO_DISTANCE", "raise_paid", "CREEP_EVALUATIONS", "CREEP_GAIN", "creeping"]
+           "distance_restore", "RESTORE_RAISE", "OPPOSED_UNDO_DISTANCE", "raise_paid", "CREEP_EVALUATIONS",
+           "CREEP_GAIN", "creeping"]
 
 EVIDENCE_T = 2.0  # |grad_alignment_t| that counts as evidence of the LR's direction (about a 5% two-sided test)
 PLATEAU_EVIDENCE_T = 3.0  # the same before any progress (about a 0.3% test): a cut on a plateau at the initial loss

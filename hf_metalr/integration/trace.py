@@ -70,13 +70,15 @@ def read_trace(path: str | Path) -> list[dict]:
     the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment
     window, the first one: the alignment of the later half of its interval's steps), ``previous_grad_alignment_t`` (the last interval's reading, when it had one),
     ``objective_since_raise`` (while a raise of the controller's stands: the log of the objective over
-    its value at that raise's evaluation), ``creep_gain`` (when the metric improved at each of the last
+    its value at that raise's evaluation), ``objective_trend_before_raise`` /
+    ``objective_trend_after_raise`` (while a raise of the controller's is in force: the metric's trend
+    over the interval before it and over the one after it, which tell whether it paid), ``creep_gain`` (when the metric improved at each of the last
     four evaluations: the log objective gained over them, which a raise may follow when it is tiny),
     ``heavy_ball`` (1.0 under SGD with momentum, where an opposed gradient cuts only with a worse
     metric) and
     the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
     divergence); ``rule`` (the safeguard that made the move, where later decisions read it:
-    "distance", "restore", "undo_raise", "unpaid_undo", "undo_cut"; None otherwise, and absent from
+    "distance", "restore", "undo_raise", "unpaid_undo", "opposed_undo", "undo_cut"; None otherwise, and absent from
     traces before 2026-12-06); ``early_cuts``
     (on the first decision's line: the cuts before it, each with its ``kind`` ("divergence", the
     early-divergence guard's, or "distance", the distance check's), the optimizer ``step`` (counted
