@@ -38,14 +38,14 @@ def end_distributed() -> None:
     dist = torch.distributed
     if not process_group_up():
         return
-    if dist.get_backend() == "gloo":
+    gloo = dist.get_backend() == "gloo"
+    if gloo:
         try:
             dist.barrier()
         except RuntimeError as err:
             warnings.warn(f"the process group's closing barrier failed ({err}); the group is left to the process's exit",
                           RuntimeWarning, stacklevel=2)
             return
-        dist.destroy_process_group()
-        time.sleep(GLOO_WORKERS_GRACE_S)
-        return
     dist.destroy_process_group()
+    if gloo:
+        time.sleep(GLOO_WORKERS_GRACE_S)
