@@ -132,6 +132,11 @@ def test_the_gate_takes_the_distance_cuts_back_by_itself_only_while_nothing_read
     assert restored.why.startswith("restore: the distance check cut the LR, and the estimate has since grown past it "
                                    "(the LR is 0.3 times the distance estimate)")
     assert restored.why.endswith("the cut is taken back (x2, toward the user's LR), the policy asked for x0.8")
+    # under a schedule that anneals by itself, the LR it decays from is read, not the decayed one
+    annealed = move(0.8, {**crawling, "lr_over_distance": 0.05, "planned_lr_over_distance": 0.3}, scale=scale,
+                    distance_debt=1 / 16, anneals=True)
+    assert annealed.multiplier == 2.0 and annealed.rule == "restore"
+    assert "(the LR the schedule decays from is 0.3 times the distance estimate)" in annealed.why
     # as far as the check's own cuts, and the user's LR, at most: another rule's cut stays
     assert move(1.0, crawling, scale=scale, distance_debt=0.8).multiplier == pytest.approx(1.25)
     assert move(2.0, crawling, scale=0.75, distance_debt=1 / 16).multiplier == pytest.approx(1 / 0.75)
@@ -142,7 +147,8 @@ def test_the_gate_takes_the_distance_cuts_back_by_itself_only_while_nothing_read
     assert at_bound.multiplier == 1.0 and at_bound.rule is None
     for why, feats, options in [
             ("the check's cuts are all taken back", crawling, {"distance_debt": 1.0}),
-            ("the schedule anneals", crawling, {"anneals": True}),
+            ("under a schedule that anneals, the LR it decays from is past DISTANCE_SHORT",
+             {**crawling, "lr_over_distance": 0.05, "planned_lr_over_distance": 0.6}, {"anneals": True}),
             ("the first evaluation", crawling, {"first": True}),
             ("right after another rule's cut", crawling, {"last_applied": 0.5}),
             ("a restore was taken back", crawling, {"restore_punished": True}),

@@ -785,7 +785,9 @@ class MetaLRController:
         """``distance_estimate`` (``.distance``, in the parameters' units per coordinate) and, when the
         optimizer's step per coordinate is the LR's (``steps_per_coordinate``), ``lr_over_distance``:
         the LR of the last step read (the controller's times the schedule's factor) over it,
-        ``gate.NO_DISTANCE`` while it is not positive. Not after an early-divergence cut: the steps of the
+        ``gate.NO_DISTANCE`` while it is not positive; under a schedule that anneals by itself also
+        ``planned_lr_over_distance``, the controller's LR alone over it (the LR the schedule decays
+        from, which ``gate.distance_restore`` reads). Not after an early-divergence cut: the steps of the
         loss's climb are in both of the check's cumulative readings (the drift and the estimate) for
         the rest of the run, and the guard has answered the LR already."""
         estimate = self.alignment.distance.value()
@@ -795,6 +797,8 @@ class MetaLRController:
         if self.steps_per_coordinate and all(is_early_distance_cut(cut) for cut in self.early_cuts):
             factor = self.alignment.step_factor
             features["lr_over_distance"] = lr_over_distance(self.lr * (1.0 if factor is None else factor), estimate)
+            if self.schedule_anneals:  # the restore reads the LR the schedule decays from
+                features["planned_lr_over_distance"] = lr_over_distance(self.lr, estimate)
         return features
 
     def _stepped_since_decision(self, train_loss) -> bool:

@@ -399,33 +399,41 @@ def _raise_past_the_hold(features: dict[str, float]) -> bool:
 
 
 def distance_restore(features: dict[str, float], *, scale: float, distance_debt: float, first: bool,
-                     schedule_anneals: bool, last_applied: float = 1.0, last_rule: str | None = None,
+                     last_applied: float = 1.0, last_rule: str | None = None,
                      restore_punished: bool = False, max_scale: float = math.inf) -> float | None:
     """The raise with which the gate takes the distance check's cuts back by itself, whatever the
     policy asks: ``RESTORE_RAISE``, as far as the check's cuts (``distance_debt``: the product of its
     cuts and of every raise since its first, below 1 while some are not taken back), the user's LR
     (``scale``) and ``max_scale`` (``max_lr``) at most, while the LR is below the user's and at most ``DISTANCE_SHORT`` times the
-    distance estimate (``short_of_the_distance``; a doubling then stays within the raise ceiling),
+    distance estimate (``short_of_the_distance``; a doubling then stays within the raise ceiling; under
+    a schedule that anneals by itself, the LR the schedule decays from, ``planned_lr_over_distance``:
+    the decay is the schedule's plan, not a sign that the check's cuts were outgrown),
     the metric did not get worse (by more than ``RAISE_PUNISHED``) and nothing reads an overshoot (the
     gradient opposing the steps past the cut's bar, the iterates' bounce; an interval with no measured
     step reads nothing). In ``gate_move`` a cut the gate lets through at that evaluation stays, and a
     raise of the policy's that goes as far or further counts as the restore. None right after another
     rule's cut (``last_applied`` < 1 and ``last_rule`` not "distance", or ``last_rule`` "divergence":
     that cut is not undone by it), once a restore was taken back (``restore_punished``: the run punished
-    one), at the first evaluation, and under a schedule that anneals by itself (the restore would fight
-    its decay, and the check's floor there is ``ANNEALED_DISTANCE_FLOOR``). The check cut on a drift and
+    one), and at the first evaluation. The check cut on a drift and
     an estimate that the run's own gradients have since outgrown; at a tenth of the LR or less a run
     that collapsed in its first steps crawls, and its alignment reads the short-horizon bias (slightly
     negative) rather than the missing step."""
-    if (first or schedule_anneals or restore_punished or last_rule == "divergence"
+    if (first or restore_punished or last_rule == "divergence"
             or (last_applied < 1.0 and last_rule != "distance") or distance_debt >= 1.0 - 1e-9
-            or scale >= 1.0 or not short_of_the_distance(features)):
+            or scale >= 1.0 or not short_of_the_distance(_as_planned(features))):
         return None
     if (_worse_beyond_noise(features) or features["grad_alignment_t"] <= -_cut_evidence_t(features)
             or bouncing(features) or features.get("alignment_steps") == 0):  # nothing measured: no reading at all
         return None
     restore = min(RESTORE_RAISE, 1.0 / distance_debt, 1.0 / scale, max_scale / scale)
     return restore if restore > 1.0 + 1e-9 else None
+
+
+def _as_planned(features: dict[str, float]) -> dict[str, float]:
+    """``features`` with ``lr_over_distance`` read at the LR a schedule that anneals by itself decays
+    from (``planned_lr_over_distance``, present only under one), for the restore's reading."""
+    planned = features.get("planned_lr_over_distance")
+    return features if planned is None else {**features, "lr_over_distance": planned}
 
 
 def raise_ceiling_multiplier(features: dict[str, float]) -> float | None:
@@ -462,6 +470,15 @@ def lr_over_distance_in_words(ratio: float) -> str:
     if ratio >= NO_DISTANCE:
         return "there is no positive distance estimate yet"
     return f"the LR is {ratio:.3g} times the distance estimate"
+
+
+def _restore_reading(features: dict[str, float]) -> str:
+    """The ratio ``distance_restore`` read, in words: under a schedule that anneals by itself, that of
+    the LR it decays from."""
+    if "planned_lr_over_distance" in features:
+        return (f"the LR the schedule decays from is {features['planned_lr_over_distance']:.3g} times the distance "
+                "estimate")
+    return lr_over_distance_in_words(features["lr_over_distance"])
 
 
 def _distance_reading(features: dict[str, float]) -> str:
@@ -688,14 +705,14 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
         why = (f"{why}; as far as the distance estimate ({RAISE_CEILING:g} times it, x{multiplier:.3g}, the policy asked "
                f"for x{requested:g})")
     restore = distance_restore(features, scale=scale, distance_debt=distance_debt, first=first,
-                               schedule_anneals=schedule_anneals, last_applied=last_applied, last_rule=last_rule,
+                               last_applied=last_applied, last_rule=last_rule,
                                restore_punished=restore_punished, max_scale=max_scale)
     if restore is not None and multiplier >= restore:  # the policy's own raise takes back as much
         rule = "restore"
     elif restore is not None and multiplier >= 1.0:  # a cut the gate let through stays
         multiplier, held, rule, why = restore, False, "restore", (
             f"restore: the distance check cut the LR, and the estimate has since grown past it "
-            f"({lr_over_distance_in_words(features['lr_over_distance'])}), the metric did not get worse and nothing "
+            f"({_restore_reading(features)}), the metric did not get worse and nothing "
             f"reads an overshoot (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{restore:.3g}, "
             f"toward the user's LR), the policy asked for x{requested:g}")
     undo = punished_raise_undo(features, last_applied)
