@@ -104,11 +104,11 @@ come with the gate:
   alone is ambiguous (a transformer on its plateau at a good LR drifts far; early on a plateau its
   gradients give no positive estimate). Once the estimate has grown past the LR
   (``short_of_the_distance``), raises below the user's LR are let through again (see above), and
-  under a schedule that does not anneal the gate takes the check's cuts back by itself
-  (``distance_restore``): a doubling at each evaluation, whatever the policy asks, as far as the
-  check's cuts and the user's LR, while the metric does not get worse and nothing reads an
-  overshoot; not right after another rule's cut or a divergence's halving, and not once a restore
-  was taken back;
+  the gate takes the check's cuts back by itself (``distance_restore``; under a schedule that
+  anneals by itself, reading the LR it decays from): a doubling at each evaluation, whatever the
+  policy asks, as far as the check's cuts and the user's LR, while the metric does not get worse
+  and nothing reads an overshoot; not right after another rule's cut or a divergence's halving,
+  and not once a restore was taken back;
 - the *raise ceiling* (``RAISE_CEILING``): a raise takes the LR of the steps as far as the
   distance estimate at most, the step Prodigy would take, and is held once the LR is there or past
   it (``at_the_distance_ceiling``). The alignment reads what the next steps would gain, which keeps
