@@ -411,6 +411,34 @@ def test_under_an_annealing_schedule_the_gate_takes_the_distance_cuts_back_from_
     assert all(d.applied == 1.0 for d in decisions[3:]), "at the user's LR: no restore past it"
 
 
+def test_under_a_decaying_schedule_the_restore_reads_the_lr_the_schedule_decays_from():
+    """``planned_lr_over_distance`` is the controller's LR alone over the estimate: the decayed LR's ratio
+    over the schedule's factor of the last step; without a schedule that anneals by itself it is absent."""
+    for decays in (True, False):
+        torch.manual_seed(0)
+        x = torch.nn.Parameter(torch.randn(50) * 0.1)
+        optimizer = torch.optim.Adam([x], lr=0.01)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda s: 1 - s / 100) if decays else (lambda s: 1.0))
+        ctrl = MetaLRController(0.01, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=100)
+        assert ctrl.schedule_anneals is decays
+        target = torch.randn(50)
+        for step in range(40):
+            optimizer.zero_grad()
+            loss = 0.5 * ((x - target) ** 2).sum()
+            loss.backward()
+            factor = optimizer.param_groups[0]["lr"] / ctrl.lr  # the factor of the step about to be taken
+            optimizer.step()
+            scheduler.step()
+            ctrl.observe_train_loss(loss.item())
+        features = ctrl.observe(loss.item()).features
+        assert 0 < features["lr_over_distance"] < NO_DISTANCE
+        if decays:
+            assert factor == pytest.approx(0.61)
+            assert features["planned_lr_over_distance"] == pytest.approx(features["lr_over_distance"] / factor)
+        else:
+            assert "planned_lr_over_distance" not in features
+
+
 def _controller_with(history: list[dict], early_cuts: list[dict] = ()) -> MetaLRController:
     ctrl = MetaLRController(1.0, policy=always(2), learn_online=False)
     ctrl.history.extend(history)
