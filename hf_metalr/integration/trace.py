@@ -75,7 +75,9 @@ def read_trace(path: str | Path) -> list[dict]:
     over the interval before it and over the one after it, which tell whether it paid), ``creep_gain`` (when the metric improved at each of the last
     four evaluations: the log objective gained over them, which a raise may follow when it is tiny),
     ``heavy_ball`` (1.0 under SGD with momentum, where an opposed gradient cuts only with a worse
-    metric) and
+    metric), ``planned_lr_over_distance`` (under a schedule that anneals by itself: the LR it decays
+    from over the distance estimate, which the restore of the distance check's cuts reads; from
+    2026-12-07) and
     the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
     divergence); ``rule`` (the safeguard that made the move, where later decisions read it:
     "distance", "restore", "undo_raise", "unpaid_undo", "opposed_undo", "undo_cut"; None otherwise, and absent from
