@@ -110,9 +110,12 @@ def test_the_cut_floors_are_the_users_lr_for_a_stuck_run_and_a_sixteenth_or_a_qu
                              schedule_anneals=True) is False
 
 
-def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7, anneal=False):
+def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7, anneal=False, start_over=False):
     """Decisions every 20 steps of ``optimizer_class`` on a quadratic, the controller attached; the
-    policy always picks ``policy`` (2: keep); ``anneal``: under a cosine schedule over the run."""
+    policy always picks ``policy`` (2: keep); ``anneal``: under a cosine schedule over the run.
+    ``start_over``: an early cut goes back to the start weights, as it does in a run; off, the run
+    goes on from where the early cuts found it (as a resume without the start weights does), so
+    that the tests of the rules at the evaluations see a run past the distance at them."""
     torch.manual_seed(0)
     target = torch.randn(50) * 0.5
     x = torch.nn.Parameter(torch.randn(50) * 0.1)
@@ -120,6 +123,8 @@ def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7
     curvature = torch.linspace(0.5, 1.0, 50)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20 * decisions) if anneal else None
     ctrl = MetaLRController(lr, policy=always(policy), learn_online=False).attach(optimizer, scheduler)
+    if not start_over:
+        ctrl.start_weights = None
     out = []
     for _ in range(decisions):
         for _ in range(20):
@@ -355,6 +360,7 @@ def _collapsed_then_marching(policy, decisions, metric=lambda k: 1.0, anneals=Fa
     start = x.detach().clone()
     optimizer = torch.optim.Adam([x], lr=1.0)
     ctrl = MetaLRController(1.0, policy=always(policy), learn_online=False).attach(optimizer)
+    ctrl.start_weights = None  # the early cuts do not start it over: see _controlled_adam's start_over
     ctrl.schedule_anneals = anneals  # as a decaying scheduler's attach sets it; the LR is the controller's alone
     out = []
     for k in range(decisions):
@@ -525,3 +531,57 @@ def test_an_early_cut_recorded_before_kind_is_told_by_its_fields():
     assert is_early_distance_cut({"step": 8, "reference": None, "param_drift": 2.0, "lr_over_distance": 40.0})
     assert not is_early_distance_cut({"step": 3, "reference": 18.8, "applied": 0.25})
     assert not is_early_distance_cut({"kind": "divergence", "step": 3, "reference": 18.8})
+
+
+def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimizer_state_cleared():
+    """Adam at an LR of 1 on the quadratic: the first 8 steps move the parameters by several times
+    their starting norm, the early distance check cuts, and the run goes back to where it started,
+    with Adam's moments cleared and the drift read afresh from there; the copy is dropped at the first
+    decision. At an LR of 0.03 nothing is cut, and the run is not touched."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    start = x.detach().clone()
+    optimizer = torch.optim.Adam([x], lr=1.0)
+    ctrl = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
+    curvature = torch.linspace(0.5, 1.0, 50)
+    at_cuts = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        if ctrl.observe_train_loss(loss.item()):
+            at_cuts.append((torch.equal(x.detach(), start), len(optimizer.state), ctrl.alignment.drift()))
+    assert [c["step"] for c in ctrl.early_cuts] == [8, 16] and all(c["rewound"] for c in ctrl.early_cuts)
+    assert at_cuts == [(True, 0, 0.0), (True, 0, 0.0)]
+    assert ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is True
+    with torch.no_grad():
+        ctrl.observe(float(0.5 * (curvature * (x - target) ** 2).sum()))
+    assert not ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is False
+
+    calm, _, _ = _controlled_adam(0.03, decisions=1, start_over=True)
+    assert not calm.early_cuts and not calm.start_weights.kept
+
+
+def test_without_the_start_weights_an_early_cut_only_cuts():
+    """A controller whose start weights were not kept (a resume whose checkpoint lacked them, or
+    watch(keep_start=False)) cuts as before and says it did not go back."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    optimizer = torch.optim.Adam([x], lr=1.0)
+    ctrl = MetaLRController(1.0, policy=always(2), learn_online=False)
+    ctrl.watch([x], keep_start=False)
+    ctrl.read_optimizer(optimizer)
+    curvature = torch.linspace(0.5, 1.0, 50)
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss.backward()
+        ctrl.before_optimizer_step()
+        optimizer.step()
+        ctrl.after_optimizer_step()
+        ctrl.observe_train_loss(loss.item())
+    assert [(c["step"], c["rewound"]) for c in ctrl.early_cuts] == [(8, False)]
+    assert len(optimizer.state) == 1 and ctrl.alignment.drift() > 1

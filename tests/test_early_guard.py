@@ -14,6 +14,7 @@ from hf_metalr.controller.controller import is_early_distance_cut
 from hf_metalr.controller.early_guard import CUT as EARLY_CUT, EARLY_SPIKE
 from hf_metalr.controller.early_guard import EXTREME
 from hf_metalr.controller.policy import random_policy, save_policy
+from hf_metalr.integration.checkpoint_files import START_WEIGHTS_FILE
 from hf_metalr.meta.episode import run_episode
 from hf_metalr.meta.families import build_problem
 from test_alignment import always
@@ -194,16 +195,20 @@ def test_the_callback_cuts_a_diverging_trainer_run_before_the_first_evaluation(t
 
 def test_a_meta_training_episode_runs_the_same_guard():
     # SGD at lr 300 diverges at the second evaluation without the guard (tests/test_meta.py); with it, the episode's
-    # controller cuts the LR at the first steps' climb, and the run stays finite
-    spec = quick_spec(optimizer="sgd", lr=300.0, epochs=3)
+    # controller cuts the LR at the first steps' climb and starts the run over from its start weights, and it stays
+    # finite
+    spec = quick_spec(optimizer="sgd", lr=300.0, epochs=3, evals_per_epoch=1)
     episode = run_episode(spec, random_policy(0), seed=0)
     assert not episode.diverged and all(math.isfinite(v) for v in episode.values)
     problem = build_problem(spec)
     first_evaluation = math.ceil(math.ceil(len(problem.train[1]) / problem.batch_size) / problem.evals_per_epoch)
-    # the second step's loss is over 100x the first's (one extreme record), and the third climbs again
+    # the second step's loss is over 100x the first's (one extreme record); started over at a quarter of the LR, the
+    # run climbs again from its start, and the guard reads that climb afresh
     first, second = episode.early_cuts
     assert first["step"] == 2 and first["loss"] > EXTREME * first["reference"]
+    assert second["reference"] < first["loss"], "the second climb is read against the losses after the start-over"
     assert first["lr"] == pytest.approx(300.0 * EARLY_CUT) and second["lr"] == pytest.approx(300.0 * EARLY_CUT**2)
+    assert first["rewound"] and second["rewound"]
     assert second["step"] < first_evaluation, "both before the first evaluation"
 
 
@@ -237,11 +242,35 @@ def test_a_run_resumed_before_the_first_evaluation_keeps_the_guard(tmp_path):
     guard_run(tmp_path / "whole", "--save_steps", 100)
     guard_run(tmp_path / "cut", "--save_steps", 3, "--kill_after_step", 3, expect_rc=-9)
     saved = json.loads((tmp_path / "cut" / "checkpoint-3" / "trainer_state.json").read_text())
-    guard = saved["stateful_callbacks"]["MetaLRCallback"]["attributes"]["controller_state"]["early_guard"]
-    assert guard["steps"] == 3 and guard["highest"] > 100, "killed after the blow-up"
+    controller = saved["stateful_callbacks"]["MetaLRCallback"]["attributes"]["controller_state"]
+    assert controller["early_guard"]["steps"] == 3 and controller["early_guard"]["cuts"] == 1, "killed after the blow-up"
+    assert controller["early_cuts"][0]["rewound"] and controller["start_weights_kept"]
+    assert (tmp_path / "cut" / "checkpoint-3" / START_WEIGHTS_FILE).is_file(), "the start weights ride in the checkpoint"
     guard_run(tmp_path / "cut", "--save_steps", 3, "--resume", tmp_path / "cut" / "checkpoint-3")
     whole = read_trace(tmp_path / "whole" / "metalr_trace.jsonl")
     assert whole[0]["early_cuts"] and read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == whole
     assert applied(tmp_path / "cut") == applied(tmp_path / "whole")
     guard_state = [json.loads((tmp_path / run / "early_guard.rank0.json").read_text()) for run in ("cut", "whole")]
     assert guard_state[0] == guard_state[1] and guard_state[1]["early_guard"]["steps"] == 5
+
+
+@pytest.mark.slow
+def test_a_run_resumed_before_its_early_cut_goes_back_to_the_same_start_weights(tmp_path):
+    """Killed after its first step, before the blow-up: the checkpoint holds the start weights, and the
+    resumed run's cut at step 2 goes back to them, as the uninterrupted run's does (the same
+    decisions, LRs and evaluations). Without the file, the resume warns and its cut only cuts."""
+    guard_run(tmp_path / "whole", "--save_steps", 100)
+    guard_run(tmp_path / "cut", "--save_steps", 1, "--kill_after_step", 1, expect_rc=-9)
+    checkpoint = tmp_path / "cut" / "checkpoint-1"
+    assert (checkpoint / START_WEIGHTS_FILE).is_file()
+    guard_run(tmp_path / "cut", "--save_steps", 100, "--resume", checkpoint)
+    whole = read_trace(tmp_path / "whole" / "metalr_trace.jsonl")
+    assert whole[0]["early_cuts"][0]["step"] == 2 and whole[0]["early_cuts"][0]["rewound"]
+    assert read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == whole
+    assert applied(tmp_path / "cut") == applied(tmp_path / "whole")
+
+    (checkpoint / START_WEIGHTS_FILE).unlink()
+    proc = guard_run(tmp_path / "cut", "--save_steps", 100, "--resume", checkpoint)
+    assert f"no {START_WEIGHTS_FILE} of that step could be read" in proc.stderr
+    cut = read_trace(tmp_path / "cut" / "metalr_trace.jsonl")[0]["early_cuts"][0]
+    assert cut["step"] == 2 and cut["rewound"] is False

@@ -73,6 +73,7 @@ from .features import RunTracker, is_finite, log_objective, select
 from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move,
                    lr_over_distance, moved_but_stuck, past_the_distance)
 from .iterate_average import IterateAverage
+from .start_weights import StartWeights, clear_optimizer_state
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
 from .scheduler_binding import apply_scale, check_scheduler_supported, reference_lr, unwrap_scheduler
@@ -284,6 +285,8 @@ class MetaLRController:
         self.gate = bool(gate)
         self.alignment: GradientAlignment | None = None
         self.iterate_average: IterateAverage | None = None
+        self.start_weights: StartWeights | None = None  # until the first decision: see _go_back_to_the_start
+        self._optimizer = None  # read_optimizer's: its state is cleared when the weights go back to their start
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
         self.scale = 1.0
@@ -320,6 +323,7 @@ class MetaLRController:
         (the callback at train begin, ``attach``, and meta-training's episodes call it alike)."""
         self.steps_per_coordinate = normalises_steps(optimizer)
         self.heavy_ball = heavy_ball_momentum(optimizer)
+        self._optimizer = optimizer
 
     # -- the LR -------------------------------------------------------------------------------
     @property
@@ -492,14 +496,18 @@ class MetaLRController:
             self.scale_param_groups(self._attached["optimizer"], self._attached["scheduler"])
 
     # -- gradient alignment --------------------------------------------------------------------
-    def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, average_iterates: bool = False) -> GradientAlignment:
+    def watch(self, params, *, sketch_size: int = DEFAULT_SKETCH_SIZE, average_iterates: bool = False,
+              keep_start: bool = True) -> GradientAlignment:
         """Measure the gradient alignment of ``params`` (see ``alignment``); the sketch is drawn
         from the controller's seed, so every rank draws the same one. ``average_iterates``: also keep
         the average of the iterates since the last decision (see ``iterate_average``), whose gain
-        ``observe`` measures with the ``validation_loss`` it is given."""
+        ``observe`` measures with the ``validation_loss`` it is given. ``keep_start`` (with the
+        gate): keep the weights from before the first step until the first decision, in host memory,
+        so that an early cut starts the run over from them (see ``start_weights``)."""
         params = list(params)
         self.alignment = GradientAlignment(params, sketch_size=sketch_size, seed=self.seed)
         self.iterate_average = IterateAverage(params) if average_iterates else None
+        self.start_weights = StartWeights(params) if keep_start and self.gate else None
         self._restore_watched()
         return self.alignment
 
@@ -554,6 +562,9 @@ class MetaLRController:
                              "gradient alignment), or detach() to make the calls yourself")
 
     def _before_step(self, schedule_factor: float | None) -> None:
+        if (self.start_weights is not None and not self.start_weights.kept and self.decision_index == 0
+                and self.early_guard.steps == 0 and not self.early_cuts):  # the run's first step (not a resume's)
+            self.start_weights.keep()
         if self.alignment is not None:
             self.alignment.before_step(schedule_factor)
 
@@ -612,6 +623,7 @@ class MetaLRController:
         self.early_cuts.append({"kind": "divergence", "step": self.early_guard.steps,
                                 "loss": loss if is_finite(loss) else repr(loss), "reference": reference,
                                 "applied": applied, "scale": self.scale, "lr": self.lr})
+        self._go_back_to_the_start()
         return True
 
     def _early_distance_cut(self, loss: float) -> bool:
@@ -631,7 +643,29 @@ class MetaLRController:
                                 "loss": loss if is_finite(loss) else repr(loss),
                                 "reference": None, "applied": applied, "scale": self.scale, "lr": self.lr,
                                 "param_drift": reading["param_drift"], "lr_over_distance": reading["lr_over_distance"]})
+        self._go_back_to_the_start()
         return True
+
+    def _go_back_to_the_start(self) -> None:
+        """After an early cut: the first steps at the LR just cut did their damage (a model wrecked in
+        them stays wrecked at any LR after), so put the weights back to where the run started
+        (``start_weights``), clear the optimizer's state (Adam's second moment would otherwise hold
+        the first steps' gradients, and shorten every step at the cut LR), and start the alignment and
+        the distance estimate afresh, and the early-divergence guard's record of losses: the run starts
+        over at the cut LR. The cut's ``early_cuts`` entry
+        says whether it did (``rewound``); it cannot without the start weights (a resume whose
+        checkpoint did not hold them) or an optimizer whose state it can clear."""
+        cut = self.early_cuts[-1]
+        cut["rewound"] = False
+        if self.start_weights is None or not self.start_weights.kept or self._optimizer is None:
+            return
+        if not clear_optimizer_state(self._optimizer):
+            return
+        self.start_weights.restore()
+        self.early_guard.start_over()
+        old = self.alignment
+        self.alignment = GradientAlignment(old.params, sketch_size=old.sketch_size, seed=self.seed)
+        cut["rewound"] = True
 
     def observation(self, features: dict[str, float]) -> list[float]:
         """The policy's input: the features it was trained on, in its order."""
@@ -711,6 +745,8 @@ class MetaLRController:
         with single_threaded():
             decision = self._observe(value, progress, train_loss, average_gain)
         self._mark_decision()
+        if self.start_weights is not None:  # the early cuts are over: the copy is not needed any more
+            self.start_weights.drop()
         self._apply_if_attached()
         return decision
 
@@ -1075,6 +1111,9 @@ class MetaLRController:
                                 else (self._watched_state or {}).get("iterate_average")),
             "early_guard": self.early_guard.to_dict(),
             "early_cuts": list(self.early_cuts),
+            # the weights themselves (as large as the trainable ones) are in start_weights.state_dict(), which a
+            # checkpoint keeps in a file of its own
+            "start_weights_kept": self.start_weights is not None and self.start_weights.kept,
         }
 
     def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:

@@ -51,6 +51,12 @@ class EarlyDivergenceGuard:
         self.cuts += 1
         return True
 
+    def start_over(self) -> None:
+        """The run went back to its start weights (see ``start_weights``): the losses of the steps
+        undone are no reference for the new ones, so the next loss is the first of the record again
+        (the steps and the cuts made still count)."""
+        self.highest, self.records = None, 0
+
     def to_dict(self) -> dict:
         return {"steps": self.steps, "highest": self.highest, "records": self.records, "cuts": self.cuts}
 

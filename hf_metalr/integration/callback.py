@@ -83,15 +83,19 @@ from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .callback_handler import calling_handler, move_to_front
 from .check_batches import EvalBatchCapture, first_batches
-from .checkpoint_files import (checkpoint_folder, checkpoint_folders, restore_iterate_average, shared_train_losses,
-                               write_iterate_average, write_train_losses)
+from .checkpoint_files import (checkpoint_folder, checkpoint_folders, restore_iterate_average, restore_start_weights,
+                               shared_train_losses, write_iterate_average, write_start_weights, write_train_losses)
 from ..controller.scheduler_binding import reference_lr, schedule_anneals
+from ..controller.start_weights import clear_optimizer_state
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args, ignored_warmup
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
-from .watched_parameters import average_iterates, watchable, watched_parameters
+from .watched_parameters import AVERAGE_ITERATES_AUTO_MAX, average_iterates, watchable, watched_parameters
 
 __all__ = ["MetaLRCallback"]
+
+_STARTS_OVER = ("; the weights go back to where the run started, and the optimizer's state is cleared: the run starts "
+                "over at the cut LR")
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +252,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if model is not None and watchable(args):
             average = a.get("gate", True) and average_iterates(a.get("average_iterates"), model)
             saved_sketch = ((saved.get("controller_state") or {}).get("alignment") or {}) if state.global_step else {}
-            self.controller.watch(watched_parameters(model, optimizer, saved_sketch), average_iterates=average)
+            params = watched_parameters(model, optimizer, saved_sketch)
+            self.controller.watch(params, average_iterates=average,
+                                  keep_start=sum(p.numel() for p in params) <= AVERAGE_ITERATES_AUTO_MAX)
 
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
         folders = checkpoint_folders(args, state) if resuming else []
@@ -276,6 +282,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     self.controller.iterate_average.last_loss = saved.get("iterate_average_last_loss")
                 if saved.get("iterate_average_steps", 0):
                     self._restore_iterate_average(folders, state, int(saved["iterate_average_steps"]))
+            if self.controller.start_weights is not None and saved["controller_state"].get("start_weights_kept"):
+                restore_start_weights(self.controller.start_weights, folders, global_step=state.global_step)
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
@@ -441,6 +449,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         average = self.controller.iterate_average
         if args.should_save and average is not None and average.steps and folder.is_dir():
             write_iterate_average(folder, average, state.global_step)
+        start = self.controller.start_weights
+        if args.should_save and start is not None and start.kept and folder.is_dir():
+            write_start_weights(folder, start, state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         was_training, self._in_training = self._in_training, False
@@ -580,18 +591,21 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if _on_every_rank(not cut):  # no process cut (agreed: the distance check reads each rank's own sketch)
             return
         self._agree_across_ranks()
+        self._agree_on_the_start(cut, optimizer)
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if state.is_world_process_zero and cut:
             last = self.controller.early_cuts[-1]
             if is_early_distance_cut(last):
                 logger.warning("MetaLRCallback: at step %d, before the first evaluation, the parameters have moved by "
                                "%.2f of their starting norm and %s (D-adaptation's, as Prodigy reads it): the steps are "
-                               "too long, and the LR is cut to %.3g (scale %.3g)", state.global_step, last["param_drift"],
-                               lr_over_distance_in_words(last["lr_over_distance"]), last["lr"], last["scale"])
+                               "too long, and the LR is cut to %.3g (scale %.3g)%s", state.global_step, last["param_drift"],
+                               lr_over_distance_in_words(last["lr_over_distance"]), last["lr"], last["scale"],
+                               _STARTS_OVER if last.get("rewound") else "")
                 return
             logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss climbed to %s, above "
-                           "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)",
-                           state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"])
+                           "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)%s",
+                           state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"],
+                           _STARTS_OVER if last.get("rewound") else "")
 
     def _average_steps(self) -> int:
         average = self.controller.iterate_average if self.controller is not None else None
@@ -621,6 +635,26 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             shared = [self.controller.scale]
             dist.broadcast_object_list(shared, src=0)
             self.controller.scale = shared[0]
+
+    def _agree_on_the_start(self, cut: bool, optimizer) -> None:
+        """With several processes, after an early cut somewhere: every rank reads the same synchronised
+        gradients on the same sketch, so every rank cuts and goes back to the start weights alike; should
+        they not have, rank 0's weights are broadcast and every rank's optimizer state is cleared, so
+        that no rank trains other weights than the rest."""
+        if world_size() <= 1:
+            return
+        rewound = cut and bool(self.controller.early_cuts[-1].get("rewound"))
+        if _on_every_rank(rewound) or _on_every_rank(not rewound):
+            return
+        import torch
+        import torch.distributed as dist
+
+        logger.warning("MetaLRCallback: the processes disagreed on going back to the start weights after an early cut; "
+                       "rank 0's weights are broadcast to every rank, and the optimizer's state is cleared")
+        with torch.no_grad():
+            for p in self.controller.alignment.params:
+                dist.broadcast(p.data, src=0)
+        clear_optimizer_state(optimizer)
 
     def _refuse_a_second_controller(self, handler: CallbackHandler | None) -> None:
         others = [c for c in (handler.callbacks if handler else []) if isinstance(c, MetaLRCallback) and c is not self]

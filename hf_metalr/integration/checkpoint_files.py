@@ -12,11 +12,15 @@ the process that saves (``args.should_save``: the main process, or each node's w
 - ``ITERATE_AVERAGE_FILE`` (``metalr_iterate_average.safetensors``), when the checkpoint is saved
   between two evaluations: the iterate average of the interval in progress (as large as the
   trainable weights), with ``steps`` and ``global_step`` in its metadata.
+- ``START_WEIGHTS_FILE`` (``metalr_start_weights.safetensors``), when the checkpoint is saved before
+  the run's first decision: the weights the run started from, which an early cut goes back to (as
+  large as the trainable weights), with ``global_step`` in its metadata.
 
 A resume reads the training losses from the resumed checkpoint (the first of
 :func:`checkpoint_folders` that holds a ``trainer_state.json``) and the average from the first
 that holds one of its step and interval; where it finds none, it warns and goes on without:
-the main process's own losses, or no iterate-average check at the next evaluation.
+the main process's own losses, no iterate-average check at the next evaluation, or an early cut
+that cuts the LR without going back to the start weights.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-__all__ = ["ITERATE_AVERAGE_FILE", "TRAIN_LOSSES_FILE", "checkpoint_folders", "restore_iterate_average",
-           "shared_train_losses", "write_iterate_average", "write_train_losses"]
+__all__ = ["ITERATE_AVERAGE_FILE", "START_WEIGHTS_FILE", "TRAIN_LOSSES_FILE", "checkpoint_folders",
+           "restore_iterate_average", "restore_start_weights", "shared_train_losses", "write_iterate_average",
+           "write_start_weights", "write_train_losses"]
 
 ITERATE_AVERAGE_FILE = "metalr_iterate_average.safetensors"  # in a checkpoint saved between two evaluations
+START_WEIGHTS_FILE = "metalr_start_weights.safetensors"  # in a checkpoint saved before the first decision
 TRAIN_LOSSES_FILE = "metalr_train_losses.json"  # with several processes: the rank-averaged pending training losses
 _RESUME_FRAMES = 16  # how many frames the walk searches, from the caller of checkpoint_folders up, for Trainer.train's
 
@@ -124,5 +130,41 @@ def restore_iterate_average(average, candidates: list[Path], *, steps: int, glob
         f"MetaLRCallback: the checkpoint at step {global_step} was saved between two evaluations, but no "
         f"{ITERATE_AVERAGE_FILE} of that step and interval could be read (looked in "
         f"{', '.join(str(c) for c in candidates)}); the iterate-average check skips the next evaluation.",
+        RuntimeWarning, stacklevel=3)
+    return False
+
+
+def write_start_weights(folder: Path, start_weights, global_step: int) -> None:
+    """``START_WEIGHTS_FILE`` in ``folder``: ``start_weights`` (a ``StartWeights``)'s kept weights."""
+    from safetensors.torch import save_file
+
+    weights = start_weights.state_dict()["weights"]
+    save_file({f"weights.{i}": w.contiguous() for i, w in enumerate(weights)}, str(folder / START_WEIGHTS_FILE),
+              metadata={"global_step": str(global_step)})
+
+
+def restore_start_weights(start_weights, candidates: list[Path], *, global_step: int) -> bool:
+    """Load into ``start_weights`` (a ``StartWeights``) the weights of the first of ``candidates``
+    whose ``START_WEIGHTS_FILE`` is of ``global_step`` and fits the model; when none is, warn and
+    return False (the early cuts then cut without going back to the start)."""
+    from safetensors import safe_open
+
+    for folder in candidates:
+        path = folder / START_WEIGHTS_FILE
+        if not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                if int((f.metadata() or {}).get("global_step", -1)) != global_step:
+                    continue
+                weights = [f.get_tensor(f"weights.{i}") for i in range(len(list(f.keys())))]
+            start_weights.load_state_dict({"weights": weights})
+            return True
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+            continue
+    warnings.warn(
+        f"MetaLRCallback: the checkpoint at step {global_step} was saved before the first evaluation, but no "
+        f"{START_WEIGHTS_FILE} of that step could be read (looked in {', '.join(str(c) for c in candidates)}); an "
+        "early cut before the first evaluation will cut the LR without taking the weights back to their start.",
         RuntimeWarning, stacklevel=3)
     return False

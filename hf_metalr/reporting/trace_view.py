@@ -74,12 +74,17 @@ def _early_cut_rows(entry: dict) -> list[str]:
             rows.append(f"  early distance cut at step {cut['step']}: the parameters moved by "
                         f"{_number(cut['param_drift']):.2f} of their starting norm, and "
                         f"{lr_over_distance_in_words(_number(cut['lr_over_distance']))}, LR "
-                        f"x{_number(cut['applied']):g} -> {_number(cut['lr']):.3g}")
+                        f"x{_number(cut['applied']):g} -> {_number(cut['lr']):.3g}{_rewound(cut)}")
             continue
         rows.append(f"  early-divergence guard at step {cut['step']}: training loss {_number(cut['loss']):.4g} against "
                     f"at most {_number(cut['reference']):.4g} before it, LR x{_number(cut['applied']):g} -> "
-                    f"{_number(cut['lr']):.3g}")
+                    f"{_number(cut['lr']):.3g}{_rewound(cut)}")
     return rows
+
+
+def _rewound(cut: dict) -> str:
+    """The words for an early cut that started the run over (``rewound``; absent from older traces)."""
+    return ", and the weights went back to where the run started" if cut.get("rewound") else ""
 
 
 def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> str:
