@@ -585,3 +585,28 @@ def test_without_the_start_weights_an_early_cut_only_cuts():
         ctrl.observe_train_loss(loss.item())
     assert [(c["step"], c["rewound"]) for c in ctrl.early_cuts] == [(8, False)]
     assert len(optimizer.state) == 1 and ctrl.alignment.drift() > 1
+
+
+def test_under_a_warmup_an_early_cut_keeps_the_weights():
+    """A warmup over 40 steps: the early cuts at steps 8 and 16 come while it rises, and starting over
+    would give the start weights longer steps than the warmup first did, so the cuts keep the
+    weights (``kept_weights: "warmup"``) and Adam's state, and the trace view says why."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    optimizer = torch.optim.Adam([x], lr=10.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 40))
+    ctrl = MetaLRController(10.0, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=200)
+    curvature = torch.linspace(0.5, 1.0, 50)
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        ctrl.observe_train_loss(loss.item())
+    assert [(c["step"], c["rewound"], c["kept_weights"]) for c in ctrl.early_cuts] == [(8, False, "warmup"), (16, False, "warmup")]
+    assert ctrl.start_weights.schedule_factor == pytest.approx(1 / 40) and len(optimizer.state) == 1
+    from hf_metalr.reporting.trace_view import _early_cut_rows
+    assert _early_cut_rows({"early_cuts": ctrl.early_cuts})[0].endswith(
+        "(the weights kept: starting over would skip the warmup's first steps)")

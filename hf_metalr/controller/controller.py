@@ -564,7 +564,7 @@ class MetaLRController:
     def _before_step(self, schedule_factor: float | None) -> None:
         if (self.start_weights is not None and not self.start_weights.kept and self.decision_index == 0
                 and self.early_guard.steps == 0 and not self.early_cuts):  # the run's first step (not a resume's)
-            self.start_weights.keep()
+            self.start_weights.keep(schedule_factor)
         if self.alignment is not None:
             self.alignment.before_step(schedule_factor)
 
@@ -654,10 +654,15 @@ class MetaLRController:
         the distance estimate afresh, and the early-divergence guard's record of losses: the run starts
         over at the cut LR. The cut's ``early_cuts`` entry
         says whether it did (``rewound``); it cannot without the start weights (a resume whose
-        checkpoint did not hold them) or an optimizer whose state it can clear."""
+        checkpoint did not hold them) or an optimizer whose state it can clear, and it does not while
+        a warmup is under way (the schedule's factor above the first step's: the start weights would
+        meet longer steps than the warmup first gave them; ``kept_weights: "warmup"``)."""
         cut = self.early_cuts[-1]
         cut["rewound"] = False
         if self.start_weights is None or not self.start_weights.kept or self._optimizer is None:
+            return
+        if self.start_weights.skips_a_warmup(self.alignment.step_factor):
+            cut["kept_weights"] = "warmup"  # starting over would skip the warmup's first steps
             return
         if not clear_optimizer_state(self._optimizer):
             return

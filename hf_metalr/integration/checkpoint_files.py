@@ -138,9 +138,10 @@ def write_start_weights(folder: Path, start_weights, global_step: int) -> None:
     """``START_WEIGHTS_FILE`` in ``folder``: ``start_weights`` (a ``StartWeights``)'s kept weights."""
     from safetensors.torch import save_file
 
-    weights = start_weights.state_dict()["weights"]
-    save_file({f"weights.{i}": w.contiguous() for i, w in enumerate(weights)}, str(folder / START_WEIGHTS_FILE),
-              metadata={"global_step": str(global_step)})
+    saved = start_weights.state_dict()
+    factor = saved["schedule_factor"]
+    save_file({f"weights.{i}": w.contiguous() for i, w in enumerate(saved["weights"])}, str(folder / START_WEIGHTS_FILE),
+              metadata={"global_step": str(global_step), "schedule_factor": "" if factor is None else repr(float(factor))})
 
 
 def restore_start_weights(start_weights, candidates: list[Path], *, global_step: int) -> bool:
@@ -155,10 +156,12 @@ def restore_start_weights(start_weights, candidates: list[Path], *, global_step:
             continue
         try:
             with safe_open(str(path), framework="pt") as f:
-                if int((f.metadata() or {}).get("global_step", -1)) != global_step:
+                meta = f.metadata() or {}
+                if int(meta.get("global_step", -1)) != global_step:
                     continue
                 weights = [f.get_tensor(f"weights.{i}") for i in range(len(list(f.keys())))]
-            start_weights.load_state_dict({"weights": weights})
+            factor = meta.get("schedule_factor") or None
+            start_weights.load_state_dict({"weights": weights, "schedule_factor": None if factor is None else float(factor)})
             return True
         except (OSError, ValueError, KeyError, RuntimeError, TypeError):
             continue

@@ -84,7 +84,11 @@ def _early_cut_rows(entry: dict) -> list[str]:
 
 def _rewound(cut: dict) -> str:
     """The words for an early cut that started the run over (``rewound``; absent from older traces)."""
-    return ", and the weights went back to where the run started" if cut.get("rewound") else ""
+    if cut.get("rewound"):
+        return ", and the weights went back to where the run started"
+    if cut.get("kept_weights") == "warmup":
+        return " (the weights kept: starting over would skip the warmup's first steps)"
+    return ""
 
 
 def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> str:
