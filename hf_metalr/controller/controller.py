@@ -73,12 +73,12 @@ from .features import RunTracker, is_finite, log_objective, select
 from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move,
                    lr_over_distance, moved_but_stuck, past_the_distance)
 from .iterate_average import IterateAverage
-from .start_weights import StartWeights, clear_optimizer_state
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
 from .scheduler_binding import apply_scale, check_scheduler_supported, reference_lr, unwrap_scheduler
 from .scheduler_binding import heavy_ball_momentum, normalises_steps
 from .scheduler_binding import schedule_anneals as decays_by_itself
+from .start_weights import StartWeights, clear_optimizer_state
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -652,8 +652,7 @@ class MetaLRController:
         (``start_weights``), clear the optimizer's state (Adam's second moment would otherwise hold
         the first steps' gradients, and shorten every step at the cut LR), and start the alignment and
         the distance estimate afresh, and the early-divergence guard's record of losses: the run starts
-        over at the cut LR. The cut's ``early_cuts`` entry
-        says whether it did (``rewound``); it cannot without the start weights (a resume whose
+        over at the cut LR. The cut's ``early_cuts`` entry says whether it did (``rewound``); it cannot without the start weights (a resume whose
         checkpoint did not hold them) or an optimizer whose state it can clear, and it does not while
         a warmup is under way (the schedule's factor above the first step's: the start weights would
         meet longer steps than the warmup first gave them; ``kept_weights: "warmup"``)."""
