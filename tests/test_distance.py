@@ -282,24 +282,38 @@ def test_under_a_schedule_that_anneals_the_distance_cuts_stop_at_a_quarter():
     assert all(d.features["lr_over_distance"] >= DISTANCE_OVERSHOOT and d.gate.startswith("cut held") for d in decisions)
 
 
-def test_after_an_early_divergence_cut_the_distance_check_stands_down():
-    """A training loss that climbs (the early-divergence guard cuts to a quarter at its second
-    record): from then on there is no lr_over_distance, so no distance cut, early or later, though
-    the parameters went far; the estimate itself is still traced."""
+def _climbing_then_calm(start_over):
+    """Adam at an LR of 1 on x^2, fed a training loss that climbs (the early-divergence guard cuts to
+    a quarter at its second record, step 3) and then stays calm, for 32 steps."""
     torch.manual_seed(0)
     x = torch.nn.Parameter(torch.randn(50) * 0.1)
     optimizer = torch.optim.Adam([x], lr=1.0)
     ctrl = MetaLRController(1.0, policy=always(0), learn_online=False).attach(optimizer)
-    losses = [1.0, 5.0, 30.0] + [0.5] * 29
-    for loss in losses:
+    if not start_over:
+        ctrl.start_weights = None
+    for loss in [1.0, 5.0, 30.0] + [0.5] * 29:
         optimizer.zero_grad()
         (x ** 2).sum().backward()
         optimizer.step()
         ctrl.observe_train_loss(loss)
-    assert [("lr_over_distance" in c, c["applied"]) for c in ctrl.early_cuts] == [(False, 0.25)]
+    return ctrl
+
+
+def test_after_an_early_divergence_cut_the_distance_check_stands_down():
+    """Without a start-over (no start weights): from the guard's cut on there is no lr_over_distance,
+    so no distance cut, early or later, though the parameters went far; the estimate itself is still
+    traced. With one, the climb's steps are undone and both readings start afresh: the distance check
+    reads the run again (here it cuts at step 8, and starts over again)."""
+    ctrl = _climbing_then_calm(start_over=False)
+    assert [("lr_over_distance" in c, c["applied"], c["rewound"]) for c in ctrl.early_cuts] == [(False, 0.25, False)]
     decision = ctrl.observe(0.5)
     assert "lr_over_distance" not in decision.features and "distance_estimate" in decision.features
     assert decision.features["param_drift"] >= MOVED and decision.applied == 1.0
+
+    ctrl = _climbing_then_calm(start_over=True)
+    assert [(c["kind"], c["step"], c["rewound"]) for c in ctrl.early_cuts][:2] == [("divergence", 3, True),
+                                                                                   ("distance", 8, True)]
+    assert "lr_over_distance" in ctrl.observe(0.5).features
 
 
 def test_the_device_path_without_host_syncs_reads_as_the_cpu_path():
@@ -552,9 +566,10 @@ def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimi
         loss.backward()
         optimizer.step()
         if ctrl.observe_train_loss(loss.item()):
-            at_cuts.append((torch.equal(x.detach(), start), len(optimizer.state), ctrl.alignment.drift()))
+            at_cuts.append((torch.equal(x.detach(), start), len(optimizer.state), ctrl.alignment.drift(),
+                            ctrl.tracker.window_count, ctrl.early_guard.highest))
     assert [c["step"] for c in ctrl.early_cuts] == [8, 16] and all(c["rewound"] for c in ctrl.early_cuts)
-    assert at_cuts == [(True, 0, 0.0), (True, 0, 0.0)]
+    assert at_cuts == [(True, 0, 0.0, 0, None), (True, 0, 0.0, 0, None)], "the undone steps' losses leave with them"
     assert ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is True
     with torch.no_grad():
         ctrl.observe(float(0.5 * (curvature * (x - target) ** 2).sum()))
@@ -610,3 +625,65 @@ def test_under_a_warmup_an_early_cut_keeps_the_weights():
     from hf_metalr.reporting.trace_view import _early_cut_rows
     assert _early_cut_rows({"early_cuts": ctrl.early_cuts})[0].endswith(
         "(the weights kept: starting over would skip the warmup's first steps)")
+
+
+def test_the_copy_is_of_the_weights_before_the_first_optimizer_step_whatever_came_before_it():
+    """A loop that reports a training loss before its first optimizer step (a step a GradScaler
+    skipped, a loss per micro-batch) still gets the weights before the first real step, and its
+    early cut goes back to them."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    start = x.detach().clone()
+    optimizer = torch.optim.Adam([x], lr=1.0)
+    ctrl = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
+    curvature = torch.linspace(0.5, 1.0, 50)
+    ctrl.observe_train_loss(1.0)  # a skipped step: a loss, no optimizer step
+    at_cut = None
+    for _ in range(7):
+        optimizer.zero_grad()
+        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        if ctrl.observe_train_loss(loss.item()):
+            at_cut = x.detach().clone()
+    assert [(c["step"], c["rewound"]) for c in ctrl.early_cuts] == [(8, True)]  # the guard counts the skipped step
+    assert torch.equal(at_cut, start)
+
+
+def test_a_plain_loop_resumed_without_its_start_weights_is_told_at_its_early_cut():
+    """A state saved while the start weights were kept, loaded without them: the next early cut only
+    cuts, and says what to save and load; loaded with them, it goes back to them."""
+    def run(load_start):
+        torch.manual_seed(0)
+        target = torch.randn(50) * 0.5
+        x = torch.nn.Parameter(torch.randn(50) * 0.1)
+        optimizer = torch.optim.Adam([x], lr=1.0)
+        curvature = torch.linspace(0.5, 1.0, 50)
+        first = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
+
+        def steps(ctrl, n):
+            for _ in range(n):
+                optimizer.zero_grad()
+                loss = 0.5 * (curvature * (x - target) ** 2).sum()
+                loss.backward()
+                optimizer.step()
+                ctrl.observe_train_loss(loss.item())
+
+        steps(first, 4)
+        state, kept = first.state_dict(), first.start_weights.state_dict()
+        first.detach()
+        assert state["start_weights_kept"] is True and len(kept["weights"]) == 1
+        resumed = MetaLRController(1.0, policy=always(2), learn_online=False)
+        resumed.load_state_dict(state)
+        resumed.attach(optimizer)
+        if load_start:
+            resumed.start_weights.load_state_dict(kept)
+        steps(resumed, 4)
+        return resumed, x.detach().clone(), kept["weights"][0]
+
+    with pytest.warns(RuntimeWarning, match=r"load it with ctrl.start_weights.load_state_dict\(\)"):
+        resumed, _, _ = run(load_start=False)
+    assert [(c["step"], c["rewound"]) for c in resumed.early_cuts] == [(8, False)]
+    resumed, x, start = run(load_start=True)
+    assert [(c["step"], c["rewound"]) for c in resumed.early_cuts] == [(8, True)] and torch.equal(x, start)

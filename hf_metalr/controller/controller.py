@@ -287,6 +287,10 @@ class MetaLRController:
         self.iterate_average: IterateAverage | None = None
         self.start_weights: StartWeights | None = None  # until the first decision: see _go_back_to_the_start
         self._optimizer = None  # read_optimizer's: its state is cleared when the weights go back to their start
+        self._start_copy_due = True  # the first optimizer step takes the copy; a loaded state's run has begun
+        # a loaded state was saved while the start weights were kept: whoever loads it loads them too (the callback
+        # from its checkpoint file, a plain loop with start_weights.load_state_dict); an early cut without them warns
+        self.start_weights_expected = False
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
         self.scale = 1.0
@@ -562,9 +566,9 @@ class MetaLRController:
                              "gradient alignment), or detach() to make the calls yourself")
 
     def _before_step(self, schedule_factor: float | None) -> None:
-        if (self.start_weights is not None and not self.start_weights.kept and self.decision_index == 0
-                and self.early_guard.steps == 0 and not self.early_cuts):  # the run's first step (not a resume's)
+        if self.start_weights is not None and self._start_copy_due and self.decision_index == 0:  # the run's first step
             self.start_weights.keep(schedule_factor)
+        self._start_copy_due = False
         if self.alignment is not None:
             self.alignment.before_step(schedule_factor)
 
@@ -651,13 +655,19 @@ class MetaLRController:
         them stays wrecked at any LR after), so put the weights back to where the run started
         (``start_weights``), clear the optimizer's state (Adam's second moment would otherwise hold
         the first steps' gradients, and shorten every step at the cut LR), and start the alignment and
-        the distance estimate afresh, and the early-divergence guard's record of losses: the run starts
-        over at the cut LR. The cut's ``early_cuts`` entry says whether it did (``rewound``); it cannot without the start weights (a resume whose
+        the distance estimate afresh, the early-divergence guard's record of losses and the interval's
+        training losses: the run starts over at the cut LR. The cut's ``early_cuts`` entry says whether it did (``rewound``); it cannot without the start weights (a resume whose
         checkpoint did not hold them) or an optimizer whose state it can clear, and it does not while
         a warmup is under way (the schedule's factor above the first step's: the start weights would
         meet longer steps than the warmup first gave them; ``kept_weights: "warmup"``)."""
         cut = self.early_cuts[-1]
         cut["rewound"] = False
+        if self.start_weights is not None and not self.start_weights.kept and self.start_weights_expected:
+            self._warn_once("start_weights", "MetaLRController: this run's state was saved while the weights it started "
+                            "from were kept, but they were not loaded with it, so an early cut only cuts the LR: save "
+                            "ctrl.start_weights.state_dict() beside the controller's state and load it with "
+                            "ctrl.start_weights.load_state_dict() (MetaLRCallback does so in its checkpoints)",
+                            RuntimeWarning, stacklevel=5)
         if self.start_weights is None or not self.start_weights.kept or self._optimizer is None:
             return
         if self.start_weights.skips_a_warmup(self.alignment.step_factor):
@@ -667,6 +677,7 @@ class MetaLRController:
             return
         self.start_weights.restore()
         self.early_guard.start_over()
+        self.tracker.start_over()
         old = self.alignment
         self.alignment = GradientAlignment(old.params, sketch_size=old.sketch_size, seed=self.seed)
         cut["rewound"] = True
@@ -827,14 +838,15 @@ class MetaLRController:
         the LR of the last step read (the controller's times the schedule's factor) over it,
         ``gate.NO_DISTANCE`` while it is not positive; under a schedule that anneals by itself also
         ``planned_lr_over_distance``, the controller's LR alone over it (the LR the schedule decays
-        from, which ``gate.distance_restore`` reads). Not after an early-divergence cut: the steps of the
-        loss's climb are in both of the check's cumulative readings (the drift and the estimate) for
-        the rest of the run, and the guard has answered the LR already."""
+        from, which ``gate.distance_restore`` reads). Not after an early-divergence cut that did not
+        start the run over: the steps of the loss's climb are then in both of the check's cumulative
+        readings (the drift and the estimate) for the rest of the run, and the guard has answered the
+        LR already (a start-over undoes those steps and starts both readings afresh)."""
         estimate = self.alignment.distance.value()
         features = {"distance_estimate": estimate}
         if self.heavy_ball:
             features["heavy_ball"] = 1.0
-        if self.steps_per_coordinate and all(is_early_distance_cut(cut) for cut in self.early_cuts):
+        if self.steps_per_coordinate and all(is_early_distance_cut(cut) or cut.get("rewound") for cut in self.early_cuts):
             factor = self.alignment.step_factor
             features["lr_over_distance"] = lr_over_distance(self.lr * (1.0 if factor is None else factor), estimate)
             if self.schedule_anneals:  # the restore reads the LR the schedule decays from
@@ -1154,6 +1166,8 @@ class MetaLRController:
         self.history = list(state["history"])
         self.early_guard = EarlyDivergenceGuard.from_dict(state.get("early_guard"))
         self.early_cuts = list(state.get("early_cuts") or [])
+        self._start_copy_due = False  # the run has begun: its start weights come with the state, or not at all
+        self.start_weights_expected = bool(state.get("start_weights_kept"))
         load_policy_weights(self.policy, text_to_tensors(state["policy"]), source)
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))

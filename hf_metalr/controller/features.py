@@ -224,6 +224,12 @@ class RunTracker:
         ]
         return dict(zip(FEATURE_NAMES, values))
 
+    def start_over(self) -> None:
+        """The run went back to its start weights (see ``start_weights``): the training losses of the
+        steps undone leave the interval in progress."""
+        self.window_count, self.window_sum, self.window_abs_log_steps, self.window_steps = 0, 0.0, 0.0, 0
+        self.last_log_train_loss = None
+
     def commit(self) -> None:
         """Close the decision: the current value becomes the previous one, and the training
         losses seen so far become the previous interval's."""

@@ -253,8 +253,12 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             average = a.get("gate", True) and average_iterates(a.get("average_iterates"), model)
             saved_sketch = ((saved.get("controller_state") or {}).get("alignment") or {}) if state.global_step else {}
             params = watched_parameters(model, optimizer, saved_sketch)
-            self.controller.watch(params, average_iterates=average,
-                                  keep_start=sum(p.numel() for p in params) <= AVERAGE_ITERATES_AUTO_MAX)
+            keep_start = sum(p.numel() for p in params) <= AVERAGE_ITERATES_AUTO_MAX
+            if not keep_start and a.get("gate", True):
+                logger.info("MetaLRCallback: more than %d trainable parameters, so the controller keeps no copy of the "
+                            "weights the run starts from: an early cut before the first evaluation only cuts the LR",
+                            AVERAGE_ITERATES_AUTO_MAX)
+            self.controller.watch(params, average_iterates=average, keep_start=keep_start)
 
         resuming = state.global_step > 0 and saved.get("controller_state") is not None
         folders = checkpoint_folders(args, state) if resuming else []
@@ -284,6 +288,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     self._restore_iterate_average(folders, state, int(saved["iterate_average_steps"]))
             if self.controller.start_weights is not None and saved["controller_state"].get("start_weights_kept"):
                 restore_start_weights(self.controller.start_weights, folders, global_step=state.global_step)
+                self.controller.start_weights_expected = False  # restored, or the restore has warned
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
