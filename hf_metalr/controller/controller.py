@@ -654,12 +654,13 @@ class MetaLRController:
         """After an early cut: the first steps at the LR just cut did their damage (a model wrecked in
         them stays wrecked at any LR after), so put the weights back to where the run started
         (``start_weights``), clear the optimizer's state (Adam's second moment would otherwise hold
-        the first steps' gradients, and shorten every step at the cut LR), and start the alignment and
-        the distance estimate afresh, the early-divergence guard's record of losses and the interval's
-        training losses: the run starts over at the cut LR. The cut's ``early_cuts`` entry says whether it did (``rewound``); it cannot without the start weights (a resume whose
-        checkpoint did not hold them) or an optimizer whose state it can clear, and it does not while
-        a warmup is under way (the schedule's factor above the first step's: the start weights would
-        meet longer steps than the warmup first gave them; ``kept_weights: "warmup"``)."""
+        the first steps' gradients, and shorten every step at the cut LR), and start the alignment,
+        the distance estimate, the early-divergence guard's record of losses and the interval's
+        training losses afresh: the run starts over at the cut LR. The cut's ``early_cuts`` entry says
+        whether it did (``rewound``); it cannot without the start weights (a resume whose state did
+        not bring them, which is told once) or an optimizer whose state it can clear, and it does not
+        after a warmup (the schedule's factor above the first step's: the start weights would meet
+        longer steps than the warmup first gave them; ``kept_weights: "warmup"``)."""
         cut = self.early_cuts[-1]
         cut["rewound"] = False
         if self.start_weights is not None and not self.start_weights.kept and self.start_weights_expected:
