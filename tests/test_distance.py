@@ -547,22 +547,27 @@ def test_an_early_cut_recorded_before_kind_is_told_by_its_fields():
     assert not is_early_distance_cut({"kind": "divergence", "step": 3, "reference": 18.8})
 
 
+def _start_over_quadratic(lr):
+    """The quadratic of ``_controlled_adam`` with Adam at ``lr``: ``(x, its start, the optimizer, the
+    loss at x)``."""
+    torch.manual_seed(0)
+    target = torch.randn(50) * 0.5
+    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    curvature = torch.linspace(0.5, 1.0, 50)
+    return x, x.detach().clone(), torch.optim.Adam([x], lr=lr), lambda: 0.5 * (curvature * (x - target) ** 2).sum()
+
+
 def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimizer_state_cleared():
     """Adam at an LR of 1 on the quadratic: the first 8 steps move the parameters by several times
     their starting norm, the early distance check cuts, and the run goes back to where it started,
     with Adam's moments cleared and the drift read afresh from there; the copy is dropped at the first
     decision. At an LR of 0.03 nothing is cut, and the run is not touched."""
-    torch.manual_seed(0)
-    target = torch.randn(50) * 0.5
-    x = torch.nn.Parameter(torch.randn(50) * 0.1)
-    start = x.detach().clone()
-    optimizer = torch.optim.Adam([x], lr=1.0)
+    x, start, optimizer, quadratic = _start_over_quadratic(1.0)
     ctrl = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
-    curvature = torch.linspace(0.5, 1.0, 50)
     at_cuts = []
     for _ in range(20):
         optimizer.zero_grad()
-        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss = quadratic()
         loss.backward()
         optimizer.step()
         if ctrl.observe_train_loss(loss.item()):
@@ -572,7 +577,7 @@ def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimi
     assert at_cuts == [(True, 0, 0.0, 0, None), (True, 0, 0.0, 0, None)], "the undone steps' losses leave with them"
     assert ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is True
     with torch.no_grad():
-        ctrl.observe(float(0.5 * (curvature * (x - target) ** 2).sum()))
+        ctrl.observe(float(quadratic()))
     assert not ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is False
 
     calm, _, _ = _controlled_adam(0.03, decisions=1, start_over=True)
@@ -582,17 +587,13 @@ def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimi
 def test_without_the_start_weights_an_early_cut_only_cuts():
     """A controller whose start weights were not kept (a resume whose checkpoint lacked them, or
     watch(keep_start=False)) cuts as before and says it did not go back."""
-    torch.manual_seed(0)
-    target = torch.randn(50) * 0.5
-    x = torch.nn.Parameter(torch.randn(50) * 0.1)
-    optimizer = torch.optim.Adam([x], lr=1.0)
+    x, _, optimizer, quadratic = _start_over_quadratic(1.0)
     ctrl = MetaLRController(1.0, policy=always(2), learn_online=False)
     ctrl.watch([x], keep_start=False)
     ctrl.read_optimizer(optimizer)
-    curvature = torch.linspace(0.5, 1.0, 50)
     for _ in range(8):
         optimizer.zero_grad()
-        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss = quadratic()
         loss.backward()
         ctrl.before_optimizer_step()
         optimizer.step()
@@ -606,16 +607,12 @@ def test_under_a_warmup_an_early_cut_keeps_the_weights():
     """A warmup over 40 steps: the early cuts at steps 8 and 16 come while it rises, and starting over
     would give the start weights longer steps than the warmup first did, so the cuts keep the
     weights (``kept_weights: "warmup"``) and Adam's state, and the trace view says why."""
-    torch.manual_seed(0)
-    target = torch.randn(50) * 0.5
-    x = torch.nn.Parameter(torch.randn(50) * 0.1)
-    optimizer = torch.optim.Adam([x], lr=10.0)
+    x, _, optimizer, quadratic = _start_over_quadratic(10.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 40))
     ctrl = MetaLRController(10.0, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=200)
-    curvature = torch.linspace(0.5, 1.0, 50)
     for _ in range(20):
         optimizer.zero_grad()
-        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss = quadratic()
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -631,18 +628,13 @@ def test_the_copy_is_of_the_weights_before_the_first_optimizer_step_whatever_cam
     """A loop that reports a training loss before its first optimizer step (a step a GradScaler
     skipped, a loss per micro-batch) still gets the weights before the first real step, and its
     early cut goes back to them."""
-    torch.manual_seed(0)
-    target = torch.randn(50) * 0.5
-    x = torch.nn.Parameter(torch.randn(50) * 0.1)
-    start = x.detach().clone()
-    optimizer = torch.optim.Adam([x], lr=1.0)
+    x, start, optimizer, quadratic = _start_over_quadratic(1.0)
     ctrl = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
-    curvature = torch.linspace(0.5, 1.0, 50)
     ctrl.observe_train_loss(1.0)  # a skipped step: a loss, no optimizer step
     at_cut = None
     for _ in range(7):
         optimizer.zero_grad()
-        loss = 0.5 * (curvature * (x - target) ** 2).sum()
+        loss = quadratic()
         loss.backward()
         optimizer.step()
         if ctrl.observe_train_loss(loss.item()):
@@ -655,17 +647,13 @@ def test_a_plain_loop_resumed_without_its_start_weights_is_told_at_its_early_cut
     """A state saved while the start weights were kept, loaded without them: the next early cut only
     cuts, and says what to save and load; loaded with them, it goes back to them."""
     def run(load_start):
-        torch.manual_seed(0)
-        target = torch.randn(50) * 0.5
-        x = torch.nn.Parameter(torch.randn(50) * 0.1)
-        optimizer = torch.optim.Adam([x], lr=1.0)
-        curvature = torch.linspace(0.5, 1.0, 50)
+        x, _, optimizer, quadratic = _start_over_quadratic(1.0)
         first = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
 
         def steps(ctrl, n):
             for _ in range(n):
                 optimizer.zero_grad()
-                loss = 0.5 * (curvature * (x - target) ** 2).sum()
+                loss = quadratic()
                 loss.backward()
                 optimizer.step()
                 ctrl.observe_train_loss(loss.item())

@@ -105,26 +105,43 @@ def write_iterate_average(folder: Path, average, global_step: int) -> None:
               metadata={"steps": str(saved["steps"]), "global_step": str(global_step)})
 
 
-def restore_iterate_average(average, candidates: list[Path], *, steps: int, global_step: int) -> bool:
-    """Load into ``average`` (an ``IterateAverage``; its ``last_loss`` is kept) the interval of
-    ``steps`` optimizer steps from the first of ``candidates`` whose ``ITERATE_AVERAGE_FILE`` is of
-    that step and interval and fits the model. A file that is missing, unreadable, of another step
-    or interval, or of another model is passed over; when none is left, warn and return False."""
+_UNREADABLE = (OSError, ValueError, KeyError, RuntimeError, TypeError)  # a side file that is not one, or not this model's
+
+
+def _side_files(candidates: list[Path], name: str, prefix: str, wanted):
+    """``(tensors, metadata)`` of each of ``candidates``' file ``name`` whose metadata ``wanted``
+    accepts, in order (its tensors ``<prefix>.0``, ``<prefix>.1``, ...); a file that is missing or
+    unreadable is passed over."""
     from safetensors import safe_open
 
     for folder in candidates:
-        path = folder / ITERATE_AVERAGE_FILE
+        path = folder / name
         if not path.is_file():
             continue
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                if (int(meta.get("steps", -1)), int(meta.get("global_step", -1))) != (steps, global_step):
+                if not wanted(meta):
                     continue
-                tensors = [f.get_tensor(f"average.{i}") for i in range(len(list(f.keys())))]
+                tensors = [f.get_tensor(f"{prefix}.{i}") for i in range(len(list(f.keys())))]
+        except _UNREADABLE:
+            continue
+        yield tensors, meta
+
+
+def restore_iterate_average(average, candidates: list[Path], *, steps: int, global_step: int) -> bool:
+    """Load into ``average`` (an ``IterateAverage``; its ``last_loss`` is kept) the interval of
+    ``steps`` optimizer steps from the first of ``candidates`` whose ``ITERATE_AVERAGE_FILE`` is of
+    that step and interval and fits the model. A file that is missing, unreadable, of another step
+    or interval, or of another model is passed over; when none is left, warn and return False."""
+    def of_this_interval(meta):
+        return (int(meta.get("steps", -1)), int(meta.get("global_step", -1))) == (steps, global_step)
+
+    for tensors, _ in _side_files(candidates, ITERATE_AVERAGE_FILE, "average", of_this_interval):
+        try:
             average.load_state_dict({"steps": steps, "average": tensors, "last_loss": average.last_loss})
             return True
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+        except _UNREADABLE:
             continue
     warnings.warn(
         f"MetaLRCallback: the checkpoint at step {global_step} was saved between two evaluations, but no "
@@ -148,22 +165,15 @@ def restore_start_weights(start_weights, candidates: list[Path], *, global_step:
     """Load into ``start_weights`` (a ``StartWeights``) the weights of the first of ``candidates``
     whose ``START_WEIGHTS_FILE`` is of ``global_step`` and fits the model; when none is, warn and
     return False (the early cuts then cut without going back to the start)."""
-    from safetensors import safe_open
+    def of_this_step(meta):
+        return int(meta.get("global_step", -1)) == global_step
 
-    for folder in candidates:
-        path = folder / START_WEIGHTS_FILE
-        if not path.is_file():
-            continue
+    for weights, meta in _side_files(candidates, START_WEIGHTS_FILE, "weights", of_this_step):
+        factor = meta.get("schedule_factor") or None
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if int(meta.get("global_step", -1)) != global_step:
-                    continue
-                weights = [f.get_tensor(f"weights.{i}") for i in range(len(list(f.keys())))]
-            factor = meta.get("schedule_factor") or None
             start_weights.load_state_dict({"weights": weights, "schedule_factor": None if factor is None else float(factor)})
             return True
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+        except _UNREADABLE:
             continue
     warnings.warn(
         f"MetaLRCallback: the checkpoint at step {global_step} was saved before the first evaluation, but no "
