@@ -9,7 +9,7 @@ import torch
 
 from hf_metalr import MetaLRController
 from hf_metalr.controller.controller import is_early_distance_cut
-from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED,
+from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED, PROGRESS,
                                        NO_DISTANCE, RAISE_CEILING, _verdict, direction_gate, past_the_distance,
                                        short_of_the_distance)
 from hf_metalr.controller.distance import DistanceEstimate
@@ -560,8 +560,9 @@ def _start_over_quadratic(lr):
 def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimizer_state_cleared():
     """Adam at an LR of 1 on the quadratic: the first 8 steps move the parameters by several times
     their starting norm, the early distance check cuts, and the run goes back to where it started,
-    with Adam's moments cleared and the drift read afresh from there; the copy is dropped at the first
-    decision. At an LR of 0.03 nothing is cut, and the run is not touched."""
+    with Adam's moments cleared and the drift read afresh from there; the copy outlives the first
+    decision (no progress to read yet) and is dropped at the second, 86% below the first. At an LR of
+    0.03 nothing is cut, and the run is not touched."""
     x, start, optimizer, quadratic = _start_over_quadratic(1.0)
     ctrl = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
     at_cuts = []
@@ -576,12 +577,112 @@ def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimi
     assert [c["step"] for c in ctrl.early_cuts] == [8, 16] and all(c["rewound"] for c in ctrl.early_cuts)
     assert at_cuts == [(True, 0, 0.0, 0, None), (True, 0, 0.0, 0, None)], "the undone steps' losses leave with them"
     assert ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is True
-    with torch.no_grad():
-        ctrl.observe(float(quadratic()))
-    assert not ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is False
+    kept = []
+    for _ in range(2):
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = quadratic()
+            loss.backward()
+            optimizer.step()
+            ctrl.observe_train_loss(loss.item())
+        with torch.no_grad():
+            ctrl.observe(float(quadratic()))
+        kept.append((ctrl.start_weights.kept, ctrl.state_dict()["start_weights_kept"]))
+    assert kept == [(True, True), (False, False)]
+    assert ctrl.history[1]["features"]["objective_vs_first"] <= -PROGRESS
 
-    calm, _, _ = _controlled_adam(0.03, decisions=1, start_over=True)
+    calm, _, _ = _controlled_adam(0.03, decisions=2, start_over=True)
     assert not calm.early_cuts and not calm.start_weights.kept
+
+
+def _stuck_quadratic(lr, decisions, metric=lambda k: 1.0, optimizer_class=torch.optim.Adam, scheduler=None):
+    """Decisions every 20 steps of ``optimizer_class`` at ``lr`` on the quadratic, the policy always
+    keeping, the metric reported ``metric(k)`` at decision ``k`` (constant by default: the run never
+    leaves its first evaluation's level). ``(x, its start, the optimizer, the controller, the
+    decisions, at each decision (x equals its start, len(optimizer.state), the copy kept))``."""
+    x, start, _, quadratic = _start_over_quadratic(lr)
+    optimizer = optimizer_class([x], lr=lr)
+    if scheduler is not None:
+        scheduler = scheduler(optimizer)
+    ctrl = MetaLRController(lr, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=20 * decisions)
+    out, seen = [], []
+    for k in range(decisions):
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = quadratic()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            ctrl.observe_train_loss(loss.item())
+        with torch.no_grad():
+            out.append(ctrl.observe(metric(k)))
+        seen.append((torch.equal(x.detach(), start), len(optimizer.state), ctrl.start_weights.kept))
+    return x, start, optimizer, ctrl, out, seen
+
+
+def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
+    """Adam at an LR of 10 on the quadratic, its metric stuck at the first evaluation's level: the
+    early cuts start it over twice, but their LR still throws the parameters 8 times their starting
+    norm away with no positive distance estimate by the first decision, whose cut (the gradient
+    opposes the steps) then starts the run over too: the weights back, Adam's state cleared, the
+    decision's ``rewound`` and its evidence say so, and the trace view's row. Later decisions, the
+    steps no longer too long by both measures, only cut."""
+    x, start, optimizer, ctrl, decisions, seen = _stuck_quadratic(10.0, decisions=3)
+    first = decisions[0]
+    assert first.applied < 1 and first.features["param_drift"] >= MOVED
+    assert first.features["lr_over_distance"] >= DISTANCE_OVERSHOOT and first.features["objective_vs_first"] == 0
+    assert first.rewound is True and seen[0] == (True, 0, True)
+    assert first.evidence.endswith("a wrecked run (the steps too long by both measures, the metric still at its first "
+                                   "evaluation's level): the weights went back to where the run started, and the "
+                                   "optimizer's state is cleared: the run starts over at the cut LR")
+    assert ctrl.history[0]["rewound"] is True and ctrl.history[0]["evidence"] == first.evidence
+    assert ctrl.alignment.drift() > 0 and decisions[1].features["param_drift"] < first.features["param_drift"]
+    assert [d.rewound for d in decisions[1:]] == [None, None] and seen[1][0] is False
+    assert ctrl.start_weights.kept, "no progress yet: a later wreck may still start it over"
+    from hf_metalr.reporting.trace_view import format_trace
+    row = format_trace([{"global_step": 20, "value": 1.0, "action": first.multiplier, "applied": first.applied,
+                         "lr": first.lr, "evidence": first.evidence}], full=True)
+    assert "the weights went back to where the run started" in row
+
+
+def test_a_cut_on_a_run_that_has_made_progress_or_reads_short_steps_does_not_start_it_over():
+    """The same run with its metric falling 30% at each decision: the first decision's cut starts it
+    over (no progress can be read at the first), and the second, 30% below the first, drops the copy.
+    At an LR of 1, with the metric stuck, the steps after the early start-overs are not too long by
+    the distance check's measures, and the overshoot's cut at the fifth decision only cuts."""
+    _, _, _, ctrl, decisions, seen = _stuck_quadratic(10.0, decisions=3, metric=lambda k: 0.7 ** k)
+    assert [d.rewound for d in decisions] == [True, None, None]
+    assert [kept for _, _, kept in seen] == [True, False, False]
+    _, _, optimizer, ctrl, decisions, seen = _stuck_quadratic(1.0, decisions=6)
+    cuts = [d for d in decisions if d.applied < 1]
+    assert cuts and all(d.rewound is None and d.features["lr_over_distance"] < DISTANCE_OVERSHOOT for d in cuts)
+    assert len(optimizer.state) == 1 and ctrl.start_weights.kept
+
+
+def test_a_divergence_at_a_decision_starts_the_run_over_while_the_copy_is_kept():
+    """A NaN metric at the second decision of a run that has made no progress: the LR is halved and
+    the weights go back to their start (the trace view says so); with SGD, where the distance check
+    is off and nothing can start a run over past its first decision, the copy is dropped there."""
+    metric = lambda k: math.nan if k == 1 else 1.0
+    with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
+        _, _, _, ctrl, decisions, seen = _stuck_quadratic(0.03, decisions=2, metric=metric)
+    assert decisions[1].diverged and decisions[1].rewound is True and seen[1] == (True, 0, True)
+    assert "a wrecked run (the metric is not finite)" in decisions[1].evidence
+    from hf_metalr.reporting.trace_view import _why
+    assert _why({"diverged": True, "rewound": True}).endswith("and the weights went back to where the run started")
+    with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
+        _, _, _, ctrl, decisions, seen = _stuck_quadratic(0.03, decisions=2, metric=metric,
+                                                          optimizer_class=torch.optim.SGD)
+    assert [kept for _, _, kept in seen] == [False, False] and decisions[1].rewound is None
+
+
+def test_under_a_warmup_the_copy_is_dropped_at_the_first_decision():
+    """A warmup over the first 40 steps: at the first decision the schedule's factor is above the
+    first step's, so no later start-over can come, and the copy is not kept past it."""
+    warmup = lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 40))
+    _, _, _, ctrl, _, seen = _stuck_quadratic(0.03, decisions=1, scheduler=warmup)
+    assert seen == [(False, 1, False)]
 
 
 def test_without_the_start_weights_an_early_cut_only_cuts():

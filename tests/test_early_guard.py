@@ -182,9 +182,12 @@ def test_the_callback_cuts_a_diverging_trainer_run_before_the_first_evaluation(t
     assert applied[cuts[0]["step"]] == 3.0 and math.isclose(applied[cuts[0]["step"] + 1], 3.0 * EARLY_CUT)
     assert math.isclose(applied[5], cuts[-1]["lr"]) and cuts[-1]["rewound"]
     # started over, the run is still far too fast for its weights, and the distance check (not stood down by a cut
-    # that started the run over) halves the LR at the first decision
+    # that started the run over) halves the LR at the first decision, with the metric at its first level: the run
+    # is wrecked again, and starts over again
     assert trace[0]["evidence"].startswith("cut: the steps are too long by two measures")
     assert math.isclose(trace[0]["lr"], cuts[-1]["lr"] / 2)
+    assert trace[0]["rewound"] is True and "a wrecked run" in trace[0]["evidence"]
+    assert trace[1]["rewound"] is None and trace[1]["features"]["param_drift"] < trace[0]["features"]["param_drift"]
 
     early = make_trainer(tmp_path / "eval_on_start", callbacks=[MetaLRCallback(policy=keep)], learning_rate=3.0,
                          max_steps=10, logging_steps=1, eval_on_start=True)
@@ -256,6 +259,23 @@ def test_a_run_resumed_before_the_first_evaluation_keeps_the_guard(tmp_path):
     assert applied(tmp_path / "cut") == applied(tmp_path / "whole")
     guard_state = [json.loads((tmp_path / run / "early_guard.rank0.json").read_text()) for run in ("cut", "whole")]
     assert guard_state[0] == guard_state[1] and guard_state[1]["early_guard"]["steps"] == 5
+
+
+@pytest.mark.slow
+def test_the_start_weights_ride_in_checkpoints_until_the_run_makes_progress(tmp_path):
+    """The run starts over at its first decision (step 5) and is kept from there until the run makes
+    progress: a checkpoint at step 6 holds the start weights, and the run resumed from it repeats the
+    uninterrupted one."""
+    guard_run(tmp_path / "whole", "--save_steps", 100)
+    guard_run(tmp_path / "cut", "--save_steps", 3, "--kill_after_step", 6, expect_rc=-9)
+    checkpoint = tmp_path / "cut" / "checkpoint-6"
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"]["MetaLRCallback"]["attributes"]["controller_state"]["start_weights_kept"]
+    assert (checkpoint / START_WEIGHTS_FILE).is_file()
+    guard_run(tmp_path / "cut", "--save_steps", 100, "--resume", checkpoint)
+    whole = read_trace(tmp_path / "whole" / "metalr_trace.jsonl")
+    assert whole[0]["rewound"] is True and read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == whole
+    assert applied(tmp_path / "cut") == applied(tmp_path / "whole")
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
 from .features import RunTracker, is_finite, log_objective, select
 from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move,
-                   lr_over_distance, moved_but_stuck, past_the_distance)
+                   lr_over_distance, made_progress, moved_but_stuck, past_the_distance, wrecked)
 from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
@@ -205,6 +205,8 @@ class Decision:
     # overshoot, what took back a raise or a cut ("undo: ..."), or what restored the distance check's cuts
     # ("restore: ..."), and how min_lr or max_lr capped the move if one did (None: a keep, held, or no gate and no cap)
     rule: str | None = None  # the safeguard that made the move, where later decisions ask (``gate.GatedMove.rule``)
+    rewound: bool | None = None  # a wrecked run's decision (a divergence, or the distance check's cut while stuck at
+    # the first evaluation's level): whether the weights went back to where the run started (None: not asked)
 
     @property
     def action(self) -> float:
@@ -285,11 +287,11 @@ class MetaLRController:
         self.gate = bool(gate)
         self.alignment: GradientAlignment | None = None
         self.iterate_average: IterateAverage | None = None
-        self.start_weights: StartWeights | None = None  # until the first decision: see _go_back_to_the_start
+        self.start_weights: StartWeights | None = None  # while a cut may start the run over: _may_start_over_later
         self._optimizer = None  # read_optimizer's: its state is cleared when the weights go back to their start
         self._start_copy_due = True  # the first optimizer step takes the copy; a loaded state's run has begun
         # a loaded state was saved while the start weights were kept: whoever loads it loads them too (the callback
-        # from its checkpoint file, a plain loop with start_weights.load_state_dict); an early cut without them warns
+        # from its checkpoint file, a plain loop with start_weights.load_state_dict); a start-over without them warns
         self.start_weights_expected = False
         self.learner = ActorCriticLearner(self.policy, ActorCriticConfig(lr=meta_lr)) if learn_online else None
         self.tracker = RunTracker(greater_is_better=greater_is_better)
@@ -506,8 +508,9 @@ class MetaLRController:
         from the controller's seed, so every rank draws the same one. ``average_iterates``: also keep
         the average of the iterates since the last decision (see ``iterate_average``), whose gain
         ``observe`` measures with the ``validation_loss`` it is given. ``keep_start`` (with the
-        gate): keep the weights from before the first step until the first decision, in host memory,
-        so that an early cut starts the run over from them (see ``start_weights``)."""
+        gate): keep the weights from before the first step in host memory, so that a cut on a
+        wrecked run starts it over from them (see ``start_weights``), until the run has made progress
+        or nothing can start it over any more (``_may_start_over_later``)."""
         params = list(params)
         self.alignment = GradientAlignment(params, sketch_size=sketch_size, seed=self.seed)
         self.iterate_average = IterateAverage(params) if average_iterates else None
@@ -652,36 +655,78 @@ class MetaLRController:
 
     def _go_back_to_the_start(self) -> None:
         """After an early cut: the first steps at the LR just cut did their damage (a model wrecked in
-        them stays wrecked at any LR after), so put the weights back to where the run started
-        (``start_weights``), clear the optimizer's state (Adam's second moment would otherwise hold
-        the first steps' gradients, and shorten every step at the cut LR), and start the alignment,
-        the distance estimate, the early-divergence guard's record of losses and the interval's
-        training losses afresh: the run starts over at the cut LR. The cut's ``early_cuts`` entry says
-        whether it did (``rewound``); it cannot without the start weights (a resume whose state did
-        not bring them, which is told once) or an optimizer whose state it can clear, and it does not
-        after a warmup (the schedule's factor above the first step's: the start weights would meet
-        longer steps than the warmup first gave them; ``kept_weights: "warmup"``)."""
+        them stays wrecked at any LR after), so the run starts over at the cut LR (``_start_over``).
+        The cut's ``early_cuts`` entry says whether it did (``rewound``), and when a warmup kept the
+        weights (``kept_weights: "warmup"``)."""
         cut = self.early_cuts[-1]
-        cut["rewound"] = False
+        outcome = self._start_over(stacklevel=6)
+        cut["rewound"] = outcome == "rewound"
+        if outcome == "warmup":
+            cut["kept_weights"] = "warmup"
+
+    def _start_over(self, *, stacklevel: int) -> str:
+        """Put the weights back to where the run started (``start_weights``), clear the optimizer's
+        state (Adam's second moment would otherwise hold the wrecking steps' gradients, and shorten
+        every step at the cut LR), and start the alignment, the distance estimate, the
+        early-divergence guard's record of losses, the interval's training losses and the iterate
+        average afresh: the run starts over at the LR just cut. Returns ``"rewound"``; ``"warmup"``
+        when the schedule's factor is above the first step's (the start weights would meet longer
+        steps than the warmup first gave them); ``"no copy"`` without the start weights (dropped, or
+        a resume whose state did not bring them, which is told once) or an optimizer whose state it
+        can clear."""
         if self.start_weights is not None and not self.start_weights.kept and self.start_weights_expected:
             self._warn_once("start_weights", "MetaLRController: this run's state was saved while the weights it started "
-                            "from were kept, but they were not loaded with it, so an early cut only cuts the LR: save "
-                            "ctrl.start_weights.state_dict() beside the controller's state and load it with "
+                            "from were kept, but they were not loaded with it, so a cut for a wrecked run only cuts the "
+                            "LR: save ctrl.start_weights.state_dict() beside the controller's state and load it with "
                             "ctrl.start_weights.load_state_dict() (MetaLRCallback does so in its checkpoints)",
-                            RuntimeWarning, stacklevel=5)
+                            RuntimeWarning, stacklevel=stacklevel)
         if self.start_weights is None or not self.start_weights.kept or self._optimizer is None:
-            return
+            return "no copy"
         if self.start_weights.skips_a_warmup(self.alignment.step_factor):
-            cut["kept_weights"] = "warmup"  # starting over would skip the warmup's first steps
-            return
+            return "warmup"
         if not clear_optimizer_state(self._optimizer):
-            return
+            return "no copy"
         self.start_weights.restore()
         self.early_guard.start_over()
         self.tracker.start_over()
+        if self.iterate_average is not None:  # its interval and last loss are the wrecked weights'
+            self.iterate_average.forget()
         old = self.alignment
         self.alignment = GradientAlignment(old.params, sketch_size=old.sketch_size, seed=self.seed)
-        cut["rewound"] = True
+        return "rewound"
+
+    def _start_over_if_wrecked(self, decision: Decision) -> None:
+        """At a decision that cuts the LR of a wrecked run, while the start weights are kept
+        (``_may_start_over_later``): a divergence (the metric not finite), or a cut (any rule's) while
+        the steps are too long by both of the distance check's measures and the metric is not even
+        ``gate.STUCK`` below the first evaluation's (``gate.wrecked``). The steps so far bought
+        nothing, and the weights they left train badly at any LR after them, so the run starts over
+        at the LR just cut (``_start_over``). The decision and its ``history`` entry say whether it
+        did (``rewound``), and the evidence says it in words."""
+        if self.start_weights is None or not self.start_weights.kept:
+            return
+        if not (decision.diverged or (decision.applied < 1 and wrecked(decision.features or {}))):
+            return
+        outcome = self._start_over(stacklevel=5)
+        words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
+                            "run starts over at the cut LR",
+                 "warmup": "the weights kept: starting over would skip the warmup's first steps",
+                 "no copy": "the weights kept: the weights the run started from are not at hand"}[outcome]
+        why = ("the metric is not finite" if decision.diverged else
+               "the steps too long by both measures, the metric still at its first evaluation's level")
+        decision.rewound = outcome == "rewound"
+        decision.evidence = _joined(decision.evidence, f"a wrecked run ({why}): {words}")
+        self.history[-1].update(rewound=decision.rewound, evidence=decision.evidence)
+
+    def _may_start_over_later(self, decision: Decision) -> bool:
+        """Whether the start weights are still kept after this decision: while a later decision may
+        start the run over (``_start_over_if_wrecked``), that is while the distance check reads the
+        steps (an Adam-like optimizer), the schedule's factor is not above the first step's (no
+        warmup), and the metric has not made ``gate.PROGRESS`` below the first evaluation's; after a
+        divergence, until the next decision says."""
+        if not self.steps_per_coordinate or self.start_weights.skips_a_warmup(self.alignment.step_factor):
+            return False
+        return decision.features is None or not made_progress(decision.features)
 
     def observation(self, features: dict[str, float]) -> list[float]:
         """The policy's input: the features it was trained on, in its order."""
@@ -760,8 +805,9 @@ class MetaLRController:
                 average_gain = self.iterate_average.gain(validation_loss, current=current_loss)
         with single_threaded():
             decision = self._observe(value, progress, train_loss, average_gain)
+        self._start_over_if_wrecked(decision)
         self._mark_decision()
-        if self.start_weights is not None:  # the early cuts are over: the copy is not needed any more
+        if self.start_weights is not None and not self._may_start_over_later(decision):
             self.start_weights.drop()
         self._apply_if_attached()
         return decision

@@ -128,6 +128,7 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
+           "made_progress", "wrecked",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
@@ -291,7 +292,7 @@ _NOTHING_MEASURED = ("no step of this evaluation interval was measured (the alig
 def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool, *, first: bool,
                  schedule_anneals: bool) -> Verdict:
     """``_verdict`` for a cut (see there)."""
-    progress = _made_progress(features)
+    progress = made_progress(features)
     bar = _cut_evidence_t(features)
     opposed = t <= -bar
     waiting = unconfirmed_overshoot(features, first=first, schedule_anneals=schedule_anneals)
@@ -377,6 +378,15 @@ def _steps_too_long(features: dict[str, float]) -> bool:
     """Both of ``past_the_distance``'s measures, whatever the LR's floor: a raise is held on them."""
     return (features.get("param_drift", 0.0) >= MOVED
             and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT)
+
+
+def wrecked(features: dict[str, float]) -> bool:
+    """Whether the steps so far wrecked the run: too long by both of ``past_the_distance``'s measures
+    (whatever the LR's floor), while the metric is not even ``STUCK`` below the first evaluation's
+    (``moved_but_stuck``). A cut made then starts the run over from its first weights (the
+    controller's ``_start_over_if_wrecked``): the steps bought nothing, and the weights they left
+    train badly at any LR after them."""
+    return _steps_too_long(features) and moved_but_stuck(features)
 
 
 def short_of_the_distance(features: dict[str, float]) -> bool:
@@ -495,7 +505,7 @@ def _bounce_cut(features: dict[str, float], *, first: bool, schedule_anneals: bo
     return not first and bouncing(features) and not schedule_anneals
 
 
-def _made_progress(features: dict[str, float]) -> bool:
+def made_progress(features: dict[str, float]) -> bool:
     """Whether the objective is at least ``PROGRESS`` below the first evaluation's (absent: no progress)."""
     return features.get("objective_vs_first", 0.0) <= -PROGRESS
 
@@ -536,7 +546,7 @@ def _moved_far_without_progress(features: dict[str, float]) -> bool:
     """Whether the parameters have moved by at least ``MOVED`` of their starting norm while the objective is
     not yet ``PROGRESS`` below the first evaluation's: a raise is held (a stuck run, ``moved_but_stuck``,
     is one such; so is a run just leaving a plateau at a good LR, whose steps went far before it moved)."""
-    return features.get("param_drift", 0.0) >= MOVED and not _made_progress(features)
+    return features.get("param_drift", 0.0) >= MOVED and not made_progress(features)
 
 
 def _lost_ground_after_moving_far(features: dict[str, float]) -> bool:
@@ -572,7 +582,7 @@ def _worse_beyond_noise(features: dict[str, float]) -> bool:
 
 def _cut_evidence_t(features: dict[str, float]) -> float:
     """The |grad_alignment_t| a cut needs: ``EVIDENCE_T`` after progress, ``PLATEAU_EVIDENCE_T`` before."""
-    return EVIDENCE_T if _made_progress(features) else PLATEAU_EVIDENCE_T
+    return EVIDENCE_T if made_progress(features) else PLATEAU_EVIDENCE_T
 
 
 def unconfirmed_overshoot(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> float | None:
@@ -802,14 +812,14 @@ def raise_paid(features: dict[str, float]) -> bool:
 def punished_cut_undo(features: dict[str, float], last_applied: float, *, scale: float) -> float | None:
     """The multiplier that takes back the last decision's cut (``last_applied`` < 1, what it applied) when
     the metric got worse right after it, by more than ``RAISE_PUNISHED``, in a run that has made progress
-    (``_made_progress``), and nothing reads an overshoot now: the gradient does not oppose the steps
+    (``made_progress``), and nothing reads an overshoot now: the gradient does not oppose the steps
     (``grad_alignment_t`` above minus the cut's bar), the iterates do not bounce (``bouncing``), and the steps
     are not too long by the distance check's two measures. A cut that answers an overshoot lowers the metric
     at once; one that the next evaluation punishes did not pay, whatever it read when it was made (in the
     sweeps about half the cuts taken back were made on an overshoot reading). It goes as far as the user's LR at
     most (``scale``: the controller's scale before this move), and not when it would take the LR of the
     steps to ``DISTANCE_OVERSHOOT`` times the distance estimate. None when there is nothing to take back."""
-    if last_applied >= 1 or not _worse_beyond_noise(features) or not _made_progress(features):
+    if last_applied >= 1 or not _worse_beyond_noise(features) or not made_progress(features):
         return None
     if (features["grad_alignment_t"] <= -_cut_evidence_t(features) or bouncing(features)
             or _steps_too_long(features)):

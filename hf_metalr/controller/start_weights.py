@@ -6,12 +6,15 @@ steps): the early checks see it and cut the LR, but the cut LR then trains the w
 Adam's second moment still holds the first steps' huge gradients. A user who saw it would restart
 from the same weights at a lower LR. :class:`StartWeights` makes that possible: it keeps a copy of
 the trainable parameters as they were before the first optimizer step, in host memory (as large as
-the trainable weights, in their dtype), until the run's first decision, when it is dropped. The
-controller puts them back (:meth:`StartWeights.restore`) at each early cut, and clears the
-optimizer's state, so the run starts over at the cut LR; not while a warmup rises
+the trainable weights, in their dtype). The controller puts them back (:meth:`StartWeights.restore`)
+at each early cut, and at a later decision on a run still wrecked (a divergence, or the distance
+check's cut while the metric stays at its first evaluation's level), and clears the optimizer's
+state, so the run starts over at the cut LR; not while a warmup rises
 (:meth:`StartWeights.skips_a_warmup`: starting over would give the start weights longer steps than
-the warmup first did). :meth:`state_dict` holds the copy and the first step's schedule factor for a
-checkpoint saved before the first decision (the callback writes it to a file of its own).
+the warmup first did). The copy is dropped once the run has made progress, or when nothing can start
+it over any more (no distance check, a warmup), at a decision. :meth:`state_dict` holds the copy and
+the first step's schedule factor for a checkpoint saved while it is kept (the callback writes it to
+a file of its own).
 """
 
 from __future__ import annotations

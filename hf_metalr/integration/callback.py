@@ -256,7 +256,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             keep_start = sum(p.numel() for p in params) <= AVERAGE_ITERATES_AUTO_MAX
             if not keep_start and a.get("gate", True):
                 logger.info("MetaLRCallback: more than %d trainable parameters, so the controller keeps no copy of the "
-                            "weights the run starts from: an early cut before the first evaluation only cuts the LR",
+                            "weights the run starts from: a cut on a wrecked run only cuts the LR",
                             AVERAGE_ITERATES_AUTO_MAX)
             self.controller.watch(params, average_iterates=average, keep_start=keep_start)
 
@@ -394,7 +394,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         finally:
             self._eval_batches.release()  # the kept eval batches are not needed past the decision
         self._agree_across_ranks()
+        self._agree_on_the_start(bool(decision.rewound), optimizer)
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        if decision.rewound and state.is_world_process_zero:
+            logger.warning("MetaLRCallback: at step %d the run is wrecked (%s): the LR is cut to %.3g (scale %.3g)%s",
+                           state.global_step, "the metric is not finite" if decision.diverged else
+                           "the distance check's cut, with the metric still at its first evaluation's level",
+                           lrs[0], self.controller.scale, _STARTS_OVER)
 
         published = {
             "metalr/lr": lrs[0],
@@ -438,6 +444,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "lr_scale": self.controller.scale,  # the same as "scale", kept for readers of older traces
                     "learned": decision.learned,
                     "diverged": decision.diverged,
+                    "rewound": decision.rewound,
                     "features": decision.features,
                     "early_cuts": self.controller.early_cuts if decision.index == 0 else [],
                 }
@@ -596,7 +603,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if _on_every_rank(not cut):  # no process cut (agreed: the distance check reads each rank's own sketch)
             return
         self._agree_across_ranks()
-        self._agree_on_the_start(cut, optimizer)
+        self._agree_on_the_start(cut and bool(self.controller.early_cuts[-1].get("rewound")), optimizer)
         apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if state.is_world_process_zero and cut:
             last = self.controller.early_cuts[-1]
@@ -641,20 +648,19 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             dist.broadcast_object_list(shared, src=0)
             self.controller.scale = shared[0]
 
-    def _agree_on_the_start(self, cut: bool, optimizer) -> None:
-        """With several processes, after an early cut somewhere: every rank reads the same synchronised
-        gradients on the same sketch, so every rank cuts and goes back to the start weights alike; should
-        they not have, rank 0's weights are broadcast and every rank's optimizer state is cleared, so
-        that no rank trains other weights than the rest."""
+    def _agree_on_the_start(self, rewound: bool, optimizer) -> None:
+        """With several processes, after this rank went back to the start weights (``rewound``) or
+        not: every rank reads the same synchronised gradients on the same sketch and the same metric,
+        so every rank goes back alike; should they not have, rank 0's weights are broadcast and every
+        rank's optimizer state is cleared, so that no rank trains other weights than the rest."""
         if world_size() <= 1:
             return
-        rewound = cut and bool(self.controller.early_cuts[-1].get("rewound"))
         if _on_every_rank(rewound) or _on_every_rank(not rewound):
             return
         import torch
         import torch.distributed as dist
 
-        logger.warning("MetaLRCallback: the processes disagreed on going back to the start weights after an early cut; "
+        logger.warning("MetaLRCallback: the processes disagreed on going back to the start weights after a cut; "
                        "rank 0's weights are broadcast to every rank, and the optimizer's state is cleared")
         with torch.no_grad():
             for p in self.controller.alignment.params:

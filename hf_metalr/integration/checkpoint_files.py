@@ -12,15 +12,16 @@ the process that saves (``args.should_save``: the main process, or each node's w
 - ``ITERATE_AVERAGE_FILE`` (``metalr_iterate_average.safetensors``), when the checkpoint is saved
   between two evaluations: the iterate average of the interval in progress (as large as the
   trainable weights), with ``steps`` and ``global_step`` in its metadata.
-- ``START_WEIGHTS_FILE`` (``metalr_start_weights.safetensors``), when the checkpoint is saved before
-  the run's first decision: the weights the run started from, which an early cut goes back to (as
-  large as the trainable weights), with ``global_step`` in its metadata.
+- ``START_WEIGHTS_FILE`` (``metalr_start_weights.safetensors``), when the checkpoint is saved while
+  the controller keeps the weights the run started from (until the run has made progress): those
+  weights, which a cut on a wrecked run goes back to (as large as the trainable weights), with
+  ``global_step`` and the first step's schedule factor in its metadata.
 
 A resume reads the training losses from the resumed checkpoint (the first of
 :func:`checkpoint_folders` that holds a ``trainer_state.json``) and the average from the first
 that holds one of its step and interval; where it finds none, it warns and goes on without:
-the main process's own losses, no iterate-average check at the next evaluation, or an early cut
-that cuts the LR without going back to the start weights.
+the main process's own losses, no iterate-average check at the next evaluation, or a cut on a
+wrecked run that cuts the LR without going back to the start weights.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ __all__ = ["ITERATE_AVERAGE_FILE", "START_WEIGHTS_FILE", "TRAIN_LOSSES_FILE", "c
            "write_start_weights", "write_train_losses"]
 
 ITERATE_AVERAGE_FILE = "metalr_iterate_average.safetensors"  # in a checkpoint saved between two evaluations
-START_WEIGHTS_FILE = "metalr_start_weights.safetensors"  # in a checkpoint saved before the first decision
+START_WEIGHTS_FILE = "metalr_start_weights.safetensors"  # in a checkpoint saved while the start weights are kept
 TRAIN_LOSSES_FILE = "metalr_train_losses.json"  # with several processes: the rank-averaged pending training losses
 _RESUME_FRAMES = 16  # how many frames the walk searches, from the caller of checkpoint_folders up, for Trainer.train's
 
@@ -164,7 +165,7 @@ def write_start_weights(folder: Path, start_weights, global_step: int) -> None:
 def restore_start_weights(start_weights, candidates: list[Path], *, global_step: int) -> bool:
     """Load into ``start_weights`` (a ``StartWeights``) the weights of the first of ``candidates``
     whose ``START_WEIGHTS_FILE`` is of ``global_step`` and fits the model; when none is, warn and
-    return False (the early cuts then cut without going back to the start)."""
+    return False (a cut on a wrecked run then cuts without going back to the start)."""
     def of_this_step(meta):
         return int(meta.get("global_step", -1)) == global_step
 
@@ -176,8 +177,9 @@ def restore_start_weights(start_weights, candidates: list[Path], *, global_step:
         except _UNREADABLE:
             continue
     warnings.warn(
-        f"MetaLRCallback: the checkpoint at step {global_step} was saved before the first evaluation, but no "
-        f"{START_WEIGHTS_FILE} of that step could be read (looked in {', '.join(str(c) for c in candidates)}); an "
-        "early cut before the first evaluation will cut the LR without taking the weights back to their start.",
+        f"MetaLRCallback: the checkpoint at step {global_step} was saved while the weights the run started from were "
+        f"kept, but no {START_WEIGHTS_FILE} of that step could be read (looked in "
+        f"{', '.join(str(c) for c in candidates)}); a cut on a wrecked run will cut the LR without taking the weights "
+        "back to their start.",
         RuntimeWarning, stacklevel=3)
     return False

@@ -59,7 +59,8 @@ def _multiplier(value) -> str:
 
 def _why(entry: dict) -> str:
     if entry.get("diverged"):
-        return "divergence: the metric is not finite, the LR is halved"
+        return "divergence: the metric is not finite, the LR is halved" + (
+            ", and the weights went back to where the run started" if entry.get("rewound") else "")
     if entry.get("gate"):
         return entry["gate"]
     if entry.get("evidence"):
