@@ -661,16 +661,24 @@ def test_a_cut_on_a_run_that_has_made_progress_or_reads_short_steps_does_not_sta
 
 
 def test_a_divergence_at_a_decision_starts_the_run_over_while_the_copy_is_kept():
-    """A NaN metric at the second decision of a run that has made no progress: the LR is halved and
-    the weights go back to their start (the trace view says so); with SGD, where the distance check
-    is off and nothing can start a run over past its first decision, the copy is dropped there."""
+    """A NaN metric at the second decision of a run at an LR of 1 that has made no progress (its LR
+    still 2.3 times the distance estimate after the early start-overs): the LR is halved and the
+    weights go back to their start (the trace view says so). At an LR of 0.03 the LR of the steps is
+    within the estimate at the first decision, nothing the gate allows takes it back past the
+    distance check's bar, and the copy is dropped there; with SGD, where the distance check is off,
+    too."""
     metric = lambda k: math.nan if k == 1 else 1.0
     with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
-        _, _, _, ctrl, decisions, seen = _stuck_quadratic(0.03, decisions=2, metric=metric)
+        _, _, _, ctrl, decisions, seen = _stuck_quadratic(1.0, decisions=2, metric=metric)
+    assert RAISE_CEILING < decisions[0].features["lr_over_distance"] < DISTANCE_OVERSHOOT
     assert decisions[1].diverged and decisions[1].rewound is True and seen[1] == (True, 0, True)
     assert "a wrecked run (the metric is not finite)" in decisions[1].evidence
     from hf_metalr.reporting.trace_view import _why
     assert _why({"diverged": True, "rewound": True}).endswith("and the weights went back to where the run started")
+    with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
+        _, _, _, ctrl, decisions, seen = _stuck_quadratic(0.03, decisions=2, metric=metric)
+    assert decisions[0].features["lr_over_distance"] <= RAISE_CEILING
+    assert [kept for _, _, kept in seen] == [False, False] and decisions[1].rewound is None
     with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
         _, _, _, ctrl, decisions, seen = _stuck_quadratic(0.03, decisions=2, metric=metric,
                                                           optimizer_class=torch.optim.SGD)

@@ -70,7 +70,7 @@ from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
 from .features import RunTracker, is_finite, log_objective, select
-from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, distance_floor, gate_move,
+from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, RAISE_CEILING, distance_floor, gate_move,
                    lr_over_distance, made_progress, moved_but_stuck, past_the_distance, wrecked)
 from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
@@ -722,11 +722,17 @@ class MetaLRController:
         """Whether the start weights are still kept after this decision: while a later decision may
         start the run over (``_start_over_if_wrecked``), that is while the distance check reads the
         steps (an Adam-like optimizer), the schedule's factor is not above the first step's (no
-        warmup), and the metric has not made ``gate.PROGRESS`` below the first evaluation's; after a
-        divergence, until the next decision says."""
+        warmup), the metric has not made ``gate.PROGRESS`` below the first evaluation's, and the LR
+        of the steps is above the distance estimate (``gate.RAISE_CEILING``: at or below it, no raise
+        the gate lets through takes it back to ``gate.DISTANCE_OVERSHOOT`` times the estimate, which
+        only grows, so the run cannot read as wrecked again but by a divergence); after a divergence,
+        until the next decision says."""
         if not self.steps_per_coordinate or self.start_weights.skips_a_warmup(self.alignment.step_factor):
             return False
-        return decision.features is None or not made_progress(decision.features)
+        features = decision.features
+        if features is None:
+            return True
+        return not made_progress(features) and features.get("lr_over_distance", 0.0) > RAISE_CEILING
 
     def observation(self, features: dict[str, float]) -> list[float]:
         """The policy's input: the features it was trained on, in its order."""

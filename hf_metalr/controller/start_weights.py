@@ -11,8 +11,9 @@ at each early cut, and at a later decision on a run still wrecked (a divergence,
 check's cut while the metric stays at its first evaluation's level), and clears the optimizer's
 state, so the run starts over at the cut LR; not while a warmup rises
 (:meth:`StartWeights.skips_a_warmup`: starting over would give the start weights longer steps than
-the warmup first did). The copy is dropped once the run has made progress, or when nothing can start
-it over any more (no distance check, a warmup), at a decision. :meth:`state_dict` holds the copy and
+the warmup first did). The copy is dropped at a decision once the run has made progress or its LR is
+within the distance estimate, or when nothing can start it over any more (no distance check, a
+warmup). :meth:`state_dict` holds the copy and
 the first step's schedule factor for a checkpoint saved while it is kept (the callback writes it to
 a file of its own).
 """
