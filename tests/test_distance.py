@@ -641,9 +641,9 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
     assert [d.rewound for d in decisions[1:]] == [None, None] and seen[1][0] is False
     assert ctrl.start_weights.kept, "no progress yet: a later wreck may still start it over"
     from hf_metalr.reporting.trace_view import format_trace
-    row = format_trace([{"global_step": 20, "value": 1.0, "action": first.multiplier, "applied": first.applied,
-                         "lr": first.lr, "evidence": first.evidence}], full=True)
-    assert "the weights went back to where the run started" in row
+    rows = format_trace([{"global_step": 20, "value": 1.0, "action": first.multiplier, "applied": first.applied,
+                          "lr": first.lr, "evidence": first.evidence, "rewound": True}]).splitlines()
+    assert rows[-1] == "  started over: a wrecked run's cut, and the weights went back to where the run started"
 
 
 def test_a_cut_on_a_run_that_has_made_progress_or_reads_short_steps_does_not_start_it_over():

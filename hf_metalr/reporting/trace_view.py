@@ -4,8 +4,8 @@
 row per decision: the step and epoch of the evaluation, the monitored metric's value, the
 multiplier the policy asked for and the one applied, param group 0's LR from then on, and why (the
 gate's reason when it held a move, the evidence when one went through, the early-divergence
-guard's cuts before the first decision). Then a summary: how many moves went through or were held,
-and the LR from start to end. ``--plot FILE`` draws the LR and the metric against the step
+guard's cuts before the first decision, and a line under a decision that started the run over).
+Then a summary: how many moves went through or were held, and the LR from start to end. ``--plot FILE`` draws the LR and the metric against the step
 (matplotlib's Agg canvas). Reads the file only; writes nothing but the plot.
 """
 
@@ -115,6 +115,8 @@ def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> s
                 head, tail = why, ""
             why = head[: max(room - len(tail) - 3, 10)] + "..." + tail
         lines.append(row + why)
+        if entry.get("rewound") and not entry.get("diverged"):  # (the divergence's reason says it whole)
+            lines.append("  started over: a wrecked run's cut, and the weights went back to where the run started")
     return "\n".join(lines)
 
 
