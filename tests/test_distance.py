@@ -595,7 +595,8 @@ def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimi
     assert not calm.early_cuts and not calm.start_weights.kept
 
 
-def _stuck_quadratic(lr, decisions, metric=lambda k: 1.0, optimizer_class=torch.optim.Adam, scheduler=None):
+def _stuck_quadratic(lr, decisions, metric=lambda k: 1.0, optimizer_class=torch.optim.Adam, scheduler=None,
+                     learn_online=False):
     """Decisions every 20 steps of ``optimizer_class`` at ``lr`` on the quadratic, the policy always
     keeping, the metric reported ``metric(k)`` at decision ``k`` (constant by default: the run never
     leaves its first evaluation's level). ``(x, its start, the optimizer, the controller, the
@@ -604,7 +605,8 @@ def _stuck_quadratic(lr, decisions, metric=lambda k: 1.0, optimizer_class=torch.
     optimizer = optimizer_class([x], lr=lr)
     if scheduler is not None:
         scheduler = scheduler(optimizer)
-    ctrl = MetaLRController(lr, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=20 * decisions)
+    ctrl = MetaLRController(lr, policy=always(2), learn_online=learn_online).attach(optimizer, scheduler,
+                                                                                total_steps=20 * decisions)
     out, seen = [], []
     for k in range(decisions):
         for _ in range(20):
@@ -644,6 +646,64 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
     rows = format_trace([{"global_step": 20, "value": 1.0, "action": first.multiplier, "applied": first.applied,
                           "lr": first.lr, "evidence": first.evidence, "rewound": True}]).splitlines()
     assert rows[-1] == "  started over: a wrecked run's cut, and the weights went back to where the run started"
+
+
+def test_the_interval_of_a_start_over_is_not_learned_from():
+    """The interval decided on at a start-over measured the wrecked weights, not the cut: the online
+    learner does not learn that transition at the next decision (it does at the one after), and the
+    next decision's training-loss trend has no interval before it (0)."""
+    _, _, _, ctrl, decisions, _ = _stuck_quadratic(10.0, decisions=3, learn_online=True)
+    assert decisions[0].rewound is True
+    assert [d.learned for d in decisions] == [False, False, True]
+    assert decisions[1].features["train_loss_trend"] == 0.0 and decisions[2].features["train_loss_trend"] != 0.0
+
+
+def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_starts_over_alike():
+    """The run at an LR of 1 keeps the copy after its first decision (no progress, its LR 2.3 times the
+    estimate); saved there and resumed with the start weights, a NaN metric at the next decision
+    starts both runs over alike, to the weights the run started from. Resumed without them, it
+    warns and only cuts."""
+    def make():
+        x, start, _, quadratic = _start_over_quadratic(1.0)
+        optimizer = torch.optim.Adam([x], lr=1.0)
+        return x, start, optimizer, quadratic, MetaLRController(1.0, policy=always(2), learn_online=False)
+
+    def interval(ctrl, optimizer, quadratic, value):
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = quadratic()
+            loss.backward()
+            optimizer.step()
+            ctrl.observe_train_loss(loss.item())
+        with torch.no_grad():
+            return ctrl.observe(value)
+
+    x, start, optimizer, quadratic, whole = make()
+    whole.attach(optimizer)
+    interval(whole, optimizer, quadratic, 1.0)
+    assert whole.start_weights.kept and whole.decision_index == 1
+    saved = (json.loads(json.dumps(whole.state_dict())), whole.start_weights.state_dict(),
+             optimizer.state_dict(), x.detach().clone())
+    with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
+        after = interval(whole, optimizer, quadratic, math.nan)
+    assert after.rewound is True and torch.equal(x.detach(), start)
+
+    for with_start in (True, False):
+        x, start, optimizer, quadratic, resumed = make()
+        with torch.no_grad():
+            x.copy_(saved[3])
+        optimizer.load_state_dict(saved[2])
+        resumed.load_state_dict(saved[0])
+        resumed.attach(optimizer)
+        if with_start:
+            resumed.start_weights.load_state_dict(saved[1])
+            with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
+                again = interval(resumed, optimizer, quadratic, math.nan)
+            assert again.rewound is True and torch.equal(x.detach(), start) and again.scale == after.scale
+        else:
+            with pytest.warns(RuntimeWarning, match="load it with ctrl.start_weights.load_state_dict"):
+                again = interval(resumed, optimizer, quadratic, math.nan)
+            assert again.rewound is False and not torch.equal(x.detach(), start)
 
 
 def test_a_cut_on_a_run_that_has_made_progress_or_reads_short_steps_does_not_start_it_over():

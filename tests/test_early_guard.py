@@ -263,16 +263,22 @@ def test_a_run_resumed_before_the_first_evaluation_keeps_the_guard(tmp_path):
 
 @pytest.mark.slow
 def test_the_start_weights_ride_in_checkpoints_until_the_run_makes_progress(tmp_path):
-    """The run starts over at its first decision (step 5) and is kept from there until the run makes
-    progress: a checkpoint at step 6 holds the start weights, and the run resumed from it repeats the
-    uninterrupted one."""
-    guard_run(tmp_path / "whole", "--save_steps", 100)
-    guard_run(tmp_path / "cut", "--save_steps", 3, "--kill_after_step", 6, expect_rc=-9)
-    checkpoint = tmp_path / "cut" / "checkpoint-6"
-    saved = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert saved["stateful_callbacks"]["MetaLRCallback"]["attributes"]["controller_state"]["start_weights_kept"]
-    assert (checkpoint / START_WEIGHTS_FILE).is_file()
-    guard_run(tmp_path / "cut", "--save_steps", 100, "--resume", checkpoint)
+    """The run starts over at its first decision (step 5) and keeps the copy until the run makes
+    progress (the decision at step 10): the checkpoint at step 5 holds the start weights, the one at
+    step 10 does not, and the run resumed from step 5 repeats the uninterrupted one without a
+    warning."""
+    guard_run(tmp_path / "whole", "--save_steps", 5)
+
+    def kept(checkpoint):
+        saved = json.loads((checkpoint / "trainer_state.json").read_text())
+        return saved["stateful_callbacks"]["MetaLRCallback"]["attributes"]["controller_state"]["start_weights_kept"]
+
+    assert kept(tmp_path / "whole" / "checkpoint-5") and (tmp_path / "whole" / "checkpoint-5" / START_WEIGHTS_FILE).is_file()
+    assert not kept(tmp_path / "whole" / "checkpoint-10")
+    assert not (tmp_path / "whole" / "checkpoint-10" / START_WEIGHTS_FILE).exists()
+    guard_run(tmp_path / "cut", "--save_steps", 5, "--kill_after_step", 5, expect_rc=-9)
+    proc = guard_run(tmp_path / "cut", "--save_steps", 100, "--resume", tmp_path / "cut" / "checkpoint-5")
+    assert START_WEIGHTS_FILE not in proc.stderr, "read back without a warning"
     whole = read_trace(tmp_path / "whole" / "metalr_trace.jsonl")
     assert whole[0]["rewound"] is True and read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == whole
     assert applied(tmp_path / "cut") == applied(tmp_path / "whole")

@@ -205,8 +205,9 @@ class Decision:
     # overshoot, what took back a raise or a cut ("undo: ..."), or what restored the distance check's cuts
     # ("restore: ..."), and how min_lr or max_lr capped the move if one did (None: a keep, held, or no gate and no cap)
     rule: str | None = None  # the safeguard that made the move, where later decisions ask (``gate.GatedMove.rule``)
-    rewound: bool | None = None  # a wrecked run's decision (a divergence, or the distance check's cut while stuck at
-    # the first evaluation's level): whether the weights went back to where the run started (None: not asked)
+    rewound: bool | None = None  # a wrecked run's decision (a divergence, or a cut while the steps are too long by both
+    # of the distance check's measures and the metric stays at its first evaluation's level, ``gate.wrecked``): whether
+    # the weights went back to where the run started (None: not asked)
 
     @property
     def action(self) -> float:
@@ -672,20 +673,20 @@ class MetaLRController:
         average afresh: the run starts over at the LR just cut. Returns ``"rewound"``; ``"warmup"``
         when the schedule's factor is above the first step's (the start weights would meet longer
         steps than the warmup first gave them); ``"no copy"`` without the start weights (dropped, or
-        a resume whose state did not bring them, which is told once) or an optimizer whose state it
-        can clear."""
+        a resume whose state did not bring them, which is told once); ``"no optimizer state"``
+        without an optimizer whose state it can clear."""
         if self.start_weights is not None and not self.start_weights.kept and self.start_weights_expected:
             self._warn_once("start_weights", "MetaLRController: this run's state was saved while the weights it started "
                             "from were kept, but they were not loaded with it, so a cut for a wrecked run only cuts the "
                             "LR: save ctrl.start_weights.state_dict() beside the controller's state and load it with "
                             "ctrl.start_weights.load_state_dict() (MetaLRCallback does so in its checkpoints)",
                             RuntimeWarning, stacklevel=stacklevel)
-        if self.start_weights is None or not self.start_weights.kept or self._optimizer is None:
+        if self.start_weights is None or not self.start_weights.kept:
             return "no copy"
         if self.start_weights.skips_a_warmup(self.alignment.step_factor):
             return "warmup"
-        if not clear_optimizer_state(self._optimizer):
-            return "no copy"
+        if self._optimizer is None or not clear_optimizer_state(self._optimizer):
+            return "no optimizer state"
         self.start_weights.restore()
         self.early_guard.start_over()
         self.tracker.start_over()
@@ -702,16 +703,23 @@ class MetaLRController:
         ``gate.STUCK`` below the first evaluation's (``gate.wrecked``). The steps so far bought
         nothing, and the weights they left train badly at any LR after them, so the run starts over
         at the LR just cut (``_start_over``). The decision and its ``history`` entry say whether it
-        did (``rewound``), and the evidence says it in words."""
-        if self.start_weights is None or not self.start_weights.kept:
-            return
+        did (``rewound``), and the evidence says it in words. The interval just decided on measured
+        the wrecked weights, not the move: after a start-over the decision's transition is not
+        learned from at the next (``pending`` cleared, as after a divergence), and the next
+        decision's training-loss trend has no interval before it to compare with."""
+        if self.start_weights is None or not (self.start_weights.kept or self.start_weights_expected):
+            return  # (a resume that did not bring the copy it was saved with is told, and only cuts)
         if not (decision.diverged or (decision.applied < 1 and wrecked(decision.features or {}))):
             return
         outcome = self._start_over(stacklevel=5)
         words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
                             "run starts over at the cut LR",
                  "warmup": "the weights kept: starting over would skip the warmup's first steps",
-                 "no copy": "the weights kept: the weights the run started from are not at hand"}[outcome]
+                 "no copy": "the weights kept: the resumed state came without the weights the run started from",
+                 "no optimizer state": "the weights kept: the optimizer's state cannot be cleared"}[outcome]
+        if outcome == "rewound":
+            self.pending = None
+            self.tracker.train_loss_at_decision = None
         why = ("the metric is not finite" if decision.diverged else
                "the steps too long by both measures, the metric still at its first evaluation's level")
         decision.rewound = outcome == "rewound"
@@ -722,12 +730,14 @@ class MetaLRController:
         """Whether the start weights are still kept after this decision: while a later decision may
         start the run over (``_start_over_if_wrecked``), that is while the distance check reads the
         steps (an Adam-like optimizer), the schedule's factor is not above the first step's (no
-        warmup), the metric has not made ``gate.PROGRESS`` below the first evaluation's, and the LR
+        warmup), the optimizer is known (``read_optimizer``: its state is cleared at a start-over),
+        the metric has not made ``gate.PROGRESS`` below the first evaluation's, and the LR
         of the steps is above the distance estimate (``gate.RAISE_CEILING``: at or below it, no raise
         the gate lets through takes it back to ``gate.DISTANCE_OVERSHOOT`` times the estimate, which
         only grows, so the run cannot read as wrecked again but by a divergence); after a divergence,
         until the next decision says."""
-        if not self.steps_per_coordinate or self.start_weights.skips_a_warmup(self.alignment.step_factor):
+        if (not self.steps_per_coordinate or self._optimizer is None
+                or self.start_weights.skips_a_warmup(self.alignment.step_factor)):
             return False
         features = decision.features
         if features is None:

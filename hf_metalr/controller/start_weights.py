@@ -7,8 +7,9 @@ Adam's second moment still holds the first steps' huge gradients. A user who saw
 from the same weights at a lower LR. :class:`StartWeights` makes that possible: it keeps a copy of
 the trainable parameters as they were before the first optimizer step, in host memory (as large as
 the trainable weights, in their dtype). The controller puts them back (:meth:`StartWeights.restore`)
-at each early cut, and at a later decision on a run still wrecked (a divergence, or the distance
-check's cut while the metric stays at its first evaluation's level), and clears the optimizer's
+at each early cut, and at a later decision on a run still wrecked (a divergence, or a cut while
+the steps are too long by both of the distance check's measures and the metric stays at its first
+evaluation's level), and clears the optimizer's
 state, so the run starts over at the cut LR; not while a warmup rises
 (:meth:`StartWeights.skips_a_warmup`: starting over would give the start weights longer steps than
 the warmup first did). The copy is dropped at a decision once the run has made progress or its LR is

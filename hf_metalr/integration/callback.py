@@ -394,12 +394,14 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         finally:
             self._eval_batches.release()  # the kept eval batches are not needed past the decision
         self._agree_across_ranks()
-        self._agree_on_the_start(bool(decision.rewound), optimizer)
+        if self.controller.start_weights is not None:  # (the same on every rank: one model)
+            self._agree_on_the_start(bool(decision.rewound), optimizer)
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if decision.rewound and state.is_world_process_zero:
             logger.warning("MetaLRCallback: at step %d the run is wrecked (%s): the LR is cut to %.3g (scale %.3g)%s",
                            state.global_step, "the metric is not finite" if decision.diverged else
-                           "the distance check's cut, with the metric still at its first evaluation's level",
+                           "a cut with the steps too long by both of the distance check's measures and the metric "
+                           "still at its first evaluation's level",
                            lrs[0], self.controller.scale, _STARTS_OVER)
 
         published = {

@@ -183,7 +183,8 @@ def run_episode(spec: dict, policy: PolicyNetwork | None, seed: int, *, greedy: 
     # transitions: the policy's decisions (not the fixed responses), each rewarded at the next one
     obs, actions, rewards, first = [], [], [], None
     for t, (current, following) in enumerate(zip(decisions, decisions[1:])):
-        if not current.by_policy:  # the fixed keep at the first evaluation without the gate (a divergence ends the run)
+        if not current.by_policy or current.rewound:  # the fixed keep at the first evaluation without the gate (a
+            # divergence ends the run); a decision that started the run over, whose reward measures the start-over
             continue
         first = t if first is None else first
         obs.append(controller.observation(current.features))
