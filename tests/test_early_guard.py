@@ -242,6 +242,9 @@ def test_the_guard_cuts_alike_on_every_rank(tmp_path):
     assert guards[0] == guards[1] and guards[0]["early_guard"]["steps"] == 5
     features = [json.loads((tmp_path / f"features.rank{r}.json").read_text()) for r in (0, 1)]
     assert features[0] == features[1]
+    # the first decision starts the run over on both ranks (the drift of the last decision, read from each rank's
+    # own weights, is the same)
+    assert read_trace(tmp_path / "metalr_trace.jsonl")[0]["rewound"] is True
 
 
 @pytest.mark.slow
