@@ -116,27 +116,13 @@ def _controlled_adam(lr, optimizer_class=torch.optim.Adam, policy=2, decisions=7
     ``start_over``: an early cut goes back to the start weights, as it does in a run; off, the run
     goes on from where the early cuts found it (as a resume without the start weights does), so
     that the tests of the rules at the evaluations see a run past the distance at them."""
-    torch.manual_seed(0)
-    target = torch.randn(50) * 0.5
-    x = torch.nn.Parameter(torch.randn(50) * 0.1)
+    x, _, _, quadratic = _start_over_quadratic(lr)
     optimizer = optimizer_class([x], lr=lr)
-    curvature = torch.linspace(0.5, 1.0, 50)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20 * decisions) if anneal else None
     ctrl = MetaLRController(lr, policy=always(policy), learn_online=False).attach(optimizer, scheduler)
     if not start_over:
         ctrl.start_weights = None
-    out = []
-    for _ in range(decisions):
-        for _ in range(20):
-            optimizer.zero_grad()
-            loss = 0.5 * (curvature * (x - target) ** 2).sum()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            ctrl.observe_train_loss(loss.item())
-        with torch.no_grad():
-            out.append(ctrl.observe(float(0.5 * (curvature * (x - target) ** 2).sum())))
+    out = [_interval(ctrl, optimizer, quadratic, scheduler=scheduler) for _ in range(decisions)]
     return ctrl, out, optimizer
 
 
@@ -548,13 +534,28 @@ def test_an_early_cut_recorded_before_kind_is_told_by_its_fields():
 
 
 def _start_over_quadratic(lr):
-    """The quadratic of ``_controlled_adam`` with Adam at ``lr``: ``(x, its start, the optimizer, the
-    loss at x)``."""
+    """A quadratic in 50 coordinates whose solution lies 0.5 away, with Adam at ``lr``: ``(x, its start,
+    the optimizer, the loss at x)``."""
     torch.manual_seed(0)
     target = torch.randn(50) * 0.5
     x = torch.nn.Parameter(torch.randn(50) * 0.1)
     curvature = torch.linspace(0.5, 1.0, 50)
     return x, x.detach().clone(), torch.optim.Adam([x], lr=lr), lambda: 0.5 * (curvature * (x - target) ** 2).sum()
+
+
+def _interval(ctrl, optimizer, quadratic, value=None, scheduler=None):
+    """20 optimizer steps on the quadratic (and the scheduler's), each loss to the controller, then a
+    decision on ``value`` (the quadratic's loss when None)."""
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = quadratic()
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        ctrl.observe_train_loss(loss.item())
+    with torch.no_grad():
+        return ctrl.observe(float(quadratic()) if value is None else value)
 
 
 def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimizer_state_cleared():
@@ -579,14 +580,7 @@ def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimi
     assert ctrl.start_weights.kept and ctrl.state_dict()["start_weights_kept"] is True
     kept = []
     for _ in range(2):
-        for _ in range(20):
-            optimizer.zero_grad()
-            loss = quadratic()
-            loss.backward()
-            optimizer.step()
-            ctrl.observe_train_loss(loss.item())
-        with torch.no_grad():
-            ctrl.observe(float(quadratic()))
+        _interval(ctrl, optimizer, quadratic)
         kept.append((ctrl.start_weights.kept, ctrl.state_dict()["start_weights_kept"]))
     assert kept == [(True, True), (False, False)]
     assert ctrl.history[1]["features"]["objective_vs_first"] <= -PROGRESS
@@ -609,16 +603,7 @@ def _stuck_quadratic(lr, decisions, metric=lambda k: 1.0, optimizer_class=torch.
                                                                                 total_steps=20 * decisions)
     out, seen = [], []
     for k in range(decisions):
-        for _ in range(20):
-            optimizer.zero_grad()
-            loss = quadratic()
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            ctrl.observe_train_loss(loss.item())
-        with torch.no_grad():
-            out.append(ctrl.observe(metric(k)))
+        out.append(_interval(ctrl, optimizer, quadratic, metric(k), scheduler))
         seen.append((torch.equal(x.detach(), start), len(optimizer.state), ctrl.start_weights.kept))
     return x, start, optimizer, ctrl, out, seen
 
@@ -668,24 +653,14 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
         optimizer = torch.optim.Adam([x], lr=1.0)
         return x, start, optimizer, quadratic, MetaLRController(1.0, policy=always(2), learn_online=False)
 
-    def interval(ctrl, optimizer, quadratic, value):
-        for _ in range(20):
-            optimizer.zero_grad()
-            loss = quadratic()
-            loss.backward()
-            optimizer.step()
-            ctrl.observe_train_loss(loss.item())
-        with torch.no_grad():
-            return ctrl.observe(value)
-
     x, start, optimizer, quadratic, whole = make()
     whole.attach(optimizer)
-    interval(whole, optimizer, quadratic, 1.0)
+    _interval(whole, optimizer, quadratic, 1.0)
     assert whole.start_weights.kept and whole.decision_index == 1
     saved = (json.loads(json.dumps(whole.state_dict())), whole.start_weights.state_dict(),
              optimizer.state_dict(), x.detach().clone())
     with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
-        after = interval(whole, optimizer, quadratic, math.nan)
+        after = _interval(whole, optimizer, quadratic, math.nan)
     assert after.rewound is True and torch.equal(x.detach(), start)
 
     for with_start in (True, False):
@@ -698,11 +673,11 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
         if with_start:
             resumed.start_weights.load_state_dict(saved[1])
             with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
-                again = interval(resumed, optimizer, quadratic, math.nan)
+                again = _interval(resumed, optimizer, quadratic, math.nan)
             assert again.rewound is True and torch.equal(x.detach(), start) and again.scale == after.scale
         else:
             with pytest.warns(RuntimeWarning, match="load it with ctrl.start_weights.load_state_dict"):
-                again = interval(resumed, optimizer, quadratic, math.nan)
+                again = _interval(resumed, optimizer, quadratic, math.nan)
             assert again.rewound is False and not torch.equal(x.detach(), start)
 
 
