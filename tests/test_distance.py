@@ -631,6 +631,13 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
     rows = format_trace([{"global_step": 20, "value": 1.0, "action": first.multiplier, "applied": first.applied,
                           "lr": first.lr, "evidence": first.evidence, "rewound": True}]).splitlines()
     assert rows[-1] == "  started over: a wrecked run's cut, and the weights went back to where the run started"
+    from hf_metalr.reporting.trace_view import _summary_text, summarize_trace
+    entries = [{"global_step": 20 * (k + 1), "value": 1.0, "action": d.multiplier, "applied": d.applied, "lr": d.lr,
+                "scale": d.scale, "initial_lr": 10.0, "rewound": d.rewound, "early_cuts": ctrl.early_cuts if k == 0 else []}
+               for k, d in enumerate(decisions)]
+    summary = summarize_trace(entries)
+    assert summary["started_over"] == sum(c["rewound"] for c in ctrl.early_cuts) + 1 == 4
+    assert "4 start-overs from the weights the run started from" in _summary_text(summary, "loss")
 
 
 def test_the_interval_of_a_start_over_is_not_learned_from():

@@ -144,6 +144,7 @@ def summarize_trace(entries: list[dict]) -> dict:
     multiplier moved the LR up / down, whoever made the move); ``held``, ``fixed``, ``capped`` and
     ``divergences`` (decisions of that :func:`decision_kind`); ``early_cuts`` (the early-divergence
     guard's, before the first decision) and ``early_distance_cuts`` (the distance check's, then);
+    ``started_over`` (the early cuts and the decisions that put the weights back to the run's start);
     ``initial_lr`` (the user's, param group 0), ``final_scale`` (the controller's scale at the end)
     and ``final_lr`` (the controller's LR then, initial x scale,
     without a schedule's factor); ``moved_at_end`` (1 when the last decision, made at the run's final
@@ -172,6 +173,8 @@ def summarize_trace(entries: list[dict]) -> dict:
         "divergences": kinds.count("divergence"),
         "early_cuts": sum(not is_early_distance_cut(cut) for cut in first.get("early_cuts") or []),
         "early_distance_cuts": sum(is_early_distance_cut(cut) for cut in first.get("early_cuts") or []),
+        "started_over": (sum(bool(cut.get("rewound")) for cut in first.get("early_cuts") or [])
+                         + sum(bool(e.get("rewound")) for e in entries)),
         "initial_lr": initial_lr,
         "final_scale": final_scale,
         "final_lr": initial_lr * final_scale,
@@ -193,10 +196,12 @@ def _summary_text(summary: dict, metric: str) -> str:
                            ("capped", "move cut short by min_lr/max_lr", "moves cut short by min_lr/max_lr"),
                            ("divergences", "divergence", "divergences"),
                            ("early_cuts", "early-divergence cut", "early-divergence cuts"),
-                           ("early_distance_cuts", "early distance cut", "early distance cuts")):
+                           ("early_distance_cuts", "early distance cut", "early distance cuts"),
+                           ("started_over", "start-over", "start-overs")):
         if summary[key]:
             why = {"fixed": " (a safeguard's)", "divergences": " (LR halved)", "early_cuts": " before the first decision",
-                   "early_distance_cuts": " before the first decision"}
+                   "early_distance_cuts": " before the first decision",
+                   "started_over": " from the weights the run started from"}
             counts.append(f"{summary[key]} {one if summary[key] == 1 else many}{why.get(key, '')}")
     parts = [", ".join(counts)]
     if summary.get("moved_at_end"):
