@@ -610,11 +610,12 @@ def _stuck_quadratic(lr, decisions, metric=lambda k: 1.0, optimizer_class=torch.
 
 def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
     """Adam at an LR of 10 on the quadratic, its metric stuck at the first evaluation's level: the
-    early cuts start it over twice, but their LR still throws the parameters 8 times their starting
-    norm away with no positive distance estimate by the first decision, whose cut (the gradient
-    opposes the steps) then starts the run over too: the weights back, Adam's state cleared, the
-    decision's ``rewound`` and its evidence say so, and the trace view's row. Later decisions, the
-    steps no longer too long by both measures, only cut."""
+    early cuts (the guard's at step 2, the distance check's at 8 and 16) start it over three times,
+    but their LR still throws the parameters 8 times their starting norm away with no positive
+    distance estimate by the first decision, whose cut (the gradient opposes the steps) then starts
+    the run over too: the weights back, Adam's state cleared, the decision's ``rewound`` and its
+    evidence say so, and the trace view's row and summary. Later decisions, the steps no longer too
+    long by both measures, only cut."""
     x, start, optimizer, ctrl, decisions, seen = _stuck_quadratic(10.0, decisions=3)
     first = decisions[0]
     assert first.applied < 1 and first.features["param_drift"] >= MOVED
