@@ -3,6 +3,7 @@
 import functools
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -655,7 +656,8 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
     """The run at an LR of 1 keeps the copy after its first decision (no progress, its LR 2.3 times the
     estimate); saved there and resumed with the start weights, a NaN metric at the next decision
     starts both runs over alike, to the weights the run started from. Resumed without them, it
-    warns and only cuts."""
+    warns and only cuts; resumed with them and then past the need of them, a divergence neither
+    starts over nor warns."""
     def make():
         x, start, _, quadratic = _start_over_quadratic(1.0)
         optimizer = torch.optim.Adam([x], lr=1.0)
@@ -687,6 +689,22 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
             with pytest.warns(RuntimeWarning, match="load it with ctrl.start_weights.load_state_dict"):
                 again = _interval(resumed, optimizer, quadratic, math.nan)
             assert again.rewound is False and not torch.equal(x.detach(), start)
+
+    # resumed with them, then past the need of them (the metric 30% below the first evaluation's): a later
+    # divergence neither starts over nor warns of weights that were not loaded
+    x, start, optimizer, quadratic, resumed = make()
+    with torch.no_grad():
+        x.copy_(saved[3])
+    optimizer.load_state_dict(saved[2])
+    resumed.load_state_dict(saved[0])
+    resumed.attach(optimizer)
+    resumed.start_weights.load_state_dict(saved[1])
+    _interval(resumed, optimizer, quadratic, 0.7)
+    assert not resumed.start_weights.kept
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = _interval(resumed, optimizer, quadratic, math.nan)
+    assert again.rewound is None and [str(w.message) for w in caught if "start_weights" in str(w.message)] == []
 
 
 def test_a_cut_on_a_run_that_has_made_progress_or_reads_short_steps_does_not_start_it_over():

@@ -825,6 +825,7 @@ class MetaLRController:
         self._mark_decision()
         if self.start_weights is not None and not self._may_start_over_later(decision):
             self.start_weights.drop()
+            self.start_weights_expected = False  # not needed any more, so not missed
         self._apply_if_attached()
         return decision
 
