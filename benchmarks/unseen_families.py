@@ -102,6 +102,20 @@ above trains from scratch):
   next-token distributions drawn anew. Metric: the next-token cross-entropy (lower is better).
 - ``gpt2-shift-finetune``: the same base and data, every weight fine-tuned.
 
+An eighth three came on 2026-12-07 (the fortieth session), defined and run once the same way,
+blind, on the wider grid, after the start-over at a decision was committed and with no rule
+changed between their first runs and the tables:
+
+- ``phi-shift``: a tiny ``PhiForCausalLM`` (2 layers, 64 wide, attention and MLP in parallel,
+  rotary on half of each head, GELU) on rows ``BOS, 8 digits, SEP, each digit plus 3 mod 10``,
+  scored on the shifted digits. Metric: their cross-entropy (lower is better); also their accuracy.
+- ``mobilenet-digits``: a tiny ``MobileNetV2ForImageClassification`` (width 0.35: inverted
+  residuals of depthwise convolutions, BatchNorm, ReLU6) on scikit-learn's digits resized to 16x16.
+  Metric: accuracy.
+- ``bart-substitute``: a tiny ``BartForConditionalGeneration`` (an encoder-decoder, 2 + 2 layers,
+  64 wide, learned positions, post-LN) writing a row of 12 words through a fixed substitution
+  table. Metric: the target tokens' cross-entropy (lower is better); also the token accuracy.
+
 Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
 
 Per family, a good LR is picked first (the best final validation loss of the constant LR over a
@@ -134,6 +148,8 @@ are reused from ``--out``/runs.jsonl.
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_lora
     python benchmarks/unseen_families.py --tasks gpt2-shift-finetune --good-lr grid \
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_finetune
+    python benchmarks/unseen_families.py --tasks phi-shift,mobilenet-digits,bart-substitute --good-lr grid \
+        --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_eighth
 
 ``--optimizer sgd`` runs the same cells under SGD with momentum 0.9 (the Trainer's ``optim="sgd"``,
 ``optim_args="momentum=0.9"``) instead of the Trainer's AdamW: every schedule but the peers, which
@@ -1287,6 +1303,124 @@ class FineTuneShiftTask(LoraShiftTask):
         return seeded(seed, _pretrained_gpt2)
 
 
+# -- an eighth three, added on 2026-12-07 (the fortieth session), each run once, blind --------------------------
+
+SHIFT_DIGITS, SHIFT_BY, SHIFT_DIGITS_SEED = 8, 3, 151
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_shift_split() -> TaskData:
+    """Rows ``BOS, d_1..d_8, SEP, (d_1 + 3) mod 10 .. (d_8 + 3) mod 10`` (``_digit_rows``): the shifted
+    digits are scored."""
+    generator = torch.Generator().manual_seed(SHIFT_DIGITS_SEED)
+    digits = torch.randint(10, (ROWS, SHIFT_DIGITS), generator=generator)
+    return _digit_rows(digits, (digits + SHIFT_BY) % 10)
+
+
+class DigitShiftTask(Task):
+    name = "phi-shift"
+    description = ("each of 8 digits shifted by 3 mod 10, a tiny PhiForCausalLM (2 layers, 64 wide, parallel attention "
+                   "and MLP, partial rotary, GELU) scored on the shifted digits")
+    metric = "answer_loss"
+    greater_is_better = False
+    threshold = 0.3
+    test_metrics = ("answer_loss", "answer_accuracy")
+    learning_rate = 3e-3  # the default until the grid picks it (the sweep picks it again)
+
+    def load(self) -> TaskData:
+        return _digit_shift_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import PhiConfig, PhiForCausalLM
+
+        config = PhiConfig(vocab_size=13, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=2, max_position_embeddings=2 * SHIFT_DIGITS + 2, partial_rotary_factor=0.5,
+                           resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, pad_token_id=DIGIT_PAD,
+                           bos_token_id=DIGIT_BOS, eos_token_id=DIGIT_SEP, tie_word_embeddings=False, use_cache=False)
+        return seeded(seed, lambda: PhiForCausalLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return _answer_metrics(eval_pred, SHIFT_DIGITS, "answer")
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_images_16_split() -> TaskData:
+    """``_digit_images_split``'s digits resized to 1x16x16 (bilinear), the same splits."""
+    data = _digit_images_split()
+
+    def resized(split: ArrayDataset) -> ArrayDataset:
+        pixels = nn.functional.interpolate(split.columns["pixel_values"], size=(16, 16), mode="bilinear",
+                                           align_corners=False)
+        return ArrayDataset(pixel_values=pixels, labels=split.columns["labels"])
+
+    return TaskData(resized(data.train), resized(data.validation), resized(data.test))
+
+
+class MobileNetDigitsTask(Task):
+    name = "mobilenet-digits"
+    description = ("scikit-learn's digits at 16x16, a tiny MobileNetV2ForImageClassification (width 0.35: inverted "
+                   "residuals of depthwise convolutions, BatchNorm, ReLU6)")
+    metric = "accuracy"
+    greater_is_better = True
+    threshold = 0.9
+    test_metrics = ("accuracy", "macro_f1")
+    learning_rate = 3e-3  # the default until the grid picks it (the sweep picks it again)
+
+    def load(self) -> TaskData:
+        return _digit_images_16_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+        config = MobileNetV2Config(num_channels=1, image_size=16, depth_multiplier=0.35, min_depth=8,
+                                   classifier_dropout_prob=0.0, num_labels=10)
+        return seeded(seed, lambda: MobileNetV2ForImageClassification(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return classification_metrics(eval_pred)
+
+
+SUBSTITUTE_VOCABULARY, SUBSTITUTE_LENGTH, SUBSTITUTE_SEED = 32, 12, 163
+
+
+@functools.lru_cache(maxsize=1)
+def _substitute_split() -> TaskData:
+    """Rows of 12 random words (ids 3..31); the target: each word through a fixed random permutation of
+    the words (a substitution cipher), in place."""
+    generator = torch.Generator().manual_seed(SUBSTITUTE_SEED)
+    table = torch.arange(SUBSTITUTE_VOCABULARY)
+    table[3:] = 3 + torch.randperm(SUBSTITUTE_VOCABULARY - 3, generator=generator)
+    ids = torch.randint(3, SUBSTITUTE_VOCABULARY, (ROWS, SUBSTITUTE_LENGTH), generator=generator)
+    return _three_splits(input_ids=ids, labels=table[ids])
+
+
+class SubstituteTask(Task):
+    name = "bart-substitute"
+    description = ("a row of 12 words through a fixed substitution table, a tiny BartForConditionalGeneration "
+                   "(encoder-decoder, 2+2 layers, 64 wide, learned positions, post-LN)")
+    metric = "target_loss"
+    greater_is_better = False
+    threshold = 0.5
+    test_metrics = ("target_loss", "token_accuracy")
+    learning_rate = 3e-3  # the default until the grid picks it (the sweep picks it again)
+
+    def load(self) -> TaskData:
+        return _substitute_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import BartConfig, BartForConditionalGeneration
+
+        config = BartConfig(vocab_size=SUBSTITUTE_VOCABULARY, d_model=64, encoder_layers=2, decoder_layers=2,
+                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
+                            decoder_ffn_dim=128, max_position_embeddings=SUBSTITUTE_LENGTH + 2, dropout=0.0,
+                            attention_dropout=0.0, activation_dropout=0.0, pad_token_id=0, bos_token_id=1,
+                            eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None, use_cache=False)
+        return seeded(seed, lambda: BartForConditionalGeneration(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return ReverseTask.compute_metrics(self, eval_pred)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
@@ -1295,7 +1429,9 @@ FIFTH_THREE = (SortLMTask(), OrderTask(), DampingTask())
 SIXTH_THREE = (RunningSumTask(), ShapesTask(), RatingsTask())
 SEVENTH_THREE = (MarkovLMTask(), LeastSquaresTask(), NegationTask())
 LORA_FAMILY = (LoraShiftTask(), FineTuneShiftTask())
-TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE + SEVENTH_THREE + LORA_FAMILY}
+EIGHTH_THREE = (DigitShiftTask(), MobileNetDigitsTask(), SubstituteTask())
+TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE
+         + SEVENTH_THREE + LORA_FAMILY + EIGHTH_THREE}
 
 
 def _key(row: dict) -> tuple:

@@ -250,7 +250,7 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 23
+    assert len(module.TASKS) == 26
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
 
@@ -452,3 +452,21 @@ def test_the_lora_and_the_full_fine_tune_start_from_one_pretrained_gpt2_adapted_
                    for n, p in base_first.items())
     finally:
         module._pretrained_gpt2_state.cache_clear()
+
+
+def test_the_eighth_three_build_their_rows_and_their_models_train():
+    """The shifted digits are the digits plus 3 mod 10 and alone are scored; the substitution is one
+    fixed permutation of the words; the digits are resized to 16x16; each model returns a finite loss."""
+    module = load_benchmark("unseen_families")
+    rows = module.DigitShiftTask().load().train.columns
+    ids, labels = rows["input_ids"], rows["labels"]
+    digits, shifted = ids[:, 1:9] - 3, ids[:, 10:] - 3
+    assert torch.equal(shifted, (digits + 3) % 10) and (labels[:, :10] == -100).all() and torch.equal(labels[:, 10:], ids[:, 10:])
+    cipher = module.SubstituteTask().load().train.columns
+    pairs = {(int(a), int(b)) for a, b in zip(cipher["input_ids"].flatten(), cipher["labels"].flatten())}
+    assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}) == module.SUBSTITUTE_VOCABULARY - 3
+    images = module.MobileNetDigitsTask().load().validation.columns["pixel_values"]
+    assert images.shape[1:] == (1, 16, 16) and len(images) == 300
+    for task in (module.DigitShiftTask(), module.MobileNetDigitsTask(), module.SubstituteTask()):
+        batch = {name: column[:4] for name, column in task.load().train.columns.items()}
+        assert torch.isfinite(task.model(0)(**batch).loss), task.name
