@@ -1378,8 +1378,8 @@ class MobileNetDigitsTask(Task):
                                    classifier_dropout_prob=0.0, num_labels=10)
         model = seeded(seed, lambda: MobileNetV2ForImageClassification(config))
         for norm in model.modules():  # transformers builds them with TF's momentum 0.997, which in torch keeps almost
-            if isinstance(norm, nn.BatchNorm2d):  # only the last batch's statistics (its 12 rows, at an epoch's end):
-                norm.momentum = 0.1  # the grid's constant LRs then tested at 0.22-0.68; torch's default
+            if isinstance(norm, nn.BatchNorm2d):  # only the last batch's statistics (its 12 rows, at an epoch's end;
+                norm.momentum = 0.1  # with it the grid's constant LRs tested at 0.22-0.68): torch's default
         return model
 
     def compute_metrics(self, eval_pred) -> dict[str, float]:
