@@ -544,17 +544,22 @@ def _start_over_quadratic(lr):
     return x, x.detach().clone(), torch.optim.Adam([x], lr=lr), lambda: 0.5 * (curvature * (x - target) ** 2).sum()
 
 
+def _step(ctrl, optimizer, quadratic, scheduler=None) -> bool:
+    """One optimizer step on the quadratic (and the scheduler's), its loss to the controller; True
+    when the controller cut the LR early on it."""
+    optimizer.zero_grad()
+    loss = quadratic()
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return ctrl.observe_train_loss(loss.item())
+
+
 def _interval(ctrl, optimizer, quadratic, value=None, scheduler=None):
-    """20 optimizer steps on the quadratic (and the scheduler's), each loss to the controller, then a
-    decision on ``value`` (the quadratic's loss when None)."""
+    """20 steps (``_step``), then a decision on ``value`` (the quadratic's loss when None)."""
     for _ in range(20):
-        optimizer.zero_grad()
-        loss = quadratic()
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        ctrl.observe_train_loss(loss.item())
+        _step(ctrl, optimizer, quadratic, scheduler)
     with torch.no_grad():
         return ctrl.observe(float(quadratic()) if value is None else value)
 
@@ -569,11 +574,7 @@ def test_an_early_cut_starts_the_run_over_from_its_start_weights_with_the_optimi
     ctrl = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
     at_cuts = []
     for _ in range(20):
-        optimizer.zero_grad()
-        loss = quadratic()
-        loss.backward()
-        optimizer.step()
-        if ctrl.observe_train_loss(loss.item()):
+        if _step(ctrl, optimizer, quadratic):
             at_cuts.append((torch.equal(x.detach(), start), len(optimizer.state), ctrl.alignment.drift(),
                             ctrl.tracker.window_count, ctrl.early_guard.highest))
     assert [c["step"] for c in ctrl.early_cuts] == [8, 16] and all(c["rewound"] for c in ctrl.early_cuts)
@@ -781,12 +782,7 @@ def test_under_a_warmup_an_early_cut_keeps_the_weights():
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 40))
     ctrl = MetaLRController(10.0, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=200)
     for _ in range(20):
-        optimizer.zero_grad()
-        loss = quadratic()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        ctrl.observe_train_loss(loss.item())
+        _step(ctrl, optimizer, quadratic, scheduler)
     assert [(c["step"], c["rewound"], c["kept_weights"]) for c in ctrl.early_cuts] == [(8, False, "warmup"), (16, False, "warmup")]
     assert ctrl.start_weights.schedule_factor == pytest.approx(1 / 40) and len(optimizer.state) == 1
     from hf_metalr.reporting.trace_view import _early_cut_rows
@@ -803,11 +799,7 @@ def test_the_copy_is_of_the_weights_before_the_first_optimizer_step_whatever_cam
     ctrl.observe_train_loss(1.0)  # a skipped step: a loss, no optimizer step
     at_cut = None
     for _ in range(7):
-        optimizer.zero_grad()
-        loss = quadratic()
-        loss.backward()
-        optimizer.step()
-        if ctrl.observe_train_loss(loss.item()):
+        if _step(ctrl, optimizer, quadratic):
             at_cut = x.detach().clone()
     assert [(c["step"], c["rewound"]) for c in ctrl.early_cuts] == [(8, True)]  # the guard counts the skipped step
     assert torch.equal(at_cut, start)
@@ -820,15 +812,8 @@ def test_a_plain_loop_resumed_without_its_start_weights_is_told_at_its_early_cut
         x, _, optimizer, quadratic = _start_over_quadratic(1.0)
         first = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
 
-        def steps(ctrl, n):
-            for _ in range(n):
-                optimizer.zero_grad()
-                loss = quadratic()
-                loss.backward()
-                optimizer.step()
-                ctrl.observe_train_loss(loss.item())
-
-        steps(first, 4)
+        for _ in range(4):
+            _step(first, optimizer, quadratic)
         state, kept = first.state_dict(), first.start_weights.state_dict()
         first.detach()
         assert state["start_weights_kept"] is True and len(kept["weights"]) == 1
@@ -837,7 +822,8 @@ def test_a_plain_loop_resumed_without_its_start_weights_is_told_at_its_early_cut
         resumed.attach(optimizer)
         if load_start:
             resumed.start_weights.load_state_dict(kept)
-        steps(resumed, 4)
+        for _ in range(4):
+            _step(resumed, optimizer, quadratic)
         return resumed, x.detach().clone(), kept["weights"][0]
 
     with pytest.warns(RuntimeWarning, match=r"load it with ctrl.start_weights.load_state_dict\(\)"):
