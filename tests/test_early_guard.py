@@ -248,6 +248,23 @@ def test_the_guard_cuts_alike_on_every_rank(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stays", [1, 0])
+def test_ranks_that_disagree_on_starting_over_go_on_as_rank_0(tmp_path, stays):
+    """One rank's controller never goes back to its start weights (``stays``): at the early cut and at the
+    first decision the ranks disagree. Every rank then goes on with rank 0's weights and rank 0's
+    controller state, so the LRs, the controllers' whole states and the weights agree to the end."""
+    proc = guard_run(tmp_path, "--save_steps", 100, "--never_start_over_on_rank", stays, nproc=2)
+    assert "the processes disagreed on going back to the start weights" in proc.stderr
+    assert applied(tmp_path, 0) == applied(tmp_path, 1)
+    states = [json.loads((tmp_path / f"state.rank{r}.json").read_text()) for r in (0, 1)]
+    assert states[0]["weights"] == states[1]["weights"]
+    assert states[0]["controller"] == states[1]["controller"]
+    assert states[0]["start_weights_kept"] == states[1]["start_weights_kept"]
+    cuts = read_trace(tmp_path / "metalr_trace.jsonl")[0]["early_cuts"]
+    assert cuts and cuts[0]["rewound"] is (stays == 1), "the trace is rank 0's"
+
+
+@pytest.mark.slow
 def test_a_run_resumed_before_the_first_evaluation_keeps_the_guard(tmp_path):
     guard_run(tmp_path / "whole", "--save_steps", 100)
     guard_run(tmp_path / "cut", "--save_steps", 3, "--kill_after_step", 3, expect_rc=-9)

@@ -3,7 +3,9 @@
 Importable (``make_trainer``) and runnable as a script, for the kill/resume and multi-process
 tests. As a script it records the LR of every param group right before every optimizer step to
 ``<output_dir>/applied_lrs.rank<R>.jsonl``, and at the end the features the controller saw at each
-decision to ``<output_dir>/features.rank<R>.json``.
+decision to ``<output_dir>/features.rank<R>.json``, the early-divergence guard's state to
+``early_guard.rank<R>.json``, and the controller's whole state with each parameter's sum to
+``state.rank<R>.json``.
 """
 
 from __future__ import annotations
@@ -159,10 +161,16 @@ def main(argv=None):
     p.add_argument("--no_gate", action="store_true", help="let the policy move the LR without direction evidence")
     p.add_argument("--loss_outside_the_model_on_rank", type=int, default=None,
                    help="on this rank compute the loss in the Trainer (LossOutsideTheModel), not in the model")
+    p.add_argument("--never_start_over_on_rank", type=int, default=None,
+                   help="on this rank the controller never goes back to its start weights (the ranks then disagree)")
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if a.never_start_over_on_rank == rank:
+        from hf_metalr import MetaLRController
+
+        MetaLRController._start_over = lambda self, *, stacklevel: "no copy"
     callbacks = [MetaLRCallback(metric=a.metric, policy=a.policy, gate=not a.no_gate), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
     if a.kill_after_step:
         callbacks.append(KillAfterSave(a.kill_after_step))
@@ -183,6 +191,10 @@ def main(argv=None):
     (out / f"features.rank{rank}.json").write_text(json.dumps([d["features"] for d in metalr.controller.history]))
     guard = {"early_guard": metalr.controller.early_guard.to_dict(), "early_cuts": metalr.controller.early_cuts}
     (out / f"early_guard.rank{rank}.json").write_text(json.dumps(guard))
+    start_weights = metalr.controller.start_weights
+    state = {"controller": metalr.controller.state_dict(), "start_weights_kept": bool(start_weights and start_weights.kept),
+             "weights": [p.detach().double().sum().item() for p in trainer.model.parameters()]}
+    (out / f"state.rank{rank}.json").write_text(json.dumps(state))
     if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
         end_distributed()
         # and the interpreter's teardown, after it, once hung for good in rank 0 (gloo's threads; the other rank

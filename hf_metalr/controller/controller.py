@@ -1241,6 +1241,21 @@ class MetaLRController:
         self._lr_written.clear()  # a resume restores the optimizer's LR as well: not a rewrite to warn about
         self._apply_if_attached()
 
+    def adopt_state(self, state: dict, *, source: str) -> None:
+        """Go on from another controller's ``state_dict()`` in the middle of a run whose weights
+        just changed under this one (the callback's fallback when processes disagreed on starting
+        over, each with rank 0's weights after it): as ``load_state_dict``, and the iterate
+        average's interval starts afresh, as every process's does then (``forget_interval``)."""
+        self.load_state_dict(state, source=source)
+        self.forget_interval()
+
+    def forget_interval(self) -> None:
+        """Drop the iterate average's interval in progress and its last check's loss: the weights it
+        averaged are no longer the run's."""
+        self._average_steps_saved = 0  # nothing to give back: no warning that the interval was not restored
+        if self.iterate_average is not None:
+            self.iterate_average.forget()
+
     def _restore_watched(self) -> None:
         """Hand the loaded state of the gradient alignment and of the iterate average to them: at
         ``load_state_dict`` when the parameters are watched already, else at ``watch``, so the two

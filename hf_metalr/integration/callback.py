@@ -653,21 +653,35 @@ class MetaLRCallback(TrainerCallback, ExportableState):
     def _agree_on_the_start(self, rewound: bool, optimizer) -> None:
         """With several processes, after this rank went back to the start weights (``rewound``) or
         not: every rank reads the same synchronised gradients on the same sketch and the same metric,
-        so every rank goes back alike; should they not have, rank 0's weights are broadcast and every
-        rank's optimizer state is cleared, so that no rank trains other weights than the rest."""
+        so every rank goes back alike. Should they not have, every rank goes on as rank 0: its
+        weights are broadcast, every rank's optimizer state is cleared, the other ranks take over its
+        controller state (``MetaLRController.adopt_state``), every rank's iterate average starts its
+        interval afresh, and the start weights stay kept only where every rank still keeps them (else
+        every rank drops them), so that no rank trains other weights, or decides from another state,
+        than the rest. Each time, every rank logs a warning."""
         if world_size() <= 1:
             return
         if _on_every_rank(rewound) or _on_every_rank(not rewound):
             return
-        import torch
         import torch.distributed as dist
 
         logger.warning("MetaLRCallback: the processes disagreed on going back to the start weights after a cut; "
-                       "rank 0's weights are broadcast to every rank, and the optimizer's state is cleared")
+                       "every rank goes on as rank 0: its weights and its controller state are broadcast, and the "
+                       "optimizer's state is cleared")
         with torch.no_grad():
             for p in self.controller.alignment.params:
                 dist.broadcast(p.data, src=0)
         clear_optimizer_state(optimizer)
+        shared = [self.controller.state_dict() if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(shared, src=0)
+        if dist.get_rank() == 0:
+            self.controller.forget_interval()
+        else:
+            self.controller.adopt_state(shared[0], source="rank 0's controller state")
+        start_weights = self.controller.start_weights
+        if not _on_every_rank(start_weights.kept):
+            start_weights.drop()
+            self.controller.start_weights_expected = False
 
     def _refuse_a_second_controller(self, handler: CallbackHandler | None) -> None:
         others = [c for c in (handler.callbacks if handler else []) if isinstance(c, MetaLRCallback) and c is not self]
