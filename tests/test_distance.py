@@ -11,8 +11,8 @@ import torch
 from hf_metalr import MetaLRController
 from hf_metalr.controller.controller import is_early_distance_cut
 from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED, PROGRESS,
-                                       NO_DISTANCE, RAISE_CEILING, _verdict, direction_gate, past_the_distance,
-                                       short_of_the_distance)
+                                       NO_DISTANCE, RAISE_CEILING, STUCK, STUCK_DISTANCE_OVERSHOOT, STUCK_EVALUATIONS,
+                                       _verdict, direction_gate, past_the_distance, short_of_the_distance, wrecked)
 from hf_metalr.controller.distance import DistanceEstimate
 from hf_metalr.controller.scheduler_binding import heavy_ball_momentum, normalises_steps
 from test_alignment import FEATURES, always
@@ -71,6 +71,12 @@ PAST = {**FEATURES, "param_drift": MOVED, "lr_over_distance": DISTANCE_OVERSHOOT
     ({"lr_over_distance": DISTANCE_OVERSHOOT - 0.01}, False),  # moved far, within the estimate: a good LR's long run
     ({"lr_over_distance": None}, False),  # no reading: an optimizer whose step is not the LR per coordinate
     ({"log10_lr_scale": math.log10(DISTANCE_FLOOR)}, False),  # at the distance cut's floor
+    # stuck at the first evaluation's level at two evaluations in a row: the bar is halved
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS}, True),
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS - 1}, False),
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT - 0.01, "stuck_evaluations": STUCK_EVALUATIONS}, False),
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS,
+      "objective_vs_first": -STUCK - 0.01}, False),  # gained more than the stuck margin: not stuck
 ])
 def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
     features = {k: v for k, v in {**PAST, **changes}.items() if v is not None}
@@ -87,8 +93,12 @@ def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
         from hf_metalr.controller.gate import direction_verdict
 
         _, why = direction_verdict(0.5, features)
-        words = "no positive distance estimate yet" if changes else f"{DISTANCE_OVERSHOOT:g} times the distance estimate"
+        ratio = features["lr_over_distance"]
+        words = "no positive distance estimate yet" if ratio >= NO_DISTANCE else f"{ratio:g} times the distance estimate"
         assert why.startswith("cut: the steps are too long by two measures") and words in why
+        stuck_words = f"{STUCK_DISTANCE_OVERSHOOT:g} or more is too far for a run stuck at its first evaluation's level"
+        assert (stuck_words in why) is ("stuck_evaluations" in changes)
+        assert wrecked(features), "and a cut then starts the run over"
 
 
 @pytest.mark.parametrize("anneals", [False, True])
@@ -616,9 +626,9 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
     but their LR still throws the parameters 8 times their starting norm away with no positive
     distance estimate by the first decision, whose cut (the gradient opposes the steps) then starts
     the run over too: the weights back, Adam's state cleared, the decision's ``rewound`` and its
-    evidence say so, and the trace view's row and summary. Later decisions, the steps no longer too
-    long by both measures, only cut."""
-    x, start, optimizer, ctrl, decisions, seen = _stuck_quadratic(10.0, decisions=3)
+    evidence say so, and the trace view's row and summary. The next decision, the steps no longer too
+    long by both measures, does not."""
+    x, start, optimizer, ctrl, decisions, seen = _stuck_quadratic(10.0, decisions=2)
     first = decisions[0]
     assert first.applied < 1 and first.features["param_drift"] >= MOVED
     assert first.features["lr_over_distance"] >= DISTANCE_OVERSHOOT and first.features["objective_vs_first"] == 0
@@ -628,7 +638,7 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
                                    "optimizer's state is cleared: the run starts over at the cut LR")
     assert ctrl.history[0]["rewound"] is True and ctrl.history[0]["evidence"] == first.evidence
     assert ctrl.alignment.drift() > 0 and decisions[1].features["param_drift"] < first.features["param_drift"]
-    assert [d.rewound for d in decisions[1:]] == [None, None] and seen[1][0] is False
+    assert decisions[1].rewound is None and seen[1][0] is False
     assert ctrl.start_weights.kept, "no progress yet: a later wreck may still start it over"
     from hf_metalr.reporting.trace_view import format_trace
     rows = format_trace([{"global_step": 20, "value": 1.0, "action": first.multiplier, "applied": first.applied,
@@ -641,6 +651,25 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
     summary = summarize_trace(entries)
     assert summary["started_over"] == sum(c["rewound"] for c in ctrl.early_cuts) + 1 == 4
     assert "4 start-overs from the weights the run started from" in _summary_text(summary, "loss")
+
+
+
+def test_a_run_stuck_at_two_evaluations_in_a_row_is_started_over_at_half_the_distance_bar():
+    """The same run's third decision: stuck at the first evaluation's level at two evaluations in a
+    row after moving far, with the LR 4.4 times the distance estimate, under the bar of a run that
+    improves (8) and past a stuck run's (4): wrecked, so its cut (the gradient opposes the steps; the
+    LR is below the distance cut's floor after the early cuts) starts the run over. At the second
+    decision, stuck once, the same reading was not wrecked."""
+    x, start, optimizer, ctrl, decisions, seen = _stuck_quadratic(10.0, decisions=3)
+    second, third = decisions[1], decisions[2]
+    assert second.features["stuck_evaluations"] == STUCK_EVALUATIONS - 1 and second.rewound is None
+    assert STUCK_DISTANCE_OVERSHOOT <= second.features["lr_over_distance"] < DISTANCE_OVERSHOOT
+    assert third.features["stuck_evaluations"] == STUCK_EVALUATIONS
+    assert STUCK_DISTANCE_OVERSHOOT <= third.features["lr_over_distance"] < DISTANCE_OVERSHOOT
+    assert third.applied == 0.5 and third.rewound is True and seen[2][:2] == (True, 0)
+    assert not wrecked(second.features) and wrecked(third.features)
+    assert third.evidence.endswith("the run starts over at the cut LR")
+    assert ctrl.history[2]["rewound"] is True
 
 
 def test_the_interval_of_a_start_over_is_not_learned_from():

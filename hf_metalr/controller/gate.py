@@ -95,7 +95,8 @@ come with the gate:
   to oppose the steps;
 - the *distance check* (``past_the_distance``): when the parameters have moved by their starting
   norm (``param_drift >= MOVED``) and the LR is ``DISTANCE_OVERSHOOT`` times or more the distance
-  estimate of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
+  estimate (``STUCK_DISTANCE_OVERSHOOT`` times once the run has been stuck at its first
+  evaluation's level ``STUCK_EVALUATIONS`` evaluations in a row: ``distance_bar``) of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
   ``distance``; read only for an optimizer whose step per coordinate is its LR times a normalised
   gradient, ``steps_per_coordinate``), the steps are too long by both measures: a cut the policy
   asks for goes through and a keep or a raise becomes the fixed halving, at any evaluation, and
@@ -129,7 +130,7 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
            "made_progress", "wrecked",
-           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
+           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "STUCK_DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
            "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance",
@@ -174,6 +175,10 @@ DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the dista
 # benchmarks/results/distance_ratio.txt) none of the 864 readings at the good LR or at 0.1x was past: with drift >=
 # MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
 # with drift under 0.25 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
+STUCK_DISTANCE_OVERSHOOT = DISTANCE_OVERSHOOT / 2  # the same bar for a run stuck at its first evaluation's level at
+# STUCK_EVALUATIONS evaluations in a row after moving far (_stuck_for_a_cut): being stuck is the second measure's
+# evidence, worth a factor 2 of the first's. Stuck runs at the good LR read at most 1.92 on 26 families, but for a
+# DeBERTa whose good LR of the grid is too high (0.1x trains better there), at 3.95-6.81; at 10x 1.6 to past 8
 DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
 # far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
 # estimate, the step Prodigy would take
@@ -322,9 +327,11 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
             return Verdict(True, (f"cut held: the gradient opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                                   "but under heavy-ball momentum (SGD) it does at LRs that train well, as the steps swing "
                                   "across the sharpest directions: a cut needs the metric to get worse too"))
-        if not first and _stuck_for_a_cut(features):  # but not above the user's LR
-            return Verdict(True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's: a stuck run "
-                                  "does not say which way the LR is wrong, and a cut on a plateau traps it"))
+        if not first and _stuck_for_a_cut(features):  # but not above the user's LR, nor past the stuck run's distance bar
+            within = (f" and {lr_over_distance_in_words(features['lr_over_distance'])}, under the stuck run's bar of "
+                      f"{STUCK_DISTANCE_OVERSHOOT:g}" if "lr_over_distance" in features else "")
+            return Verdict(True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's{within}: a "
+                                  "stuck run does not say which way the LR is wrong, and a cut on a plateau traps it"))
         return Verdict(True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
                               f"not clearly oppose the previous steps (a cut then needs alignment <= -{OVERSHOOT_ALIGNMENT:g} and "
                               f"t <= -{bar:g})"))
@@ -377,7 +384,14 @@ def past_the_distance(features: dict[str, float], *, schedule_anneals: bool = Fa
 def _steps_too_long(features: dict[str, float]) -> bool:
     """Both of ``past_the_distance``'s measures, whatever the LR's floor: a raise is held on them."""
     return (features.get("param_drift", 0.0) >= MOVED
-            and features.get("lr_over_distance", 0.0) >= DISTANCE_OVERSHOOT)
+            and features.get("lr_over_distance", 0.0) >= distance_bar(features))
+
+
+def distance_bar(features: dict[str, float]) -> float:
+    """The ``lr_over_distance`` at which the steps are too long, with the parameters moved far:
+    ``DISTANCE_OVERSHOOT``, or ``STUCK_DISTANCE_OVERSHOOT`` for a run stuck at its first evaluation's
+    level at ``STUCK_EVALUATIONS`` evaluations in a row (``_stuck_for_a_cut``)."""
+    return STUCK_DISTANCE_OVERSHOOT if _stuck_for_a_cut(features) else DISTANCE_OVERSHOOT
 
 
 def wrecked(features: dict[str, float]) -> bool:
@@ -495,8 +509,14 @@ def _distance_reading(features: dict[str, float]) -> str:
     """``past_the_distance`` in words, for the cut it lets through and the raise it holds."""
     return (f"the steps are too long by two measures: the parameters have moved by {features['param_drift']:.2f} of "
             f"their starting norm, and {lr_over_distance_in_words(features['lr_over_distance'])} (D-adaptation's "
-            f"bound on the distance to a solution, which Prodigy takes as its step; {DISTANCE_OVERSHOOT:g} or more is "
-            "too far)")
+            f"bound on the distance to a solution, which Prodigy takes as its step; {_bar_in_words(features)})")
+
+
+def _bar_in_words(features: dict[str, float]) -> str:
+    if _stuck_for_a_cut(features):
+        return (f"{STUCK_DISTANCE_OVERSHOOT:g} or more is too far for a run stuck at its first evaluation's level "
+                f"({features['stuck_evaluations']:.0f} evaluations in a row)")
+    return f"{DISTANCE_OVERSHOOT:g} or more is too far"
 
 
 def _bounce_cut(features: dict[str, float], *, first: bool, schedule_anneals: bool) -> bool:
