@@ -72,10 +72,14 @@ PAST = {**FEATURES, "param_drift": MOVED, "lr_over_distance": DISTANCE_OVERSHOOT
     ({"lr_over_distance": None}, False),  # no reading: an optimizer whose step is not the LR per coordinate
     ({"log10_lr_scale": math.log10(DISTANCE_FLOOR)}, False),  # at the distance cut's floor
     # stuck at the first evaluation's level at two evaluations in a row: the bar is halved
-    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS}, True),
-    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS - 1}, False),
-    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT - 0.01, "stuck_evaluations": STUCK_EVALUATIONS}, False),
-    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS,
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS, "start_weights_kept": 1}, True),
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS, "start_weights_kept": 0},
+     False),  # a cut would not start it over (a warmup, SGD)
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS - 1, "start_weights_kept": 1},
+     False),
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT - 0.01, "stuck_evaluations": STUCK_EVALUATIONS,
+      "start_weights_kept": 1}, False),
+    ({"lr_over_distance": STUCK_DISTANCE_OVERSHOOT, "stuck_evaluations": STUCK_EVALUATIONS, "start_weights_kept": 1,
       "objective_vs_first": -STUCK - 0.01}, False),  # gained more than the stuck margin: not stuck
 ])
 def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
@@ -98,6 +102,7 @@ def test_the_distance_cut_needs_both_measures_above_its_floor(changes, past):
         assert why.startswith("cut: the steps are too long by two measures") and words in why
         stuck_words = f"{STUCK_DISTANCE_OVERSHOOT:g} or more is too far for a run stuck at its first evaluation's level"
         assert (stuck_words in why) is ("stuck_evaluations" in changes)
+        assert why.endswith("that can start over)") is ("stuck_evaluations" in changes)
         assert wrecked(features), "and a cut then starts the run over"
 
 
@@ -667,7 +672,8 @@ def test_a_run_stuck_at_two_evaluations_in_a_row_is_started_over_at_half_the_dis
     assert third.features["stuck_evaluations"] == STUCK_EVALUATIONS
     assert STUCK_DISTANCE_OVERSHOOT <= third.features["lr_over_distance"] < DISTANCE_OVERSHOOT
     assert third.applied == 0.5 and third.rewound is True and seen[2][:2] == (True, 0)
-    assert not wrecked(second.features) and wrecked(third.features)
+    assert not wrecked(second.features) and wrecked(third.features) and third.features["start_weights_kept"] == 1
+    assert not wrecked({**third.features, "start_weights_kept": 0}), "only where a cut would start the run over"
     assert third.evidence.endswith("the run starts over at the cut LR")
     assert ctrl.history[2]["rewound"] is True
 

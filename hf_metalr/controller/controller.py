@@ -849,6 +849,8 @@ class MetaLRController:
             features["param_drift"] = self.alignment.drift()
             features.update(self._distance_features())
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
+            # whether a cut now may start the run over (gate.distance_bar reads it)
+            features["start_weights_kept"] = float(self.start_weights is not None and self.start_weights.kept)
             features["alignment_steps"] = window.steps  # the steps the alignment counted since the last decision
             if window.late is not None and window.late.steps > 0:  # the run's first window: its later half
                 features["grad_alignment_late"] = window.late.ratio

@@ -96,7 +96,8 @@ come with the gate:
 - the *distance check* (``past_the_distance``): when the parameters have moved by their starting
   norm (``param_drift >= MOVED``) and the LR is ``DISTANCE_OVERSHOOT`` times or more the distance
   estimate (``STUCK_DISTANCE_OVERSHOOT`` times once the run has been stuck at its first
-  evaluation's level ``STUCK_EVALUATIONS`` evaluations in a row: ``distance_bar``) of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
+  evaluation's level ``STUCK_EVALUATIONS`` evaluations in a row and a cut would start it over:
+  ``distance_bar``) of D-adaptation, which Prodigy takes as Adam's step (``lr_over_distance``, see
   ``distance``; read only for an optimizer whose step per coordinate is its LR times a normalised
   gradient, ``steps_per_coordinate``), the steps are too long by both measures: a cut the policy
   asks for goes through and a keep or a raise becomes the fixed halving, at any evaluation, and
@@ -176,9 +177,11 @@ DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the dista
 # MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
 # with drift under 0.25 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
 STUCK_DISTANCE_OVERSHOOT = DISTANCE_OVERSHOOT / 2  # the same bar for a run stuck at its first evaluation's level at
-# STUCK_EVALUATIONS evaluations in a row after moving far (_stuck_for_a_cut): being stuck is the second measure's
-# evidence, worth a factor 2 of the first's. Stuck runs at the good LR read at most 1.92 on 26 families, but for a
-# DeBERTa whose good LR of the grid is too high (0.1x trains better there), at 3.95-6.81; at 10x 1.6 to past 8
+# STUCK_EVALUATIONS evaluations in a row after moving far (_stuck_for_a_cut) whose start weights are kept: being stuck
+# is the second measure's evidence, worth a factor 2 of the first's, and the cut then starts the run over (wrecked).
+# Stuck runs at the good LR read at most 1.92 on 26 families, but for a DeBERTa whose good LR of the grid is too high
+# (0.1x trains better there), at 3.95-6.81; at 10x 1.6 to past 8. Without a start-over (a warmup), a cut alone left
+# a character-level GPT-2 at 10x worse in 3 of 3 seeds (docs/controller.md)
 DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
 # far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
 # estimate, the step Prodigy would take
@@ -329,7 +332,8 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
                                   "across the sharpest directions: a cut needs the metric to get worse too"))
         if not first and _stuck_for_a_cut(features):  # but not above the user's LR, nor past the stuck run's distance bar
             within = (f" and {lr_over_distance_in_words(features['lr_over_distance'])}, under the stuck run's bar of "
-                      f"{STUCK_DISTANCE_OVERSHOOT:g}" if "lr_over_distance" in features else "")
+                      f"{STUCK_DISTANCE_OVERSHOOT:g}" if "lr_over_distance" in features
+                      and features.get("start_weights_kept") else "")
             return Verdict(True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's{within}: a "
                                   "stuck run does not say which way the LR is wrong, and a cut on a plateau traps it"))
         return Verdict(True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
@@ -390,8 +394,13 @@ def _steps_too_long(features: dict[str, float]) -> bool:
 def distance_bar(features: dict[str, float]) -> float:
     """The ``lr_over_distance`` at which the steps are too long, with the parameters moved far:
     ``DISTANCE_OVERSHOOT``, or ``STUCK_DISTANCE_OVERSHOOT`` for a run stuck at its first evaluation's
-    level at ``STUCK_EVALUATIONS`` evaluations in a row (``_stuck_for_a_cut``)."""
-    return STUCK_DISTANCE_OVERSHOOT if _stuck_for_a_cut(features) else DISTANCE_OVERSHOOT
+    level at ``STUCK_EVALUATIONS`` evaluations in a row (``_stuck_for_a_cut``) that a cut would start
+    over (``start_weights_kept``, the controller's feature)."""
+    return STUCK_DISTANCE_OVERSHOOT if _stuck_with_its_start_kept(features) else DISTANCE_OVERSHOOT
+
+
+def _stuck_with_its_start_kept(features: dict[str, float]) -> bool:
+    return _stuck_for_a_cut(features) and bool(features.get("start_weights_kept"))
 
 
 def wrecked(features: dict[str, float]) -> bool:
@@ -513,9 +522,9 @@ def _distance_reading(features: dict[str, float]) -> str:
 
 
 def _bar_in_words(features: dict[str, float]) -> str:
-    if _stuck_for_a_cut(features):
+    if _stuck_with_its_start_kept(features):
         return (f"{STUCK_DISTANCE_OVERSHOOT:g} or more is too far for a run stuck at its first evaluation's level "
-                f"({features['stuck_evaluations']:.0f} evaluations in a row)")
+                f"({features['stuck_evaluations']:.0f} evaluations in a row) that can start over")
     return f"{DISTANCE_OVERSHOOT:g} or more is too far"
 
 
