@@ -80,7 +80,8 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)
     traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "alignment_steps", "distance_estimate",
-              "lr_over_distance")  # the policy's features, the distance estimate (its sums ride in the checkpoint); from the second decision the
+              "lr_over_distance", "start_weights_kept")  # the policy's features, the distance estimate (its sums ride in
+    # the checkpoint), whether the start weights are kept (so does the copy, while kept); from the second decision the
     # iterate average's gain (its average rides in the checkpoint) and its progress (the last check's loss rides
     # along; the first decision reads neither: its average holds the run's start), and the gate's drift (the
     # starting sketch rides along) and its count of stuck evaluations (0 throughout in this job, whose drift stays

@@ -181,7 +181,7 @@ STUCK_DISTANCE_OVERSHOOT = DISTANCE_OVERSHOOT / 2  # the same bar for a run stuc
 # is the second measure's evidence, worth a factor 2 of the first's, and the cut then starts the run over (wrecked).
 # Stuck runs at the good LR read at most 1.92 on 26 families, but for a DeBERTa whose good LR of the grid is too high
 # (0.1x trains better there), at 3.95-6.81; at 10x 1.6 to past 8. Without a start-over (a warmup), a cut alone left
-# a character-level GPT-2 at 10x worse in 3 of 3 seeds (docs/controller.md)
+# a character-level GPT-2 at 10x worse in each of the 5 runs it changed (docs/controller.md)
 DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
 # far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
 # estimate, the step Prodigy would take
