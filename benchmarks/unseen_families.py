@@ -118,6 +118,20 @@ changed between their first runs and the tables:
   64 wide, learned positions, post-LN) writing a row of 12 words through a fixed substitution
   table. Metric: the target tokens' cross-entropy (lower is better); also the token accuracy.
 
+A ninth three came on 2026-12-07 (the forty-first session), defined and run once the same way,
+blind, on the wider grid, after the stuck run's halved distance bar was committed and with no rule
+changed between their first runs and the tables:
+
+- ``qwen2-pairsum``: a tiny ``Qwen2ForCausalLM`` (2 layers, 64 wide, grouped-query attention with 4
+  heads over 2 key-value heads, RMSNorm, SwiGLU, rotary) on rows ``BOS, 8 digits, SEP, each digit
+  plus the one before it mod 10``, scored on the sums. Metric: their cross-entropy (lower is
+  better); also their accuracy.
+- ``electra-halves``: a tiny ``ElectraForSequenceClassification`` (2 layers, 64 wide, 32-wide
+  embeddings projected up, post-LN) telling whether a row's second 10 words repeat its first 10 or
+  differ in one or two. Metric: accuracy.
+- ``groupnorm-disk``: a CNN with GroupNorm and SiLU (3 convolutions, an MLP head, a plain
+  ``nn.Module``) regressing the centre and radius of a disk in a noisy 16x16 image. Metric: R^2.
+
 Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
 
 Per family, a good LR is picked first (the best final validation loss of the constant LR over a
@@ -152,6 +166,8 @@ are reused from ``--out``/runs.jsonl.
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_finetune
     python benchmarks/unseen_families.py --tasks phi-shift,mobilenet-digits,bart-substitute --good-lr grid \
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_eighth
+    python benchmarks/unseen_families.py --tasks qwen2-pairsum,electra-halves,groupnorm-disk --good-lr grid \
+        --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_ninth
 
 ``--optimizer sgd`` runs the same cells under SGD with momentum 0.9 (the Trainer's ``optim="sgd"``,
 ``optim_args="momentum=0.9"``) instead of the Trainer's AdamW: every schedule but the peers, which
@@ -1427,6 +1443,140 @@ class SubstituteTask(Task):
         return ReverseTask.compute_metrics(self, eval_pred)
 
 
+# -- a ninth three, added on 2026-12-07 (the forty-first session) and run once in the same way -----------------
+
+PAIR_DIGITS, PAIR_SEED = 8, 167
+
+
+@functools.lru_cache(maxsize=1)
+def _pair_sum_split() -> TaskData:
+    """Rows ``BOS, d_1..d_8, SEP, (d_1 + d_8) mod 10, (d_2 + d_1) mod 10 .. (d_8 + d_7) mod 10``
+    (``_digit_rows``): each digit plus the one before it (the first's is the last), scored."""
+    generator = torch.Generator().manual_seed(PAIR_SEED)
+    digits = torch.randint(10, (ROWS, PAIR_DIGITS), generator=generator)
+    return _digit_rows(digits, (digits + digits.roll(1, dims=1)) % 10)
+
+
+class PairSumTask(Task):
+    name = "qwen2-pairsum"
+    description = ("each of 8 digits plus the one before it mod 10, a tiny Qwen2ForCausalLM (2 layers, 64 wide, "
+                   "grouped-query attention, RMSNorm, SwiGLU, rotary positions) scored on the sums")
+    metric = "answer_loss"
+    greater_is_better = False
+    threshold = 0.3
+    test_metrics = ("answer_loss", "answer_accuracy")
+    learning_rate = 1e-3  # a placeholder until the grid's first run picks it (the sweep picks it again)
+
+    def load(self) -> TaskData:
+        return _pair_sum_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        config = Qwen2Config(vocab_size=13, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2 * PAIR_DIGITS + 2,
+                             attention_dropout=0.0, tie_word_embeddings=False, use_cache=False,
+                             pad_token_id=DIGIT_PAD, bos_token_id=DIGIT_BOS, eos_token_id=DIGIT_SEP)
+        return seeded(seed, lambda: Qwen2ForCausalLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return _answer_metrics(eval_pred, PAIR_DIGITS, "answer")
+
+
+HALVES_VOCABULARY, HALVES_LENGTH, HALVES_SEED = 40, 10, 173
+
+
+@functools.lru_cache(maxsize=1)
+def _halves_split() -> TaskData:
+    """Rows ``CLS``, 10 random words (ids 3..39), then the same 10 words; in half of the rows (label 0)
+    one or two of the repeated words are replaced by another word: label 1 when the halves match."""
+    generator = torch.Generator().manual_seed(HALVES_SEED)
+    first = torch.randint(3, HALVES_VOCABULARY, (ROWS, HALVES_LENGTH), generator=generator)
+    second = first.clone()
+    labels = (torch.rand(ROWS, generator=generator) < 0.5).long()
+    for row in torch.nonzero(labels == 0).flatten().tolist():
+        changes = 1 + int(torch.rand(1, generator=generator) < 0.5)
+        for place in torch.randperm(HALVES_LENGTH, generator=generator)[:changes].tolist():
+            shift = 1 + int(torch.randint(HALVES_VOCABULARY - 4, (1,), generator=generator))
+            second[row, place] = 3 + (second[row, place] - 3 + shift) % (HALVES_VOCABULARY - 3)
+    ids = torch.cat([torch.full((ROWS, 1), 1), first, second], 1)
+    return _three_splits(input_ids=ids, labels=labels)
+
+
+class HalvesTask(Task):
+    name = "electra-halves"
+    description = ("whether a row's second 10 words repeat its first 10 (or differ in one or two), a tiny "
+                   "ElectraForSequenceClassification (2 layers, 64 wide, 32-wide embeddings projected up, post-LN)")
+    metric = "accuracy"
+    greater_is_better = True
+    threshold = 0.9
+    test_metrics = ("accuracy", "macro_f1")
+    learning_rate = 1e-3  # a placeholder until the grid's first run picks it (the sweep picks it again)
+
+    def load(self) -> TaskData:
+        return _halves_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import ElectraConfig, ElectraForSequenceClassification
+
+        config = ElectraConfig(vocab_size=HALVES_VOCABULARY, embedding_size=32, hidden_size=64, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=128, max_position_embeddings=2 * HALVES_LENGTH + 1,
+                               type_vocab_size=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                               classifier_dropout=0.0, num_labels=2, pad_token_id=0)
+        return seeded(seed, lambda: ElectraForSequenceClassification(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return classification_metrics(eval_pred)
+
+
+DISK_SIZE, DISK_SEED = 16, 179
+
+
+@functools.lru_cache(maxsize=1)
+def _disk_split() -> TaskData:
+    """16x16 images of one bright disk (centre and radius drawn at random) under Gaussian noise (sd 0.5);
+    targets: the centre's two coordinates and the radius, standardised."""
+    rng = np.random.default_rng(DISK_SEED)
+    centre = rng.uniform(4, DISK_SIZE - 4, size=(ROWS, 2))
+    radius = rng.uniform(1.5, 4.0, size=(ROWS, 1))
+    grid = np.arange(DISK_SIZE) + 0.5
+    dy = grid[None, :, None] - centre[:, 0, None, None]
+    dx = grid[None, None, :] - centre[:, 1, None, None]
+    inside = (dy ** 2 + dx ** 2) <= radius[:, :, None] ** 2
+    x = inside.astype(np.float32) + rng.normal(0, 0.5, size=inside.shape)
+    y = np.concatenate([centre, radius], 1)
+    y = (y - y[:TRAIN_ROWS].mean(0)) / y[:TRAIN_ROWS].std(0)
+    return _three_splits(pixel_values=torch.tensor(x[:, None], dtype=torch.float32),
+                         labels=torch.tensor(y, dtype=torch.float32))
+
+
+class DiskCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.SiLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GroupNorm(8, 32), nn.SiLU(),
+            nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.GroupNorm(8, 32), nn.SiLU(),
+            nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.SiLU(), nn.Linear(64, 3))
+
+    def forward(self, pixel_values, labels=None):
+        return regression_output(self.body(pixel_values), labels)
+
+
+class DiskTask(R2Task):
+    name = "groupnorm-disk"
+    description = ("a noisy disk's centre and radius in a 16x16 image, a CNN with GroupNorm and SiLU (3 convolutions, "
+                   "an MLP head) as a plain nn.Module")
+    threshold = 0.8
+    learning_rate = 1e-3  # a placeholder until the grid's first run picks it (the sweep picks it again)
+
+    def load(self) -> TaskData:
+        return _disk_split()
+
+    def model(self, seed: int) -> nn.Module:
+        return seeded(seed, DiskCNN)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
@@ -1436,8 +1586,9 @@ SIXTH_THREE = (RunningSumTask(), ShapesTask(), RatingsTask())
 SEVENTH_THREE = (MarkovLMTask(), LeastSquaresTask(), NegationTask())
 LORA_FAMILY = (LoraShiftTask(), FineTuneShiftTask())
 EIGHTH_THREE = (DigitShiftTask(), MobileNetDigitsTask(), SubstituteTask())
+NINTH_THREE = (PairSumTask(), HalvesTask(), DiskTask())
 TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE
-         + SEVENTH_THREE + LORA_FAMILY + EIGHTH_THREE}
+         + SEVENTH_THREE + LORA_FAMILY + EIGHTH_THREE + NINTH_THREE}
 
 
 def _key(row: dict) -> tuple:

@@ -250,7 +250,7 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 26
+    assert len(module.TASKS) == 29
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
 
@@ -470,3 +470,27 @@ def test_the_eighth_three_build_their_rows_and_their_models_train():
     for task in (module.DigitShiftTask(), module.MobileNetDigitsTask(), module.SubstituteTask()):
         batch = {name: column[:4] for name, column in task.load().train.columns.items()}
         assert torch.isfinite(task.model(0)(**batch).loss), task.name
+
+
+def test_the_ninth_three_build_their_rows_and_their_models_train():
+    """The sums are each digit plus the one before it (the first's: the last) mod 10 and alone are
+    scored; a row's halves match exactly when its label is 1, and differ in one or two words
+    otherwise; the disk targets are standardised on the training rows; each model returns a finite
+    loss."""
+    module = load_benchmark("unseen_families")
+    rows = module.PairSumTask().load().train.columns
+    ids, labels = rows["input_ids"], rows["labels"]
+    digits, sums = ids[:, 1:9] - 3, ids[:, 10:] - 3
+    assert torch.equal(sums, (digits + digits.roll(1, dims=1)) % 10)
+    assert (labels[:, :10] == -100).all() and torch.equal(labels[:, 10:], ids[:, 10:])
+    halves = module.HalvesTask().load().train.columns
+    differing = (halves["input_ids"][:, 1:11] != halves["input_ids"][:, 11:]).sum(1)
+    assert torch.equal(differing == 0, halves["labels"] == 1) and set(differing[halves["labels"] == 0].tolist()) == {1, 2}
+    assert 0.4 < halves["labels"].float().mean() < 0.6
+    disks = module.DiskTask().load()
+    targets = disks.train.columns["labels"]
+    assert torch.allclose(targets.mean(0), torch.zeros(3), atol=1e-5) and torch.allclose(targets.std(0), torch.ones(3), atol=1e-3)
+    assert disks.validation.columns["pixel_values"].shape[1:] == (1, 16, 16)
+    for task in module.NINTH_THREE:
+        batch = {name: column[:4] for name, column in task.load().train.columns.items()}
+        assert torch.isfinite(task.model(0)(**batch)["loss"]), task.name
