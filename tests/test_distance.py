@@ -12,7 +12,8 @@ from hf_metalr import MetaLRController
 from hf_metalr.controller.controller import is_early_distance_cut
 from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, DISTANCE_FLOOR, DISTANCE_OVERSHOOT, DISTANCE_SHORT, MOVED, PROGRESS,
                                        NO_DISTANCE, RAISE_CEILING, STUCK, STUCK_DISTANCE_OVERSHOOT, STUCK_EVALUATIONS,
-                                       _verdict, direction_gate, past_the_distance, short_of_the_distance, wrecked)
+                                       _verdict, direction_gate, gate_move, past_the_distance, short_of_the_distance,
+                                       wrecked)
 from hf_metalr.controller.distance import DistanceEstimate
 from hf_metalr.controller.scheduler_binding import heavy_ball_momentum, normalises_steps
 from test_alignment import FEATURES, always
@@ -676,6 +677,48 @@ def test_a_run_stuck_at_two_evaluations_in_a_row_is_started_over_at_half_the_dis
     assert not wrecked({**third.features, "start_weights_kept": 0}), "only where a cut would start the run over"
     assert third.evidence.endswith("the run starts over at the cut LR")
     assert ctrl.history[2]["rewound"] is True
+
+
+
+STUCK_PAST = {**PAST, "lr_over_distance": STUCK_DISTANCE_OVERSHOOT + 1, "stuck_evaluations": STUCK_EVALUATIONS,
+              "start_weights_kept": 1.0, "log10_lr_scale": 0.0}
+
+
+def test_a_keep_on_a_stuck_run_past_half_the_bar_becomes_the_fixed_halving():
+    """The policy keeps; the gate halves a stuck run whose start weights are kept at 5 times the
+    estimate, and only such a run."""
+    move = gate_move(1.0, STUCK_PAST, first=False, schedule_anneals=False, scale=1.0, min_scale=1e-3, last_applied=1.0)
+    assert move.multiplier == 0.5 and move.rule == "distance" and "that can start over" in move.why
+    for changes in ({"start_weights_kept": 0.0}, {"stuck_evaluations": STUCK_EVALUATIONS - 1}):
+        move = gate_move(1.0, {**STUCK_PAST, **changes}, first=False, schedule_anneals=False, scale=1.0, min_scale=1e-3,
+                         last_applied=1.0)
+        assert move.multiplier == 1.0, changes
+
+
+@pytest.mark.parametrize("ratio, anneals, words", [
+    (STUCK_DISTANCE_OVERSHOOT - 1, False, "the LR is 3 times the distance estimate, under the stuck run's bar of 4"),
+    (STUCK_DISTANCE_OVERSHOOT + 2, False, "the distance check's cuts took it to their floor, 1/16 of the user's"),
+    (NO_DISTANCE, True, "the distance check's cuts took it to their floor, 1/4 of the user's"),
+])
+def test_a_stuck_runs_held_cut_says_why_its_distance_bar_did_not_cut(ratio, anneals, words):
+    """Stuck at or below the user's LR with the start weights kept: under the halved bar, or at the
+    distance cut's floor (where the bar no longer cuts), the words say which."""
+    floor = ANNEALED_DISTANCE_FLOOR if anneals else DISTANCE_FLOOR
+    features = {**STUCK_PAST, "lr_over_distance": ratio, "objective_trend": -0.01,
+                "log10_lr_scale": 0.0 if ratio < STUCK_DISTANCE_OVERSHOOT else math.log10(floor)}
+    verdict = _verdict(0.5, features, first=False, schedule_anneals=anneals)
+    assert verdict.held and verdict.why.startswith("cut held: the parameters have moved") and words in verdict.why
+
+
+def test_the_stuck_count_starts_afresh_after_a_start_over():
+    """The evaluations in a row a run has been stuck are the steps since its start: after a decision
+    that started the run over, the next stuck evaluation counts 1, not one more than before it."""
+    ctrl = MetaLRController(1e-3, policy=always(2))
+    stuck = {"param_drift": 2 * MOVED, "objective_vs_first": 0.0}
+    ctrl.history = [{"features": {"stuck_evaluations": 2}, "rewound": True}]
+    assert ctrl._stuck_evaluations(stuck, first=False) == 1
+    ctrl.history = [{"features": {"stuck_evaluations": 2}, "rewound": None}]
+    assert ctrl._stuck_evaluations(stuck, first=False) == 3
 
 
 def test_the_interval_of_a_start_over_is_not_learned_from():

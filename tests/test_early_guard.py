@@ -250,8 +250,8 @@ def test_the_guard_cuts_alike_on_every_rank(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("stays", [1, 0])
 def test_ranks_that_disagree_on_starting_over_go_on_as_rank_0(tmp_path, stays):
-    """One rank's controller never goes back to its start weights (``stays``): at the early cut and at the
-    first decision the ranks disagree. Every rank then goes on with rank 0's weights and rank 0's
+    """One rank's controller never goes back to its start weights (``stays``): at the early cut (and at
+    any later start-over) the ranks disagree. Every rank then goes on with rank 0's weights and rank 0's
     controller state, so the LRs, the controllers' whole states and the weights agree to the end."""
     proc = guard_run(tmp_path, "--save_steps", 100, "--never_start_over_on_rank", stays, nproc=2)
     assert "the processes disagreed on going back to the start weights" in proc.stderr

@@ -970,9 +970,12 @@ class MetaLRController:
     def _stuck_evaluations(self, features: dict[str, float], *, first: bool) -> int:
         """How many evaluations in a row, this one included, the run has been stuck after moving far
         (``gate.moved_but_stuck``), not counting the first evaluation; read back from the last decision in
-        ``history``, so a resumed run counts on (a history saved before it counts from 0)."""
+        ``history``, so a resumed run counts on (a history saved before it counts from 0). After a decision
+        that started the run over the count starts afresh: the steps before it were another run's."""
         if first or not moved_but_stuck(features):
             return 0
+        if self.history and self.history[-1].get("rewound"):
+            return 1
         return int(self._last_features().get("stuck_evaluations", 0)) + 1
 
     def _creep_gain(self, features: dict[str, float]) -> float | None:
@@ -1248,7 +1251,9 @@ class MetaLRController:
         just changed under this one (the callback's fallback when processes disagreed on starting
         over, each with rank 0's weights after it): as ``load_state_dict``, and the iterate
         average's interval starts afresh, as every process's does then (``forget_interval``)."""
+        expected = self.start_weights_expected  # this process's own copy, not one a checkpoint should bring
         self.load_state_dict(state, source=source)
+        self.start_weights_expected = expected
         self.forget_interval()
 
     def forget_interval(self) -> None:

@@ -37,7 +37,8 @@ the gradient against the previous steps, the drift, the distance estimate, the i
   row, so that a run making steady progress at a good LR, read as stuck at one evaluation because
   its first evaluation came late, is not cut. Only above the initial LR, because being stuck does
   not say which way the LR is wrong: a transformer on its plateau at a good LR drifts as far as a
-  collapsed one at ten times it, and a cut there traps it;
+  collapsed one at ten times it, and a cut there traps it (but for the distance check's cut at its
+  halved bar, ``STUCK_DISTANCE_OVERSHOOT``, which starts such a run over: below);
 - a run that moved that far and is not yet ``PROGRESS`` below its first evaluation, whose metric
   got worse since the last decision by more than a loss's noise on a plateau (``RAISE_PUNISHED``,
   1%), loses ground with steps that go far: a cut the policy asks for is applied at once (after
@@ -131,7 +132,8 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
            "made_progress", "wrecked",
-           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "STUCK_DISTANCE_OVERSHOOT", "DISTANCE_SHORT", "DISTANCE_FLOOR",
+           "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "STUCK_DISTANCE_OVERSHOOT", "distance_bar", "DISTANCE_SHORT",
+           "DISTANCE_FLOOR",
            "ANNEALED_DISTANCE_FLOOR", "NO_DISTANCE", "EARLY_DISTANCE_EVERY", "EARLY_DISTANCE_CUT",
            "distance_floor", "RAISE_CEILING", "at_the_distance_ceiling", "raise_ceiling_multiplier",
            "lr_over_distance", "lr_over_distance_in_words", "past_the_distance", "short_of_the_distance",
@@ -172,16 +174,17 @@ ANNEALED_DISTANCE_FLOOR = 1 / 4  # the same under a schedule that anneals by its
 # way: at 10x, cuts to 1/16 followed by the linear decay left a Llama LM 0.54 nats worse than the plain schedule
 DISTANCE_OVERSHOOT = 8.0  # lr_over_distance (the LR of the steps over the distance estimate, see .distance) at which,
 # with param_drift >= MOVED too, the steps are too long by both measures: a cut goes through, and a keep or a raise
-# becomes the fixed cut. Along constant-LR AdamW runs of 12 tasks x 3 seeds x 12 intervals (benchmarks/distance_ratio.py,
+# becomes the fixed cut (the bar of a run that is not stuck; a stuck run's: STUCK_DISTANCE_OVERSHOOT, distance_bar).
+# Along constant-LR AdamW runs of 12 tasks x 3 seeds x 12 intervals (benchmarks/distance_ratio.py,
 # benchmarks/results/distance_ratio.txt) none of the 864 readings at the good LR or at 0.1x was past: with drift >=
 # MOVED the ratio read at most 3.85 (a wav2vec2 and a BERT masked LM at their good LR), and on transformer plateaus
 # with drift under 0.25 up to infinity; at 10x 9 of the 12 tasks were past, with ratios from 14 to infinity
 STUCK_DISTANCE_OVERSHOOT = DISTANCE_OVERSHOOT / 2  # the same bar for a run stuck at its first evaluation's level at
 # STUCK_EVALUATIONS evaluations in a row after moving far (_stuck_for_a_cut) whose start weights are kept: being stuck
 # is the second measure's evidence, worth a factor 2 of the first's, and the cut then starts the run over (wrecked).
-# Stuck runs at the good LR read at most 1.92 on 26 families, but for a DeBERTa whose good LR of the grid is too high
-# (0.1x trains better there), at 3.95-6.81; at 10x 1.6 to past 8. Without a start-over (a warmup), a cut alone left
-# a character-level GPT-2 at 10x worse in each of the 5 runs it changed (docs/controller.md)
+# Stuck runs at the good LR read at most 1.92 on 26 families' constant and linear sweeps, but for a DeBERTa whose good
+# LR of the grid is too high (0.1x trains better there), at 3.95-6.81; at 10x 1.6 to past 8. Without a start-over
+# (a warmup), a cut alone left a character-level GPT-2 at 10x worse in each of the 5 runs it changed (docs/controller.md)
 DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
 # far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
 # estimate, the step Prodigy would take
@@ -330,10 +333,13 @@ def _cut_verdict(features: dict[str, float], t: float, ratio: float, worse: bool
             return Verdict(True, (f"cut held: the gradient opposes the previous steps (alignment {ratio:+.2f}, t={t:+.1f}), "
                                   "but under heavy-ball momentum (SGD) it does at LRs that train well, as the steps swing "
                                   "across the sharpest directions: a cut needs the metric to get worse too"))
-        if not first and _stuck_for_a_cut(features):  # but not above the user's LR, nor past the stuck run's distance bar
-            within = (f" and {lr_over_distance_in_words(features['lr_over_distance'])}, under the stuck run's bar of "
-                      f"{STUCK_DISTANCE_OVERSHOOT:g}" if "lr_over_distance" in features
-                      and features.get("start_weights_kept") else "")
+        if not first and _stuck_for_a_cut(features):  # not above the user's LR, nor cut by the stuck run's bar
+            within, ratio = "", features.get("lr_over_distance")
+            if ratio is not None and features.get("start_weights_kept"):
+                floor = 1 / distance_floor(schedule_anneals)
+                within = (f" and {lr_over_distance_in_words(ratio)}, under the stuck run's bar of "
+                          f"{STUCK_DISTANCE_OVERSHOOT:g}" if ratio < STUCK_DISTANCE_OVERSHOOT else
+                          f" and the distance check's cuts took it to their floor, 1/{floor:g} of the user's")
             return Verdict(True, (f"cut held: {_stuck_reading(features)}, but the LR is not above the user's{within}: a "
                                   "stuck run does not say which way the LR is wrong, and a cut on a plateau traps it"))
         return Verdict(True, ("cut held: the metric did not get worse (or this is the first evaluation), and the gradient does "
@@ -372,12 +378,13 @@ def distance_floor(schedule_anneals: bool) -> float:
 
 def past_the_distance(features: dict[str, float], *, schedule_anneals: bool = False) -> bool:
     """Whether the steps are too long by two measures at once: the parameters have moved by at least
-    ``MOVED`` of their starting norm, and the LR of the steps is ``DISTANCE_OVERSHOOT`` times the
-    distance estimate or more (``lr_over_distance``, see ``.distance``; absent, as for an optimizer
-    whose step is not the LR per coordinate: no). Either alone does not say it: a transformer on
+    ``MOVED`` of their starting norm, and the LR of the steps is ``distance_bar`` times the distance
+    estimate or more (``DISTANCE_OVERSHOOT``; ``STUCK_DISTANCE_OVERSHOOT`` for a stuck run that a cut
+    would start over) (``lr_over_distance``, see ``.distance``; absent, as for an optimizer whose
+    step is not the LR per coordinate: no). Either alone does not say it: a transformer on
     its plateau at a good LR drifts far, and its gradients give no positive estimate yet. A cut
     goes through at any evaluation, the first included, and a keep or a raise becomes the fixed cut;
-    each cut lowers the ratio, so the rule stops once the LR is within ``DISTANCE_OVERSHOOT`` of it,
+    each cut lowers the ratio, so the rule stops once the LR is within ``distance_bar`` of it,
     and at ``distance_floor`` of the user's LR at the lowest (an estimate that is not positive yet
     sets no floor of its own: the ratio is then ``NO_DISTANCE`` at every reading, and the check reads
     the drift alone down to that floor). A raise is held on both measures at the floor too."""

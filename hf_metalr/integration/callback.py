@@ -53,7 +53,9 @@ user's scheduler (see ``lr_binding``), so it takes effect from the very next opt
   scheduler's ``base_lrs`` and so in ``scheduler.pt``.
 - **Ranks:** every rank computes the same decision from the same gathered metrics and the same
   per-step training losses (averaged across ranks); rank 0's LR scale is broadcast anyway, so all
-  ranks apply the identical LR.
+  ranks apply the identical LR. Should the ranks disagree on starting the run over, every rank goes
+  on with rank 0's weights and controller state (a warning); a resumed run keeps the start weights
+  only if every rank could read them.
 - At the end of training the main process writes the (online-learned) policy to
   ``<output_dir>/metalr_policy.safetensors`` + ``.json``. Each ``train()`` starts from the configured
   policy, so repeated runs (``model_init``, ``hyperparameter_search``) are independent.
@@ -289,6 +291,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             if self.controller.start_weights is not None and saved["controller_state"].get("start_weights_kept"):
                 restore_start_weights(self.controller.start_weights, folders, global_step=state.global_step)
                 self.controller.start_weights_expected = False  # restored, or the restore has warned
+                self._keep_the_start_only_where_every_rank_does()  # (a rank that could not read the file)
         elif state.global_step > 0:
             logger.info("MetaLRCallback: the checkpoint at step %d holds no MetaLRCallback state (it was made without "
                         "the callback); the controller starts fresh from this step", state.global_step)
@@ -678,8 +681,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             self.controller.forget_interval()
         else:
             self.controller.adopt_state(shared[0], source="rank 0's controller state")
+        self._keep_the_start_only_where_every_rank_does()
+
+    def _keep_the_start_only_where_every_rank_does(self) -> None:
+        """With several processes: unless every rank holds the start weights, every rank drops them, so
+        that the ranks read the same distance bar and start over alike (one all-reduce)."""
         start_weights = self.controller.start_weights
-        if not _on_every_rank(start_weights.kept):
+        if world_size() > 1 and start_weights is not None and not _on_every_rank(start_weights.kept):
             start_weights.drop()
             self.controller.start_weights_expected = False
 

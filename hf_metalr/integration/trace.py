@@ -66,7 +66,9 @@ def read_trace(path: str | Path) -> list[dict]:
     ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces);
     ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name, and the gate's own readings beside them:
-    ``param_drift``, ``stuck_evaluations``, ``alignment_steps`` (the steps the alignment counted in
+    ``param_drift``, ``stuck_evaluations``, ``start_weights_kept`` (1.0 while a cut may start the run
+    over from its first weights, which the distance check's bar reads; from 2026-12-07),
+    ``alignment_steps`` (the steps the alignment counted in
     the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment
     window, the first one: the alignment of the later half of its interval's steps), ``previous_grad_alignment_t`` (the last interval's reading, when it had one),
     ``objective_since_raise`` (while a raise of the controller's stands: the log of the objective over
