@@ -19,7 +19,7 @@ from hf_metalr.meta.episode import run_episode
 from hf_metalr.meta.families import build_problem
 from test_alignment import always
 from test_meta import quick_spec
-from test_resume_and_ranks import ENV, JOB, applied, run_job
+from test_resume_and_ranks import ENV, JOB, applied, features, run_job
 from tiny_job import AppliedLRRecorder, make_trainer
 
 
@@ -262,6 +262,20 @@ def test_ranks_that_disagree_on_starting_over_go_on_as_rank_0(tmp_path, stays):
     assert states[0]["start_weights_kept"] == states[1]["start_weights_kept"]
     cuts = read_trace(tmp_path / "metalr_trace.jsonl")[0]["early_cuts"]
     assert cuts and cuts[0]["rewound"] is (stays == 1), "the trace is rank 0's"
+
+
+@pytest.mark.slow
+def test_a_resume_keeps_the_start_weights_only_where_every_rank_read_them(tmp_path):
+    """Two processes resumed from step 5, where the start weights were kept, and rank 1 cannot read
+    them: both ranks drop them, so both read the same distance bar (``start_weights_kept`` 0 at the
+    next decision on both) and decide alike."""
+    guard_run(tmp_path, "--save_steps", 5, "--kill_after_step", 5, nproc=2, expect_rc=1)
+    checkpoint = tmp_path / "checkpoint-5"
+    assert (checkpoint / START_WEIGHTS_FILE).is_file()
+    guard_run(tmp_path, "--save_steps", 100, "--resume", checkpoint, "--start_weights_unread_on_rank", 1, nproc=2)
+    rank0, rank1 = features(tmp_path, 0), features(tmp_path, 1)
+    assert rank0 == rank1 and rank0[-1]["start_weights_kept"] == 0.0
+    assert applied(tmp_path, 0) == applied(tmp_path, 1)
 
 
 @pytest.mark.slow

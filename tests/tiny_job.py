@@ -163,6 +163,8 @@ def main(argv=None):
                    help="on this rank compute the loss in the Trainer (LossOutsideTheModel), not in the model")
     p.add_argument("--never_start_over_on_rank", type=int, default=None,
                    help="on this rank the controller never goes back to its start weights (the ranks then disagree)")
+    p.add_argument("--start_weights_unread_on_rank", type=int, default=None,
+                   help="on this rank a resume does not read the checkpoint's start weights (as if the file were missing)")
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     out = Path(a.output_dir)
@@ -171,6 +173,10 @@ def main(argv=None):
         from hf_metalr import MetaLRController
 
         MetaLRController._start_over = lambda self, *, stacklevel: "no copy"
+    if a.start_weights_unread_on_rank == rank:
+        import hf_metalr.integration.callback as callback_module
+
+        callback_module.restore_start_weights = lambda *args, **kwargs: False
     callbacks = [MetaLRCallback(metric=a.metric, policy=a.policy, gate=not a.no_gate), AppliedLRRecorder(out / f"applied_lrs.rank{rank}.jsonl")]
     if a.kill_after_step:
         callbacks.append(KillAfterSave(a.kill_after_step))
