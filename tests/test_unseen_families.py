@@ -136,9 +136,9 @@ def test_bigram_rows_hold_each_marker_once_and_label_exactly_the_adjacent_order(
     module = load_benchmark("unseen_families")
     columns = module.BigramTask().load().train.columns
     ids, labels = columns["input_ids"], columns["labels"]
-    assert bool(((ids == module.FIRST).sum(1) == 1).all()) and bool(((ids == module.SECOND).sum(1) == 1).all())
-    first = (ids == module.FIRST).long().argmax(1)
-    second = (ids == module.SECOND).long().argmax(1)
+    assert bool(((ids == module.BIGRAM_FIRST).sum(1) == 1).all()) and bool(((ids == module.BIGRAM_SECOND).sum(1) == 1).all())
+    first = (ids == module.BIGRAM_FIRST).long().argmax(1)
+    second = (ids == module.BIGRAM_SECOND).long().argmax(1)
     assert torch.equal(labels, (second == first + 1).long())
     assert 0.45 < float(labels.float().mean()) < 0.55
     assert bool((second < first).any()) and bool((second > first + 1).any())  # negatives both before and further on
@@ -495,3 +495,22 @@ def test_the_ninth_three_build_their_rows_and_their_models_train():
     for task in module.NINTH_THREE:
         batch = {name: column[:4] for name, column in task.load().train.columns.items()}
         assert torch.isfinite(task.model(0)(**batch)["loss"]), task.name
+
+
+def test_no_family_rebinds_another_familys_module_name():
+    """Each family's data builder reads its constants from the module at call time, so a later family
+    that binds the same name (a ``FIRST`` marker, a ``_copy_split``) silently changes an earlier
+    family's data: every top-level name is bound once."""
+    import ast
+    import collections
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "benchmarks" / "unseen_families.py").read_text())
+    bound = collections.Counter()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound[node.name] += 1
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                bound.update(name.id for name in ast.walk(target) if isinstance(name, ast.Name))
+    assert [name for name, count in bound.items() if count > 1] == []
