@@ -742,6 +742,18 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
         optimizer = torch.optim.Adam([x], lr=1.0)
         return x, start, optimizer, quadratic, MetaLRController(1.0, policy=always(2), learn_online=False)
 
+    def resume(saved, *, with_start):
+        """A fresh run given the saved weights, Adam's state and the controller's (and the start weights)."""
+        x, start, optimizer, quadratic, resumed = make()
+        with torch.no_grad():
+            x.copy_(saved[3])
+        optimizer.load_state_dict(saved[2])
+        resumed.load_state_dict(saved[0])
+        resumed.attach(optimizer)
+        if with_start:
+            resumed.start_weights.load_state_dict(saved[1])
+        return x, start, optimizer, quadratic, resumed
+
     x, start, optimizer, quadratic, whole = make()
     whole.attach(optimizer)
     _interval(whole, optimizer, quadratic, 1.0)
@@ -753,14 +765,8 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
     assert after.rewound is True and torch.equal(x.detach(), start)
 
     for with_start in (True, False):
-        x, start, optimizer, quadratic, resumed = make()
-        with torch.no_grad():
-            x.copy_(saved[3])
-        optimizer.load_state_dict(saved[2])
-        resumed.load_state_dict(saved[0])
-        resumed.attach(optimizer)
+        x, start, optimizer, quadratic, resumed = resume(saved, with_start=with_start)
         if with_start:
-            resumed.start_weights.load_state_dict(saved[1])
             with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
                 again = _interval(resumed, optimizer, quadratic, math.nan)
             assert again.rewound is True and torch.equal(x.detach(), start) and again.scale == after.scale
@@ -771,13 +777,7 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
 
     # resumed with them, then past the need of them (the metric 30% below the first evaluation's): a later
     # divergence neither starts over nor warns of weights that were not loaded
-    x, start, optimizer, quadratic, resumed = make()
-    with torch.no_grad():
-        x.copy_(saved[3])
-    optimizer.load_state_dict(saved[2])
-    resumed.load_state_dict(saved[0])
-    resumed.attach(optimizer)
-    resumed.start_weights.load_state_dict(saved[1])
+    x, start, optimizer, quadratic, resumed = resume(saved, with_start=True)
     _interval(resumed, optimizer, quadratic, 0.7)
     assert not resumed.start_weights.kept
     with warnings.catch_warnings(record=True) as caught:
