@@ -761,25 +761,23 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
             f"({_restore_reading(features)}), the metric did not get worse and nothing "
             f"reads an overshoot (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{restore:.3g}, "
             f"toward the user's LR), the policy asked for x{requested:g}")
-    undo = punished_raise_undo(features, last_applied)
-    if undo is not None and multiplier > undo:
-        multiplier, held, rule, why = undo, False, "undo_raise", (
+    raise_takebacks = (  # in order; a later one that takes the LR lower wins
+        ("undo_raise", punished_raise_undo(features, last_applied), lambda undo: (
             f"undo: the metric got worse right after the last raise (by more than {RAISE_PUNISHED:.0%}), which is "
-            f"taken back (x{undo:.3g})")
-    undo = unpaid_raise_undo(features, standing_raise)
-    if undo is not None and multiplier > undo:
-        multiplier, held, rule, why = undo, False, "unpaid_undo", (
+            f"taken back (x{undo:.3g})")),
+        ("unpaid_undo", unpaid_raise_undo(features, standing_raise), lambda undo: (
             f"undo: the metric is {math.expm1(features['objective_since_raise']):.1%} worse than at the evaluation that "
             f"made the last raise (x{standing_raise:.3g}), and got worse since the last decision (both by more than "
             f"{RAISE_PUNISHED:.0%}): the run lost all it gained since, the raise did not pay and is taken back "
-            f"(x{undo:.3g}), the policy asked for x{requested:g}")
-    undo = opposed_raise_undo(features, raise_in_force)
-    if undo is not None and multiplier > undo:
-        multiplier, held, rule, why = undo, False, "opposed_undo", (
+            f"(x{undo:.3g}), the policy asked for x{requested:g}")),
+        ("opposed_undo", opposed_raise_undo(features, raise_in_force), lambda undo: (
             f"undo: the gradient now opposes the previous steps (alignment {features['grad_alignment']:+.2f}, "
             f"t={features['grad_alignment_t']:+.1f}) after the last raise (x{raise_in_force:.3g}), and "
             f"{lr_over_distance_in_words(features['lr_over_distance'])}: the steps are no longer too short, the raise is "
-            f"taken back (x{undo:.3g}), the policy asked for x{requested:g}")
+            f"taken back (x{undo:.3g}), the policy asked for x{requested:g}")))
+    for takeback_rule, undo, words in raise_takebacks:
+        if undo is not None and multiplier > undo:
+            multiplier, held, rule, why = undo, False, takeback_rule, words(undo)
     undo = None if last_rule == "unpaid_undo" else punished_cut_undo(features, last_applied, scale=scale)
     if undo is not None and multiplier < undo:
         as_far = ", as far as the user's LR" if undo < 1.0 / last_applied else ""
