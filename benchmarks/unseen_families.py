@@ -135,6 +135,20 @@ changed between their first runs and the tables:
 - ``groupnorm-disk``: a CNN with GroupNorm and SiLU (3 convolutions, an MLP head, a plain
   ``nn.Module``) regressing the centre and radius of a disk in a noisy 16x16 image. Metric: R^2.
 
+A tenth three came on 2026-12-07 (the forty-second session), defined and run once the same way,
+blind, on the wider grid, with no rule changed since the ninth's:
+
+- ``gemma-mirror``: a tiny ``GemmaForCausalLM`` (2 layers, 64 wide, multi-query attention with 4
+  heads over one key-value head, RMSNorm, GeGLU, embeddings scaled by the width's square root) on
+  rows ``BOS, 8 digits, SEP, the 8 in reverse order``, scored on the reversal. Metric: its
+  cross-entropy (lower is better); also its accuracy.
+- ``mobilebert-adjacent``: a tiny ``MobileBertForSequenceClassification`` (2 layers, 64 wide through
+  32-wide bottlenecks, MobileBERT's NoNorm instead of LayerNorm) telling whether a row of 16 words
+  holds a word twice in a row. Metric: accuracy.
+- ``swin-bar-angle``: a tiny ``SwinModel`` (patches of 2, windows of 4, shifted windows, patch
+  merging, 16 and 32 wide) with a linear head, a plain ``nn.Module``, regressing the angle of a bar
+  in a noisy 16x16 image as the cos and sin of twice it. Metric: R^2.
+
 Each trains as the ``Task`` defaults have it: 10 epochs of batches of 32, an evaluation every half epoch.
 
 Per family, a good LR is picked first (the best final validation loss of the constant LR over a
@@ -171,6 +185,8 @@ are reused from ``--out``/runs.jsonl.
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_eighth
     python benchmarks/unseen_families.py --tasks qwen2-pairsum,electra-copy,groupnorm-disk --good-lr grid \
         --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_ninth
+    python benchmarks/unseen_families.py --tasks gemma-mirror,mobilebert-adjacent,swin-bar-angle --good-lr grid \
+        --lr-grid 1e-4,3e-4,1e-3,3e-3,1e-2,3e-2,1e-1 --out benchmarks/results/unseen_families_tenth
 
 ``--optimizer sgd`` runs the same cells under SGD with momentum 0.9 (the Trainer's ``optim="sgd"``,
 ``optim_args="momentum=0.9"``) instead of the Trainer's AdamW: every schedule but the peers, which
@@ -1578,6 +1594,150 @@ class DiskTask(R2Task):
         return seeded(seed, DiskCNN)
 
 
+# -- a tenth three, added on 2026-12-07 (the forty-second session) and run once in the same way ----------------
+
+MIRROR_DIGITS, MIRROR_SEED = 8, 181
+
+
+@functools.lru_cache(maxsize=1)
+def _mirror_split() -> TaskData:
+    """Rows ``BOS, d_1..d_8, SEP, d_8..d_1`` (``_digit_rows``): the digits in reverse order, scored."""
+    generator = torch.Generator().manual_seed(MIRROR_SEED)
+    digits = torch.randint(10, (ROWS, MIRROR_DIGITS), generator=generator)
+    return _digit_rows(digits, digits.flip(1))
+
+
+class MirrorLMTask(Task):
+    name = "gemma-mirror"
+    description = ("8 digits written back in reverse order, a tiny GemmaForCausalLM (2 layers, 64 wide, multi-query "
+                   "attention, RMSNorm, GeGLU, embeddings scaled by the width's square root) scored on the reversal")
+    metric = "answer_loss"
+    greater_is_better = False
+    threshold = 0.3
+    test_metrics = ("answer_loss", "answer_accuracy")
+    learning_rate = 1e-3  # set to the grid's pick after the first runs; what compare --task uses
+
+    def load(self) -> TaskData:
+        return _mirror_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import GemmaConfig, GemmaForCausalLM
+
+        config = GemmaConfig(vocab_size=13, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                             max_position_embeddings=2 * MIRROR_DIGITS + 2, attention_dropout=0.0, use_cache=False,
+                             pad_token_id=DIGIT_PAD, bos_token_id=DIGIT_BOS, eos_token_id=DIGIT_SEP)
+        return seeded(seed, lambda: GemmaForCausalLM(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return _answer_metrics(eval_pred, MIRROR_DIGITS, "answer")
+
+
+ADJACENT_VOCABULARY, ADJACENT_LENGTH, ADJACENT_SEED = 40, 16, 191
+
+
+@functools.lru_cache(maxsize=1)
+def _adjacent_split() -> TaskData:
+    """Rows ``CLS`` and 16 words (ids 3..39), no word next to itself; in half of the rows (label 1) one
+    word, at a random place, is then written over its left neighbour's copy, so the row holds a word
+    twice in a row."""
+    generator = torch.Generator().manual_seed(ADJACENT_SEED)
+    span = ADJACENT_VOCABULARY - 3
+    steps = torch.randint(1, span, (ROWS, ADJACENT_LENGTH), generator=generator)
+    words = 3 + torch.cumsum(steps, 1) % span  # each step moves to another word: no two neighbours alike
+    labels = (torch.rand(ROWS, generator=generator) < 0.5).long()
+    where = torch.randint(ADJACENT_LENGTH - 1, (ROWS,), generator=generator)
+    rows = torch.arange(ROWS)
+    repeated = words.clone()
+    repeated[rows, where + 1] = words[rows, where]
+    words = torch.where(labels[:, None] == 1, repeated, words)
+    ids = torch.cat([torch.full((ROWS, 1), 1), words], 1)
+    return _three_splits(input_ids=ids, labels=labels)
+
+
+class AdjacentRepeatTask(Task):
+    name = "mobilebert-adjacent"
+    description = ("whether a row of 16 words holds a word twice in a row, a tiny MobileBertForSequenceClassification "
+                   "(2 layers, 64 wide through 32-wide bottlenecks, no LayerNorm: MobileBERT's NoNorm)")
+    metric = "accuracy"
+    greater_is_better = True
+    threshold = 0.9
+    test_metrics = ("accuracy", "macro_f1")
+    learning_rate = 1e-3  # set to the grid's pick after the first runs; what compare --task uses
+
+    def load(self) -> TaskData:
+        return _adjacent_split()
+
+    def model(self, seed: int) -> nn.Module:
+        from transformers import MobileBertConfig, MobileBertForSequenceClassification
+
+        config = MobileBertConfig(vocab_size=ADJACENT_VOCABULARY, hidden_size=64, embedding_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, intra_bottleneck_size=32,
+                                  true_hidden_size=32, num_feedforward_networks=2,
+                                  max_position_embeddings=ADJACENT_LENGTH + 1, type_vocab_size=1,
+                                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0,
+                                  num_labels=2, pad_token_id=0)
+        return seeded(seed, lambda: MobileBertForSequenceClassification(config))
+
+    def compute_metrics(self, eval_pred) -> dict[str, float]:
+        return classification_metrics(eval_pred)
+
+
+BAR_SIZE, BAR_SEED = 16, 193
+
+
+@functools.lru_cache(maxsize=1)
+def _bar_split() -> TaskData:
+    """16x16 images of one bright bar through a random point near the centre at a random angle (length
+    6 to 12 pixels, drawn as the pixels within 0.75 of the segment) under Gaussian noise (sd 0.5);
+    targets: cos and sin of twice the angle (a bar looks the same turned by 180 degrees)."""
+    rng = np.random.default_rng(BAR_SEED)
+    angle = rng.uniform(0, np.pi, size=ROWS)
+    centre = rng.uniform(6, BAR_SIZE - 6, size=(ROWS, 2))
+    half = rng.uniform(3, 6, size=ROWS)
+    grid = np.arange(BAR_SIZE) + 0.5
+    py = grid[None, :, None] - centre[:, 0, None, None]
+    px = grid[None, None, :] - centre[:, 1, None, None]
+    along = px * np.cos(angle)[:, None, None] + py * np.sin(angle)[:, None, None]
+    across = -px * np.sin(angle)[:, None, None] + py * np.cos(angle)[:, None, None]
+    on_bar = (np.abs(across) <= 0.75) & (np.abs(along) <= half[:, None, None])
+    x = on_bar.astype(np.float32) + rng.normal(0, 0.5, size=on_bar.shape)
+    y = np.stack([np.cos(2 * angle), np.sin(2 * angle)], 1)
+    return _three_splits(pixel_values=torch.tensor(x[:, None], dtype=torch.float32),
+                         labels=torch.tensor(y, dtype=torch.float32))
+
+
+class BarSwin(nn.Module):
+    """A tiny Swin transformer (patches of 2, windows of 4, two stages of one block, 16 and 32 wide,
+    shifted windows and patch merging) and a linear head on its pooled output."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import SwinConfig, SwinModel
+
+        self.swin = SwinModel(SwinConfig(image_size=BAR_SIZE, patch_size=2, num_channels=1, embed_dim=16, depths=[1, 1],
+                                         num_heads=[2, 2], window_size=4, mlp_ratio=2.0, drop_path_rate=0.0,
+                                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, pixel_values, labels=None):
+        return regression_output(self.head(self.swin(pixel_values=pixel_values).pooler_output), labels)
+
+
+class BarAngleTask(R2Task):
+    name = "swin-bar-angle"
+    description = ("the angle of a noisy bar in a 16x16 image (as cos and sin of twice it), a tiny SwinModel (shifted "
+                   "windows, patch merging) with a linear head, as a plain nn.Module")
+    threshold = 0.8
+    learning_rate = 1e-3  # set to the grid's pick after the first runs; what compare --task uses
+
+    def load(self) -> TaskData:
+        return _bar_split()
+
+    def model(self, seed: int) -> nn.Module:
+        return seeded(seed, BarSwin)
+
+
 FIRST_THREE = (MaskedLMTask(), SeriesTask(), CountTask())
 SECOND_THREE = (CopyLMTask(), SignalTask(), SeenTokenTask())
 THIRD_THREE = (ReverseTask(), BigramTask(), FriedmanTask())
@@ -1588,8 +1748,9 @@ SEVENTH_THREE = (MarkovLMTask(), LeastSquaresTask(), NegationTask())
 LORA_FAMILY = (LoraShiftTask(), FineTuneShiftTask())
 EIGHTH_THREE = (DigitShiftTask(), MobileNetDigitsTask(), SubstituteTask())
 NINTH_THREE = (PairSumTask(), CopyDetectTask(), DiskTask())
+TENTH_THREE = (MirrorLMTask(), AdjacentRepeatTask(), BarAngleTask())
 TASKS = {task.name: task for task in FIRST_THREE + SECOND_THREE + THIRD_THREE + FOURTH_THREE + FIFTH_THREE + SIXTH_THREE
-         + SEVENTH_THREE + LORA_FAMILY + EIGHTH_THREE + NINTH_THREE}
+         + SEVENTH_THREE + LORA_FAMILY + EIGHTH_THREE + NINTH_THREE + TENTH_THREE}
 
 
 def _key(row: dict) -> tuple:

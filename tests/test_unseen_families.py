@@ -250,7 +250,7 @@ def test_each_family_reports_first_the_metric_whose_direction_it_declares():
     """The tables read ``test_metrics[0]`` in the direction of ``greater_is_better``, which is the direction of
     ``metric``: the two must be one metric."""
     module = load_benchmark("unseen_families")
-    assert len(module.TASKS) == 29
+    assert len(module.TASKS) == 32
     for task in module.TASKS.values():
         assert task.test_metrics[0] == task.metric, task.name
 
@@ -493,6 +493,28 @@ def test_the_ninth_three_build_their_rows_and_their_models_train():
     assert torch.allclose(targets.std(0, unbiased=False), torch.ones(3), atol=1e-5)
     assert disks.validation.columns["pixel_values"].shape[1:] == (1, 16, 16)
     for task in module.NINTH_THREE:
+        batch = {name: column[:4] for name, column in task.load().train.columns.items()}
+        assert torch.isfinite(task.model(0)(**batch)["loss"]), task.name
+
+
+def test_the_tenth_three_build_their_rows_and_their_models_train():
+    """The answer is the digits reversed and alone is scored; a row holds a word twice in a row exactly
+    when its label is 1, about half of them; the bar targets lie on the unit circle (cos and sin of twice
+    the angle); each model returns a finite loss."""
+    module = load_benchmark("unseen_families")
+    rows = module.MirrorLMTask().load().train.columns
+    ids, labels = rows["input_ids"], rows["labels"]
+    assert torch.equal(ids[:, 10:], ids[:, 1:9].flip(1))
+    assert (labels[:, :10] == -100).all() and torch.equal(labels[:, 10:], ids[:, 10:])
+    adjacent = module.AdjacentRepeatTask().load().train.columns
+    words = adjacent["input_ids"][:, 1:]
+    assert torch.equal((words[:, 1:] == words[:, :-1]).any(1), adjacent["labels"] == 1)
+    assert 0.4 < adjacent["labels"].float().mean() < 0.6 and ((words >= 3) & (words < 40)).all()
+    bars = module.BarAngleTask().load()
+    targets = bars.train.columns["labels"]
+    assert torch.allclose(targets.norm(dim=1), torch.ones(len(targets)), atol=1e-5)
+    assert bars.validation.columns["pixel_values"].shape[1:] == (1, 16, 16)
+    for task in module.TENTH_THREE:
         batch = {name: column[:4] for name, column in task.load().train.columns.items()}
         assert torch.isfinite(task.model(0)(**batch)["loss"]), task.name
 
