@@ -498,18 +498,19 @@ def test_the_ninth_three_build_their_rows_and_their_models_train():
 
 
 def test_the_tenth_three_build_their_rows_and_their_models_train():
-    """The answer is the digits reversed and alone is scored; a row holds a word twice in a row exactly
-    when its label is 1, about half of them; the bar targets lie on the unit circle (cos and sin of twice
+    """The answer is the digits reversed and alone is scored; a row's label is 1 exactly when most of its
+    words are among 3..20, about half of them; the bar targets lie on the unit circle (cos and sin of twice
     the angle); each model returns a finite loss."""
     module = load_benchmark("unseen_families")
     rows = module.MirrorLMTask().load().train.columns
     ids, labels = rows["input_ids"], rows["labels"]
     assert torch.equal(ids[:, 10:], ids[:, 1:9].flip(1))
     assert (labels[:, :10] == -100).all() and torch.equal(labels[:, 10:], ids[:, 10:])
-    adjacent = module.AdjacentRepeatTask().load().train.columns
-    words = adjacent["input_ids"][:, 1:]
-    assert torch.equal((words[:, 1:] == words[:, :-1]).any(1), adjacent["labels"] == 1)
-    assert 0.4 < adjacent["labels"].float().mean() < 0.6 and ((words >= 3) & (words < 40)).all()
+    majority = module.MajorityTask().load().train.columns
+    words = majority["input_ids"][:, 1:]
+    assert words.shape[1] == 15 and ((words >= 3) & (words <= 38)).all()
+    assert torch.equal((words <= 20).sum(1) >= 8, majority["labels"] == 1)
+    assert 0.4 < majority["labels"].float().mean() < 0.6
     bars = module.BarAngleTask().load()
     targets = bars.train.columns["labels"]
     assert torch.allclose(targets.norm(dim=1), torch.ones(len(targets)), atol=1e-5)
