@@ -20,7 +20,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 SWEEPS = ("unseen_families", "unseen_families_third", "unseen_families_fourth", "unseen_families_fifth",
           "unseen_families_sixth", "unseen_families_seventh", "unseen_families_lora", "unseen_families_finetune",
-          "unseen_families_eighth", "unseen_families_ninth")
+          "unseen_families_eighth", "unseen_families_ninth", "unseen_families_tenth")
 BANDS = (("0.1x", 0.1), ("1x", 1.0), ("10x", 10.0))
 SEEDS = (0, 1, 2)
 
