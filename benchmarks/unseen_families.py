@@ -1618,7 +1618,7 @@ class MirrorLMTask(Task):
     greater_is_better = False
     threshold = 0.3
     test_metrics = ("answer_loss", "answer_accuracy")
-    learning_rate = 1e-3  # set to the grid's pick after the first runs; what compare --task uses
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
 
     def load(self) -> TaskData:
         return _mirror_split()
@@ -1659,7 +1659,7 @@ class MajorityTask(Task):
     greater_is_better = True
     threshold = 0.9
     test_metrics = ("accuracy", "macro_f1")
-    learning_rate = 1e-3  # set to the grid's pick after the first runs; what compare --task uses
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
 
     def load(self) -> TaskData:
         return _majority_split()
@@ -1725,7 +1725,7 @@ class BarAngleTask(R2Task):
     description = ("the angle of a noisy bar in a 16x16 image (as cos and sin of twice it), a tiny SwinModel (shifted "
                    "windows, patch merging) with a linear head, as a plain nn.Module")
     threshold = 0.8
-    learning_rate = 1e-3  # set to the grid's pick after the first runs; what compare --task uses
+    learning_rate = 1e-3  # the grid's pick (the sweep picks it again); what compare --task uses
 
     def load(self) -> TaskData:
         return _bar_split()
