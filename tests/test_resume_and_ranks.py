@@ -79,13 +79,14 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     run_job("--output_dir", tmp_path, "--save_steps", 7, "--resume", tmp_path / "checkpoint-14")
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)
-    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "alignment_steps", "distance_estimate",
+    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "short_plateau_evaluations", "alignment_steps",
+              "distance_estimate",
               "lr_over_distance", "start_weights_kept")  # the policy's features, the distance estimate (its sums ride in
     # the checkpoint), whether the start weights are kept (so does the copy, while kept); from the second decision the
     # iterate average's gain (its average rides in the checkpoint) and its progress (the last check's loss rides
     # along; the first decision reads neither: its average holds the run's start), and the gate's drift (the
-    # starting sketch rides along) and its count of stuck evaluations (0 throughout in this job, whose drift stays
-    # under 0.7: that a resume counts on is tested in test_alignment.py)
+    # starting sketch rides along) and its counts of stuck evaluations and of a short plateau's (read back from the
+    # history; that a resume counts on is tested in test_alignment.py and test_short_plateau.py)
     assert len(resumed) == len(expected) == 8
     checked = ("iterate_average_gain", "iterate_average_progress", "previous_grad_alignment_t")  # the last read
     # back from the history, which rides in the checkpoint

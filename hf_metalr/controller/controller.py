@@ -71,7 +71,7 @@ from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
 from .features import RunTracker, is_finite, log_objective, select
 from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, RAISE_CEILING, distance_floor, gate_move,
-                   lr_over_distance, made_progress, moved_but_stuck, past_the_distance, wrecked)
+                   lr_over_distance, made_progress, moved_but_stuck, past_the_distance, short_plateau, wrecked)
 from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
@@ -849,6 +849,7 @@ class MetaLRController:
             features["param_drift"] = self.alignment.drift()
             features.update(self._distance_features())
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
+            features["short_plateau_evaluations"] = self._short_plateau_evaluations(features, first=reward is None)
             # whether a cut now may start the run over (gate.distance_bar reads it)
             features["start_weights_kept"] = float(self.start_weights is not None and self.start_weights.kept)
             features["alignment_steps"] = window.steps  # the steps the alignment counted since the last decision
@@ -977,6 +978,15 @@ class MetaLRController:
         if self.history and self.history[-1].get("rewound"):
             return 1
         return int(self._last_features().get("stuck_evaluations", 0)) + 1
+
+    def _short_plateau_evaluations(self, features: dict[str, float], *, first: bool) -> int:
+        """How many evaluations in a row, this one included, the run has read a short plateau
+        (``gate.short_plateau``), not counting the first evaluation; read back from the last decision in
+        ``history``, so a resumed run counts on. A doubling of the gate's does not reset it: while the state
+        holds, the gate doubles at each evaluation."""
+        if first or not short_plateau(features, schedule_anneals=self.schedule_anneals):
+            return 0
+        return int(self._last_features().get("short_plateau_evaluations", 0)) + 1
 
     def _creep_gain(self, features: dict[str, float]) -> float | None:
         """The log objective gained over the last ``CREEP_EVALUATIONS`` trends (``gate.creeping``) when

@@ -88,6 +88,17 @@ come with the gate:
   not pay, whatever it read when it was made. On a
   regression at 10x its good LR the controller had cut on a plateau that a constant LR leaves,
   and cut again as the metric got worse right after;
+- a *short plateau* (``short_plateau``): a run still at its first evaluation's level (the objective
+  not ``STUCK`` below it) whose parameters have barely moved (``param_drift < SHORT_PLATEAU_DRIFT``)
+  with the LR at most ``SHORT_PLATEAU_DISTANCE`` times the distance estimate (under a schedule that
+  anneals by itself, the LR it decays from), at ``SHORT_PLATEAU_EVALUATIONS`` (3) evaluations in a
+  row after the first (``short_plateau_evaluations``, traced), has its LR doubled by the gate
+  (``short_plateau_raise``, ``RESTORE_RAISE``), and again at each evaluation while the state holds,
+  whatever the policy asks, under the raise ceiling and
+  unless the metric got worse beyond noise; the takeback of a raise the next evaluation punishes
+  applies to it. A transformer's plateau at a tenth of its good LR reads no alignment (its gradient
+  drowns in batch noise), so the policy's raises there were held; short steps by the two measures
+  that need no alignment, the drift and the distance estimate, say which way the LR is wrong;
 - the *iterate-average check* (``bouncing``): from the second evaluation on, when the average of
   the iterates since the last decision has a validation loss ``AVERAGE_GAIN`` (in log) below the
   current one's, and more than the interval gained, the steps bounce around a valley floor: a raise
@@ -130,7 +141,9 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "punished_cut_undo", "direction_gate", "direction_verdict", "EVIDENCE_T", "PLATEAU_EVIDENCE_T",
            "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
-           "STUCK_EVALUATIONS", "AVERAGE_GAIN", "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
+           "STUCK_EVALUATIONS", "AVERAGE_GAIN", "SHORT_PLATEAU_DRIFT", "SHORT_PLATEAU_DISTANCE",
+           "SHORT_PLATEAU_EVALUATIONS", "short_plateau", "short_plateau_raise",
+           "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
            "made_progress", "wrecked",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "STUCK_DISTANCE_OVERSHOOT", "distance_bar", "DISTANCE_SHORT",
            "DISTANCE_FLOOR",
@@ -208,6 +221,11 @@ CREEP_GAIN = 0.001  # log objective gained over those trends under which the imp
 # metric improved four times in a row by under 0.1% with the alignment positive (benchmarks/results/creep_raise_screen.txt)
 PROGRESS = 0.3  # log(first objective / objective) that counts as progress: 26% below the first evaluation, beyond
 # the noise of a metric on a plateau (an accuracy flipping between 0.47 and 0.53 moves 1 - accuracy by 0.13)
+SHORT_PLATEAU_DRIFT = 0.1  # param_drift under which the parameters of a run on a plateau have barely moved
+SHORT_PLATEAU_DISTANCE = 0.5  # the LR over the distance estimate at or under which its steps are short of it
+SHORT_PLATEAU_EVALUATIONS = 3  # evaluations in a row after the first in that state before the gate doubles the LR
+# (short_plateau_raise): sentiment's BERT at 0.1x its good LR under a linear or cosine schedule sat there to its last
+# evaluation (at chance), its alignment drowned in batch noise (benchmarks/results/short_plateau_count.txt)
 
 
 def direction_verdict(multiplier: float, features: dict[str, float], *, first: bool = False,
@@ -707,6 +725,7 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
     (``raise_ceiling_multiplier``); the takeback of the distance check's cuts by the gate itself
     (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``, ``last_rule``); the
+    doubling on a short plateau (``short_plateau_raise``), in place of a smaller move; the
     undo of the last decision's raise (``last_applied`` > 1, the multiplier it applied) when the metric got
     worse right after it; the undo of an earlier raise no cut has followed (``standing_raise`` > 1, the
     multiplier it applied) when the run has lost all it gained since (``unpaid_raise_undo``); the undo of
@@ -761,6 +780,13 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
             f"({_restore_reading(features)}), the metric did not get worse and nothing "
             f"reads an overshoot (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{restore:.3g}, "
             f"toward the user's LR), the policy asked for x{requested:g}")
+    plateau = short_plateau_raise(features, first=first)
+    if plateau is not None and multiplier < plateau:
+        ratio = _short_plateau_ratio(features, schedule_anneals=schedule_anneals)
+        multiplier, held, rule, why = plateau, False, "short_plateau", (
+            f"short plateau: still at the first evaluation's level at {features['short_plateau_evaluations']:.0f} "
+            f"evaluations in a row, the parameters {features['param_drift']:.2g} of their starting norm from it and the "
+            f"LR {ratio:.2g} times the distance estimate: raised (x{plateau:.3g}), the policy asked for x{requested:g}")
     raise_takebacks = (  # in order; a later one that takes the LR lower wins
         ("undo_raise", punished_raise_undo(features, last_applied), lambda undo: (
             f"undo: the metric got worse right after the last raise (by more than {RAISE_PUNISHED:.0%}), which is "
@@ -786,6 +812,35 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
             f"reads an overshoot now (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{undo:.3g}"
             f"{as_far}), the policy asked for x{requested:g}")
     return GatedMove(multiplier, held, why, rule)
+
+
+def _short_plateau_ratio(features: dict[str, float], *, schedule_anneals: bool) -> float | None:
+    """The LR over the distance estimate that ``short_plateau`` reads: ``planned_lr_over_distance`` (the LR the
+    schedule decays from) under a schedule that anneals by itself, where read; else ``lr_over_distance``."""
+    ratio = features.get("planned_lr_over_distance") if schedule_anneals else None
+    return features.get("lr_over_distance") if ratio is None else ratio
+
+
+def short_plateau(features: dict[str, float], *, schedule_anneals: bool) -> bool:
+    """Whether one decision reads a short plateau: the objective not ``STUCK`` below the first evaluation's,
+    the parameters barely moved (``param_drift < SHORT_PLATEAU_DRIFT``) and the LR at most
+    ``SHORT_PLATEAU_DISTANCE`` times the distance estimate (``_short_plateau_ratio``). False with no
+    reading of the drift or the estimate, or no positive estimate (``NO_DISTANCE``)."""
+    ratio = _short_plateau_ratio(features, schedule_anneals=schedule_anneals)
+    return (ratio is not None and ratio <= SHORT_PLATEAU_DISTANCE
+            and features.get("param_drift", math.inf) < SHORT_PLATEAU_DRIFT and features["objective_vs_first"] > -STUCK)
+
+
+def short_plateau_raise(features: dict[str, float], *, first: bool) -> float | None:
+    """The gate's raise on a short plateau: ``RESTORE_RAISE``, or less to stay under the raise ceiling
+    (``raise_ceiling_multiplier``), once the run has read ``short_plateau`` at ``SHORT_PLATEAU_EVALUATIONS``
+    evaluations in a row after the first (``short_plateau_evaluations``) and the metric did not get worse
+    beyond noise since the last decision; None otherwise, and when the ceiling leaves no room to raise."""
+    if first or features.get("short_plateau_evaluations", 0) < SHORT_PLATEAU_EVALUATIONS or _worse_beyond_noise(features):
+        return None
+    ceiling = raise_ceiling_multiplier(features)
+    raise_to = RESTORE_RAISE if ceiling is None else min(RESTORE_RAISE, ceiling)
+    return raise_to if raise_to > 1 else None
 
 
 def punished_raise_undo(features: dict[str, float], last_applied: float) -> float | None:

@@ -66,8 +66,9 @@ def read_trace(path: str | Path) -> list[dict]:
     ``metalr/scale``; ``lr_scale`` is the same number, kept for readers of older traces);
     ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name, and the gate's own readings beside them:
-    ``param_drift``, ``stuck_evaluations``, ``start_weights_kept`` (1.0 while a cut may start the run
-    over from its first weights, which the distance check's bar reads; from 2026-12-07),
+    ``param_drift``, ``stuck_evaluations``, ``short_plateau_evaluations`` (how many evaluations in a row
+    the run has read a short plateau, ``gate.short_plateau``; from 2026-12-07, later),
+    ``start_weights_kept`` (1.0 while a cut may start the run over from its first weights, which the distance check's bar reads; from 2026-12-07),
     ``alignment_steps`` (the steps the alignment counted in
     the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment
     window, the first one: the alignment of the later half of its interval's steps), ``previous_grad_alignment_t`` (the last interval's reading, when it had one),
@@ -82,8 +83,8 @@ def read_trace(path: str | Path) -> list[dict]:
     2026-12-07) and
     the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
     divergence); ``rule`` (the safeguard that made the move, where later decisions read it:
-    "distance", "restore", "undo_raise", "unpaid_undo", "opposed_undo", "undo_cut"; None otherwise, and absent from
-    traces before 2026-12-06); ``early_cuts``
+    "distance", "restore", "short_plateau", "undo_raise", "unpaid_undo", "opposed_undo", "undo_cut"; None otherwise,
+    and absent from traces before 2026-12-06); ``early_cuts``
     (on the first decision's line: the cuts before it, each with its ``kind`` ("divergence", the
     early-divergence guard's, or "distance", the distance check's), the optimizer ``step`` (counted
     from the run's start), its training ``loss`` (text when not finite), and the ``applied``

@@ -124,7 +124,8 @@ def decision_kind(entry: dict) -> str:
     """What happened at one decision: ``"divergence"`` (a non-finite metric: the fixed cut);
     ``"held"`` (the gate kept the LR against the policy's move); ``"capped"`` (``min_lr``/``max_lr``
     cut the move short); ``"fixed"`` (a move the policy did not ask for: a clear overshoot's or a
-    bounce's halving, a punished raise or cut taken back, a restore of the distance check's cuts, also
+    bounce's halving, a punished raise or cut taken back, a restore of the distance check's cuts, a short
+    plateau's doubling, also
     when it happens to equal what the policy asked); ``"policy"`` (the policy's move, or keep, as asked)."""
     if entry.get("diverged"):
         return "divergence"
