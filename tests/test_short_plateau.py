@@ -43,9 +43,10 @@ def test_a_short_plateau_is_read_on_the_level_the_drift_and_the_distance(changes
     ({"short_plateau_evaluations": SHORT_PLATEAU_EVALUATIONS + 4}, False, RESTORE_RAISE),  # again while it holds
     ({"objective_trend": RAISE_PUNISHED * 1.5}, False, None),  # the metric got worse beyond noise
     ({"objective_trend": RAISE_PUNISHED}, False, RESTORE_RAISE),  # the noise of a plateau
-    ({"lr_over_distance": RAISE_CEILING / 1.5}, False, 1.5),  # the raise ceiling caps it
-    ({"lr_over_distance": RAISE_CEILING}, False, None),  # no room under the ceiling
-    ({"lr_over_distance": NO_DISTANCE}, False, RESTORE_RAISE),  # no ceiling (the count read the state before)
+    # at half the estimate the raise ceiling (the estimate) leaves exactly the doubling
+    ({"lr_over_distance": RAISE_CEILING * SHORT_PLATEAU_DISTANCE}, False, RESTORE_RAISE),
+    ({"lr_over_distance": RAISE_CEILING}, False, None),  # steps as long as the estimate: no short plateau
+    ({"param_drift": SHORT_PLATEAU_DRIFT}, False, None),  # a count not read on this decision's state
 ])
 def test_the_raise_on_a_short_plateau_doubles_after_three_evaluations_under_the_ceiling(changes, first, raised):
     result = short_plateau_raise({**PLATEAU, **changes}, first=first)
@@ -73,10 +74,25 @@ def test_the_gate_doubles_whatever_the_policy_asks_and_says_why():
         assert _move(1.0, {**PLATEAU, **changes}).rule != "short_plateau", changes
 
 
-def test_a_doubling_the_next_evaluation_punishes_is_taken_back():
-    punished = {**PLATEAU, "objective_trend": 2 * RAISE_PUNISHED, "short_plateau_evaluations": SHORT_PLATEAU_EVALUATIONS + 1}
-    move = _move(1.0, punished, last_applied=RESTORE_RAISE, last_rule="short_plateau")
-    assert move.multiplier == pytest.approx(1 / RESTORE_RAISE) and move.rule == "undo_raise"
+def test_a_cut_the_gate_lets_through_and_max_lr_stop_the_doubling():
+    """A clear overshoot on the plateau (the gradient opposing the steps past the plateau's bar): the
+    gate's cut stands, not the doubling; a keep at max_lr stays a keep. A cut the gate holds is
+    replaced by the doubling."""
+    overshoot = {**PLATEAU, "grad_alignment": -0.3, "grad_alignment_t": -4.0, "objective_trend": 0.005}
+    cut = _move(0.5, overshoot)
+    assert cut.multiplier < 1 and cut.rule != "short_plateau"
+    assert _move(1.0, PLATEAU, max_scale=0.1).rule != "short_plateau"
+    assert _move(1.0, PLATEAU, max_scale=0.2).multiplier == RESTORE_RAISE
+    held = _move(0.5, {**PLATEAU, "grad_alignment_t": -0.5})
+    assert held.multiplier == RESTORE_RAISE and held.rule == "short_plateau"
+
+
+def test_under_annealing_the_doubling_reads_the_lr_the_schedule_decays_from():
+    decayed_far_below = {**PLATEAU, "lr_over_distance": 0.05, "planned_lr_over_distance": 0.8}
+    assert _move(1.0, decayed_far_below, schedule_anneals=True).rule != "short_plateau"
+    planned_short = {**PLATEAU, "lr_over_distance": 0.05, "planned_lr_over_distance": 0.3}
+    move = _move(1.0, planned_short, schedule_anneals=True)
+    assert move.rule == "short_plateau" and "the LR 0.3 times the distance estimate" in move.why
 
 
 def test_adam_at_a_tiny_lr_on_a_stuck_run_is_doubled_at_its_fourth_decision_and_the_count_is_traced():

@@ -94,8 +94,8 @@ come with the gate:
   anneals by itself, the LR it decays from), at ``SHORT_PLATEAU_EVALUATIONS`` (3) evaluations in a
   row after the first (``short_plateau_evaluations``, traced), has its LR doubled by the gate
   (``short_plateau_raise``, ``RESTORE_RAISE``), and again at each evaluation while the state holds,
-  whatever the policy asks, under the raise ceiling and
-  unless the metric got worse beyond noise; the takeback of a raise the next evaluation punishes
+  whatever the policy asks, under the raise ceiling and ``max_lr``, unless the metric got worse
+  beyond noise or the gate lets a cut through (an overshoot read by the alignment or the iterates); the takeback of a raise the next evaluation punishes
   applies to it. A transformer's plateau at a tenth of its good LR reads no alignment (its gradient
   drowns in batch noise), so the policy's raises there were held; short steps by the two measures
   that need no alignment, the drift and the distance estimate, say which way the LR is wrong;
@@ -710,7 +710,7 @@ class GatedMove:
     held: bool
     why: str | None
     rule: str | None = None  # which safeguard made the move, where a later decision asks: "distance" (the distance
-    # check's cut), "restore" (distance_restore), "undo_raise" (punished_raise_undo), "unpaid_undo"
+    # check's cut), "restore" (distance_restore), "short_plateau" (short_plateau_raise), "undo_raise" (punished_raise_undo), "unpaid_undo"
     # (unpaid_raise_undo), "opposed_undo" (opposed_raise_undo), "undo_cut" (punished_cut_undo); None for the others
 
 
@@ -725,7 +725,8 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     the cap of a raise past the hold (``_raise_past_the_hold``); the raise ceiling at the distance estimate
     (``raise_ceiling_multiplier``); the takeback of the distance check's cuts by the gate itself
     (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``, ``last_rule``); the
-    doubling on a short plateau (``short_plateau_raise``), in place of a smaller move; the
+    doubling on a short plateau (``short_plateau_raise``), in place of a keep, a held move or a smaller
+    raise (not of a cut the gate lets through, nor at ``max_scale``); the
     undo of the last decision's raise (``last_applied`` > 1, the multiplier it applied) when the metric got
     worse right after it; the undo of an earlier raise no cut has followed (``standing_raise`` > 1, the
     multiplier it applied) when the run has lost all it gained since (``unpaid_raise_undo``); the undo of
@@ -780,8 +781,9 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
             f"({_restore_reading(features)}), the metric did not get worse and nothing "
             f"reads an overshoot (t={features['grad_alignment_t']:+.1f}): the cut is taken back (x{restore:.3g}, "
             f"toward the user's LR), the policy asked for x{requested:g}")
-    plateau = short_plateau_raise(features, first=first)
-    if plateau is not None and multiplier < plateau:
+    plateau = short_plateau_raise(features, first=first, schedule_anneals=schedule_anneals)
+    # not against a cut the gate let through (the evidence reads an overshoot), nor past max_lr
+    if plateau is not None and multiplier < plateau and (held or multiplier >= 1) and scale < max_scale:
         ratio = _short_plateau_ratio(features, schedule_anneals=schedule_anneals)
         multiplier, held, rule, why = plateau, False, "short_plateau", (
             f"short plateau: still at the first evaluation's level at {features['short_plateau_evaluations']:.0f} "
@@ -831,12 +833,14 @@ def short_plateau(features: dict[str, float], *, schedule_anneals: bool) -> bool
             and features.get("param_drift", math.inf) < SHORT_PLATEAU_DRIFT and features["objective_vs_first"] > -STUCK)
 
 
-def short_plateau_raise(features: dict[str, float], *, first: bool) -> float | None:
+def short_plateau_raise(features: dict[str, float], *, first: bool, schedule_anneals: bool = False) -> float | None:
     """The gate's raise on a short plateau: ``RESTORE_RAISE``, or less to stay under the raise ceiling
     (``raise_ceiling_multiplier``), once the run has read ``short_plateau`` at ``SHORT_PLATEAU_EVALUATIONS``
-    evaluations in a row after the first (``short_plateau_evaluations``) and the metric did not get worse
-    beyond noise since the last decision; None otherwise, and when the ceiling leaves no room to raise."""
-    if first or features.get("short_plateau_evaluations", 0) < SHORT_PLATEAU_EVALUATIONS or _worse_beyond_noise(features):
+    evaluations in a row after the first (``short_plateau_evaluations``), this one included, and the metric
+    did not get worse beyond noise since the last decision; None otherwise, and when the ceiling leaves no
+    room to raise."""
+    if (first or features.get("short_plateau_evaluations", 0) < SHORT_PLATEAU_EVALUATIONS or _worse_beyond_noise(features)
+            or not short_plateau(features, schedule_anneals=schedule_anneals)):
         return None
     ceiling = raise_ceiling_multiplier(features)
     raise_to = RESTORE_RAISE if ceiling is None else min(RESTORE_RAISE, ceiling)

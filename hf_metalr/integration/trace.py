@@ -67,7 +67,7 @@ def read_trace(path: str | Path) -> list[dict]:
     ``learned`` (whether the policy was updated);
     ``diverged``; ``features`` (every feature, by name, and the gate's own readings beside them:
     ``param_drift``, ``stuck_evaluations``, ``short_plateau_evaluations`` (how many evaluations in a row
-    the run has read a short plateau, ``gate.short_plateau``; from 2026-12-07, later),
+    the run has read a short plateau, ``gate.short_plateau``; from the forty-third session, 2026-12-07),
     ``start_weights_kept`` (1.0 while a cut may start the run over from its first weights, which the distance check's bar reads; from 2026-12-07),
     ``alignment_steps`` (the steps the alignment counted in
     the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment
