@@ -817,10 +817,9 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
 
 
 def _short_plateau_ratio(features: dict[str, float], *, schedule_anneals: bool) -> float | None:
-    """The LR over the distance estimate that ``short_plateau`` reads: ``planned_lr_over_distance`` (the LR the
-    schedule decays from) under a schedule that anneals by itself, where read; else ``lr_over_distance``."""
-    ratio = features.get("planned_lr_over_distance") if schedule_anneals else None
-    return features.get("lr_over_distance") if ratio is None else ratio
+    """The LR over the distance estimate that ``short_plateau`` reads: under a schedule that anneals by itself
+    the restore's reading (``_as_planned``: the LR the schedule decays from, where read); else ``lr_over_distance``."""
+    return (_as_planned(features) if schedule_anneals else features).get("lr_over_distance")
 
 
 def short_plateau(features: dict[str, float], *, schedule_anneals: bool) -> bool:
