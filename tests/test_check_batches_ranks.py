@@ -4,8 +4,8 @@ kept batches is the loss per token over every process's tokens, as with one proc
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+import forked_job
 from hf_metalr.integration.check_batches import EvalBatchCapture
 
 TOKEN_LOSSES = torch.arange(1.0, 49.0).reshape(2, 4, 6)  # [rank, batch, token]: a loss per token
@@ -76,7 +76,7 @@ def test_two_processes_read_the_loss_per_token_over_both(tmp_path):
     expected = float(TOKEN_LOSSES[~IGNORED].double().mean())
     for counts_across in (True, False):  # the Trainer's average_tokens_across_devices
         out = tmp_path / f"result-{counts_across}.pt"
-        mp.spawn(_run, args=(2, str(tmp_path / f"init-{counts_across}"), counts_across, str(out)), nprocs=2, join=True)
+        forked_job.spawn(_run, args=(2, str(tmp_path / f"init-{counts_across}"), counts_across, str(out)), nprocs=2)
         result, other = torch.load(f"{out}.0"), torch.load(f"{out}.1")
         assert abs(result["current"] - expected) < 1e-6 * expected, (counts_across, result, expected)
         for key, factor in (("replayed", 2), ("replayed_all", 2), ("halved", 0.5)):

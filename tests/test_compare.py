@@ -1,10 +1,7 @@
 """``hf-metalr compare`` end to end on a tiny budget: runs, results.json, report, errors, resume, divergence."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import forked_job
 from hf_metalr.compare import compare
 from hf_metalr.compare.cli import main as compare_main
 from hf_metalr.reporting import write_report
@@ -138,9 +136,9 @@ def test_lr_stability_counts_the_move_from_the_first_steps_lr():
 @pytest.mark.slow
 def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path):
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "-m", "hf_metalr.cli", "compare", "--task", "digits", "--schedules", "constant",
-           "--seeds", "2", "--epochs", "1", "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # each call of the CLI in a process of its own (forked_job: without a fresh interpreter's imports)
+    cmd = ["compare", "--task", "digits", "--schedules", "constant", "--seeds", "2", "--epochs", "1", "--out", str(out)]
+    proc = forked_job.start("hf_metalr.cli", *cmd)
     deadline = time.time() + 240
     while time.time() < deadline:
         path = out / "results.json"
@@ -148,17 +146,19 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path):
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C
-    output = proc.communicate(timeout=120)[0]
+    proc.wait(timeout=120)
+    interrupted = proc.result()
+    proc, output = interrupted, interrupted.stdout + interrupted.stderr
     first = json.loads((out / "results.json").read_text())["runs"]
     assert len(first) >= 1
     if proc.returncode != 0:  # interrupted before the second run finished: the finished run's report is rebuilt
         assert proc.returncode == 130 and "--resume" in output and "the report of the finished runs" in output
         assert "| constant |" in (out / "report.md").read_text() and "constant seed 1" in (out / "report.md").read_text()
 
-    again = subprocess.run(cmd, capture_output=True, text=True)
+    again = forked_job.run("hf_metalr.cli", *cmd)
     assert again.returncode != 0 and "pass --resume" in again.stderr
 
-    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    resumed = forked_job.run("hf_metalr.cli", *cmd, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [(r["schedule"], r["seed"]) for r in runs] == [("constant", 0), ("constant", 1)]

@@ -3,12 +3,11 @@ LR at once, in the controller, in meta-training's episodes and in the Trainer.""
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 
+import forked_job
 from hf_metalr import MetaLRCallback, MetaLRController, read_trace
 from hf_metalr.controller.controller import is_early_distance_cut
 from hf_metalr.controller.early_guard import CUT as EARLY_CUT, EARLY_SPIKE
@@ -19,7 +18,7 @@ from hf_metalr.meta.episode import run_episode
 from hf_metalr.meta.families import build_problem
 from test_alignment import always
 from test_meta import quick_spec
-from test_resume_and_ranks import ENV, JOB, applied, features, run_job
+from test_resume_and_ranks import ENV, applied, assert_one_process_group, features, run_job
 from tiny_job import AppliedLRRecorder, make_trainer
 
 
@@ -224,9 +223,10 @@ def guard_run(output_dir, *extra, nproc=1, expect_rc=0):
     job = ["--output_dir", str(output_dir), "--max_steps", "10", "--learning_rate", "3.0", *map(str, extra)]
     if nproc == 1:
         return run_job(*job, expect_rc=expect_rc)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone", JOB, *job]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    proc = forked_job.run_ranks("tiny_job", *job, nproc=nproc, env=ENV)
     assert proc.returncode == expect_rc, proc.stderr[-3000:]
+    if expect_rc == 0:
+        assert_one_process_group(output_dir, proc)
     return proc
 
 

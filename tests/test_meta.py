@@ -2,10 +2,6 @@
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import forked_job
 from hf_metalr import FEATURE_NAMES, MetaLRController, load_policy
 from hf_metalr.controller import early_guard
 from hf_metalr.controller.features import DIVERGENCE_REWARD, REWARD_CLIP
@@ -300,27 +297,24 @@ def test_held_out_scores_compare_the_policy_with_the_constant_lr():
 def test_meta_training_resumes_after_a_kill(tmp_path):
     args = ["--iterations", "3", "--episodes-per-iteration", "3", "--eval-every", "1", "--held-out-per-family", "1",
             "--backend", "serial", "--workers", "1"]
-    env = dict(os.environ)
-    subprocess.run([sys.executable, "-m", "hf_metalr.cli", "meta-train", "--out", str(tmp_path / "straight"), *args],
-                   env=env, check=True, capture_output=True)
+    # each run in a process of its own (forked_job: the package's CLI, without a fresh interpreter's imports)
+    assert forked_job.run("hf_metalr.cli", "meta-train", "--out", tmp_path / "straight", *args).returncode == 0
     straight = tmp_path / "straight" / "policy.safetensors"
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "hf_metalr.cli", "meta-train", "--out", str(killed), *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = forked_job.start("hf_metalr.cli", "meta-train", "--out", killed, *args)
     deadline = time.time() + 240
     while time.time() < deadline:
         ckpt = killed / CHECKPOINT_NAME
         if ckpt.exists() and json.loads(ckpt.read_text())["iteration"] >= 1:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.kill()
     iteration_at_kill = json.loads((killed / CHECKPOINT_NAME).read_text())["iteration"]
     assert 1 <= iteration_at_kill < 3 and not (killed / "policy.safetensors").exists()
 
-    subprocess.run([sys.executable, "-m", "hf_metalr.cli", "meta-train", "--out", str(killed), *args, "--resume"],
-                   env=env, check=True, capture_output=True)
+    resumed = forked_job.run("hf_metalr.cli", "meta-train", "--out", killed, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     for k, v in _weights(straight).items():
         assert torch.equal(v, _weights(killed / "policy.safetensors")[k])
 

@@ -1,4 +1,5 @@
-"""Kill/resume and multi-process runs, as subprocesses of the real Trainer job in tiny_job.py."""
+"""Kill/resume and multi-process runs of the real Trainer job in tiny_job.py, each in processes of its own
+(forked_job; one test launches through torch.distributed.run)."""
 
 import json
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_job
 from hf_metalr import FEATURE_NAMES, read_trace
 
 HERE = Path(__file__).resolve().parent
@@ -16,7 +18,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH"
 
 
 def run_job(*args, expect_rc=0):
-    proc = subprocess.run([sys.executable, JOB, *map(str, args)], env=ENV, capture_output=True, text=True, timeout=300)
+    """tiny_job.py's ``main(args)`` in one process (forked_job: a fresh process without the imports' cost)."""
+    proc = forked_job.run("tiny_job", *args, env=ENV)
     assert proc.returncode == expect_rc, proc.stderr[-3000:]
     return proc
 
@@ -27,6 +30,13 @@ def applied(output_dir, rank=0):
         d = json.loads(line)
         steps[d["step"]] = d["lrs"]  # a resumed run re-records the steps after the checkpoint
     return steps
+
+
+def assert_one_process_group(output_dir, proc):
+    """Both ranks of a two-process run trained in one process group of 2 (not as two runs of one each)."""
+    for rank in (0, 1):
+        state = json.loads((Path(output_dir) / f"state.rank{rank}.json").read_text())
+        assert state["world_size"] == 2, proc.stderr[-3000:]
 
 
 def decisions(output_dir):
@@ -108,10 +118,13 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
 
 @pytest.mark.slow
 def test_two_processes_apply_identical_lrs_and_trace_once(tmp_path):
+    """Launched by torch.distributed.run itself, as a user launches (the other two-process tests fork their
+    ranks, forked_job.run_ranks)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", JOB,
            "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100", "--no_gate"]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_one_process_group(tmp_path, proc)
     rank0, rank1 = applied(tmp_path, 0), applied(tmp_path, 1)
     assert len(rank0) == 20 and rank0 == rank1
     assert len({round(lrs[0], 12) for lrs in rank0.values()}) > 1
@@ -132,11 +145,10 @@ def test_two_processes_agree_when_only_one_sees_step_losses(tmp_path):
     step losses. The ranks must still join the same collectives: both fall back to the logged losses,
     the early-divergence guard reads no step on either, and both apply the same LRs (a rank that fed
     its guard alone used to all-reduce against the other's gradient buckets)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", JOB,
-           "--output_dir", str(tmp_path), "--max_steps", "20", "--save_steps", "100",
-           "--loss_outside_the_model_on_rank", "1"]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+    proc = forked_job.run_ranks("tiny_job", "--output_dir", tmp_path, "--max_steps", 20, "--save_steps", 100,
+                                "--loss_outside_the_model_on_rank", 1, env=ENV, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_one_process_group(tmp_path, proc)
     assert applied(tmp_path, 0) == applied(tmp_path, 1) and len(applied(tmp_path, 0)) == 20
     assert features(tmp_path, 0) == features(tmp_path, 1) and len(features(tmp_path, 0)) == 4
     guards = [json.loads((tmp_path / f"early_guard.rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -145,9 +157,10 @@ def test_two_processes_agree_when_only_one_sees_step_losses(tmp_path):
 
 
 def run_two_processes(*args, expect_rc=0):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", JOB,
-           *map(str, args)]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    """tiny_job.py on two ranks of one process group (forked_job.run_ranks: torchrun's worker environment)."""
+    proc = forked_job.run_ranks("tiny_job", *args, env=ENV)
+    if expect_rc == 0:
+        assert_one_process_group(args[args.index("--output_dir") + 1], proc)
     assert (proc.returncode == 0) == (expect_rc == 0), proc.stderr[-3000:]
     return proc
 

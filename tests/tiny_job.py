@@ -199,7 +199,8 @@ def main(argv=None):
     (out / f"early_guard.rank{rank}.json").write_text(json.dumps(guard))
     start_weights = metalr.controller.start_weights
     state = {"controller": metalr.controller.state_dict(), "start_weights_kept": bool(start_weights and start_weights.kept),
-             "weights": [p.detach().double().sum().item() for p in trainer.model.parameters()]}
+             "weights": [p.detach().double().sum().item() for p in trainer.model.parameters()],
+             "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1}
     (out / f"state.rank{rank}.json").write_text(json.dumps(state))
     if torch.distributed.is_initialized():  # without this, gloo's threads sometimes abort the exit (SIGABRT)
         end_distributed()
