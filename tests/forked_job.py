@@ -3,7 +3,9 @@ imported torch, transformers and the package once, instead of a fresh interprete
 alone take 3-12 s a process on 2 CPU cores, more than most of the tests' runs.
 
 The child is a fresh process in all that a run can see: the server never runs a job, and each child
-gets its own environment, ``sys.argv``, working directory and output files. Its exit status is the
+gets its own environment, ``sys.argv``, working directory and output files (what a module reads from
+the environment at import time, it read in the server, which started with the environment of the
+pytest process that first used it). Its exit status is the
 run's (an uncaught exception 1, ``sys.exit(n)`` n, a SIGKILL -9), as a subprocess's return code.
 ``run_ranks`` starts one such child per rank with the environment ``torch.distributed.run`` gives its
 workers (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``, ``TORCHELASTIC_RUN_ID``
@@ -82,10 +84,6 @@ class ForkedJob:
     def sentinel(self) -> int:
         return self._process.sentinel
 
-    @property
-    def returncode(self) -> int | None:
-        return self._process.exitcode
-
     def result(self) -> subprocess.CompletedProcess:
         # a child that failed before it opened them (its server could not start it) leaves none
         out, err = (Path(path).read_text(errors="replace") if os.path.exists(path) else "" for path in (self._out, self._err))
@@ -119,8 +117,8 @@ def rank_environment(rank: int, nproc: int, port: int) -> dict[str, str]:
 def run_ranks(module: str, *argv, nproc: int = 2, env: dict[str, str] | None = None,
               timeout: float = 300) -> subprocess.CompletedProcess:
     """``module.main(argv)`` on ``nproc`` ranks of one process group, each in a forked child. The return code
-    is torchrun's: 0 when every rank ended with 0, else 1, after the ranks still running were killed.
-    stdout and stderr are the ranks', rank 0's first."""
+    is torchrun's: 0 when every rank ended with 0, else 1, after the ranks still running were killed
+    (``rank_returncodes``: each rank's). stdout and stderr are the ranks', rank 0's first."""
     base, port = dict(os.environ if env is None else env), free_port()
     jobs = [start(module, *argv, env={**base, **rank_environment(rank, nproc, port)}) for rank in range(nproc)]
     running, failed = list(jobs), False
@@ -138,8 +136,10 @@ def run_ranks(module: str, *argv, nproc: int = 2, env: dict[str, str] | None = N
     for job in running:
         job.kill()
     results = [job.result() for job in jobs]
-    return subprocess.CompletedProcess([module, *map(str, argv)], 1 if failed else 0,
-                                       "".join(r.stdout for r in results), "".join(r.stderr for r in results))
+    combined = subprocess.CompletedProcess([module, *map(str, argv)], 1 if failed else 0,
+                                           "".join(r.stdout for r in results), "".join(r.stderr for r in results))
+    combined.rank_returncodes = [r.returncode for r in results]  # a rank killed after another failed: -9
+    return combined
 
 
 def spawn(function, args: tuple, nprocs: int) -> None:

@@ -298,7 +298,8 @@ def test_meta_training_resumes_after_a_kill(tmp_path):
     args = ["--iterations", "3", "--episodes-per-iteration", "3", "--eval-every", "1", "--held-out-per-family", "1",
             "--backend", "serial", "--workers", "1"]
     # each run in a process of its own (forked_job: the package's CLI, without a fresh interpreter's imports)
-    assert forked_job.run("hf_metalr.cli", "meta-train", "--out", tmp_path / "straight", *args).returncode == 0
+    straight_run = forked_job.run("hf_metalr.cli", "meta-train", "--out", tmp_path / "straight", *args)
+    assert straight_run.returncode == 0, straight_run.stderr[-3000:]
     straight = tmp_path / "straight" / "policy.safetensors"
 
     killed = tmp_path / "killed"
