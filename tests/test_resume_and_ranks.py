@@ -159,9 +159,9 @@ def test_two_processes_agree_when_only_one_sees_step_losses(tmp_path):
 def run_two_processes(*args, expect_rc=0):
     """tiny_job.py on two ranks of one process group (forked_job.run_ranks: torchrun's worker environment)."""
     proc = forked_job.run_ranks("tiny_job", *args, env=ENV)
+    assert (proc.returncode == 0) == (expect_rc == 0), proc.stderr[-3000:]
     if expect_rc == 0:
         assert_one_process_group(args[args.index("--output_dir") + 1], proc)
-    assert (proc.returncode == 0) == (expect_rc == 0), proc.stderr[-3000:]
     return proc
 
 

@@ -4,8 +4,8 @@ Importable (``make_trainer``) and runnable as a script, for the kill/resume and 
 tests. As a script it records the LR of every param group right before every optimizer step to
 ``<output_dir>/applied_lrs.rank<R>.jsonl``, and at the end the features the controller saw at each
 decision to ``<output_dir>/features.rank<R>.json``, the early-divergence guard's state to
-``early_guard.rank<R>.json``, and the controller's whole state with each parameter's sum to
-``state.rank<R>.json``.
+``early_guard.rank<R>.json``, and the controller's whole state with each parameter's sum and the
+process group's size (1 without one) to ``state.rank<R>.json``.
 """
 
 from __future__ import annotations
