@@ -15,6 +15,7 @@ that launch as a user does (test_launch.py, test_recipes.py, and one test of tes
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -50,8 +51,7 @@ def _child(module: str, argv: list[str], env: dict[str, str], cwd: str | None, s
     # as in a subprocess writing to a pipe: stderr line by line, so that what a killed run said is kept
     sys.stderr.reconfigure(line_buffering=True)
     sys.argv = [module, *argv]
-    __import__(module)
-    sys.exit(sys.modules[module].main(argv))
+    sys.exit(importlib.import_module(module).main(argv))
 
 
 class ForkedJob:

@@ -148,11 +148,11 @@ def test_interrupted_compare_keeps_finished_runs_and_resumes(tmp_path):
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     proc.wait(timeout=120)
     interrupted = proc.result()
-    proc, output = interrupted, interrupted.stdout + interrupted.stderr
+    output = interrupted.stdout + interrupted.stderr
     first = json.loads((out / "results.json").read_text())["runs"]
     assert len(first) >= 1
-    if proc.returncode != 0:  # interrupted before the second run finished: the finished run's report is rebuilt
-        assert proc.returncode == 130 and "--resume" in output and "the report of the finished runs" in output
+    if interrupted.returncode != 0:  # interrupted before the second run finished: the finished run's report is rebuilt
+        assert interrupted.returncode == 130 and "--resume" in output and "the report of the finished runs" in output
         assert "| constant |" in (out / "report.md").read_text() and "constant seed 1" in (out / "report.md").read_text()
 
     again = forked_job.run("hf_metalr.cli", *cmd)
