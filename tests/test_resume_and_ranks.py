@@ -89,22 +89,26 @@ def test_checkpoint_between_evaluations_keeps_the_pending_training_losses(tmp_pa
     run_job("--output_dir", tmp_path, "--save_steps", 7, "--resume", tmp_path / "checkpoint-14")
     assert decisions(tmp_path) == decisions(uninterrupted)
     resumed, expected = features(tmp_path), features(uninterrupted)
-    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "short_plateau_evaluations", "alignment_steps",
+    traced = (*FEATURE_NAMES, "param_drift", "stuck_evaluations", "short_plateau_evaluations",
+              "long_plateau_evaluations", "alignment_steps",
               "distance_estimate",
               "lr_over_distance", "start_weights_kept")  # the policy's features, the distance estimate (its sums ride in
     # the checkpoint), whether the start weights are kept (so does the copy, while kept); from the second decision the
     # iterate average's gain (its average rides in the checkpoint) and its progress (the last check's loss rides
     # along; the first decision reads neither: its average holds the run's start), and the gate's drift (the
-    # starting sketch rides along) and its counts of stuck evaluations and of a short plateau's (read back from the
-    # history; that a resume counts on is tested in test_alignment.py and test_short_plateau.py)
+    # starting sketch rides along) and its counts of stuck evaluations and of a short and a long plateau's (read back
+    # from the history; that a resume counts on is tested in test_alignment.py, test_short_plateau.py and
+    # test_long_plateau.py)
     assert len(resumed) == len(expected) == 8
     checked = ("iterate_average_gain", "iterate_average_progress", "previous_grad_alignment_t")  # the last read
     # back from the history, which rides in the checkpoint
     # the first decision also reads the later half of its interval's steps (those rows ride in the checkpoint)
     assert set(resumed[0]) == {*traced, "grad_alignment_late"}
-    read_back = ("creep_gain", "objective_trend_before_raise", "objective_trend_after_raise")
+    read_back = ("creep_gain", "objective_trend_before_raise", "objective_trend_after_raise", "drift_growth")
+    assert [i for i, f in enumerate(expected) if "drift_growth" in f] == [3, 4, 5, 6, 7], "three intervals back"
     assert all(set(f) - set(read_back) == {*traced, *checked} for f in resumed[1:])
-    # the creep (improvements in a row) and a raise in force's trends, read back from the history, are there at the
+    # the creep (improvements in a row), a raise in force's trends and the drift's growth, read back from the
+    # history, are there at the
     # same decisions, with the same values
     for name in read_back:
         at = [i for i, f in enumerate(expected) if name in f]

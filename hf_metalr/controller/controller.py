@@ -70,8 +70,9 @@ from .alignment import DEFAULT_SKETCH_SIZE, GradientAlignment
 from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
 from .features import RunTracker, is_finite, log_objective, select
-from .gate import (CREEP_EVALUATIONS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, RAISE_CEILING, distance_floor, gate_move,
-                   lr_over_distance, made_progress, moved_but_stuck, past_the_distance, short_plateau, wrecked)
+from .gate import (CREEP_EVALUATIONS, DRIFT_GROWTH_INTERVALS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, RAISE_CEILING,
+                   distance_floor, gate_move, long_plateau, lr_over_distance, made_progress, moved_but_stuck,
+                   past_the_distance, short_plateau, wrecked)
 from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
@@ -700,7 +701,8 @@ class MetaLRController:
         """At a decision that cuts the LR of a wrecked run, while the start weights are kept
         (``_may_start_over_later``): a divergence (the metric not finite), or a cut (any rule's) while
         the steps are too long by both of the distance check's measures and the metric is not even
-        ``gate.STUCK`` below the first evaluation's (``gate.wrecked``). The steps so far bought
+        ``gate.STUCK`` below the first evaluation's (``gate.wrecked``), or the gate's cut on a long plateau
+        (rule "long_plateau", ``gate.long_plateau_cut``). The steps so far bought
         nothing, and the weights they left train badly at any LR after them, so the run starts over
         at the LR just cut (``_start_over``). The decision and its ``history`` entry say whether it
         did (``rewound``), and the evidence says it in words. The interval just decided on measured
@@ -709,7 +711,8 @@ class MetaLRController:
         decision's training-loss trend has no interval before it to compare with."""
         if self.start_weights is None or not (self.start_weights.kept or self.start_weights_expected):
             return  # (a resume that did not bring the copy it was saved with is told, and only cuts)
-        if not (decision.diverged or (decision.applied < 1 and wrecked(decision.features or {}))):
+        long_plateau_cut = decision.rule == "long_plateau"
+        if not (decision.diverged or long_plateau_cut or (decision.applied < 1 and wrecked(decision.features or {}))):
             return
         outcome = self._start_over(stacklevel=5)
         words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
@@ -721,6 +724,7 @@ class MetaLRController:
             self.pending = None
             self.tracker.train_loss_at_decision = None
         why = ("the metric is not finite" if decision.diverged else
+               "a long plateau, the LR far past the distance estimate" if long_plateau_cut else
                "the steps too long by both measures, the metric still at its first evaluation's level")
         decision.rewound = outcome == "rewound"
         decision.evidence = _joined(decision.evidence, f"a wrecked run ({why}): {words}")
@@ -850,6 +854,10 @@ class MetaLRController:
             features.update(self._distance_features())
             features["stuck_evaluations"] = self._stuck_evaluations(features, first=reward is None)
             features["short_plateau_evaluations"] = self._short_plateau_evaluations(features, first=reward is None)
+            features["long_plateau_evaluations"] = self._long_plateau_evaluations(features, first=reward is None)
+            growth = self._drift_growth(features["param_drift"])
+            if growth is not None:
+                features["drift_growth"] = growth
             # whether a cut now may start the run over (gate.distance_bar reads it)
             features["start_weights_kept"] = float(self.start_weights is not None and self.start_weights.kept)
             features["alignment_steps"] = window.steps  # the steps the alignment counted since the last decision
@@ -987,6 +995,28 @@ class MetaLRController:
         if first or not short_plateau(features, schedule_anneals=self.schedule_anneals):
             return 0
         return int(self._last_features().get("short_plateau_evaluations", 0)) + 1
+
+    def _long_plateau_evaluations(self, features: dict[str, float], *, first: bool) -> int:
+        """How many evaluations in a row, this one included, the run has read a long plateau
+        (``gate.long_plateau``), not counting the first evaluation; read back from the last decision in
+        ``history``, so a resumed run counts on. A cut of the gate's, and the start-over it makes, do not
+        reset it: while the state holds, the gate cuts at each evaluation."""
+        if first or not long_plateau(features):
+            return 0
+        return int(self._last_features().get("long_plateau_evaluations", 0)) + 1
+
+    def _drift_growth(self, drift: float) -> float | None:
+        """How much ``param_drift`` grew over the last ``gate.DRIFT_GROWTH_INTERVALS`` intervals, relative to
+        itself now: (drift now - drift then) / drift now, read back from the decision that many before
+        this one in ``history`` (so a resumed run reads it on). None with fewer decisions, no drift then
+        (a divergence's decision has no features) or none now, and when one of those decisions started the
+        run over: the drift was measured from the start again after it, and its fall says nothing of how
+        the weights move now."""
+        window = self.history[-DRIFT_GROWTH_INTERVALS:]
+        if len(window) < DRIFT_GROWTH_INTERVALS or not drift > 0 or any(entry.get("rewound") for entry in window):
+            return None
+        then = (window[0].get("features") or {}).get("param_drift")
+        return (drift - then) / drift if then else None
 
     def _creep_gain(self, features: dict[str, float]) -> float | None:
         """The log objective gained over the last ``CREEP_EVALUATIONS`` trends (``gate.creeping``) when

@@ -99,6 +99,18 @@ come with the gate:
   applies to it. A transformer's plateau at a tenth of its good LR reads no alignment (its gradient
   drowns in batch noise), so the policy's raises there were held; short steps by the two measures
   that need no alignment, the drift and the distance estimate, say which way the LR is wrong;
+- a *long plateau* (``long_plateau``), the short plateau's mirror: a run still at its first
+  evaluation's level whose parameters have moved (``param_drift >= LONG_PLATEAU_DRIFT``) with the LR
+  at least ``LONG_PLATEAU_DISTANCE`` times a positive distance estimate, at ``LONG_PLATEAU_EVALUATIONS``
+  (4) evaluations in a row after the first (``long_plateau_evaluations``, traced), once the
+  parameters have stopped moving (``drift_growth`` under ``LONG_PLATEAU_DRIFT_GROWTH``: the drift
+  grew by less than a tenth of itself over the last ``DRIFT_GROWTH_INTERVALS`` intervals) and while a
+  cut would start the run over (``start_weights_kept``), has its LR halved by the gate
+  (``long_plateau_cut``), whatever the policy asks, as far as the distance floor, and again at each
+  evaluation while that holds; the controller starts the run over from its first weights at that
+  cut, as at a wrecked run's. Post-LN transformers and sequence models at 10x their
+  good LR sat at their first level to the end of the run, the policy's cuts held for want of an
+  opposed gradient; runs whose weights still move leave such a plateau by themselves;
 - the *iterate-average check* (``bouncing``): from the second evaluation on, when the average of
   the iterates since the last decision has a validation loss ``AVERAGE_GAIN`` (in log) below the
   current one's, and more than the interval gained, the steps bounce around a valley floor: a raise
@@ -142,7 +154,9 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "OVERSHOOT_ALIGNMENT",
            "UNDERSHOOT_ALIGNMENT", "PROGRESS", "CLEAR_OVERSHOOT_CUT", "RAISE_PUNISHED", "MOVED", "STUCK",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "SHORT_PLATEAU_DRIFT", "SHORT_PLATEAU_DISTANCE",
-           "SHORT_PLATEAU_EVALUATIONS", "short_plateau", "short_plateau_raise",
+           "SHORT_PLATEAU_EVALUATIONS", "short_plateau", "short_plateau_raise", "LONG_PLATEAU_DRIFT",
+           "LONG_PLATEAU_DISTANCE", "LONG_PLATEAU_EVALUATIONS", "LONG_PLATEAU_DRIFT_GROWTH", "DRIFT_GROWTH_INTERVALS",
+           "long_plateau", "long_plateau_cut",
            "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
            "made_progress", "wrecked",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "STUCK_DISTANCE_OVERSHOOT", "distance_bar", "DISTANCE_SHORT",
@@ -226,6 +240,13 @@ SHORT_PLATEAU_DISTANCE = 0.5  # the LR over the distance estimate at or under wh
 SHORT_PLATEAU_EVALUATIONS = 3  # evaluations in a row after the first in that state before the gate doubles the LR
 # (short_plateau_raise): sentiment's BERT at 0.1x its good LR under a linear or cosine schedule sat there to its last
 # evaluation (at chance), its alignment drowned in batch noise (benchmarks/results/short_plateau_count.txt)
+LONG_PLATEAU_DRIFT = 0.3  # param_drift at or over which the steps of a run still at its first level have gone somewhere
+LONG_PLATEAU_DISTANCE = 4.0  # the LR over a positive distance estimate at or over which its steps are far past it
+LONG_PLATEAU_EVALUATIONS = 4  # evaluations in a row after the first in that state before the gate halves the LR
+DRIFT_GROWTH_INTERVALS = 3  # the intervals over which drift_growth measures how much the parameters still move
+LONG_PLATEAU_DRIFT_GROWTH = 0.1  # drift_growth under which they have stopped moving. A run still drifting leaves such a
+# plateau by itself (a Swin regressor at 10x, drift growing 17-33%), and a start-over throws that away
+# (benchmarks/results/long_plateau_screen.txt)
 
 
 def direction_verdict(multiplier: float, features: dict[str, float], *, first: bool = False,
@@ -710,7 +731,8 @@ class GatedMove:
     held: bool
     why: str | None
     rule: str | None = None  # which safeguard made the move, where a later decision asks: "distance" (the distance
-    # check's cut), "restore" (distance_restore), "short_plateau" (short_plateau_raise), "undo_raise" (punished_raise_undo), "unpaid_undo"
+    # check's cut), "restore" (distance_restore), "short_plateau" (short_plateau_raise), "long_plateau"
+    # (long_plateau_cut), "undo_raise" (punished_raise_undo), "unpaid_undo"
     # (unpaid_raise_undo), "opposed_undo" (opposed_raise_undo), "undo_cut" (punished_cut_undo); None for the others
 
 
@@ -726,7 +748,8 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     (``raise_ceiling_multiplier``); the takeback of the distance check's cuts by the gate itself
     (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``, ``last_rule``); the
     doubling on a short plateau (``short_plateau_raise``), in place of a keep, a held move or a smaller
-    raise (not of a cut the gate lets through, nor at ``max_scale``); the
+    raise (not of a cut the gate lets through, nor at ``max_scale``); the halving on a long plateau
+    (``long_plateau_cut``), in place of any smaller cut, a keep or a raise; the
     undo of the last decision's raise (``last_applied`` > 1, the multiplier it applied) when the metric got
     worse right after it; the undo of an earlier raise no cut has followed (``standing_raise`` > 1, the
     multiplier it applied) when the run has lost all it gained since (``unpaid_raise_undo``); the undo of
@@ -789,6 +812,14 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
             f"short plateau: still at the first evaluation's level at {features['short_plateau_evaluations']:.0f} "
             f"evaluations in a row, the parameters {features['param_drift']:.2g} of their starting norm from it and the "
             f"LR {ratio:.2g} times the distance estimate: raised (x{plateau:.3g}), the policy asked for x{requested:g}")
+    long_cut = long_plateau_cut(features, first=first, scale=scale, schedule_anneals=schedule_anneals)
+    if long_cut is not None and multiplier > long_cut:
+        multiplier, held, rule, why = long_cut, False, "long_plateau", (
+            f"long plateau: still at the first evaluation's level at {features['long_plateau_evaluations']:.0f} "
+            f"evaluations in a row, the parameters {features['param_drift']:.2g} of their starting norm from it and no "
+            f"longer moving (the drift grew {features['drift_growth']:.0%} over {DRIFT_GROWTH_INTERVALS} intervals), the "
+            f"LR {features['lr_over_distance']:.2g} times the distance estimate: cut (x{long_cut:.3g}), the policy asked "
+            f"for x{requested:g}")
     raise_takebacks = (  # in order; a later one that takes the LR lower wins
         ("undo_raise", punished_raise_undo(features, last_applied), lambda undo: (
             f"undo: the metric got worse right after the last raise (by more than {RAISE_PUNISHED:.0%}), which is "
@@ -844,6 +875,35 @@ def short_plateau_raise(features: dict[str, float], *, first: bool, schedule_ann
     ceiling = raise_ceiling_multiplier(features)
     raise_to = RESTORE_RAISE if ceiling is None else min(RESTORE_RAISE, ceiling)
     return raise_to if raise_to > 1 else None
+
+
+def long_plateau(features: dict[str, float]) -> bool:
+    """Whether one decision reads a long plateau, the mirror of ``short_plateau``: the objective not
+    ``STUCK`` below the first evaluation's, the parameters moved (``param_drift >= LONG_PLATEAU_DRIFT``)
+    and the LR of the steps at least ``LONG_PLATEAU_DISTANCE`` times a positive distance estimate
+    (``lr_over_distance``, under any schedule). False with no reading of the drift or the estimate, or no
+    positive estimate (``NO_DISTANCE``)."""
+    ratio = _positive_distance_ratio(features)
+    return (ratio is not None and ratio >= LONG_PLATEAU_DISTANCE
+            and features.get("param_drift", 0.0) >= LONG_PLATEAU_DRIFT and features["objective_vs_first"] > -STUCK)
+
+
+def long_plateau_cut(features: dict[str, float], *, first: bool, scale: float,
+                     schedule_anneals: bool = False) -> float | None:
+    """The gate's cut on a long plateau: ``CLEAR_OVERSHOOT_CUT``, or less of a cut to stop at the distance
+    floor (``distance_floor`` of the user's LR; ``scale`` is the controller's), once the run has read
+    ``long_plateau`` at ``LONG_PLATEAU_EVALUATIONS`` evaluations in a row after the first
+    (``long_plateau_evaluations``), this one included, the parameters have stopped moving
+    (``drift_growth`` under ``LONG_PLATEAU_DRIFT_GROWTH``; absent: they have not), and the cut would start
+    the run over (``start_weights_kept``, the controller's feature: not under a warmup, nor once the run
+    has made progress). None otherwise, and at the floor: the halving alone, the weights kept, cost more
+    runs than it helped."""
+    if first or features.get("long_plateau_evaluations", 0) < LONG_PLATEAU_EVALUATIONS or not long_plateau(features):
+        return None
+    if features.get("drift_growth", math.inf) >= LONG_PLATEAU_DRIFT_GROWTH or not features.get("start_weights_kept"):
+        return None
+    cut = max(CLEAR_OVERSHOOT_CUT, distance_floor(schedule_anneals) / scale)
+    return cut if cut < 1.0 - 1e-9 else None
 
 
 def punished_raise_undo(features: dict[str, float], last_applied: float) -> float | None:

@@ -403,6 +403,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if decision.rewound and state.is_world_process_zero:
             logger.warning("MetaLRCallback: at step %d the run is wrecked (%s): the LR is cut to %.3g (scale %.3g)%s",
                            state.global_step, "the metric is not finite" if decision.diverged else
+                           "a long plateau: the metric still at its first evaluation's level, the weights no longer "
+                           "moving and the LR far past the distance estimate" if decision.rule == "long_plateau" else
                            "a cut with the steps too long by both of the distance check's measures and the metric "
                            "still at its first evaluation's level",
                            lrs[0], self.controller.scale, _STARTS_OVER)

@@ -68,6 +68,8 @@ def read_trace(path: str | Path) -> list[dict]:
     ``diverged``; ``features`` (every feature, by name, and the gate's own readings beside them:
     ``param_drift``, ``stuck_evaluations``, ``short_plateau_evaluations`` (how many evaluations in a row
     the run has read a short plateau, ``gate.short_plateau``; from the forty-third session, 2026-12-07),
+    ``long_plateau_evaluations`` (the same for a long plateau, ``gate.long_plateau``) and ``drift_growth`` (how
+    much ``param_drift`` grew over the last three intervals, relative to itself; from the forty-fifth session, 2026-12-07),
     ``start_weights_kept`` (1.0 while a cut may start the run over from its first weights, which the distance check's bar reads; from 2026-12-07),
     ``alignment_steps`` (the steps the alignment counted in
     the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment
@@ -83,7 +85,8 @@ def read_trace(path: str | Path) -> list[dict]:
     2026-12-07) and
     the iterate average's ``iterate_average_gain`` / ``iterate_average_progress``; None at a
     divergence); ``rule`` (the safeguard that made the move, where later decisions read it:
-    "distance", "restore", "short_plateau", "undo_raise", "unpaid_undo", "opposed_undo", "undo_cut"; None otherwise,
+    "distance", "restore", "short_plateau", "long_plateau", "undo_raise", "unpaid_undo", "opposed_undo", "undo_cut";
+    None otherwise,
     and absent from traces before 2026-12-06); ``early_cuts``
     (on the first decision's line: the cuts before it, each with its ``kind`` ("divergence", the
     early-divergence guard's, or "distance", the distance check's), the optimizer ``step`` (counted

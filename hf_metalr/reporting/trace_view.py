@@ -125,7 +125,7 @@ def decision_kind(entry: dict) -> str:
     ``"held"`` (the gate kept the LR against the policy's move); ``"capped"`` (``min_lr``/``max_lr``
     cut the move short); ``"fixed"`` (a move the policy did not ask for: a clear overshoot's or a
     bounce's halving, a punished raise or cut taken back, a restore of the distance check's cuts, a short
-    plateau's doubling, also
+    plateau's doubling or a long plateau's halving, also
     when it happens to equal what the policy asked); ``"policy"`` (the policy's move, or keep, as asked)."""
     if entry.get("diverged"):
         return "divergence"
@@ -135,7 +135,7 @@ def decision_kind(entry: dict) -> str:
         return "held"
     if "capped by" in evidence:
         return "capped"
-    if applied != asked or evidence.startswith(("restore:", "undo:")):
+    if applied != asked or evidence.startswith(("restore:", "undo:", "short plateau:", "long plateau:")):
         return "fixed"
     return "policy"
 

@@ -1,0 +1,176 @@
+"""The gate's halving on a long plateau: a run still at its first evaluation's level whose parameters
+have moved and stopped moving while the LR is far past the distance estimate, at four evaluations in a
+row, while a cut would start it over; the halving starts the run over from its first weights."""
+
+import pytest
+import torch
+
+from hf_metalr import MetaLRController
+from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DRIFT_GROWTH_INTERVALS, LONG_PLATEAU_DISTANCE,
+                                       LONG_PLATEAU_DRIFT, LONG_PLATEAU_DRIFT_GROWTH, LONG_PLATEAU_EVALUATIONS,
+                                       NO_DISTANCE, STUCK, gate_move, long_plateau, long_plateau_cut)
+from hf_metalr.reporting.trace_view import decision_kind
+from test_alignment import always
+
+PLATEAU = {"objective_trend": 0.0, "objective_vs_first": 0.0, "grad_alignment": 0.01, "grad_alignment_t": 0.3,
+           "param_drift": 0.6, "lr_over_distance": 2 * LONG_PLATEAU_DISTANCE, "drift_growth": 0.02,
+           "long_plateau_evaluations": LONG_PLATEAU_EVALUATIONS, "start_weights_kept": 1.0, "log10_lr_scale": 0.0}
+
+
+@pytest.mark.parametrize("changes, reads", [
+    ({}, True),
+    ({"lr_over_distance": LONG_PLATEAU_DISTANCE}, True),
+    ({"lr_over_distance": LONG_PLATEAU_DISTANCE * 0.99}, False),  # steps not far past the estimate
+    ({"lr_over_distance": NO_DISTANCE}, False),  # no positive estimate yet
+    ({"lr_over_distance": None}, False),  # no reading (an optimizer whose step is not its LR)
+    ({"param_drift": LONG_PLATEAU_DRIFT}, True),
+    ({"param_drift": LONG_PLATEAU_DRIFT * 0.99}, False),  # the parameters have not gone anywhere
+    ({"param_drift": None}, False),
+    ({"objective_vs_first": -STUCK}, False),  # the run left its first level
+    ({"objective_vs_first": -STUCK + 0.001}, True),
+    ({"drift_growth": 5.0}, True),  # the state itself does not read whether the weights still move
+])
+def test_a_long_plateau_is_read_on_the_level_the_drift_and_the_distance(changes, reads):
+    features = {key: value for key, value in {**PLATEAU, **changes}.items() if value is not None}
+    assert long_plateau(features) is reads
+
+
+@pytest.mark.parametrize("changes, first, scale, cut", [
+    ({}, False, 1.0, CLEAR_OVERSHOOT_CUT),
+    ({}, True, 1.0, None),  # the first evaluation: nothing to count
+    ({"long_plateau_evaluations": LONG_PLATEAU_EVALUATIONS - 1}, False, 1.0, None),
+    ({"long_plateau_evaluations": LONG_PLATEAU_EVALUATIONS + 3}, False, 1.0, CLEAR_OVERSHOOT_CUT),  # again while it holds
+    ({"drift_growth": LONG_PLATEAU_DRIFT_GROWTH}, False, 1.0, None),  # the weights still move
+    ({"drift_growth": LONG_PLATEAU_DRIFT_GROWTH * 0.99}, False, 1.0, CLEAR_OVERSHOOT_CUT),
+    ({"drift_growth": -2.0}, False, 1.0, CLEAR_OVERSHOOT_CUT),
+    ({"drift_growth": None}, False, 1.0, None),  # no reading (too few decisions, or a start-over among them)
+    ({"start_weights_kept": 0.0}, False, 1.0, None),  # the cut would not start the run over (a warmup, progress)
+    ({"start_weights_kept": None}, False, 1.0, None),
+    ({"lr_over_distance": 1.0}, False, 1.0, None),  # a count not read on this decision's state
+    ({}, False, 1.5 * DISTANCE_FLOOR, DISTANCE_FLOOR / (1.5 * DISTANCE_FLOOR)),  # as far as the floor
+    ({}, False, DISTANCE_FLOOR, None),  # at the floor: nothing left to cut
+])
+def test_the_cut_on_a_long_plateau_halves_after_four_evaluations_once_the_weights_stop(changes, first, scale, cut):
+    features = {key: value for key, value in {**PLATEAU, **changes}.items() if value is not None}
+    result = long_plateau_cut(features, first=first, scale=scale)
+    assert result == (None if cut is None else pytest.approx(cut))
+
+
+def _move(requested, features, **options):
+    options = {"first": False, "schedule_anneals": False, "scale": 1.0, "min_scale": 1e-3, "last_applied": 1.0,
+               **options}
+    return gate_move(requested, features, **options)
+
+
+def test_the_gate_halves_whatever_the_policy_asks_and_says_why():
+    for requested in (0.5, 1.0, 2.0):
+        move = _move(requested, PLATEAU)
+        assert move.multiplier == CLEAR_OVERSHOOT_CUT and not move.held and move.rule == "long_plateau"
+        assert move.why == ("long plateau: still at the first evaluation's level at 4 evaluations in a row, the "
+                            "parameters 0.6 of their starting norm from it and no longer moving (the drift grew 2% "
+                            f"over {DRIFT_GROWTH_INTERVALS} intervals), the LR 8 times the distance estimate: cut (x0.5), "
+                            f"the policy asked for x{requested:g}")
+        entry = {"action": requested, "applied": move.multiplier, "evidence": move.why}
+        assert decision_kind(entry) == "fixed", "also when the policy asked for the same halving"
+    held = _move(0.25, PLATEAU)  # no evidence of an overshoot: the policy's cut is held, and the halving replaces it
+    assert held.multiplier == CLEAR_OVERSHOOT_CUT and held.rule == "long_plateau"
+    overshoot = {**PLATEAU, "grad_alignment": -0.3, "grad_alignment_t": -4.0}
+    deeper = _move(0.25, overshoot)
+    assert deeper.multiplier == pytest.approx(0.25) and deeper.rule != "long_plateau", "a deeper cut let through stands"
+    for changes in ({"long_plateau_evaluations": 3}, {"drift_growth": 0.5}, {"objective_vs_first": -0.2}):
+        assert _move(1.0, {**PLATEAU, **changes}).rule != "long_plateau", changes
+
+
+def _noisy_valley(metric, decisions, warmup_steps=0):
+    """Adam at 0.01 in a noisy quadratic valley whose floor lies 0.3 of the parameters' starting norm away
+    (a gradient of 1-sigma noise per coordinate at every step), a decision every 20 steps, the policy
+    always keeping, the metric reported ``metric(k)`` at decision ``k``. The parameters reach the valley
+    and bounce around its floor: they have moved, and stop moving, with the LR several times the
+    distance estimate. ``warmup_steps``: a linear warmup from a tenth of the LR, by a scheduler.
+    ``(x, its start, the optimizer, the controller, the decisions, at each decision (x equals its start,
+    len(optimizer.state)))``."""
+    torch.manual_seed(0)
+    start = torch.randn(50) * 0.1
+    direction = torch.randn(50)
+    floor = start + 0.3 * start.norm() * direction / direction.norm()
+    x = torch.nn.Parameter(start.clone())
+    noise = torch.Generator().manual_seed(1)
+    optimizer = torch.optim.Adam([x], lr=0.01)
+    scheduler = None
+    if warmup_steps:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, 0.1 + 0.9 * step / warmup_steps))
+    ctrl = MetaLRController(0.01, policy=always(2), learn_online=False).attach(optimizer, scheduler,
+                                                                               total_steps=20 * decisions)
+    out, seen = [], []
+    for k in range(decisions):
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = 1.5 * ((x - floor) ** 2).sum() + (torch.randn(50, generator=noise) * x).sum()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            ctrl.observe_train_loss(loss.item())
+        out.append(ctrl.observe(metric(k)))
+        seen.append((torch.equal(x.detach(), start), len(optimizer.state)))
+    return x, start, optimizer, ctrl, out, seen
+
+
+def test_adam_bouncing_on_a_valley_floor_at_its_first_level_is_halved_and_started_over_at_its_fifth_decision():
+    """The metric held at the first evaluation's level: the count runs 0 to 4, the drift's growth is
+    read from the fourth decision on (three intervals back) and is under the bar at the fifth, which
+    halves the LR and starts the run over: the weights back, Adam's state cleared, the evidence and the
+    history say so. After the start-over the drift's growth is not read until three decisions have
+    passed without one. With a metric that leaves the first level the gate never cuts, nor under a
+    warmup, where a cut would not start the run over: the halving alone cost more runs than it helped."""
+    x, start, optimizer, ctrl, decisions, seen = _noisy_valley(lambda k: 1.0, decisions=7)
+    assert [d.features["long_plateau_evaluations"] for d in decisions[:5]] == [0, 1, 2, 3, 4]
+    assert ["drift_growth" in d.features for d in decisions] == [False, False, False, True, True, False, False]
+    assert [d.applied for d in decisions[:5]] == [1.0, 1.0, 1.0, 1.0, CLEAR_OVERSHOOT_CUT]
+    cut = decisions[4]
+    assert cut.features["drift_growth"] < LONG_PLATEAU_DRIFT_GROWTH
+    assert cut.features["param_drift"] >= LONG_PLATEAU_DRIFT
+    assert cut.features["lr_over_distance"] >= LONG_PLATEAU_DISTANCE
+    assert cut.evidence.startswith("long plateau: still at the first evaluation's level at 4 evaluations in a row")
+    assert cut.evidence.endswith("a wrecked run (a long plateau, the LR far past the distance estimate): the weights went "
+                                 "back to where the run started, and the optimizer's state is cleared: the run starts "
+                                 "over at the cut LR")
+    assert cut.rewound is True and seen[4] == (True, 0)
+    assert ctrl.history[4]["rule"] == "long_plateau" and ctrl.history[4]["rewound"] is True
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+    assert decisions[5].features["param_drift"] < cut.features["param_drift"]
+    _, _, _, leaving, left, _ = _noisy_valley(lambda k: 0.8 ** k, decisions=7)
+    assert all(d.features["long_plateau_evaluations"] == 0 for d in left)
+    assert all(h.get("rule") != "long_plateau" and not h.get("rewound") for h in leaving.history)
+    _, _, _, warming, warmed, _ = _noisy_valley(lambda k: 1.0, decisions=7, warmup_steps=20)
+    assert max(d.features["long_plateau_evaluations"] for d in warmed) >= LONG_PLATEAU_EVALUATIONS
+    assert all(d.features["start_weights_kept"] == 0.0 for d in warmed[1:])
+    assert all(h.get("rule") != "long_plateau" and not h.get("rewound") for h in warming.history)
+
+
+def test_the_count_and_the_drift_growth_are_read_back_from_the_history_so_a_resumed_run_reads_them_on():
+    ctrl = MetaLRController(1e-3, policy=always(2))
+    ctrl.history = [{"features": {"long_plateau_evaluations": 2}, "rule": None}]
+    assert ctrl._long_plateau_evaluations(PLATEAU, first=False) == 3
+    assert ctrl._long_plateau_evaluations(PLATEAU, first=True) == 0
+    assert ctrl._long_plateau_evaluations({**PLATEAU, "param_drift": 0.1}, first=False) == 0
+    ctrl.history = [{"features": None, "diverged": True}]
+    assert ctrl._long_plateau_evaluations(PLATEAU, first=False) == 1
+
+    def entry(drift, **more):
+        return {"features": {"param_drift": drift}, "rule": None, **more}
+
+    ctrl.history = [entry(0.5), entry(0.55), entry(0.58)]
+    assert ctrl._drift_growth(0.6) == pytest.approx((0.6 - 0.5) / 0.6), "three intervals back"
+    ctrl.history = [entry(0.1), *ctrl.history]
+    assert ctrl._drift_growth(0.6) == pytest.approx((0.6 - 0.5) / 0.6), "not four"
+    ctrl.history = [entry(0.5), entry(0.55)]
+    assert ctrl._drift_growth(0.6) is None, "two decisions: no reading"
+    ctrl.history = [entry(0.9), entry(0.3, rewound=True), entry(0.4)]
+    assert ctrl._drift_growth(0.5) is None, "a start-over among them"
+    ctrl.history = [entry(0.9, rewound=True), entry(0.3), entry(0.4)]
+    assert ctrl._drift_growth(0.5) is None, "the oldest measured before its own start-over"
+    ctrl.history = [{"features": None, "diverged": True}, entry(0.3), entry(0.4)]
+    assert ctrl._drift_growth(0.5) is None
+    ctrl.history = [entry(0.5), entry(0.55), entry(0.58)]
+    assert ctrl._drift_growth(0.0) is None
