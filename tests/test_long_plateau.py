@@ -139,6 +139,10 @@ def test_adam_bouncing_on_a_valley_floor_at_its_first_level_is_halved_and_starte
     assert ctrl.history[4]["rule"] == "long_plateau" and ctrl.history[4]["rewound"] is True
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
     assert decisions[5].features["param_drift"] < cut.features["param_drift"]
+    from hf_metalr.reporting.trace_view import format_trace
+    rows = format_trace([{"global_step": 100, "value": 1.0, "action": cut.multiplier, "applied": cut.applied,
+                          "lr": cut.lr, "evidence": cut.evidence, "rewound": True, "rule": "long_plateau"}]).splitlines()
+    assert rows[-1] == "  started over: a long plateau's cut, and the weights went back to where the run started"
     _, _, _, leaving, left, _ = _noisy_valley(lambda k: 0.8 ** k, decisions=7)
     assert all(d.features["long_plateau_evaluations"] == 0 for d in left)
     assert all(h.get("rule") != "long_plateau" and not h.get("rewound") for h in leaving.history)
