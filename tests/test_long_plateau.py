@@ -8,7 +8,8 @@ import torch
 from hf_metalr import MetaLRController
 from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DRIFT_GROWTH_INTERVALS, LONG_PLATEAU_DISTANCE,
                                        LONG_PLATEAU_DRIFT, LONG_PLATEAU_DRIFT_GROWTH, LONG_PLATEAU_EVALUATIONS,
-                                       NO_DISTANCE, STUCK, gate_move, long_plateau, long_plateau_cut)
+                                       NO_DISTANCE, STUCK, gate_move, long_plateau, long_plateau_calls_for_a_cut,
+                                       long_plateau_cut)
 from hf_metalr.reporting.trace_view import decision_kind
 from test_alignment import always
 
@@ -42,7 +43,7 @@ def test_a_long_plateau_is_read_on_the_level_the_drift_and_the_distance(changes,
     ({"long_plateau_evaluations": LONG_PLATEAU_EVALUATIONS + 3}, False, 1.0, CLEAR_OVERSHOOT_CUT),  # again while it holds
     ({"drift_growth": LONG_PLATEAU_DRIFT_GROWTH}, False, 1.0, None),  # the weights still move
     ({"drift_growth": LONG_PLATEAU_DRIFT_GROWTH * 0.99}, False, 1.0, CLEAR_OVERSHOOT_CUT),
-    ({"drift_growth": -2.0}, False, 1.0, CLEAR_OVERSHOOT_CUT),
+    ({"drift_growth": -0.5}, False, 1.0, CLEAR_OVERSHOOT_CUT),  # a fall: a plateau's bounce, not a way out
     ({"drift_growth": None}, False, 1.0, None),  # no reading (too few decisions, or a start-over among them)
     ({"start_weights_kept": 0.0}, False, 1.0, None),  # the cut would not start the run over (a warmup, progress)
     ({"start_weights_kept": None}, False, 1.0, None),
@@ -67,7 +68,7 @@ def test_the_gate_halves_whatever_the_policy_asks_and_says_why():
         move = _move(requested, PLATEAU)
         assert move.multiplier == CLEAR_OVERSHOOT_CUT and not move.held and move.rule == "long_plateau"
         assert move.why == ("long plateau: still at the first evaluation's level at 4 evaluations in a row, the "
-                            "parameters 0.6 of their starting norm from it and no longer moving (the drift grew 2% "
+                            "parameters 0.6 of their starting norm from it and no longer moving away (the drift changed by +2% "
                             f"over {DRIFT_GROWTH_INTERVALS} intervals), the LR 8 times the distance estimate: cut (x0.5), "
                             f"the policy asked for x{requested:g}")
         entry = {"action": requested, "applied": move.multiplier, "evidence": move.why}
@@ -132,22 +133,23 @@ def test_adam_bouncing_on_a_valley_floor_at_its_first_level_is_halved_and_starte
     assert cut.features["param_drift"] >= LONG_PLATEAU_DRIFT
     assert cut.features["lr_over_distance"] >= LONG_PLATEAU_DISTANCE
     assert cut.evidence.startswith("long plateau: still at the first evaluation's level at 4 evaluations in a row")
-    assert cut.evidence.endswith("a wrecked run (a long plateau, the LR far past the distance estimate): the weights went "
-                                 "back to where the run started, and the optimizer's state is cleared: the run starts "
-                                 "over at the cut LR")
+    assert cut.evidence.endswith("; a start-over on a long plateau: the weights went back to where the run started, and "
+                                 "the optimizer's state is cleared: the run starts over at the cut LR")
     assert cut.rewound is True and seen[4] == (True, 0)
     assert ctrl.history[4]["rule"] == "long_plateau" and ctrl.history[4]["rewound"] is True
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
     assert decisions[5].features["param_drift"] < cut.features["param_drift"]
     from hf_metalr.reporting.trace_view import format_trace
     rows = format_trace([{"global_step": 100, "value": 1.0, "action": cut.multiplier, "applied": cut.applied,
-                          "lr": cut.lr, "evidence": cut.evidence, "rewound": True, "rule": "long_plateau"}]).splitlines()
+                          "lr": cut.lr, "evidence": cut.evidence, "rewound": True}]).splitlines()
     assert rows[-1] == "  started over: a long plateau's cut, and the weights went back to where the run started"
     _, _, _, leaving, left, _ = _noisy_valley(lambda k: 0.8 ** k, decisions=7)
     assert all(d.features["long_plateau_evaluations"] == 0 for d in left)
     assert all(h.get("rule") != "long_plateau" and not h.get("rewound") for h in leaving.history)
     _, _, _, warming, warmed, _ = _noisy_valley(lambda k: 1.0, decisions=7, warmup_steps=20)
-    assert max(d.features["long_plateau_evaluations"] for d in warmed) >= LONG_PLATEAU_EVALUATIONS
+    assert any(d.features["long_plateau_evaluations"] >= LONG_PLATEAU_EVALUATIONS
+               and d.features.get("drift_growth", 1.0) < LONG_PLATEAU_DRIFT_GROWTH for d in warmed), \
+        "the state, the weights stopped: only the start-over is missing"
     assert all(d.features["start_weights_kept"] == 0.0 for d in warmed[1:])
     assert all(h.get("rule") != "long_plateau" and not h.get("rewound") for h in warming.history)
 
@@ -178,3 +180,21 @@ def test_the_count_and_the_drift_growth_are_read_back_from_the_history_so_a_resu
     assert ctrl._drift_growth(0.5) is None
     ctrl.history = [entry(0.5), entry(0.55), entry(0.58)]
     assert ctrl._drift_growth(0.0) is None
+
+
+def test_a_cut_on_a_long_plateau_starts_the_run_over_whoever_made_it_and_no_keep_does():
+    """The start-over is the long plateau's, not the gate's halving's: a cut of the policy's the gate let
+    through (rule None) starts the run over too; a keep (a min_lr the halving cannot pass) does not."""
+    import dataclasses
+
+    x, start, optimizer, ctrl, decisions, _ = _noisy_valley(lambda k: 1.0, decisions=4)
+    assert decisions[3].features["long_plateau_evaluations"] == 3 and not decisions[3].rewound
+    state = {**decisions[3].features, "long_plateau_evaluations": LONG_PLATEAU_EVALUATIONS, "drift_growth": 0.02}
+    assert long_plateau_calls_for_a_cut(state) and not torch.equal(x.detach(), start)
+    kept = dataclasses.replace(decisions[3], applied=1.0, rule=None, features=state, evidence=None)
+    ctrl._start_over_if_wrecked(kept)
+    assert kept.rewound is None and not torch.equal(x.detach(), start)
+    let_through = dataclasses.replace(decisions[3], applied=0.25, rule=None, features=state, evidence="a cut")
+    ctrl._start_over_if_wrecked(let_through)
+    assert let_through.rewound is True and torch.equal(x.detach(), start) and len(optimizer.state) == 0
+    assert let_through.evidence.startswith("a cut; a start-over on a long plateau: the weights went back")

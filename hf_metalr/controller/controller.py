@@ -71,8 +71,8 @@ from .early_guard import CUT as EARLY_CUT
 from .early_guard import EarlyDivergenceGuard
 from .features import RunTracker, is_finite, log_objective, select
 from .gate import (CREEP_EVALUATIONS, DRIFT_GROWTH_INTERVALS, EARLY_DISTANCE_CUT, EARLY_DISTANCE_EVERY, RAISE_CEILING,
-                   distance_floor, gate_move, long_plateau, lr_over_distance, made_progress, moved_but_stuck,
-                   past_the_distance, short_plateau, wrecked)
+                   distance_floor, gate_move, long_plateau, long_plateau_calls_for_a_cut, lr_over_distance,
+                   made_progress, moved_but_stuck, past_the_distance, short_plateau, wrecked)
 from .iterate_average import IterateAverage
 from .learner import ActorCriticConfig, ActorCriticLearner
 from .policy import PolicyNetwork, load_policy, load_policy_weights, random_policy
@@ -207,8 +207,9 @@ class Decision:
     # ("restore: ..."), and how min_lr or max_lr capped the move if one did (None: a keep, held, or no gate and no cap)
     rule: str | None = None  # the safeguard that made the move, where later decisions ask (``gate.GatedMove.rule``)
     rewound: bool | None = None  # a wrecked run's decision (a divergence, or a cut while the steps are too long by both
-    # of the distance check's measures and the metric stays at its first evaluation's level, ``gate.wrecked``): whether
-    # the weights went back to where the run started (None: not asked)
+    # of the distance check's measures and the metric stays at its first evaluation's level, ``gate.wrecked``) or a cut
+    # on a long plateau (``gate.long_plateau_calls_for_a_cut``): whether the weights went back to where the run
+    # started (None: not asked)
 
     @property
     def action(self) -> float:
@@ -701,8 +702,8 @@ class MetaLRController:
         """At a decision that cuts the LR of a wrecked run, while the start weights are kept
         (``_may_start_over_later``): a divergence (the metric not finite), or a cut (any rule's) while
         the steps are too long by both of the distance check's measures and the metric is not even
-        ``gate.STUCK`` below the first evaluation's (``gate.wrecked``), or the gate's cut on a long plateau
-        (rule "long_plateau", ``gate.long_plateau_cut``). The steps so far bought
+        ``gate.STUCK`` below the first evaluation's (``gate.wrecked``), or a cut (the gate's halving, or a
+        deeper one) on a long plateau (``gate.long_plateau_calls_for_a_cut``). The steps so far bought
         nothing, and the weights they left train badly at any LR after them, so the run starts over
         at the LR just cut (``_start_over``). The decision and its ``history`` entry say whether it
         did (``rewound``), and the evidence says it in words. The interval just decided on measured
@@ -711,8 +712,8 @@ class MetaLRController:
         decision's training-loss trend has no interval before it to compare with."""
         if self.start_weights is None or not (self.start_weights.kept or self.start_weights_expected):
             return  # (a resume that did not bring the copy it was saved with is told, and only cuts)
-        long_plateau_cut = decision.rule == "long_plateau"
-        if not (decision.diverged or long_plateau_cut or (decision.applied < 1 and wrecked(decision.features or {}))):
+        cut_on_a_long_plateau = decision.applied < 1 and long_plateau_calls_for_a_cut(decision.features or {})
+        if not (decision.diverged or cut_on_a_long_plateau or (decision.applied < 1 and wrecked(decision.features or {}))):
             return
         outcome = self._start_over(stacklevel=5)
         words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
@@ -723,11 +724,11 @@ class MetaLRController:
         if outcome == "rewound":
             self.pending = None
             self.tracker.train_loss_at_decision = None
-        why = ("the metric is not finite" if decision.diverged else
-               "a long plateau, the LR far past the distance estimate" if long_plateau_cut else
-               "the steps too long by both measures, the metric still at its first evaluation's level")
+        why = ("a wrecked run (the metric is not finite)" if decision.diverged else
+               "a start-over on a long plateau" if cut_on_a_long_plateau else
+               "a wrecked run (the steps too long by both measures, the metric still at its first evaluation's level)")
         decision.rewound = outcome == "rewound"
-        decision.evidence = _joined(decision.evidence, f"a wrecked run ({why}): {words}")
+        decision.evidence = _joined(decision.evidence, f"{why}: {words}")
         self.history[-1].update(rewound=decision.rewound, evidence=decision.evidence)
 
     def _may_start_over_later(self, decision: Decision) -> bool:
@@ -1000,7 +1001,8 @@ class MetaLRController:
         """How many evaluations in a row, this one included, the run has read a long plateau
         (``gate.long_plateau``), not counting the first evaluation; read back from the last decision in
         ``history``, so a resumed run counts on. A cut of the gate's, and the start-over it makes, do not
-        reset it: while the state holds, the gate cuts at each evaluation."""
+        reset it; after a start-over the drift's growth is not read for three decisions, so the next cut
+        comes four decisions later at the earliest."""
         if first or not long_plateau(features):
             return 0
         return int(self._last_features().get("long_plateau_evaluations", 0)) + 1

@@ -103,12 +103,13 @@ come with the gate:
   evaluation's level whose parameters have moved (``param_drift >= LONG_PLATEAU_DRIFT``) with the LR
   at least ``LONG_PLATEAU_DISTANCE`` times a positive distance estimate, at ``LONG_PLATEAU_EVALUATIONS``
   (4) evaluations in a row after the first (``long_plateau_evaluations``, traced), once the
-  parameters have stopped moving (``drift_growth`` under ``LONG_PLATEAU_DRIFT_GROWTH``: the drift
-  grew by less than a tenth of itself over the last ``DRIFT_GROWTH_INTERVALS`` intervals) and while a
+  parameters have stopped moving away from their start (``drift_growth`` under
+  ``LONG_PLATEAU_DRIFT_GROWTH``: the drift grew by less than a tenth of itself over the last
+  ``DRIFT_GROWTH_INTERVALS`` intervals) and while a
   cut would start the run over (``start_weights_kept``), has its LR halved by the gate
-  (``long_plateau_cut``), whatever the policy asks, as far as the distance floor, and again at each
-  evaluation while that holds; the controller starts the run over from its first weights at that
-  cut, as at a wrecked run's. Post-LN transformers and sequence models at 10x their
+  (``long_plateau_cut``), whatever the policy asks, as far as the distance floor; the controller
+  starts the run over from its first weights at that cut (or at a deeper one), as at a wrecked run's,
+  and the drift's growth is read again three decisions later. Post-LN transformers and sequence models at 10x their
   good LR sat at their first level to the end of the run, the policy's cuts held for want of an
   opposed gradient; runs whose weights still move leave such a plateau by themselves;
 - the *iterate-average check* (``bouncing``): from the second evaluation on, when the average of
@@ -156,7 +157,7 @@ __all__ = ["GatedMove", "gate_move", "punished_raise_undo", "unpaid_raise_undo",
            "STUCK_EVALUATIONS", "AVERAGE_GAIN", "SHORT_PLATEAU_DRIFT", "SHORT_PLATEAU_DISTANCE",
            "SHORT_PLATEAU_EVALUATIONS", "short_plateau", "short_plateau_raise", "LONG_PLATEAU_DRIFT",
            "LONG_PLATEAU_DISTANCE", "LONG_PLATEAU_EVALUATIONS", "LONG_PLATEAU_DRIFT_GROWTH", "DRIFT_GROWTH_INTERVALS",
-           "long_plateau", "long_plateau_cut",
+           "long_plateau", "long_plateau_calls_for_a_cut", "long_plateau_cut",
            "clear_overshoot", "heavy_ball_swing", "bouncing", "moved_but_stuck",
            "made_progress", "wrecked",
            "unconfirmed_overshoot", "DISTANCE_OVERSHOOT", "STUCK_DISTANCE_OVERSHOOT", "distance_bar", "DISTANCE_SHORT",
@@ -242,9 +243,9 @@ SHORT_PLATEAU_EVALUATIONS = 3  # evaluations in a row after the first in that st
 # evaluation (at chance), its alignment drowned in batch noise (benchmarks/results/short_plateau_count.txt)
 LONG_PLATEAU_DRIFT = 0.3  # param_drift at or over which the steps of a run still at its first level have gone somewhere
 LONG_PLATEAU_DISTANCE = 4.0  # the LR over a positive distance estimate at or over which its steps are far past it
-LONG_PLATEAU_EVALUATIONS = 4  # evaluations in a row after the first in that state before the gate halves the LR
+LONG_PLATEAU_EVALUATIONS = 4  # evaluations in a row after the first in that state at which the gate halves the LR
 DRIFT_GROWTH_INTERVALS = 3  # the intervals over which drift_growth measures how much the parameters still move
-LONG_PLATEAU_DRIFT_GROWTH = 0.1  # drift_growth under which they have stopped moving. A run still drifting leaves such a
+LONG_PLATEAU_DRIFT_GROWTH = 0.1  # drift_growth under which they have stopped moving away. A run still drifting leaves such a
 # plateau by itself (a Swin regressor at 10x, drift growing 17-33%), and a start-over throws that away
 # (benchmarks/results/long_plateau_screen.txt)
 
@@ -749,7 +750,8 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
     (``distance_restore``: ``distance_debt``, ``restore_punished``, ``last_applied``, ``last_rule``); the
     doubling on a short plateau (``short_plateau_raise``), in place of a keep, a held move or a smaller
     raise (not of a cut the gate lets through, nor at ``max_scale``); the halving on a long plateau
-    (``long_plateau_cut``), in place of any smaller cut, a keep or a raise; the
+    (``long_plateau_cut``), in place of a milder cut, a keep or a raise (a raise's takeback after it that
+    cuts deeper replaces it); the
     undo of the last decision's raise (``last_applied`` > 1, the multiplier it applied) when the metric got
     worse right after it; the undo of an earlier raise no cut has followed (``standing_raise`` > 1, the
     multiplier it applied) when the run has lost all it gained since (``unpaid_raise_undo``); the undo of
@@ -817,7 +819,8 @@ def gate_move(requested: float, features: dict[str, float], *, first: bool, sche
         multiplier, held, rule, why = long_cut, False, "long_plateau", (
             f"long plateau: still at the first evaluation's level at {features['long_plateau_evaluations']:.0f} "
             f"evaluations in a row, the parameters {features['param_drift']:.2g} of their starting norm from it and no "
-            f"longer moving (the drift grew {features['drift_growth']:.0%} over {DRIFT_GROWTH_INTERVALS} intervals), the "
+            f"longer moving away (the drift changed by {features['drift_growth']:+.0%} over {DRIFT_GROWTH_INTERVALS} "
+            f"intervals), the "
             f"LR {features['lr_over_distance']:.2g} times the distance estimate: cut (x{long_cut:.3g}), the policy asked "
             f"for x{requested:g}")
     raise_takebacks = (  # in order; a later one that takes the LR lower wins
@@ -888,19 +891,26 @@ def long_plateau(features: dict[str, float]) -> bool:
             and features.get("param_drift", 0.0) >= LONG_PLATEAU_DRIFT and features["objective_vs_first"] > -STUCK)
 
 
+def long_plateau_calls_for_a_cut(features: dict[str, float]) -> bool:
+    """Whether a cut is called for on a long plateau: the run has read ``long_plateau`` at
+    ``LONG_PLATEAU_EVALUATIONS`` evaluations in a row after the first (``long_plateau_evaluations``), this
+    one included, the parameters have stopped moving away from their start (``drift_growth`` under
+    ``LONG_PLATEAU_DRIFT_GROWTH``; a fall counts, as a plateau's bounce; absent: they have not), and a
+    cut would start the run over (``start_weights_kept``,
+    the controller's feature: not under a warmup, nor once the run has made progress). The halving alone,
+    the weights kept, cost more runs than it helped. A cut at such a decision, whoever made it, starts
+    the run over (the controller's ``_start_over_if_wrecked``)."""
+    return (features.get("long_plateau_evaluations", 0) >= LONG_PLATEAU_EVALUATIONS and long_plateau(features)
+            and features.get("drift_growth", math.inf) < LONG_PLATEAU_DRIFT_GROWTH
+            and bool(features.get("start_weights_kept")))
+
+
 def long_plateau_cut(features: dict[str, float], *, first: bool, scale: float,
                      schedule_anneals: bool = False) -> float | None:
-    """The gate's cut on a long plateau: ``CLEAR_OVERSHOOT_CUT``, or less of a cut to stop at the distance
-    floor (``distance_floor`` of the user's LR; ``scale`` is the controller's), once the run has read
-    ``long_plateau`` at ``LONG_PLATEAU_EVALUATIONS`` evaluations in a row after the first
-    (``long_plateau_evaluations``), this one included, the parameters have stopped moving
-    (``drift_growth`` under ``LONG_PLATEAU_DRIFT_GROWTH``; absent: they have not), and the cut would start
-    the run over (``start_weights_kept``, the controller's feature: not under a warmup, nor once the run
-    has made progress). None otherwise, and at the floor: the halving alone, the weights kept, cost more
-    runs than it helped."""
-    if first or features.get("long_plateau_evaluations", 0) < LONG_PLATEAU_EVALUATIONS or not long_plateau(features):
-        return None
-    if features.get("drift_growth", math.inf) >= LONG_PLATEAU_DRIFT_GROWTH or not features.get("start_weights_kept"):
+    """The gate's cut on a long plateau (``long_plateau_calls_for_a_cut``): ``CLEAR_OVERSHOOT_CUT``, or
+    less of a cut to stop at the distance floor (``distance_floor`` of the user's LR; ``scale`` is the
+    controller's). None otherwise, and at the floor."""
+    if first or not long_plateau_calls_for_a_cut(features):
         return None
     cut = max(CLEAR_OVERSHOOT_CUT, distance_floor(schedule_anneals) / scale)
     return cut if cut < 1.0 - 1e-9 else None

@@ -80,7 +80,7 @@ from transformers.trainer_callback import CallbackHandler, ExportableState
 from ..checks import real_number
 from ..controller.controller import MetaLRController, check_options, is_early_distance_cut, resolve_policy
 from ..controller.early_guard import EARLY_SPIKE
-from ..controller.gate import lr_over_distance_in_words
+from ..controller.gate import long_plateau_calls_for_a_cut, lr_over_distance_in_words
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .callback_handler import calling_handler, move_to_front
@@ -401,12 +401,13 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             self._agree_on_the_start(bool(decision.rewound), optimizer)
         lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
         if decision.rewound and state.is_world_process_zero:
-            logger.warning("MetaLRCallback: at step %d the run is wrecked (%s): the LR is cut to %.3g (scale %.3g)%s",
-                           state.global_step, "the metric is not finite" if decision.diverged else
-                           "a long plateau: the metric still at its first evaluation's level, the weights no longer "
-                           "moving and the LR far past the distance estimate" if decision.rule == "long_plateau" else
-                           "a cut with the steps too long by both of the distance check's measures and the metric "
-                           "still at its first evaluation's level",
+            logger.warning("MetaLRCallback: at step %d %s: the LR is cut to %.3g (scale %.3g)%s",
+                           state.global_step, "the run is wrecked (the metric is not finite)" if decision.diverged else
+                           "the run is on a long plateau (the metric still at its first evaluation's level, the "
+                           "weights no longer moving and the LR far past the distance estimate)"
+                           if long_plateau_calls_for_a_cut(decision.features or {}) else
+                           "the run is wrecked (a cut with the steps too long by both of the distance check's measures "
+                           "and the metric still at its first evaluation's level)",
                            lrs[0], self.controller.scale, _STARTS_OVER)
 
         published = {

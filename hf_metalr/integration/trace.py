@@ -69,7 +69,8 @@ def read_trace(path: str | Path) -> list[dict]:
     ``param_drift``, ``stuck_evaluations``, ``short_plateau_evaluations`` (how many evaluations in a row
     the run has read a short plateau, ``gate.short_plateau``; from the forty-third session, 2026-12-07),
     ``long_plateau_evaluations`` (the same for a long plateau, ``gate.long_plateau``) and ``drift_growth`` (how
-    much ``param_drift`` grew over the last three intervals, relative to itself; from the forty-fifth session, 2026-12-07),
+    much ``param_drift`` changed over the last three intervals, relative to the drift now; absent before the
+    fourth decision and for three decisions after a start-over; from the forty-fifth session, 2026-12-07),
     ``start_weights_kept`` (1.0 while a cut may start the run over from its first weights, which the distance check's bar reads; from 2026-12-07),
     ``alignment_steps`` (the steps the alignment counted in
     the interval), ``grad_alignment_late`` (on the decision that reads the run's first alignment

@@ -116,7 +116,8 @@ def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> s
             why = head[: max(room - len(tail) - 3, 10)] + "..." + tail
         lines.append(row + why)
         if entry.get("rewound") and not entry.get("diverged"):  # (the divergence's reason says it whole)
-            whose = "a long plateau's" if entry.get("rule") == "long_plateau" else "a wrecked run's"
+            on_a_plateau = "a start-over on a long plateau" in (entry.get("evidence") or "")
+            whose = "a long plateau's" if on_a_plateau else "a wrecked run's"
             lines.append(f"  started over: {whose} cut, and the weights went back to where the run started")
     return "\n".join(lines)
 
