@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_metalr import MetaLRController
-from hf_metalr.controller.gate import (CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DRIFT_GROWTH_INTERVALS, LONG_PLATEAU_DISTANCE,
+from hf_metalr.controller.gate import (ANNEALED_DISTANCE_FLOOR, CLEAR_OVERSHOOT_CUT, DISTANCE_FLOOR, DRIFT_GROWTH_INTERVALS, LONG_PLATEAU_DISTANCE,
                                        LONG_PLATEAU_DRIFT, LONG_PLATEAU_DRIFT_GROWTH, LONG_PLATEAU_EVALUATIONS,
                                        NO_DISTANCE, STUCK, gate_move, long_plateau, long_plateau_calls_for_a_cut,
                                        long_plateau_cut)
@@ -30,6 +30,9 @@ PLATEAU = {"objective_trend": 0.0, "objective_vs_first": 0.0, "grad_alignment": 
     ({"objective_vs_first": -STUCK}, False),  # the run left its first level
     ({"objective_vs_first": -STUCK + 0.001}, True),
     ({"drift_growth": 5.0}, True),  # the state itself does not read whether the weights still move
+    # the LR of the steps, under any schedule, not the LR an annealing schedule decays from
+    ({"lr_over_distance": 2.0, "planned_lr_over_distance": 8.0}, False),
+    ({"lr_over_distance": 8.0, "planned_lr_over_distance": 2.0}, True),
 ])
 def test_a_long_plateau_is_read_on_the_level_the_drift_and_the_distance(changes, reads):
     features = {key: value for key, value in {**PLATEAU, **changes}.items() if value is not None}
@@ -55,6 +58,13 @@ def test_the_cut_on_a_long_plateau_halves_after_four_evaluations_once_the_weight
     features = {key: value for key, value in {**PLATEAU, **changes}.items() if value is not None}
     result = long_plateau_cut(features, first=first, scale=scale)
     assert result == (None if cut is None else pytest.approx(cut))
+
+
+def test_under_annealing_the_cut_stops_at_the_annealed_floor():
+    assert long_plateau_cut(PLATEAU, first=False, scale=1.0, schedule_anneals=True) == CLEAR_OVERSHOOT_CUT
+    assert long_plateau_cut(PLATEAU, first=False, scale=0.3, schedule_anneals=True) == pytest.approx(
+        ANNEALED_DISTANCE_FLOOR / 0.3)
+    assert long_plateau_cut(PLATEAU, first=False, scale=ANNEALED_DISTANCE_FLOOR, schedule_anneals=True) is None
 
 
 def _move(requested, features, **options):
