@@ -982,20 +982,25 @@ class MetaLRController:
         (``gate.moved_but_stuck``), not counting the first evaluation; read back from the last decision in
         ``history``, so a resumed run counts on (a history saved before it counts from 0). After a decision
         that started the run over the count starts afresh: the steps before it were another run's."""
-        if first or not moved_but_stuck(features):
+        count = self._in_a_row("stuck_evaluations", moved_but_stuck(features), first=first)
+        return 1 if count and self.history and self.history[-1].get("rewound") else count
+
+    def _in_a_row(self, name: str, holds: bool, *, first: bool) -> int:
+        """How many evaluations in a row, this one included, a state has held (``holds`` at this one), not
+        counting the first evaluation: the count ``name`` in the last decision's features, plus one; 0 at
+        the first evaluation or when the state does not hold. Read back from ``history``, so a resumed
+        run counts on (a history saved before the count counts from 0)."""
+        if first or not holds:
             return 0
-        if self.history and self.history[-1].get("rewound"):
-            return 1
-        return int(self._last_features().get("stuck_evaluations", 0)) + 1
+        return int(self._last_features().get(name, 0)) + 1
 
     def _short_plateau_evaluations(self, features: dict[str, float], *, first: bool) -> int:
         """How many evaluations in a row, this one included, the run has read a short plateau
         (``gate.short_plateau``), not counting the first evaluation; read back from the last decision in
         ``history``, so a resumed run counts on. A doubling of the gate's does not reset it: while the state
         holds, the gate doubles at each evaluation."""
-        if first or not short_plateau(features, schedule_anneals=self.schedule_anneals):
-            return 0
-        return int(self._last_features().get("short_plateau_evaluations", 0)) + 1
+        return self._in_a_row("short_plateau_evaluations", short_plateau(features, schedule_anneals=self.schedule_anneals),
+                              first=first)
 
     def _long_plateau_evaluations(self, features: dict[str, float], *, first: bool) -> int:
         """How many evaluations in a row, this one included, the run has read a long plateau
@@ -1003,9 +1008,7 @@ class MetaLRController:
         ``history``, so a resumed run counts on. A cut of the gate's, and the start-over it makes, do not
         reset it; after a start-over the drift's growth is not read for three decisions, so the next cut
         comes four decisions later at the earliest."""
-        if first or not long_plateau(features):
-            return 0
-        return int(self._last_features().get("long_plateau_evaluations", 0)) + 1
+        return self._in_a_row("long_plateau_evaluations", long_plateau(features), first=first)
 
     def _drift_growth(self, drift: float) -> float | None:
         """How much ``param_drift`` grew over the last ``gate.DRIFT_GROWTH_INTERVALS`` intervals, relative to
