@@ -825,14 +825,6 @@ def test_a_divergence_at_a_decision_starts_the_run_over_while_the_copy_is_kept()
     assert [kept for _, _, kept in seen] == [False, False] and decisions[1].rewound is None
 
 
-def test_under_a_warmup_the_copy_is_dropped_at_the_first_decision():
-    """A warmup over the first 40 steps: at the first decision the schedule's factor is above the
-    first step's, so no later start-over can come, and the copy is not kept past it."""
-    warmup = lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 40))
-    _, _, _, ctrl, _, seen = _stuck_quadratic(0.03, decisions=1, scheduler=warmup)
-    assert seen == [(False, 1, False)]
-
-
 def test_without_the_start_weights_an_early_cut_only_cuts():
     """A controller whose start weights were not kept (a resume whose checkpoint lacked them, or
     watch(keep_start=False)) cuts as before and says it did not go back."""
@@ -850,22 +842,6 @@ def test_without_the_start_weights_an_early_cut_only_cuts():
         ctrl.observe_train_loss(loss.item())
     assert [(c["step"], c["rewound"]) for c in ctrl.early_cuts] == [(8, False)]
     assert len(optimizer.state) == 1 and ctrl.alignment.drift() > 1
-
-
-def test_under_a_warmup_an_early_cut_keeps_the_weights():
-    """A warmup over 40 steps: the early cuts at steps 8 and 16 come while it rises, and starting over
-    would give the start weights longer steps than the warmup first did, so the cuts keep the
-    weights (``kept_weights: "warmup"``) and Adam's state, and the trace view says why."""
-    x, _, optimizer, quadratic = _start_over_quadratic(10.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 40))
-    ctrl = MetaLRController(10.0, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=200)
-    for _ in range(20):
-        _step(ctrl, optimizer, quadratic, scheduler)
-    assert [(c["step"], c["rewound"], c["kept_weights"]) for c in ctrl.early_cuts] == [(8, False, "warmup"), (16, False, "warmup")]
-    assert ctrl.start_weights.schedule_factor == pytest.approx(1 / 40) and len(optimizer.state) == 1
-    from hf_metalr.reporting.trace_view import _early_cut_rows
-    assert _early_cut_rows({"early_cuts": ctrl.early_cuts})[0].endswith(
-        "(the weights kept: starting over would skip the warmup's first steps)")
 
 
 def test_the_copy_is_of_the_weights_before_the_first_optimizer_step_whatever_came_before_it():

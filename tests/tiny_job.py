@@ -152,6 +152,7 @@ def main(argv=None):
     p.add_argument("--max_steps", type=int, default=40)
     p.add_argument("--save_steps", type=int, default=10)
     p.add_argument("--lr_scheduler_type", default="constant")
+    p.add_argument("--warmup_steps", type=int, default=0)
     p.add_argument("--learning_rate", type=float, default=3e-3)
     p.add_argument("--metric", default=None)
     p.add_argument("--policy", default="random", help="random: the LR moves, which the tests need to see")
@@ -187,6 +188,7 @@ def main(argv=None):
         save_strategy="steps",
         save_steps=a.save_steps,
         lr_scheduler_type=a.lr_scheduler_type,
+        warmup_steps=a.warmup_steps,
         learning_rate=a.learning_rate,
         restore_callback_states_from_checkpoint=a.restore_callback_states,
         trainer_class=LossOutsideTheModel if a.loss_outside_the_model_on_rank == rank else Trainer,

@@ -80,6 +80,7 @@ from .scheduler_binding import apply_scale, check_scheduler_supported, reference
 from .scheduler_binding import heavy_ball_momentum, normalises_steps
 from .scheduler_binding import schedule_anneals as decays_by_itself
 from .start_weights import StartWeights, clear_optimizer_state
+from .warmup_replay import WarmupReplay
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -293,6 +294,8 @@ class MetaLRController:
         self.start_weights: StartWeights | None = None  # while a cut may start the run over: _may_start_over_later
         self._optimizer = None  # read_optimizer's: its state is cleared when the weights go back to their start
         self._start_copy_due = True  # the first optimizer step takes the copy; a loaded state's run has begun
+        self.warmup = WarmupReplay()  # the schedule's warmup, played again after a start-over
+        self._lrs_before_replay: list | None = None  # the groups' LRs of a step the replay shortens, put back after it
         # a loaded state was saved while the start weights were kept: whoever loads it loads them too (the callback
         # from its checkpoint file, a plain loop with start_weights.load_state_dict); a start-over without them warns
         self.start_weights_expected = False
@@ -573,12 +576,22 @@ class MetaLRController:
 
     def _before_step(self, schedule_factor: float | None) -> None:
         if self.start_weights is not None and self._start_copy_due and self.decision_index == 0:  # the run's first step
-            self.start_weights.keep(schedule_factor)
+            self.start_weights.keep()
         self._start_copy_due = False
+        multiplier = self.warmup.multiplier(schedule_factor)
+        if multiplier != 1.0 and self._optimizer is not None:  # a replayed warmup's step: shortened for this step only
+            self._lrs_before_replay = [group["lr"] for group in self._optimizer.param_groups]
+            for group in self._optimizer.param_groups:
+                group["lr"] = group["lr"] * multiplier
+            schedule_factor *= multiplier  # the factor of the step as taken: the alignment leaves the rise out
         if self.alignment is not None:
             self.alignment.before_step(schedule_factor)
 
     def _after_step(self) -> None:
+        if self._lrs_before_replay is not None:
+            for group, lr in zip(self._optimizer.param_groups, self._lrs_before_replay):
+                group["lr"] = lr
+            self._lrs_before_replay = None
         if self.alignment is not None:
             self.alignment.after_step()
         if self.iterate_average is not None and self.tracker.previous is not None:  # the steps before the first
@@ -659,22 +672,22 @@ class MetaLRController:
     def _go_back_to_the_start(self) -> None:
         """After an early cut: the first steps at the LR just cut did their damage (a model wrecked in
         them stays wrecked at any LR after), so the run starts over at the cut LR (``_start_over``).
-        The cut's ``early_cuts`` entry says whether it did (``rewound``), and when a warmup kept the
-        weights (``kept_weights: "warmup"``)."""
+        The cut's ``early_cuts`` entry says whether it did (``rewound``), and whether a warmup is
+        played again (``replays_warmup``)."""
         cut = self.early_cuts[-1]
         outcome = self._start_over(stacklevel=6)
         cut["rewound"] = outcome == "rewound"
-        if outcome == "warmup":
-            cut["kept_weights"] = "warmup"
+        if cut["rewound"] and self.replays_a_warmup:
+            cut["replays_warmup"] = True
 
     def _start_over(self, *, stacklevel: int) -> str:
         """Put the weights back to where the run started (``start_weights``), clear the optimizer's
         state (Adam's second moment would otherwise hold the wrecking steps' gradients, and shorten
         every step at the cut LR), and start the alignment, the distance estimate, the
         early-divergence guard's record of losses, the interval's training losses and the iterate
-        average afresh: the run starts over at the LR just cut. Returns ``"rewound"``; ``"warmup"``
-        when the schedule's factor is above the first step's (the start weights would meet longer
-        steps than the warmup first gave them); ``"no copy"`` without the start weights (dropped, or
+        average afresh: the run starts over at the LR just cut, and a warmup is played again
+        (``warmup_replay``: the start weights meet steps as long as the warmup first gave them, at the
+        cut LR). Returns ``"rewound"``; ``"no copy"`` without the start weights (dropped, or
         a resume whose state did not bring them, which is told once); ``"no optimizer state"``
         without an optimizer whose state it can clear."""
         if self.start_weights is not None and not self.start_weights.kept and self.start_weights_expected:
@@ -685,8 +698,6 @@ class MetaLRController:
                             RuntimeWarning, stacklevel=stacklevel)
         if self.start_weights is None or not self.start_weights.kept:
             return "no copy"
-        if self.start_weights.skips_a_warmup(self.alignment.step_factor):
-            return "warmup"
         if self._optimizer is None or not clear_optimizer_state(self._optimizer):
             return "no optimizer state"
         self.start_weights.restore()
@@ -696,7 +707,14 @@ class MetaLRController:
             self.iterate_average.forget()
         old = self.alignment
         self.alignment = GradientAlignment(old.params, sketch_size=old.sketch_size, seed=self.seed)
+        self.warmup.start_over()
         return "rewound"
+
+    @property
+    def replays_a_warmup(self) -> bool:
+        """Whether a replay of a warmup is under way (``warmup_replay``): after a start-over, under a
+        schedule whose factor rose over more than its first step."""
+        return self.warmup.position is not None and self.warmup.steps > 1
 
     def _start_over_if_wrecked(self, decision: Decision) -> None:
         """At a decision that cuts the LR of a wrecked run, while the start weights are kept
@@ -717,8 +735,7 @@ class MetaLRController:
             return
         outcome = self._start_over(stacklevel=5)
         words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
-                            "run starts over at the cut LR",
-                 "warmup": "the weights kept: starting over would skip the warmup's first steps",
+                            "run starts over at the cut LR" + (", its warmup played again" if self.replays_a_warmup else ""),
                  "no copy": "the weights kept: the resumed state came without the weights the run started from",
                  "no optimizer state": "the weights kept: the optimizer's state cannot be cleared"}[outcome]
         if outcome == "rewound":
@@ -734,20 +751,20 @@ class MetaLRController:
     def _may_start_over_later(self, decision: Decision) -> bool:
         """Whether the start weights are still kept after this decision: while a later decision may
         start the run over (``_start_over_if_wrecked``), that is while the distance check reads the
-        steps (an Adam-like optimizer), the schedule's factor is not above the first step's (no
-        warmup), the optimizer is known (``read_optimizer``: its state is cleared at a start-over),
-        the metric has not made ``gate.PROGRESS`` below the first evaluation's, and the LR
-        of the steps is above the distance estimate (``gate.RAISE_CEILING``: at or below it, no raise
-        the gate lets through takes it back to ``gate.DISTANCE_OVERSHOOT`` times the estimate, which
-        only grows, so the run cannot read as wrecked again but by a divergence); after a divergence,
-        until the next decision says."""
-        if (not self.steps_per_coordinate or self._optimizer is None
-                or self.start_weights.skips_a_warmup(self.alignment.step_factor)):
+        steps (an Adam-like optimizer), the optimizer is known (``read_optimizer``: its state is
+        cleared at a start-over), the metric has not made ``gate.PROGRESS`` below the first
+        evaluation's, and the LR of the steps is above the distance estimate (``gate.RAISE_CEILING``:
+        at or below it, no raise the gate lets through takes it back to ``gate.DISTANCE_OVERSHOOT``
+        times the estimate, which only grows, so the run cannot read as wrecked again but by a
+        divergence) or a warmup, first or replayed, may still lengthen them (``warmup_replay``);
+        after a divergence, until the next decision says."""
+        if not self.steps_per_coordinate or self._optimizer is None:
             return False
         features = decision.features
         if features is None:
             return True
-        return not made_progress(features) and features.get("lr_over_distance", 0.0) > RAISE_CEILING
+        return not made_progress(features) and (features.get("lr_over_distance", 0.0) > RAISE_CEILING
+                                                 or self.warmup.under_way)
 
     def observation(self, features: dict[str, float]) -> list[float]:
         """The policy's input: the features it was trained on, in its order."""
@@ -1244,6 +1261,7 @@ class MetaLRController:
             # the weights themselves (as large as the trainable ones) are in start_weights.state_dict(), which a
             # checkpoint keeps in a file of its own
             "start_weights_kept": self.start_weights is not None and self.start_weights.kept,
+            "warmup": self.warmup.state_dict(),
         }
 
     def load_state_dict(self, state: dict, *, source: str = "the controller state") -> None:
@@ -1282,6 +1300,7 @@ class MetaLRController:
         self.early_cuts = list(state.get("early_cuts") or [])
         self._start_copy_due = False  # the run has begun: its start weights come with the state, or not at all
         self.start_weights_expected = bool(state.get("start_weights_kept"))
+        self.warmup = WarmupReplay.from_dict(state.get("warmup"))
         load_policy_weights(self.policy, text_to_tensors(state["policy"]), source)
         if self.learner is not None and state.get("meta_optimizer"):
             self.learner.load_state_dict(optimizer_state_from_json(state["meta_optimizer"]))

@@ -10,13 +10,11 @@ the trainable weights, in their dtype). The controller puts them back (:meth:`St
 at each early cut, and at a later decision on a run still wrecked (a divergence, or a cut while
 the steps are too long by both of the distance check's measures and the metric stays at its first
 evaluation's level), and clears the optimizer's
-state, so the run starts over at the cut LR; not while a warmup rises
-(:meth:`StartWeights.skips_a_warmup`: starting over would give the start weights longer steps than
-the warmup first did). The copy is dropped at a decision once the run has made progress or its LR is
-within the distance estimate, or when nothing can start it over any more (no distance check, a
-warmup). :meth:`state_dict` holds the copy and
-the first step's schedule factor for a checkpoint saved while it is kept (the callback writes it to
-a file of its own).
+state, so the run starts over at the cut LR; under a warmup the controller plays the warmup again
+(``warmup_replay``). The copy is dropped at a decision once the run has made progress or its LR is
+within the distance estimate (not while a warmup still rises), or when nothing can start it over
+any more (no distance check). :meth:`state_dict` holds the copy for a checkpoint saved while it is
+kept (the callback writes it to a file of its own).
 """
 
 from __future__ import annotations
@@ -32,25 +30,15 @@ class StartWeights:
     def __init__(self, params):
         self.params = [p for p in params if p.requires_grad]
         self._saved: list[torch.Tensor] | None = None
-        self.schedule_factor: float | None = None  # the schedule's factor at the first step, when known
 
     @property
     def kept(self) -> bool:
         return self._saved is not None
 
-    def keep(self, schedule_factor: float | None = None) -> None:
-        """Copy the parameters to host memory (call before the first optimizer step, with the factor
-        the user's schedule gives that step's LR, if known)."""
+    def keep(self) -> None:
+        """Copy the parameters to host memory (call before the first optimizer step)."""
         with torch.no_grad():
             self._saved = [p.detach().to("cpu", copy=True) for p in self.params]
-        self.schedule_factor = schedule_factor
-
-    def skips_a_warmup(self, schedule_factor: float | None) -> bool:
-        """Whether starting over at a step of this ``schedule_factor`` would skip part of a warmup: the
-        schedule's factor has risen since the first step, so the start weights would meet longer
-        steps than the run first gave them."""
-        return (schedule_factor is not None and self.schedule_factor is not None
-                and schedule_factor > self.schedule_factor * (1 + 1e-9))
 
     def restore(self) -> None:
         """Put the kept values back into the parameters, in place."""
@@ -65,10 +53,9 @@ class StartWeights:
 
     def state_dict(self) -> dict:
         """``{"weights": [tensors on the CPU]}``, an empty list when nothing is kept."""
-        return {"weights": list(self._saved) if self._saved is not None else [], "schedule_factor": self.schedule_factor}
+        return {"weights": list(self._saved) if self._saved is not None else []}
 
     def load_state_dict(self, state: dict) -> None:
-        self.schedule_factor = state.get("schedule_factor")
         weights = list(state["weights"])
         if not weights:
             self._saved = None

@@ -98,6 +98,7 @@ __all__ = ["MetaLRCallback"]
 
 _STARTS_OVER = ("; the weights go back to where the run started, and the optimizer's state is cleared: the run starts "
                 "over at the cut LR")
+_REPLAYS_WARMUP = ", its warmup played again"
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +409,8 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                            if long_plateau_calls_for_a_cut(decision.features or {}) else
                            "the run is wrecked (a cut with the steps too long by both of the distance check's measures "
                            "and the metric still at its first evaluation's level)",
-                           lrs[0], self.controller.scale, _STARTS_OVER)
+                           lrs[0], self.controller.scale,
+                           _STARTS_OVER + (_REPLAYS_WARMUP if self.controller.replays_a_warmup else ""))
 
         published = {
             "metalr/lr": lrs[0],
@@ -620,12 +622,19 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                                "%.2f of their starting norm and %s (D-adaptation's, as Prodigy reads it): the steps are "
                                "too long, and the LR is cut to %.3g (scale %.3g)%s", state.global_step, last["param_drift"],
                                lr_over_distance_in_words(last["lr_over_distance"]), last["lr"], last["scale"],
-                               _STARTS_OVER if last.get("rewound") else "")
+                               self._starts_over_words(last))
                 return
             logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss climbed to %s, above "
                            "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)%s",
                            state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"],
-                           _STARTS_OVER if last.get("rewound") else "")
+                           self._starts_over_words(last))
+
+    @staticmethod
+    def _starts_over_words(cut: dict) -> str:
+        """The early cut warning's end: whether the run started over, and played its warmup again."""
+        if not cut.get("rewound"):
+            return ""
+        return _STARTS_OVER + (_REPLAYS_WARMUP if cut.get("replays_warmup") else "")
 
     def _average_steps(self) -> int:
         average = self.controller.iterate_average if self.controller is not None else None

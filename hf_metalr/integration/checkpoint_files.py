@@ -157,9 +157,8 @@ def write_start_weights(folder: Path, start_weights, global_step: int) -> None:
     from safetensors.torch import save_file
 
     saved = start_weights.state_dict()
-    factor = saved["schedule_factor"]
     save_file({f"weights.{i}": w.contiguous() for i, w in enumerate(saved["weights"])}, str(folder / START_WEIGHTS_FILE),
-              metadata={"global_step": str(global_step), "schedule_factor": "" if factor is None else repr(float(factor))})
+              metadata={"global_step": str(global_step)})
 
 
 def restore_start_weights(start_weights, candidates: list[Path], *, global_step: int) -> bool:
@@ -170,9 +169,8 @@ def restore_start_weights(start_weights, candidates: list[Path], *, global_step:
         return int(meta.get("global_step", -1)) == global_step
 
     for weights, meta in _side_files(candidates, START_WEIGHTS_FILE, "weights", of_this_step):
-        factor = meta.get("schedule_factor") or None
         try:
-            start_weights.load_state_dict({"weights": weights, "schedule_factor": None if factor is None else float(factor)})
+            start_weights.load_state_dict({"weights": weights})
             return True
         except _UNREADABLE:
             continue

@@ -84,9 +84,12 @@ def _early_cut_rows(entry: dict) -> list[str]:
 
 
 def _rewound(cut: dict) -> str:
-    """The words for an early cut that started the run over (``rewound``; absent from older traces)."""
+    """The words for an early cut that started the run over (``rewound``; absent from older traces),
+    with its warmup played again (``replays_warmup``); traces from before 2026-12-07's replay say when
+    a warmup kept the weights (``kept_weights``)."""
     if cut.get("rewound"):
-        return ", and the weights went back to where the run started"
+        return (", and the weights went back to where the run started"
+                + (", its warmup played again" if cut.get("replays_warmup") else ""))
     if cut.get("kept_weights") == "warmup":
         return " (the weights kept: starting over would skip the warmup's first steps)"
     return ""
@@ -118,7 +121,8 @@ def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> s
         if entry.get("rewound") and not entry.get("diverged"):  # (the divergence's reason says it whole)
             on_a_plateau = "a start-over on a long plateau" in (entry.get("evidence") or "")
             whose = "a long plateau's" if on_a_plateau else "a wrecked run's"
-            lines.append(f"  started over: {whose} cut, and the weights went back to where the run started")
+            warmup = ", its warmup played again" if "its warmup played again" in (entry.get("evidence") or "") else ""
+            lines.append(f"  started over: {whose} cut, and the weights went back to where the run started{warmup}")
     return "\n".join(lines)
 
 
