@@ -165,3 +165,21 @@ def test_a_trainer_run_started_over_plays_its_warmup_again_and_resumes_in_the_mi
     warmup_run(tmp_path / "cut", "--save_steps", 100, "--resume", tmp_path / "cut" / "checkpoint-7")
     assert read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == trace
     assert applied(tmp_path / "cut") == applied(tmp_path / "whole")
+
+
+def test_the_trainer_logs_the_lr_each_step_of_the_replay_takes(tmp_path):
+    """With a log at every step, the ``learning_rate`` the Trainer logs at each step is the LR the step
+    took, through the replay too (the optimizer holds the schedule's LR between steps, and the
+    callback sets the scheduler's last LR, which the Trainer logs, to the replayed one)."""
+    from hf_metalr import MetaLRCallback
+    from tiny_job import AppliedLRRecorder, make_trainer
+
+    trainer = make_trainer(tmp_path / "run", callbacks=[MetaLRCallback(policy="random"), AppliedLRRecorder(tmp_path / "lrs.jsonl")],
+                           learning_rate=3.0, max_steps=12, logging_steps=1, lr_scheduler_type="constant_with_warmup",
+                           warmup_steps=8)
+    trainer.train()
+    assert read_trace(tmp_path / "run" / "metalr_trace.jsonl")[0]["rewound"] is True
+    lrs = {json.loads(line)["step"]: json.loads(line)["lrs"][0] for line in (tmp_path / "lrs.jsonl").read_text().splitlines()}
+    logged = {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
+    assert [lrs[s] for s in range(6, 9)] == pytest.approx([0.0, 1.5 / 8, 1.5 * 2 / 8]), "the replay's first steps"
+    assert [logged[s] for s in range(1, 13)] == pytest.approx([lrs[s] for s in range(1, 13)])

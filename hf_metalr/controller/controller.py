@@ -710,6 +710,13 @@ class MetaLRController:
         self.warmup.start_over()
         return "rewound"
 
+    def lrs_of_the_next_step(self, optimizer) -> list[float]:
+        """The LR each of ``optimizer``'s groups holds, times the replayed warmup's multiplier of the next
+        step (``warmup_replay``): the LRs the next step will take, for a log (the groups themselves
+        hold the schedule's LR between steps)."""
+        multiplier = self.warmup.next_multiplier(self.schedule_factor(optimizer))
+        return [group["lr"] * multiplier for group in optimizer.param_groups]
+
     @property
     def replays_a_warmup(self) -> bool:
         """Whether a replay of a warmup is under way (``warmup_replay``): after a start-over, under a

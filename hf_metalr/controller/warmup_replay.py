@@ -68,6 +68,13 @@ class WarmupReplay:
         self.position += 1
         return min(1.0, self.factors[k] / factor) if factor > 0 else 1.0
 
+    def next_multiplier(self, factor: float | None) -> float:
+        """The multiplier the next step will take at the schedule's ``factor``, read without moving on
+        (for the LR a log shows); 1.0 when no replay is under way or it is about to end."""
+        if self.position is None or factor is None or not factor > 0 or self.position >= len(self.factors):
+            return 1.0  # (past the recording while it still rises, the step records its own factor: 1.0 too)
+        return min(1.0, self.factors[self.position] / factor)
+
     def start_over(self) -> None:
         """Play the warmup again from its first step, from the next optimizer step on."""
         self.position = 0

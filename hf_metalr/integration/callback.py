@@ -89,7 +89,7 @@ from .checkpoint_files import (checkpoint_folder, checkpoint_folders, restore_it
                                shared_train_losses, write_iterate_average, write_start_weights, write_train_losses)
 from ..controller.scheduler_binding import reference_lr, schedule_anneals
 from ..controller.start_weights import clear_optimizer_state
-from .lr_binding import apply_scale, check_scheduler_supported, check_training_args, ignored_warmup
+from .lr_binding import apply_scale, check_scheduler_supported, check_training_args, ignored_warmup, unwrap_scheduler
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
 from .watched_parameters import AVERAGE_ITERATES_AUTO_MAX, average_iterates, watchable, watched_parameters
@@ -322,7 +322,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._trace = TraceWriter(Path(args.output_dir) / TRACE_NAME) if state.is_world_process_zero else None
         if self._trace is not None:
             self._trace.start(resume_step=state.global_step if resuming else None)
-        apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        self._bind_the_lr(optimizer, lr_scheduler)
         self._forget_evaluations()
         self._in_training = True
 
@@ -343,10 +343,29 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if not self._in_training:
             return
         self._tap.end_step()
+        if optimizer is not None:
+            self._log_the_replayed_lr(optimizer, lr_scheduler)
         if self.controller.iterate_average is not None:
             self._eval_batches.arm()
         if self.controller.guards_early_divergence and self._step_losses_on_every_rank():
             self._feed_the_early_guard(state, optimizer, lr_scheduler)
+
+    def _bind_the_lr(self, optimizer, lr_scheduler) -> list[float]:
+        """Write the controller's scale into the optimizer and its scheduler (``apply_scale``); returns
+        the LRs the next step takes (``_log_the_replayed_lr``)."""
+        apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        return self._log_the_replayed_lr(optimizer, lr_scheduler)
+
+    def _log_the_replayed_lr(self, optimizer, lr_scheduler) -> list[float]:
+        """The LRs the next step takes. While a start-over plays the warmup again, the optimizer holds
+        the schedule's LR between steps and each step takes it times the replay's multiplier: the
+        scheduler's last LR, which the Trainer logs as ``learning_rate``, is set to the LRs the next
+        step takes."""
+        lrs = self.controller.lrs_of_the_next_step(optimizer)
+        scheduler = unwrap_scheduler(lr_scheduler)
+        if self.controller.warmup.position is not None and hasattr(scheduler, "_last_lr"):
+            scheduler._last_lr = list(lrs)
+        return lrs
 
     def on_log(self, args, state, control, logs=None, optimizer=None, lr_scheduler=None, **kwargs):
         if not self._in_training or not logs:
@@ -400,7 +419,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._agree_across_ranks()
         if self.controller.start_weights is not None:  # (the same on every rank: one model)
             self._agree_on_the_start(bool(decision.rewound), optimizer)
-        lrs = apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        lrs = self._bind_the_lr(optimizer, lr_scheduler)
         if decision.rewound and state.is_world_process_zero:
             logger.warning("MetaLRCallback: at step %d %s: the LR is cut to %.3g (scale %.3g)%s",
                            state.global_step, "the run is wrecked (the metric is not finite)" if decision.diverged else
@@ -614,7 +633,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             return
         self._agree_across_ranks()
         self._agree_on_the_start(cut and bool(self.controller.early_cuts[-1].get("rewound")), optimizer)
-        apply_scale(optimizer, lr_scheduler, self.controller.scale)
+        self._bind_the_lr(optimizer, lr_scheduler)
         if state.is_world_process_zero and cut:
             last = self.controller.early_cuts[-1]
             if is_early_distance_cut(last):
