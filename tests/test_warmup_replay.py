@@ -61,6 +61,18 @@ def test_a_start_over_while_the_warmup_rises_replays_it_whole():
     assert replay.factors == pytest.approx([k / 8 for k in range(9)])
 
 
+def test_forgetting_drops_the_recording_but_not_a_replay_under_way():
+    replay = WarmupReplay()
+    for factor in (0.25, 0.5, 0.75):
+        replay.multiplier(factor)
+    replay.start_over()
+    replay.multiplier(1.0)
+    replay.forget()
+    assert [replay.multiplier(1.0) for _ in range(4)] == [0.5, 0.75, 1.0, 1.0], "the replay plays on to its end"
+    replay.forget()
+    assert replay.factors == [] and not replay.under_way
+
+
 def test_the_replay_state_round_trips_and_a_state_without_it_replays_nothing():
     replay = WarmupReplay()
     for factor in (0.1, 0.2, 0.3, 0.3):
@@ -109,6 +121,8 @@ def test_the_copy_is_kept_while_the_warmup_rises():
     _, _, _, ctrl, decisions, seen = _stuck_quadratic(0.03, decisions=3, scheduler=_warmup)
     assert [kept for _, _, kept in seen] == [True, True, False]
     assert decisions[2].features["lr_over_distance"] <= 1.0
+    assert ctrl.warmup.factors == [] and not ctrl.warmup.under_way, "the recording is dropped with the copy"
+    assert ctrl.state_dict()["warmup"] == {"factors": [], "rising": False, "position": None}
 
 
 def test_a_plain_loop_without_a_schedule_factor_replays_nothing():

@@ -855,6 +855,7 @@ class MetaLRController:
         if self.start_weights is not None and not self._may_start_over_later(decision):
             self.start_weights.drop()
             self.start_weights_expected = False  # not needed any more, so not missed
+            self.warmup.forget()
         self._apply_if_attached()
         return decision
 

@@ -212,7 +212,8 @@ STUCK_DISTANCE_OVERSHOOT = DISTANCE_OVERSHOOT / 2  # the same bar for a run stuc
 # is the second measure's evidence, worth a factor 2 of the first's, and the cut then starts the run over (wrecked).
 # Stuck runs at the good LR read at most 1.92 on 26 families' constant and linear sweeps, but for a DeBERTa whose good
 # LR of the grid is too high (0.1x trains better there), at 3.95-6.81; at 10x 1.6 to past 8. Without a start-over
-# (a warmup), a cut alone left a character-level GPT-2 at 10x worse in each of the 5 runs it changed (docs/controller.md)
+# (under a warmup, before the start-over replayed it), a cut alone left a character-level GPT-2 at 10x worse in each
+# of the 5 runs it changed (docs/controller.md)
 DISTANCE_SHORT = 0.5  # lr_over_distance at or under which a raise below the user's LR is not held for a run that moved
 # far without progress (short_of_the_distance): doubled (the default actions' largest raise), the LR is at most the
 # estimate, the step Prodigy would take
@@ -897,8 +898,8 @@ def long_plateau_calls_for_a_cut(features: dict[str, float]) -> bool:
     one included, the parameters have stopped moving away from their start (``drift_growth`` under
     ``LONG_PLATEAU_DRIFT_GROWTH``; a fall counts, as a plateau's bounce; absent: they have not), and a
     cut would start the run over (``start_weights_kept``,
-    the controller's feature: not under a warmup, nor once the run has made progress). The halving alone,
-    the weights kept, cost more runs than it helped. A cut at such a decision, whoever made it, starts
+    the controller's feature: an Adam-type optimizer, no progress yet; under a warmup the start-over plays
+    the warmup again). The halving alone, the weights kept, cost more runs than it helped. A cut at such a decision, whoever made it, starts
     the run over (the controller's ``_start_over_if_wrecked``)."""
     return (features.get("long_plateau_evaluations", 0) >= LONG_PLATEAU_EVALUATIONS and long_plateau(features)
             and features.get("drift_growth", math.inf) < LONG_PLATEAU_DRIFT_GROWTH

@@ -17,7 +17,8 @@ the first warmup was, at the LR just cut, and never longer than the schedule's. 
 while the warmup still rises replays what was recorded, and the recording goes on meanwhile, so the
 replay runs the whole warmup. The controller applies the multiplier to the optimizer's groups for
 that one step only (``MetaLRController._before_step``, put back after the step), so a scheduler of
-any kind keeps its own state. :meth:`state_dict` holds the recording and the replay's position.
+any kind keeps its own state. :meth:`state_dict` holds the recording and the replay's position; the
+controller drops the recording (:meth:`forget`) when it drops its start weights.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ class WarmupReplay:
         if self.position is None or factor is None or not factor > 0 or self.position >= len(self.factors):
             return 1.0  # (past the recording while it still rises, the step records its own factor: 1.0 too)
         return min(1.0, self.factors[self.position] / factor)
+
+    def forget(self) -> None:
+        """Drop the recording and stop recording, as no start-over can come any more (the controller's
+        start weights are dropped), so the state stays small past the warmup; a replay under way
+        plays on to its end with what it needs."""
+        if self.position is None:
+            self.factors, self.rising = [], False
 
     def start_over(self) -> None:
         """Play the warmup again from its first step, from the next optimizer step on."""

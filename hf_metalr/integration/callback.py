@@ -721,6 +721,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if world_size() > 1 and start_weights is not None and not _on_every_rank(start_weights.kept):
             start_weights.drop()
             self.controller.start_weights_expected = False
+            self.controller.warmup.forget()
 
     def _refuse_a_second_controller(self, handler: CallbackHandler | None) -> None:
         others = [c for c in (handler.callbacks if handler else []) if isinstance(c, MetaLRCallback) and c is not self]
