@@ -113,6 +113,77 @@ def test_under_a_warmup_an_early_cut_starts_over_and_plays_the_warmup_again():
         "and the weights went back to where the run started, its warmup played again")
 
 
+def test_a_chainable_scheduler_s_warmup_is_replayed_alike():
+    """A torch ``LinearLR`` warmup derives each step's LR from the group's current one: the replay's
+    shortening is put back after each step, so the steps after the early cuts take the same LRs as
+    under the ``LambdaLR`` above, not a compounded multiplier."""
+    x, start, optimizer, quadratic = _start_over_quadratic(10.0)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / 40, end_factor=1.0, total_iters=39)
+    ctrl = MetaLRController(10.0, policy=always(2), learn_online=False).attach(optimizer, scheduler, total_steps=200)
+    taken = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: taken.append(opt.param_groups[0]["lr"]))
+    for _ in range(20):
+        _step(ctrl, optimizer, quadratic, scheduler)
+    cuts = ctrl.early_cuts
+    assert [(c["step"], c["rewound"], c.get("replays_warmup")) for c in cuts] == [(8, True, True), (16, True, True)]
+    assert taken[8:16] == pytest.approx([cuts[0]["lr"] * (k + 1) / 40 for k in range(8)])
+    assert taken[16:] == pytest.approx([cuts[1]["lr"] * (k + 1) / 40 for k in range(4)])
+
+
+def test_a_skipped_step_is_taken_back_and_a_step_that_raised_does_not_compound():
+    """A step the optimizer skipped (a GradScaler's overflow, ``after_optimizer_step(step_skipped=True)``;
+    the callback reads accelerate's ``step_was_skipped``) neither ends the recording nor uses up the
+    replay's position. A step that raised before ``after_optimizer_step`` has its shortening put back
+    at the next ``before_optimizer_step``."""
+    from types import SimpleNamespace
+
+    from hf_metalr import MetaLRCallback
+
+    x, _, optimizer, _ = _start_over_quadratic(1.0)
+    ctrl = MetaLRController(1.0, policy=always(2), learn_online=False)
+    ctrl.watch([x])
+    ctrl.read_optimizer(optimizer)
+    for factor, skipped in ((0.25, False), (0.5, True), (0.5, False), (0.75, False)):
+        ctrl.before_optimizer_step(schedule_factor=factor)
+        ctrl.after_optimizer_step(step_skipped=skipped)
+    assert ctrl.warmup.factors == [0.25, 0.5, 0.75] and ctrl.warmup.rising
+    ctrl.warmup.start_over()
+    optimizer.param_groups[0]["lr"] = 0.9
+    ctrl.before_optimizer_step(schedule_factor=0.9)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.25)
+    ctrl.after_optimizer_step(step_skipped=True)
+    assert optimizer.param_groups[0]["lr"] == 0.9 and ctrl.warmup.position == 0, "the skipped step is played again"
+    ctrl.before_optimizer_step(schedule_factor=0.9)  # and this step raises: no after_optimizer_step
+    ctrl.before_optimizer_step(schedule_factor=0.9)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5), "0.9 x 0.5 / 0.9, not compounded"
+    ctrl.after_optimizer_step()
+    callback = MetaLRCallback()
+    callback.controller, callback._in_training = ctrl, True
+    ctrl.before_optimizer_step(schedule_factor=0.9)
+    callback.on_optimizer_step(None, None, None, optimizer=SimpleNamespace(step_was_skipped=True))
+    assert ctrl.warmup.position == 2 and optimizer.param_groups[0]["lr"] == 0.9
+
+
+def test_a_state_saved_before_the_replay_existed_does_not_start_over():
+    """A controller state without ``warmup`` (saved by an hf_metalr before the replay): whether its run
+    had a warmup is unknown, so a cut does not start it over, and the trace says why."""
+    x, start, optimizer, quadratic = _start_over_quadratic(1.0)
+    first = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
+    for _ in range(4):
+        _step(first, optimizer, quadratic)
+    state, kept = first.state_dict(), first.start_weights.state_dict()
+    first.detach()
+    del state["warmup"]
+    resumed = MetaLRController(1.0, policy=always(2), learn_online=False)
+    resumed.load_state_dict(state)
+    resumed.attach(optimizer)
+    resumed.start_weights.load_state_dict(kept)
+    for _ in range(4):
+        _step(resumed, optimizer, quadratic)
+    assert [(c["step"], c["rewound"]) for c in resumed.early_cuts] == [(8, False)]
+    assert not resumed.warmup.known and resumed.state_dict()["warmup"]["known"] is False
+
+
 def test_the_copy_is_kept_while_the_warmup_rises():
     """At an LR of 0.03 the steps are within the distance estimate at the first decision, which
     without a warmup drops the copy (test_distance.py); under a warmup over 40 steps the LR of the
@@ -122,7 +193,7 @@ def test_the_copy_is_kept_while_the_warmup_rises():
     assert [kept for _, _, kept in seen] == [True, True, False]
     assert decisions[2].features["lr_over_distance"] <= 1.0
     assert ctrl.warmup.factors == [] and not ctrl.warmup.under_way, "the recording is dropped with the copy"
-    assert ctrl.state_dict()["warmup"] == {"factors": [], "rising": False, "position": None}
+    assert ctrl.state_dict()["warmup"] == {"factors": [], "rising": False, "position": None, "known": True}
 
 
 def test_a_plain_loop_without_a_schedule_factor_replays_nothing():

@@ -563,10 +563,12 @@ class MetaLRController:
         self._refuse_when_attached("before_optimizer_step")
         self._before_step(schedule_factor)
 
-    def after_optimizer_step(self) -> None:
-        """Call right after ``optimizer.step()`` (refused while attached, as ``before_optimizer_step``)."""
+    def after_optimizer_step(self, step_skipped: bool = False) -> None:
+        """Call right after ``optimizer.step()`` (refused while attached, as ``before_optimizer_step``).
+        ``step_skipped``: the optimizer skipped the step (accelerate's ``optimizer.step_was_skipped``,
+        a ``GradScaler``'s overflow), so the schedule gives its factor again at the next step."""
         self._refuse_when_attached("after_optimizer_step")
-        self._after_step()
+        self._after_step(step_skipped)
 
     def _refuse_when_attached(self, call: str) -> None:
         if self._attached is not None:
@@ -578,7 +580,9 @@ class MetaLRController:
         if self.start_weights is not None and self._start_copy_due and self.decision_index == 0:  # the run's first step
             self.start_weights.keep()
         self._start_copy_due = False
-        multiplier = self.warmup.multiplier(schedule_factor)
+        self._put_back_the_lrs()  # (a step that raised before reaching _after_step)
+        # recorded only while a start-over can come (the copy dropped, the recording is too: WarmupReplay.forget)
+        multiplier = self.warmup.multiplier(schedule_factor) if self.start_weights is not None else 1.0
         if multiplier != 1.0 and self._optimizer is not None:  # a replayed warmup's step: shortened for this step only
             self._lrs_before_replay = [group["lr"] for group in self._optimizer.param_groups]
             for group in self._optimizer.param_groups:
@@ -587,16 +591,22 @@ class MetaLRController:
         if self.alignment is not None:
             self.alignment.before_step(schedule_factor)
 
-    def _after_step(self) -> None:
-        if self._lrs_before_replay is not None:
-            for group, lr in zip(self._optimizer.param_groups, self._lrs_before_replay):
-                group["lr"] = lr
-            self._lrs_before_replay = None
+    def _after_step(self, step_skipped: bool = False) -> None:
+        self._put_back_the_lrs()
+        if step_skipped:
+            self.warmup.undo_step()
         if self.alignment is not None:
             self.alignment.after_step()
         if self.iterate_average is not None and self.tracker.previous is not None:  # the steps before the first
             # evaluation are not folded: its average would still hold the run's start, and the rule does not read it
             self.iterate_average.after_step()
+
+    def _put_back_the_lrs(self) -> None:
+        """After a step the replayed warmup shortened: the groups' LRs as the schedule left them."""
+        if self._lrs_before_replay is not None:
+            for group, lr in zip(self._optimizer.param_groups, self._lrs_before_replay):
+                group["lr"] = lr
+            self._lrs_before_replay = None
 
     # -- decisions -----------------------------------------------------------------------------
     def observe_train_loss(self, loss: float) -> bool:
@@ -689,7 +699,8 @@ class MetaLRController:
         (``warmup_replay``: the start weights meet steps as long as the warmup first gave them, at the
         cut LR). Returns ``"rewound"``; ``"no copy"`` without the start weights (dropped, or
         a resume whose state did not bring them, which is told once); ``"no optimizer state"``
-        without an optimizer whose state it can clear."""
+        without an optimizer whose state it can clear; ``"no warmup record"`` after a resume from a
+        state saved before the replay existed (whether the run had a warmup is not known)."""
         if self.start_weights is not None and not self.start_weights.kept and self.start_weights_expected:
             self._warn_once("start_weights", "MetaLRController: this run's state was saved while the weights it started "
                             "from were kept, but they were not loaded with it, so a cut for a wrecked run only cuts the "
@@ -698,6 +709,8 @@ class MetaLRController:
                             RuntimeWarning, stacklevel=stacklevel)
         if self.start_weights is None or not self.start_weights.kept:
             return "no copy"
+        if not self.warmup.known:
+            return "no warmup record"
         if self._optimizer is None or not clear_optimizer_state(self._optimizer):
             return "no optimizer state"
         self.start_weights.restore()
@@ -744,7 +757,9 @@ class MetaLRController:
         words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
                             "run starts over at the cut LR" + (", its warmup played again" if self.replays_a_warmup else ""),
                  "no copy": "the weights kept: the resumed state came without the weights the run started from",
-                 "no optimizer state": "the weights kept: the optimizer's state cannot be cleared"}[outcome]
+                 "no optimizer state": "the weights kept: the optimizer's state cannot be cleared",
+                 "no warmup record": "the weights kept: the resumed state is from before hf_metalr recorded a warmup to "
+                                     "play again"}[outcome]
         if outcome == "rewound":
             self.pending = None
             self.tracker.train_loss_at_decision = None

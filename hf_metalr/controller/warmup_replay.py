@@ -36,6 +36,8 @@ class WarmupReplay:
         self.factors: list[float] = []
         self.rising = True
         self.position: int | None = None
+        self.known = True  # False: loaded from a state saved before the replay existed (its warmup unrecorded)
+        self._before_last_step: tuple | None = None  # (len(factors), rising, position) before the last step, for undo_step
 
     @property
     def under_way(self) -> bool:
@@ -51,6 +53,7 @@ class WarmupReplay:
         """At each optimizer step, with the schedule's own ``factor`` of it (None: the loop gives
         none, and nothing is recorded or replayed): record it while the warmup rises, and return the
         replay's multiplier of this step's LR (1.0 when no replay is under way, and once it ends)."""
+        self._before_last_step = (len(self.factors), self.rising, self.position)
         if factor is None:
             self.rising = False
             self.position = None
@@ -69,6 +72,15 @@ class WarmupReplay:
         self.position += 1
         return min(1.0, self.factors[k] / factor) if factor > 0 else 1.0
 
+    def undo_step(self) -> None:
+        """Take the last step back: the optimizer skipped it (a ``GradScaler``'s overflow, which the
+        Trainer's step events still report), so the schedule gives its factor again at the next step,
+        which is not the warmup's end, and the replay's position is not used up."""
+        if self._before_last_step is not None:
+            length, self.rising, self.position = self._before_last_step
+            del self.factors[length:]
+            self._before_last_step = None
+
     def next_multiplier(self, factor: float | None) -> float:
         """The multiplier the next step will take at the schedule's ``factor``, read without moving on
         (for the LR a log shows); 1.0 when no replay is under way or it is about to end."""
@@ -82,23 +94,26 @@ class WarmupReplay:
         plays on to its end with what it needs."""
         if self.position is None:
             self.factors, self.rising = [], False
+            self._before_last_step = None
 
     def start_over(self) -> None:
         """Play the warmup again from its first step, from the next optimizer step on."""
         self.position = 0
 
     def state_dict(self) -> dict:
-        return {"factors": list(self.factors), "rising": self.rising, "position": self.position}
+        return {"factors": list(self.factors), "rising": self.rising, "position": self.position, "known": self.known}
 
     @classmethod
     def from_dict(cls, state: dict | None) -> WarmupReplay:
         """The replay a state saved; a state from before the replay existed (None) records nothing and
-        replays nothing (its run's first steps are gone)."""
+        is not ``known``: its run's first steps are gone, and whether they were a warmup with them, so
+        the controller does not start that run over."""
         replay = cls()
         if state is None:
-            replay.rising = False
+            replay.rising, replay.known = False, False
             return replay
         replay.factors = [float(f) for f in state["factors"]]
         replay.rising = bool(state["rising"])
         replay.position = None if state["position"] is None else int(state["position"])
+        replay.known = bool(state.get("known", True))
         return replay

@@ -334,9 +334,9 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if self._in_training:
             self.controller.before_optimizer_step(schedule_factor=self.controller.schedule_factor(optimizer))
 
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        if self._in_training:
-            self.controller.after_optimizer_step()
+    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        if self._in_training:  # (a step a GradScaler skipped: the Trainer does not step the schedule either)
+            self.controller.after_optimizer_step(step_skipped=bool(getattr(optimizer, "step_was_skipped", False)))
             self._stepped = True
 
     def on_step_end(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
