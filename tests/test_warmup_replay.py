@@ -259,12 +259,13 @@ def test_the_trainer_logs_the_lr_each_step_of_the_replay_takes(tmp_path):
     from hf_metalr import MetaLRCallback
     from tiny_job import AppliedLRRecorder, make_trainer
 
-    trainer = make_trainer(tmp_path / "run", callbacks=[MetaLRCallback(policy="random"), AppliedLRRecorder(tmp_path / "lrs.jsonl")],
-                           learning_rate=3.0, max_steps=12, logging_steps=1, lr_scheduler_type="constant_with_warmup",
-                           warmup_steps=8)
+    callbacks = [MetaLRCallback(policy="random"), AppliedLRRecorder(tmp_path / "lrs.jsonl")]
+    trainer = make_trainer(tmp_path / "run", callbacks=callbacks, learning_rate=3.0, max_steps=12, logging_steps=1,
+                           lr_scheduler_type="constant_with_warmup", warmup_steps=8)
     trainer.train()
     assert read_trace(tmp_path / "run" / "metalr_trace.jsonl")[0]["rewound"] is True
-    lrs = {json.loads(line)["step"]: json.loads(line)["lrs"][0] for line in (tmp_path / "lrs.jsonl").read_text().splitlines()}
+    lines = (tmp_path / "lrs.jsonl").read_text().splitlines()
+    lrs = {json.loads(line)["step"]: json.loads(line)["lrs"][0] for line in lines}
     logged = {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
     assert [lrs[s] for s in range(6, 9)] == pytest.approx([0.0, 1.5 / 8, 1.5 * 2 / 8]), "the replay's first steps"
     assert [logged[s] for s in range(1, 13)] == pytest.approx([lrs[s] for s in range(1, 13)])

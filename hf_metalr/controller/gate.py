@@ -897,10 +897,10 @@ def long_plateau_calls_for_a_cut(features: dict[str, float]) -> bool:
     ``LONG_PLATEAU_EVALUATIONS`` evaluations in a row after the first (``long_plateau_evaluations``), this
     one included, the parameters have stopped moving away from their start (``drift_growth`` under
     ``LONG_PLATEAU_DRIFT_GROWTH``; a fall counts, as a plateau's bounce; absent: they have not), and a
-    cut would start the run over (``start_weights_kept``,
-    the controller's feature: an Adam-type optimizer, no progress yet; under a warmup the start-over plays
-    the warmup again). The halving alone, the weights kept, cost more runs than it helped. A cut at such a decision, whoever made it, starts
-    the run over (the controller's ``_start_over_if_wrecked``)."""
+    cut would start the run over (``start_weights_kept``, the controller's feature: an Adam-type
+    optimizer, no progress yet; under a warmup the start-over plays the warmup again). The halving
+    alone, the weights kept, cost more runs than it helped. A cut at such a decision, whoever made it,
+    starts the run over (the controller's ``_start_over_if_wrecked``)."""
     return (features.get("long_plateau_evaluations", 0) >= LONG_PLATEAU_EVALUATIONS and long_plateau(features)
             and features.get("drift_growth", math.inf) < LONG_PLATEAU_DRIFT_GROWTH
             and bool(features.get("start_weights_kept")))

@@ -37,7 +37,7 @@ class WarmupReplay:
         self.rising = True
         self.position: int | None = None
         self.known = True  # False: loaded from a state saved before the replay existed (its warmup unrecorded)
-        self._before_last_step: tuple | None = None  # (len(factors), rising, position) before the last step, for undo_step
+        self._before_last_step: tuple | None = None  # (len(factors), rising, position) before the last step: undo_step
 
     @property
     def under_way(self) -> bool:
