@@ -859,29 +859,34 @@ def test_the_copy_is_of_the_weights_before_the_first_optimizer_step_whatever_cam
     assert torch.equal(at_cut, start)
 
 
+def resumed_after_four_steps(*, load_start, edit_state=lambda state: None):
+    """A plain loop at an LR of 1 on the quadratic, its state saved after 4 steps (the start weights kept),
+    ``edit_state``'s change made to it, loaded into a fresh controller (with the start weights when
+    ``load_start``), and 4 more steps, over the early cut at step 8: ``(the resumed controller, x, the
+    start weights)``."""
+    x, _, optimizer, quadratic = _start_over_quadratic(1.0)
+    first = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
+    for _ in range(4):
+        _step(first, optimizer, quadratic)
+    state, kept = first.state_dict(), first.start_weights.state_dict()
+    first.detach()
+    assert state["start_weights_kept"] is True and len(kept["weights"]) == 1
+    edit_state(state)
+    resumed = MetaLRController(1.0, policy=always(2), learn_online=False)
+    resumed.load_state_dict(state)
+    resumed.attach(optimizer)
+    if load_start:
+        resumed.start_weights.load_state_dict(kept)
+    for _ in range(4):
+        _step(resumed, optimizer, quadratic)
+    return resumed, x.detach().clone(), kept["weights"][0]
+
+
 def test_a_plain_loop_resumed_without_its_start_weights_is_told_at_its_early_cut():
     """A state saved while the start weights were kept, loaded without them: the next early cut only
     cuts, and says what to save and load; loaded with them, it goes back to them."""
-    def run(load_start):
-        x, _, optimizer, quadratic = _start_over_quadratic(1.0)
-        first = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
-
-        for _ in range(4):
-            _step(first, optimizer, quadratic)
-        state, kept = first.state_dict(), first.start_weights.state_dict()
-        first.detach()
-        assert state["start_weights_kept"] is True and len(kept["weights"]) == 1
-        resumed = MetaLRController(1.0, policy=always(2), learn_online=False)
-        resumed.load_state_dict(state)
-        resumed.attach(optimizer)
-        if load_start:
-            resumed.start_weights.load_state_dict(kept)
-        for _ in range(4):
-            _step(resumed, optimizer, quadratic)
-        return resumed, x.detach().clone(), kept["weights"][0]
-
     with pytest.warns(RuntimeWarning, match=r"load it with ctrl.start_weights.load_state_dict\(\)"):
-        resumed, _, _ = run(load_start=False)
+        resumed, _, _ = resumed_after_four_steps(load_start=False)
     assert [(c["step"], c["rewound"]) for c in resumed.early_cuts] == [(8, False)]
-    resumed, x, start = run(load_start=True)
+    resumed, x, start = resumed_after_four_steps(load_start=True)
     assert [(c["step"], c["rewound"]) for c in resumed.early_cuts] == [(8, True)] and torch.equal(x, start)

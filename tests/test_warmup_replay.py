@@ -12,7 +12,7 @@ from hf_metalr import MetaLRController, read_trace
 from hf_metalr.controller.warmup_replay import WarmupReplay
 from hf_metalr.reporting.trace_view import _early_cut_rows, format_trace
 from test_alignment import always
-from test_distance import _start_over_quadratic, _step, _stuck_quadratic
+from test_distance import _start_over_quadratic, _step, _stuck_quadratic, resumed_after_four_steps
 from test_resume_and_ranks import applied, run_job
 
 
@@ -165,21 +165,10 @@ def test_a_skipped_step_is_taken_back_and_a_step_that_raised_does_not_compound()
 
 
 def test_a_state_saved_before_the_replay_existed_does_not_start_over():
-    """A controller state without ``warmup`` (saved by an hf_metalr before the replay): whether its run
-    had a warmup is unknown, so a cut does not start it over, and the trace says why."""
-    x, start, optimizer, quadratic = _start_over_quadratic(1.0)
-    first = MetaLRController(1.0, policy=always(2), learn_online=False).attach(optimizer)
-    for _ in range(4):
-        _step(first, optimizer, quadratic)
-    state, kept = first.state_dict(), first.start_weights.state_dict()
-    first.detach()
-    del state["warmup"]
-    resumed = MetaLRController(1.0, policy=always(2), learn_online=False)
-    resumed.load_state_dict(state)
-    resumed.attach(optimizer)
-    resumed.start_weights.load_state_dict(kept)
-    for _ in range(4):
-        _step(resumed, optimizer, quadratic)
+    """A controller state without ``warmup`` (saved by an hf_metalr before the replay), loaded with its
+    start weights: whether its run had a warmup is unknown, so the early cut does not start it over,
+    and the state saved from it says the warmup is not known."""
+    resumed, _, _ = resumed_after_four_steps(load_start=True, edit_state=lambda state: state.pop("warmup"))
     assert [(c["step"], c["rewound"]) for c in resumed.early_cuts] == [(8, False)]
     assert not resumed.warmup.known and resumed.state_dict()["warmup"]["known"] is False
 

@@ -80,7 +80,7 @@ from .scheduler_binding import apply_scale, check_scheduler_supported, reference
 from .scheduler_binding import heavy_ball_momentum, normalises_steps
 from .scheduler_binding import schedule_anneals as decays_by_itself
 from .start_weights import StartWeights, clear_optimizer_state
-from .warmup_replay import WarmupReplay
+from .warmup_replay import REPLAYED, WarmupReplay
 from .threads import single_threaded
 from .serialization import optimizer_state_from_json, optimizer_state_to_json, tensors_to_text, text_to_tensors
 
@@ -755,7 +755,7 @@ class MetaLRController:
             return
         outcome = self._start_over(stacklevel=5)
         words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
-                            "run starts over at the cut LR" + (", its warmup played again" if self.replays_a_warmup else ""),
+                            "run starts over at the cut LR" + (REPLAYED if self.replays_a_warmup else ""),
                  "no copy": "the weights kept: the resumed state came without the weights the run started from",
                  "no optimizer state": "the weights kept: the optimizer's state cannot be cleared",
                  "no warmup record": "the weights kept: the resumed state is from before hf_metalr recorded a warmup to "

@@ -23,7 +23,9 @@ controller drops the recording (:meth:`forget`) when it drops its start weights.
 
 from __future__ import annotations
 
-__all__ = ["WarmupReplay"]
+__all__ = ["REPLAYED", "WarmupReplay"]
+
+REPLAYED = ", its warmup played again"  # the words that end a start-over's, where it replays a warmup (evidence, logs)
 
 _RISE = 1 + 1e-9  # a factor above the one before by more than rounding: the warmup still rises
 

@@ -89,6 +89,7 @@ from .checkpoint_files import (checkpoint_folder, checkpoint_folders, restore_it
                                shared_train_losses, write_iterate_average, write_start_weights, write_train_losses)
 from ..controller.scheduler_binding import reference_lr, schedule_anneals
 from ..controller.start_weights import clear_optimizer_state
+from ..controller.warmup_replay import REPLAYED
 from .lr_binding import apply_scale, check_scheduler_supported, check_training_args, ignored_warmup, unwrap_scheduler
 from .trace import TRACE_NAME, TraceWriter
 from .train_losses import TrainLossTap, collective_device, world_size
@@ -98,9 +99,14 @@ __all__ = ["MetaLRCallback"]
 
 _STARTS_OVER = ("; the weights go back to where the run started, and the optimizer's state is cleared: the run starts "
                 "over at the cut LR")
-_REPLAYS_WARMUP = ", its warmup played again"
 
 logger = logging.getLogger(__name__)
+
+
+def _starts_over_words(replays_warmup) -> str:
+    """The end of a start-over's warning, with its warmup played again when it replays one."""
+    return _STARTS_OVER + (REPLAYED if replays_warmup else "")
+
 
 _NON_METRIC_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
@@ -343,7 +349,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         if not self._in_training:
             return
         self._tap.end_step()
-        if optimizer is not None:
+        if optimizer is not None and self.controller.warmup.position is not None:  # (only a replay changes it)
             self._log_the_replayed_lr(optimizer, lr_scheduler)
         if self.controller.iterate_average is not None:
             self._eval_batches.arm()
@@ -428,8 +434,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                            if long_plateau_calls_for_a_cut(decision.features or {}) else
                            "the run is wrecked (a cut with the steps too long by both of the distance check's measures "
                            "and the metric still at its first evaluation's level)",
-                           lrs[0], self.controller.scale,
-                           _STARTS_OVER + (_REPLAYS_WARMUP if self.controller.replays_a_warmup else ""))
+                           lrs[0], self.controller.scale, _starts_over_words(self.controller.replays_a_warmup))
 
         published = {
             "metalr/lr": lrs[0],
@@ -641,19 +646,12 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                                "%.2f of their starting norm and %s (D-adaptation's, as Prodigy reads it): the steps are "
                                "too long, and the LR is cut to %.3g (scale %.3g)%s", state.global_step, last["param_drift"],
                                lr_over_distance_in_words(last["lr_over_distance"]), last["lr"], last["scale"],
-                               self._starts_over_words(last))
+                               _starts_over_words(last.get("replays_warmup")) if last.get("rewound") else "")
                 return
             logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss climbed to %s, above "
                            "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)%s",
                            state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"],
-                           self._starts_over_words(last))
-
-    @staticmethod
-    def _starts_over_words(cut: dict) -> str:
-        """The early cut warning's end: whether the run started over, and played its warmup again."""
-        if not cut.get("rewound"):
-            return ""
-        return _STARTS_OVER + (_REPLAYS_WARMUP if cut.get("replays_warmup") else "")
+                           _starts_over_words(last.get("replays_warmup")) if last.get("rewound") else "")
 
     def _average_steps(self) -> int:
         average = self.controller.iterate_average if self.controller is not None else None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..controller.controller import is_early_distance_cut
 from ..controller.gate import lr_over_distance_in_words
+from ..controller.warmup_replay import REPLAYED
 from ..integration.trace import TRACE_NAME, read_trace
 
 __all__ = ["decision_kind", "format_trace", "lr_series", "main", "plot_trace", "summarize_trace", "trace_path"]
@@ -89,7 +90,7 @@ def _rewound(cut: dict) -> str:
     a warmup kept the weights (``kept_weights``)."""
     if cut.get("rewound"):
         return (", and the weights went back to where the run started"
-                + (", its warmup played again" if cut.get("replays_warmup") else ""))
+                + (REPLAYED if cut.get("replays_warmup") else ""))
     if cut.get("kept_weights") == "warmup":
         return " (the weights kept: starting over would skip the warmup's first steps)"
     return ""
@@ -121,7 +122,7 @@ def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> s
         if entry.get("rewound") and not entry.get("diverged"):  # (the divergence's reason says it whole)
             on_a_plateau = "a start-over on a long plateau" in (entry.get("evidence") or "")
             whose = "a long plateau's" if on_a_plateau else "a wrecked run's"
-            warmup = ", its warmup played again" if "its warmup played again" in (entry.get("evidence") or "") else ""
+            warmup = REPLAYED if REPLAYED in (entry.get("evidence") or "") else ""
             lines.append(f"  started over: {whose} cut, and the weights went back to where the run started{warmup}")
     return "\n".join(lines)
 
