@@ -27,7 +27,10 @@ from pathlib import Path
 
 from free_port import free_port
 
-PRELOAD = ["torch", "transformers", "hf_metalr", "hf_metalr.cli", "hf_metalr.compare.cli", "hf_metalr.meta.cli", "tiny_job"]
+# sklearn.datasets: the digits the tiny jobs and the meta-training families load (2 s of imports a child otherwise);
+# frozen_heap last, so that the children's garbage collections skip what the server imported
+PRELOAD = ["torch", "transformers", "hf_metalr", "hf_metalr.cli", "hf_metalr.compare.cli", "hf_metalr.meta.cli", "tiny_job",
+           "sklearn.datasets", "frozen_heap"]
 _context = None
 
 

@@ -93,6 +93,15 @@ def test_meta_train_refuses_bad_arguments_at_once(tmp_path, flags, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture(scope="module")
+def whole_meta_checkpoint(tmp_path_factory):
+    """The text of a real meta-training checkpoint (one iteration of one episode), made once per module."""
+    out = tmp_path_factory.mktemp("whole_meta")
+    meta_train(MetaTrainConfig(out=str(out), iterations=1, episodes_per_iteration=1, eval_every=1,
+                               held_out_per_family=1, backend="serial", workers=1), log=lambda *_: None)
+    return (out / CHECKPOINT_NAME).read_text()
+
+
 @pytest.mark.parametrize("content, message", [
     ('{"format": 2, "config": {"seed": 0}, "iteration": 3, "cur', "is not readable JSON (truncated?)"),
     ('{"format": 2}', "lacks or garbles config, iteration, curve"),
@@ -104,11 +113,9 @@ def test_meta_train_refuses_bad_arguments_at_once(tmp_path, flags, message):
     ("optimizer={}", "lacks or garbles optimizer"),
     ("optimizer.tensors=AAAA", "its PPO optimizer state is damaged"),
 ])
-def test_a_damaged_meta_checkpoint_is_named(tmp_path, content, message):
+def test_a_damaged_meta_checkpoint_is_named(tmp_path, whole_meta_checkpoint, content, message):
     if "=" in content and not content.startswith("{"):  # break one field of a real checkpoint
-        meta_train(MetaTrainConfig(out=str(tmp_path), iterations=1, episodes_per_iteration=1, eval_every=1,
-                                   held_out_per_family=1, backend="serial", workers=1), log=lambda *_: None)
-        state = json.loads((tmp_path / CHECKPOINT_NAME).read_text())
+        state = json.loads(whole_meta_checkpoint)
         key, value = content.split("=", 1)
         if "." in key:
             outer, inner = key.split(".")

@@ -177,10 +177,8 @@ def _weights(path):
 
 
 def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
+    # seeded: run c below, one iteration and then one more on resume, ends in exactly a's weights
     a = meta_train(MetaTrainConfig(out=str(tmp_path / "a"), **TINY), log=lambda *_: None)
-    b = meta_train(MetaTrainConfig(out=str(tmp_path / "b"), **TINY), log=lambda *_: None)
-    for k, v in _weights(a).items():
-        assert torch.equal(v, _weights(b)[k])
     assert any(not torch.equal(v, random_policy(0).state_dict()[k]) for k, v in _weights(a).items())
 
     card = json.loads(a.with_suffix(".json").read_text())["card"]
@@ -230,7 +228,7 @@ def test_meta_training_can_start_from_the_shipped_policy(tmp_path):
 
     start = save_policy(load_policy(default_policy_path()), tmp_path / "start")
     # with a zero PPO step the policy never moves, so what comes out is exactly what it started from
-    config = MetaTrainConfig(out=str(tmp_path / "ft"), init_policy=str(start), ppo_lr=0.0, **TINY)
+    config = MetaTrainConfig(out=str(tmp_path / "ft"), init_policy=str(start), ppo_lr=0.0, **{**TINY, "iterations": 1})
     out = meta_train(config, log=lambda *_: None)
     for k, v in _weights(default_policy_path()).items():
         assert torch.equal(v, _weights(out)[k])
@@ -239,7 +237,7 @@ def test_meta_training_can_start_from_the_shipped_policy(tmp_path):
     # the start is scored as iteration 0; an unchanged policy scores the same and never displaces it
     assert card["selected_iteration"] == 0
     for key in ("held_out_evals_ratios", "held_out_evals_ratios_by_lr_band", "held_out_scores"):
-        assert set(card[key]) == {"0", "1", "2"}, key
+        assert set(card[key]) == {"0", "1"}, key
     assert len(set(card["held_out_evals_ratios"].values())) == 1
 
     saved = json.loads((tmp_path / "ft" / CHECKPOINT_NAME).read_text())
@@ -295,7 +293,7 @@ def test_held_out_scores_compare_the_policy_with_the_constant_lr():
 
 @pytest.mark.slow
 def test_meta_training_resumes_after_a_kill(tmp_path):
-    args = ["--iterations", "3", "--episodes-per-iteration", "3", "--eval-every", "1", "--held-out-per-family", "1",
+    args = ["--iterations", "2", "--episodes-per-iteration", "3", "--eval-every", "1", "--held-out-per-family", "1",
             "--backend", "serial", "--workers", "1"]
     # each run in a process of its own (forked_job: the package's CLI, without a fresh interpreter's imports)
     straight_run = forked_job.run("hf_metalr.cli", "meta-train", "--out", tmp_path / "straight", *args)
@@ -312,7 +310,7 @@ def test_meta_training_resumes_after_a_kill(tmp_path):
         time.sleep(0.2)
     proc.kill()
     iteration_at_kill = json.loads((killed / CHECKPOINT_NAME).read_text())["iteration"]
-    assert 1 <= iteration_at_kill < 3 and not (killed / "policy.safetensors").exists()
+    assert iteration_at_kill == 1 and not (killed / "policy.safetensors").exists()
 
     resumed = forked_job.run("hf_metalr.cli", "meta-train", "--out", killed, *args, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
