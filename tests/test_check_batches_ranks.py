@@ -2,6 +2,7 @@
 with a token count gathered across processes (a causal LM under the Trainer), the mean over the
 kept batches is the loss per token over every process's tokens, as with one process."""
 
+import pytest
 import torch
 import torch.distributed as dist
 
@@ -72,6 +73,7 @@ def _run(rank, world, init_file, counts_across, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_read_the_loss_per_token_over_both(tmp_path):
     expected = float(TOKEN_LOSSES[~IGNORED].double().mean())
     for counts_across in (True, False):  # the Trainer's average_tokens_across_devices

@@ -101,6 +101,7 @@ def trace_of(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_python_m_launch_adds_the_controller(script, tmp_path):
     out = tmp_path / "out"
     proc = run(
@@ -118,6 +119,7 @@ def test_python_m_launch_adds_the_controller(script, tmp_path):
     assert "MetaLRCallback: monitoring eval_accuracy, greater is better" in proc.stderr, "the direction, at train start"
 
 
+@pytest.mark.slow
 def test_hf_metalr_run_with_environment_settings(script, tmp_path):
     out = tmp_path / "out"
     cli = Path(sys.executable).with_name("hf-metalr")

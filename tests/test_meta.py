@@ -176,6 +176,7 @@ def _weights(path):
     return {k: v for k, v in load_policy(path).state_dict().items()}
 
 
+@pytest.mark.slow
 def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
     # seeded: run c below, one iteration and then one more on resume, ends in exactly a's weights
     a = meta_train(MetaTrainConfig(out=str(tmp_path / "a"), **TINY), log=lambda *_: None)
@@ -222,6 +223,7 @@ def test_meta_training_is_seeded_resumable_and_writes_its_outputs(tmp_path):
         meta_train(MetaTrainConfig(out=str(tmp_path / "c"), **{**half, "iterations": 2}, resume=True), log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_meta_training_can_start_from_the_shipped_policy(tmp_path):
     from hf_metalr.controller.policy import PolicyLoadError, save_policy
     from hf_metalr.policies import default_policy_path

@@ -61,6 +61,7 @@ def test_screen_refuses_bad_arguments_before_any_run(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing ran
 
 
+@pytest.mark.slow
 def test_screen_runs_the_candidate_and_summarizes_it_against_the_baseline(tmp_path):
     from hf_metalr.compare import compare
     from hf_metalr.tasks import get_task

@@ -171,6 +171,7 @@ TINY_WAV2VEC2 = (
 COMMON = ["--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none", "--dataloader_num_workers", "0", "--metalr_policy", "random"]
 
 
+@pytest.mark.slow
 def test_sst2_two_processes(sst2_files, tmp_path):
     out = tmp_path / "out"
     cmd = [
@@ -196,6 +197,7 @@ def test_sst2_two_processes(sst2_files, tmp_path):
     assert first_eval["eval_loss"] < 1.0, "a 2-class loss near ln 2, not multiplied by the number of processes"
 
 
+@pytest.mark.slow
 def test_cifar10_from_local_model_dir(cifar_files, tmp_path):
     from transformers import AutoModelForImageClassification
 
@@ -219,6 +221,7 @@ def test_cifar10_from_local_model_dir(cifar_files, tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"], info
 
 
+@pytest.mark.slow
 def test_librispeech_char_vocab_and_wer(librispeech_files, tmp_path):
     root, train_rows = librispeech_files
     out = tmp_path / "out"

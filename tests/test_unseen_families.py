@@ -4,6 +4,7 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmark_scripts import load_benchmark
@@ -30,6 +31,7 @@ def test_masked_lm_rows_mask_the_same_tokens_every_time_and_at_least_one_per_row
     assert out.loss.item() > 0
 
 
+@pytest.mark.slow
 def test_unseen_families_runs_each_schedule_and_pairs_the_callback_with_its_plain_schedule(tmp_path, capsys):
     module = load_benchmark("unseen_families")
     out = tmp_path / "uf"
