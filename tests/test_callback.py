@@ -924,3 +924,10 @@ def test_the_callback_reads_heavy_ball_momentum_from_the_trainers_optimizer(tmp_
         trace = read_trace(tmp_path / name / "metalr_trace.jsonl")
         assert callback.controller.heavy_ball == (name == "sgd")
         assert [entry["features"].get("heavy_ball") for entry in trace] == [1.0 if name == "sgd" else None] * 3
+
+
+def test_every_reason_to_start_over_has_the_callbacks_warning():
+    from hf_metalr.controller.controller import START_OVER_REASONS
+    from hf_metalr.integration import callback
+
+    assert set(callback._START_OVER_WARNINGS) == set(START_OVER_REASONS) == {"diverged", "long plateau", "wrecked"}

@@ -638,13 +638,13 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
     first = decisions[0]
     assert first.applied < 1 and first.features["param_drift"] >= MOVED
     assert first.features["lr_over_distance"] >= DISTANCE_OVERSHOOT and first.features["objective_vs_first"] == 0
-    assert first.rewound is True and seen[0] == (True, 0, True)
+    assert first.rewound is True and first.start_over == "wrecked" and seen[0] == (True, 0, True)
     assert first.evidence.endswith("a wrecked run (the steps too long by both measures, the metric still at its first "
                                    "evaluation's level): the weights went back to where the run started, and the "
                                    "optimizer's state is cleared: the run starts over at the cut LR")
     assert ctrl.history[0]["rewound"] is True and ctrl.history[0]["evidence"] == first.evidence
     assert ctrl.alignment.drift() > 0 and decisions[1].features["param_drift"] < first.features["param_drift"]
-    assert decisions[1].rewound is None and seen[1][0] is False
+    assert decisions[1].rewound is None and decisions[1].start_over is None and seen[1][0] is False
     assert ctrl.start_weights.kept, "no progress yet: a later wreck may still start it over"
     from hf_metalr.reporting.trace_view import format_trace
     rows = format_trace([{"global_step": 20, "value": 1.0, "action": first.multiplier, "applied": first.applied,
@@ -811,7 +811,8 @@ def test_a_divergence_at_a_decision_starts_the_run_over_while_the_copy_is_kept()
     with pytest.warns(RuntimeWarning, match="treating it as a divergence"):
         _, _, _, ctrl, decisions, seen = _stuck_quadratic(1.0, decisions=2, metric=metric)
     assert RAISE_CEILING < decisions[0].features["lr_over_distance"] < DISTANCE_OVERSHOOT
-    assert decisions[1].diverged and decisions[1].rewound is True and seen[1] == (True, 0, True)
+    assert decisions[1].diverged and decisions[1].rewound is True and decisions[1].start_over == "diverged"
+    assert seen[1] == (True, 0, True)
     assert "a wrecked run (the metric is not finite)" in decisions[1].evidence
     from hf_metalr.reporting.trace_view import _why
     assert _why({"diverged": True, "rewound": True}).endswith("and the weights went back to where the run started")

@@ -301,7 +301,9 @@ def test_the_start_weights_ride_in_checkpoints_until_the_run_makes_progress(tmp_
     progress (the decision at step 10): the checkpoint at step 5 holds the start weights, the one at
     step 10 does not, and the run resumed from step 5 repeats the uninterrupted one without a
     warning."""
-    guard_run(tmp_path / "whole", "--save_steps", 5)
+    whole_run = guard_run(tmp_path / "whole", "--save_steps", 5)
+    assert ("at step 5 the run is wrecked (a cut with the steps too long by both of the distance check's measures and "
+            "the metric still at its first evaluation's level): the LR is cut to") in whole_run.stderr
 
     def kept(checkpoint):
         saved = json.loads((checkpoint / "trainer_state.json").read_text())

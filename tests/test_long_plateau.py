@@ -147,7 +147,7 @@ def test_adam_bouncing_on_a_valley_floor_at_its_first_level_is_halved_and_starte
     assert cut.evidence.startswith("long plateau: still at the first evaluation's level at 4 evaluations in a row")
     assert cut.evidence.endswith("; a start-over on a long plateau: the weights went back to where the run started, and "
                                  "the optimizer's state is cleared: the run starts over at the cut LR")
-    assert cut.rewound is True and seen[4] == (True, 0)
+    assert cut.rewound is True and cut.start_over == "long plateau" and seen[4] == (True, 0)
     assert ctrl.history[4]["rule"] == "long_plateau" and ctrl.history[4]["rewound"] is True
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
     assert decisions[5].features["param_drift"] < cut.features["param_drift"]

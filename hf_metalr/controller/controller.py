@@ -183,6 +183,13 @@ def check_options(*, min_lr=None, max_lr=None, meta_lr=1e-4, greedy=None, policy
                          f"({named}){crossed}; widen the bounds or change the initial learning rate")
 
 
+START_OVER_REASONS = {  # a decision's ``start_over``, in the evidence's words
+    "diverged": "a wrecked run (the metric is not finite)",
+    "long plateau": "a start-over on a long plateau",
+    "wrecked": "a wrecked run (the steps too long by both measures, the metric still at its first evaluation's level)",
+}
+
+
 @dataclass
 class Decision:
     """One decision: what was seen and what LR follows."""
@@ -211,6 +218,8 @@ class Decision:
     # of the distance check's measures and the metric stays at its first evaluation's level, ``gate.wrecked``) or a cut
     # on a long plateau (``gate.long_plateau_calls_for_a_cut``): whether the weights went back to where the run
     # started (None: not asked)
+    start_over: str | None = None  # why the run was to start over, where it was asked: "diverged", "long plateau" or
+    # "wrecked" (the keys of ``START_OVER_REASONS``)
 
     @property
     def action(self) -> float:
@@ -750,8 +759,11 @@ class MetaLRController:
         decision's training-loss trend has no interval before it to compare with."""
         if self.start_weights is None or not (self.start_weights.kept or self.start_weights_expected):
             return  # (a resume that did not bring the copy it was saved with is told, and only cuts)
-        cut_on_a_long_plateau = decision.applied < 1 and long_plateau_calls_for_a_cut(decision.features or {})
-        if not (decision.diverged or cut_on_a_long_plateau or (decision.applied < 1 and wrecked(decision.features or {}))):
+        features = decision.features or {}
+        reason = ("diverged" if decision.diverged else
+                  "long plateau" if decision.applied < 1 and long_plateau_calls_for_a_cut(features) else
+                  "wrecked" if decision.applied < 1 and wrecked(features) else None)
+        if reason is None:
             return
         outcome = self._start_over(stacklevel=5)
         words = {"rewound": "the weights went back to where the run started, and the optimizer's state is cleared: the "
@@ -763,11 +775,8 @@ class MetaLRController:
         if outcome == "rewound":
             self.pending = None
             self.tracker.train_loss_at_decision = None
-        why = ("a wrecked run (the metric is not finite)" if decision.diverged else
-               "a start-over on a long plateau" if cut_on_a_long_plateau else
-               "a wrecked run (the steps too long by both measures, the metric still at its first evaluation's level)")
-        decision.rewound = outcome == "rewound"
-        decision.evidence = _joined(decision.evidence, f"{why}: {words}")
+        decision.start_over, decision.rewound = reason, outcome == "rewound"
+        decision.evidence = _joined(decision.evidence, f"{START_OVER_REASONS[reason]}: {words}")
         self.history[-1].update(rewound=decision.rewound, evidence=decision.evidence)
 
     def _may_start_over_later(self, decision: Decision) -> bool:

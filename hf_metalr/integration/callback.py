@@ -80,7 +80,7 @@ from transformers.trainer_callback import CallbackHandler, ExportableState
 from ..checks import real_number
 from ..controller.controller import MetaLRController, check_options, is_early_distance_cut, resolve_policy
 from ..controller.early_guard import EARLY_SPIKE
-from ..controller.gate import long_plateau_calls_for_a_cut, lr_over_distance_in_words
+from ..controller.gate import lr_over_distance_in_words
 from ..controller.direction import greater_is_better_by_name
 from ..controller.policy import PolicyNetwork, save_policy
 from .callback_handler import calling_handler, move_to_front
@@ -101,6 +101,15 @@ _STARTS_OVER = ("; the weights go back to where the run started, and the optimiz
                 "over at the cut LR")
 
 logger = logging.getLogger(__name__)
+
+
+_START_OVER_WARNINGS = {  # the warning's words for a decision's ``start_over`` (``controller.START_OVER_REASONS``)
+    "diverged": "the run is wrecked (the metric is not finite)",
+    "long plateau": "the run is on a long plateau (the metric still at its first evaluation's level, the weights no "
+                    "longer moving and the LR far past the distance estimate)",
+    "wrecked": "the run is wrecked (a cut with the steps too long by both of the distance check's measures and the "
+               "metric still at its first evaluation's level)",
+}
 
 
 def _starts_over_words(replays_warmup) -> str:
@@ -428,12 +437,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         lrs = self._bind_the_lr(optimizer, lr_scheduler)
         if decision.rewound and state.is_world_process_zero:
             logger.warning("MetaLRCallback: at step %d %s: the LR is cut to %.3g (scale %.3g)%s",
-                           state.global_step, "the run is wrecked (the metric is not finite)" if decision.diverged else
-                           "the run is on a long plateau (the metric still at its first evaluation's level, the "
-                           "weights no longer moving and the LR far past the distance estimate)"
-                           if long_plateau_calls_for_a_cut(decision.features or {}) else
-                           "the run is wrecked (a cut with the steps too long by both of the distance check's measures "
-                           "and the metric still at its first evaluation's level)",
+                           state.global_step, _START_OVER_WARNINGS[decision.start_over],
                            lrs[0], self.controller.scale, _starts_over_words(self.controller.replays_a_warmup))
 
         published = {
