@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.forkserver
 import os
 import subprocess
 import sys
@@ -39,6 +40,17 @@ def _fork_context():
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
+        # the server is started with `python -c` and imports PRELOAD on its own path, skipping without a word a
+        # module it cannot import: tests/ goes on the PYTHONPATH it starts with (for tiny_job and frozen_heap) only
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent), before]))
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
     return _context
 
 

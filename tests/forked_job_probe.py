@@ -18,6 +18,12 @@ def main(argv):
         os.kill(os.getpid(), signal.SIGKILL)
     if what == "rank1_fails" and os.environ["RANK"] == "1":
         return 3
+    if what == "preloaded":  # what the fork server gave the child: the PRELOAD modules imported, its heap frozen
+        import gc
+
+        import forked_job
+
+        print(f"missing={[m for m in forked_job.PRELOAD if m not in sys.modules]} frozen={gc.get_freeze_count() > 0}")
     if what in ("rank1_fails", "sleep"):
         time.sleep(float(argv[1]))
     return 0

@@ -206,7 +206,8 @@ def test_a_decision_as_a_dict_has_every_field_and_its_own_features():
     record = decision.as_dict()
     assert record == asdict(decision) and set(record) == {"index", "value", "reward", "multiplier", "applied",
                                                           "action_index", "by_policy", "lr", "scale", "learned",
-                                                          "diverged", "features", "gate", "evidence", "rule", "rewound"}
+                                                          "diverged", "features", "gate", "evidence", "rule", "rewound",
+                                                          "start_over"}
     decision.features["objective_trend"] = 99.0  # the history keeps what was seen, not a later change
     assert record["features"]["objective_trend"] != 99.0
 

@@ -643,6 +643,7 @@ def test_a_cut_at_a_decision_on_a_wrecked_run_starts_it_over():
                                    "evaluation's level): the weights went back to where the run started, and the "
                                    "optimizer's state is cleared: the run starts over at the cut LR")
     assert ctrl.history[0]["rewound"] is True and ctrl.history[0]["evidence"] == first.evidence
+    assert ctrl.history[0]["start_over"] == "wrecked" and ctrl.history[1]["start_over"] is None
     assert ctrl.alignment.drift() > 0 and decisions[1].features["param_drift"] < first.features["param_drift"]
     assert decisions[1].rewound is None and decisions[1].start_over is None and seen[1][0] is False
     assert ctrl.start_weights.kept, "no progress yet: a later wreck may still start it over"

@@ -15,6 +15,11 @@ def test_a_child_gets_its_own_environment_argv_and_working_directory(tmp_path):
     assert result.stderr == "said before the end\n"
 
 
+def test_a_child_starts_with_every_preloaded_module_and_the_servers_heap_frozen():
+    result = forked_job.run("forked_job_probe", "preloaded")
+    assert result.returncode == 0 and "missing=[] frozen=True" in result.stdout, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("argv, code", [(["raise"], 1), (["exit", "3"], 3), (["kill"], -9)])
 def test_the_exit_status_is_a_subprocess_return_code(argv, code):
     result = forked_job.run("forked_job_probe", *argv)

@@ -149,6 +149,7 @@ def test_adam_bouncing_on_a_valley_floor_at_its_first_level_is_halved_and_starte
                                  "the optimizer's state is cleared: the run starts over at the cut LR")
     assert cut.rewound is True and cut.start_over == "long plateau" and seen[4] == (True, 0)
     assert ctrl.history[4]["rule"] == "long_plateau" and ctrl.history[4]["rewound"] is True
+    assert ctrl.history[4]["start_over"] == "long plateau"
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
     assert decisions[5].features["param_drift"] < cut.features["param_drift"]
     from hf_metalr.reporting.trace_view import format_trace

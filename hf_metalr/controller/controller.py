@@ -777,7 +777,7 @@ class MetaLRController:
             self.tracker.train_loss_at_decision = None
         decision.start_over, decision.rewound = reason, outcome == "rewound"
         decision.evidence = _joined(decision.evidence, f"{START_OVER_REASONS[reason]}: {words}")
-        self.history[-1].update(rewound=decision.rewound, evidence=decision.evidence)
+        self.history[-1].update(rewound=decision.rewound, start_over=reason, evidence=decision.evidence)
 
     def _may_start_over_later(self, decision: Decision) -> bool:
         """Whether the start weights are still kept after this decision: while a later decision may
