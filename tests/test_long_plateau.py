@@ -205,9 +205,9 @@ def test_a_cut_on_a_long_plateau_starts_the_run_over_whoever_made_it_and_no_keep
     state = {**decisions[3].features, "long_plateau_evaluations": LONG_PLATEAU_EVALUATIONS, "drift_growth": 0.02}
     assert long_plateau_calls_for_a_cut(state) and not torch.equal(x.detach(), start)
     kept = dataclasses.replace(decisions[3], applied=1.0, rule=None, features=state, evidence=None)
-    ctrl._start_over_if_wrecked(kept)
+    ctrl._start_over_if_called_for(kept)
     assert kept.rewound is None and not torch.equal(x.detach(), start)
     let_through = dataclasses.replace(decisions[3], applied=0.25, rule=None, features=state, evidence="a cut")
-    ctrl._start_over_if_wrecked(let_through)
+    ctrl._start_over_if_called_for(let_through)
     assert let_through.rewound is True and torch.equal(x.detach(), start) and len(optimizer.state) == 0
     assert let_through.evidence.startswith("a cut; a start-over on a long plateau: the weights went back")

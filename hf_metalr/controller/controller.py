@@ -745,15 +745,15 @@ class MetaLRController:
         schedule whose factor rose over more than its first step."""
         return self.warmup.position is not None and self.warmup.steps > 1
 
-    def _start_over_if_wrecked(self, decision: Decision) -> None:
+    def _start_over_if_called_for(self, decision: Decision) -> None:
         """At a decision that cuts the LR of a wrecked run, while the start weights are kept
         (``_may_start_over_later``): a divergence (the metric not finite), or a cut (any rule's) while
         the steps are too long by both of the distance check's measures and the metric is not even
         ``gate.STUCK`` below the first evaluation's (``gate.wrecked``), or a cut (the gate's halving, or a
         deeper one) on a long plateau (``gate.long_plateau_calls_for_a_cut``). The steps so far bought
         nothing, and the weights they left train badly at any LR after them, so the run starts over
-        at the LR just cut (``_start_over``). The decision and its ``history`` entry say whether it
-        did (``rewound``), and the evidence says it in words. The interval just decided on measured
+        at the LR just cut (``_start_over``). The decision and its ``history`` entry say why
+        (``start_over``) and whether it did (``rewound``), and the evidence says both in words. The interval just decided on measured
         the wrecked weights, not the move: after a start-over the decision's transition is not
         learned from at the next (``pending`` cleared, as after a divergence), and the next
         decision's training-loss trend has no interval before it to compare with."""
@@ -781,7 +781,7 @@ class MetaLRController:
 
     def _may_start_over_later(self, decision: Decision) -> bool:
         """Whether the start weights are still kept after this decision: while a later decision may
-        start the run over (``_start_over_if_wrecked``), that is while the distance check reads the
+        start the run over (``_start_over_if_called_for``), that is while the distance check reads the
         steps (an Adam-like optimizer), the optimizer is known (``read_optimizer``: its state is
         cleared at a start-over), the metric has not made ``gate.PROGRESS`` below the first
         evaluation's, and the LR of the steps is above the distance estimate (``gate.RAISE_CEILING``:
@@ -874,7 +874,7 @@ class MetaLRController:
                 average_gain = self.iterate_average.gain(validation_loss, current=current_loss)
         with single_threaded():
             decision = self._observe(value, progress, train_loss, average_gain)
-        self._start_over_if_wrecked(decision)
+        self._start_over_if_called_for(decision)
         self._mark_decision()
         if self.start_weights is not None and not self._may_start_over_later(decision):
             self.start_weights.drop()

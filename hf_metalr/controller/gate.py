@@ -455,7 +455,7 @@ def wrecked(features: dict[str, float]) -> bool:
     """Whether the steps so far wrecked the run: too long by both of ``past_the_distance``'s measures
     (whatever the LR's floor), while the metric is not even ``STUCK`` below the first evaluation's
     (``moved_but_stuck``). A cut made then starts the run over from its first weights (the
-    controller's ``_start_over_if_wrecked``): the steps bought nothing, and the weights they left
+    controller's ``_start_over_if_called_for``): the steps bought nothing, and the weights they left
     train badly at any LR after them."""
     return _steps_too_long(features) and moved_but_stuck(features)
 
@@ -900,7 +900,7 @@ def long_plateau_calls_for_a_cut(features: dict[str, float]) -> bool:
     cut would start the run over (``start_weights_kept``, the controller's feature: an Adam-type
     optimizer, no progress yet; under a warmup the start-over plays the warmup again). The halving
     alone, the weights kept, cost more runs than it helped. A cut at such a decision, whoever made it,
-    starts the run over (the controller's ``_start_over_if_wrecked``)."""
+    starts the run over (the controller's ``_start_over_if_called_for``)."""
     return (features.get("long_plateau_evaluations", 0) >= LONG_PLATEAU_EVALUATIONS and long_plateau(features)
             and features.get("drift_growth", math.inf) < LONG_PLATEAU_DRIFT_GROWTH
             and bool(features.get("start_weights_kept")))
