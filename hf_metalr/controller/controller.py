@@ -753,10 +753,11 @@ class MetaLRController:
         deeper one) on a long plateau (``gate.long_plateau_calls_for_a_cut``). The steps so far bought
         nothing, and the weights they left train badly at any LR after them, so the run starts over
         at the LR just cut (``_start_over``). The decision and its ``history`` entry say why
-        (``start_over``) and whether it did (``rewound``), and the evidence says both in words. The interval just decided on measured
-        the wrecked weights, not the move: after a start-over the decision's transition is not
-        learned from at the next (``pending`` cleared, as after a divergence), and the next
-        decision's training-loss trend has no interval before it to compare with."""
+        (``start_over``) and whether it did (``rewound``), and the evidence says both in words. The
+        interval just decided on measured the wrecked weights, not the move: after a start-over the
+        decision's transition is not learned from at the next (``pending`` cleared, as after a
+        divergence), and the next decision's training-loss trend has no interval before it to
+        compare with."""
         if self.start_weights is None or not (self.start_weights.kept or self.start_weights_expected):
             return  # (a resume that did not bring the copy it was saved with is told, and only cuts)
         features = decision.features or {}
