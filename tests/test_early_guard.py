@@ -316,7 +316,8 @@ def test_the_start_weights_ride_in_checkpoints_until_the_run_makes_progress(tmp_
     proc = guard_run(tmp_path / "cut", "--save_steps", 100, "--resume", tmp_path / "cut" / "checkpoint-5")
     assert START_WEIGHTS_FILE not in proc.stderr, "read back without a warning"
     whole = read_trace(tmp_path / "whole" / "metalr_trace.jsonl")
-    assert whole[0]["rewound"] is True and read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == whole
+    assert whole[0]["rewound"] is True and whole[0]["start_over"] == "wrecked"
+    assert read_trace(tmp_path / "cut" / "metalr_trace.jsonl") == whole
     assert applied(tmp_path / "cut") == applied(tmp_path / "whole")
 
 

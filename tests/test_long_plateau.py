@@ -156,6 +156,9 @@ def test_adam_bouncing_on_a_valley_floor_at_its_first_level_is_halved_and_starte
     rows = format_trace([{"global_step": 100, "value": 1.0, "action": cut.multiplier, "applied": cut.applied,
                           "lr": cut.lr, "evidence": cut.evidence, "rewound": True}]).splitlines()
     assert rows[-1] == "  started over: a long plateau's cut, and the weights went back to where the run started"
+    named = format_trace([{"global_step": 100, "value": 1.0, "action": 0.5, "applied": 0.5, "lr": 0.005,
+                           "evidence": "cut", "rewound": True, "start_over": "long plateau"}]).splitlines()
+    assert named[-1] == rows[-1], "the trace's start_over names the reason, whatever the evidence's words"
     _, _, _, leaving, left, _ = _noisy_valley(lambda k: 0.8 ** k, decisions=7)
     assert all(d.features["long_plateau_evaluations"] == 0 for d in left)
     assert all(h.get("rule") != "long_plateau" and not h.get("rewound") for h in leaving.history)

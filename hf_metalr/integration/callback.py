@@ -483,6 +483,7 @@ class MetaLRCallback(TrainerCallback, ExportableState):
                     "learned": decision.learned,
                     "diverged": decision.diverged,
                     "rewound": decision.rewound,
+                    "start_over": decision.start_over,
                     "features": decision.features,
                     "early_cuts": self.controller.early_cuts if decision.index == 0 else [],
                 }

@@ -120,7 +120,8 @@ def format_trace(entries: list[dict], full: bool = False, width: int = 120) -> s
             why = head[: max(room - len(tail) - 3, 10)] + "..." + tail
         lines.append(row + why)
         if entry.get("rewound") and not entry.get("diverged"):  # (the divergence's reason says it whole)
-            on_a_plateau = "a start-over on a long plateau" in (entry.get("evidence") or "")
+            on_a_plateau = (entry["start_over"] == "long plateau" if entry.get("start_over") else
+                            "a start-over on a long plateau" in (entry.get("evidence") or ""))  # (older traces)
             whose = "a long plateau's" if on_a_plateau else "a wrecked run's"
             warmup = REPLAYED if REPLAYED in (entry.get("evidence") or "") else ""
             lines.append(f"  started over: {whose} cut, and the weights went back to where the run started{warmup}")
