@@ -646,17 +646,16 @@ class MetaLRCallback(TrainerCallback, ExportableState):
         self._bind_the_lr(optimizer, lr_scheduler)
         if state.is_world_process_zero and cut:
             last = self.controller.early_cuts[-1]
+            ending = _starts_over_words(last.get("replays_warmup")) if last.get("rewound") else ""
             if is_early_distance_cut(last):
                 logger.warning("MetaLRCallback: at step %d, before the first evaluation, the parameters have moved by "
                                "%.2f of their starting norm and %s (D-adaptation's, as Prodigy reads it): the steps are "
                                "too long, and the LR is cut to %.3g (scale %.3g)%s", state.global_step, last["param_drift"],
-                               lr_over_distance_in_words(last["lr_over_distance"]), last["lr"], last["scale"],
-                               _starts_over_words(last.get("replays_warmup")) if last.get("rewound") else "")
+                               lr_over_distance_in_words(last["lr_over_distance"]), last["lr"], last["scale"], ending)
                 return
             logger.warning("MetaLRCallback: at step %d, before the first evaluation, the training loss climbed to %s, above "
                            "%g x every loss before it (at most %.4g): the LR is far too high, and is cut to %.3g (scale %.3g)%s",
-                           state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"],
-                           _starts_over_words(last.get("replays_warmup")) if last.get("rewound") else "")
+                           state.global_step, last["loss"], EARLY_SPIKE, last["reference"], last["lr"], last["scale"], ending)
 
     def _average_steps(self) -> int:
         average = self.controller.iterate_average if self.controller is not None else None
