@@ -221,7 +221,7 @@ def test_a_trainer_run_started_over_plays_its_warmup_again_and_resumes_in_the_mi
     and steps 6-12 take the warmup's factors again (0, 1/8, ... of 1.5), as the trace and
     ``hf-metalr trace`` say. Killed after step 7, in the middle of the replay, the run resumed from
     its checkpoint takes the same LRs and makes the same decisions as the uninterrupted one."""
-    warmup_run(tmp_path / "whole", "--save_steps", 100)
+    whole = warmup_run(tmp_path / "whole", "--save_steps", 100)
     trace = read_trace(tmp_path / "whole" / "metalr_trace.jsonl")
     first = trace[0]
     assert first["global_step"] == 5 and first["rewound"] is True
@@ -231,6 +231,7 @@ def test_a_trainer_run_started_over_plays_its_warmup_again_and_resumes_in_the_mi
     assert math.isclose(3.0 * first["scale"], 1.5)
     assert [lrs[s] for s in range(6, 11)] == pytest.approx([1.5 * k / 8 for k in range(5)])
     assert "its warmup played again" in format_trace(trace)
+    assert "the LR is cut to 1.5 (scale 0.5)" in whole.stderr, "the warning names the LR the replay rises to, not its first step's 0"
 
     warmup_run(tmp_path / "cut", "--save_steps", 7, "--kill_after_step", 7, expect_rc=-9)
     saved = json.loads((tmp_path / "cut" / "checkpoint-7" / "trainer_state.json").read_text())

@@ -436,9 +436,12 @@ class MetaLRCallback(TrainerCallback, ExportableState):
             self._agree_on_the_start(bool(decision.rewound), optimizer)
         lrs = self._bind_the_lr(optimizer, lr_scheduler)
         if decision.rewound and state.is_world_process_zero:
+            # under a replayed warmup the next step takes the warmup's first LR (0 under the Trainer's own): the
+            # warning names the controller's LR, which the warmup rises to again (as the early cuts' warnings do)
+            cut_lr = self.controller.lr if self.controller.replays_a_warmup else lrs[0]
             logger.warning("MetaLRCallback: at step %d %s: the LR is cut to %.3g (scale %.3g)%s",
                            state.global_step, _START_OVER_WARNINGS[decision.start_over],
-                           lrs[0], self.controller.scale, _starts_over_words(self.controller.replays_a_warmup))
+                           cut_lr, self.controller.scale, _starts_over_words(self.controller.replays_a_warmup))
 
         published = {
             "metalr/lr": lrs[0],
