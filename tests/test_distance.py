@@ -787,14 +787,21 @@ def test_a_plain_loop_resumed_while_the_copy_is_kept_past_the_first_decision_sta
     assert again.rewound is None and [str(w.message) for w in caught if "start_weights" in str(w.message)] == []
 
 
-def test_a_cut_on_a_run_that_has_made_progress_or_reads_short_steps_does_not_start_it_over():
+def test_a_cut_on_a_run_that_has_made_progress_or_reads_short_steps_does_not_start_it_over(monkeypatch):
     """The same run with its metric falling 30% at each decision: the first decision's cut starts it
     over (no progress can be read at the first), and the second, 30% below the first, drops the copy.
     At an LR of 1, with the metric stuck, the steps after the early start-overs are not too long by
-    the distance check's measures, and the overshoot's cut at the fifth decision only cuts."""
+    the distance check's measures (2.3 times the estimate), and with the long plateau's rule out of
+    the way the policy's cut at the fifth decision only cuts. With the rule, that cut is a long
+    plateau's (stuck at the first level, the weights moved and stopped, the LR at least twice the
+    estimate), and it starts the run over for that reason."""
     _, _, _, ctrl, decisions, seen = _stuck_quadratic(10.0, decisions=3, metric=lambda k: 0.7 ** k)
     assert [d.rewound for d in decisions] == [True, None, None]
     assert [kept for _, _, kept in seen] == [True, False, False]
+    _, _, _, _, with_the_rule, _ = _stuck_quadratic(1.0, decisions=6)
+    assert [(d.index, d.start_over) for d in with_the_rule if d.rewound] == [(4, "long plateau")]
+    import hf_metalr.controller.gate as gate
+    monkeypatch.setattr(gate, "LONG_PLATEAU_DISTANCE", math.inf)
     _, _, optimizer, ctrl, decisions, seen = _stuck_quadratic(1.0, decisions=6)
     cuts = [d for d in decisions if d.applied < 1]
     assert cuts and all(d.rewound is None and d.features["lr_over_distance"] < DISTANCE_OVERSHOOT for d in cuts)

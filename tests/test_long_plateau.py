@@ -14,7 +14,7 @@ from hf_metalr.reporting.trace_view import decision_kind
 from test_alignment import always
 
 PLATEAU = {"objective_trend": 0.0, "objective_vs_first": 0.0, "grad_alignment": 0.01, "grad_alignment_t": 0.3,
-           "param_drift": 0.6, "lr_over_distance": 2 * LONG_PLATEAU_DISTANCE, "drift_growth": 0.02,
+           "param_drift": 0.6, "lr_over_distance": 8.0, "drift_growth": 0.02,
            "long_plateau_evaluations": LONG_PLATEAU_EVALUATIONS, "start_weights_kept": 1.0, "log10_lr_scale": 0.0}
 
 
@@ -22,6 +22,8 @@ PLATEAU = {"objective_trend": 0.0, "objective_vs_first": 0.0, "grad_alignment": 
     ({}, True),
     ({"lr_over_distance": LONG_PLATEAU_DISTANCE}, True),
     ({"lr_over_distance": LONG_PLATEAU_DISTANCE * 0.99}, False),  # steps not far past the estimate
+    ({"lr_over_distance": 2.49}, True),  # a BART at 10x, on its plateau at chance after its early start-overs
+    ({"lr_over_distance": 1.67}, False),  # the highest reading at a good LR outside the ALBERT and the DeBERTa
     ({"lr_over_distance": NO_DISTANCE}, False),  # no positive estimate yet
     ({"lr_over_distance": None}, False),  # no reading (an optimizer whose step is not its LR)
     ({"param_drift": LONG_PLATEAU_DRIFT}, True),
@@ -31,8 +33,8 @@ PLATEAU = {"objective_trend": 0.0, "objective_vs_first": 0.0, "grad_alignment": 
     ({"objective_vs_first": -STUCK + 0.001}, True),
     ({"drift_growth": 5.0}, True),  # the state itself does not read whether the weights still move
     # the LR of the steps, under any schedule, not the LR an annealing schedule decays from
-    ({"lr_over_distance": 2.0, "planned_lr_over_distance": 8.0}, False),
-    ({"lr_over_distance": 8.0, "planned_lr_over_distance": 2.0}, True),
+    ({"lr_over_distance": 1.0, "planned_lr_over_distance": 8.0}, False),
+    ({"lr_over_distance": 8.0, "planned_lr_over_distance": 1.0}, True),
 ])
 def test_a_long_plateau_is_read_on_the_level_the_drift_and_the_distance(changes, reads):
     features = {key: value for key, value in {**PLATEAU, **changes}.items() if value is not None}
