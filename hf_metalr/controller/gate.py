@@ -244,9 +244,9 @@ SHORT_PLATEAU_EVALUATIONS = 3  # evaluations in a row after the first in that st
 # evaluation (at chance), its alignment drowned in batch noise (benchmarks/results/short_plateau_count.txt)
 LONG_PLATEAU_DRIFT = 0.3  # param_drift at or over which the steps of a run still at its first level have gone somewhere
 LONG_PLATEAU_DISTANCE = 2.0  # the LR over a positive distance estimate at or over which its steps are far past it.
-# 4 until the forty-eighth session: runs stuck at chance at 10x sat at 2.1-3.95 after a start-over (a BART, 2.49-2.78),
-# while at the good LR only the ALBERT and the DeBERTa, at chance there too, read the state; every other family none
-# (benchmarks/results/long_plateau_bar.txt)
+# 4 until the forty-eighth session: runs stuck at chance at 10x sat at 2.1-3.9 times it (a BART after its start-overs,
+# 2.49-2.78), while at the good LR only the ALBERT and the DeBERTa, at chance there too, read the state at all; every
+# other family never (benchmarks/results/long_plateau_bar.txt)
 LONG_PLATEAU_EVALUATIONS = 4  # evaluations in a row after the first in that state at which the gate halves the LR
 DRIFT_GROWTH_INTERVALS = 3  # the intervals over which drift_growth measures how much the parameters still move
 LONG_PLATEAU_DRIFT_GROWTH = 0.1  # drift_growth under which they have stopped moving away. A run still drifting leaves such a
