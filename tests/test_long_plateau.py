@@ -23,7 +23,7 @@ PLATEAU = {"objective_trend": 0.0, "objective_vs_first": 0.0, "grad_alignment": 
     ({"lr_over_distance": LONG_PLATEAU_DISTANCE}, True),
     ({"lr_over_distance": LONG_PLATEAU_DISTANCE * 0.99}, False),  # steps not far past the estimate
     ({"lr_over_distance": 2.49}, True),  # a BART at 10x, on its plateau at chance after its early start-overs
-    ({"lr_over_distance": 1.67}, False),  # the highest reading at a good LR outside the ALBERT and the DeBERTa
+    ({"lr_over_distance": 1.67}, False),  # the ALBERT at its good LR under cosine, on its plateau: left alone
     ({"lr_over_distance": NO_DISTANCE}, False),  # no positive estimate yet
     ({"lr_over_distance": None}, False),  # no reading (an optimizer whose step is not its LR)
     ({"param_drift": LONG_PLATEAU_DRIFT}, True),
